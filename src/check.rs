@@ -1,0 +1,59 @@
+//! `cxpulse check`: validates the configuration and plans every query.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::job;
+use crate::lookup::CustomerTable;
+
+/// The outcome of a check: jobs that planned and every problem found.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// `(job, output topic)` of every query that planned.
+    pub jobs: Vec<(String, String)>,
+    /// Every problem, each prefixed with where it is (file:line or env var).
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (job, topic) in &self.jobs {
+            writeln!(f, "ok      {job} -> {topic}")?;
+        }
+        for problem in &self.problems {
+            writeln!(f, "error   {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads the configuration and plans every query of its queries directory.
+pub async fn check(config_file: Option<&Path>) -> CheckReport {
+    let mut report = CheckReport::default();
+    let config = match Config::load(config_file) {
+        Ok(config) => config,
+        Err(e) => {
+            report.problems = e.0.iter().map(ToString::to_string).collect();
+            return report;
+        }
+    };
+    let customers = Arc::new(Mutex::new(CustomerTable::default()));
+    let (jobs, problems) = job::load_all(
+        &config.engine.queries_dir,
+        &customers,
+        &config.topics.output_prefix,
+    )
+    .await;
+    report.jobs = jobs.into_iter().map(|j| (j.name, j.output_topic)).collect();
+    report.problems = problems.iter().map(ToString::to_string).collect();
+    report
+}

@@ -1,0 +1,300 @@
+//! Merging the configuration layers and checking their keys and value types
+//! against the embedded default, which lists every key.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::{Figment, Source};
+
+use super::{Config, ConfigError, ConfigProblem, DEFAULT_TOML};
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "CXPULSE__";
+
+/// Keys whose string value must be one of a fixed set.
+const CHOICES: &[(&str, &[&str])] = &[
+    ("engine.delivery", &["at_least_once", "exactly_once"]),
+    ("log.format", &["text", "json"]),
+];
+
+/// The table whose keys are free-form (librdkafka properties).
+const PASSTHROUGH: &str = "kafka.properties";
+
+/// The merged layers, remembering where each value came from.
+pub(super) struct Layered {
+    figment: Figment,
+    file: Option<(PathBuf, String)>,
+}
+
+impl Layered {
+    /// Merges default, `file` and environment.
+    pub(super) fn new(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        let file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(vec![ConfigProblem {
+                        key: String::new(),
+                        origin: path.display().to_string(),
+                        message: format!("cannot read the config file: {e}"),
+                    }])
+                })?;
+                figment = figment.merge(Toml::file_exact(path));
+                Some((path.to_path_buf(), text))
+            }
+            None => None,
+        };
+        // librdkafka property names use '.', which env var names cannot:
+        // CXPULSE__KAFKA__PROPERTIES__SASL_MECHANISM sets `sasl.mechanism`.
+        let env = Env::prefixed(ENV_PREFIX)
+            .map(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                match key.strip_prefix("kafka__properties__") {
+                    Some(prop) => format!("kafka__properties__{}", prop.replace('_', ".")).into(),
+                    None => key.into(),
+                }
+            })
+            .split("__");
+        Ok(Self {
+            figment: figment.merge(env),
+            file,
+        })
+    }
+
+    /// Checks keys and types against the default, then deserializes.
+    pub(super) fn extract(&self) -> Result<Config, ConfigError> {
+        let merged: Dict = self.figment.extract().map_err(|e| self.figment_error(e))?;
+        let default: Dict = Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .map_err(|e| self.figment_error(e))?;
+        let mut problems = Vec::new();
+        let coerced = self.check_table("", &default, merged, &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Figment::from(Serialized::defaults(coerced))
+            .extract()
+            .map_err(|e| self.figment_error(e))
+    }
+
+    fn figment_error(&self, error: figment::Error) -> ConfigError {
+        ConfigError(
+            error
+                .into_iter()
+                .map(|e| {
+                    let key = e.path.join(".");
+                    ConfigProblem {
+                        origin: self.origin(&key),
+                        message: e.kind.to_string(),
+                        key,
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Walks `actual` against `default`: unknown keys and wrong types become
+    /// problems; env values parsed as numbers are turned back into strings
+    /// where the key takes a string.
+    fn check_table(
+        &self,
+        prefix: &str,
+        default: &Dict,
+        actual: Dict,
+        problems: &mut Vec<ConfigProblem>,
+    ) -> Dict {
+        let mut out = Dict::new();
+        for (key, value) in actual {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if prefix == PASSTHROUGH {
+                for (name, leaf) in flatten(key, value) {
+                    let leaf_path = format!("{PASSTHROUGH}.{name}");
+                    if let Some(v) = self.expect_string(&leaf_path, leaf, problems) {
+                        out.insert(name, v);
+                    }
+                }
+                continue;
+            }
+            let checked = if let Some(default_value) = default.get(&key) {
+                self.check_value(&path, default_value, value, problems)
+            } else {
+                let known: Vec<&str> = default.keys().map(String::as_str).collect();
+                problems.push(self.problem(
+                    &path,
+                    format!("unknown key; known keys here: {}", known.join(", ")),
+                ));
+                None
+            };
+            if let Some(v) = checked {
+                out.insert(key, v);
+            }
+        }
+        out
+    }
+
+    fn check_value(
+        &self,
+        path: &str,
+        default: &Value,
+        actual: Value,
+        problems: &mut Vec<ConfigProblem>,
+    ) -> Option<Value> {
+        match default {
+            Value::Dict(_, default_dict) => match actual {
+                Value::Dict(tag, dict) => Some(Value::Dict(
+                    tag,
+                    self.check_table(path, default_dict, dict, problems),
+                )),
+                other => {
+                    problems
+                        .push(self.problem(path, format!("must be a table, got {}", kind(&other))));
+                    None
+                }
+            },
+            Value::String(..) => {
+                let value = self.expect_string(path, actual, problems)?;
+                if let (Some((_, allowed)), Value::String(_, s)) =
+                    (CHOICES.iter().find(|(k, _)| *k == path), &value)
+                    && !allowed.contains(&s.as_str())
+                {
+                    problems.push(self.problem(
+                        path,
+                        format!("is {s:?}, expected one of {}", allowed.join(", ")),
+                    ));
+                    return None;
+                }
+                Some(value)
+            }
+            Value::Num(..) => match &actual {
+                Value::Num(_, n) if integer(*n).is_some() => Some(actual),
+                other => {
+                    problems.push(
+                        self.problem(path, format!("must be an integer, got {}", kind(other))),
+                    );
+                    None
+                }
+            },
+            _ => Some(actual),
+        }
+    }
+
+    fn expect_string(
+        &self,
+        path: &str,
+        actual: Value,
+        problems: &mut Vec<ConfigProblem>,
+    ) -> Option<Value> {
+        match actual {
+            Value::String(..) => Some(actual),
+            Value::Num(tag, n) => Some(Value::String(tag, num_text(n))),
+            Value::Bool(tag, b) => Some(Value::String(tag, b.to_string())),
+            other => {
+                problems
+                    .push(self.problem(path, format!("must be a string, got {}", kind(&other))));
+                None
+            }
+        }
+    }
+
+    /// A problem with the value at `path`.
+    pub(super) fn problem(&self, path: &str, message: String) -> ConfigProblem {
+        ConfigProblem {
+            key: path.to_owned(),
+            origin: self.origin(path),
+            message,
+        }
+    }
+
+    /// Where the value at `path` came from: `file:line`, an env var or the default.
+    pub(super) fn origin(&self, path: &str) -> String {
+        let metadata = self.figment.find_metadata(path);
+        if let (Some(Source::File(file)), Some((_, text))) =
+            (metadata.and_then(|m| m.source.as_ref()), &self.file)
+        {
+            return match line_of(text, path) {
+                Some(line) => format!("{}:{line}", file.display()),
+                None => file.display().to_string(),
+            };
+        }
+        if metadata.is_some_and(|m| m.name.contains("environment")) {
+            return format!("env {}", env_var_name(path));
+        }
+        match line_of(DEFAULT_TOML, path) {
+            Some(line) => format!("config/default.toml:{line} (default)"),
+            None => "config/default.toml (default)".to_owned(),
+        }
+    }
+}
+
+/// The environment variable that sets `path`.
+pub fn env_var_name(path: &str) -> String {
+    let mut name = String::from(ENV_PREFIX);
+    match path.strip_prefix("kafka.properties.") {
+        Some(prop) => {
+            name.push_str("KAFKA__PROPERTIES__");
+            name.push_str(&prop.replace('.', "_").to_uppercase());
+        }
+        None => name.push_str(&path.replace('.', "__").to_uppercase()),
+    }
+    name
+}
+
+/// Flattens nested tables under a passthrough key into dotted names
+/// (`security.protocol` arrives nested from TOML dotted keys and from env).
+fn flatten(name: String, value: Value) -> Vec<(String, Value)> {
+    match value {
+        Value::Dict(_, dict) => dict
+            .into_iter()
+            .flat_map(|(k, v)| flatten(format!("{name}.{k}"), v))
+            .collect(),
+        other => vec![(name, other)],
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::String(..) => "a string",
+        Value::Char(..) => "a character",
+        Value::Bool(..) => "a boolean",
+        Value::Num(..) => "a number",
+        Value::Empty(..) => "an empty value",
+        Value::Dict(..) => "a table",
+        Value::Array(..) => "an array",
+    }
+}
+
+/// The value of an integral number, signed or unsigned.
+fn integer(n: figment::value::Num) -> Option<i128> {
+    n.to_i128()
+        .or_else(|| n.to_u128().and_then(|u| i128::try_from(u).ok()))
+}
+
+fn num_text(n: figment::value::Num) -> String {
+    match (integer(n), n.to_f64()) {
+        (Some(i), _) => i.to_string(),
+        (None, Some(f)) => f.to_string(),
+        (None, None) => String::new(),
+    }
+}
+
+/// The 1-based line of the key at dotted `path` in TOML `text`.
+fn line_of(text: &str, path: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let mut segments = path.split('.').peekable();
+    let mut table = doc.as_table() as &dyn toml_edit::TableLike;
+    let mut span = None;
+    while let Some(segment) = segments.next() {
+        let (key, item) = table.get_key_value(segment)?;
+        span = key.span().or_else(|| item.span());
+        if segments.peek().is_some() {
+            table = item.as_table_like()?;
+        }
+    }
+    let offset = span?.start;
+    Some(text.get(..offset)?.matches('\n').count() + 1)
+}

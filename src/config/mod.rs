@@ -1,0 +1,208 @@
+//! Configuration: typed sections, layered as embedded default → file → env.
+//!
+//! [`Config::load`] merges `config/default.toml` (embedded), an optional file
+//! and `CXPULSE__SECTION__KEY` environment variables, then reports every
+//! problem at once, each naming the key and where its value came from.
+
+mod layers;
+mod validate;
+
+pub use layers::env_var_name;
+pub use validate::topic_name_problem;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::schema::SourceKind;
+
+/// The embedded default configuration; it lists every key.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// The whole engine configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection and client settings.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: TopicsConfig,
+    /// Engine behaviour: queries, state, time, batching.
+    pub engine: EngineConfig,
+    /// The HTTP endpoint.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[kafka]`: connection and client settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated bootstrap servers.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// librdkafka `message.timeout.ms` of the producer.
+    pub message_timeout_ms: i64,
+    /// Extra produce attempts after a failed one.
+    pub produce_retries: i64,
+    /// librdkafka properties passed through as is.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[topics]`: topic names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Transactions topic.
+    pub transactions: String,
+    /// Feedback topic.
+    pub feedback: String,
+    /// Complaints topic.
+    pub complaints: String,
+    /// Customer profiles topic (compacted).
+    pub customers: String,
+    /// Dead-letter topic for invalid and late records.
+    pub deadletter: String,
+    /// Prefix of default output topics (`prefix + job name`).
+    pub output_prefix: String,
+}
+
+impl TopicsConfig {
+    /// The topic a source is read from.
+    pub fn source_topic(&self, kind: SourceKind) -> &str {
+        match kind {
+            SourceKind::Transactions => &self.transactions,
+            SourceKind::Feedback => &self.feedback,
+            SourceKind::Complaints => &self.complaints,
+            SourceKind::Customers => &self.customers,
+        }
+    }
+
+    /// The source read from `topic`, if any.
+    pub fn source_of(&self, topic: &str) -> Option<SourceKind> {
+        SourceKind::ALL
+            .into_iter()
+            .find(|k| self.source_topic(*k) == topic)
+    }
+}
+
+/// Delivery guarantee of outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Outputs may repeat after a crash, with the same keys.
+    AtLeastOnce,
+    /// Outputs and offsets commit in one Kafka transaction.
+    ExactlyOnce,
+}
+
+/// `[engine]`: queries, state, event time and batching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Directory of `*.sql` query files.
+    pub queries_dir: PathBuf,
+    /// Directory for checkpoints.
+    pub state_dir: PathBuf,
+    /// Watermark lag behind the maximum event time, in milliseconds.
+    pub max_out_of_orderness_ms: i64,
+    /// Silence after which a partition no longer holds the watermark back, in milliseconds.
+    pub idle_timeout_ms: i64,
+    /// Delivery guarantee.
+    pub delivery: Delivery,
+    /// Maximum records per micro-batch.
+    pub batch_max_rows: i64,
+    /// Maximum time from a micro-batch's first record to its processing, in milliseconds.
+    pub batch_linger_ms: i64,
+    /// Time allowed for draining at shutdown, in milliseconds.
+    pub shutdown_drain_ms: i64,
+}
+
+/// `[http]`: the metrics and probe endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address, `host:port` (port 0 picks a free port).
+    pub listen: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// One configuration problem: the key, where its value came from, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path, e.g. `engine.batch_max_rows`.
+    pub key: String,
+    /// Where the value came from: `file:line`, an env var, or the default.
+    pub origin: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: `{}`: {}", self.origin, self.key, self.message)
+    }
+}
+
+/// Every problem found while loading a configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<ConfigProblem>);
+
+impl Config {
+    /// Loads the embedded default, then `file` (if any), then `CXPULSE__*` env vars.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let layered = layers::Layered::new(file)?;
+        let config = layered.extract()?;
+        let problems = validate::validate(&config, &layered);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// The embedded default alone, ignoring the environment (for unit tests
+    /// that run beside tests setting `CXPULSE__*` variables).
+    #[cfg(test)]
+    pub(crate) fn embedded_default() -> Config {
+        use figment::providers::{Format, Toml};
+        figment::Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .unwrap_or_else(|e| panic!("embedded default config: {e}"))
+    }
+
+    /// The librdkafka properties common to consumer, producer and admin clients.
+    pub fn client_properties(&self) -> BTreeMap<String, String> {
+        let mut props = BTreeMap::new();
+        props.insert("bootstrap.servers".to_owned(), self.kafka.brokers.clone());
+        for (k, v) in &self.kafka.properties {
+            props.insert(k.clone(), v.clone());
+        }
+        props
+    }
+}
+
+#[cfg(test)]
+mod tests;

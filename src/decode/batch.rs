@@ -1,0 +1,145 @@
+//! Appends validated records to Arrow column builders.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+use super::Cell;
+use crate::schema::{FieldType, SourceKind};
+
+enum ColumnBuilder {
+    Utf8(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Ts(TimestampMillisecondBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(ty: FieldType) -> Self {
+        match ty {
+            FieldType::Id | FieldType::Text | FieldType::Enum(_) => {
+                Self::Utf8(StringBuilder::new())
+            }
+            FieldType::Int { .. } => Self::Int(Int64Builder::new()),
+            FieldType::Float { .. } => Self::Float(Float64Builder::new()),
+            FieldType::Timestamp => {
+                Self::Ts(TimestampMillisecondBuilder::new().with_timezone("UTC"))
+            }
+        }
+    }
+
+    /// Appends one cell; the decoder guarantees its type matches the column.
+    fn append(&mut self, cell: &Cell<'_>) {
+        match (self, cell) {
+            (Self::Utf8(b), Cell::Str(s)) => b.append_value(s),
+            (Self::Int(b), Cell::Int(v)) => b.append_value(*v),
+            (Self::Float(b), Cell::Float(v)) => b.append_value(*v),
+            (Self::Ts(b), Cell::Ts(v)) => b.append_value(*v),
+            (Self::Utf8(b), _) => b.append_null(),
+            (Self::Int(b), _) => b.append_null(),
+            (Self::Float(b), _) => b.append_null(),
+            (Self::Ts(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Utf8(b) => Arc::new(b.finish()),
+            Self::Int(b) => Arc::new(b.finish()),
+            Self::Float(b) => Arc::new(b.finish()),
+            Self::Ts(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Collects validated records of one source into a `RecordBatch`.
+pub struct BatchBuilder {
+    kind: SourceKind,
+    columns: Vec<ColumnBuilder>,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    /// An empty builder for `kind`'s schema.
+    pub fn new(kind: SourceKind) -> Self {
+        Self {
+            kind,
+            columns: kind
+                .fields()
+                .iter()
+                .map(|f| ColumnBuilder::new(f.ty))
+                .collect(),
+            rows: 0,
+        }
+    }
+
+    /// Appends one record, as returned by [`parse_record`](super::parse_record).
+    pub fn append(&mut self, cells: &[Cell<'_>]) {
+        for (column, cell) in self.columns.iter_mut().zip(cells) {
+            column.append(cell);
+        }
+        self.rows += 1;
+    }
+
+    /// Rows appended since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no row was appended since the last [`finish`](Self::finish).
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Builds the batch and resets the builder.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.rows = 0;
+        let arrays = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
+        RecordBatch::try_new(self.kind.schema(), arrays)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, TimestampMillisecondType};
+
+    use super::*;
+    use crate::decode::parse_record;
+
+    #[test]
+    fn builds_a_batch_with_nulls_for_absent_optionals() {
+        let mut builder = BatchBuilder::new(SourceKind::Transactions);
+        for payload in [
+            r#"{"event_id":"a","customer_id":"c1","ts":1000,"amount":2.5,"category":"books","channel":"web"}"#,
+            r#"{"event_id":"b","customer_id":"c2","ts":3000,"amount":4,"category":"games"}"#,
+        ] {
+            let cells = parse_record(SourceKind::Transactions, payload.as_bytes()).expect("valid");
+            builder.append(&cells);
+        }
+        assert_eq!(builder.len(), 2);
+        let batch = builder.finish().expect("batch");
+        assert!(builder.is_empty());
+        assert_eq!(batch.num_rows(), 2);
+        let amount = batch
+            .column_by_name("amount")
+            .expect("amount")
+            .as_primitive::<Float64Type>();
+        assert_eq!(amount.values().to_vec(), vec![2.5, 4.0]);
+        let ts = batch
+            .column_by_name("ts")
+            .expect("ts")
+            .as_primitive::<TimestampMillisecondType>();
+        assert_eq!(ts.values().to_vec(), vec![1000, 3000]);
+        let channel = batch
+            .column_by_name("channel")
+            .expect("channel")
+            .as_string::<i32>();
+        assert_eq!(channel.value(0), "web");
+        assert!(channel.is_null(1));
+    }
+}

@@ -1,0 +1,399 @@
+//! JSON payload → validated cells → Arrow batches.
+//!
+//! [`parse_record`] validates one Kafka payload against its source's
+//! [`FieldSpec`](crate::schema::FieldSpec)s and either returns one [`Cell`]
+//! per field or a [`Rejection`] naming the field and the problem.
+//! [`BatchBuilder`] appends validated records to Arrow column builders.
+
+mod batch;
+mod json_scalar;
+mod rejection;
+mod timestamp;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+pub use batch::BatchBuilder;
+pub use json_scalar::JsonScalar;
+pub use rejection::{RejectKind, Rejection};
+pub use timestamp::parse_rfc3339_millis;
+
+use crate::schema::{FieldSpec, FieldType, SourceKind};
+
+/// One validated field value, ready to append to an Arrow column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    /// Absent or `null` (only for optional fields).
+    Null,
+    /// Text, identifier or enum value.
+    Str(Cow<'a, str>),
+    /// Integer.
+    Int(i64),
+    /// Floating-point number.
+    Float(f64),
+    /// Event time in epoch milliseconds.
+    Ts(i64),
+}
+
+/// Parses and validates one payload of `kind`; returns one cell per field,
+/// in the order of `kind.fields()`.
+pub fn parse_record(kind: SourceKind, payload: &[u8]) -> Result<Vec<Cell<'_>>, Rejection> {
+    let specs = kind.fields();
+    let mut raw: Vec<JsonScalar<'_>> = vec![JsonScalar::Null; specs.len()];
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    RecordSeed {
+        specs,
+        values: &mut raw,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    .map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Rejection::new(RejectKind::NotObject, e.to_string()),
+        _ => Rejection::new(
+            RejectKind::InvalidJson,
+            format!("payload is not valid JSON: {e}"),
+        ),
+    })?;
+
+    let cells = specs
+        .iter()
+        .zip(raw)
+        .map(|(spec, value)| validate(spec, value))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let one_of = kind.one_of();
+    if !one_of.is_empty() {
+        let present = specs
+            .iter()
+            .zip(&cells)
+            .any(|(spec, cell)| one_of.contains(&spec.name) && *cell != Cell::Null);
+        if !present {
+            return Err(Rejection::new(
+                RejectKind::MissingField,
+                format!("at least one of the fields {} is required", quoted(one_of)),
+            ));
+        }
+    }
+    Ok(cells)
+}
+
+fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks one JSON value against its field spec.
+fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rejection> {
+    let name = spec.name;
+    if value == JsonScalar::Null {
+        return if spec.required {
+            Err(Rejection::new(
+                RejectKind::MissingField,
+                format!("required field `{name}` is missing or null"),
+            ))
+        } else {
+            Ok(Cell::Null)
+        };
+    }
+    let wrong_type = |expected: &str, got: &JsonScalar<'_>| {
+        Rejection::new(
+            RejectKind::WrongType,
+            format!("field `{name}` must be {expected}, got {}", got.type_name()),
+        )
+    };
+    match spec.ty {
+        FieldType::Id => match value {
+            JsonScalar::Str(s) if s.trim().is_empty() => Err(Rejection::new(
+                RejectKind::OutOfRange,
+                format!("field `{name}` must not be empty"),
+            )),
+            JsonScalar::Str(s) => Ok(Cell::Str(s)),
+            JsonScalar::Int(i) => Ok(Cell::Str(Cow::Owned(i.to_string()))),
+            other => Err(wrong_type("a string or an integer", &other)),
+        },
+        FieldType::Text => match value {
+            JsonScalar::Str(s) => Ok(Cell::Str(s)),
+            other => Err(wrong_type("a string", &other)),
+        },
+        FieldType::Enum(allowed) => match value {
+            JsonScalar::Str(s) if allowed.contains(&s.as_ref()) => Ok(Cell::Str(s)),
+            JsonScalar::Str(s) => Err(Rejection::new(
+                RejectKind::OutOfRange,
+                format!(
+                    "field `{name}` is {s:?}, expected one of {}",
+                    quoted(allowed)
+                ),
+            )),
+            other => Err(wrong_type("a string", &other)),
+        },
+        FieldType::Timestamp => match value {
+            JsonScalar::Str(s) => parse_rfc3339_millis(&s).map(Cell::Ts).ok_or_else(|| {
+                Rejection::new(
+                    RejectKind::BadTimestamp,
+                    format!("field `{name}` is {s:?}, not an RFC 3339 timestamp"),
+                )
+            }),
+            JsonScalar::Int(ms) if (0..=timestamp::MAX_EPOCH_MILLIS).contains(&ms) => {
+                Ok(Cell::Ts(ms))
+            }
+            JsonScalar::Int(ms) => Err(Rejection::new(
+                RejectKind::BadTimestamp,
+                format!(
+                    "field `{name}` is {ms}, outside the epoch-millisecond range of years 1970-9999"
+                ),
+            )),
+            other => Err(wrong_type(
+                "an RFC 3339 string or integer epoch milliseconds",
+                &other,
+            )),
+        },
+        FieldType::Float { min } => {
+            let v = match value {
+                JsonScalar::Int(i) => i as f64,
+                JsonScalar::Float(f) => f,
+                other => return Err(wrong_type("a number", &other)),
+            };
+            if v >= min && v.is_finite() {
+                Ok(Cell::Float(v))
+            } else {
+                Err(Rejection::new(
+                    RejectKind::OutOfRange,
+                    format!("field `{name}` is {v}, must be at least {min}"),
+                ))
+            }
+        }
+        FieldType::Int { min, max } => {
+            let v = match value {
+                JsonScalar::Int(i) => i,
+                JsonScalar::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+                JsonScalar::Float(f) => {
+                    return Err(Rejection::new(
+                        RejectKind::WrongType,
+                        format!("field `{name}` must be an integer, got {f}"),
+                    ));
+                }
+                other => return Err(wrong_type("an integer", &other)),
+            };
+            if (min..=max).contains(&v) {
+                Ok(Cell::Int(v))
+            } else if max == i64::MAX {
+                Err(Rejection::new(
+                    RejectKind::OutOfRange,
+                    format!("field `{name}` is {v}, must be at least {min}"),
+                ))
+            } else {
+                Err(Rejection::new(
+                    RejectKind::OutOfRange,
+                    format!("field `{name}` is {v}, must be between {min} and {max}"),
+                ))
+            }
+        }
+    }
+}
+
+/// Deserializes a JSON object, keeping only the fields named in `specs`.
+struct RecordSeed<'s, 'v, 'de> {
+    specs: &'s [FieldSpec],
+    values: &'v mut [JsonScalar<'de>],
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(index) = map.next_key_seed(KeySeed(self.specs))? {
+            match index {
+                Some(i) => self.values[i] = map.next_value()?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maps an object key to the index of its field spec (`None` for unknown keys).
+struct KeySeed<'s>(&'s [FieldSpec]);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|spec| spec.name == key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reject(kind: SourceKind, payload: &str) -> Rejection {
+        parse_record(kind, payload.as_bytes()).expect_err("record should be rejected")
+    }
+
+    #[test]
+    fn valid_transaction_yields_one_cell_per_field() {
+        let cells = parse_record(
+            SourceKind::Transactions,
+            br#"{"event_id":"e1","customer_id":42,"ts":"2026-01-02T03:04:05.678Z","amount":12.5,"category":"books","items":2.0,"extra":{"x":[1,2]}}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            cells,
+            vec![
+                Cell::Str("e1".into()),
+                Cell::Str("42".into()),
+                Cell::Ts(1_767_323_045_678),
+                Cell::Float(12.5),
+                Cell::Str("books".into()),
+                Cell::Null,
+                Cell::Null,
+                Cell::Int(2),
+                Cell::Null,
+            ]
+        );
+    }
+
+    #[test]
+    fn epoch_millis_and_offsets_are_accepted() {
+        let a = parse_record(
+            SourceKind::Feedback,
+            br#"{"event_id":"e","customer_id":"c","ts":1767323045678,"nps":9}"#,
+        )
+        .expect("valid");
+        let b = parse_record(
+            SourceKind::Feedback,
+            br#"{"event_id":"e","customer_id":"c","ts":"2026-01-02T05:04:05.678+02:00","nps":9}"#,
+        )
+        .expect("valid");
+        assert_eq!(a[2], Cell::Ts(1_767_323_045_678));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn every_bad_input_kind_names_its_field() {
+        use RejectKind::*;
+        let t = SourceKind::Transactions;
+        let f = SourceKind::Feedback;
+        let c = SourceKind::Complaints;
+        let cases: &[(SourceKind, &str, RejectKind, &str)] = &[
+            (t, "not json", InvalidJson, "not valid JSON"),
+            (t, r#"{"event_id":"e""#, InvalidJson, "not valid JSON"),
+            (t, r#"[1,2]"#, NotObject, "JSON object"),
+            (t, r#""text""#, NotObject, "JSON object"),
+            (
+                t,
+                r#"{"customer_id":"c","ts":1,"amount":1,"category":"x"}"#,
+                MissingField,
+                "`event_id`",
+            ),
+            (
+                t,
+                r#"{"event_id":"e","customer_id":"c","ts":1,"amount":null,"category":"x"}"#,
+                MissingField,
+                "`amount`",
+            ),
+            (
+                t,
+                r#"{"event_id":"e","customer_id":"c","ts":1,"amount":"12","category":"x"}"#,
+                WrongType,
+                "field `amount` must be a number, got a string",
+            ),
+            (
+                t,
+                r#"{"event_id":"e","customer_id":"c","ts":1,"amount":-1,"category":"x"}"#,
+                OutOfRange,
+                "field `amount` is -1",
+            ),
+            (
+                t,
+                r#"{"event_id":"e","customer_id":"c","ts":"yesterday","amount":1,"category":"x"}"#,
+                BadTimestamp,
+                "field `ts`",
+            ),
+            (
+                t,
+                r#"{"event_id":"e","customer_id":"c","ts":true,"amount":1,"category":"x"}"#,
+                WrongType,
+                "field `ts`",
+            ),
+            (
+                t,
+                r#"{"event_id":"","customer_id":"c","ts":1,"amount":1,"category":"x"}"#,
+                OutOfRange,
+                "`event_id` must not be empty",
+            ),
+            (
+                f,
+                r#"{"event_id":"e","customer_id":"c","ts":1,"rating":6}"#,
+                OutOfRange,
+                "field `rating` is 6, must be between 1 and 5",
+            ),
+            (
+                f,
+                r#"{"event_id":"e","customer_id":"c","ts":1,"nps":11}"#,
+                OutOfRange,
+                "`nps` is 11",
+            ),
+            (
+                f,
+                r#"{"event_id":"e","customer_id":"c","ts":1,"effort":0}"#,
+                OutOfRange,
+                "`effort` is 0",
+            ),
+            (
+                f,
+                r#"{"event_id":"e","customer_id":"c","ts":1,"rating":4.5}"#,
+                WrongType,
+                "`rating` must be an integer",
+            ),
+            (
+                f,
+                r#"{"event_id":"e","customer_id":"c","ts":1,"comment":"hi"}"#,
+                MissingField,
+                "`rating`, `nps`, `effort`",
+            ),
+            (
+                c,
+                r#"{"event_id":"e","customer_id":"c","ts":1,"complaint_id":"k","status":"closed"}"#,
+                OutOfRange,
+                "field `status` is \"closed\"",
+            ),
+        ];
+        for (kind, payload, want_kind, want_text) in cases {
+            let r = reject(*kind, payload);
+            assert_eq!(r.kind, *want_kind, "{payload}: {r}");
+            assert!(r.reason.contains(want_text), "{payload}: {r}");
+        }
+    }
+}

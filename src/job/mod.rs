@@ -1,0 +1,314 @@
+//! Jobs: a query file planned once into a DataFusion physical plan, executed
+//! on every micro-batch of the sources it reads.
+//!
+//! Stateless jobs (no window) keep no state: each execution sees only the
+//! current micro-batch plus the `customers` lookup table.
+
+mod tables;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+
+pub use tables::{BatchSlot, LookupStream};
+
+use crate::lookup::CustomerTable;
+use crate::query::{QueryError, QueryFile};
+use crate::schema::SourceKind;
+
+/// Output columns the engine adds to every row; a query may not produce them.
+pub const RESERVED_COLUMNS: &[&str] = &["job", "emitted_at"];
+
+/// A planned job, ready to run on micro-batches.
+pub struct Job {
+    /// Job name (the query file name).
+    pub name: String,
+    /// The query file it was planned from.
+    pub file: PathBuf,
+    /// Output topic.
+    pub output_topic: String,
+    /// `@key` columns.
+    pub key_columns: Vec<String>,
+    /// Schema of the query's result rows.
+    pub schema: SchemaRef,
+    slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
+    plan: Arc<dyn ExecutionPlan>,
+    task_ctx: Arc<TaskContext>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.name)
+            .field("output_topic", &self.output_topic)
+            .field("sources", &self.sources())
+            .finish()
+    }
+}
+
+impl Job {
+    /// Plans `query` once against the source schemas.
+    pub async fn plan(
+        query: QueryFile,
+        customers: Arc<Mutex<CustomerTable>>,
+        output_prefix: &str,
+    ) -> Result<Job, QueryError> {
+        let error_at = |line: usize, message: String| QueryError {
+            file: query.path.clone(),
+            line,
+            message,
+        };
+        let ctx = SessionContext::new_with_config(session_config());
+        let mut slots = BTreeMap::new();
+        for kind in SourceKind::ALL {
+            let registered = if kind.is_stream() {
+                let slot = BatchSlot::new(kind.schema());
+                let table = slot.table();
+                slots.insert(kind, slot);
+                table.and_then(|t| ctx.register_table(kind.table_name(), Arc::new(t)))
+            } else {
+                LookupStream::table(kind.schema(), Arc::clone(&customers))
+                    .and_then(|t| ctx.register_table(kind.table_name(), Arc::new(t)))
+            };
+            registered
+                .map_err(|e| error_at(1, format!("internal error registering tables: {e}")))?;
+        }
+
+        let sql_options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = ctx
+            .sql_with_options(&query.sql, sql_options)
+            .await
+            .map_err(|e| datafusion_error(&query, &e))?;
+        let logical = frame.logical_plan().clone();
+        let read = streams_read(&logical);
+        check_stateless(&logical).map_err(|m| error_at(first_sql_line(&query.sql), m))?;
+        if read.is_empty() {
+            return Err(error_at(
+                first_sql_line(&query.sql),
+                "the query reads no event source; read transactions, feedback or complaints \
+                 (customers is a lookup table to join with)"
+                    .to_owned(),
+            ));
+        }
+        slots.retain(|kind, _| read.contains(kind));
+
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        for reserved in RESERVED_COLUMNS {
+            if schema.field_with_name(reserved).is_ok() {
+                return Err(error_at(
+                    first_sql_line(&query.sql),
+                    format!("the result column `{reserved}` is added by cxpulse; rename it"),
+                ));
+            }
+        }
+        if let Some((columns, line)) = &query.options.key {
+            for column in columns {
+                if schema.field_with_name(column).is_err() {
+                    return Err(error_at(*line, unknown_column("@key", column, &schema)));
+                }
+            }
+        }
+        for gauge in &query.options.gauges {
+            for column in gauge.columns.iter().chain(&gauge.by) {
+                if schema.field_with_name(column).is_err() {
+                    return Err(error_at(
+                        gauge.line,
+                        unknown_column("@gauge", column, &schema),
+                    ));
+                }
+            }
+        }
+        for (option, line) in [
+            ("@emit", query.options.emit.as_ref().map(|e| e.1)),
+            ("@lateness", query.options.lateness.as_ref().map(|l| l.1)),
+        ] {
+            if let Some(line) = line {
+                return Err(error_at(
+                    line,
+                    format!("{option} applies to windowed queries; this query has no window"),
+                ));
+            }
+        }
+
+        let plan = frame
+            .create_physical_plan()
+            .await
+            .map_err(|e| datafusion_error(&query, &e))?;
+        let output_topic = query.options.output.as_ref().map_or_else(
+            || format!("{output_prefix}{}", query.name),
+            |(t, _)| t.clone(),
+        );
+        Ok(Job {
+            key_columns: query.options.key_columns().to_vec(),
+            name: query.name,
+            file: query.path,
+            output_topic,
+            schema,
+            slots,
+            plan,
+            task_ctx: ctx.task_ctx(),
+        })
+    }
+
+    /// The event sources this job reads.
+    pub fn sources(&self) -> Vec<SourceKind> {
+        self.slots.keys().copied().collect()
+    }
+
+    /// Whether this job reads `kind`.
+    pub fn reads(&self, kind: SourceKind) -> bool {
+        self.slots.contains_key(&kind)
+    }
+
+    /// Runs the plan on one micro-batch per source (absent sources are empty).
+    pub async fn run(
+        &self,
+        inputs: &BTreeMap<SourceKind, Vec<RecordBatch>>,
+    ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        for (kind, slot) in &self.slots {
+            slot.set(inputs.get(kind).cloned().unwrap_or_default());
+        }
+        let plan = reset_plan_states(Arc::clone(&self.plan))?;
+        let result = collect(plan, Arc::clone(&self.task_ctx)).await;
+        for slot in self.slots.values() {
+            slot.set(Vec::new());
+        }
+        result
+    }
+}
+
+/// Plans every query file of `dir`; returns the jobs that planned and the
+/// problems of those that did not.
+pub async fn load_all(
+    dir: &std::path::Path,
+    customers: &Arc<Mutex<CustomerTable>>,
+    output_prefix: &str,
+) -> (Vec<Job>, Vec<QueryError>) {
+    let files = match crate::query::list_query_files(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            let problem = QueryError {
+                file: dir.to_path_buf(),
+                line: 0,
+                message: format!("cannot list the queries directory: {e}"),
+            };
+            return (Vec::new(), vec![problem]);
+        }
+    };
+    let mut jobs = Vec::new();
+    let mut problems = Vec::new();
+    for path in files {
+        let planned = match QueryFile::read(&path) {
+            Ok(query) => Job::plan(query, Arc::clone(customers), output_prefix).await,
+            Err(e) => Err(e),
+        };
+        match planned {
+            Ok(job) => jobs.push(job),
+            Err(e) => problems.push(e),
+        }
+    }
+    (jobs, problems)
+}
+
+/// One partition, no dynamic filters (plans are re-executed), spans for error lines.
+fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false)
+        .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false)
+        .set_bool("datafusion.sql_parser.collect_spans", true)
+        .set_str("datafusion.execution.time_zone", "UTC")
+}
+
+/// The event sources a logical plan scans.
+fn streams_read(plan: &LogicalPlan) -> Vec<SourceKind> {
+    let mut read = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Some(kind) = SourceKind::from_table_name(scan.table_name.table())
+            && kind.is_stream()
+            && !read.contains(&kind)
+        {
+            read.push(kind);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    read
+}
+
+/// Rejects operators whose meaning depends on seeing the whole stream.
+fn check_stateless(plan: &LogicalPlan) -> Result<(), String> {
+    let mut problem = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let what = match node {
+            LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => Some("an aggregate (GROUP BY, DISTINCT, count, sum, …)"),
+            LogicalPlan::Window(_) => Some("a window function (OVER …)"),
+            LogicalPlan::Limit(_) => Some("LIMIT"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            problem = Some(format!(
+                "{what} over an unbounded stream never finishes; aggregate over a window instead, \
+                 e.g. FROM TUMBLE(feedback, ts, INTERVAL '1 hour') … GROUP BY window_start, window_end, …"
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    problem.map_or(Ok(()), Err)
+}
+
+fn unknown_column(option: &str, column: &str, schema: &SchemaRef) -> String {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    format!(
+        "{option} names column `{column}`, which the query does not return; its columns are: {}",
+        names.join(", ")
+    )
+}
+
+/// A DataFusion error located at its SQL span, or the first SQL line.
+fn datafusion_error(query: &QueryFile, error: &DataFusionError) -> QueryError {
+    let line = error
+        .diagnostic()
+        .and_then(|d| d.span)
+        .map(|span| span.start.line as usize)
+        .filter(|l| *l > 0)
+        .or_else(|| line_from_message(&error.to_string()))
+        .unwrap_or_else(|| first_sql_line(&query.sql));
+    let message = error.find_root().to_string();
+    QueryError {
+        file: query.path.clone(),
+        line,
+        message: message.trim().to_owned(),
+    }
+}
+
+/// "… at Line: 3, Column: 7" in sqlparser messages.
+fn line_from_message(message: &str) -> Option<usize> {
+    let rest = &message[message.find("Line: ")? + 6..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The first line that is neither blank nor a comment.
+fn first_sql_line(sql: &str) -> usize {
+    sql.lines()
+        .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+        .map_or(1, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+use std::path::Path;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+
+use super::*;
+use crate::decode::{BatchBuilder, parse_record};
+use crate::lookup::{CustomerChange, owned_cells};
+
+fn customers() -> Arc<Mutex<CustomerTable>> {
+    Arc::new(Mutex::new(CustomerTable::default()))
+}
+
+async fn plan(name: &str, sql: &str) -> Result<Job, QueryError> {
+    let query = QueryFile::parse(Path::new(name), sql.to_owned())?;
+    Job::plan(query, customers(), "cx.metrics.").await
+}
+
+fn batch(kind: SourceKind, rows: &[&str]) -> RecordBatch {
+    let mut builder = BatchBuilder::new(kind);
+    for row in rows {
+        builder.append(&parse_record(kind, row.as_bytes()).expect("valid row"));
+    }
+    builder.finish().expect("batch")
+}
+
+#[tokio::test]
+async fn a_planned_job_runs_on_every_micro_batch() {
+    let job = plan(
+        "q/high.sql",
+        "-- @key complaint_id\nSELECT complaint_id, severity FROM complaints WHERE severity = 'high'",
+    )
+    .await
+    .expect("plans");
+    assert_eq!(job.output_topic, "cx.metrics.high");
+    assert_eq!(job.sources(), vec![SourceKind::Complaints]);
+    for (ids, expected) in [(["a", "b"], vec!["b"]), (["c", "d"], vec!["d"])] {
+        let rows = [
+            format!(
+                r#"{{"event_id":"e","customer_id":"c","ts":1,"complaint_id":"{}","status":"opened","severity":"low"}}"#,
+                ids[0]
+            ),
+            format!(
+                r#"{{"event_id":"e","customer_id":"c","ts":1,"complaint_id":"{}","status":"opened","severity":"high"}}"#,
+                ids[1]
+            ),
+        ];
+        let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let inputs = BTreeMap::from([(
+            SourceKind::Complaints,
+            vec![batch(SourceKind::Complaints, &refs)],
+        )]);
+        let out = job.run(&inputs).await.expect("runs");
+        let got: Vec<String> = out
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(got, expected, "each run sees only its own micro-batch");
+    }
+}
+
+#[tokio::test]
+async fn the_lookup_join_sees_the_current_customers() {
+    let table = customers();
+    let query = QueryFile::parse(
+        Path::new("q/enriched.sql"),
+        "SELECT t.event_id, c.birth_year FROM transactions t LEFT JOIN customers c ON t.customer_id = c.customer_id".to_owned(),
+    )
+    .expect("parses");
+    let job = Job::plan(query, Arc::clone(&table), "")
+        .await
+        .expect("plans");
+    let tx = batch(
+        SourceKind::Transactions,
+        &[r#"{"event_id":"e1","customer_id":"c1","ts":1,"amount":1,"category":"x"}"#],
+    );
+    let inputs = BTreeMap::from([(SourceKind::Transactions, vec![tx])]);
+    let before = job.run(&inputs).await.expect("runs");
+    assert!(before[0].column(1).is_null(0), "no profile yet");
+
+    let cells = parse_record(
+        SourceKind::Customers,
+        br#"{"customer_id":"c1","birth_year":1985}"#,
+    )
+    .expect("valid");
+    table
+        .lock()
+        .expect("lock")
+        .apply([CustomerChange::Upsert(owned_cells(cells))]);
+    let after = job.run(&inputs).await.expect("runs");
+    assert_eq!(
+        after[0].column(1).as_primitive::<Int64Type>().value(0),
+        1985
+    );
+}
+
+#[tokio::test]
+async fn planning_errors_point_at_file_and_line() {
+    let cases = [
+        (
+            "q/a.sql",
+            "-- comment\nSELECT nope\nFROM feedback",
+            2,
+            "nope",
+        ),
+        (
+            "q/b.sql",
+            "SELECT channel, count(*) FROM feedback GROUP BY channel",
+            1,
+            "aggregate over a window instead",
+        ),
+        (
+            "q/c.sql",
+            "-- @key missing\nSELECT channel FROM feedback",
+            1,
+            "@key names column `missing`",
+        ),
+        (
+            "q/d.sql",
+            "-- x\n-- @emit every 30s\nSELECT channel FROM feedback",
+            2,
+            "@emit applies to windowed queries",
+        ),
+        (
+            "q/e.sql",
+            "SELECT * FROM customers",
+            1,
+            "reads no event source",
+        ),
+        (
+            "q/f.sql",
+            "SELECT 'x' AS job, channel FROM feedback",
+            1,
+            "`job` is added by cxpulse",
+        ),
+        ("q/g.sql", "CREATE TABLE t AS SELECT 1", 1, "not supported"),
+        ("q/h.sql", "SELECT channel FROM orders", 1, "orders"),
+    ];
+    for (file, sql, line, message) in cases {
+        let err = plan(file, sql).await.expect_err(sql);
+        assert_eq!(
+            (err.file.as_path(), err.line),
+            (Path::new(file), line),
+            "{err}"
+        );
+        assert!(err.message.contains(message), "{err}");
+    }
+}

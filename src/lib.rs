@@ -1,0 +1,38 @@
+//! # cxpulse
+//!
+//! A streaming analytics engine for customer events: Kafka in, continuous
+//! DataFusion SQL jobs, Kafka and Prometheus out.
+//!
+//! # Layout
+//!
+//! The modules follow the data flow:
+//!
+//! | stage | module | what it does |
+//! |---|---|---|
+//! | configuration | [`config`] | embedded default → file → `CXPULSE__*` env, all problems at once |
+//! | sources | [`schema`] | the four input sources, their fields and Arrow schemas |
+//! | consume | [`source`] | the Kafka consumer group, micro-batch assembly, offsets |
+//! | decode | [`decode`] | JSON payload → validated cells → Arrow batches, rejections |
+//! | lookup | [`lookup`] | the `customers` table: latest profile per customer |
+//! | queries | [`query`] | `queries/*.sql`: job name, `-- @option` headers |
+//! | jobs | [`job`] | a query planned once, executed on every micro-batch |
+//! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
+//! | wiring | [`engine`] | the batch loop, offset commits after delivery, draining |
+//! | observe | [`metrics`], [`http`], [`logging`] | Prometheus metrics, `/metrics` `/healthz` `/readyz`, tracing |
+//! | operate | [`check`], [`admin`], [`local_broker`] | topic creation; the local noida-db broker for tests and the demo |
+
+pub mod admin;
+pub mod check;
+pub mod config;
+pub mod decode;
+pub mod engine;
+pub mod http;
+pub mod job;
+pub mod local_broker;
+pub mod logging;
+pub mod lookup;
+pub mod metrics;
+pub mod query;
+pub mod schema;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,141 @@
+//! A local Kafka-compatible broker (noida-db) on a free 127.0.0.1 port, for
+//! tests and the demo. The process is stopped when the handle is dropped.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The pinned broker version; `pip install noida-db==` this.
+pub const NOIDA_DB_VERSION: &str = "0.2.3";
+
+/// Why the local broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker binary was not found.
+    #[error(
+        "the noida-db broker is not installed ({0}); install it with: pip install noida-db==0.2.3"
+    )]
+    NotInstalled(String),
+    /// Spawning or preparing failed.
+    #[error("starting noida-db: {0}")]
+    Io(#[from] std::io::Error),
+    /// The broker did not accept connections in time.
+    #[error("noida-db did not accept connections on 127.0.0.1:{port} within {secs} s")]
+    NotReady {
+        /// Port it was started on.
+        port: u16,
+        /// Seconds waited.
+        secs: u64,
+    },
+}
+
+/// A running noida-db broker with its own data directory.
+pub struct LocalBroker {
+    child: Child,
+    port: u16,
+    _data_dir: tempfile::TempDir,
+}
+
+impl LocalBroker {
+    /// Starts a broker on a free port with a fresh temporary data directory.
+    pub fn start() -> Result<LocalBroker, BrokerError> {
+        let binary = broker_binary()?;
+        let data_dir = tempfile::Builder::new()
+            .prefix("cxpulse-broker-")
+            .tempdir()?;
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        let child = Command::new(&binary)
+            .args([
+                "start",
+                "--only",
+                "kafka",
+                "--host",
+                "127.0.0.1",
+                "--kafka-port",
+            ])
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut broker = LocalBroker {
+            child,
+            port,
+            _data_dir: data_dir,
+        };
+        broker.wait_ready(Duration::from_secs(20))?;
+        Ok(broker)
+    }
+
+    /// `host:port` to use as `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), BrokerError> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(BrokerError::Io(std::io::Error::other(format!(
+                    "noida-db exited at start with {status}"
+                ))));
+            }
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(BrokerError::NotReady {
+            port: self.port,
+            secs: timeout.as_secs(),
+        })
+    }
+}
+
+impl Drop for LocalBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The noida-db executable itself (not its Python wrapper, which would
+/// leave the broker running when killed): `$NOIDA_DB_BIN`, or the binary
+/// inside the installed Python package.
+pub fn broker_binary() -> Result<PathBuf, BrokerError> {
+    if let Some(path) = std::env::var_os("NOIDA_DB_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import os, noida_db; print(os.path.join(os.path.dirname(noida_db.__file__), 'noida-db'))",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| BrokerError::NotInstalled(format!("python3 not runnable: {e}")))?;
+    if !output.status.success() {
+        return Err(BrokerError::NotInstalled(
+            "python3 cannot import noida_db".to_owned(),
+        ));
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BrokerError::NotInstalled(format!(
+            "{} is missing",
+            path.display()
+        )))
+    }
+}

@@ -1,0 +1,141 @@
+//! Query files: `queries/<job>.sql`, one continuous job each.
+//!
+//! A file is a single SQL `SELECT` with header comments `-- @name value` that
+//! set job options. [`QueryFile::parse`] reads the options; planning the SQL
+//! happens in [`crate::job`].
+
+mod options;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use options::{EmitMode, GaugeSpec, JobOptions};
+
+/// A problem in a query file, located at file:line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct QueryError {
+    /// The query file.
+    pub file: PathBuf,
+    /// 1-based line of the problem.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// A parsed query file: job name, options and SQL text.
+#[derive(Debug, Clone)]
+pub struct QueryFile {
+    /// Job name: the file name without `.sql`.
+    pub name: String,
+    /// Where the file was read from.
+    pub path: PathBuf,
+    /// The whole file, passed to DataFusion as is (headers are SQL comments),
+    /// so DataFusion's line numbers are file line numbers.
+    pub sql: String,
+    /// Options from the header lines.
+    pub options: JobOptions,
+}
+
+impl QueryFile {
+    /// Reads and parses one query file.
+    pub fn read(path: &Path) -> Result<QueryFile, QueryError> {
+        let text = std::fs::read_to_string(path).map_err(|e| QueryError {
+            file: path.to_path_buf(),
+            line: 1,
+            message: format!("cannot read the query file: {e}"),
+        })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses a query file's text; `path` names the job and locates errors.
+    pub fn parse(path: &Path, text: String) -> Result<QueryFile, QueryError> {
+        let error = |line: usize, message: String| QueryError {
+            file: path.to_path_buf(),
+            line,
+            message,
+        };
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            || name.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(error(
+                1,
+                format!(
+                    "job name {name:?} (the file name) must be lowercase letters, digits and '_', \
+                     starting with a letter, because it names the output topic and metrics"
+                ),
+            ));
+        }
+        let options = JobOptions::parse(&text).map_err(|(line, message)| error(line, message))?;
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+        {
+            return Err(error(
+                1,
+                "the file has no SQL statement; write one SELECT".to_owned(),
+            ));
+        }
+        Ok(QueryFile {
+            name,
+            path: path.to_path_buf(),
+            sql: text,
+            options,
+        })
+    }
+}
+
+/// Lists the `*.sql` files of `dir`, sorted by name.
+pub fn list_query_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, text: &str) -> Result<QueryFile, QueryError> {
+        QueryFile::parse(Path::new(name), text.to_owned())
+    }
+
+    #[test]
+    fn job_name_comes_from_the_file_name() {
+        let q = parse("queries/complaint_alerts.sql", "SELECT 1").expect("valid");
+        assert_eq!(q.name, "complaint_alerts");
+        assert_eq!(q.sql, "SELECT 1");
+    }
+
+    #[test]
+    fn bad_job_names_and_empty_files_are_rejected_at_line_1() {
+        let e = parse("queries/Bad-Name.sql", "SELECT 1").expect_err("bad name");
+        assert_eq!(e.line, 1);
+        assert!(
+            e.to_string()
+                .starts_with("queries/Bad-Name.sql:1: job name \"Bad-Name\""),
+            "{e}"
+        );
+        let e = parse("queries/empty.sql", "-- @key a\n\n-- nothing\n").expect_err("no sql");
+        assert_eq!(
+            e.to_string(),
+            "queries/empty.sql:1: the file has no SQL statement; write one SELECT"
+        );
+    }
+}

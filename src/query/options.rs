@@ -1,0 +1,232 @@
+//! Job options from `-- @name value` header lines.
+
+use std::time::Duration;
+
+/// When a windowed job publishes results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmitMode {
+    /// Once per window, when the watermark passes its end plus lateness.
+    #[default]
+    OnClose,
+    /// Also early, non-final results for open windows at this interval.
+    Every(Duration),
+}
+
+/// `@gauge col, … BY label, …`: columns exported as Prometheus gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GaugeSpec {
+    /// Value columns.
+    pub columns: Vec<String>,
+    /// Label columns.
+    pub by: Vec<String>,
+    /// Line of the header, for errors.
+    pub line: usize,
+}
+
+/// The options of one job, with the line each was set on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOptions {
+    /// `@output`: output topic (default: prefix + job name).
+    pub output: Option<(String, usize)>,
+    /// `@key`: columns that, with the job and window, form the Kafka key.
+    pub key: Option<(Vec<String>, usize)>,
+    /// `@emit`: emit mode.
+    pub emit: Option<(EmitMode, usize)>,
+    /// `@lateness`: how long a window waits for late events after its end.
+    pub lateness: Option<(Duration, usize)>,
+    /// `@gauge` lines (several allowed).
+    pub gauges: Vec<GaugeSpec>,
+}
+
+impl JobOptions {
+    /// The `@key` columns (empty when unset).
+    pub fn key_columns(&self) -> &[String] {
+        self.key.as_ref().map_or(&[], |(k, _)| k.as_slice())
+    }
+
+    /// Parses every `-- @name value` line of `text`; errors carry the 1-based line.
+    pub fn parse(text: &str) -> Result<JobOptions, (usize, String)> {
+        let mut options = JobOptions::default();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let Some(rest) = raw.trim_start().strip_prefix("--") else {
+                continue;
+            };
+            let Some(header) = rest.trim_start().strip_prefix('@') else {
+                continue;
+            };
+            let (name, value) = header
+                .split_once(char::is_whitespace)
+                .map_or((header.trim(), ""), |(n, v)| (n, v.trim()));
+            let once = |set: bool| {
+                if set {
+                    Err((line, format!("@{name} is set twice")))
+                } else {
+                    Ok(())
+                }
+            };
+            if value.is_empty() {
+                return Err((line, format!("@{name} needs a value")));
+            }
+            match name {
+                "output" => {
+                    once(options.output.is_some())?;
+                    if let Some(problem) = crate::config::topic_name_problem(value) {
+                        return Err((line, format!("@output topic {problem}")));
+                    }
+                    options.output = Some((value.to_owned(), line));
+                }
+                "key" => {
+                    once(options.key.is_some())?;
+                    options.key = Some((column_list(value, line, "@key")?, line));
+                }
+                "emit" => {
+                    once(options.emit.is_some())?;
+                    options.emit = Some((parse_emit(value).map_err(|m| (line, m))?, line));
+                }
+                "lateness" => {
+                    once(options.lateness.is_some())?;
+                    let d = parse_duration(value).map_err(|m| (line, format!("@lateness {m}")))?;
+                    options.lateness = Some((d, line));
+                }
+                "gauge" => options.gauges.push(parse_gauge(value, line)?),
+                other => {
+                    return Err((
+                        line,
+                        format!(
+                            "unknown option @{other}; the options are @output, @key, @emit, @lateness and @gauge"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn column_list(value: &str, line: usize, what: &str) -> Result<Vec<String>, (usize, String)> {
+    let columns: Vec<String> = value.split(',').map(|c| c.trim().to_owned()).collect();
+    if let Some(bad) = columns.iter().find(|c| !is_identifier(c)) {
+        return Err((
+            line,
+            format!(
+                "{what}: {bad:?} is not a column name; write a comma-separated list such as `channel, topic`"
+            ),
+        ));
+    }
+    Ok(columns)
+}
+
+fn parse_emit(value: &str) -> Result<EmitMode, String> {
+    if value == "on_close" {
+        return Ok(EmitMode::OnClose);
+    }
+    match value.strip_prefix("every") {
+        Some(interval) if interval.starts_with(char::is_whitespace) => {
+            let d = parse_duration(interval.trim()).map_err(|m| format!("@emit every {m}"))?;
+            Ok(EmitMode::Every(d))
+        }
+        _ => Err(format!(
+            "@emit {value:?} is not an emit mode; write `@emit on_close` or `@emit every 30s`"
+        )),
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration ({e}); write e.g. 30s, 5m, 1h"))?;
+    if d.is_zero() {
+        return Err(format!("{value:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn parse_gauge(value: &str, line: usize) -> Result<GaugeSpec, (usize, String)> {
+    let (columns, by) = match split_by(value) {
+        Some((c, b)) => (c, Some(b)),
+        None => (value, None),
+    };
+    Ok(GaugeSpec {
+        columns: column_list(columns, line, "@gauge")?,
+        by: match by {
+            Some(b) => column_list(b, line, "@gauge … BY")?,
+            None => Vec::new(),
+        },
+        line,
+    })
+}
+
+/// Splits `a, b BY c, d` at the (case-insensitive) word `BY`.
+fn split_by(value: &str) -> Option<(&str, &str)> {
+    let lower = value.to_ascii_lowercase();
+    let at = lower.find(" by ")?;
+    Some((value[..at].trim(), value[at + 4..].trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_option() {
+        let text = "-- NPS per channel\n-- @key    channel\n-- @emit   every 30s\n-- @lateness 10m\n\
+                    -- @output cx.alerts\n-- @gauge  nps, csat BY channel\n-- @gauge responses\nSELECT 1";
+        let o = JobOptions::parse(text).expect("valid");
+        assert_eq!(o.key, Some((vec!["channel".to_owned()], 2)));
+        assert_eq!(o.emit, Some((EmitMode::Every(Duration::from_secs(30)), 3)));
+        assert_eq!(o.lateness, Some((Duration::from_secs(600), 4)));
+        assert_eq!(o.output, Some(("cx.alerts".to_owned(), 5)));
+        assert_eq!(
+            o.gauges,
+            vec![
+                GaugeSpec {
+                    columns: vec!["nps".into(), "csat".into()],
+                    by: vec!["channel".into()],
+                    line: 6
+                },
+                GaugeSpec {
+                    columns: vec!["responses".into()],
+                    by: vec![],
+                    line: 7
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_fix() {
+        let cases = [
+            ("SELECT 1\n-- @colour blue", 2, "unknown option @colour"),
+            (
+                "-- @emit sometimes",
+                1,
+                "write `@emit on_close` or `@emit every 30s`",
+            ),
+            (
+                "\n-- @emit every soon",
+                2,
+                "@emit every \"soon\" is not a duration",
+            ),
+            ("-- @lateness 0s", 1, "must be longer than zero"),
+            ("-- @key a\n-- @key b", 2, "@key is set twice"),
+            ("-- @key a b", 1, "\"a b\" is not a column name"),
+            (
+                "-- @output bad topic",
+                1,
+                "@output topic \"bad topic\" may only contain",
+            ),
+            ("-- @gauge", 1, "@gauge needs a value"),
+        ];
+        for (text, line, message) in cases {
+            let (got_line, got) = JobOptions::parse(text).expect_err(text);
+            assert_eq!(got_line, line, "{text}");
+            assert!(got.contains(message), "{text}: {got}");
+        }
+    }
+}

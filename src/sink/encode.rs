@@ -1,0 +1,131 @@
+//! Job result rows → JSON Kafka records with deterministic keys.
+
+use arrow::error::ArrowError;
+use arrow::json::LineDelimitedWriter;
+use arrow::json::writer::LineDelimited;
+use arrow::json::writer::WriterBuilder;
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, SecondsFormat};
+use serde_json::{Map, Value};
+
+use super::OutRecord;
+
+/// Formats epoch milliseconds as RFC 3339 UTC with milliseconds.
+pub fn format_timestamp_millis(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Encodes one job's result rows.
+#[derive(Debug, Clone)]
+pub struct RowEncoder {
+    /// Job name, written as the `job` field and the first key field.
+    pub job: String,
+    /// Output topic.
+    pub topic: String,
+    /// `@key` columns; with none, records have no key.
+    pub key_columns: Vec<String>,
+}
+
+impl RowEncoder {
+    /// One record per row: `{"job", <columns…>, "emitted_at"}`, keyed by
+    /// `{"job", <key columns…>}` when the job has `@key` columns.
+    pub fn encode(
+        &self,
+        batches: &[RecordBatch],
+        emitted_at_ms: i64,
+    ) -> Result<Vec<OutRecord>, ArrowError> {
+        let emitted_at = Value::String(format_timestamp_millis(emitted_at_ms));
+        let mut lines = Vec::new();
+        {
+            let mut writer: LineDelimitedWriter<&mut Vec<u8>> = WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, LineDelimited>(&mut lines);
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+        }
+        let mut records = Vec::new();
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let columns: Map<String, Value> =
+                serde_json::from_slice(line).map_err(|e| ArrowError::JsonError(e.to_string()))?;
+            let key = if self.key_columns.is_empty() {
+                None
+            } else {
+                let mut key = Map::new();
+                key.insert("job".to_owned(), Value::String(self.job.clone()));
+                for column in &self.key_columns {
+                    key.insert(
+                        column.clone(),
+                        columns.get(column).cloned().unwrap_or(Value::Null),
+                    );
+                }
+                Some(Value::Object(key).to_string().into_bytes())
+            };
+            let mut row = Map::with_capacity(columns.len() + 2);
+            row.insert("job".to_owned(), Value::String(self.job.clone()));
+            row.extend(columns);
+            row.insert("emitted_at".to_owned(), emitted_at.clone());
+            records.push(OutRecord {
+                topic: self.topic.clone(),
+                key,
+                payload: Some(Value::Object(row).to_string().into_bytes()),
+                headers: Vec::new(),
+            });
+        }
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::schema::timestamp_type;
+
+    #[test]
+    fn rows_become_json_with_job_key_and_emitted_at() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("complaint_id", DataType::Utf8, false),
+            Field::new("ts", timestamp_type(), false),
+            Field::new("score", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["k1", "k2"])),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![1_767_323_045_678, 0])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Float64Array::from(vec![Some(1.5), None])),
+            ],
+        )
+        .expect("batch");
+        let encoder = RowEncoder {
+            job: "alerts".into(),
+            topic: "cx.metrics.alerts".into(),
+            key_columns: vec!["complaint_id".into()],
+        };
+        let records = encoder.encode(&[batch], 1000).expect("encode");
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].topic, "cx.metrics.alerts");
+        assert_eq!(
+            String::from_utf8(records[0].payload.clone().expect("payload")).expect("utf8"),
+            r#"{"job":"alerts","complaint_id":"k1","ts":"2026-01-02T03:04:05.678Z","score":1.5,"emitted_at":"1970-01-01T00:00:01.000Z"}"#
+        );
+        assert_eq!(
+            String::from_utf8(records[1].key.clone().expect("key")).expect("utf8"),
+            r#"{"job":"alerts","complaint_id":"k2"}"#
+        );
+        let second: Value =
+            serde_json::from_slice(records[1].payload.as_deref().expect("payload")).expect("json");
+        assert_eq!(second["score"], Value::Null);
+    }
+}

@@ -1,0 +1,237 @@
+//! Assembles consumed Kafka messages into a micro-batch: decoded Arrow
+//! batches per source and partition, customer table changes, dead letters
+//! and the offsets to commit once the batch's outputs are delivered.
+
+use std::collections::BTreeMap;
+
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use rdkafka::message::{Headers, Message};
+
+use crate::config::TopicsConfig;
+use crate::decode::{BatchBuilder, RejectKind, Rejection, parse_record};
+use crate::lookup::{CustomerChange, owned_cells};
+use crate::schema::SourceKind;
+use crate::sink::DeadLetter;
+
+/// Everything one micro-batch carries to the jobs and the sink.
+#[derive(Debug, Default)]
+pub struct MicroBatch {
+    /// Valid events per source, one batch per partition.
+    pub events: BTreeMap<SourceKind, Vec<RecordBatch>>,
+    /// Changes to the customers table, in topic order.
+    pub customer_changes: Vec<CustomerChange>,
+    /// Rejected records.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Records read, per topic.
+    pub consumed: BTreeMap<String, u64>,
+    /// Next offset to consume, per (topic, partition): what to commit.
+    pub next_offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// Collects messages until the engine closes the micro-batch.
+pub struct Batcher {
+    topics: TopicsConfig,
+    builders: BTreeMap<(SourceKind, i32), BatchBuilder>,
+    batch: MicroBatch,
+    records: usize,
+}
+
+impl Batcher {
+    /// An empty batcher for the configured source topics.
+    pub fn new(topics: TopicsConfig) -> Self {
+        Self {
+            topics,
+            builders: BTreeMap::new(),
+            batch: MicroBatch::default(),
+            records: 0,
+        }
+    }
+
+    /// Records pushed since the last [`take`](Self::take).
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    /// Whether no record was pushed since the last [`take`](Self::take).
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Decodes one message into the current micro-batch.
+    pub fn push<M: Message>(&mut self, message: &M) {
+        let topic = message.topic();
+        let Some(kind) = self.topics.source_of(topic) else {
+            tracing::warn!(topic, "message from a topic that is not a source, skipped");
+            return;
+        };
+        self.records += 1;
+        *self.batch.consumed.entry(topic.to_owned()).or_default() += 1;
+        self.batch.next_offsets.insert(
+            (topic.to_owned(), message.partition()),
+            message.offset() + 1,
+        );
+
+        let payload = message.payload();
+        let result = if kind == SourceKind::Customers {
+            customer_change(message.key(), payload)
+                .map(|change| self.batch.customer_changes.push(change))
+        } else {
+            match payload {
+                None => Err(Rejection::new(
+                    RejectKind::InvalidJson,
+                    "the message has no value",
+                )),
+                Some(bytes) => parse_record(kind, bytes).map(|cells| {
+                    self.builders
+                        .entry((kind, message.partition()))
+                        .or_insert_with(|| BatchBuilder::new(kind))
+                        .append(&cells);
+                }),
+            }
+        };
+        if let Err(rejection) = result {
+            self.batch
+                .dead_letters
+                .push(dead_letter(message, rejection));
+        }
+    }
+
+    /// Closes the micro-batch and starts a new one.
+    pub fn take(&mut self) -> Result<MicroBatch, ArrowError> {
+        let mut batch = std::mem::take(&mut self.batch);
+        for ((kind, _partition), builder) in &mut self.builders {
+            if !builder.is_empty() {
+                batch
+                    .events
+                    .entry(*kind)
+                    .or_default()
+                    .push(builder.finish()?);
+            }
+        }
+        self.records = 0;
+        Ok(batch)
+    }
+}
+
+/// A customers message: an upsert, or a delete for a null value.
+fn customer_change(
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+) -> Result<CustomerChange, Rejection> {
+    let is_tombstone =
+        payload.is_none_or(|p| p.trim_ascii().is_empty() || p.trim_ascii() == b"null");
+    if is_tombstone {
+        return match key.map(std::str::from_utf8) {
+            Some(Ok(id)) if !id.is_empty() => Ok(CustomerChange::Delete(id.to_owned())),
+            _ => Err(Rejection::new(
+                RejectKind::MissingKey,
+                "a null value deletes a customer, but the message has no UTF-8 key naming the customer_id",
+            )),
+        };
+    }
+    let cells = parse_record(SourceKind::Customers, payload.unwrap_or_default())?;
+    Ok(CustomerChange::Upsert(owned_cells(cells)))
+}
+
+fn dead_letter<M: Message>(message: &M, rejection: Rejection) -> DeadLetter {
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|header| {
+                    (
+                        header.key.to_owned(),
+                        header.value.unwrap_or_default().to_vec(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    DeadLetter {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers,
+        rejection,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+    use rdkafka::message::OwnedMessage;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::decode::Cell;
+
+    fn message(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&str>,
+        payload: Option<&str>,
+    ) -> OwnedMessage {
+        OwnedMessage::new(
+            payload.map(|p| p.as_bytes().to_vec()),
+            key.map(|k| k.as_bytes().to_vec()),
+            topic.to_owned(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn splits_by_source_and_partition_and_tracks_offsets() {
+        let topics = Config::embedded_default().topics;
+        let mut batcher = Batcher::new(topics);
+        let good = r#"{"event_id":"e","customer_id":"c","ts":1,"amount":3,"category":"x"}"#;
+        batcher.push(&message("cx.transactions", 0, 10, None, Some(good)));
+        batcher.push(&message("cx.transactions", 1, 4, None, Some(good)));
+        batcher.push(&message("cx.transactions", 0, 11, None, Some("{oops")));
+        batcher.push(&message(
+            "cx.customers",
+            0,
+            7,
+            Some("c9"),
+            Some(r#"{"customer_id":"c9","gender":"f"}"#),
+        ));
+        batcher.push(&message("cx.customers", 0, 8, Some("c9"), None));
+        batcher.push(&message("cx.customers", 0, 9, None, Some("null")));
+        assert_eq!(batcher.len(), 6);
+
+        let batch = batcher.take().expect("batch");
+        assert!(batcher.is_empty());
+        let rows: Vec<usize> = batch.events[&SourceKind::Transactions]
+            .iter()
+            .map(|b| b.num_rows())
+            .collect();
+        assert_eq!(rows, vec![1, 1]);
+        assert_eq!(batch.consumed["cx.transactions"], 3);
+        assert_eq!(batch.consumed["cx.customers"], 3);
+        assert_eq!(batch.next_offsets[&("cx.transactions".to_owned(), 0)], 12);
+        assert_eq!(batch.next_offsets[&("cx.transactions".to_owned(), 1)], 5);
+        assert_eq!(batch.next_offsets[&("cx.customers".to_owned(), 0)], 10);
+        assert!(
+            matches!(&batch.customer_changes[0], CustomerChange::Upsert(cells) if cells[0] == Cell::Str("c9".into()))
+        );
+        assert_eq!(
+            batch.customer_changes[1],
+            CustomerChange::Delete("c9".to_owned())
+        );
+        let reasons: Vec<(i64, RejectKind)> = batch
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.rejection.kind))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![(11, RejectKind::InvalidJson), (9, RejectKind::MissingKey)]
+        );
+    }
+}
