@@ -1,5 +1,9 @@
 //! Job result rows → JSON Kafka records with deterministic keys.
 
+use std::sync::Arc;
+
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Schema};
 use arrow::error::ArrowError;
 use arrow::json::LineDelimitedWriter;
 use arrow::json::writer::LineDelimited;
@@ -9,6 +13,31 @@ use chrono::{DateTime, SecondsFormat};
 use serde_json::{Map, Value};
 
 use super::OutRecord;
+use crate::schema::timestamp_type;
+
+/// How every timestamp in an output row is written: RFC 3339, UTC, milliseconds.
+const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+
+/// Casts every timestamp column to `Timestamp(Millisecond, UTC)` so that all
+/// output timestamps share one format (naive timestamps are taken as UTC).
+fn timestamps_as_utc_millis(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    if !batch.schema().fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(..))) {
+        return Ok(batch.clone());
+    }
+    let target = timestamp_type();
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if matches!(field.data_type(), DataType::Timestamp(..)) {
+            fields.push(field.as_ref().clone().with_data_type(target.clone()));
+            columns.push(cast(column, &target)?);
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(Arc::clone(column));
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
 
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds.
 pub fn format_timestamp_millis(ms: i64) -> String {
@@ -41,9 +70,10 @@ impl RowEncoder {
         {
             let mut writer: LineDelimitedWriter<&mut Vec<u8>> = WriterBuilder::new()
                 .with_explicit_nulls(true)
+                .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_owned())
                 .build::<_, LineDelimited>(&mut lines);
             for batch in batches {
-                writer.write(batch)?;
+                writer.write(&timestamps_as_utc_millis(batch)?)?;
             }
             writer.finish()?;
         }
@@ -81,13 +111,10 @@ impl RowEncoder {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::array::{Float64Array, StringArray, TimestampMillisecondArray};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::array::{Float64Array, StringArray, TimestampMillisecondArray, TimestampSecondArray};
+    use arrow::datatypes::Field;
 
     use super::*;
-    use crate::schema::timestamp_type;
 
     #[test]
     fn rows_become_json_with_job_key_and_emitted_at() {
@@ -95,6 +122,7 @@ mod tests {
             Field::new("complaint_id", DataType::Utf8, false),
             Field::new("ts", timestamp_type(), false),
             Field::new("score", DataType::Float64, true),
+            Field::new("naive", DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None), true),
         ]));
         let batch = RecordBatch::try_new(
             schema,
@@ -105,6 +133,7 @@ mod tests {
                         .with_timezone("UTC"),
                 ),
                 Arc::new(Float64Array::from(vec![Some(1.5), None])),
+                Arc::new(TimestampSecondArray::from(vec![Some(60), None])),
             ],
         )
         .expect("batch");
@@ -118,7 +147,7 @@ mod tests {
         assert_eq!(records[0].topic, "cx.metrics.alerts");
         assert_eq!(
             String::from_utf8(records[0].payload.clone().expect("payload")).expect("utf8"),
-            r#"{"job":"alerts","complaint_id":"k1","ts":"2026-01-02T03:04:05.678Z","score":1.5,"emitted_at":"1970-01-01T00:00:01.000Z"}"#
+            r#"{"job":"alerts","complaint_id":"k1","ts":"2026-01-02T03:04:05.678Z","score":1.5,"naive":"1970-01-01T00:01:00.000Z","emitted_at":"1970-01-01T00:00:01.000Z"}"#
         );
         assert_eq!(
             String::from_utf8(records[1].key.clone().expect("key")).expect("utf8"),

@@ -1,0 +1,205 @@
+//! Shared helpers for integration tests: a broker (started here, or
+//! `KAFKA_BOOTSTRAP`), topic set-up, producing, reading topics back, and a
+//! plain HTTP GET.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cxpulse::admin::{TopicSpec, ensure_topics};
+use cxpulse::config::Config;
+use cxpulse::local_broker::LocalBroker;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A broker for one test: our own noida-db, or the one named by `KAFKA_BOOTSTRAP`.
+pub struct TestBroker {
+    bootstrap: String,
+    _local: Option<LocalBroker>,
+}
+
+impl TestBroker {
+    pub fn start() -> TestBroker {
+        match std::env::var("KAFKA_BOOTSTRAP") {
+            Ok(bootstrap) if !bootstrap.is_empty() => TestBroker { bootstrap, _local: None },
+            _ => {
+                let local = LocalBroker::start().unwrap_or_else(|e| panic!("{e}"));
+                TestBroker { bootstrap: local.bootstrap(), _local: Some(local) }
+            }
+        }
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+/// A prefix unique to this test run, so tests can share a broker.
+pub fn unique_prefix(test: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{test}-{}-{nanos}.", std::process::id())
+}
+
+/// A configuration for `broker` with every topic under `prefix` and HTTP on a free port.
+pub fn test_config(broker: &TestBroker, prefix: &str, queries_dir: &Path) -> Config {
+    let mut config = Config::load(None).expect("default config");
+    config.kafka.brokers = broker.bootstrap().to_owned();
+    config.kafka.group_id = format!("{prefix}group");
+    config.topics.transactions = format!("{prefix}transactions");
+    config.topics.feedback = format!("{prefix}feedback");
+    config.topics.complaints = format!("{prefix}complaints");
+    config.topics.customers = format!("{prefix}customers");
+    config.topics.deadletter = format!("{prefix}deadletter");
+    config.topics.output_prefix = format!("{prefix}out.");
+    config.engine.queries_dir = queries_dir.to_path_buf();
+    config.engine.batch_linger_ms = 50;
+    config.http.listen = "127.0.0.1:0".to_owned();
+    config
+}
+
+/// Creates the four source topics (with `partitions`, infinite retention) and the dead-letter topic.
+pub async fn create_source_topics(config: &Config, partitions: i32) {
+    let t = &config.topics;
+    let specs: Vec<TopicSpec> = [&t.transactions, &t.feedback, &t.complaints, &t.customers]
+        .into_iter()
+        .map(|name| TopicSpec::new(name.as_str(), partitions).with_config("retention.ms", "-1"))
+        .chain([TopicSpec::new(t.deadletter.as_str(), 1).with_config("retention.ms", "-1")])
+        .collect();
+    ensure_topics(config, &specs).await.expect("create topics");
+}
+
+pub fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `(partition, key, value)` records to `topic`, in order, waiting for each ack.
+pub async fn produce(producer: &FutureProducer, topic: &str, records: &[(i32, Option<&str>, Option<&str>)]) {
+    for (partition, key, value) in records {
+        let mut record = FutureRecord::<str, str>::to(topic).partition(*partition);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        producer
+            .send(record, Timeout::After(Duration::from_secs(10)))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce to {topic}: {e}"));
+    }
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads every partition of `topic` from the beginning until `expected`
+/// records arrived and nothing more comes for a moment, or `timeout` passes.
+pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("tpl");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut quiet_since: Option<Instant> = None;
+    while started.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                quiet_since = None;
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(ReadRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+                    headers,
+                });
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None if out.len() >= expected => {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// A plain HTTP/1.1 GET; returns status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample line `name{labels} value` in a Prometheus exposition.
+pub fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// Polls `/metrics` until `series` has `value`, or panics after `timeout`.
+pub async fn wait_for_metric(addr: SocketAddr, series: &str, value: f64, timeout: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let (_, body) = http_get(addr, "/metrics");
+        if metric(&body, series) == Some(value) {
+            return body;
+        }
+        if started.elapsed() > timeout {
+            panic!("{series} never reached {value}; last exposition:\n{body}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
