@@ -36,7 +36,7 @@ const BAD: &[Bad] = &[
 
 const CUSTOMERS: &[(&str, Option<&str>)] = &[
     ("c1", Some(r#"{"customer_id":"c1","birth_year":1980,"gender":"f","segment":"gold","region":"north"}"#)),
-    ("c2", Some(r#"{"customer_id":"c2","segment":"platinum"}"#)),
+    ("c2", Some(r#"{"customer_id":"c2","segment":"silver"}"#)),
     ("c3", Some(r#"{"customer_id":"c3","segment":"bronze"}"#)),
     ("c3", None),
     ("c2", Some(r#"{"customer_id":"c2","segment":"platinum"}"#)),
