@@ -30,7 +30,7 @@ impl fmt::Display for CheckReport {
             writeln!(f, "ok      {job} -> {topic}")?;
         }
         for problem in &self.problems {
-            writeln!(f, "error   {problem}")?;
+            writeln!(f, "error   {}", problem.replace('\n', "\n        "))?;
         }
         Ok(())
     }

@@ -95,6 +95,9 @@ pub async fn run(
         .await;
     let _ = stop_http.send(true);
     let _ = http.await;
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
     result
 }
 
@@ -253,7 +256,6 @@ impl Engine {
             tracing::debug!(error = %e, "final offset commit (nothing new to commit)");
         }
         self.consumer.unsubscribe();
-        tracing::info!("stopped");
         Ok(())
     }
 

@@ -13,29 +13,153 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 /// (source topic suffix, partition, key, payload, reason code, text the detail must contain)
-type Bad = (&'static str, i32, Option<&'static str>, Option<&'static str>, &'static str, &'static str);
+type Bad = (
+    &'static str,
+    i32,
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+);
 
 const BAD: &[Bad] = &[
-    ("transactions", 0, None, Some("{oops"), "invalid_json", "not valid JSON"),
+    (
+        "transactions",
+        0,
+        None,
+        Some("{oops"),
+        "invalid_json",
+        "not valid JSON",
+    ),
     ("transactions", 1, None, None, "invalid_json", "no value"),
-    ("transactions", 0, None, Some("[1,2,3]"), "not_object", "JSON object"),
-    ("transactions", 1, None, Some(r#"{"event_id":"t-b4","customer_id":"c1","ts":"2026-03-01T10:00:00Z","category":"books"}"#), "missing_field", "`amount`"),
-    ("transactions", 0, None, Some(r#"{"event_id":"t-b5","customer_id":"c1","ts":"2026-03-01T10:00:00Z","amount":"12","category":"books"}"#), "wrong_type", "field `amount` must be a number, got a string"),
-    ("transactions", 1, None, Some(r#"{"event_id":"t-b6","customer_id":"c1","ts":"2026-03-01T10:00:00Z","amount":-5,"category":"books"}"#), "out_of_range", "field `amount` is -5"),
-    ("transactions", 0, None, Some(r#"{"event_id":"t-b7","customer_id":"c1","ts":"yesterday","amount":5,"category":"books"}"#), "bad_timestamp", "field `ts`"),
-    ("feedback", 0, None, Some(r#"{"event_id":"f-b1","customer_id":"c1","ts":1772359200000,"rating":6}"#), "out_of_range", "field `rating` is 6, must be between 1 and 5"),
-    ("feedback", 1, None, Some(r#"{"event_id":"f-b2","customer_id":"c1","ts":1772359200000,"nps":11}"#), "out_of_range", "field `nps` is 11"),
-    ("feedback", 0, None, Some(r#"{"event_id":"f-b3","customer_id":"c1","ts":1772359200000,"effort":0}"#), "out_of_range", "field `effort` is 0"),
-    ("feedback", 1, None, Some(r#"{"event_id":"f-b4","customer_id":"c1","ts":1772359200000,"comment":"meh"}"#), "missing_field", "`rating`, `nps`, `effort`"),
-    ("complaints", 0, None, Some(r#"{"event_id":"k-b1","customer_id":"c1","ts":1772359200000,"complaint_id":"kb1","status":"closed"}"#), "out_of_range", "field `status` is \"closed\""),
-    ("complaints", 1, None, Some(r#"{"event_id":"k-b2","customer_id":true,"ts":1772359200000,"complaint_id":"kb2","status":"opened"}"#), "wrong_type", "field `customer_id`"),
-    ("complaints", 0, None, Some(r#"{"event_id":"k-b3","customer_id":"c1","ts":1.5,"complaint_id":"kb3","status":"opened"}"#), "wrong_type", "field `ts`"),
+    (
+        "transactions",
+        0,
+        None,
+        Some("[1,2,3]"),
+        "not_object",
+        "JSON object",
+    ),
+    (
+        "transactions",
+        1,
+        None,
+        Some(
+            r#"{"event_id":"t-b4","customer_id":"c1","ts":"2026-03-01T10:00:00Z","category":"books"}"#,
+        ),
+        "missing_field",
+        "`amount`",
+    ),
+    (
+        "transactions",
+        0,
+        None,
+        Some(
+            r#"{"event_id":"t-b5","customer_id":"c1","ts":"2026-03-01T10:00:00Z","amount":"12","category":"books"}"#,
+        ),
+        "wrong_type",
+        "field `amount` must be a number, got a string",
+    ),
+    (
+        "transactions",
+        1,
+        None,
+        Some(
+            r#"{"event_id":"t-b6","customer_id":"c1","ts":"2026-03-01T10:00:00Z","amount":-5,"category":"books"}"#,
+        ),
+        "out_of_range",
+        "field `amount` is -5",
+    ),
+    (
+        "transactions",
+        0,
+        None,
+        Some(
+            r#"{"event_id":"t-b7","customer_id":"c1","ts":"yesterday","amount":5,"category":"books"}"#,
+        ),
+        "bad_timestamp",
+        "field `ts`",
+    ),
+    (
+        "feedback",
+        0,
+        None,
+        Some(r#"{"event_id":"f-b1","customer_id":"c1","ts":1772359200000,"rating":6}"#),
+        "out_of_range",
+        "field `rating` is 6, must be between 1 and 5",
+    ),
+    (
+        "feedback",
+        1,
+        None,
+        Some(r#"{"event_id":"f-b2","customer_id":"c1","ts":1772359200000,"nps":11}"#),
+        "out_of_range",
+        "field `nps` is 11",
+    ),
+    (
+        "feedback",
+        0,
+        None,
+        Some(r#"{"event_id":"f-b3","customer_id":"c1","ts":1772359200000,"effort":0}"#),
+        "out_of_range",
+        "field `effort` is 0",
+    ),
+    (
+        "feedback",
+        1,
+        None,
+        Some(r#"{"event_id":"f-b4","customer_id":"c1","ts":1772359200000,"comment":"meh"}"#),
+        "missing_field",
+        "`rating`, `nps`, `effort`",
+    ),
+    (
+        "complaints",
+        0,
+        None,
+        Some(
+            r#"{"event_id":"k-b1","customer_id":"c1","ts":1772359200000,"complaint_id":"kb1","status":"closed"}"#,
+        ),
+        "out_of_range",
+        "field `status` is \"closed\"",
+    ),
+    (
+        "complaints",
+        1,
+        None,
+        Some(
+            r#"{"event_id":"k-b2","customer_id":true,"ts":1772359200000,"complaint_id":"kb2","status":"opened"}"#,
+        ),
+        "wrong_type",
+        "field `customer_id`",
+    ),
+    (
+        "complaints",
+        0,
+        None,
+        Some(
+            r#"{"event_id":"k-b3","customer_id":"c1","ts":1.5,"complaint_id":"kb3","status":"opened"}"#,
+        ),
+        "wrong_type",
+        "field `ts`",
+    ),
     ("customers", 0, None, None, "missing_key", "no UTF-8 key"),
-    ("customers", 0, Some("c7"), Some(r#"{"customer_id":"c7","birth_year":"abc"}"#), "wrong_type", "field `birth_year`"),
+    (
+        "customers",
+        0,
+        Some("c7"),
+        Some(r#"{"customer_id":"c7","birth_year":"abc"}"#),
+        "wrong_type",
+        "field `birth_year`",
+    ),
 ];
 
 const CUSTOMERS: &[(&str, Option<&str>)] = &[
-    ("c1", Some(r#"{"customer_id":"c1","birth_year":1980,"gender":"f","segment":"gold","region":"north"}"#)),
+    (
+        "c1",
+        Some(
+            r#"{"customer_id":"c1","birth_year":1980,"gender":"f","segment":"gold","region":"north"}"#,
+        ),
+    ),
     ("c2", Some(r#"{"customer_id":"c2","segment":"silver"}"#)),
     ("c3", Some(r#"{"customer_id":"c3","segment":"bronze"}"#)),
     ("c3", None),
@@ -43,24 +167,93 @@ const CUSTOMERS: &[(&str, Option<&str>)] = &[
 ];
 
 const TRANSACTIONS: &[(i32, &str)] = &[
-    (0, r#"{"event_id":"t1","customer_id":"c1","ts":"2026-03-01T10:00:00Z","amount":20.5,"category":"books","items":2}"#),
-    (1, r#"{"event_id":"t2","customer_id":"c2","ts":1772359260000,"amount":0,"category":"games","unknown":"ignored"}"#),
-    (0, r#"{"event_id":"t3","customer_id":"c3","ts":"2026-03-01T11:00:00+01:00","amount":3.25,"category":"books","channel":"web"}"#),
+    (
+        0,
+        r#"{"event_id":"t1","customer_id":"c1","ts":"2026-03-01T10:00:00Z","amount":20.5,"category":"books","items":2}"#,
+    ),
+    (
+        1,
+        r#"{"event_id":"t2","customer_id":"c2","ts":1772359260000,"amount":0,"category":"games","unknown":"ignored"}"#,
+    ),
+    (
+        0,
+        r#"{"event_id":"t3","customer_id":"c3","ts":"2026-03-01T11:00:00+01:00","amount":3.25,"category":"books","channel":"web"}"#,
+    ),
 ];
 
 const FEEDBACK: &[(i32, &str)] = &[
-    (0, r#"{"event_id":"f1","customer_id":"c1","ts":"2026-03-01T10:05:00Z","rating":5,"nps":10,"channel":"app"}"#),
-    (1, r#"{"event_id":"f2","customer_id":"c2","ts":"2026-03-01T10:06:00Z","effort":7}"#),
+    (
+        0,
+        r#"{"event_id":"f1","customer_id":"c1","ts":"2026-03-01T10:05:00Z","rating":5,"nps":10,"channel":"app"}"#,
+    ),
+    (
+        1,
+        r#"{"event_id":"f2","customer_id":"c2","ts":"2026-03-01T10:06:00Z","effort":7}"#,
+    ),
 ];
 
 /// (partition, complaint_id, customer_id, ts, status, severity, category, channel)
 const COMPLAINTS: &[(i32, &str, &str, &str, &str, &str, &str, &str)] = &[
-    (0, "k1", "c1", "2026-03-01T10:00:00Z", "opened", "high", "delivery", "app"),
-    (1, "k2", "c2", "2026-03-01T10:01:00Z", "opened", "low", "billing", "web"),
-    (0, "k3", "c3", "2026-03-01T10:02:00Z", "opened", "critical", "product", "phone"),
-    (1, "k4", "c2", "2026-03-01T10:03:00Z", "escalated", "low", "billing", "web"),
-    (0, "k5", "c1", "2026-03-01T10:04:00Z", "resolved", "medium", "delivery", "app"),
-    (1, "k6", "c9", "2026-03-01T10:05:00.250Z", "resolved", "high", "product", "email"),
+    (
+        0,
+        "k1",
+        "c1",
+        "2026-03-01T10:00:00Z",
+        "opened",
+        "high",
+        "delivery",
+        "app",
+    ),
+    (
+        1,
+        "k2",
+        "c2",
+        "2026-03-01T10:01:00Z",
+        "opened",
+        "low",
+        "billing",
+        "web",
+    ),
+    (
+        0,
+        "k3",
+        "c3",
+        "2026-03-01T10:02:00Z",
+        "opened",
+        "critical",
+        "product",
+        "phone",
+    ),
+    (
+        1,
+        "k4",
+        "c2",
+        "2026-03-01T10:03:00Z",
+        "escalated",
+        "low",
+        "billing",
+        "web",
+    ),
+    (
+        0,
+        "k5",
+        "c1",
+        "2026-03-01T10:04:00Z",
+        "resolved",
+        "medium",
+        "delivery",
+        "app",
+    ),
+    (
+        1,
+        "k6",
+        "c9",
+        "2026-03-01T10:05:00.250Z",
+        "resolved",
+        "high",
+        "product",
+        "email",
+    ),
 ];
 
 fn complaint_json(c: &(i32, &str, &str, &str, &str, &str, &str, &str)) -> String {
@@ -98,17 +291,36 @@ async fn events_flow_to_outputs_dead_letters_and_metrics() {
     let customer_records: Vec<(i32, Option<&str>, Option<&str>)> =
         CUSTOMERS.iter().map(|(k, v)| (0, Some(*k), *v)).collect();
     produce(&producer, &topics.customers, &customer_records).await;
-    wait_for_metric(addr, &format!("cxpulse_records_consumed_total{{topic=\"{}\"}}", topics.customers), 5.0, Duration::from_secs(30)).await;
+    wait_for_metric(
+        addr,
+        &format!(
+            "cxpulse_records_consumed_total{{topic=\"{}\"}}",
+            topics.customers
+        ),
+        5.0,
+        Duration::from_secs(30),
+    )
+    .await;
     let (ready, _) = http_get(addr, "/readyz");
-    assert_eq!(ready, 200, "ready once partitions are assigned and jobs loaded");
+    assert_eq!(
+        ready, 200,
+        "ready once partitions are assigned and jobs loaded"
+    );
 
-    let tx: Vec<(i32, Option<&str>, Option<&str>)> = TRANSACTIONS.iter().map(|(p, v)| (*p, None, Some(*v))).collect();
+    let tx: Vec<(i32, Option<&str>, Option<&str>)> = TRANSACTIONS
+        .iter()
+        .map(|(p, v)| (*p, None, Some(*v)))
+        .collect();
     produce(&producer, &topics.transactions, &tx).await;
-    let fb: Vec<(i32, Option<&str>, Option<&str>)> = FEEDBACK.iter().map(|(p, v)| (*p, None, Some(*v))).collect();
+    let fb: Vec<(i32, Option<&str>, Option<&str>)> =
+        FEEDBACK.iter().map(|(p, v)| (*p, None, Some(*v))).collect();
     produce(&producer, &topics.feedback, &fb).await;
     let complaints: Vec<String> = COMPLAINTS.iter().map(complaint_json).collect();
-    let cp: Vec<(i32, Option<&str>, Option<&str>)> =
-        COMPLAINTS.iter().zip(&complaints).map(|(c, v)| (c.0, None, Some(v.as_str()))).collect();
+    let cp: Vec<(i32, Option<&str>, Option<&str>)> = COMPLAINTS
+        .iter()
+        .zip(&complaints)
+        .map(|(c, v)| (c.0, None, Some(v.as_str())))
+        .collect();
     produce(&producer, &topics.complaints, &cp).await;
     for (suffix, partition, key, payload, _, _) in BAD {
         produce(&producer, &topic(suffix), &[(*partition, *key, *payload)]).await;
@@ -121,32 +333,62 @@ async fn events_flow_to_outputs_dead_letters_and_metrics() {
         json!({"job":"complaint_alerts","complaint_id":"k4","customer_id":"c2","ts":"2026-03-01T10:03:00.000Z","status":"escalated","severity":"low","category":"billing","channel":"web","segment":"platinum"}),
         json!({"job":"complaint_alerts","complaint_id":"k6","customer_id":"c9","ts":"2026-03-01T10:05:00.250Z","status":"resolved","severity":"high","category":"product","channel":"email","segment":null}),
     ];
-    let alerts = read_topic(broker.bootstrap(), &topic("out.complaint_alerts"), 4, Duration::from_secs(30));
+    let alerts = read_topic(
+        broker.bootstrap(),
+        &topic("out.complaint_alerts"),
+        4,
+        Duration::from_secs(30),
+    );
     let mut got: Vec<(String, Value)> = alerts
         .iter()
         .map(|r| {
-            let mut v: Value = serde_json::from_str(r.value.as_deref().expect("value")).expect("json");
-            let emitted = v.as_object_mut().expect("object").remove("emitted_at").expect("emitted_at");
-            assert!(chrono::DateTime::parse_from_rfc3339(emitted.as_str().expect("string")).is_ok());
+            let mut v: Value =
+                serde_json::from_str(r.value.as_deref().expect("value")).expect("json");
+            let emitted = v
+                .as_object_mut()
+                .expect("object")
+                .remove("emitted_at")
+                .expect("emitted_at");
+            assert!(
+                chrono::DateTime::parse_from_rfc3339(emitted.as_str().expect("string")).is_ok()
+            );
             (r.key.clone().expect("key"), v)
         })
         .collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
     let want: Vec<(String, Value)> = expected_alerts
         .iter()
-        .map(|v| (json!({"job": "complaint_alerts", "complaint_id": v["complaint_id"]}).to_string(), v.clone()))
+        .map(|v| {
+            (
+                json!({"job": "complaint_alerts", "complaint_id": v["complaint_id"]}).to_string(),
+                v.clone(),
+            )
+        })
         .collect();
     assert_eq!(got, want);
 
     // Dead letters: exactly the bad records, unchanged, with provenance and reason.
-    let letters = read_topic(broker.bootstrap(), &topics.deadletter, BAD.len(), Duration::from_secs(30));
-    assert_eq!(letters.len(), BAD.len(), "every bad record and nothing else: {letters:#?}");
+    let letters = read_topic(
+        broker.bootstrap(),
+        &topics.deadletter,
+        BAD.len(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        letters.len(),
+        BAD.len(),
+        "every bad record and nothing else: {letters:#?}"
+    );
     let mut seen: BTreeMap<(String, i32, Option<String>), Vec<&ReadRecord>> = BTreeMap::new();
     for letter in &letters {
         let h = &letter.headers;
-        seen.entry((h["cxpulse.source.topic"].clone(), h["cxpulse.source.partition"].parse().expect("int"), letter.value.clone()))
-            .or_default()
-            .push(letter);
+        seen.entry((
+            h["cxpulse.source.topic"].clone(),
+            h["cxpulse.source.partition"].parse().expect("int"),
+            letter.value.clone(),
+        ))
+        .or_default()
+        .push(letter);
         assert!(h["cxpulse.source.offset"].parse::<i64>().is_ok());
     }
     for (suffix, partition, key, payload, reason, detail) in BAD {
@@ -162,28 +404,83 @@ async fn events_flow_to_outputs_dead_letters_and_metrics() {
     }
 
     // Metrics: exact counts per topic, reason and job.
-    let body = wait_for_metric(addr, &format!("cxpulse_records_consumed_total{{topic=\"{}\"}}", topics.complaints), 9.0, Duration::from_secs(30)).await;
+    let body = wait_for_metric(
+        addr,
+        &format!(
+            "cxpulse_records_consumed_total{{topic=\"{}\"}}",
+            topics.complaints
+        ),
+        9.0,
+        Duration::from_secs(30),
+    )
+    .await;
     let count = |topic: &str| BAD.iter().filter(|b| b.0 == topic).count() as f64;
-    for (t, good) in [("transactions", 3.0), ("feedback", 2.0), ("complaints", 6.0), ("customers", 5.0)] {
-        assert_eq!(metric(&body, &format!("cxpulse_records_consumed_total{{topic=\"{}\"}}", topic(t))), Some(good + count(t)), "{t}");
+    for (t, good) in [
+        ("transactions", 3.0),
+        ("feedback", 2.0),
+        ("complaints", 6.0),
+        ("customers", 5.0),
+    ] {
+        assert_eq!(
+            metric(
+                &body,
+                &format!("cxpulse_records_consumed_total{{topic=\"{}\"}}", topic(t))
+            ),
+            Some(good + count(t)),
+            "{t}"
+        );
     }
     let mut invalid: BTreeMap<(String, &str), f64> = BTreeMap::new();
     for (suffix, _, _, _, reason, _) in BAD {
         *invalid.entry((topic(suffix), reason)).or_default() += 1.0;
     }
     for ((t, reason), n) in &invalid {
-        assert_eq!(metric(&body, &format!("cxpulse_records_invalid_total{{reason=\"{reason}\",topic=\"{t}\"}}")), Some(*n), "{t} {reason}");
+        assert_eq!(
+            metric(
+                &body,
+                &format!("cxpulse_records_invalid_total{{reason=\"{reason}\",topic=\"{t}\"}}")
+            ),
+            Some(*n),
+            "{t} {reason}"
+        );
     }
-    assert_eq!(metric(&body, &format!("cxpulse_records_invalid_total{{reason=\"not_object\",topic=\"{}\"}}", topics.feedback)), Some(0.0));
-    assert_eq!(metric(&body, "cxpulse_output_records_total{job=\"complaint_alerts\"}"), Some(4.0));
-    assert_eq!(metric(&body, "cxpulse_job_errors_total{job=\"complaint_alerts\"}"), Some(0.0));
+    assert_eq!(
+        metric(
+            &body,
+            &format!(
+                "cxpulse_records_invalid_total{{reason=\"not_object\",topic=\"{}\"}}",
+                topics.feedback
+            )
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "cxpulse_output_records_total{job=\"complaint_alerts\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&body, "cxpulse_job_errors_total{job=\"complaint_alerts\"}"),
+        Some(0.0)
+    );
     assert_eq!(metric(&body, "cxpulse_jobs_loaded"), Some(1.0));
     assert_eq!(metric(&body, "cxpulse_assigned_partitions"), Some(8.0));
-    assert!(!body.contains("cxpulse_produce_errors_total{"), "no produce errors");
+    assert!(
+        !body.contains("cxpulse_produce_errors_total{"),
+        "no produce errors"
+    );
     let batches = metric(&body, "cxpulse_batch_duration_seconds_count").expect("histogram");
-    assert!((1.0..=41.0).contains(&batches), "between one batch and one per record: {batches}");
+    assert!(
+        (1.0..=41.0).contains(&batches),
+        "between one batch and one per record: {batches}"
+    );
     // librdkafka reports lag once a second; every partition is consumed to the end.
-    let lag_series = format!("cxpulse_consumer_lag_records{{partition=\"1\",topic=\"{}\"}}", topics.complaints);
+    let lag_series = format!(
+        "cxpulse_consumer_lag_records{{partition=\"1\",topic=\"{}\"}}",
+        topics.complaints
+    );
     let body = wait_for_metric(addr, &lag_series, 0.0, Duration::from_secs(15)).await;
     promtool_check(&body);
 
@@ -205,9 +502,23 @@ fn promtool_check(exposition: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool is needed for this test: apt-get install prometheus (scripts/test.sh does)");
-    child.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("write");
+        .expect(
+            "promtool is needed for this test: apt-get install prometheus (scripts/test.sh does)",
+        );
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write");
     let out = child.wait_with_output().expect("promtool");
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
 }

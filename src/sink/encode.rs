@@ -21,7 +21,12 @@ const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
 /// Casts every timestamp column to `Timestamp(Millisecond, UTC)` so that all
 /// output timestamps share one format (naive timestamps are taken as UTC).
 fn timestamps_as_utc_millis(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    if !batch.schema().fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(..))) {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+    {
         return Ok(batch.clone());
     }
     let target = timestamp_type();
@@ -111,7 +116,9 @@ impl RowEncoder {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Float64Array, StringArray, TimestampMillisecondArray, TimestampSecondArray};
+    use arrow::array::{
+        Float64Array, StringArray, TimestampMillisecondArray, TimestampSecondArray,
+    };
     use arrow::datatypes::Field;
 
     use super::*;
@@ -122,7 +129,11 @@ mod tests {
             Field::new("complaint_id", DataType::Utf8, false),
             Field::new("ts", timestamp_type(), false),
             Field::new("score", DataType::Float64, true),
-            Field::new("naive", DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None), true),
+            Field::new(
+                "naive",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None),
+                true,
+            ),
         ]));
         let batch = RecordBatch::try_new(
             schema,

@@ -28,10 +28,16 @@ pub struct TestBroker {
 impl TestBroker {
     pub fn start() -> TestBroker {
         match std::env::var("KAFKA_BOOTSTRAP") {
-            Ok(bootstrap) if !bootstrap.is_empty() => TestBroker { bootstrap, _local: None },
+            Ok(bootstrap) if !bootstrap.is_empty() => TestBroker {
+                bootstrap,
+                _local: None,
+            },
             _ => {
                 let local = LocalBroker::start().unwrap_or_else(|e| panic!("{e}"));
-                TestBroker { bootstrap: local.bootstrap(), _local: Some(local) }
+                TestBroker {
+                    bootstrap: local.bootstrap(),
+                    _local: Some(local),
+                }
             }
         }
     }
@@ -43,7 +49,10 @@ impl TestBroker {
 
 /// A prefix unique to this test run, so tests can share a broker.
 pub fn unique_prefix(test: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{test}-{}-{nanos}.", std::process::id())
 }
 
@@ -84,7 +93,11 @@ pub fn producer(bootstrap: &str) -> FutureProducer {
 }
 
 /// Produces `(partition, key, value)` records to `topic`, in order, waiting for each ack.
-pub async fn produce(producer: &FutureProducer, topic: &str, records: &[(i32, Option<&str>, Option<&str>)]) {
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[(i32, Option<&str>, Option<&str>)],
+) {
     for (partition, key, value) in records {
         let mut record = FutureRecord::<str, str>::to(topic).partition(*partition);
         if let Some(k) = key {
@@ -112,7 +125,12 @@ pub struct ReadRecord {
 
 /// Reads every partition of `topic` from the beginning until `expected`
 /// records arrived and nothing more comes for a moment, or `timeout` passes.
-pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<ReadRecord> {
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{topic}"))
@@ -125,7 +143,8 @@ pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Durati
     let mut tpl = TopicPartitionList::new();
     for t in metadata.topics() {
         for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("tpl");
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("tpl");
         }
     }
     consumer.assign(&tpl).expect("assign");
@@ -140,7 +159,13 @@ pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Durati
                     .headers()
                     .map(|h| {
                         h.iter()
-                            .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                            .map(|x| {
+                                (
+                                    x.key.to_owned(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -168,8 +193,14 @@ pub fn read_topic(bootstrap: &str, topic: &str, expected: usize, timeout: Durati
 /// A plain HTTP/1.1 GET; returns status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let status = response
@@ -177,7 +208,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -190,7 +224,12 @@ pub fn metric(exposition: &str, series: &str) -> Option<f64> {
 }
 
 /// Polls `/metrics` until `series` has `value`, or panics after `timeout`.
-pub async fn wait_for_metric(addr: SocketAddr, series: &str, value: f64, timeout: Duration) -> String {
+pub async fn wait_for_metric(
+    addr: SocketAddr,
+    series: &str,
+    value: f64,
+    timeout: Duration,
+) -> String {
     let started = Instant::now();
     loop {
         let (_, body) = http_get(addr, "/metrics");

@@ -1,0 +1,286 @@
+//! The `cxpulse` binary: `--version`, `check`, and `run` with SIGTERM,
+//! including resuming from committed offsets after a restart.
+
+mod common;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cxpulse");
+
+fn cxpulse(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run cxpulse")
+}
+
+#[test]
+fn version_names_the_package_version() {
+    let out = cxpulse(&["--version"], Path::new("."), &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("cxpulse {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_passes_on_the_bundled_queries() {
+    let out = cxpulse(&["check"], Path::new(env!("CARGO_MANIFEST_DIR")), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok      complaint_alerts -> cx.metrics.complaint_alerts"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_lists_every_config_problem_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[engine]\nbatch_max_rows = -1\n[http]\nlisten = \"nowhere\"\n",
+    )
+    .expect("write");
+    let out = cxpulse(
+        &["check", "--config", "bad.toml"],
+        dir.path(),
+        &[("CXPULSE__KAFKA__GROUP_ID", " ")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let errors: Vec<&str> = stdout.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(
+        errors,
+        vec![
+            "error   env CXPULSE__KAFKA__GROUP_ID: `kafka.group_id`: must not be empty",
+            "error   bad.toml:2: `engine.batch_max_rows`: is -1, must be at least 1",
+            "error   bad.toml:4: `http.listen`: \"nowhere\" is not an IP address with a port, e.g. 127.0.0.1:9464",
+        ]
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 problem(s) found"));
+}
+
+#[test]
+fn check_lists_every_query_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir(&queries).expect("mkdir");
+    std::fs::write(
+        queries.join("good.sql"),
+        "SELECT event_id FROM feedback WHERE nps >= 9\n",
+    )
+    .expect("write");
+    std::fs::write(
+        queries.join("typo.sql"),
+        "-- promoters\nSELECT event_id,\n       npss\nFROM feedback\n",
+    )
+    .expect("write");
+    std::fs::write(
+        queries.join("opts.sql"),
+        "-- @emit sometimes\nSELECT 1 AS x FROM feedback\n",
+    )
+    .expect("write");
+    std::fs::write(
+        queries.join("agg.sql"),
+        "SELECT channel, avg(rating) AS csat\nFROM feedback GROUP BY channel\n",
+    )
+    .expect("write");
+    let out = cxpulse(&["check"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines[0], "ok      good -> cx.metrics.good");
+    assert!(
+        lines[1].starts_with("error   queries/agg.sql:1: an aggregate (GROUP BY"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains("FROM TUMBLE(feedback, ts, INTERVAL '1 hour')"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("error   queries/opts.sql:1: @emit \"sometimes\" is not an emit mode"),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].starts_with("error   queries/typo.sql:3: "),
+        "{stdout}"
+    );
+    assert!(lines[3].contains("No field named npss"), "{stdout}");
+    assert!(
+        stdout.contains("\n        Valid fields are feedback.event_id"),
+        "continuation lines are indented: {stdout}"
+    );
+}
+
+struct Running {
+    child: Child,
+    http: String,
+}
+
+fn start_engine(dir: &Path, env: &[(String, String)]) -> Running {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let http = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .arg("run")
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("CXPULSE__HTTP__LISTEN", &http)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cxpulse run");
+    Running { child, http }
+}
+
+fn wait_ready(engine: &mut Running) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(status)) = engine.child.try_wait() {
+            panic!("cxpulse exited early with {status}");
+        }
+        if let Ok(addr) = engine.http.parse()
+            && std::net::TcpStream::connect(addr).is_ok()
+            && http_get(addr, "/readyz").0 == 200
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("cxpulse never became ready");
+}
+
+/// SIGTERM; returns the exit code and stderr once the process has exited.
+fn terminate(mut engine: Running) -> (Option<i32>, String) {
+    let status = Command::new("kill")
+        .args(["-TERM", &engine.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = engine.child.try_wait().expect("wait") {
+            let out = engine.child.wait_with_output().expect("output");
+            return (
+                status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "cxpulse did not exit within the drain time"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_a_restart_resumes_from_committed_offsets() {
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("cli");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(&broker, &prefix, Path::new("queries"));
+    create_source_topics(&config, 1).await;
+    std::fs::create_dir(dir.path().join("queries")).expect("mkdir");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/complaint_alerts.sql"),
+        dir.path().join("queries/complaint_alerts.sql"),
+    )
+    .expect("copy query");
+    let env: Vec<(String, String)> = [
+        ("CXPULSE__KAFKA__BROKERS", config.kafka.brokers.clone()),
+        ("CXPULSE__KAFKA__GROUP_ID", config.kafka.group_id.clone()),
+        (
+            "CXPULSE__TOPICS__TRANSACTIONS",
+            config.topics.transactions.clone(),
+        ),
+        ("CXPULSE__TOPICS__FEEDBACK", config.topics.feedback.clone()),
+        (
+            "CXPULSE__TOPICS__COMPLAINTS",
+            config.topics.complaints.clone(),
+        ),
+        (
+            "CXPULSE__TOPICS__CUSTOMERS",
+            config.topics.customers.clone(),
+        ),
+        (
+            "CXPULSE__TOPICS__DEADLETTER",
+            config.topics.deadletter.clone(),
+        ),
+        (
+            "CXPULSE__TOPICS__OUTPUT_PREFIX",
+            config.topics.output_prefix.clone(),
+        ),
+        ("CXPULSE__LOG__FORMAT", "json".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let output = format!("{}complaint_alerts", config.topics.output_prefix);
+    let alert = |id: &str| {
+        format!(
+            r#"{{"event_id":"e-{id}","customer_id":"c1","ts":"2026-03-01T10:00:00Z","complaint_id":"{id}","status":"escalated"}}"#
+        )
+    };
+    let producer = producer(broker.bootstrap());
+
+    let mut first = start_engine(dir.path(), &env);
+    wait_ready(&mut first);
+    produce(
+        &producer,
+        &config.topics.complaints,
+        &[(0, None, Some(&alert("a1")))],
+    )
+    .await;
+    let out = read_topic(broker.bootstrap(), &output, 1, Duration::from_secs(30));
+    assert_eq!(out.len(), 1);
+    let (code, stderr) = terminate(first);
+    assert_eq!(code, Some(0), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    let last: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("JSON log line {last:?}: {e}"));
+    assert_eq!(last["message"], "stopped");
+
+    produce(
+        &producer,
+        &config.topics.complaints,
+        &[(0, None, Some(&alert("a2")))],
+    )
+    .await;
+    let mut second = start_engine(dir.path(), &env);
+    wait_ready(&mut second);
+    let out = read_topic(broker.bootstrap(), &output, 2, Duration::from_secs(30));
+    let ids: Vec<String> = out
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(r.value.as_deref().expect("value"))
+                .expect("json")["complaint_id"]
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["\"a1\"", "\"a2\""],
+        "a1 is not processed again after the restart"
+    );
+    let (code, stderr) = terminate(second);
+    assert_eq!(code, Some(0), "{stderr}");
+}
