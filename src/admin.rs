@@ -38,6 +38,27 @@ impl TopicSpec {
     }
 }
 
+/// Creates the source topics (`partitions` each; `customers` compacted), the
+/// dead-letter topic and the output topic of every job in the queries
+/// directory, where missing. Returns every topic name it ensured.
+pub async fn create_engine_topics(
+    config: &Config,
+    partitions: i32,
+) -> Result<Vec<String>, KafkaError> {
+    let t = &config.topics;
+    let mut specs = vec![
+        TopicSpec::new(&t.transactions, partitions),
+        TopicSpec::new(&t.feedback, partitions),
+        TopicSpec::new(&t.complaints, partitions),
+        TopicSpec::new(&t.customers, partitions).with_config("cleanup.policy", "compact"),
+        TopicSpec::new(&t.deadletter, -1),
+    ];
+    let (jobs, _) = crate::job::plan_configured(config).await;
+    specs.extend(jobs.iter().map(|j| TopicSpec::new(&j.output_topic, -1)));
+    ensure_topics(config, &specs).await?;
+    Ok(specs.into_iter().map(|s| s.name).collect())
+}
+
 /// Creates every topic of `specs` that does not exist yet.
 pub async fn ensure_topics(config: &Config, specs: &[TopicSpec]) -> Result<(), KafkaError> {
     let mut client = ClientConfig::new();

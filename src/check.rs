@@ -2,11 +2,9 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::job;
-use crate::lookup::CustomerTable;
 
 /// The outcome of a check: jobs that planned and every problem found.
 #[derive(Debug, Default)]
@@ -46,13 +44,7 @@ pub async fn check(config_file: Option<&Path>) -> CheckReport {
             return report;
         }
     };
-    let customers = Arc::new(Mutex::new(CustomerTable::default()));
-    let (jobs, problems) = job::load_all(
-        &config.engine.queries_dir,
-        &customers,
-        &config.topics.output_prefix,
-    )
-    .await;
+    let (jobs, problems) = job::plan_configured(&config).await;
     report.jobs = jobs.into_iter().map(|j| (j.name, j.output_topic)).collect();
     report.problems = problems.iter().map(ToString::to_string).collect();
     report

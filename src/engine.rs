@@ -89,10 +89,10 @@ pub async fn run(
         let _ = http_stopped.wait_for(|stopped| *stopped).await;
     }));
 
-    let result = Engine::start(config, Arc::clone(&metrics), Arc::clone(&health))
-        .await?
-        .run(shutdown)
-        .await;
+    let result = match Engine::start(config, Arc::clone(&metrics), Arc::clone(&health)).await {
+        Ok(engine) => engine.run(shutdown).await,
+        Err(e) => Err(e),
+    };
     let _ = stop_http.send(true);
     let _ = http.await;
     if result.is_ok() {

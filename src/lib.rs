@@ -19,7 +19,7 @@
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
 //! | wiring | [`engine`] | the batch loop, offset commits after delivery, draining |
 //! | observe | [`metrics`], [`http`], [`logging`] | Prometheus metrics, `/metrics` `/healthz` `/readyz`, tracing |
-//! | operate | [`check`], [`admin`], [`local_broker`] | topic creation; the local noida-db broker for tests and the demo |
+//! | operate | [`check`], [`admin`], [`topic_io`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; the local noida-db broker |
 
 pub mod admin;
 pub mod check;
@@ -36,3 +36,4 @@ pub mod query;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod topic_io;

@@ -77,11 +77,6 @@ impl LocalBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The broker's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), BrokerError> {
         let started = Instant::now();
         while started.elapsed() < timeout {

@@ -28,6 +28,46 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Create the source, dead-letter and job output topics that do not exist yet.
+    CreateTopics {
+        /// Configuration file layered over the embedded default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Partitions of each new source topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
+    /// Send JSON lines from stdin to a topic, one message per line.
+    Produce {
+        /// Bootstrap servers.
+        #[arg(
+            long,
+            env = "CXPULSE__KAFKA__BROKERS",
+            default_value = "127.0.0.1:9092"
+        )]
+        brokers: String,
+        /// Destination topic, e.g. cx.feedback.
+        #[arg(long)]
+        topic: String,
+        /// JSON field whose value becomes the message key, e.g. customer_id.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Print a topic from the beginning as `key<TAB>value` lines.
+    Read {
+        /// Bootstrap servers.
+        #[arg(
+            long,
+            env = "CXPULSE__KAFKA__BROKERS",
+            default_value = "127.0.0.1:9092"
+        )]
+        brokers: String,
+        /// Topic to read, e.g. cx.metrics.complaint_alerts.
+        topic: String,
+        /// Keep waiting for new records instead of stopping after 3 quiet seconds.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +82,38 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => runtime.block_on(run(config)),
         Command::Check { config } => runtime.block_on(check(config)),
+        Command::CreateTopics { config, partitions } => {
+            runtime.block_on(create_topics(config, partitions))
+        }
+        Command::Produce {
+            brokers,
+            topic,
+            key,
+        } => runtime.block_on(async move {
+            let sent = cxpulse::topic_io::produce_lines(
+                &brokers,
+                &topic,
+                key.as_deref(),
+                tokio::io::stdin(),
+            )
+            .await?;
+            eprintln!("sent {sent} record(s) to {topic}");
+            Ok(())
+        }),
+        Command::Read {
+            brokers,
+            topic,
+            follow,
+        } => runtime.block_on(async move {
+            cxpulse::topic_io::read_topic(
+                &brokers,
+                &topic,
+                follow,
+                std::time::Duration::from_secs(3),
+            )
+            .await?;
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +140,15 @@ async fn check(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     } else {
         anyhow::bail!("{} problem(s) found", report.problems.len())
     }
+}
+
+async fn create_topics(config_file: Option<PathBuf>, partitions: i32) -> anyhow::Result<()> {
+    let config = Config::load(config_file.as_deref())?;
+    let created = cxpulse::admin::create_engine_topics(&config, partitions).await?;
+    for topic in created {
+        println!("{topic}");
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or ctrl-c.

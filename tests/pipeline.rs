@@ -193,7 +193,18 @@ const FEEDBACK: &[(i32, &str)] = &[
 ];
 
 /// (partition, complaint_id, customer_id, ts, status, severity, category, channel)
-const COMPLAINTS: &[(i32, &str, &str, &str, &str, &str, &str, &str)] = &[
+type Complaint = (
+    i32,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+const COMPLAINTS: &[Complaint] = &[
     (
         0,
         "k1",
@@ -256,7 +267,7 @@ const COMPLAINTS: &[(i32, &str, &str, &str, &str, &str, &str, &str)] = &[
     ),
 ];
 
-fn complaint_json(c: &(i32, &str, &str, &str, &str, &str, &str, &str)) -> String {
+fn complaint_json(c: &Complaint) -> String {
     json!({"event_id": format!("e-{}", c.1), "customer_id": c.2, "ts": c.3, "complaint_id": c.1,
            "status": c.4, "severity": c.5, "category": c.6, "channel": c.7})
     .to_string()

@@ -62,20 +62,21 @@ impl Layered {
         })
     }
 
-    /// Checks keys and types against the default, then deserializes.
-    pub(super) fn extract(&self) -> Result<Config, ConfigError> {
+    /// Checks keys and types against the default, then deserializes with
+    /// the default standing in for every rejected value, so that semantic
+    /// validation can still report the remaining problems in the same run.
+    /// Returns the configuration and the key and type problems.
+    pub(super) fn extract(&self) -> Result<(Config, Vec<ConfigProblem>), ConfigError> {
         let merged: Dict = self.figment.extract().map_err(|e| self.figment_error(e))?;
-        let default: Dict = Figment::from(Toml::string(DEFAULT_TOML))
+        let mut problems = Vec::new();
+        let default = Figment::from(Toml::string(DEFAULT_TOML));
+        let default_dict: Dict = default.extract().map_err(|e| self.figment_error(e))?;
+        let checked = self.check_table("", &default_dict, merged, &mut problems);
+        let config = default
+            .merge(Serialized::defaults(checked))
             .extract()
             .map_err(|e| self.figment_error(e))?;
-        let mut problems = Vec::new();
-        let coerced = self.check_table("", &default, merged, &mut problems);
-        if !problems.is_empty() {
-            return Err(ConfigError(problems));
-        }
-        Figment::from(Serialized::defaults(coerced))
-            .extract()
-            .map_err(|e| self.figment_error(e))
+        Ok((config, problems))
     }
 
     fn figment_error(&self, error: figment::Error) -> ConfigError {

@@ -174,8 +174,8 @@ impl Config {
     /// Loads the embedded default, then `file` (if any), then `CXPULSE__*` env vars.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let layered = layers::Layered::new(file)?;
-        let config = layered.extract()?;
-        let problems = validate::validate(&config, &layered);
+        let (config, mut problems) = layered.extract()?;
+        problems.extend(validate::validate(&config, &layered));
         if problems.is_empty() {
             Ok(config)
         } else {

@@ -7,7 +7,6 @@
 mod tables;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
@@ -33,8 +32,6 @@ pub const RESERVED_COLUMNS: &[&str] = &["job", "emitted_at"];
 pub struct Job {
     /// Job name (the query file name).
     pub name: String,
-    /// The query file it was planned from.
-    pub file: PathBuf,
     /// Output topic.
     pub output_topic: String,
     /// `@key` columns.
@@ -154,7 +151,6 @@ impl Job {
         Ok(Job {
             key_columns: query.options.key_columns().to_vec(),
             name: query.name,
-            file: query.path,
             output_topic,
             schema,
             slots,
@@ -221,6 +217,18 @@ pub async fn load_all(
         }
     }
     (jobs, problems)
+}
+
+/// Plans every query of the configured queries directory against an empty
+/// customers table: for validation and topic set-up, not for running.
+pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<QueryError>) {
+    let customers = Arc::new(Mutex::new(CustomerTable::default()));
+    load_all(
+        &config.engine.queries_dir,
+        &customers,
+        &config.topics.output_prefix,
+    )
+    .await
 }
 
 /// One partition, no dynamic filters (plans are re-executed), spans for error lines.
