@@ -533,3 +533,77 @@ fn promtool_check(exposition: &str) {
         "promtool check metrics:\n{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_micro_batch_closes_at_batch_max_rows_without_waiting_for_the_linger_time() {
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("rows");
+    let repo_queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+    let mut config = test_config(&broker, &prefix, &repo_queries);
+    config.engine.batch_max_rows = 3;
+    config.engine.batch_linger_ms = 600_000;
+    create_source_topics(&config, 1).await;
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
+    let engine = tokio::spawn(cxpulse::engine::run(
+        config.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+        move |addr| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let addr = addr_rx.await.expect("engine listening");
+    let producer = producer(broker.bootstrap());
+    let complaints: Vec<String> = COMPLAINTS[..4].iter().map(complaint_json).collect();
+    let records: Vec<(i32, Option<&str>, Option<&str>)> = complaints
+        .iter()
+        .map(|v| (0, None, Some(v.as_str())))
+        .collect();
+    produce(&producer, &config.topics.complaints, &records).await;
+
+    // The first three complaints (k1, k2, k3) fill one batch; k1 and k3 are alerts.
+    // k4 waits in the next batch, whose linger time is ten minutes.
+    let body = wait_for_metric(
+        addr,
+        "cxpulse_output_records_total{job=\"complaint_alerts\"}",
+        2.0,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        metric(&body, "cxpulse_batch_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &body,
+            &format!(
+                "cxpulse_records_consumed_total{{topic=\"{}\"}}",
+                config.topics.complaints
+            )
+        ),
+        Some(3.0)
+    );
+
+    // Shutdown drains the open batch: k4 is published before the engine exits.
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(15), engine)
+        .await
+        .expect("engine stops within the drain time")
+        .expect("join")
+        .expect("engine ran cleanly");
+    let alerts = read_topic(
+        broker.bootstrap(),
+        &format!("{prefix}out.complaint_alerts"),
+        3,
+        Duration::from_secs(20),
+    );
+    let ids: Vec<String> = alerts
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(r.value.as_deref().expect("value")).expect("json")["complaint_id"].to_string())
+        .collect();
+    assert_eq!(ids, vec!["\"k1\"", "\"k3\"", "\"k4\""]);
+}
