@@ -106,3 +106,20 @@ async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_with_jobs_loaded_and_partitions_assigned() {
+        let health = Health::default();
+        assert_eq!(health.readiness(), Err("jobs not loaded yet"));
+        health.set_partitions_assigned(true);
+        assert_eq!(health.readiness(), Err("jobs not loaded yet"));
+        health.set_jobs_loaded(true);
+        assert_eq!(health.readiness(), Ok(()));
+        health.set_partitions_assigned(false);
+        assert_eq!(health.readiness(), Err("no partitions assigned yet"));
+    }
+}
