@@ -8,7 +8,7 @@ use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -63,8 +63,9 @@ pub async fn produce_lines(
     Ok(sent)
 }
 
-/// Prints `topic` from the beginning as `key<TAB>value` lines; stops after
-/// `idle` without new records unless `follow` is set.
+/// Prints `topic` from the beginning as `key<TAB>value` lines, followed by
+/// `<TAB>{headers as JSON}` when the record has headers (dead letters do);
+/// stops after `idle` without new records unless `follow` is set.
 pub async fn read_topic(
     brokers: &str,
     topic: &str,
@@ -97,7 +98,16 @@ pub async fn read_topic(
                 |b| String::from_utf8_lossy(b).into_owned(),
             )
         };
-        println!("{}\t{}", text(message.key()), text(message.payload()));
+        let mut line = format!("{}\t{}", text(message.key()), text(message.payload()));
+        if let Some(headers) = message.headers() {
+            let map: serde_json::Map<String, serde_json::Value> = headers
+                .iter()
+                .map(|h| (h.key.to_owned(), text(h.value).into()))
+                .collect();
+            line.push('\t');
+            line.push_str(&serde_json::Value::Object(map).to_string());
+        }
+        println!("{line}");
         printed += 1;
     }
     Ok(printed)
