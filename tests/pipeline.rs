@@ -4,13 +4,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 /// (source topic suffix, partition, key, payload, reason code, text the detail must contain)
 type Bad = (
@@ -283,18 +281,8 @@ async fn events_flow_to_outputs_dead_letters_and_metrics() {
     let topics = config.topics.clone();
     let topic = |suffix: &str| format!("{prefix}{suffix}");
 
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
-    let engine = tokio::spawn(cxpulse::engine::run(
-        config.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-    ));
-    let addr = addr_rx.await.expect("engine listening");
+    let engine = RunningEngine::start(config.clone()).await;
+    let addr = engine.addr;
     assert_eq!(http_get(addr, "/healthz").0, 200);
 
     // Customers first: the lookup join sees profiles that arrived before the event.
@@ -495,12 +483,7 @@ async fn events_flow_to_outputs_dead_letters_and_metrics() {
     let body = wait_for_metric(addr, &lag_series, 0.0, Duration::from_secs(15)).await;
     promtool_check(&body);
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), engine)
-        .await
-        .expect("engine stops within the drain time")
-        .expect("join")
-        .expect("engine ran cleanly");
+    engine.stop().await;
 }
 
 /// `promtool check metrics` must report nothing: no errors, no lint warnings.
@@ -544,18 +527,8 @@ async fn a_micro_batch_closes_at_batch_max_rows_without_waiting_for_the_linger_t
     config.engine.batch_linger_ms = 600_000;
     create_source_topics(&config, 1).await;
 
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
-    let engine = tokio::spawn(cxpulse::engine::run(
-        config.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-    ));
-    let addr = addr_rx.await.expect("engine listening");
+    let engine = RunningEngine::start(config.clone()).await;
+    let addr = engine.addr;
     let producer = producer(broker.bootstrap());
     let complaints: Vec<String> = COMPLAINTS[..4].iter().map(complaint_json).collect();
     let records: Vec<(i32, Option<&str>, Option<&str>)> = complaints
@@ -589,12 +562,7 @@ async fn a_micro_batch_closes_at_batch_max_rows_without_waiting_for_the_linger_t
     );
 
     // Shutdown drains the open batch: k4 is published before the engine exits.
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), engine)
-        .await
-        .expect("engine stops within the drain time")
-        .expect("join")
-        .expect("engine ran cleanly");
+    engine.stop().await;
     let alerts = read_topic(
         broker.bootstrap(),
         &format!("{prefix}out.complaint_alerts"),

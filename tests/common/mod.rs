@@ -242,3 +242,39 @@ pub async fn wait_for_metric(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An engine running in this process, with its HTTP address.
+pub struct RunningEngine {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), cxpulse::engine::EngineError>>,
+}
+
+impl RunningEngine {
+    /// Starts `cxpulse::engine::run` and waits until it listens.
+    pub async fn start(config: Config) -> RunningEngine {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(cxpulse::engine::run(
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+            move |addr| {
+                let _ = addr_tx.send(addr);
+            },
+        ));
+        let addr = addr_rx.await.expect("engine listening");
+        RunningEngine { addr, stop, task }
+    }
+
+    /// Signals shutdown and asserts the engine drains and returns `Ok` within 15 s.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("engine stops within the drain time")
+            .expect("join")
+            .expect("engine ran cleanly");
+    }
+}
