@@ -9,6 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
+use crate::job::Job;
 
 /// A topic to create if missing.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +39,14 @@ impl TopicSpec {
     }
 }
 
+/// The topics the engine writes to: the dead-letter topic and every job's
+/// output topic, with the broker's default partitions.
+pub fn sink_topics(config: &Config, jobs: &[Job]) -> Vec<TopicSpec> {
+    std::iter::once(TopicSpec::new(&config.topics.deadletter, -1))
+        .chain(jobs.iter().map(|j| TopicSpec::new(&j.output_topic, -1)))
+        .collect()
+}
+
 /// Creates the source topics (`partitions` each; `customers` compacted), the
 /// dead-letter topic and the output topic of every job in the queries
 /// directory, where missing. Returns every topic name it ensured.
@@ -51,10 +60,9 @@ pub async fn create_engine_topics(
         TopicSpec::new(&t.feedback, partitions),
         TopicSpec::new(&t.complaints, partitions),
         TopicSpec::new(&t.customers, partitions).with_config("cleanup.policy", "compact"),
-        TopicSpec::new(&t.deadletter, -1),
     ];
     let (jobs, _) = crate::job::plan_configured(config).await;
-    specs.extend(jobs.iter().map(|j| TopicSpec::new(&j.output_topic, -1)));
+    specs.extend(sink_topics(config, &jobs));
     ensure_topics(config, &specs).await?;
     Ok(specs.into_iter().map(|s| s.name).collect())
 }

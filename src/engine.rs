@@ -15,7 +15,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::admin::{TopicSpec, ensure_topics};
+use crate::admin::{ensure_topics, sink_topics};
 use crate::config::Config;
 use crate::decode::RejectKind;
 use crate::http::{Health, HttpServer};
@@ -134,12 +134,7 @@ impl Engine {
         for job in &jobs {
             tracing::info!(job = %job.name, output = %job.output_topic, sources = ?job.sources(), "job loaded");
         }
-        let mut outputs: Vec<TopicSpec> = jobs
-            .iter()
-            .map(|j| TopicSpec::new(&j.output_topic, -1))
-            .collect();
-        outputs.push(TopicSpec::new(&config.topics.deadletter, -1));
-        ensure_topics(&config, &outputs)
+        ensure_topics(&config, &sink_topics(&config, &jobs))
             .await
             .map_err(|source| EngineError::Kafka {
                 context: "creating output topics",

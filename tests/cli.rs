@@ -78,26 +78,23 @@ fn check_lists_every_query_problem_with_file_and_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queries = dir.path().join("queries");
     std::fs::create_dir(&queries).expect("mkdir");
-    std::fs::write(
-        queries.join("good.sql"),
-        "SELECT event_id FROM feedback WHERE nps >= 9\n",
-    )
-    .expect("write");
-    std::fs::write(
-        queries.join("typo.sql"),
-        "-- promoters\nSELECT event_id,\n       npss\nFROM feedback\n",
-    )
-    .expect("write");
-    std::fs::write(
-        queries.join("opts.sql"),
-        "-- @emit sometimes\nSELECT 1 AS x FROM feedback\n",
-    )
-    .expect("write");
-    std::fs::write(
-        queries.join("agg.sql"),
-        "SELECT channel, avg(rating) AS csat\nFROM feedback GROUP BY channel\n",
-    )
-    .expect("write");
+    for (file, sql) in [
+        ("good.sql", "SELECT event_id FROM feedback WHERE nps >= 9\n"),
+        (
+            "typo.sql",
+            "-- promoters\nSELECT event_id,\n       npss\nFROM feedback\n",
+        ),
+        (
+            "opts.sql",
+            "-- @emit sometimes\nSELECT 1 AS x FROM feedback\n",
+        ),
+        (
+            "agg.sql",
+            "SELECT channel, avg(rating) AS csat\nFROM feedback GROUP BY channel\n",
+        ),
+    ] {
+        std::fs::write(queries.join(file), sql).expect("write query");
+    }
     let out = cxpulse(&["check"], dir.path(), &[]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
