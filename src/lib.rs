@@ -15,7 +15,9 @@
 //! | decode | [`decode`] | JSON payload → validated cells → Arrow batches, rejections |
 //! | lookup | [`lookup`] | the `customers` table: latest profile per customer |
 //! | queries | [`query`] | `queries/*.sql`: job name, `-- @option` headers |
-//! | jobs | [`job`] | a query planned once, executed on every micro-batch |
+//! | event time | [`watermark`] | per-source watermarks over partitions, idle partitions |
+//! | windows | [`window`] | `TUMBLE` / `HOP` / `SESSION`, the plan split, pane and session stores (**where windows close**) |
+//! | jobs | [`job`] | a query planned once, executed on every micro-batch; windowed jobs fire on the watermark |
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
 //! | wiring | [`engine`] | the batch loop, offset commits after delivery, draining |
 //! | observe | [`metrics`], [`http`], [`logging`] | Prometheus metrics, `/metrics` `/healthz` `/readyz`, tracing |
@@ -37,3 +39,5 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod topic_io;
+pub mod watermark;
+pub mod window;

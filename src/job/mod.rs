@@ -2,31 +2,46 @@
 //! on every micro-batch of the sources it reads.
 //!
 //! Stateless jobs (no window) keep no state: each execution sees only the
-//! current micro-batch plus the `customers` lookup table.
+//! current micro-batch plus the `customers` lookup table. Windowed jobs
+//! ([`windowed`]) keep partial aggregates until the watermark closes a window.
 
+mod session;
 mod tables;
+pub mod windowed;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::SQLOptions;
 
 pub use tables::{BatchSlot, LookupStream};
+pub use windowed::{FINAL_COLUMN, WindowedJob};
 
 use crate::lookup::CustomerTable;
 use crate::query::{QueryError, QueryFile};
 use crate::schema::SourceKind;
+use crate::window::assign::SessionSpans;
+use crate::window::split::{check_windowed, split_physical};
 
-/// Output columns the engine adds to every row; a query may not produce them.
-pub const RESERVED_COLUMNS: &[&str] = &["job", "emitted_at"];
+/// Output columns the engine adds to rows; a query may not produce them.
+pub const RESERVED_COLUMNS: &[&str] = &["job", "emitted_at", FINAL_COLUMN];
+
+/// How a job runs.
+enum Runner {
+    /// The whole plan on every micro-batch.
+    Stateless(Arc<dyn ExecutionPlan>),
+    /// State between micro-batches; results when windows close.
+    Windowed(Box<WindowedJob>),
+}
 
 /// A planned job, ready to run on micro-batches.
 pub struct Job {
@@ -38,8 +53,10 @@ pub struct Job {
     pub key_columns: Vec<String>,
     /// Schema of the query's result rows.
     pub schema: SchemaRef,
+    /// `@emit every`: interval of early results (windowed jobs).
+    pub emit_every: Option<std::time::Duration>,
     slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
-    plan: Arc<dyn ExecutionPlan>,
+    runner: Runner,
     task_ctx: Arc<TaskContext>,
 }
 
@@ -65,19 +82,28 @@ impl Job {
             line,
             message,
         };
-        let ctx = SessionContext::new_with_config(session_config());
         let mut slots = BTreeMap::new();
+        let mut tables: Vec<(SourceKind, Arc<dyn TableProvider>)> = Vec::new();
         for kind in SourceKind::ALL {
-            let registered = if kind.is_stream() {
+            let table = if kind.is_stream() {
                 let slot = BatchSlot::new(kind.schema());
                 let table = slot.table();
                 slots.insert(kind, slot);
-                table.and_then(|t| ctx.register_table(kind.table_name(), Arc::new(t)))
+                table
             } else {
                 LookupStream::table(kind.schema(), Arc::clone(&customers))
-                    .and_then(|t| ctx.register_table(kind.table_name(), Arc::new(t)))
-            };
-            registered
+            }
+            .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
+            tables.push((kind, Arc::new(table)));
+        }
+        let sources = tables
+            .iter()
+            .filter(|(kind, _)| kind.is_stream())
+            .map(|(kind, t)| (kind.table_name().to_owned(), Arc::clone(t)))
+            .collect();
+        let ctx = session::job_context(SessionSpans::default(), sources);
+        for (kind, table) in tables {
+            ctx.register_table(kind.table_name(), table)
                 .map_err(|e| error_at(1, format!("internal error registering tables: {e}")))?;
         }
 
@@ -91,7 +117,11 @@ impl Job {
             .map_err(|e| datafusion_error(&query, &e))?;
         let logical = frame.logical_plan().clone();
         let read = streams_read(&logical);
-        check_stateless(&logical).map_err(|m| error_at(first_sql_line(&query.sql), m))?;
+        let window =
+            check_windowed(&logical).map_err(|m| error_at(first_sql_line(&query.sql), m))?;
+        if window.is_none() {
+            check_stateless(&logical).map_err(|m| error_at(first_sql_line(&query.sql), m))?;
+        }
         if read.is_empty() {
             return Err(error_at(
                 first_sql_line(&query.sql),
@@ -128,15 +158,17 @@ impl Job {
                 }
             }
         }
-        for (option, line) in [
-            ("@emit", query.options.emit.as_ref().map(|e| e.1)),
-            ("@lateness", query.options.lateness.as_ref().map(|l| l.1)),
-        ] {
-            if let Some(line) = line {
-                return Err(error_at(
-                    line,
-                    format!("{option} applies to windowed queries; this query has no window"),
-                ));
+        if window.is_none() {
+            for (option, line) in [
+                ("@emit", query.options.emit.as_ref().map(|e| e.1)),
+                ("@lateness", query.options.lateness.as_ref().map(|l| l.1)),
+            ] {
+                if let Some(line) = line {
+                    return Err(error_at(
+                        line,
+                        format!("{option} applies to windowed queries; this query has no window"),
+                    ));
+                }
             }
         }
 
@@ -144,6 +176,35 @@ impl Job {
             .create_physical_plan()
             .await
             .map_err(|e| datafusion_error(&query, &e))?;
+        let task_ctx = ctx.task_ctx();
+        let runner = match window {
+            None => Runner::Stateless(plan),
+            Some(info) => {
+                let internal = |e: DataFusionError| {
+                    error_at(
+                        first_sql_line(&query.sql),
+                        format!("internal error planning the window: {}", e.strip_backtrace()),
+                    )
+                };
+                let split = split_physical(&plan).map_err(internal)?;
+                let slot = slots.get(&info.source).cloned().ok_or_else(|| {
+                    error_at(first_sql_line(&query.sql), "the windowed source has no table".into())
+                })?;
+                let lateness = query
+                    .options
+                    .lateness
+                    .as_ref()
+                    .map_or(0, |(d, _)| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                Runner::Windowed(Box::new(
+                    WindowedJob::new(info, split, slot, lateness, Arc::clone(&task_ctx))
+                        .map_err(internal)?,
+                ))
+            }
+        };
+        let emit_every = match (&runner, &query.options.emit) {
+            (Runner::Windowed(_), Some((crate::query::EmitMode::Every(d), _))) => Some(*d),
+            _ => None,
+        };
         let output_topic = query.options.output.as_ref().map_or_else(
             || format!("{output_prefix}{}", query.name),
             |(t, _)| t.clone(),
@@ -153,10 +214,40 @@ impl Job {
             name: query.name,
             output_topic,
             schema,
+            emit_every,
             slots,
-            plan,
-            task_ctx: ctx.task_ctx(),
+            runner,
+            task_ctx,
         })
+    }
+
+    /// The windowed part of the job, if it has a window.
+    pub fn windowed(&self) -> Option<&WindowedJob> {
+        match &self.runner {
+            Runner::Windowed(w) => Some(w),
+            Runner::Stateless(_) => None,
+        }
+    }
+
+    /// The windowed part of the job, mutably.
+    pub fn windowed_mut(&mut self) -> Option<&mut WindowedJob> {
+        match &mut self.runner {
+            Runner::Windowed(w) => Some(w),
+            Runner::Stateless(_) => None,
+        }
+    }
+
+    /// The columns of the Kafka key: the window bounds for windowed jobs,
+    /// then the `@key` columns.
+    pub fn record_key_columns(&self) -> Vec<String> {
+        let window = match self.runner {
+            Runner::Windowed(_) => vec![
+                crate::window::assign::WINDOW_START.to_owned(),
+                crate::window::assign::WINDOW_END.to_owned(),
+            ],
+            Runner::Stateless(_) => Vec::new(),
+        };
+        window.into_iter().chain(self.key_columns.iter().cloned()).collect()
     }
 
     /// The event sources this job reads.
@@ -169,15 +260,19 @@ impl Job {
         self.slots.contains_key(&kind)
     }
 
-    /// Runs the plan on one micro-batch per source (absent sources are empty).
+    /// Runs a stateless job's plan on one micro-batch per source (absent
+    /// sources are empty). A windowed job returns nothing here.
     pub async fn run(
         &self,
         inputs: &BTreeMap<SourceKind, Vec<RecordBatch>>,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
+        let Runner::Stateless(plan) = &self.runner else {
+            return Ok(Vec::new());
+        };
         for (kind, slot) in &self.slots {
             slot.set(inputs.get(kind).cloned().unwrap_or_default());
         }
-        let plan = reset_plan_states(Arc::clone(&self.plan))?;
+        let plan = reset_plan_states(Arc::clone(plan))?;
         let result = collect(plan, Arc::clone(&self.task_ctx)).await;
         for slot in self.slots.values() {
             slot.set(Vec::new());
@@ -229,16 +324,6 @@ pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<Q
         &config.topics.output_prefix,
     )
     .await
-}
-
-/// One partition, no dynamic filters (plans are re-executed), spans for error lines.
-fn session_config() -> SessionConfig {
-    SessionConfig::new()
-        .with_target_partitions(1)
-        .with_information_schema(false)
-        .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false)
-        .set_bool("datafusion.sql_parser.collect_spans", true)
-        .set_str("datafusion.execution.time_zone", "UTC")
 }
 
 /// The event sources a logical plan scans.
@@ -320,3 +405,6 @@ fn first_sql_line(sql: &str) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod windowed_tests;

@@ -9,7 +9,8 @@ use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
 use crate::lookup::CustomerTable;
 
@@ -32,6 +33,18 @@ impl BatchSlot {
     /// Sets the batches the next execution reads.
     pub fn set(&self, batches: Vec<RecordBatch>) {
         *self.batches.lock().unwrap_or_else(PoisonError::into_inner) = batches;
+    }
+
+    /// A plan node reading this slot.
+    pub fn exec(self: &Arc<Self>) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        Ok(Arc::new(StreamingTableExec::try_new(
+            Arc::clone(&self.schema),
+            vec![Arc::clone(self) as _],
+            None,
+            [],
+            false,
+            None,
+        )?))
     }
 
     /// A DataFusion table reading this slot.

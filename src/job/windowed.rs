@@ -1,0 +1,248 @@
+//! A windowed job at run time: events in, state rows into the pane or
+//! session store, and window results out when the watermark closes windows
+//! (or early, on the `@emit every` timer).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+
+use super::BatchSlot;
+use crate::window::panes::{PaneStore, WindowContents};
+use crate::window::sessions::SessionStore;
+use crate::window::split::{SplitPlan, WindowInfo};
+use crate::window::WindowSpec;
+
+/// Name of the column the engine adds to windowed rows.
+pub const FINAL_COLUMN: &str = "final";
+
+/// A pane holding more batches than this is compacted.
+const MAX_PANE_BATCHES: usize = 16;
+
+enum WindowState {
+    Panes(PaneStore),
+    Sessions(SessionStore),
+}
+
+/// Plans and state of one windowed job.
+pub struct WindowedJob {
+    /// What the query windows, and how.
+    pub info: WindowInfo,
+    /// How long after its end a window still accepts events (ms).
+    pub lateness: i64,
+    source_slot: Arc<BatchSlot>,
+    split: SplitPlan,
+    state: WindowState,
+    task_ctx: Arc<TaskContext>,
+}
+
+impl std::fmt::Debug for WindowedJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowedJob")
+            .field("spec", &self.info.spec)
+            .field("lateness", &self.lateness)
+            .finish()
+    }
+}
+
+impl WindowedJob {
+    /// A job with empty state.
+    pub fn new(
+        info: WindowInfo,
+        split: SplitPlan,
+        source_slot: Arc<BatchSlot>,
+        lateness_ms: i64,
+        task_ctx: Arc<TaskContext>,
+    ) -> Result<Self> {
+        let schema = Arc::clone(&split.partial_schema);
+        let state = match (info.spec, split.key_column) {
+            (WindowSpec::Session { .. }, Some(key)) => {
+                WindowState::Sessions(SessionStore::new(schema, split.window_columns, key))
+            }
+            (WindowSpec::Session { .. }, None) => {
+                return Err(DataFusionError::Internal("SESSION without key".into()));
+            }
+            (spec, _) => WindowState::Panes(PaneStore::new(spec, schema, split.window_columns)),
+        };
+        Ok(Self {
+            info,
+            lateness: lateness_ms,
+            source_slot,
+            split,
+            state,
+            task_ctx,
+        })
+    }
+
+    /// Rows of `events` (one partition of the windowed source) that are late
+    /// for every window they belong to: those windows have all closed.
+    pub fn late_rows(&self, events: &RecordBatch) -> Result<BooleanArray> {
+        let times = event_times(events, &self.info.time_col)?;
+        let spec = self.info.spec;
+        let mask = match &self.state {
+            WindowState::Panes(store) => {
+                let Some(closed) = store.closed_through() else {
+                    return Ok(BooleanArray::from(vec![false; events.num_rows()]));
+                };
+                times
+                    .iter()
+                    .map(|t| Some(t.is_some_and(|t| spec.last_window_end(t) <= closed)))
+                    .collect()
+            }
+            WindowState::Sessions(store) => {
+                let Some(closed) = store.closed_through() else {
+                    return Ok(BooleanArray::from(vec![false; events.num_rows()]));
+                };
+                let key_col = self.info.key_col.as_deref().unwrap_or_default();
+                let keys = events
+                    .column_by_name(key_col)
+                    .ok_or_else(|| DataFusionError::Internal(format!("no column {key_col}")))?;
+                let gap = spec.size();
+                let mut late = Vec::with_capacity(events.num_rows());
+                for (row, t) in times.iter().enumerate() {
+                    let is_late = match t {
+                        Some(t) if t.saturating_add(gap) <= closed => {
+                            let key = ScalarValue::try_from_array(keys, row)?;
+                            !store.joins_open_session(&key, t, gap)
+                        }
+                        _ => false,
+                    };
+                    late.push(Some(is_late));
+                }
+                late.into_iter().collect()
+            }
+        };
+        Ok(mask)
+    }
+
+    /// Aggregates one partition's on-time events into the job's state.
+    pub async fn accumulate(&mut self, partition: i32, events: RecordBatch) -> Result<()> {
+        self.source_slot.set(vec![events]);
+        let partial = run(&self.split.batch_plan, &self.task_ctx).await;
+        self.source_slot.set(Vec::new());
+        let partial = partial?;
+        match &mut self.state {
+            WindowState::Panes(store) => {
+                for batch in &partial {
+                    store.insert(partition, batch)?;
+                }
+                for key in store.fragmented(MAX_PANE_BATCHES) {
+                    let batches = store.take_pane(key);
+                    self.split.reduce_slot.set(batches);
+                    let reduced = run(&self.split.reduce_plan, &self.task_ctx).await;
+                    self.split.reduce_slot.set(Vec::new());
+                    store.put_pane(key, reduced?);
+                }
+            }
+            WindowState::Sessions(store) => {
+                store.add_spans(self.info.spans.take());
+                for batch in &partial {
+                    store.insert(batch)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the windows the watermark has passed (plus lateness) and
+    /// returns their rows, `final = true`.
+    pub async fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+        let through = watermark.saturating_sub(self.lateness);
+        let windows = match &mut self.state {
+            WindowState::Panes(store) => store.close(through),
+            WindowState::Sessions(store) => store.close(through),
+        };
+        self.finish(windows, true).await
+    }
+
+    /// Results of every open window so far, `final = false`.
+    pub async fn early(&mut self) -> Result<Vec<RecordBatch>> {
+        let windows = match &self.state {
+            WindowState::Panes(store) => store.open_windows(),
+            WindowState::Sessions(store) => store.open_windows(),
+        };
+        self.finish(windows, false).await
+    }
+
+    /// Runs the fire plan: once per window for TUMBLE and HOP (so ORDER BY,
+    /// LIMIT and OVER apply per window), once for all due sessions.
+    async fn finish(&self, windows: Vec<WindowContents>, is_final: bool) -> Result<Vec<RecordBatch>> {
+        let groups: Vec<Vec<RecordBatch>> = match self.state {
+            WindowState::Panes(_) => windows.into_iter().map(|w| w.batches).collect(),
+            WindowState::Sessions(_) if windows.is_empty() => Vec::new(),
+            WindowState::Sessions(_) => vec![windows.into_iter().flat_map(|w| w.batches).collect()],
+        };
+        let mut out = Vec::new();
+        for batches in groups {
+            self.split.pane_slot.set(batches);
+            let rows = run(&self.split.fire_plan, &self.task_ctx).await;
+            self.split.pane_slot.set(Vec::new());
+            for batch in rows? {
+                if batch.num_rows() > 0 {
+                    out.push(with_final(&batch, is_final)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Windows fired so far are those ending at or before this.
+    pub fn closed_through(&self) -> Option<i64> {
+        match &self.state {
+            WindowState::Panes(store) => store.closed_through(),
+            WindowState::Sessions(store) => store.closed_through(),
+        }
+    }
+
+    /// State rows held.
+    pub fn state_rows(&self) -> usize {
+        match &self.state {
+            WindowState::Panes(store) => store.rows(),
+            WindowState::Sessions(store) => store.rows(),
+        }
+    }
+
+    /// Memory held by state rows, in bytes.
+    pub fn state_bytes(&self) -> usize {
+        match &self.state {
+            WindowState::Panes(store) => store.bytes(),
+            WindowState::Sessions(store) => store.bytes(),
+        }
+    }
+}
+
+async fn run(plan: &Arc<dyn ExecutionPlan>, ctx: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+    collect(reset_plan_states(Arc::clone(plan))?, Arc::clone(ctx)).await
+}
+
+/// The event-time column as epoch milliseconds.
+pub fn event_times(
+    events: &RecordBatch,
+    time_col: &str,
+) -> Result<arrow::array::TimestampMillisecondArray> {
+    let column = events
+        .column_by_name(time_col)
+        .ok_or_else(|| DataFusionError::Internal(format!("no time column {time_col}")))?;
+    let ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
+}
+
+/// The schema of windowed output rows: the query's columns plus `final`.
+pub fn with_final_schema(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(FINAL_COLUMN, DataType::Boolean, false));
+    Arc::new(Schema::new(fields))
+}
+
+fn with_final(batch: &RecordBatch, is_final: bool) -> Result<RecordBatch> {
+    let schema = with_final_schema(&batch.schema());
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(BooleanArray::from(vec![is_final; batch.num_rows()])));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}

@@ -1,0 +1,149 @@
+//! Watermarks: how far event time has progressed, per source.
+//!
+//! Each partition's watermark is the largest event time it has delivered
+//! minus the allowed out-of-orderness. A source's watermark is the smallest
+//! over its active partitions, so one slow partition holds it back; a
+//! partition that delivered nothing for `idle_timeout` stops counting. When
+//! every partition is idle, the source's watermark is the largest of theirs,
+//! so the last windows still close at the end of a stream. Watermarks never
+//! move backwards.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+struct PartitionClock {
+    max_event_time: Option<i64>,
+    last_active: Instant,
+}
+
+/// The watermark of one source topic.
+#[derive(Debug, Clone)]
+pub struct SourceWatermark {
+    out_of_orderness: i64,
+    idle_timeout: Duration,
+    partitions: BTreeMap<i32, PartitionClock>,
+    current: Option<i64>,
+}
+
+impl SourceWatermark {
+    /// A source with no partitions yet.
+    pub fn new(out_of_orderness_ms: i64, idle_timeout: Duration) -> Self {
+        Self {
+            out_of_orderness: out_of_orderness_ms,
+            idle_timeout,
+            partitions: BTreeMap::new(),
+            current: None,
+        }
+    }
+
+    /// Sets the partitions assigned to this process. A new partition holds
+    /// the watermark back until it delivers or goes idle; a revoked one no
+    /// longer counts.
+    pub fn assign(&mut self, partitions: &[i32], now: Instant) {
+        self.partitions.retain(|p, _| partitions.contains(p));
+        for &p in partitions {
+            self.partitions.entry(p).or_insert(PartitionClock {
+                max_event_time: None,
+                last_active: now,
+            });
+        }
+    }
+
+    /// Records that `partition` delivered events up to `max_event_time`.
+    pub fn observe(&mut self, partition: i32, max_event_time: i64, now: Instant) {
+        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+            max_event_time: None,
+            last_active: now,
+        });
+        clock.max_event_time = Some(clock.max_event_time.map_or(max_event_time, |m| m.max(max_event_time)));
+        clock.last_active = now;
+    }
+
+    /// The watermark at `now`, or `None` while it is unknown (no partition
+    /// has delivered, or an active one has not delivered yet).
+    pub fn watermark(&mut self, now: Instant) -> Option<i64> {
+        let mark = |c: &PartitionClock| c.max_event_time.map(|t| t.saturating_sub(self.out_of_orderness));
+        let active: Vec<&PartitionClock> = self
+            .partitions
+            .values()
+            .filter(|c| now.duration_since(c.last_active) < self.idle_timeout)
+            .collect();
+        let computed = if active.is_empty() {
+            self.partitions.values().filter_map(mark).max()
+        } else if active.iter().any(|c| c.max_event_time.is_none()) {
+            None
+        } else {
+            active.iter().filter_map(|c| mark(c)).min()
+        };
+        self.current = match (self.current, computed) {
+            (Some(old), Some(new)) => Some(old.max(new)),
+            (old, new) => old.or(new),
+        };
+        self.current
+    }
+
+    /// The last computed watermark.
+    pub fn current(&self) -> Option<i64> {
+        self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(30);
+
+    #[tokio::test(start_paused = true)]
+    async fn the_slowest_active_partition_holds_the_watermark() {
+        let mut w = SourceWatermark::new(5_000, IDLE);
+        let t0 = Instant::now();
+        w.assign(&[0, 1], t0);
+        w.observe(0, 100_000, t0);
+        // Partition 1 has delivered nothing and is not idle yet.
+        assert_eq!(w.watermark(t0), None);
+        w.observe(1, 60_000, t0);
+        assert_eq!(w.watermark(t0), Some(55_000));
+        w.observe(1, 80_000, t0);
+        assert_eq!(w.watermark(t0), Some(75_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_partition_stops_holding_it_back() {
+        let mut w = SourceWatermark::new(5_000, IDLE);
+        let t0 = Instant::now();
+        w.observe(0, 100_000, t0);
+        w.observe(1, 20_000, t0);
+        assert_eq!(w.watermark(t0), Some(15_000));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        w.observe(0, 110_000, Instant::now());
+        assert_eq!(w.watermark(Instant::now()), Some(15_000));
+        // 30 s after its last event, partition 1 is idle.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(w.watermark(Instant::now()), Some(105_000));
+        // When it delivers again it counts again, but the watermark never goes back.
+        w.observe(1, 30_000, Instant::now());
+        assert_eq!(w.watermark(Instant::now()), Some(105_000));
+        // Everything idle: the largest partition watermark.
+        tokio::time::advance(IDLE).await;
+        assert_eq!(w.watermark(Instant::now()), Some(105_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_assigned_silent_partition_goes_idle() {
+        let mut w = SourceWatermark::new(0, IDLE);
+        let t0 = Instant::now();
+        w.assign(&[0, 1], t0);
+        w.observe(0, 1_000, t0);
+        assert_eq!(w.watermark(t0), None);
+        tokio::time::advance(IDLE).await;
+        w.observe(0, 2_000, Instant::now());
+        assert_eq!(w.watermark(Instant::now()), Some(2_000));
+        // A revoked partition no longer counts.
+        w.assign(&[0], Instant::now());
+        assert_eq!(w.partitions.len(), 1);
+    }
+}

@@ -1,0 +1,151 @@
+//! Event-time windows: what `TUMBLE`, `HOP` and `SESSION` mean, in
+//! milliseconds since the epoch.
+//!
+//! * [`sql`] plans the table functions into a [`assign::WindowAssign`] node.
+//! * [`assign`] adds `window_start` / `window_end` to every row.
+//! * [`split`] cuts a windowed job's plan into the per-batch part and the
+//!   per-firing part.
+//! * [`panes`] and [`sessions`] hold the partial aggregates between firings:
+//!   they are where windows are closed.
+
+pub mod assign;
+pub mod panes;
+pub mod sessions;
+pub mod split;
+pub mod sql;
+
+use std::fmt;
+
+/// The shape of a job's windows; every duration is in milliseconds (> 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WindowSpec {
+    /// Fixed, non-overlapping windows `[k·size, (k+1)·size)`.
+    Tumble {
+        /// Window length.
+        size: i64,
+    },
+    /// Overlapping windows `[k·slide, k·slide + size)`.
+    Hop {
+        /// Window length.
+        size: i64,
+        /// Distance between window starts.
+        slide: i64,
+    },
+    /// Per key, a run of events with less than `gap` between neighbours;
+    /// `[first event, last event + gap)`.
+    Session {
+        /// Inactivity that closes a session.
+        gap: i64,
+    },
+}
+
+impl WindowSpec {
+    /// Width of a pane, the unit of state: the window for TUMBLE,
+    /// `gcd(size, slide)` for HOP, so an event is stored once, not once per
+    /// window. Sessions have no panes (`None`).
+    pub fn pane(&self) -> Option<i64> {
+        match *self {
+            WindowSpec::Tumble { size } => Some(size),
+            WindowSpec::Hop { size, slide } => Some(gcd(size, slide)),
+            WindowSpec::Session { .. } => None,
+        }
+    }
+
+    /// Distance between consecutive window starts (TUMBLE and HOP).
+    pub fn slide(&self) -> i64 {
+        match *self {
+            WindowSpec::Tumble { size } => size,
+            WindowSpec::Hop { slide, .. } => slide,
+            WindowSpec::Session { gap } => gap,
+        }
+    }
+
+    /// Window length (TUMBLE and HOP); the gap for SESSION.
+    pub fn size(&self) -> i64 {
+        match *self {
+            WindowSpec::Tumble { size } | WindowSpec::Hop { size, .. } => size,
+            WindowSpec::Session { gap } => gap,
+        }
+    }
+
+    /// End of the last window that contains `ts` (TUMBLE and HOP), or of
+    /// the one-event session `[ts, ts + gap)`. An event is late for every
+    /// window once the watermark has passed this plus the lateness.
+    pub fn last_window_end(&self, ts: i64) -> i64 {
+        match *self {
+            WindowSpec::Session { gap } => ts.saturating_add(gap),
+            _ => floor_to(ts, self.slide()).saturating_add(self.size()),
+        }
+    }
+
+    /// End of the first window that contains the instant `ts` (TUMBLE, HOP).
+    pub fn first_window_end(&self, ts: i64) -> i64 {
+        let slide = self.slide();
+        // Smallest k·slide with k·slide + size > ts.
+        let start = floor_to(ts - self.size(), slide) + slide;
+        start + self.size()
+    }
+}
+
+impl fmt::Display for WindowSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = |ms: i64| humantime::format_duration(std::time::Duration::from_millis(ms as u64));
+        match *self {
+            WindowSpec::Tumble { size } => write!(f, "TUMBLE({})", d(size)),
+            WindowSpec::Hop { size, slide } => {
+                write!(f, "HOP(slide {}, size {})", d(slide), d(size))
+            }
+            WindowSpec::Session { gap } => write!(f, "SESSION(gap {})", d(gap)),
+        }
+    }
+}
+
+/// The largest multiple of `step` that is `<= ts` (correct before 1970 too).
+pub fn floor_to(ts: i64, step: i64) -> i64 {
+    ts.div_euclid(step) * step
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn tumble_panes_are_windows() {
+        let w = WindowSpec::Tumble { size: 10 * MIN };
+        assert_eq!(w.pane(), Some(10 * MIN));
+        assert_eq!(w.last_window_end(25 * MIN), 30 * MIN);
+        assert_eq!(w.first_window_end(25 * MIN), 30 * MIN);
+        assert_eq!(w.last_window_end(30 * MIN), 40 * MIN);
+        // Before the epoch, windows still align on multiples of the size.
+        assert_eq!(w.last_window_end(-1), 0);
+        assert_eq!(floor_to(-1, 10), -10);
+    }
+
+    #[test]
+    fn hop_panes_are_the_gcd_and_windows_overlap() {
+        // Windows of 10 min every 4 min: panes of gcd(10, 4) = 2 min.
+        let w = WindowSpec::Hop {
+            size: 10 * MIN,
+            slide: 4 * MIN,
+        };
+        assert_eq!(w.pane(), Some(2 * MIN));
+        // ts = 13 min is in [4, 14), [8, 18), [12, 22).
+        assert_eq!(w.first_window_end(13 * MIN), 14 * MIN);
+        assert_eq!(w.last_window_end(13 * MIN), 22 * MIN);
+        // ts = 14 min is in [8, 18), [12, 22).
+        assert_eq!(w.first_window_end(14 * MIN), 18 * MIN);
+    }
+
+    #[test]
+    fn a_session_event_lasts_one_gap() {
+        let w = WindowSpec::Session { gap: 5 * MIN };
+        assert_eq!(w.pane(), None);
+        assert_eq!(w.last_window_end(MIN), 6 * MIN);
+    }
+}

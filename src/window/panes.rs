@@ -1,0 +1,347 @@
+//! The pane store of TUMBLE and HOP jobs: partial aggregates per pane and
+//! Kafka partition, and the decision of which windows close.
+//!
+//! A pane is `[p, p + width)` with `width = gcd(size, slide)`; a window is
+//! the union of the panes it covers, so a HOP event is stored once however
+//! many windows it belongs to. A pane is dropped as soon as the last window
+//! that covers it has closed.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::error::ArrowError;
+
+use super::WindowSpec;
+use super::assign::set_window;
+
+/// One window's state rows, ready for the `Final` aggregate.
+#[derive(Debug, Clone)]
+pub struct WindowContents {
+    /// Window start (ms).
+    pub start: i64,
+    /// Window end (ms, exclusive).
+    pub end: i64,
+    /// State rows of every pane and partition, window columns set to the window.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Partial state of one pane of one partition.
+#[derive(Debug, Default)]
+pub struct Pane {
+    /// State rows (groups may repeat across batches until compacted).
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Pane {
+    fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Partial aggregates keyed by (pane start, partition).
+#[derive(Debug)]
+pub struct PaneStore {
+    spec: WindowSpec,
+    pane: i64,
+    schema: SchemaRef,
+    window_columns: (usize, usize),
+    panes: BTreeMap<(i64, i32), Pane>,
+    /// Every window ending at or before this has closed.
+    closed_through: Option<i64>,
+}
+
+impl PaneStore {
+    /// An empty store for state rows of `schema`, whose window columns are
+    /// at `window_columns`.
+    pub fn new(spec: WindowSpec, schema: SchemaRef, window_columns: (usize, usize)) -> Self {
+        Self {
+            pane: spec.pane().unwrap_or_else(|| spec.size()),
+            spec,
+            schema,
+            window_columns,
+            panes: BTreeMap::new(),
+            closed_through: None,
+        }
+    }
+
+    /// The end of the last closed window, if any has closed.
+    pub fn closed_through(&self) -> Option<i64> {
+        self.closed_through
+    }
+
+    /// Stores the state rows of one partition's micro-batch, split by pane.
+    /// Rows of panes whose windows have all closed are dropped (the engine
+    /// routes late events to the dead-letter topic before they get here).
+    pub fn insert(&mut self, partition: i32, batch: &RecordBatch) -> Result<(), ArrowError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let starts = cast(
+            batch.column(self.window_columns.0),
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
+        let starts = starts.as_primitive::<TimestampMillisecondType>();
+        let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for (row, start) in starts.iter().enumerate() {
+            if let Some(start) = start {
+                rows.entry(start).or_default().push(row as u32);
+            }
+        }
+        for (start, indices) in rows {
+            if self.is_closed(self.spec.last_window_end(start)) {
+                continue;
+            }
+            let part = if indices.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                let indices = arrow::array::UInt32Array::from(indices);
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .map(|c| take(c, &indices, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                RecordBatch::try_new(batch.schema(), columns)?
+            };
+            self.panes
+                .entry((start, partition))
+                .or_default()
+                .batches
+                .push(part);
+        }
+        Ok(())
+    }
+
+    fn is_closed(&self, window_end: i64) -> bool {
+        self.closed_through.is_some_and(|c| window_end <= c)
+    }
+
+    /// Closes every window that ends at or before `through`, in end order,
+    /// and returns those that hold data; drops the panes no longer needed.
+    pub fn close(&mut self, through: i64) -> Vec<WindowContents> {
+        let mut due = Vec::new();
+        if self.is_closed(through) {
+            return due;
+        }
+        let slide = self.spec.slide();
+        let size = self.spec.size();
+        let mut end = match self.panes.keys().next() {
+            Some(&(first, _)) => self.spec.first_window_end(first),
+            None => through.saturating_add(1),
+        };
+        if let Some(closed) = self.closed_through
+            && end <= closed
+        {
+            end = super::floor_to(closed - size, slide) + slide + size;
+        }
+        while end <= through {
+            let start = end - size;
+            let window = self.window(start, end);
+            if !window.batches.is_empty() {
+                due.push(window);
+            }
+            // Jump over stretches without panes.
+            let next_pane = self.panes.range((start + slide, i32::MIN)..).next();
+            end = match next_pane {
+                Some((&(pane_start, _), _)) => (end + slide).max(self.spec.first_window_end(pane_start)),
+                None => break,
+            };
+        }
+        self.closed_through = Some(self.closed_through.map_or(through, |c| c.max(through)));
+        let spec = self.spec;
+        self.panes
+            .retain(|&(start, _), _| spec.last_window_end(start) > through);
+        due
+    }
+
+    /// Every window that holds data and has not closed: early results.
+    pub fn open_windows(&self) -> Vec<WindowContents> {
+        let (Some(&(first, _)), Some(&(last, _))) =
+            (self.panes.keys().next(), self.panes.keys().next_back())
+        else {
+            return Vec::new();
+        };
+        let slide = self.spec.slide();
+        let size = self.spec.size();
+        let mut windows = Vec::new();
+        let mut end = self.spec.first_window_end(first);
+        while end <= self.spec.last_window_end(last) {
+            if !self.is_closed(end) {
+                let window = self.window(end - size, end);
+                if !window.batches.is_empty() {
+                    windows.push(window);
+                }
+            }
+            end += slide;
+        }
+        windows
+    }
+
+    /// State rows of `[start, end)` with the window columns set to it.
+    fn window(&self, start: i64, end: i64) -> WindowContents {
+        let batches = self
+            .panes
+            .range((start, i32::MIN)..(end, i32::MIN))
+            .flat_map(|(_, pane)| pane.batches.iter())
+            .filter_map(|b| set_window(b, self.window_columns, start, end).ok())
+            .collect();
+        WindowContents {
+            start,
+            end,
+            batches,
+        }
+    }
+
+    /// Panes holding more than `max_batches` batches: candidates for compaction.
+    pub fn fragmented(&self, max_batches: usize) -> Vec<(i64, i32)> {
+        self.panes
+            .iter()
+            .filter(|(_, p)| p.batches.len() > max_batches)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// The batches of one pane, taken out for compaction.
+    pub fn take_pane(&mut self, key: (i64, i32)) -> Vec<RecordBatch> {
+        self.panes
+            .get_mut(&key)
+            .map(|p| std::mem::take(&mut p.batches))
+            .unwrap_or_default()
+    }
+
+    /// Puts compacted batches back into a pane.
+    pub fn put_pane(&mut self, key: (i64, i32), batches: Vec<RecordBatch>) {
+        self.panes.entry(key).or_default().batches.extend(batches);
+    }
+
+    /// State rows held.
+    pub fn rows(&self) -> usize {
+        self.panes.values().map(Pane::rows).sum()
+    }
+
+    /// Memory held by state rows, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.panes
+            .values()
+            .flat_map(|p| &p.batches)
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+
+    /// The schema of the state rows.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Number of panes held (all partitions).
+    pub fn panes(&self) -> usize {
+        self.panes.len()
+    }
+
+    /// Width of a pane in milliseconds.
+    pub fn pane_width(&self) -> i64 {
+        self.pane
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, TimestampMillisecondArray};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn state_schema() -> SchemaRef {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        Arc::new(Schema::new(vec![
+            Field::new("window_start", ts.clone(), true),
+            Field::new("window_end", ts, true),
+            Field::new("count(*)[count]", DataType::Int64, true),
+        ]))
+    }
+
+    /// State rows for panes starting at `starts` (width `w`), counts `n`.
+    fn states(starts: &[i64], w: i64, n: &[i64]) -> RecordBatch {
+        let ends: Vec<i64> = starts.iter().map(|s| s + w).collect();
+        RecordBatch::try_new(
+            state_schema(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from(starts.to_vec()).with_timezone("UTC")),
+                Arc::new(TimestampMillisecondArray::from(ends).with_timezone("UTC")),
+                Arc::new(Int64Array::from(n.to_vec())),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn summary(windows: &[WindowContents]) -> Vec<(i64, i64, i64)> {
+        windows
+            .iter()
+            .map(|w| {
+                let total: i64 = w
+                    .batches
+                    .iter()
+                    .map(|b| {
+                        let c = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+                        c.values().iter().sum::<i64>()
+                    })
+                    .sum();
+                (w.start, w.end, total)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tumbling_windows_close_in_order_and_free_their_panes() {
+        let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, state_schema(), (0, 1));
+        store.insert(0, &states(&[0, 10, 30], 10, &[1, 2, 3])).expect("insert");
+        store.insert(1, &states(&[10], 10, &[4])).expect("insert");
+        assert_eq!(store.panes(), 4);
+        // Watermark at 25: [0,10) and [10,20) close; [20,30) is empty.
+        assert_eq!(summary(&store.close(25)), vec![(0, 10, 1), (10, 20, 6)]);
+        assert_eq!(store.panes(), 1);
+        assert_eq!(store.closed_through(), Some(25));
+        // State for a closed window is refused; the open one is kept.
+        store.insert(0, &states(&[10, 20], 10, &[7, 8])).expect("insert");
+        assert_eq!(summary(&store.open_windows()), vec![(20, 30, 8), (30, 40, 3)]);
+        assert_eq!(summary(&store.close(40)), vec![(20, 30, 8), (30, 40, 3)]);
+        assert_eq!((store.panes(), store.rows()), (0, 0));
+    }
+
+    #[test]
+    fn hop_windows_share_panes() {
+        // size 10, slide 4 → panes of 2.
+        let spec = WindowSpec::Hop { size: 10, slide: 4 };
+        let mut store = PaneStore::new(spec, state_schema(), (0, 1));
+        // Events at panes 12 and 16 (one each).
+        store.insert(0, &states(&[12, 16], 2, &[1, 10])).expect("insert");
+        assert_eq!(store.panes(), 2);
+        // Windows containing 12: [4,14) [8,18) [12,22); containing 16: [8,18) [12,22) [16,26).
+        assert_eq!(
+            summary(&store.close(18)),
+            vec![(4, 14, 1), (8, 18, 11)]
+        );
+        // Pane 12 is still needed by [12,22).
+        assert_eq!(store.panes(), 2);
+        assert_eq!(summary(&store.close(22)), vec![(12, 22, 11)]);
+        assert_eq!(store.panes(), 1);
+        assert_eq!(summary(&store.close(100)), vec![(16, 26, 10)]);
+        assert_eq!(store.panes(), 0);
+    }
+
+    #[test]
+    fn windows_get_their_own_bounds_before_firing() {
+        let spec = WindowSpec::Hop { size: 10, slide: 5 };
+        let mut store = PaneStore::new(spec, state_schema(), (0, 1));
+        store.insert(3, &states(&[5], 5, &[1])).expect("insert");
+        let windows = store.close(10);
+        let batch = &windows[0].batches[0];
+        let start = batch.column(0).as_primitive::<TimestampMillisecondType>();
+        let end = batch.column(1).as_primitive::<TimestampMillisecondType>();
+        assert_eq!((start.value(0), end.value(0)), (0, 10));
+        assert_eq!(batch.schema(), state_schema());
+    }
+}

@@ -1,0 +1,288 @@
+//! The session store of SESSION jobs: per key, the open sessions and their
+//! partial aggregates; sessions merge when an event bridges them, and close
+//! once the watermark passes their end.
+//!
+//! Sessions are kept per key across all partitions, so a key whose events
+//! arrive on several partitions still forms one session.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::error::ArrowError;
+use datafusion::common::ScalarValue;
+
+use super::assign::{SessionSpan, set_window};
+use super::panes::WindowContents;
+
+/// One open session of one key.
+#[derive(Debug, Default)]
+struct Session {
+    end: i64,
+    batches: Vec<RecordBatch>,
+}
+
+/// Open sessions by key, then by start.
+#[derive(Debug)]
+pub struct SessionStore {
+    schema: SchemaRef,
+    window_columns: (usize, usize),
+    key_column: usize,
+    sessions: HashMap<ScalarValue, BTreeMap<i64, Session>>,
+    closed_through: Option<i64>,
+}
+
+impl SessionStore {
+    /// An empty store for state rows of `schema`.
+    pub fn new(schema: SchemaRef, window_columns: (usize, usize), key_column: usize) -> Self {
+        Self {
+            schema,
+            window_columns,
+            key_column,
+            sessions: HashMap::new(),
+            closed_through: None,
+        }
+    }
+
+    /// Adds mini-sessions, merging every session they touch (a gap of
+    /// exactly the session gap still joins, as in Flink).
+    pub fn add_spans(&mut self, spans: Vec<SessionSpan>) {
+        for span in spans {
+            let sessions = self.sessions.entry(span.key).or_default();
+            let (mut start, mut end) = (span.start, span.end);
+            let touching: Vec<i64> = sessions
+                .range(..=end)
+                .rev()
+                .take_while(|(_, s)| s.end >= span.start)
+                .map(|(&s, _)| s)
+                .collect();
+            let mut batches = Vec::new();
+            for s in touching {
+                if let Some(old) = sessions.remove(&s) {
+                    start = start.min(s);
+                    end = end.max(old.end);
+                    batches.extend(old.batches);
+                }
+            }
+            sessions.insert(start, Session { end, batches });
+        }
+    }
+
+    /// Stores state rows, each in the session that contains its mini-session.
+    pub fn insert(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
+        let starts = millis(batch, self.window_columns.0)?;
+        let ends = millis(batch, self.window_columns.1)?;
+        let keys = batch.column(self.key_column);
+        let mut routes: HashMap<(ScalarValue, i64), Vec<u32>> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            let key = ScalarValue::try_from_array(keys, row)
+                .map_err(|e| ArrowError::ComputeError(e.to_string()))?;
+            let (start, end) = (starts.value(row), ends.value(row));
+            let sessions = self.sessions.entry(key.clone()).or_default();
+            let owner = match sessions.range(..=start).next_back() {
+                Some((&s, session)) if start < session.end => s,
+                _ => {
+                    sessions.insert(start, Session { end, batches: Vec::new() });
+                    start
+                }
+            };
+            routes.entry((key, owner)).or_default().push(row as u32);
+        }
+        for ((key, owner), rows) in routes {
+            let indices = UInt32Array::from(rows);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| take(c, &indices, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            let part = RecordBatch::try_new(batch.schema(), columns)?;
+            if let Some(session) = self.sessions.get_mut(&key).and_then(|s| s.get_mut(&owner)) {
+                session.batches.push(part);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an event of `key` at `ts` would join an open session.
+    pub fn joins_open_session(&self, key: &ScalarValue, ts: i64, gap: i64) -> bool {
+        self.sessions.get(key).is_some_and(|sessions| {
+            sessions
+                .range(..=ts.saturating_add(gap))
+                .next_back()
+                .is_some_and(|(_, s)| s.end >= ts)
+        })
+    }
+
+    /// Sessions ending at or before this have closed.
+    pub fn closed_through(&self) -> Option<i64> {
+        self.closed_through
+    }
+
+    /// Closes every session ending at or before `through` and returns their
+    /// state rows, window columns set to each session's bounds.
+    pub fn close(&mut self, through: i64) -> Vec<WindowContents> {
+        let mut due = Vec::new();
+        self.closed_through = Some(self.closed_through.map_or(through, |c| c.max(through)));
+        for sessions in self.sessions.values_mut() {
+            let closing: Vec<i64> = sessions
+                .iter()
+                .filter(|(_, s)| s.end <= through)
+                .map(|(&start, _)| start)
+                .collect();
+            for start in closing {
+                if let Some(session) = sessions.remove(&start) {
+                    due.push(contents(start, &session, self.window_columns));
+                }
+            }
+        }
+        self.sessions.retain(|_, s| !s.is_empty());
+        due.retain(|w| !w.batches.is_empty());
+        due.sort_by_key(|w| (w.end, w.start));
+        due
+    }
+
+    /// Every open session that holds data: early results.
+    pub fn open_windows(&self) -> Vec<WindowContents> {
+        let mut open: Vec<WindowContents> = self
+            .sessions
+            .values()
+            .flat_map(|s| s.iter())
+            .map(|(&start, session)| contents(start, session, self.window_columns))
+            .filter(|w| !w.batches.is_empty())
+            .collect();
+        open.sort_by_key(|w| (w.end, w.start));
+        open
+    }
+
+    /// State rows held.
+    pub fn rows(&self) -> usize {
+        self.all_batches().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Memory held by state rows, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.all_batches()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+
+    /// Open sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// The schema of the state rows.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn all_batches(&self) -> impl Iterator<Item = &RecordBatch> {
+        self.sessions
+            .values()
+            .flat_map(|s| s.values())
+            .flat_map(|s| s.batches.iter())
+    }
+}
+
+fn contents(start: i64, session: &Session, columns: (usize, usize)) -> WindowContents {
+    WindowContents {
+        start,
+        end: session.end,
+        batches: session
+            .batches
+            .iter()
+            .filter_map(|b| set_window(b, columns, start, session.end).ok())
+            .collect(),
+    }
+}
+
+fn millis(
+    batch: &RecordBatch,
+    index: usize,
+) -> Result<arrow::array::TimestampMillisecondArray, ArrowError> {
+    let column = cast(
+        batch.column(index),
+        &DataType::Timestamp(TimeUnit::Millisecond, None),
+    )?;
+    Ok(column.as_primitive::<TimestampMillisecondType>().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        Arc::new(Schema::new(vec![
+            Field::new("window_start", ts.clone(), true),
+            Field::new("window_end", ts, true),
+            Field::new("k", DataType::Utf8, true),
+            Field::new("count(*)[count]", DataType::Int64, true),
+        ]))
+    }
+
+    fn states(rows: &[(i64, i64, &str, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()).with_timezone("UTC")),
+                Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()).with_timezone("UTC")),
+                Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn span(key: &str, start: i64, end: i64) -> SessionSpan {
+        SessionSpan {
+            key: ScalarValue::Utf8(Some(key.into())),
+            start,
+            end,
+        }
+    }
+
+    fn summary(windows: &[WindowContents]) -> Vec<(i64, i64, i64)> {
+        windows
+            .iter()
+            .map(|w| {
+                let n = w
+                    .batches
+                    .iter()
+                    .map(|b| b.column(3).as_primitive::<arrow::datatypes::Int64Type>().values().iter().sum::<i64>())
+                    .sum();
+                (w.start, w.end, n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bridging_event_merges_two_sessions() {
+        let mut store = SessionStore::new(schema(), (0, 1), 2);
+        // gap 10: a at 0 → [0,10); a at 30 → [30,40); b at 5 → [5,15).
+        store.add_spans(vec![span("a", 0, 10), span("a", 30, 40), span("b", 5, 15)]);
+        store.insert(&states(&[(0, 10, "a", 1), (30, 40, "a", 2), (5, 15, "b", 4)])).expect("insert");
+        assert_eq!(store.len(), 3);
+        // a at 15 and 20 → [15,30): touches [30,40) (a gap of exactly 10 joins), not [0,10).
+        store.add_spans(vec![span("a", 15, 30)]);
+        store.insert(&states(&[(15, 30, "a", 8)])).expect("insert");
+        assert_eq!(store.len(), 3);
+        assert_eq!(summary(&store.close(15)), vec![(0, 10, 1), (5, 15, 4)]);
+        assert!(!store.joins_open_session(&ScalarValue::Utf8(Some("a".into())), 41, 10));
+        assert!(store.joins_open_session(&ScalarValue::Utf8(Some("a".into())), 5, 10));
+        assert_eq!(summary(&store.open_windows()), vec![(15, 40, 10)]);
+        assert_eq!(summary(&store.close(40)), vec![(15, 40, 10)]);
+        assert!(store.is_empty());
+    }
+}

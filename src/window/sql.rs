@@ -1,0 +1,208 @@
+//! `TUMBLE(table, time_col, size)`, `HOP(table, time_col, slide, size)` and
+//! `SESSION(table, time_col, gap, key_col)` in `FROM`, planned into a
+//! [`WindowAssign`] node over the named source table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::{DFSchema, DataFusionError, Diagnostic, Result, ScalarValue, Span};
+use datafusion::logical_expr::planner::{
+    PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
+};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{Expr, Extension, LogicalPlan, LogicalPlanBuilder};
+use datafusion::sql::sqlparser::ast::{self, FunctionArg, FunctionArgExpr, Spanned, TableFactor};
+
+use super::WindowSpec;
+use super::assign::{SessionSpans, WindowAssign};
+use crate::schema::SourceKind;
+
+/// Plans the window table functions; every other relation is left to
+/// DataFusion.
+#[derive(Debug, Default)]
+pub struct WindowRelationPlanner {
+    spans: SessionSpans,
+    /// The event source tables. DataFusion resolves the tables a statement
+    /// names before planning it, and a table named only inside a table
+    /// function's arguments is not among them.
+    sources: HashMap<String, Arc<dyn TableProvider>>,
+}
+
+impl WindowRelationPlanner {
+    /// A planner over `sources` whose SESSION nodes report mini-sessions to `spans`.
+    pub fn new(spans: SessionSpans, sources: HashMap<String, Arc<dyn TableProvider>>) -> Self {
+        Self { spans, sources }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum WindowFunction {
+    Tumble,
+    Hop,
+    Session,
+}
+
+impl WindowFunction {
+    fn signature(self) -> &'static str {
+        match self {
+            WindowFunction::Tumble => "TUMBLE(table, time_column, INTERVAL 'size')",
+            WindowFunction::Hop => "HOP(table, time_column, INTERVAL 'slide', INTERVAL 'size')",
+            WindowFunction::Session => "SESSION(table, time_column, INTERVAL 'gap', key_column)",
+        }
+    }
+}
+
+impl RelationPlanner for WindowRelationPlanner {
+    fn plan_relation(
+        &self,
+        relation: TableFactor,
+        context: &mut dyn RelationPlannerContext,
+    ) -> Result<RelationPlanning> {
+        let function = match &relation {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => match name.to_string().to_ascii_lowercase().as_str() {
+                "tumble" => WindowFunction::Tumble,
+                "hop" => WindowFunction::Hop,
+                "session" => WindowFunction::Session,
+                _ => return Ok(RelationPlanning::Original(Box::new(relation))),
+            },
+            _ => return Ok(RelationPlanning::Original(Box::new(relation))),
+        };
+        let span = Span::try_from_sqlparser_span(relation.span());
+        let fail = |message: String| -> DataFusionError {
+            DataFusionError::Plan(message.clone())
+                .with_diagnostic(Diagnostic::new_error(message, span))
+        };
+        let TableFactor::Table {
+            args: Some(args),
+            alias,
+            ..
+        } = relation
+        else {
+            return Ok(RelationPlanning::Original(Box::new(relation)));
+        };
+        let signature = function.signature();
+        let mut exprs = Vec::new();
+        for arg in args.args {
+            match arg {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => exprs.push(e),
+                other => return Err(fail(format!("{signature}: unexpected argument `{other}`"))),
+            }
+        }
+        let wanted = match function {
+            WindowFunction::Tumble => 3,
+            _ => 4,
+        };
+        if exprs.len() != wanted {
+            return Err(fail(format!(
+                "{signature} takes {wanted} arguments, not {}",
+                exprs.len()
+            )));
+        }
+
+        let source = identifier(&exprs[0], context)
+            .ok_or_else(|| fail(format!("{signature}: the first argument must name a source table")))?;
+        let provider = match SourceKind::from_table_name(&source) {
+            Some(kind) if kind.is_stream() => self.sources.get(&source),
+            _ => None,
+        };
+        let Some(provider) = provider else {
+            return Err(fail(format!(
+                "{signature}: `{source}` is not an event source; window transactions, feedback or complaints"
+            )));
+        };
+        let input =
+            LogicalPlanBuilder::scan(source.as_str(), provider_as_source(Arc::clone(provider)), None)?
+                .build()?;
+        let column = |index: usize, what: &str, context: &mut dyn RelationPlannerContext| {
+            let name = identifier(&exprs[index], context)
+                .ok_or_else(|| fail(format!("{signature}: the {what} must be a column name")))?;
+            if !input.schema().has_column_with_unqualified_name(&name) {
+                let columns: Vec<String> =
+                    input.schema().fields().iter().map(|f| f.name().clone()).collect();
+                return Err(fail(format!(
+                    "{signature}: `{source}` has no column `{name}`; its columns are: {}",
+                    columns.join(", ")
+                )));
+            }
+            Ok(name)
+        };
+        let time_col = column(1, "time column", context)?;
+        let mut duration = |index: usize, what: &str| -> Result<i64> {
+            let expr = context.sql_to_expr(exprs[index].clone(), &DFSchema::empty())?;
+            interval_millis(&expr)
+                .map_err(|problem| fail(format!("{signature}: the {what} {problem}")))
+        };
+        let (spec, key_col) = match function {
+            WindowFunction::Tumble => (
+                WindowSpec::Tumble {
+                    size: duration(2, "size")?,
+                },
+                None,
+            ),
+            WindowFunction::Hop => {
+                let slide = duration(2, "slide")?;
+                let size = duration(3, "size")?;
+                if slide > size {
+                    return Err(fail(format!(
+                        "{signature}: the slide ({slide} ms) is longer than the size ({size} ms), \
+                         so some events would be in no window"
+                    )));
+                }
+                (WindowSpec::Hop { size, slide }, None)
+            }
+            WindowFunction::Session => {
+                let gap = duration(2, "gap")?;
+                (WindowSpec::Session { gap }, Some(column(3, "key column", context)?))
+            }
+        };
+        let node = WindowAssign::try_new(input, spec, time_col, key_col, self.spans.clone())
+            .map_err(|e| fail(format!("{signature}: {}", e.strip_backtrace())))?;
+        let plan = LogicalPlan::Extension(Extension {
+            node: Arc::new(node),
+        });
+        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(plan, alias))))
+    }
+}
+
+/// `name` for a bare (or quoted) identifier argument.
+fn identifier(expr: &ast::Expr, context: &dyn RelationPlannerContext) -> Option<String> {
+    match expr {
+        ast::Expr::Identifier(ident) => Some(context.normalize_ident(ident.clone())),
+        _ => None,
+    }
+}
+
+/// A positive `INTERVAL` literal without months, in milliseconds.
+fn interval_millis(expr: &Expr) -> std::result::Result<i64, String> {
+    let ms = match expr {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) => {
+            if v.months != 0 {
+                return Err("may not use months or years (their length varies); use days".into());
+            }
+            if v.nanoseconds % 1_000_000 != 0 {
+                return Err("must be a whole number of milliseconds".into());
+            }
+            i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000
+        }
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+            i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds)
+        }
+        Expr::Literal(ScalarValue::IntervalYearMonth(Some(_)), _) => {
+            return Err("may not use months or years (their length varies); use days".into());
+        }
+        other => {
+            return Err(format!(
+                "must be an INTERVAL literal such as INTERVAL '1 hour', not `{other}`"
+            ));
+        }
+    };
+    if ms <= 0 {
+        return Err("must be positive".into());
+    }
+    Ok(ms)
+}
