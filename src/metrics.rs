@@ -4,7 +4,7 @@
 //! bounded labels (topic, partition, job, reason).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -30,6 +30,18 @@ pub const JOBS_LOADED: &str = "cxpulse_jobs_loaded";
 pub const ASSIGNED_PARTITIONS: &str = "cxpulse_assigned_partitions";
 /// Constant 1, labelled with the version.
 pub const BUILD_INFO: &str = "cxpulse_build_info";
+/// Event-time watermark of each source, in seconds since the epoch.
+pub const WATERMARK: &str = "cxpulse_watermark_seconds";
+/// How far each source's watermark is behind wall-clock time, in seconds.
+pub const WATERMARK_DELAY: &str = "cxpulse_watermark_delay_seconds";
+/// Events late for every window of a job (sent to the dead-letter topic), by source and job.
+pub const LATE_RECORDS: &str = "cxpulse_late_records_total";
+/// Windows (or sessions) closed with data, by job.
+pub const WINDOWS_FIRED: &str = "cxpulse_windows_fired_total";
+/// Memory held by a windowed job's state (partial aggregates), by job.
+pub const WINDOW_STATE_BYTES: &str = "cxpulse_window_state_bytes";
+/// Query files in the queries directory that do not plan (after a reload).
+pub const QUERY_FILES_INVALID: &str = "cxpulse_query_files_invalid";
 
 /// The engine's metrics and the registry that exposes them.
 pub struct Metrics {
@@ -52,6 +64,18 @@ pub struct Metrics {
     pub jobs_loaded: IntGauge,
     /// See [`ASSIGNED_PARTITIONS`].
     pub assigned_partitions: IntGauge,
+    /// See [`WATERMARK`].
+    pub watermark: GaugeVec,
+    /// See [`WATERMARK_DELAY`].
+    pub watermark_delay: GaugeVec,
+    /// See [`LATE_RECORDS`].
+    pub late_records: IntCounterVec,
+    /// See [`WINDOWS_FIRED`].
+    pub windows_fired: IntCounterVec,
+    /// See [`WINDOW_STATE_BYTES`].
+    pub window_state_bytes: IntGaugeVec,
+    /// See [`QUERY_FILES_INVALID`].
+    pub query_files_invalid: IntGauge,
 }
 
 impl Metrics {
@@ -109,6 +133,43 @@ impl Metrics {
                 ASSIGNED_PARTITIONS,
                 "Partitions currently assigned to this process.",
             )?,
+            watermark: {
+                let g = GaugeVec::new(
+                    Opts::new(WATERMARK, "Event-time watermark, seconds since the epoch."),
+                    &["source"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            watermark_delay: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        WATERMARK_DELAY,
+                        "Seconds between wall-clock time and the watermark.",
+                    ),
+                    &["source"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            late_records: counter(
+                LATE_RECORDS,
+                "Events late for every window of a job, sent to the dead-letter topic.",
+                &["source", "job"],
+            )?,
+            windows_fired: counter(WINDOWS_FIRED, "Windows closed with data.", &["job"])?,
+            window_state_bytes: {
+                let g = IntGaugeVec::new(
+                    Opts::new(WINDOW_STATE_BYTES, "Memory held by a windowed job's state."),
+                    &["job"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            query_files_invalid: gauge(
+                QUERY_FILES_INVALID,
+                "Query files that do not plan; the jobs they would replace keep running.",
+            )?,
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -126,10 +187,8 @@ impl Metrics {
     pub fn init_topic(&self, topic: &str) {
         self.records_consumed.with_label_values(&[topic]);
         for kind in RejectKind::ALL {
-            if kind != RejectKind::Late {
-                self.records_invalid
-                    .with_label_values(&[topic, kind.as_str()]);
-            }
+            self.records_invalid
+                .with_label_values(&[topic, kind.as_str()]);
         }
     }
 

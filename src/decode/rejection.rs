@@ -22,11 +22,13 @@ pub enum RejectKind {
     MissingKey,
     /// The event is late for every window of a job.
     Late,
+    /// A job failed to execute on the micro-batch holding the event.
+    JobError,
 }
 
 impl RejectKind {
     /// Every kind, for pre-registering metric series.
-    pub const ALL: [RejectKind; 8] = [
+    pub const ALL: [RejectKind; 9] = [
         RejectKind::InvalidJson,
         RejectKind::NotObject,
         RejectKind::MissingField,
@@ -35,6 +37,7 @@ impl RejectKind {
         RejectKind::BadTimestamp,
         RejectKind::MissingKey,
         RejectKind::Late,
+        RejectKind::JobError,
     ];
 
     /// The stable snake_case label of this kind.
@@ -48,6 +51,7 @@ impl RejectKind {
             RejectKind::BadTimestamp => "bad_timestamp",
             RejectKind::MissingKey => "missing_key",
             RejectKind::Late => "late",
+            RejectKind::JobError => "job_error",
         }
     }
 }

@@ -40,6 +40,7 @@ pub struct WindowedJob {
     split: SplitPlan,
     state: WindowState,
     task_ctx: Arc<TaskContext>,
+    windows_closed: u64,
 }
 
 impl std::fmt::Debug for WindowedJob {
@@ -77,6 +78,7 @@ impl WindowedJob {
             split,
             state,
             task_ctx,
+            windows_closed: 0,
         })
     }
 
@@ -158,6 +160,7 @@ impl WindowedJob {
             WindowState::Panes(store) => store.close(through),
             WindowState::Sessions(store) => store.close(through),
         };
+        self.windows_closed += windows.len() as u64;
         self.finish(windows, true).await
     }
 
@@ -198,6 +201,11 @@ impl WindowedJob {
             WindowState::Panes(store) => store.closed_through(),
             WindowState::Sessions(store) => store.closed_through(),
         }
+    }
+
+    /// Windows (or sessions) with data closed so far.
+    pub fn windows_closed(&self) -> u64 {
+        self.windows_closed
     }
 
     /// State rows held.

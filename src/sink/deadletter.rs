@@ -16,6 +16,8 @@ pub mod headers {
     pub const REASON: &str = "cxpulse.reason";
     /// Human-readable reason naming the field.
     pub const DETAIL: &str = "cxpulse.reason.detail";
+    /// The job that rejected the record (`late`, `job_error`).
+    pub const JOB: &str = "cxpulse.job";
 }
 
 /// A rejected record and where it came from.
@@ -35,6 +37,8 @@ pub struct DeadLetter {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Why it was rejected.
     pub rejection: Rejection,
+    /// The job that rejected it, for rejections made by a job.
+    pub job: Option<String>,
 }
 
 impl DeadLetter {
@@ -61,6 +65,9 @@ impl DeadLetter {
                 self.rejection.reason.into_bytes(),
             ),
         ]);
+        if let Some(job) = self.job {
+            headers.push((headers::JOB.to_owned(), job.into_bytes()));
+        }
         OutRecord {
             topic: deadletter_topic.to_owned(),
             key: self.key,
@@ -85,6 +92,7 @@ mod tests {
             payload: Some(b"{bad".to_vec()),
             headers: vec![("trace".into(), b"t1".to_vec())],
             rejection: Rejection::new(RejectKind::InvalidJson, "payload is not valid JSON"),
+            job: None,
         };
         let record = letter.into_record("cx.deadletter");
         assert_eq!(record.topic, "cx.deadletter");

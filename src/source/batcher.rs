@@ -14,11 +14,82 @@ use crate::lookup::{CustomerChange, owned_cells};
 use crate::schema::SourceKind;
 use crate::sink::DeadLetter;
 
+/// A consumed record as it arrived, kept until its micro-batch is done so
+/// that a job can still send it to the dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// Source offset.
+    pub offset: i64,
+    /// Original key.
+    pub key: Option<Vec<u8>>,
+    /// Original value.
+    pub payload: Option<Vec<u8>>,
+    /// Original headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RawRecord {
+    fn of<M: Message>(message: &M) -> Self {
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|header| {
+                        (
+                            header.key.to_owned(),
+                            header.value.unwrap_or_default().to_vec(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
+    /// This record as a dead letter from `topic`/`partition`.
+    pub fn into_dead_letter(
+        self,
+        topic: &str,
+        partition: i32,
+        rejection: Rejection,
+        job: Option<String>,
+    ) -> DeadLetter {
+        DeadLetter {
+            topic: topic.to_owned(),
+            partition,
+            offset: self.offset,
+            key: self.key,
+            payload: self.payload,
+            headers: self.headers,
+            rejection,
+            job,
+        }
+    }
+}
+
+/// One partition's valid events of one source.
+#[derive(Debug, Clone)]
+pub struct SourceBatch {
+    /// Source topic.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// The decoded events.
+    pub rows: RecordBatch,
+    /// The original records, one per row.
+    pub raw: Vec<RawRecord>,
+}
+
 /// Everything one micro-batch carries to the jobs and the sink.
 #[derive(Debug, Default)]
 pub struct MicroBatch {
     /// Valid events per source, one batch per partition.
-    pub events: BTreeMap<SourceKind, Vec<RecordBatch>>,
+    pub events: BTreeMap<SourceKind, Vec<SourceBatch>>,
     /// Changes to the customers table, in topic order.
     pub customer_changes: Vec<CustomerChange>,
     /// Rejected records.
@@ -32,7 +103,7 @@ pub struct MicroBatch {
 /// Collects messages until the engine closes the micro-batch.
 pub struct Batcher {
     topics: TopicsConfig,
-    builders: BTreeMap<(SourceKind, i32), BatchBuilder>,
+    builders: BTreeMap<(SourceKind, i32), (BatchBuilder, Vec<RawRecord>)>,
     batch: MicroBatch,
     records: usize,
 }
@@ -83,10 +154,12 @@ impl Batcher {
                     "the message has no value",
                 )),
                 Some(bytes) => parse_record(kind, bytes).map(|cells| {
-                    self.builders
+                    let (builder, raw) = self
+                        .builders
                         .entry((kind, message.partition()))
-                        .or_insert_with(|| BatchBuilder::new(kind))
-                        .append(&cells);
+                        .or_insert_with(|| (BatchBuilder::new(kind), Vec::new()));
+                    builder.append(&cells);
+                    raw.push(RawRecord::of(message));
                 }),
             }
         };
@@ -100,13 +173,14 @@ impl Batcher {
     /// Closes the micro-batch and starts a new one.
     pub fn take(&mut self) -> Result<MicroBatch, ArrowError> {
         let mut batch = std::mem::take(&mut self.batch);
-        for ((kind, _partition), builder) in &mut self.builders {
+        for ((kind, partition), (builder, raw)) in &mut self.builders {
             if !builder.is_empty() {
-                batch
-                    .events
-                    .entry(*kind)
-                    .or_default()
-                    .push(builder.finish()?);
+                batch.events.entry(*kind).or_default().push(SourceBatch {
+                    topic: self.topics.source_topic(*kind).to_owned(),
+                    partition: *partition,
+                    rows: builder.finish()?,
+                    raw: std::mem::take(raw),
+                });
             }
         }
         self.records = 0;
@@ -135,28 +209,7 @@ fn customer_change(
 }
 
 fn dead_letter<M: Message>(message: &M, rejection: Rejection) -> DeadLetter {
-    let headers = message
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|header| {
-                    (
-                        header.key.to_owned(),
-                        header.value.unwrap_or_default().to_vec(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    DeadLetter {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().map(<[u8]>::to_vec),
-        headers,
-        rejection,
-    }
+    RawRecord::of(message).into_dead_letter(message.topic(), message.partition(), rejection, None)
 }
 
 #[cfg(test)]
@@ -207,11 +260,11 @@ mod tests {
 
         let batch = batcher.take().expect("batch");
         assert!(batcher.is_empty());
-        let rows: Vec<usize> = batch.events[&SourceKind::Transactions]
+        let rows: Vec<(i32, usize, i64)> = batch.events[&SourceKind::Transactions]
             .iter()
-            .map(|b| b.num_rows())
+            .map(|b| (b.partition, b.rows.num_rows(), b.raw[0].offset))
             .collect();
-        assert_eq!(rows, vec![1, 1]);
+        assert_eq!(rows, vec![(0, 1, 10), (1, 1, 4)]);
         assert_eq!(batch.consumed["cx.transactions"], 3);
         assert_eq!(batch.consumed["cx.customers"], 3);
         assert_eq!(batch.next_offsets[&("cx.transactions".to_owned(), 0)], 12);

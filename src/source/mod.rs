@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 
-pub use batcher::{Batcher, MicroBatch};
+pub use batcher::{Batcher, MicroBatch, RawRecord, SourceBatch};
 
 use crate::config::Config;
 use crate::http::Health;

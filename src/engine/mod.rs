@@ -2,11 +2,19 @@
 //!
 //! Each micro-batch is processed to the end before the next one starts:
 //! customers changes are applied, every job that reads a source in the batch
-//! runs, outputs and dead letters are published, and only once Kafka has
-//! acknowledged all of them are the batch's offsets committed.
+//! runs (windowed jobs add the batch to their state), the watermarks advance
+//! and windowed jobs fire the windows they closed; outputs and dead letters
+//! are published, and only once Kafka has acknowledged all of them are the
+//! batch's offsets committed. A timer also fires windows when partitions go
+//! idle, emits early results, and reloads changed query files.
 
-use std::collections::BTreeMap;
+mod event_time;
+mod jobs;
+mod reload;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,10 +30,18 @@ use crate::http::{Health, HttpServer};
 use crate::job::{self, Job};
 use crate::lookup::CustomerTable;
 use crate::metrics::Metrics;
-use crate::query::QueryError;
+use crate::query::{QueryError, QueryFile};
 use crate::schema::SourceKind;
-use crate::sink::{OutRecord, RowEncoder, Sink, SinkError};
+use crate::sink::{DeadLetter, Sink, SinkError};
 use crate::source::{self, Batcher, MicroBatch, SourceConsumer};
+use event_time::EventTime;
+use jobs::{JobOutput, RunningJob};
+use reload::{QueryChange, QueryWatcher};
+
+/// How often idle partitions, early results and query files are checked.
+const TICK: Duration = Duration::from_millis(200);
+/// How often the queries directory is compared with the running jobs.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the engine could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +74,12 @@ pub enum EngineError {
     /// A micro-batch could not be assembled (a bug).
     #[error("assembling a micro-batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The SIGHUP handler could not be installed.
+    #[error("installing the SIGHUP handler: {source}")]
+    Signal {
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// Runs the engine until `shutdown` resolves, then drains and returns.
@@ -101,16 +123,14 @@ pub async fn run(
     result
 }
 
-struct PlannedJob {
-    job: Job,
-    encoder: RowEncoder,
-}
-
 struct Engine {
     config: Config,
     metrics: Arc<Metrics>,
     customers: Arc<Mutex<CustomerTable>>,
-    jobs: Vec<PlannedJob>,
+    jobs: Vec<RunningJob>,
+    event_time: EventTime,
+    watcher: QueryWatcher,
+    invalid_queries: BTreeSet<PathBuf>,
     sink: Sink,
     consumer: SourceConsumer,
 }
@@ -122,6 +142,7 @@ impl Engine {
         health: Arc<Health>,
     ) -> Result<Engine, EngineError> {
         let customers = Arc::new(Mutex::new(CustomerTable::default()));
+        let watcher = QueryWatcher::new(&config.engine.queries_dir);
         let (jobs, problems) = job::load_all(
             &config.engine.queries_dir,
             &customers,
@@ -149,24 +170,17 @@ impl Engine {
         for kind in SourceKind::ALL {
             metrics.init_topic(config.topics.source_topic(kind));
         }
-        let jobs: Vec<PlannedJob> = jobs
+        let now = tokio::time::Instant::now();
+        let dir = config.engine.queries_dir.clone();
+        let jobs: Vec<RunningJob> = jobs
             .into_iter()
             .map(|job| {
-                metrics
-                    .output_records
-                    .with_label_values(&[job.name.as_str()]);
-                metrics.job_errors.with_label_values(&[job.name.as_str()]);
-                PlannedJob {
-                    encoder: RowEncoder {
-                        job: job.name.clone(),
-                        topic: job.output_topic.clone(),
-                        key_columns: job.key_columns.clone(),
-                    },
-                    job,
-                }
+                let path = dir.join(format!("{}.sql", job.name));
+                RunningJob::new(job, path, &metrics, now)
             })
             .collect();
         metrics.jobs_loaded.set(jobs.len() as i64);
+        metrics.query_files_invalid.set(0);
         health.set_jobs_loaded(true);
         let consumer =
             source::subscribe(&config, health, Arc::clone(&metrics)).map_err(|source| {
@@ -176,20 +190,28 @@ impl Engine {
                 }
             })?;
         Ok(Engine {
+            event_time: EventTime::new(&config),
             config,
             metrics,
             customers,
             jobs,
+            watcher,
+            invalid_queries: BTreeSet::new(),
             sink,
             consumer,
         })
     }
 
-    async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+    async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
         let max_rows = usize::try_from(self.config.engine.batch_max_rows).unwrap_or(1);
         let linger = millis(self.config.engine.batch_linger_ms);
         let mut batcher = Batcher::new(self.config.topics.clone());
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_reload = tokio::time::Instant::now() + RELOAD_EVERY;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|source| EngineError::Signal { source })?;
         tokio::pin!(shutdown);
         loop {
             let linger_elapsed = async {
@@ -204,6 +226,17 @@ impl Engine {
                 () = linger_elapsed => {
                     self.process(batcher.take()?).await?;
                     deadline = None;
+                }
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading queries");
+                    self.reload().await;
+                }
+                _ = ticker.tick() => {
+                    self.tick().await?;
+                    if tokio::time::Instant::now() >= next_reload {
+                        self.reload().await;
+                        next_reload = tokio::time::Instant::now() + RELOAD_EVERY;
+                    }
                 }
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
@@ -224,7 +257,7 @@ impl Engine {
     }
 
     /// Finishes the open micro-batch, flushes and commits, within the drain time.
-    async fn drain(self, mut batcher: Batcher) -> Result<(), EngineError> {
+    async fn drain(mut self, mut batcher: Batcher) -> Result<(), EngineError> {
         let drain = millis(self.config.engine.shutdown_drain_ms);
         tracing::info!(
             pending = batcher.len(),
@@ -255,7 +288,7 @@ impl Engine {
     }
 
     /// Runs one micro-batch end to end and commits its offsets.
-    async fn process(&self, batch: MicroBatch) -> Result<(), EngineError> {
+    async fn process(&mut self, batch: MicroBatch) -> Result<(), EngineError> {
         let started = Instant::now();
         let MicroBatch {
             events,
@@ -271,40 +304,40 @@ impl Engine {
                 .apply(customer_changes);
         }
 
-        let emitted_at = chrono::Utc::now().timestamp_millis();
-        let mut records: Vec<OutRecord> = Vec::new();
-        let mut per_job: Vec<(&str, u64)> = Vec::new();
-        for planned in &self.jobs {
-            if !planned
-                .job
-                .sources()
-                .iter()
-                .any(|kind| events.contains_key(kind))
-            {
-                continue;
-            }
-            let encoded = match planned.job.run(&events).await {
-                Ok(rows) => planned
-                    .encoder
-                    .encode(&rows, emitted_at)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match encoded {
-                Ok(rows) => {
-                    per_job.push((planned.job.name.as_str(), rows.len() as u64));
-                    records.extend(rows);
-                }
-                Err(error) => {
-                    self.metrics
-                        .job_errors
-                        .with_label_values(&[planned.job.name.as_str()])
-                        .inc();
-                    tracing::error!(job = %planned.job.name, %error, "job failed on a micro-batch; its rows for this batch are skipped");
-                }
-            }
+        let now = tokio::time::Instant::now();
+        self.refresh_assignment(now);
+        let mut output = jobs::process(&mut self.jobs, &events, &self.metrics).await;
+        self.event_time.observe(&events, now);
+        self.event_time.refresh(now, &self.metrics);
+        let fired = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
+        output.records.extend(fired.records);
+        for (job, n) in fired.rows {
+            *output.rows.entry(job).or_default() += n;
         }
+        output.dead_letters.extend(dead_letters);
 
+        self.publish(output).await?;
+        self.commit(&next_offsets);
+
+        for (topic, n) in consumed {
+            self.metrics
+                .records_consumed
+                .with_label_values(&[topic.as_str()])
+                .inc_by(n);
+        }
+        self.metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Sends job rows and dead letters, and counts them once delivered.
+    async fn publish(&self, output: JobOutput) -> Result<(), EngineError> {
+        let JobOutput {
+            mut records,
+            dead_letters,
+            rows,
+        } = output;
         let mut invalid: BTreeMap<(String, RejectKind), u64> = BTreeMap::new();
         for letter in &dead_letters {
             *invalid
@@ -314,34 +347,106 @@ impl Engine {
         records.extend(
             dead_letters
                 .into_iter()
-                .map(|d| d.into_record(&self.config.topics.deadletter)),
+                .map(|d: DeadLetter| d.into_record(&self.config.topics.deadletter)),
         );
-
-        self.sink.send_all(records).await?;
-        self.commit(&next_offsets);
-
-        for (topic, n) in consumed {
-            self.metrics
-                .records_consumed
-                .with_label_values(&[topic.as_str()])
-                .inc_by(n);
+        if records.is_empty() {
+            return Ok(());
         }
+        self.sink.send_all(records).await?;
         for ((topic, kind), n) in invalid {
             self.metrics
                 .records_invalid
                 .with_label_values(&[topic.as_str(), kind.as_str()])
                 .inc_by(n);
         }
-        for (job, n) in per_job {
+        for (job, n) in rows {
             self.metrics
                 .output_records
-                .with_label_values(&[job])
+                .with_label_values(&[job.as_str()])
                 .inc_by(n);
         }
-        self.metrics
-            .batch_duration
-            .observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Timer work: idle partitions may move watermarks, early results may be due.
+    async fn tick(&mut self) -> Result<(), EngineError> {
+        let now = tokio::time::Instant::now();
+        self.refresh_assignment(now);
+        self.event_time.refresh(now, &self.metrics);
+        let output = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
+        self.publish(output).await
+    }
+
+    fn refresh_assignment(&mut self, now: tokio::time::Instant) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            let assigned: Vec<(String, i32)> = assignment
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            self.event_time.assign(&assigned, now);
+        }
+    }
+
+    /// Applies query file changes: new files start jobs, removed files stop
+    /// them, changed files restart them (with empty state). A file that does
+    /// not plan is reported, and the job it would replace keeps running.
+    async fn reload(&mut self) {
+        let changes = self.watcher.changes();
+        if changes.is_empty() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        for change in changes {
+            let path = match &change {
+                QueryChange::Removed(path) => {
+                    self.invalid_queries.remove(path);
+                    if let Some(i) = self.jobs.iter().position(|j| &j.path == path) {
+                        let removed = self.jobs.remove(i);
+                        removed.forget_metrics(&self.metrics);
+                        tracing::info!(job = %removed.job.name, "query file removed: job stopped");
+                    }
+                    continue;
+                }
+                QueryChange::Added(path) | QueryChange::Changed(path) => path,
+            };
+            let planned = match QueryFile::read(path) {
+                Ok(query) => {
+                    Job::plan(query, Arc::clone(&self.customers), &self.config.topics.output_prefix)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let job = match planned {
+                Ok(job) => job,
+                Err(problem) => {
+                    self.invalid_queries.insert(path.clone());
+                    tracing::error!(%problem, "query file not loaded; running jobs are unchanged");
+                    continue;
+                }
+            };
+            if let Err(e) = ensure_topics(&self.config, &sink_topics(&self.config, std::slice::from_ref(&job))).await {
+                self.invalid_queries.insert(path.clone());
+                tracing::error!(job = %job.name, error = %e, "cannot create the output topic; job not started");
+                continue;
+            }
+            self.invalid_queries.remove(path);
+            let running = RunningJob::new(job, path.clone(), &self.metrics, now);
+            match self.jobs.iter().position(|j| &j.path == path) {
+                Some(i) => {
+                    tracing::info!(job = %running.job.name, "query file changed: job restarted with empty state");
+                    self.jobs[i] = running;
+                }
+                None => {
+                    tracing::info!(job = %running.job.name, output = %running.job.output_topic, "query file added: job started");
+                    self.jobs.push(running);
+                }
+            }
+        }
+        self.metrics.jobs_loaded.set(self.jobs.len() as i64);
+        self.metrics
+            .query_files_invalid
+            .set(self.invalid_queries.len() as i64);
     }
 
     /// Commits the next offsets of a delivered micro-batch.

@@ -1,0 +1,90 @@
+//! Event time across sources: one [`SourceWatermark`] per event source, fed
+//! by each micro-batch and by the consumer's partition assignment.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arrow::compute::max;
+use tokio::time::Instant;
+
+use crate::config::{Config, TopicsConfig};
+use crate::job::windowed::event_times;
+use crate::metrics::Metrics;
+use crate::schema::SourceKind;
+use crate::source::SourceBatch;
+use crate::watermark::SourceWatermark;
+
+/// Watermarks of the event sources.
+#[derive(Debug)]
+pub struct EventTime {
+    topics: TopicsConfig,
+    sources: BTreeMap<SourceKind, SourceWatermark>,
+}
+
+impl EventTime {
+    /// Empty watermarks with the configured out-of-orderness and idle timeout.
+    pub fn new(config: &Config) -> Self {
+        let idle = Duration::from_millis(u64::try_from(config.engine.idle_timeout_ms).unwrap_or(0));
+        let sources = SourceKind::ALL
+            .into_iter()
+            .filter(|k| k.is_stream())
+            .map(|k| (k, SourceWatermark::new(config.engine.max_out_of_orderness_ms, idle)))
+            .collect();
+        Self {
+            topics: config.topics.clone(),
+            sources,
+        }
+    }
+
+    /// Sets the assigned partitions from `(topic, partition)` pairs.
+    pub fn assign(&mut self, assigned: &[(String, i32)], now: Instant) {
+        for (kind, watermark) in &mut self.sources {
+            let topic = self.topics.source_topic(*kind);
+            let partitions: Vec<i32> = assigned
+                .iter()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| *p)
+                .collect();
+            watermark.assign(&partitions, now);
+        }
+    }
+
+    /// Advances the partitions that delivered events in a micro-batch.
+    pub fn observe(&mut self, events: &BTreeMap<SourceKind, Vec<SourceBatch>>, now: Instant) {
+        for (kind, batches) in events {
+            let Some(watermark) = self.sources.get_mut(kind) else {
+                continue;
+            };
+            for batch in batches {
+                let latest = event_times(&batch.rows, "ts").ok().and_then(|t| max(&t));
+                if let Some(latest) = latest {
+                    watermark.observe(batch.partition, latest, now);
+                }
+            }
+        }
+    }
+
+    /// Recomputes every source's watermark at `now` (idle partitions drop
+    /// out) and publishes them as metrics.
+    pub fn refresh(&mut self, now: Instant, metrics: &Metrics) {
+        let wall = chrono::Utc::now().timestamp_millis();
+        for (kind, watermark) in &mut self.sources {
+            if let Some(mark) = watermark.watermark(now) {
+                let source = kind.table_name();
+                metrics
+                    .watermark
+                    .with_label_values(&[source])
+                    .set(mark as f64 / 1000.0);
+                metrics
+                    .watermark_delay
+                    .with_label_values(&[source])
+                    .set((wall - mark) as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// The last computed watermark of `kind`.
+    pub fn of(&self, kind: SourceKind) -> Option<i64> {
+        self.sources.get(&kind).and_then(SourceWatermark::current)
+    }
+}

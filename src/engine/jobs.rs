@@ -1,0 +1,231 @@
+//! The running jobs: each micro-batch goes through every job that reads its
+//! sources; windowed jobs also fire when the watermark moves and emit early
+//! results on their timer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use arrow::array::RecordBatch;
+use arrow::compute::{filter_record_batch, not};
+use tokio::time::Instant;
+
+use super::event_time::EventTime;
+use crate::decode::{RejectKind, Rejection};
+use crate::job::Job;
+use crate::metrics::Metrics;
+use crate::schema::SourceKind;
+use crate::sink::{DeadLetter, OutRecord, RowEncoder};
+use crate::source::SourceBatch;
+use crate::sink::format_timestamp_millis;
+
+/// A job with its encoder and early-emission timer.
+pub struct RunningJob {
+    /// The planned job.
+    pub job: Job,
+    /// The file it was planned from.
+    pub path: PathBuf,
+    encoder: RowEncoder,
+    next_early: Option<Instant>,
+}
+
+impl RunningJob {
+    /// Wraps a planned job; registers its metric series.
+    pub fn new(job: Job, path: PathBuf, metrics: &Metrics, now: Instant) -> Self {
+        let name = job.name.as_str();
+        metrics.output_records.with_label_values(&[name]);
+        metrics.job_errors.with_label_values(&[name]);
+        if let Some(w) = job.windowed() {
+            metrics.windows_fired.with_label_values(&[name]);
+            metrics
+                .late_records
+                .with_label_values(&[w.info.source.table_name(), name]);
+            metrics.window_state_bytes.with_label_values(&[name]).set(0);
+        }
+        Self {
+            encoder: RowEncoder {
+                job: job.name.clone(),
+                topic: job.output_topic.clone(),
+                key_columns: job.record_key_columns(),
+            },
+            next_early: job.emit_every.map(|every| now + every),
+            job,
+            path,
+        }
+    }
+
+    /// Removes this job's per-job metric series.
+    pub fn forget_metrics(&self, metrics: &Metrics) {
+        let name = self.job.name.as_str();
+        let _ = metrics.window_state_bytes.remove_label_values(&[name]);
+    }
+}
+
+/// What the jobs produced from one micro-batch or timer tick.
+#[derive(Debug, Default)]
+pub struct JobOutput {
+    /// Result rows, encoded.
+    pub records: Vec<OutRecord>,
+    /// Events rejected by jobs (late, or a failed job).
+    pub dead_letters: Vec<DeadLetter>,
+    /// Rows published, per job.
+    pub rows: BTreeMap<String, u64>,
+}
+
+impl JobOutput {
+    fn publish(&mut self, running: &RunningJob, batches: &[RecordBatch], metrics: &Metrics) {
+        let emitted_at = chrono::Utc::now().timestamp_millis();
+        match running.encoder.encode(batches, emitted_at) {
+            Ok(records) => {
+                *self.rows.entry(running.job.name.clone()).or_default() += records.len() as u64;
+                self.records.extend(records);
+            }
+            Err(e) => job_failed(running, &e.to_string(), metrics),
+        }
+    }
+}
+
+fn job_failed(running: &RunningJob, error: &str, metrics: &Metrics) {
+    metrics
+        .job_errors
+        .with_label_values(&[running.job.name.as_str()])
+        .inc();
+    tracing::error!(job = %running.job.name, %error, "job failed");
+}
+
+/// Every raw record of `batch` as a dead letter of `job`.
+fn reject_all(batch: &SourceBatch, job: &str, rejection: &Rejection) -> Vec<DeadLetter> {
+    batch
+        .raw
+        .iter()
+        .cloned()
+        .map(|r| r.into_dead_letter(&batch.topic, batch.partition, rejection.clone(), Some(job.to_owned())))
+        .collect()
+}
+
+/// Runs every job on one micro-batch. Windowed jobs first route the events
+/// that are late for all their windows to the dead-letter topic, then add
+/// the rest to their state; nothing fires here (see [`fire`]).
+pub async fn process(
+    jobs: &mut [RunningJob],
+    events: &BTreeMap<SourceKind, Vec<SourceBatch>>,
+    metrics: &Metrics,
+) -> JobOutput {
+    let mut out = JobOutput::default();
+    for running in jobs.iter_mut() {
+        if !running.job.sources().iter().any(|k| events.contains_key(k)) {
+            continue;
+        }
+        let name = running.job.name.clone();
+        if running.job.windowed().is_none() {
+            let inputs: BTreeMap<SourceKind, Vec<RecordBatch>> = events
+                .iter()
+                .map(|(k, batches)| (*k, batches.iter().map(|b| b.rows.clone()).collect()))
+                .collect();
+            match running.job.run(&inputs).await {
+                Ok(rows) => out.publish(running, &rows, metrics),
+                Err(e) => {
+                    job_failed(running, &e.to_string(), metrics);
+                    let rejection = Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
+                    for kind in running.job.sources() {
+                        for batch in events.get(&kind).into_iter().flatten() {
+                            out.dead_letters.extend(reject_all(batch, &name, &rejection));
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(windowed) = running.job.windowed_mut() else {
+            continue;
+        };
+        let source = windowed.info.source;
+        for batch in events.get(&source).into_iter().flatten() {
+            let result = async {
+                let late = windowed.late_rows(&batch.rows)?;
+                if late.true_count() > 0 {
+                    let closed = windowed.closed_through().unwrap_or_default();
+                    for (row, is_late) in late.iter().enumerate() {
+                        if is_late == Some(true) {
+                            let reason = format!(
+                                "late for every window of job {name}: windows up to {} have closed",
+                                format_timestamp_millis(closed)
+                            );
+                            let raw = batch.raw[row].clone();
+                            out.dead_letters.push(raw.into_dead_letter(
+                                &batch.topic,
+                                batch.partition,
+                                Rejection::new(RejectKind::Late, reason),
+                                Some(name.clone()),
+                            ));
+                        }
+                    }
+                    metrics
+                        .late_records
+                        .with_label_values(&[source.table_name(), name.as_str()])
+                        .inc_by(late.true_count() as u64);
+                }
+                let on_time = filter_record_batch(&batch.rows, &not(&late)?)?;
+                if on_time.num_rows() > 0 {
+                    windowed.accumulate(batch.partition, on_time).await?;
+                }
+                Ok::<_, datafusion::error::DataFusionError>(())
+            }
+            .await;
+            if let Err(e) = result {
+                metrics.job_errors.with_label_values(&[name.as_str()]).inc();
+                tracing::error!(job = %name, error = %e, "windowed job failed on a micro-batch");
+                let rejection = Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
+                out.dead_letters.extend(reject_all(batch, &name, &rejection));
+            }
+        }
+    }
+    out
+}
+
+/// Fires the windows each windowed job's watermark has closed, and the
+/// early results that are due.
+pub async fn fire(jobs: &mut [RunningJob], event_time: &EventTime, metrics: &Metrics, now: Instant) -> JobOutput {
+    let mut out = JobOutput::default();
+    for running in jobs.iter_mut() {
+        let every = running.job.emit_every;
+        let early_due = running.next_early.is_some_and(|at| now >= at);
+        let Some(windowed) = running.job.windowed_mut() else {
+            continue;
+        };
+        let mut rows = Vec::new();
+        let mut failure = None;
+        let closed_before = windowed.windows_closed();
+        if let Some(watermark) = event_time.of(windowed.info.source) {
+            match windowed.fire(watermark).await {
+                Ok(fired) => rows.extend(fired),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let fired = windowed.windows_closed() - closed_before;
+        if early_due && failure.is_none() {
+            match windowed.early().await {
+                Ok(early) => rows.extend(early),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let state_bytes = windowed.state_bytes();
+        let name = running.job.name.clone();
+        if early_due {
+            running.next_early = every.map(|e| now + e);
+        }
+        metrics
+            .window_state_bytes
+            .with_label_values(&[name.as_str()])
+            .set(state_bytes as i64);
+        if fired > 0 {
+            metrics.windows_fired.with_label_values(&[name.as_str()]).inc_by(fired);
+        }
+        if let Some(e) = failure {
+            job_failed(running, &e.to_string(), metrics);
+        }
+        if !rows.is_empty() {
+            out.publish(running, &rows, metrics);
+        }
+    }
+    out
+}
