@@ -1,0 +1,224 @@
+//! Golden tests of windowed jobs through a real broker: each case in
+//! `tests/golden/` is a query, input steps and hand-computed expected rows
+//! (see `tests/golden/README.md`).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{
+    RunningEngine, TestBroker, create_source_topics, http_get, metric, producer, produce,
+    read_topic, test_config, unique_prefix, wait_for_metric,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// One output record: its key and its value without `emitted_at`.
+#[derive(Debug, Clone)]
+struct Row {
+    key: String,
+    value: Value,
+}
+
+impl Row {
+    fn is_final(&self) -> bool {
+        self.value["final"] == Value::Bool(true)
+    }
+}
+
+/// Follows a topic from the beginning, keeping everything read so far.
+struct Tail {
+    consumer: BaseConsumer,
+    rows: Vec<Row>,
+}
+
+impl Tail {
+    fn new(bootstrap: &str, topic: &str) -> Tail {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("tail-{topic}"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("tail consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        Tail {
+            consumer,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Reads until `done(rows)` holds, or panics after 30 s.
+    fn until(&mut self, what: &str, done: impl Fn(&[Row]) -> bool) {
+        let started = Instant::now();
+        while !done(&self.rows) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}; rows so far:\n{:#?}",
+                self.rows
+            );
+            if let Some(message) = self.consumer.poll(Duration::from_millis(100)) {
+                let message = message.expect("read output");
+                let mut value: Value =
+                    serde_json::from_slice(message.payload().unwrap_or_default()).expect("json row");
+                if let Some(object) = value.as_object_mut() {
+                    object.remove("emitted_at");
+                }
+                let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+                self.rows.push(Row { key, value });
+            }
+        }
+    }
+
+    fn finals(&self) -> Vec<Row> {
+        self.rows.iter().filter(|r| r.is_final()).cloned().collect()
+    }
+
+    fn distinct_early(&self) -> BTreeSet<String> {
+        self.rows
+            .iter()
+            .filter(|r| !r.is_final())
+            .map(|r| r.value.to_string())
+            .collect()
+    }
+}
+
+fn json_lines(path: &Path) -> Vec<Value> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn sorted(values: impl IntoIterator<Item = Value>) -> Vec<String> {
+    let mut v: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
+    v.sort();
+    v
+}
+
+async fn run_case(case: &str) {
+    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "golden", case].iter().collect();
+    let job = std::fs::read_dir(&dir)
+        .expect("case dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "sql"))
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .expect("one query file");
+    let broker = TestBroker::start();
+    let prefix = unique_prefix(case);
+    let mut config = test_config(&broker, &prefix, &dir);
+    config.engine.max_out_of_orderness_ms = 60_000;
+    config.engine.idle_timeout_ms = 1_000;
+    create_source_topics(&config, 2).await;
+    let engine = RunningEngine::start(config.clone()).await;
+    wait_for_metric(engine.addr, "cxpulse_assigned_partitions", 8.0, Duration::from_secs(30)).await;
+
+    let output = format!("{}{job}", config.topics.output_prefix);
+    let mut tail = Tail::new(broker.bootstrap(), &output);
+    let kafka = producer(broker.bootstrap());
+    for step in json_lines(&dir.join("input.jsonl")) {
+        if let Some(n) = step.get("wait_final").and_then(Value::as_u64) {
+            tokio::task::block_in_place(|| {
+                tail.until(&format!("{n} final rows"), |rows| {
+                    rows.iter().filter(|r| r.is_final()).count() >= n as usize
+                })
+            });
+        } else if let Some(n) = step.get("wait_early").and_then(Value::as_u64) {
+            let wanted = sorted(json_lines(&dir.join("expected_early.jsonl")));
+            tokio::task::block_in_place(|| {
+                tail.until(&format!("{n} expected early rows"), |rows| {
+                    let early: BTreeSet<String> = rows
+                        .iter()
+                        .filter(|r| !r.is_final())
+                        .map(|r| r.value.to_string())
+                        .collect();
+                    wanted.iter().filter(|w| early.contains(*w)).count() >= n as usize
+                })
+            });
+        } else if let Some(ms) = step.get("sleep_ms").and_then(Value::as_u64) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        } else {
+            let partition = step["p"].as_i64().expect("p") as i32;
+            let event = step["event"].to_string();
+            produce(&kafka, &config.topics.transactions, &[(partition, None, Some(&event))]).await;
+        }
+    }
+    // Anything more that would come (a wrong extra window) comes now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| tail.until("the rest", |_| true));
+
+    let finals = tail.finals();
+    assert_eq!(
+        sorted(finals.iter().map(|r| r.value.clone())),
+        sorted(json_lines(&dir.join("expected_final.jsonl"))),
+        "final rows of {case}"
+    );
+    // Keys: the job, the window and the @key columns; one final row per key.
+    let keys: BTreeSet<&str> = finals.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys.len(), finals.len(), "final keys are unique: {keys:#?}");
+    for row in &finals {
+        let key: Value = serde_json::from_str(&row.key).expect("json key");
+        assert_eq!(key["job"], Value::String(job.clone()));
+        assert_eq!(key["window_start"], row.value["window_start"]);
+        assert_eq!(key["window_end"], row.value["window_end"]);
+    }
+    // Early rows carry the key of their window's final row and come before it.
+    let early = tail.distinct_early();
+    for wanted in json_lines(&dir.join("expected_early.jsonl")) {
+        assert!(early.contains(&wanted.to_string()), "missing early row {wanted}");
+    }
+    for (i, row) in tail.rows.iter().enumerate().filter(|(_, r)| !r.is_final()) {
+        if let Some(j) = tail.rows.iter().position(|f| f.is_final() && f.key == row.key) {
+            assert!(i < j, "early row {} after its final row", row.value);
+        }
+    }
+
+    let late: Vec<String> = std::fs::read_to_string(dir.join("expected_late.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let letters = tokio::task::block_in_place(|| {
+        read_topic(broker.bootstrap(), &config.topics.deadletter, late.len(), Duration::from_secs(10))
+    });
+    let got: Vec<String> = letters
+        .iter()
+        .map(|r| {
+            assert_eq!(r.headers["cxpulse.reason"], "late", "{r:?}");
+            assert_eq!(r.headers["cxpulse.job"], job);
+            let event: Value = serde_json::from_str(r.value.as_deref().unwrap_or("null")).expect("json");
+            event["event_id"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(got, late, "late events of {case}");
+    let (_, body) = http_get(engine.addr, "/metrics");
+    let series = format!("cxpulse_late_records_total{{job=\"{job}\",source=\"transactions\"}}");
+    assert_eq!(metric(&body, &series), Some(late.len() as f64), "{series}");
+    let series = format!("cxpulse_windows_fired_total{{job=\"{job}\"}}");
+    assert!(metric(&body, &series).is_some_and(|n| n >= 1.0), "{series}");
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tumble_out_of_order_late_and_idle_partition() {
+    run_case("tumble").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_early_then_final_and_partly_late_events() {
+    run_case("hop").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_merges_across_partitions_and_late_events() {
+    run_case("session").await;
+}
