@@ -58,14 +58,21 @@ impl SourceWatermark {
             max_event_time: None,
             last_active: now,
         });
-        clock.max_event_time = Some(clock.max_event_time.map_or(max_event_time, |m| m.max(max_event_time)));
+        clock.max_event_time = Some(
+            clock
+                .max_event_time
+                .map_or(max_event_time, |m| m.max(max_event_time)),
+        );
         clock.last_active = now;
     }
 
     /// The watermark at `now`, or `None` while it is unknown (no partition
     /// has delivered, or an active one has not delivered yet).
     pub fn watermark(&mut self, now: Instant) -> Option<i64> {
-        let mark = |c: &PartitionClock| c.max_event_time.map(|t| t.saturating_sub(self.out_of_orderness));
+        let mark = |c: &PartitionClock| {
+            c.max_event_time
+                .map(|t| t.saturating_sub(self.out_of_orderness))
+        };
         let active: Vec<&PartitionClock> = self
             .partitions
             .values()

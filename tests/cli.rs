@@ -1,5 +1,6 @@
-//! The `cxpulse` binary: `--version`, `check`, and `run` with SIGTERM,
-//! including resuming from committed offsets after a restart.
+//! The `cxpulse` binary: `--version`, `check` (config, stateless and windowed
+//! queries), `run` with SIGTERM and resuming from committed offsets, and query
+//! reloads on SIGHUP.
 
 mod common;
 
@@ -74,6 +75,55 @@ fn check_lists_every_config_problem_and_exits_1() {
 }
 
 #[test]
+fn check_reports_windowed_query_problems_with_datafusion_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir(&queries).expect("mkdir");
+    for (file, sql) in [
+        (
+            "hourly.sql",
+            "-- @emit every 30s\n-- @gauge orders BY category\nSELECT window_start, window_end, category, count(*) AS orders\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n",
+        ),
+        (
+            "unknown.sql",
+            "SELECT window_start, window_end,\n       count(*) AS n\nFROM TUMBLE(transactions, tss, INTERVAL '1 hour')\nGROUP BY window_start, window_end\n",
+        ),
+        (
+            "types.sql",
+            "SELECT window_start, window_end,\n  avg(category) AS a\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end\n",
+        ),
+        (
+            "gauge.sql",
+            "-- @gauge revenue BY category\nSELECT window_start, window_end, category, count(*) AS orders\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n",
+        ),
+    ] {
+        std::fs::write(queries.join(file), sql).expect("write query");
+    }
+    let out = cxpulse(&["check"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines[0], "ok      hourly -> cx.metrics.hourly");
+    assert!(
+        lines[1].starts_with("error   queries/gauge.sql:1: @gauge names column `revenue`"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("error   queries/types.sql:2: "),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("Function 'avg' failed to match any signature"),
+        "DataFusion's message: {stdout}"
+    );
+    assert!(
+        lines[3].starts_with("error   queries/unknown.sql:3: TUMBLE(table, time_column, INTERVAL 'size'): `transactions` has no column `tss`"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn check_lists_every_query_problem_with_file_and_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queries = dir.path().join("queries");
@@ -141,6 +191,7 @@ fn start_engine(dir: &Path, env: &[(String, String)]) -> Running {
         .current_dir(dir)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("CXPULSE__HTTP__LISTEN", &http)
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -189,6 +240,151 @@ fn terminate(mut engine: Running) -> (Option<i32>, String) {
     }
 }
 
+/// Environment that points `cxpulse run` at the test topics, plus `extra`.
+fn engine_env(config: &cxpulse::config::Config, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let t = &config.topics;
+    [
+        ("CXPULSE__KAFKA__BROKERS", config.kafka.brokers.as_str()),
+        ("CXPULSE__KAFKA__GROUP_ID", config.kafka.group_id.as_str()),
+        ("CXPULSE__TOPICS__TRANSACTIONS", t.transactions.as_str()),
+        ("CXPULSE__TOPICS__FEEDBACK", t.feedback.as_str()),
+        ("CXPULSE__TOPICS__COMPLAINTS", t.complaints.as_str()),
+        ("CXPULSE__TOPICS__CUSTOMERS", t.customers.as_str()),
+        ("CXPULSE__TOPICS__DEADLETTER", t.deadletter.as_str()),
+        ("CXPULSE__TOPICS__OUTPUT_PREFIX", t.output_prefix.as_str()),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
+}
+
+/// Polls `/metrics` of a running binary until every `(series, value)` holds.
+fn wait_for_metrics(engine: &Running, wanted: &[(&str, f64)]) {
+    let addr = engine.http.parse().expect("addr");
+    let started = Instant::now();
+    loop {
+        let (_, body) = http_get(addr, "/metrics");
+        if wanted
+            .iter()
+            .all(|(series, value)| metric(&body, series) == Some(*value))
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never reached {wanted:?}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sighup(engine: &Running) {
+    let status = Command::new("kill")
+        .args(["-HUP", &engine.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_queries_and_keeps_jobs_running_past_a_bad_file() {
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("reload");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir(&queries).expect("mkdir");
+    let config = test_config(&broker, &prefix, Path::new("queries"));
+    create_source_topics(&config, 1).await;
+    let env = engine_env(&config, &[("CXPULSE__ENGINE__RELOAD_INTERVAL_MS", "0")]);
+    std::fs::write(
+        queries.join("big.sql"),
+        "SELECT event_id FROM transactions WHERE amount > 100\n",
+    )
+    .expect("write");
+    let mut engine = start_engine(dir.path(), &env);
+    wait_ready(&mut engine);
+    wait_for_metrics(&engine, &[("cxpulse_jobs_loaded", 1.0)]);
+
+    // A new job, a changed job and a file with an error, applied on SIGHUP only.
+    std::fs::write(
+        queries.join("small.sql"),
+        "SELECT event_id FROM transactions WHERE amount < 5\n",
+    )
+    .expect("write");
+    std::fs::write(
+        queries.join("big.sql"),
+        "SELECT event_id, amount FROM transactions WHERE amount > 50\n",
+    )
+    .expect("write");
+    std::fs::write(
+        queries.join("broken.sql"),
+        "-- typo\nSELECT amout FROM transactions\n",
+    )
+    .expect("write");
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for_metrics(&engine, &[("cxpulse_jobs_loaded", 1.0)]);
+    sighup(&engine);
+    wait_for_metrics(
+        &engine,
+        &[
+            ("cxpulse_jobs_loaded", 2.0),
+            ("cxpulse_query_files_invalid", 1.0),
+        ],
+    );
+    let producer = producer(broker.bootstrap());
+    let tx = |id: &str, amount: u32| {
+        format!(
+            r#"{{"event_id":"{id}","customer_id":"c","ts":1,"amount":{amount},"category":"x"}}"#
+        )
+    };
+    produce(
+        &producer,
+        &config.topics.transactions,
+        &[
+            (0, None, Some(&tx("t60", 60))),
+            (0, None, Some(&tx("t1", 1))),
+        ],
+    )
+    .await;
+    let big = read_topic(
+        broker.bootstrap(),
+        &format!("{}big", config.topics.output_prefix),
+        1,
+        Duration::from_secs(30),
+    );
+    let values: Vec<&str> = big.iter().filter_map(|r| r.value.as_deref()).collect();
+    assert_eq!(values.len(), 1, "{values:?}");
+    assert!(
+        values[0].contains(r#""event_id":"t60","amount":60.0"#),
+        "the changed query runs: {values:?}"
+    );
+    let small = read_topic(
+        broker.bootstrap(),
+        &format!("{}small", config.topics.output_prefix),
+        1,
+        Duration::from_secs(30),
+    );
+    assert_eq!(small.len(), 1, "the added query runs");
+
+    std::fs::remove_file(queries.join("small.sql")).expect("remove");
+    std::fs::remove_file(queries.join("broken.sql")).expect("remove");
+    sighup(&engine);
+    wait_for_metrics(
+        &engine,
+        &[
+            ("cxpulse_jobs_loaded", 1.0),
+            ("cxpulse_query_files_invalid", 0.0),
+        ],
+    );
+    let (code, stderr) = terminate(engine);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("broken.sql:2"),
+        "the bad file is reported with its line: {stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_a_restart_resumes_from_committed_offsets() {
     let broker = TestBroker::start();
@@ -202,35 +398,7 @@ async fn sigterm_drains_and_a_restart_resumes_from_committed_offsets() {
         dir.path().join("queries/complaint_alerts.sql"),
     )
     .expect("copy query");
-    let env: Vec<(String, String)> = [
-        ("CXPULSE__KAFKA__BROKERS", config.kafka.brokers.clone()),
-        ("CXPULSE__KAFKA__GROUP_ID", config.kafka.group_id.clone()),
-        (
-            "CXPULSE__TOPICS__TRANSACTIONS",
-            config.topics.transactions.clone(),
-        ),
-        ("CXPULSE__TOPICS__FEEDBACK", config.topics.feedback.clone()),
-        (
-            "CXPULSE__TOPICS__COMPLAINTS",
-            config.topics.complaints.clone(),
-        ),
-        (
-            "CXPULSE__TOPICS__CUSTOMERS",
-            config.topics.customers.clone(),
-        ),
-        (
-            "CXPULSE__TOPICS__DEADLETTER",
-            config.topics.deadletter.clone(),
-        ),
-        (
-            "CXPULSE__TOPICS__OUTPUT_PREFIX",
-            config.topics.output_prefix.clone(),
-        ),
-        ("CXPULSE__LOG__FORMAT", "json".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let env = engine_env(&config, &[("CXPULSE__LOG__FORMAT", "json")]);
     let output = format!("{}complaint_alerts", config.topics.output_prefix);
     let alert = |id: &str| {
         format!(

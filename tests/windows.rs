@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    RunningEngine, TestBroker, create_source_topics, http_get, metric, producer, produce,
+    RunningEngine, TestBroker, create_source_topics, http_get, metric, produce, producer,
     read_topic, test_config, unique_prefix, wait_for_metric,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -45,7 +45,8 @@ impl Tail {
             .create()
             .expect("tail consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .expect("tpl");
         consumer.assign(&tpl).expect("assign");
         Tail {
             consumer,
@@ -65,7 +66,8 @@ impl Tail {
             if let Some(message) = self.consumer.poll(Duration::from_millis(100)) {
                 let message = message.expect("read output");
                 let mut value: Value =
-                    serde_json::from_slice(message.payload().unwrap_or_default()).expect("json row");
+                    serde_json::from_slice(message.payload().unwrap_or_default())
+                        .expect("json row");
                 if let Some(object) = value.as_object_mut() {
                     object.remove("emitted_at");
                 }
@@ -93,7 +95,9 @@ fn json_lines(path: &Path) -> Vec<Value> {
         Ok(text) => text
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display()))
+            })
             .collect(),
         Err(_) => Vec::new(),
     }
@@ -106,7 +110,9 @@ fn sorted(values: impl IntoIterator<Item = Value>) -> Vec<String> {
 }
 
 async fn run_case(case: &str) {
-    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "golden", case].iter().collect();
+    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "golden", case]
+        .iter()
+        .collect();
     let job = std::fs::read_dir(&dir)
         .expect("case dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -120,7 +126,13 @@ async fn run_case(case: &str) {
     config.engine.idle_timeout_ms = 1_000;
     create_source_topics(&config, 2).await;
     let engine = RunningEngine::start(config.clone()).await;
-    wait_for_metric(engine.addr, "cxpulse_assigned_partitions", 8.0, Duration::from_secs(30)).await;
+    wait_for_metric(
+        engine.addr,
+        "cxpulse_assigned_partitions",
+        8.0,
+        Duration::from_secs(30),
+    )
+    .await;
 
     let output = format!("{}{job}", config.topics.output_prefix);
     let mut tail = Tail::new(broker.bootstrap(), &output);
@@ -149,7 +161,12 @@ async fn run_case(case: &str) {
         } else {
             let partition = step["p"].as_i64().expect("p") as i32;
             let event = step["event"].to_string();
-            produce(&kafka, &config.topics.transactions, &[(partition, None, Some(&event))]).await;
+            produce(
+                &kafka,
+                &config.topics.transactions,
+                &[(partition, None, Some(&event))],
+            )
+            .await;
         }
     }
     // Anything more that would come (a wrong extra window) comes now.
@@ -174,10 +191,17 @@ async fn run_case(case: &str) {
     // Early rows carry the key of their window's final row and come before it.
     let early = tail.distinct_early();
     for wanted in json_lines(&dir.join("expected_early.jsonl")) {
-        assert!(early.contains(&wanted.to_string()), "missing early row {wanted}");
+        assert!(
+            early.contains(&wanted.to_string()),
+            "missing early row {wanted}"
+        );
     }
     for (i, row) in tail.rows.iter().enumerate().filter(|(_, r)| !r.is_final()) {
-        if let Some(j) = tail.rows.iter().position(|f| f.is_final() && f.key == row.key) {
+        if let Some(j) = tail
+            .rows
+            .iter()
+            .position(|f| f.is_final() && f.key == row.key)
+        {
             assert!(i < j, "early row {} after its final row", row.value);
         }
     }
@@ -188,14 +212,20 @@ async fn run_case(case: &str) {
         .map(str::to_owned)
         .collect();
     let letters = tokio::task::block_in_place(|| {
-        read_topic(broker.bootstrap(), &config.topics.deadletter, late.len(), Duration::from_secs(10))
+        read_topic(
+            broker.bootstrap(),
+            &config.topics.deadletter,
+            late.len(),
+            Duration::from_secs(10),
+        )
     });
     let got: Vec<String> = letters
         .iter()
         .map(|r| {
             assert_eq!(r.headers["cxpulse.reason"], "late", "{r:?}");
             assert_eq!(r.headers["cxpulse.job"], job);
-            let event: Value = serde_json::from_str(r.value.as_deref().unwrap_or("null")).expect("json");
+            let event: Value =
+                serde_json::from_str(r.value.as_deref().unwrap_or("null")).expect("json");
             event["event_id"].as_str().unwrap_or_default().to_owned()
         })
         .collect();

@@ -120,6 +120,9 @@ pub struct EngineConfig {
     pub batch_linger_ms: i64,
     /// Time allowed for draining at shutdown, in milliseconds.
     pub shutdown_drain_ms: i64,
+    /// How often `queries_dir` is compared with the running jobs, in
+    /// milliseconds; 0 reloads only on SIGHUP.
+    pub reload_interval_ms: i64,
 }
 
 /// `[http]`: the metrics and probe endpoint.

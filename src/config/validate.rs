@@ -48,6 +48,11 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             config.engine.shutdown_drain_ms,
             1,
         ),
+        (
+            "engine.reload_interval_ms",
+            config.engine.reload_interval_ms,
+            0,
+        ),
     ] {
         if value < min {
             fail(key, format!("is {value}, must be at least {min}"));

@@ -28,7 +28,12 @@ impl EventTime {
         let sources = SourceKind::ALL
             .into_iter()
             .filter(|k| k.is_stream())
-            .map(|k| (k, SourceWatermark::new(config.engine.max_out_of_orderness_ms, idle)))
+            .map(|k| {
+                (
+                    k,
+                    SourceWatermark::new(config.engine.max_out_of_orderness_ms, idle),
+                )
+            })
             .collect();
         Self {
             topics: config.topics.clone(),

@@ -14,9 +14,9 @@ use crate::decode::{RejectKind, Rejection};
 use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::schema::SourceKind;
+use crate::sink::format_timestamp_millis;
 use crate::sink::{DeadLetter, OutRecord, RowEncoder};
 use crate::source::SourceBatch;
-use crate::sink::format_timestamp_millis;
 
 /// A job with its encoder and early-emission timer.
 pub struct RunningJob {
@@ -98,7 +98,14 @@ fn reject_all(batch: &SourceBatch, job: &str, rejection: &Rejection) -> Vec<Dead
         .raw
         .iter()
         .cloned()
-        .map(|r| r.into_dead_letter(&batch.topic, batch.partition, rejection.clone(), Some(job.to_owned())))
+        .map(|r| {
+            r.into_dead_letter(
+                &batch.topic,
+                batch.partition,
+                rejection.clone(),
+                Some(job.to_owned()),
+            )
+        })
         .collect()
 }
 
@@ -125,10 +132,12 @@ pub async fn process(
                 Ok(rows) => out.publish(running, &rows, metrics),
                 Err(e) => {
                     job_failed(running, &e.to_string(), metrics);
-                    let rejection = Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
+                    let rejection =
+                        Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
                     for kind in running.job.sources() {
                         for batch in events.get(&kind).into_iter().flatten() {
-                            out.dead_letters.extend(reject_all(batch, &name, &rejection));
+                            out.dead_letters
+                                .extend(reject_all(batch, &name, &rejection));
                         }
                     }
                 }
@@ -174,8 +183,10 @@ pub async fn process(
             if let Err(e) = result {
                 metrics.job_errors.with_label_values(&[name.as_str()]).inc();
                 tracing::error!(job = %name, error = %e, "windowed job failed on a micro-batch");
-                let rejection = Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
-                out.dead_letters.extend(reject_all(batch, &name, &rejection));
+                let rejection =
+                    Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
+                out.dead_letters
+                    .extend(reject_all(batch, &name, &rejection));
             }
         }
     }
@@ -184,7 +195,12 @@ pub async fn process(
 
 /// Fires the windows each windowed job's watermark has closed, and the
 /// early results that are due.
-pub async fn fire(jobs: &mut [RunningJob], event_time: &EventTime, metrics: &Metrics, now: Instant) -> JobOutput {
+pub async fn fire(
+    jobs: &mut [RunningJob],
+    event_time: &EventTime,
+    metrics: &Metrics,
+    now: Instant,
+) -> JobOutput {
     let mut out = JobOutput::default();
     for running in jobs.iter_mut() {
         let every = running.job.emit_every;
@@ -218,7 +234,10 @@ pub async fn fire(jobs: &mut [RunningJob], event_time: &EventTime, metrics: &Met
             .with_label_values(&[name.as_str()])
             .set(state_bytes as i64);
         if fired > 0 {
-            metrics.windows_fired.with_label_values(&[name.as_str()]).inc_by(fired);
+            metrics
+                .windows_fired
+                .with_label_values(&[name.as_str()])
+                .inc_by(fired);
         }
         if let Some(e) = failure {
             job_failed(running, &e.to_string(), metrics);

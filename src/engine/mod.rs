@@ -38,10 +38,8 @@ use event_time::EventTime;
 use jobs::{JobOutput, RunningJob};
 use reload::{QueryChange, QueryWatcher};
 
-/// How often idle partitions, early results and query files are checked.
+/// How often idle partitions and early results are checked.
 const TICK: Duration = Duration::from_millis(200);
-/// How often the queries directory is compared with the running jobs.
-const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the engine could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +207,9 @@ impl Engine {
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut next_reload = tokio::time::Instant::now() + RELOAD_EVERY;
+        let reload_every = (self.config.engine.reload_interval_ms > 0)
+            .then(|| millis(self.config.engine.reload_interval_ms));
+        let mut next_reload = reload_every.map(|every| tokio::time::Instant::now() + every);
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|source| EngineError::Signal { source })?;
         tokio::pin!(shutdown);
@@ -233,9 +233,11 @@ impl Engine {
                 }
                 _ = ticker.tick() => {
                     self.tick().await?;
-                    if tokio::time::Instant::now() >= next_reload {
+                    if let (Some(at), Some(every)) = (next_reload, reload_every)
+                        && tokio::time::Instant::now() >= at
+                    {
                         self.reload().await;
-                        next_reload = tokio::time::Instant::now() + RELOAD_EVERY;
+                        next_reload = Some(tokio::time::Instant::now() + every);
                     }
                 }
                 received = self.consumer.recv() => match received {
@@ -412,8 +414,12 @@ impl Engine {
             };
             let planned = match QueryFile::read(path) {
                 Ok(query) => {
-                    Job::plan(query, Arc::clone(&self.customers), &self.config.topics.output_prefix)
-                        .await
+                    Job::plan(
+                        query,
+                        Arc::clone(&self.customers),
+                        &self.config.topics.output_prefix,
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             };
@@ -425,7 +431,12 @@ impl Engine {
                     continue;
                 }
             };
-            if let Err(e) = ensure_topics(&self.config, &sink_topics(&self.config, std::slice::from_ref(&job))).await {
+            if let Err(e) = ensure_topics(
+                &self.config,
+                &sink_topics(&self.config, std::slice::from_ref(&job)),
+            )
+            .await
+            {
                 self.invalid_queries.insert(path.clone());
                 tracing::error!(job = %job.name, error = %e, "cannot create the output topic; job not started");
                 continue;

@@ -86,7 +86,10 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "not a query").expect("write");
         assert_eq!(
             watcher.changes(),
-            vec![QueryChange::Changed(a.clone()), QueryChange::Added(b.clone())]
+            vec![
+                QueryChange::Changed(a.clone()),
+                QueryChange::Added(b.clone())
+            ]
         );
         std::fs::remove_file(&a).expect("remove");
         assert_eq!(watcher.changes(), vec![QueryChange::Removed(a)]);

@@ -183,12 +183,18 @@ impl Job {
                 let internal = |e: DataFusionError| {
                     error_at(
                         first_sql_line(&query.sql),
-                        format!("internal error planning the window: {}", e.strip_backtrace()),
+                        format!(
+                            "internal error planning the window: {}",
+                            e.strip_backtrace()
+                        ),
                     )
                 };
                 let split = split_physical(&plan).map_err(internal)?;
                 let slot = slots.get(&info.source).cloned().ok_or_else(|| {
-                    error_at(first_sql_line(&query.sql), "the windowed source has no table".into())
+                    error_at(
+                        first_sql_line(&query.sql),
+                        "the windowed source has no table".into(),
+                    )
                 })?;
                 let lateness = query
                     .options
@@ -247,7 +253,10 @@ impl Job {
             ],
             Runner::Stateless(_) => Vec::new(),
         };
-        window.into_iter().chain(self.key_columns.iter().cloned()).collect()
+        window
+            .into_iter()
+            .chain(self.key_columns.iter().cloned())
+            .collect()
     }
 
     /// The event sources this job reads.
@@ -372,21 +381,39 @@ fn unknown_column(option: &str, column: &str, schema: &SchemaRef) -> String {
     )
 }
 
-/// A DataFusion error located at its SQL span, or the first SQL line.
+/// A DataFusion error located at its SQL span, else at the line that calls
+/// the function it names, else at the first SQL line.
 fn datafusion_error(query: &QueryFile, error: &DataFusionError) -> QueryError {
+    let message = match error.find_root() {
+        DataFusionError::Plan(message) => message.clone(),
+        other => other.to_string(),
+    };
     let line = error
         .diagnostic()
         .and_then(|d| d.span)
         .map(|span| span.start.line as usize)
         .filter(|l| *l > 0)
         .or_else(|| line_from_message(&error.to_string()))
+        .or_else(|| function_line(&message, &query.sql))
         .unwrap_or_else(|| first_sql_line(&query.sql));
-    let message = error.find_root().to_string();
     QueryError {
         file: query.path.clone(),
         line,
         message: message.trim().to_owned(),
     }
+}
+
+/// The first line calling the function a message names (`Function 'avg'`).
+fn function_line(message: &str, sql: &str) -> Option<usize> {
+    let rest = &message[message.find("Function '")? + 10..];
+    let name = rest[..rest.find('\'')?].to_ascii_lowercase();
+    let call = format!("{name}(");
+    sql.lines()
+        .position(|l| {
+            let l = l.to_ascii_lowercase();
+            !l.trim_start().starts_with("--") && l.contains(&call)
+        })
+        .map(|i| i + 1)
 }
 
 /// "… at Line: 3, Column: 7" in sqlparser messages.

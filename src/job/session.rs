@@ -5,19 +5,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::optimizer::Optimizer;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::physical_planner::{
-    DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner,
-};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::catalog::{Session, TableProvider};
 
 use crate::window::assign::{SessionSpans, WindowAssign, WindowAssignExec};
 use crate::window::sql::WindowRelationPlanner;
@@ -26,7 +24,10 @@ use crate::window::sql::WindowRelationPlanner;
 /// window columns below the aggregate, where HOP and SESSION rows still
 /// hold pane bounds; `single_distinct_aggregation_to_group_by` would turn one
 /// windowed aggregate into two.
-const SKIPPED_RULES: &[&str] = &["push_down_filter", "single_distinct_aggregation_to_group_by"];
+const SKIPPED_RULES: &[&str] = &[
+    "push_down_filter",
+    "single_distinct_aggregation_to_group_by",
+];
 
 /// A session for planning one job over `sources` (the event source tables,
 /// which window functions read); SESSION windows report to `spans`.

@@ -14,10 +14,10 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::BatchSlot;
+use crate::window::WindowSpec;
 use crate::window::panes::{PaneStore, WindowContents};
 use crate::window::sessions::SessionStore;
 use crate::window::split::{SplitPlan, WindowInfo};
-use crate::window::WindowSpec;
 
 /// Name of the column the engine adds to windowed rows.
 pub const FINAL_COLUMN: &str = "final";
@@ -175,7 +175,11 @@ impl WindowedJob {
 
     /// Runs the fire plan: once per window for TUMBLE and HOP (so ORDER BY,
     /// LIMIT and OVER apply per window), once for all due sessions.
-    async fn finish(&self, windows: Vec<WindowContents>, is_final: bool) -> Result<Vec<RecordBatch>> {
+    async fn finish(
+        &self,
+        windows: Vec<WindowContents>,
+        is_final: bool,
+    ) -> Result<Vec<RecordBatch>> {
         let groups: Vec<Vec<RecordBatch>> = match self.state {
             WindowState::Panes(_) => windows.into_iter().map(|w| w.batches).collect(),
             WindowState::Sessions(_) if windows.is_empty() => Vec::new(),
@@ -251,6 +255,9 @@ pub fn with_final_schema(schema: &SchemaRef) -> SchemaRef {
 fn with_final(batch: &RecordBatch, is_final: bool) -> Result<RecordBatch> {
     let schema = with_final_schema(&batch.schema());
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns.push(Arc::new(BooleanArray::from(vec![is_final; batch.num_rows()])));
+    columns.push(Arc::new(BooleanArray::from(vec![
+        is_final;
+        batch.num_rows()
+    ])));
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -63,11 +63,24 @@ async fn tumble_merges_partitions_and_fires_each_window_once() {
     )
     .await;
     assert_eq!(job.record_key_columns(), vec!["window_start", "window_end"]);
-    accumulate(&mut job, 0, tx(&[("a", MIN, 10.0, "books"), ("b", 2 * MIN, 5.0, "toys")])).await;
-    accumulate(&mut job, 1, tx(&[("a", 3 * MIN, 1.5, "books"), ("c", 12 * MIN, 7.0, "books")])).await;
+    accumulate(
+        &mut job,
+        0,
+        tx(&[("a", MIN, 10.0, "books"), ("b", 2 * MIN, 5.0, "toys")]),
+    )
+    .await;
+    accumulate(
+        &mut job,
+        1,
+        tx(&[("a", 3 * MIN, 1.5, "books"), ("c", 12 * MIN, 7.0, "books")]),
+    )
+    .await;
     accumulate(&mut job, 0, tx(&[("d", 9 * MIN, 2.5, "books")])).await;
     let w = job.windowed_mut().expect("windowed");
-    assert!(w.fire(9 * MIN).await.expect("fire").is_empty(), "[0, 10 min) is still open");
+    assert!(
+        w.fire(9 * MIN).await.expect("fire").is_empty(),
+        "[0, 10 min) is still open"
+    );
     let rows = w.fire(10 * MIN).await.expect("fire");
     assert_eq!(
         table(&rows),
@@ -83,11 +96,20 @@ async fn tumble_merges_partitions_and_fires_each_window_once() {
     assert!(w.fire(15 * MIN).await.expect("fire").is_empty());
     // A row for the closed window is late; one for [10, 20) is not.
     let late = w
-        .late_rows(&tx(&[("e", 4 * MIN, 1.0, "books"), ("e", 11 * MIN, 1.0, "books")]))
+        .late_rows(&tx(&[
+            ("e", 4 * MIN, 1.0, "books"),
+            ("e", 11 * MIN, 1.0, "books"),
+        ]))
         .expect("late");
-    assert_eq!(late.iter().collect::<Vec<_>>(), vec![Some(true), Some(false)]);
+    assert_eq!(
+        late.iter().collect::<Vec<_>>(),
+        vec![Some(true), Some(false)]
+    );
     let rows = w.fire(20 * MIN).await.expect("fire");
-    assert_eq!(table(&rows)[3], "| 1970-01-01T00:10:00Z | 1970-01-01T00:20:00Z | books    | 1      | 7.0     | 1         | true  |");
+    assert_eq!(
+        table(&rows)[3],
+        "| 1970-01-01T00:10:00Z | 1970-01-01T00:20:00Z | books    | 1      | 7.0     | 1         | true  |"
+    );
     assert_eq!(w.state_rows(), 0, "state is dropped once windows close");
 }
 
@@ -102,9 +124,22 @@ async fn hop_stores_each_event_once_and_counts_it_in_every_window() {
     .await;
     assert_eq!(job.emit_every, Some(std::time::Duration::from_secs(1)));
     // Events at 1, 6 and 7 min. Windows: [-10,5) {1}; [-5,10) {1,6,7}; [0,15) {1,6,7}; [5,20) {6,7}.
-    accumulate(&mut job, 0, tx(&[("a", MIN, 3.0, "x"), ("b", 6 * MIN, 6.0, "x"), ("c", 7 * MIN, 9.0, "x")])).await;
+    accumulate(
+        &mut job,
+        0,
+        tx(&[
+            ("a", MIN, 3.0, "x"),
+            ("b", 6 * MIN, 6.0, "x"),
+            ("c", 7 * MIN, 9.0, "x"),
+        ]),
+    )
+    .await;
     let w = job.windowed_mut().expect("windowed");
-    assert_eq!(w.state_rows(), 2, "one state row per 5-minute pane, not per window");
+    assert_eq!(
+        w.state_rows(),
+        2,
+        "one state row per 5-minute pane, not per window"
+    );
     let early = w.early().await.expect("early");
     assert_eq!(
         table(&early)[3..7],
@@ -140,7 +175,16 @@ async fn sessions_merge_across_micro_batches_and_partitions() {
     .await;
     // a: 0, 25 (separate), then 12 bridges nothing yet... 0 → [0,10); 12 → [12,22) joins neither;
     // then 20 on another partition: [20,30) touches [12,22) and, with 25's [25,35), merges all three.
-    accumulate(&mut job, 0, tx(&[("a", 0, 1.0, "x"), ("a", 25 * MIN, 2.0, "x"), ("b", 3 * MIN, 5.0, "x")])).await;
+    accumulate(
+        &mut job,
+        0,
+        tx(&[
+            ("a", 0, 1.0, "x"),
+            ("a", 25 * MIN, 2.0, "x"),
+            ("b", 3 * MIN, 5.0, "x"),
+        ]),
+    )
+    .await;
     accumulate(&mut job, 1, tx(&[("a", 12 * MIN, 4.0, "x")])).await;
     // amount 0 is filtered out, but the event still bridges the sessions.
     accumulate(&mut job, 1, tx(&[("a", 20 * MIN, 0.0, "x")])).await;
@@ -183,8 +227,22 @@ async fn statistics_lookups_and_functions_over_the_window_result() {
         customers,
     )
     .await;
-    accumulate(&mut job, 0, tx(&[("a", 0, 10.0, "x"), ("b", 1, 20.0, "x"), ("c", 2, 30.0, "y")])).await;
-    accumulate(&mut job, 1, tx(&[("c", 3, 60.0, "x"), ("a", 4, 1.0, "y"), ("a", 5, 1.0, "z")])).await;
+    accumulate(
+        &mut job,
+        0,
+        tx(&[
+            ("a", 0, 10.0, "x"),
+            ("b", 1, 20.0, "x"),
+            ("c", 2, 30.0, "y"),
+        ]),
+    )
+    .await;
+    accumulate(
+        &mut job,
+        1,
+        tx(&[("c", 3, 60.0, "x"), ("a", 4, 1.0, "y"), ("a", 5, 1.0, "z")]),
+    )
+    .await;
     let w = job.windowed_mut().expect("windowed");
     let rows = w.fire(3_600_000).await.expect("fire");
     // x: amounts 10 (1990), 20 (1980), 60 (1970): median 20; corr(year, amount) =

@@ -11,9 +11,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use arrow::array::{
-    ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, make_comparator,
-};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, make_comparator};
 use arrow::compute::{SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -94,8 +92,11 @@ pub struct WindowAssign {
 
 impl PartialOrd for WindowAssign {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        (&self.spec, &self.time_col, &self.key_col)
-            .partial_cmp(&(&other.spec, &other.time_col, &other.key_col))
+        (&self.spec, &self.time_col, &self.key_col).partial_cmp(&(
+            &other.spec,
+            &other.time_col,
+            &other.key_col,
+        ))
     }
 }
 
@@ -176,7 +177,11 @@ impl UserDefinedLogicalNodeCore for WindowAssign {
         Ok(())
     }
 
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
         let Some(input) = inputs.pop() else {
             return plan_err!("WindowAssign needs one input");
         };
@@ -213,7 +218,14 @@ impl WindowAssignExec {
             .map(|k| input_schema.index_of(k))
             .transpose()?;
         let schema: SchemaRef = Arc::new(node.schema.as_arrow().clone());
-        Self::build(input, node.spec, time_index, key_index, node.spans.clone(), schema)
+        Self::build(
+            input,
+            node.spec,
+            time_index,
+            key_index,
+            node.spans.clone(),
+            schema,
+        )
     }
 
     fn build(
@@ -325,8 +337,7 @@ impl ExecutionPlan for WindowAssignExec {
                     let batch = batch?;
                     let times = millis(batch.column(time_index))?;
                     let pane = spec.pane().unwrap_or(spec.size());
-                    let starts: TimestampMillisecondArray =
-                        times.unary(|ts| floor_to(ts, pane));
+                    let starts: TimestampMillisecondArray = times.unary(|ts| floor_to(ts, pane));
                     let ends: TimestampMillisecondArray =
                         times.unary(|ts| floor_to(ts, pane) + pane);
                     with_window_columns(&batch, &out, Arc::new(starts), Arc::new(ends))
@@ -454,7 +465,11 @@ mod tests {
     fn events(keys: &[&str], times: &[i64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8, false),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
             Field::new("v", DataType::Int64, false),
         ]));
         RecordBatch::try_new(
@@ -482,8 +497,14 @@ mod tests {
         let schema = window_arrow_schema(&batch.schema(), "ts").expect("schema");
         let (out, spans) = assign_sessions(&batch, &schema, 1, 0, 10).expect("assign");
         // a: 100, 108 → [100, 118); 200 → [200, 210). b: 105 → [105, 115); 300 → [300, 310).
-        assert_eq!(window_column(&out, WINDOW_START), vec![100, 105, 100, 200, 300]);
-        assert_eq!(window_column(&out, WINDOW_END), vec![118, 115, 118, 210, 310]);
+        assert_eq!(
+            window_column(&out, WINDOW_START),
+            vec![100, 105, 100, 200, 300]
+        );
+        assert_eq!(
+            window_column(&out, WINDOW_END),
+            vec![118, 115, 118, 210, 310]
+        );
         let bounds: Vec<(String, i64, i64)> = spans
             .iter()
             .map(|s| (s.key.to_string(), s.start, s.end))

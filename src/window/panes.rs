@@ -144,7 +144,9 @@ impl PaneStore {
             // Jump over stretches without panes.
             let next_pane = self.panes.range((start + slide, i32::MIN)..).next();
             end = match next_pane {
-                Some((&(pane_start, _), _)) => (end + slide).max(self.spec.first_window_end(pane_start)),
+                Some((&(pane_start, _), _)) => {
+                    (end + slide).max(self.spec.first_window_end(pane_start))
+                }
                 None => break,
             };
         }
@@ -297,7 +299,9 @@ mod tests {
     #[test]
     fn tumbling_windows_close_in_order_and_free_their_panes() {
         let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, state_schema(), (0, 1));
-        store.insert(0, &states(&[0, 10, 30], 10, &[1, 2, 3])).expect("insert");
+        store
+            .insert(0, &states(&[0, 10, 30], 10, &[1, 2, 3]))
+            .expect("insert");
         store.insert(1, &states(&[10], 10, &[4])).expect("insert");
         assert_eq!(store.panes(), 4);
         // Watermark at 25: [0,10) and [10,20) close; [20,30) is empty.
@@ -305,8 +309,13 @@ mod tests {
         assert_eq!(store.panes(), 1);
         assert_eq!(store.closed_through(), Some(25));
         // State for a closed window is refused; the open one is kept.
-        store.insert(0, &states(&[10, 20], 10, &[7, 8])).expect("insert");
-        assert_eq!(summary(&store.open_windows()), vec![(20, 30, 8), (30, 40, 3)]);
+        store
+            .insert(0, &states(&[10, 20], 10, &[7, 8]))
+            .expect("insert");
+        assert_eq!(
+            summary(&store.open_windows()),
+            vec![(20, 30, 8), (30, 40, 3)]
+        );
         assert_eq!(summary(&store.close(40)), vec![(20, 30, 8), (30, 40, 3)]);
         assert_eq!((store.panes(), store.rows()), (0, 0));
     }
@@ -317,13 +326,12 @@ mod tests {
         let spec = WindowSpec::Hop { size: 10, slide: 4 };
         let mut store = PaneStore::new(spec, state_schema(), (0, 1));
         // Events at panes 12 and 16 (one each).
-        store.insert(0, &states(&[12, 16], 2, &[1, 10])).expect("insert");
+        store
+            .insert(0, &states(&[12, 16], 2, &[1, 10]))
+            .expect("insert");
         assert_eq!(store.panes(), 2);
         // Windows containing 12: [4,14) [8,18) [12,22); containing 16: [8,18) [12,22) [16,26).
-        assert_eq!(
-            summary(&store.close(18)),
-            vec![(4, 14, 1), (8, 18, 11)]
-        );
+        assert_eq!(summary(&store.close(18)), vec![(4, 14, 1), (8, 18, 11)]);
         // Pane 12 is still needed by [12,22).
         assert_eq!(store.panes(), 2);
         assert_eq!(summary(&store.close(22)), vec![(12, 22, 11)]);

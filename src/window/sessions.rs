@@ -83,7 +83,13 @@ impl SessionStore {
             let owner = match sessions.range(..=start).next_back() {
                 Some((&s, session)) if start < session.end => s,
                 _ => {
-                    sessions.insert(start, Session { end, batches: Vec::new() });
+                    sessions.insert(
+                        start,
+                        Session {
+                            end,
+                            batches: Vec::new(),
+                        },
+                    );
                     start
                 }
             };
@@ -236,10 +242,20 @@ mod tests {
         RecordBatch::try_new(
             schema(),
             vec![
-                Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()).with_timezone("UTC")),
-                Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()).with_timezone("UTC")),
-                Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+                Arc::new(
+                    TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(
+                    TimestampMillisecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                )),
             ],
         )
         .expect("batch")
@@ -260,7 +276,13 @@ mod tests {
                 let n = w
                     .batches
                     .iter()
-                    .map(|b| b.column(3).as_primitive::<arrow::datatypes::Int64Type>().values().iter().sum::<i64>())
+                    .map(|b| {
+                        b.column(3)
+                            .as_primitive::<arrow::datatypes::Int64Type>()
+                            .values()
+                            .iter()
+                            .sum::<i64>()
+                    })
                     .sum();
                 (w.start, w.end, n)
             })
@@ -272,7 +294,13 @@ mod tests {
         let mut store = SessionStore::new(schema(), (0, 1), 2);
         // gap 10: a at 0 → [0,10); a at 30 → [30,40); b at 5 → [5,15).
         store.add_spans(vec![span("a", 0, 10), span("a", 30, 40), span("b", 5, 15)]);
-        store.insert(&states(&[(0, 10, "a", 1), (30, 40, "a", 2), (5, 15, "b", 4)])).expect("insert");
+        store
+            .insert(&states(&[
+                (0, 10, "a", 1),
+                (30, 40, "a", 2),
+                (5, 15, "b", 4),
+            ]))
+            .expect("insert");
         assert_eq!(store.len(), 3);
         // a at 15 and 20 → [15,30): touches [30,40) (a gap of exactly 10 joins), not [0,10).
         store.add_spans(vec![span("a", 15, 30)]);

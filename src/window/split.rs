@@ -79,16 +79,18 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
         [one] => one.clone(),
         _ => return Err("a query may use one window (TUMBLE, HOP or SESSION), not several".into()),
     };
-    let source = source_of(&window.input).ok_or(
-        "the window must be over an event source (transactions, feedback or complaints)",
-    )?;
+    let source = source_of(&window.input)
+        .ok_or("the window must be over an event source (transactions, feedback or complaints)")?;
     let Some(path) = path_to_window(plan) else {
         return Err(
             "a window inside a subquery expression (IN, EXISTS, scalar subquery) cannot run continuously"
                 .into(),
         );
     };
-    let Some(agg_at) = path.iter().rposition(|n| matches!(n, LogicalPlan::Aggregate(_))) else {
+    let Some(agg_at) = path
+        .iter()
+        .rposition(|n| matches!(n, LogicalPlan::Aggregate(_)))
+    else {
         return Err(format!(
             "a windowed query must aggregate per window: add GROUP BY {WINDOW_START}, {WINDOW_END}, … \
              (rows are emitted when a window closes)"
@@ -106,13 +108,20 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
     let is_bare = |e: &Expr, name: &str| matches!(e, Expr::Column(c) if c.name == name);
     for node in &path[agg_at + 1..path.len() - 1] {
         match node {
-            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {}
+            LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+            }
             LogicalPlan::Join(join) => {
-                let other = if contains_window(&join.left) { &join.right } else { &join.left };
+                let other = if contains_window(&join.left) {
+                    &join.right
+                } else {
+                    &join.left
+                };
                 if !streams_in(other).is_empty() {
-                    return Err("joining two event streams is not supported; a windowed source can be \
+                    return Err(
+                        "joining two event streams is not supported; a windowed source can be \
                                 joined with the customers lookup table"
-                        .into());
+                            .into(),
+                    );
                 }
             }
             other => {
@@ -124,10 +133,9 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
             }
         }
         if pane_bounds
-            && node
-                .expressions()
-                .iter()
-                .any(|e| refers_to_window(e) && !is_bare(e, WINDOW_START) && !is_bare(e, WINDOW_END))
+            && node.expressions().iter().any(|e| {
+                refers_to_window(e) && !is_bare(e, WINDOW_START) && !is_bare(e, WINDOW_END)
+            })
         {
             return Err(window_column_misuse(&window.spec));
         }
@@ -142,15 +150,19 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
         if !groups.iter().any(|g| is_bare(g, name)) {
             return Err(format!(
                 "a windowed query must GROUP BY {WINDOW_START}, {WINDOW_END} (it groups by {})",
-                groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")
+                groups
+                    .iter()
+                    .map(|g| g.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
     if pane_bounds
         && (aggregate.aggr_expr.iter().any(refers_to_window)
-            || groups
-                .iter()
-                .any(|g| refers_to_window(g) && !is_bare(g, WINDOW_START) && !is_bare(g, WINDOW_END)))
+            || groups.iter().any(|g| {
+                refers_to_window(g) && !is_bare(g, WINDOW_START) && !is_bare(g, WINDOW_END)
+            }))
     {
         return Err(window_column_misuse(&window.spec));
     }
@@ -179,7 +191,11 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
 }
 
 fn window_column_misuse(spec: &WindowSpec) -> String {
-    let what = if matches!(spec, WindowSpec::Session { .. }) { "SESSION" } else { "HOP" };
+    let what = if matches!(spec, WindowSpec::Session { .. }) {
+        "SESSION"
+    } else {
+        "HOP"
+    };
     format!(
         "in a {what} query, {WINDOW_START} and {WINDOW_END} may only be grouped by below the \
          aggregate (a session or hop window is known only when it closes); use them in the \
@@ -257,20 +273,22 @@ fn describe(node: &LogicalPlan) -> String {
 /// Splits the physical plan of a query that passed [`check_windowed`].
 pub fn split_physical(plan: &Arc<dyn ExecutionPlan>) -> Result<SplitPlan> {
     let internal = |m: &str| DataFusionError::Internal(format!("splitting the windowed plan: {m}"));
-    let aggregate = windowed_aggregate(plan)
-        .ok_or_else(|| internal("no aggregate above the window"))?;
+    let aggregate =
+        windowed_aggregate(plan).ok_or_else(|| internal("no aggregate above the window"))?;
     let Some(agg) = aggregate.downcast_ref::<AggregateExec>() else {
         return Err(internal("not an aggregate"));
     };
     let partial: Arc<dyn ExecutionPlan> = match agg.mode() {
-        AggregateMode::Single | AggregateMode::SinglePartitioned => Arc::new(AggregateExec::try_new(
-            AggregateMode::Partial,
-            agg.group_expr().clone(),
-            agg.aggr_expr().to_vec(),
-            agg.filter_expr().to_vec(),
-            Arc::clone(agg.input()),
-            agg.input_schema(),
-        )?),
+        AggregateMode::Single | AggregateMode::SinglePartitioned => {
+            Arc::new(AggregateExec::try_new(
+                AggregateMode::Partial,
+                agg.group_expr().clone(),
+                agg.aggr_expr().to_vec(),
+                agg.filter_expr().to_vec(),
+                Arc::clone(agg.input()),
+                agg.input_schema(),
+            )?)
+        }
         AggregateMode::Final | AggregateMode::FinalPartitioned => {
             let mut below = Arc::clone(agg.input());
             loop {
@@ -306,12 +324,15 @@ pub fn split_physical(plan: &Arc<dyn ExecutionPlan>) -> Result<SplitPlan> {
     )?);
     let same_columns = |a: &SchemaRef, b: &SchemaRef| {
         a.fields().len() == b.fields().len()
-            && a.fields().iter().zip(b.fields()).all(|(x, y)| {
-                x.name() == y.name() && x.data_type() == y.data_type()
-            })
+            && a.fields()
+                .iter()
+                .zip(b.fields())
+                .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
     };
     if !same_columns(&final_agg.schema(), &aggregate.schema()) {
-        return Err(internal("the final aggregate's schema differs from the planned one"));
+        return Err(internal(
+            "the final aggregate's schema differs from the planned one",
+        ));
     }
     let target = Arc::as_ptr(&aggregate).cast::<()>();
     let fire_plan = Arc::clone(plan)
@@ -334,7 +355,9 @@ pub fn split_physical(plan: &Arc<dyn ExecutionPlan>) -> Result<SplitPlan> {
         partial_agg.input_schema(),
     )?);
     if !same_columns(&reduce_plan.schema(), &partial_schema) {
-        return Err(internal("the reduce aggregate's schema differs from the partial one"));
+        return Err(internal(
+            "the reduce aggregate's schema differs from the partial one",
+        ));
     }
 
     let group_names: Vec<&str> = partial_agg

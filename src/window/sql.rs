@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::catalog::TableProvider;
 use datafusion::common::{DFSchema, DataFusionError, Diagnostic, Result, ScalarValue, Span};
+use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::planner::{
     PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
 };
-use datafusion::catalog::TableProvider;
-use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, Extension, LogicalPlan, LogicalPlanBuilder};
 use datafusion::sql::sqlparser::ast::{self, FunctionArg, FunctionArgExpr, Spanned, TableFactor};
 
@@ -104,8 +104,11 @@ impl RelationPlanner for WindowRelationPlanner {
             )));
         }
 
-        let source = identifier(&exprs[0], context)
-            .ok_or_else(|| fail(format!("{signature}: the first argument must name a source table")))?;
+        let source = identifier(&exprs[0], context).ok_or_else(|| {
+            fail(format!(
+                "{signature}: the first argument must name a source table"
+            ))
+        })?;
         let provider = match SourceKind::from_table_name(&source) {
             Some(kind) if kind.is_stream() => self.sources.get(&source),
             _ => None,
@@ -115,15 +118,22 @@ impl RelationPlanner for WindowRelationPlanner {
                 "{signature}: `{source}` is not an event source; window transactions, feedback or complaints"
             )));
         };
-        let input =
-            LogicalPlanBuilder::scan(source.as_str(), provider_as_source(Arc::clone(provider)), None)?
-                .build()?;
+        let input = LogicalPlanBuilder::scan(
+            source.as_str(),
+            provider_as_source(Arc::clone(provider)),
+            None,
+        )?
+        .build()?;
         let column = |index: usize, what: &str, context: &mut dyn RelationPlannerContext| {
             let name = identifier(&exprs[index], context)
                 .ok_or_else(|| fail(format!("{signature}: the {what} must be a column name")))?;
             if !input.schema().has_column_with_unqualified_name(&name) {
-                let columns: Vec<String> =
-                    input.schema().fields().iter().map(|f| f.name().clone()).collect();
+                let columns: Vec<String> = input
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
                 return Err(fail(format!(
                     "{signature}: `{source}` has no column `{name}`; its columns are: {}",
                     columns.join(", ")
@@ -157,7 +167,10 @@ impl RelationPlanner for WindowRelationPlanner {
             }
             WindowFunction::Session => {
                 let gap = duration(2, "gap")?;
-                (WindowSpec::Session { gap }, Some(column(3, "key column", context)?))
+                (
+                    WindowSpec::Session { gap },
+                    Some(column(3, "key column", context)?),
+                )
             }
         };
         let node = WindowAssign::try_new(input, spec, time_col, key_col, self.spans.clone())
@@ -165,7 +178,9 @@ impl RelationPlanner for WindowRelationPlanner {
         let plan = LogicalPlan::Extension(Extension {
             node: Arc::new(node),
         });
-        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(plan, alias))))
+        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
+            plan, alias,
+        ))))
     }
 }
 
