@@ -575,3 +575,50 @@ async fn a_micro_batch_closes_at_batch_max_rows_without_waiting_for_the_linger_t
         .collect();
     assert_eq!(ids, vec!["\"k1\"", "\"k3\"", "\"k4\""]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_on_a_batch_sends_its_events_to_the_dead_letter_topic() {
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("jobfail");
+    let queries = tempfile::tempdir().expect("tempdir");
+    // Valid SQL that fails at run time on a category that is not a number.
+    std::fs::write(
+        queries.path().join("numeric.sql"),
+        "SELECT event_id, CAST(category AS INT) AS code FROM transactions\n",
+    )
+    .expect("write");
+    let config = test_config(&broker, &prefix, queries.path());
+    create_source_topics(&config, 1).await;
+    let engine = RunningEngine::start(config.clone()).await;
+    let producer = producer(broker.bootstrap());
+    let tx = r#"{"event_id":"x1","customer_id":"c","ts":1,"amount":1,"category":"books"}"#;
+    produce(&producer, &config.topics.transactions, &[(0, None, Some(tx))]).await;
+    let letters = read_topic(
+        broker.bootstrap(),
+        &config.topics.deadletter,
+        1,
+        Duration::from_secs(20),
+    );
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].value.as_deref(), Some(tx), "the record, unchanged");
+    assert_eq!(letters[0].headers["cxpulse.reason"], "job_error");
+    assert_eq!(letters[0].headers["cxpulse.job"], "numeric");
+    assert!(
+        letters[0].headers["cxpulse.reason.detail"].contains("books"),
+        "{:?}",
+        letters[0].headers
+    );
+    let body = wait_for_metric(
+        engine.addr,
+        "cxpulse_job_errors_total{job=\"numeric\"}",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let series = format!(
+        "cxpulse_records_invalid_total{{reason=\"job_error\",topic=\"{}\"}}",
+        config.topics.transactions
+    );
+    assert_eq!(metric(&body, &series), Some(1.0));
+    engine.stop().await;
+}
