@@ -219,6 +219,7 @@ async fn statistics_lookups_and_functions_over_the_window_result() {
         "SELECT window_start, window_end, t.category, count(*) AS n, median(t.amount) AS med, \
          corr(CAST(c.birth_year AS DOUBLE), t.amount) AS r, \
          approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY t.amount) AS p50, \
+         round(regr_slope(t.amount, CAST(c.birth_year AS DOUBLE)), 9) AS slope, \
          ntile(2) OVER (ORDER BY count(*) DESC, t.category) AS half \
          FROM TUMBLE(transactions, ts, INTERVAL '1 hour') t \
          LEFT JOIN customers c ON t.customer_id = c.customer_id \
@@ -248,12 +249,13 @@ async fn statistics_lookups_and_functions_over_the_window_result() {
     // x: amounts 10 (1990), 20 (1980), 60 (1970): median 20; corr(year, amount) =
     // corr([1990,1980,1970],[10,20,60]) = -500 / sqrt(200 · 1400) = -0.9449111825230679.
     // y: 30 (1970), 1 (1990): corr -1.
+    // regr_slope(amount, year) = Σdxdy / Σdx²: x: -500 / 200 = -2.5; y: -290 / 200 = -1.45.
     // z has one row and is cut by HAVING.
     assert_eq!(
         table(&rows)[3..5],
         [
-            "| 1970-01-01T00:00:00Z | 1970-01-01T01:00:00Z | x        | 3 | 20.0 | -0.9449111825230679 | 20.0 | 1    | true  |",
-            "| 1970-01-01T00:00:00Z | 1970-01-01T01:00:00Z | y        | 2 | 15.5 | -1.0                | 15.5 | 2    | true  |",
+            "| 1970-01-01T00:00:00Z | 1970-01-01T01:00:00Z | x        | 3 | 20.0 | -0.9449111825230679 | 20.0 | -2.5  | 1    | true  |",
+            "| 1970-01-01T00:00:00Z | 1970-01-01T01:00:00Z | y        | 2 | 15.5 | -1.0                | 15.5 | -1.45 | 2    | true  |",
         ]
     );
 }
@@ -311,4 +313,39 @@ async fn queries_that_cannot_run_continuously_are_explained() {
         assert!(err.message.contains(message), "{sql}\n→ {err}");
         assert_eq!(err.line, 2, "{err}");
     }
+}
+
+#[tokio::test]
+async fn order_by_limit_and_over_apply_per_window() {
+    let mut job = plan(
+        "SELECT window_start, window_end, category, sum(amount) AS revenue, \
+         sum(amount) / sum(sum(amount)) OVER () AS share \
+         FROM TUMBLE(transactions, ts, INTERVAL '1 minute') \
+         GROUP BY window_start, window_end, category ORDER BY revenue DESC LIMIT 2",
+    )
+    .await;
+    accumulate(
+        &mut job,
+        0,
+        tx(&[
+            ("a", 0, 5.0, "x"),
+            ("a", 1, 3.0, "y"),
+            ("a", 2, 2.0, "z"),
+            ("a", MIN, 1.0, "x"),
+            ("a", MIN + 1, 4.0, "y"),
+        ]),
+    )
+    .await;
+    let w = job.windowed_mut().expect("windowed");
+    let rows = w.fire(2 * MIN).await.expect("fire");
+    // Window 1: x 5, y 3, z 2 (total 10) → x 0.5, y 0.3. Window 2: y 4, x 1 (total 5) → y 0.8, x 0.2.
+    assert_eq!(
+        table(&rows)[3..7],
+        [
+            "| 1970-01-01T00:00:00Z | 1970-01-01T00:01:00Z | x        | 5.0     | 0.5   | true  |",
+            "| 1970-01-01T00:00:00Z | 1970-01-01T00:01:00Z | y        | 3.0     | 0.3   | true  |",
+            "| 1970-01-01T00:01:00Z | 1970-01-01T00:02:00Z | y        | 4.0     | 0.8   | true  |",
+            "| 1970-01-01T00:01:00Z | 1970-01-01T00:02:00Z | x        | 1.0     | 0.2   | true  |",
+        ]
+    );
 }
