@@ -592,7 +592,12 @@ async fn a_job_that_fails_on_a_batch_sends_its_events_to_the_dead_letter_topic()
     let engine = RunningEngine::start(config.clone()).await;
     let producer = producer(broker.bootstrap());
     let tx = r#"{"event_id":"x1","customer_id":"c","ts":1,"amount":1,"category":"books"}"#;
-    produce(&producer, &config.topics.transactions, &[(0, None, Some(tx))]).await;
+    produce(
+        &producer,
+        &config.topics.transactions,
+        &[(0, None, Some(tx))],
+    )
+    .await;
     let letters = read_topic(
         broker.bootstrap(),
         &config.topics.deadletter,
@@ -600,7 +605,11 @@ async fn a_job_that_fails_on_a_batch_sends_its_events_to_the_dead_letter_topic()
         Duration::from_secs(20),
     );
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].value.as_deref(), Some(tx), "the record, unchanged");
+    assert_eq!(
+        letters[0].value.as_deref(),
+        Some(tx),
+        "the record, unchanged"
+    );
     assert_eq!(letters[0].headers["cxpulse.reason"], "job_error");
     assert_eq!(letters[0].headers["cxpulse.job"], "numeric");
     assert!(

@@ -252,3 +252,62 @@ async fn hop_early_then_final_and_partly_late_events() {
 async fn session_merges_across_partitions_and_late_events() {
     run_case("session").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_file_added_while_running_starts_its_job() {
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("added");
+    let queries = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(&broker, &prefix, queries.path());
+    config.engine.max_out_of_orderness_ms = 0;
+    config.engine.reload_interval_ms = 200;
+    create_source_topics(&config, 1).await;
+    let engine = RunningEngine::start(config.clone()).await;
+    wait_for_metric(
+        engine.addr,
+        "cxpulse_jobs_loaded",
+        0.0,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // As a ConfigMap update would: the file appears while the engine runs.
+    std::fs::write(
+        queries.path().join("per_minute.sql"),
+        "SELECT window_start, window_end, count(*) AS n\n\
+         FROM TUMBLE(transactions, ts, INTERVAL '1 minute')\n\
+         GROUP BY window_start, window_end\n",
+    )
+    .expect("write");
+    wait_for_metric(
+        engine.addr,
+        "cxpulse_jobs_loaded",
+        1.0,
+        Duration::from_secs(10),
+    )
+    .await;
+    let kafka = producer(broker.bootstrap());
+    let tx = |id: &str, ts: &str| {
+        format!(r#"{{"event_id":"{id}","customer_id":"c","ts":"{ts}","amount":1,"category":"x"}}"#)
+    };
+    let (a, b) = (
+        tx("a", "2026-01-01T00:00:10Z"),
+        tx("b", "2026-01-01T00:01:00Z"),
+    );
+    produce(
+        &kafka,
+        &config.topics.transactions,
+        &[(0, None, Some(&a)), (0, None, Some(&b))],
+    )
+    .await;
+    let mut tail = Tail::new(
+        broker.bootstrap(),
+        &format!("{}per_minute", config.topics.output_prefix),
+    );
+    tokio::task::block_in_place(|| tail.until("the first window", |rows| !rows.is_empty()));
+    assert_eq!(
+        tail.rows[0].value.to_string(),
+        r#"{"job":"per_minute","window_start":"2026-01-01T00:00:00.000Z","window_end":"2026-01-01T00:01:00.000Z","n":1,"final":true}"#
+    );
+    engine.stop().await;
+}
