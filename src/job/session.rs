@@ -17,7 +17,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::window::assign::{SessionSpans, WindowAssign, WindowAssignExec};
+use crate::window::assign::{SessionSpans, WindowAssign};
+use crate::window::exec::WindowAssignExec;
 use crate::window::sql::WindowRelationPlanner;
 
 /// Logical rules left out. `push_down_filter` would move a HAVING on the

@@ -61,15 +61,14 @@ impl WindowedJob {
         lateness_ms: i64,
         task_ctx: Arc<TaskContext>,
     ) -> Result<Self> {
-        let schema = Arc::clone(&split.partial_schema);
         let state = match (info.spec, split.key_column) {
             (WindowSpec::Session { .. }, Some(key)) => {
-                WindowState::Sessions(SessionStore::new(schema, split.window_columns, key))
+                WindowState::Sessions(SessionStore::new(split.window_columns, key))
             }
             (WindowSpec::Session { .. }, None) => {
                 return Err(DataFusionError::Internal("SESSION without key".into()));
             }
-            (spec, _) => WindowState::Panes(PaneStore::new(spec, schema, split.window_columns)),
+            (spec, _) => WindowState::Panes(PaneStore::new(spec, split.window_columns)),
         };
         Ok(Self {
             info,
@@ -246,7 +245,7 @@ pub fn event_times(
 }
 
 /// The schema of windowed output rows: the query's columns plus `final`.
-pub fn with_final_schema(schema: &SchemaRef) -> SchemaRef {
+fn with_final_schema(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(FINAL_COLUMN, DataType::Boolean, false));
     Arc::new(Schema::new(fields))

@@ -2,13 +2,15 @@
 //! milliseconds since the epoch.
 //!
 //! * [`sql`] plans the table functions into a [`assign::WindowAssign`] node.
-//! * [`assign`] adds `window_start` / `window_end` to every row.
+//! * [`assign`] (logical) and [`exec`] (physical) add `window_start` /
+//!   `window_end` to every row.
 //! * [`split`] cuts a windowed job's plan into the per-batch part and the
 //!   per-firing part.
 //! * [`panes`] and [`sessions`] hold the partial aggregates between firings:
 //!   they are where windows are closed.
 
 pub mod assign;
+pub mod exec;
 pub mod panes;
 pub mod sessions;
 pub mod split;

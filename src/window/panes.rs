@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use arrow::error::ArrowError;
 
 use super::WindowSpec;
-use super::assign::set_window;
+use super::exec::set_window;
 
 /// One window's state rows, ready for the `Final` aggregate.
 #[derive(Debug, Clone)]
@@ -44,8 +44,6 @@ impl Pane {
 #[derive(Debug)]
 pub struct PaneStore {
     spec: WindowSpec,
-    pane: i64,
-    schema: SchemaRef,
     window_columns: (usize, usize),
     panes: BTreeMap<(i64, i32), Pane>,
     /// Every window ending at or before this has closed.
@@ -53,13 +51,11 @@ pub struct PaneStore {
 }
 
 impl PaneStore {
-    /// An empty store for state rows of `schema`, whose window columns are
-    /// at `window_columns`.
-    pub fn new(spec: WindowSpec, schema: SchemaRef, window_columns: (usize, usize)) -> Self {
+    /// An empty store for state rows whose window columns are at
+    /// `window_columns`.
+    pub fn new(spec: WindowSpec, window_columns: (usize, usize)) -> Self {
         Self {
-            pane: spec.pane().unwrap_or_else(|| spec.size()),
             spec,
-            schema,
             window_columns,
             panes: BTreeMap::new(),
             closed_through: None,
@@ -231,19 +227,9 @@ impl PaneStore {
             .sum()
     }
 
-    /// The schema of the state rows.
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
     /// Number of panes held (all partitions).
     pub fn panes(&self) -> usize {
         self.panes.len()
-    }
-
-    /// Width of a pane in milliseconds.
-    pub fn pane_width(&self) -> i64 {
-        self.pane
     }
 }
 
@@ -252,7 +238,7 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int64Array, TimestampMillisecondArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{Field, Schema, SchemaRef};
 
     use super::*;
 
@@ -298,7 +284,7 @@ mod tests {
 
     #[test]
     fn tumbling_windows_close_in_order_and_free_their_panes() {
-        let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, state_schema(), (0, 1));
+        let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, (0, 1));
         store
             .insert(0, &states(&[0, 10, 30], 10, &[1, 2, 3]))
             .expect("insert");
@@ -324,7 +310,7 @@ mod tests {
     fn hop_windows_share_panes() {
         // size 10, slide 4 → panes of 2.
         let spec = WindowSpec::Hop { size: 10, slide: 4 };
-        let mut store = PaneStore::new(spec, state_schema(), (0, 1));
+        let mut store = PaneStore::new(spec, (0, 1));
         // Events at panes 12 and 16 (one each).
         store
             .insert(0, &states(&[12, 16], 2, &[1, 10]))
@@ -343,7 +329,7 @@ mod tests {
     #[test]
     fn windows_get_their_own_bounds_before_firing() {
         let spec = WindowSpec::Hop { size: 10, slide: 5 };
-        let mut store = PaneStore::new(spec, state_schema(), (0, 1));
+        let mut store = PaneStore::new(spec, (0, 1));
         store.insert(3, &states(&[5], 5, &[1])).expect("insert");
         let windows = store.close(10);
         let batch = &windows[0].batches[0];

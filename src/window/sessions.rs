@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
 
-use super::assign::{SessionSpan, set_window};
+use super::assign::SessionSpan;
+use super::exec::set_window;
 use super::panes::WindowContents;
 
 /// One open session of one key.
@@ -26,7 +27,6 @@ struct Session {
 /// Open sessions by key, then by start.
 #[derive(Debug)]
 pub struct SessionStore {
-    schema: SchemaRef,
     window_columns: (usize, usize),
     key_column: usize,
     sessions: HashMap<ScalarValue, BTreeMap<i64, Session>>,
@@ -34,10 +34,10 @@ pub struct SessionStore {
 }
 
 impl SessionStore {
-    /// An empty store for state rows of `schema`.
-    pub fn new(schema: SchemaRef, window_columns: (usize, usize), key_column: usize) -> Self {
+    /// An empty store for state rows whose window columns are at
+    /// `window_columns` and session key at `key_column`.
+    pub fn new(window_columns: (usize, usize), key_column: usize) -> Self {
         Self {
-            schema,
             window_columns,
             key_column,
             sessions: HashMap::new(),
@@ -183,11 +183,6 @@ impl SessionStore {
         self.sessions.is_empty()
     }
 
-    /// The schema of the state rows.
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
     fn all_batches(&self) -> impl Iterator<Item = &RecordBatch> {
         self.sessions
             .values()
@@ -224,7 +219,7 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{Field, Schema, SchemaRef};
 
     use super::*;
 
@@ -291,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_bridging_event_merges_two_sessions() {
-        let mut store = SessionStore::new(schema(), (0, 1), 2);
+        let mut store = SessionStore::new((0, 1), 2);
         // gap 10: a at 0 → [0,10); a at 30 → [30,40); b at 5 → [5,15).
         store.add_spans(vec![span("a", 0, 10), span("a", 30, 40), span("b", 5, 15)]);
         store

@@ -21,7 +21,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 
 use super::WindowSpec;
-use super::assign::{SessionSpans, WINDOW_END, WINDOW_START, WindowAssign, WindowAssignExec};
+use super::assign::{SessionSpans, WINDOW_END, WINDOW_START, WindowAssign};
+use super::exec::WindowAssignExec;
 use crate::job::BatchSlot;
 use crate::schema::SourceKind;
 
