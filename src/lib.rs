@@ -20,7 +20,7 @@
 //! | jobs | [`job`] | a query planned once, executed on every micro-batch; windowed jobs fire on the watermark |
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
 //! | wiring | [`engine`] | the batch loop, offset commits after delivery, draining |
-//! | observe | [`metrics`], [`http`], [`logging`] | Prometheus metrics, `/metrics` `/healthz` `/readyz`, tracing |
+//! | observe | [`metrics`], [`gauges`], [`http`], [`logging`] | Prometheus metrics, `@gauge` job results, `/metrics` `/healthz` `/readyz`, tracing |
 //! | operate | [`check`], [`admin`], [`topic_io`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; the local noida-db broker |
 
 pub mod admin;
@@ -28,6 +28,7 @@ pub mod check;
 pub mod config;
 pub mod decode;
 pub mod engine;
+pub mod gauges;
 pub mod http;
 pub mod job;
 pub mod local_broker;

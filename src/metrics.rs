@@ -40,6 +40,8 @@ pub const LATE_RECORDS: &str = "cxpulse_late_records_total";
 pub const WINDOWS_FIRED: &str = "cxpulse_windows_fired_total";
 /// Memory held by a windowed job's state (partial aggregates), by job.
 pub const WINDOW_STATE_BYTES: &str = "cxpulse_window_state_bytes";
+/// `@gauge` updates not exported because the job reached its series limit, by job.
+pub const GAUGE_SERIES_DROPPED: &str = "cxpulse_exported_updates_dropped_total";
 /// Query files in the queries directory that do not plan (after a reload).
 pub const QUERY_FILES_INVALID: &str = "cxpulse_query_files_invalid";
 
@@ -76,6 +78,8 @@ pub struct Metrics {
     pub window_state_bytes: IntGaugeVec,
     /// See [`QUERY_FILES_INVALID`].
     pub query_files_invalid: IntGauge,
+    /// See [`GAUGE_SERIES_DROPPED`].
+    pub gauge_series_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -170,6 +174,11 @@ impl Metrics {
                 QUERY_FILES_INVALID,
                 "Query files that do not plan; the jobs they would replace keep running.",
             )?,
+            gauge_series_dropped: counter(
+                GAUGE_SERIES_DROPPED,
+                "@gauge updates not exported because the job reached its series limit.",
+                &["job"],
+            )?,
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -189,6 +198,21 @@ impl Metrics {
         for kind in RejectKind::ALL {
             self.records_invalid
                 .with_label_values(&[topic, kind.as_str()]);
+        }
+    }
+
+    /// Registers a job's own collector (its `@gauge` families).
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
+    /// Removes a collector registered with [`Self::register`].
+    pub fn unregister(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.unregister(collector) {
+            tracing::debug!(error = %e, "unregistering a collector");
         }
     }
 

@@ -486,37 +486,6 @@ async fn events_flow_to_outputs_dead_letters_and_metrics() {
     engine.stop().await;
 }
 
-/// `promtool check metrics` must report nothing: no errors, no lint warnings.
-fn promtool_check(exposition: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect(
-            "promtool is needed for this test: apt-get install prometheus (scripts/test.sh does)",
-        );
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(exposition.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics:\n{report}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_micro_batch_closes_at_batch_max_rows_without_waiting_for_the_linger_time() {
     let broker = TestBroker::start();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     RunningEngine, TestBroker, create_source_topics, http_get, metric, produce, producer,
-    read_topic, test_config, unique_prefix, wait_for_metric,
+    promtool_check, read_topic, test_config, unique_prefix, wait_for_metric,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -235,6 +235,18 @@ async fn run_case(case: &str) {
     assert_eq!(metric(&body, &series), Some(late.len() as f64), "{series}");
     let series = format!("cxpulse_windows_fired_total{{job=\"{job}\"}}");
     assert!(metric(&body, &series).is_some_and(|n| n >= 1.0), "{series}");
+    let expected_metrics =
+        std::fs::read_to_string(dir.join("expected_metrics.txt")).unwrap_or_default();
+    for line in expected_metrics
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing `{line}` in\n{body}"
+        );
+    }
+    promtool_check(&body);
     engine.stop().await;
 }
 

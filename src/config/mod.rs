@@ -123,6 +123,8 @@ pub struct EngineConfig {
     /// How often `queries_dir` is compared with the running jobs, in
     /// milliseconds; 0 reloads only on SIGHUP.
     pub reload_interval_ms: i64,
+    /// Most `@gauge` series one job may export.
+    pub gauge_series_limit: i64,
 }
 
 /// `[http]`: the metrics and probe endpoint.

@@ -53,6 +53,11 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             config.engine.reload_interval_ms,
             0,
         ),
+        (
+            "engine.gauge_series_limit",
+            config.engine.gauge_series_limit,
+            0,
+        ),
     ] {
         if value < min {
             fail(key, format!("is {value}, must be at least {min}"));

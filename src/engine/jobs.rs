@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::event_time::EventTime;
 use crate::decode::{RejectKind, Rejection};
+use crate::gauges::JobGauges;
 use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::schema::SourceKind;
@@ -18,19 +19,27 @@ use crate::sink::format_timestamp_millis;
 use crate::sink::{DeadLetter, OutRecord, RowEncoder};
 use crate::source::SourceBatch;
 
-/// A job with its encoder and early-emission timer.
+/// A job with its encoder, gauges and early-emission timer.
 pub struct RunningJob {
     /// The planned job.
     pub job: Job,
     /// The file it was planned from.
     pub path: PathBuf,
     encoder: RowEncoder,
+    gauges: JobGauges,
     next_early: Option<Instant>,
 }
 
 impl RunningJob {
-    /// Wraps a planned job; registers its metric series.
-    pub fn new(job: Job, path: PathBuf, metrics: &Metrics, now: Instant) -> Self {
+    /// Wraps a planned job; registers its metric series and `@gauge`s.
+    pub fn new(
+        job: Job,
+        path: PathBuf,
+        metrics: &Metrics,
+        gauge_limit: usize,
+        now: Instant,
+    ) -> Result<Self, prometheus::Error> {
+        let gauges = JobGauges::register(&job.name, &job.gauges, gauge_limit, metrics)?;
         let name = job.name.as_str();
         metrics.output_records.with_label_values(&[name]);
         metrics.job_errors.with_label_values(&[name]);
@@ -41,22 +50,24 @@ impl RunningJob {
                 .with_label_values(&[w.info.source.table_name(), name]);
             metrics.window_state_bytes.with_label_values(&[name]).set(0);
         }
-        Self {
+        Ok(Self {
             encoder: RowEncoder {
                 job: job.name.clone(),
                 topic: job.output_topic.clone(),
                 key_columns: job.record_key_columns(),
             },
+            gauges,
             next_early: job.emit_every.map(|every| now + every),
             job,
             path,
-        }
+        })
     }
 
-    /// Removes this job's per-job metric series.
+    /// Removes this job's per-job metric series and gauges.
     pub fn forget_metrics(&self, metrics: &Metrics) {
         let name = self.job.name.as_str();
         let _ = metrics.window_state_bytes.remove_label_values(&[name]);
+        self.gauges.unregister(metrics);
     }
 }
 
@@ -72,10 +83,11 @@ pub struct JobOutput {
 }
 
 impl JobOutput {
-    fn publish(&mut self, running: &RunningJob, batches: &[RecordBatch], metrics: &Metrics) {
+    fn publish(&mut self, running: &mut RunningJob, batches: &[RecordBatch], metrics: &Metrics) {
         let emitted_at = chrono::Utc::now().timestamp_millis();
         match running.encoder.encode(batches, emitted_at) {
             Ok(records) => {
+                running.gauges.update(batches, metrics);
                 *self.rows.entry(running.job.name.clone()).or_default() += records.len() as u64;
                 self.records.extend(records);
             }

@@ -170,13 +170,14 @@ impl Engine {
         }
         let now = tokio::time::Instant::now();
         let dir = config.engine.queries_dir.clone();
+        let gauge_limit = usize::try_from(config.engine.gauge_series_limit).unwrap_or(0);
         let jobs: Vec<RunningJob> = jobs
             .into_iter()
             .map(|job| {
                 let path = dir.join(format!("{}.sql", job.name));
-                RunningJob::new(job, path, &metrics, now)
+                RunningJob::new(job, path, &metrics, gauge_limit, now)
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         metrics.jobs_loaded.set(jobs.len() as i64);
         metrics.query_files_invalid.set(0);
         health.set_jobs_loaded(true);
@@ -441,9 +442,25 @@ impl Engine {
                 tracing::error!(job = %job.name, error = %e, "cannot create the output topic; job not started");
                 continue;
             }
+            let existing = self.jobs.iter().position(|j| &j.path == path);
+            if let Some(i) = existing {
+                self.jobs[i].forget_metrics(&self.metrics);
+            }
+            let gauge_limit = usize::try_from(self.config.engine.gauge_series_limit).unwrap_or(0);
+            let running = match RunningJob::new(job, path.clone(), &self.metrics, gauge_limit, now)
+            {
+                Ok(running) => running,
+                Err(e) => {
+                    self.invalid_queries.insert(path.clone());
+                    tracing::error!(path = %path.display(), error = %e, "cannot register the job's gauges; job not started");
+                    if let Some(i) = existing {
+                        self.jobs.remove(i);
+                    }
+                    continue;
+                }
+            };
             self.invalid_queries.remove(path);
-            let running = RunningJob::new(job, path.clone(), &self.metrics, now);
-            match self.jobs.iter().position(|j| &j.path == path) {
+            match existing {
                 Some(i) => {
                     tracing::info!(job = %running.job.name, "query file changed: job restarted with empty state");
                     self.jobs[i] = running;

@@ -53,6 +53,8 @@ pub struct Job {
     pub key_columns: Vec<String>,
     /// Schema of the query's result rows.
     pub schema: SchemaRef,
+    /// `@gauge` lines: columns exported as Prometheus gauges.
+    pub gauges: Vec<crate::query::GaugeSpec>,
     /// `@emit every`: interval of early results (windowed jobs).
     pub emit_every: Option<std::time::Duration>,
     slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
@@ -157,6 +159,9 @@ impl Job {
                     ));
                 }
             }
+            if let Some(problem) = crate::gauges::problem(gauge, &schema) {
+                return Err(error_at(gauge.line, problem));
+            }
         }
         if window.is_none() {
             for (option, line) in [
@@ -217,6 +222,7 @@ impl Job {
         );
         Ok(Job {
             key_columns: query.options.key_columns().to_vec(),
+            gauges: query.options.gauges.clone(),
             name: query.name,
             output_topic,
             schema,
