@@ -464,7 +464,18 @@ async fn events_flow_to_outputs_dead_letters_and_metrics() {
         metric(&body, "cxpulse_job_errors_total{job=\"complaint_alerts\"}"),
         Some(0.0)
     );
-    assert_eq!(metric(&body, "cxpulse_jobs_loaded"), Some(1.0));
+    let bundled = std::fs::read_dir(&repo_queries)
+        .expect("queries")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
+        .count();
+    assert_eq!(
+        metric(&body, "cxpulse_jobs_loaded"),
+        Some(bundled as f64),
+        "every bundled query is a job"
+    );
     assert_eq!(metric(&body, "cxpulse_assigned_partitions"), Some(8.0));
     assert!(
         !body.contains("cxpulse_produce_errors_total{"),

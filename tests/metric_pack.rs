@@ -1,0 +1,241 @@
+//! The bundled metric jobs of `queries/`, each on a tiny input whose output
+//! was worked out by hand (in the comments). No broker: the jobs are planned
+//! from their files and driven through the library, as the engine does.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use cxpulse::decode::{BatchBuilder, parse_record};
+use cxpulse::job::Job;
+use cxpulse::lookup::{CustomerChange, CustomerTable, owned_cells};
+use cxpulse::query::QueryFile;
+use cxpulse::schema::SourceKind;
+use cxpulse::sink::RowEncoder;
+use serde_json::{Value, json};
+
+/// Plans `queries/<name>.sql` over a customers table holding `profiles`.
+async fn bundled(name: &str, profiles: &[Value]) -> Job {
+    let customers = Arc::new(Mutex::new(CustomerTable::default()));
+    for profile in profiles {
+        let text = profile.to_string();
+        let cells = parse_record(SourceKind::Customers, text.as_bytes()).expect("profile");
+        customers
+            .lock()
+            .expect("lock")
+            .apply([CustomerChange::Upsert(owned_cells(cells))]);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{name}.sql"));
+    let query = QueryFile::read(&path).expect("query file");
+    Job::plan(query, customers, "cx.metrics.")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Feeds `events` (one partition) to a windowed job.
+async fn feed(job: &mut Job, kind: SourceKind, events: &[Value]) {
+    let mut builder = BatchBuilder::new(kind);
+    for event in events {
+        let text = event.to_string();
+        builder.append(&parse_record(kind, text.as_bytes()).expect("valid event"));
+    }
+    let batch = builder.finish().expect("batch");
+    let windowed = job.windowed_mut().expect("windowed job");
+    windowed.accumulate(0, batch).await.expect("accumulate");
+}
+
+/// The job's rows as published (JSON values without `emitted_at`), sorted.
+fn published(job: &Job, batches: &[arrow::array::RecordBatch]) -> Vec<Value> {
+    let encoder = RowEncoder {
+        job: job.name.clone(),
+        topic: job.output_topic.clone(),
+        key_columns: job.record_key_columns(),
+    };
+    let mut rows: Vec<Value> = encoder
+        .encode(batches, 0)
+        .expect("encode")
+        .into_iter()
+        .map(|r| {
+            let mut v: Value =
+                serde_json::from_slice(&r.payload.unwrap_or_default()).expect("json");
+            v.as_object_mut().map(|o| o.remove("emitted_at"));
+            v
+        })
+        .collect();
+    rows.sort_by_key(|v| v.to_string());
+    rows
+}
+
+fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
+    rows.sort_by_key(|v| v.to_string());
+    rows
+}
+
+fn ms(rfc3339: &str) -> i64 {
+    cxpulse::decode::parse_rfc3339_millis(rfc3339).expect("timestamp")
+}
+
+fn tx(customer: &str, ts: &str, amount: f64, category: &str) -> Value {
+    json!({"event_id": format!("{customer}-{ts}"), "customer_id": customer, "ts": ts, "amount": amount, "category": category})
+}
+
+#[tokio::test]
+async fn need_by_category_per_hour_with_shares_early_then_final() {
+    let mut job = bundled("need_by_category", &[]).await;
+    feed(
+        &mut job,
+        SourceKind::Transactions,
+        &[
+            tx("a", "2026-01-01T10:05:00Z", 10.0, "books"),
+            tx("b", "2026-01-01T10:10:00Z", 30.0, "books"),
+            tx("a", "2026-01-01T10:20:00Z", 20.0, "toys"),
+            tx("a", "2026-01-01T10:50:00Z", 20.0, "books"),
+            tx("c", "2026-01-01T11:05:00Z", 20.0, "toys"),
+        ],
+    )
+    .await;
+    // [10:00, 11:00): books 3 orders by {a, b}, 10 + 30 + 20 = 60, basket 20,
+    // 3 of 4 orders, 60 of 80 revenue; toys 1 order, 20, a quarter of each.
+    let window =
+        |category: &str, orders: i64, customers: i64, revenue: f64, share: f64, is_final: bool| {
+            json!({"job": "need_by_category", "window_start": "2026-01-01T10:00:00.000Z",
+               "window_end": "2026-01-01T11:00:00.000Z", "category": category, "orders": orders,
+               "customers": customers, "revenue": revenue, "avg_basket": revenue / orders as f64,
+               "order_share": share, "revenue_share": share, "final": is_final})
+        };
+    let windowed = job.windowed_mut().expect("windowed");
+    let early = windowed.early().await.expect("early");
+    let late_window = json!({"job": "need_by_category", "window_start": "2026-01-01T11:00:00.000Z",
+        "window_end": "2026-01-01T12:00:00.000Z", "category": "toys", "orders": 1, "customers": 1,
+        "revenue": 20.0, "avg_basket": 20.0, "order_share": 1.0, "revenue_share": 1.0, "final": false});
+    assert_eq!(
+        published(&job, &early),
+        sorted(vec![
+            window("books", 3, 2, 60.0, 0.75, false),
+            window("toys", 1, 1, 20.0, 0.25, false),
+            late_window
+        ])
+    );
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed
+        .fire(ms("2026-01-01T11:00:00Z"))
+        .await
+        .expect("fire");
+    assert_eq!(
+        published(&job, &fired),
+        sorted(vec![
+            window("books", 3, 2, 60.0, 0.75, true),
+            window("toys", 1, 1, 20.0, 0.25, true)
+        ])
+    );
+}
+
+#[tokio::test]
+async fn satisfaction_hourly_csat_nps_and_ces() {
+    let mut job = bundled("satisfaction_hourly", &[]).await;
+    let fb = |id: &str, channel: &str, topic: &str, extra: Value| {
+        let mut v = json!({"event_id": id, "customer_id": "c", "ts": "2026-01-01T10:30:00Z",
+                           "channel": channel, "topic": topic});
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        v
+    };
+    feed(
+        &mut job,
+        SourceKind::Feedback,
+        &[
+            fb(
+                "f1",
+                "web",
+                "delivery",
+                json!({"rating": 5, "nps": 10, "effort": 2}),
+            ),
+            fb("f2", "web", "delivery", json!({"rating": 4, "nps": 6})),
+            fb("f3", "web", "delivery", json!({"rating": 2, "effort": 4})),
+            fb("f4", "web", "delivery", json!({"nps": 9})),
+            fb("f5", "app", "price", json!({"rating": 3})),
+        ],
+    )
+    .await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed
+        .fire(ms("2026-01-01T11:00:00Z"))
+        .await
+        .expect("fire");
+    // web/delivery: 4 responses; CSAT (5 + 4 + 2) / 3; 2 of 3 ratings are 4-5;
+    // NPS: promoters 10, 9, detractor 6, of 3 answers → 100 · (2 - 1) / 3; CES (2 + 4) / 2.
+    // app/price: one rating of 3: CSAT % 0, no NPS or CES answers → null.
+    let row = |channel: &str,
+               topic: &str,
+               responses: i64,
+               csat: f64,
+               pct: f64,
+               nps: Value,
+               ces: Value| {
+        json!({"job": "satisfaction_hourly", "window_start": "2026-01-01T10:00:00.000Z",
+               "window_end": "2026-01-01T11:00:00.000Z", "channel": channel, "topic": topic,
+               "responses": responses, "csat": csat, "csat_pct": pct, "nps": nps, "ces": ces, "final": true})
+    };
+    assert_eq!(
+        published(&job, &fired),
+        sorted(vec![
+            row(
+                "web",
+                "delivery",
+                4,
+                11.0 / 3.0,
+                100.0 * 2.0 / 3.0,
+                json!(100.0 / 3.0),
+                json!(3.0)
+            ),
+            row("app", "price", 1, 3.0, 0.0, Value::Null, Value::Null),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn need_by_segment_uses_age_as_of_the_window_end_and_shares_within_the_segment() {
+    let profiles = [
+        json!({"customer_id": "a", "birth_year": 1990, "gender": "f"}),
+        json!({"customer_id": "b", "birth_year": 2000, "gender": "m"}),
+    ];
+    let mut job = bundled("need_by_segment", &profiles).await;
+    feed(
+        &mut job,
+        SourceKind::Transactions,
+        &[
+            tx("a", "2026-01-01T09:00:00Z", 10.0, "books"),
+            tx("a", "2026-01-01T12:00:00Z", 30.0, "toys"),
+            tx("b", "2026-01-01T13:00:00Z", 5.0, "books"),
+            tx("c", "2026-01-01T14:00:00Z", 1.0, "books"),
+        ],
+    )
+    .await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed
+        .fire(ms("2026-01-02T00:00:00Z"))
+        .await
+        .expect("fire");
+    // Ages at the window end (2026): a 36 → 35-44, b 26 → 25-34, c has no profile.
+    // Segment 35-44/f: books 10 and toys 30 → each half the orders, 1/4 and 3/4 of revenue.
+    let row = |category: &str,
+               band: &str,
+               gender: &str,
+               revenue: f64,
+               order_share: f64,
+               revenue_share: f64| {
+        json!({"job": "need_by_segment", "window_start": "2026-01-01T00:00:00.000Z",
+               "window_end": "2026-01-02T00:00:00.000Z", "category": category, "age_band": band,
+               "gender": gender, "orders": 1, "revenue": revenue, "order_share": order_share,
+               "revenue_share": revenue_share, "final": true})
+    };
+    assert_eq!(
+        published(&job, &fired),
+        sorted(vec![
+            row("books", "35-44", "f", 10.0, 0.5, 0.25),
+            row("toys", "35-44", "f", 30.0, 0.5, 0.75),
+            row("books", "25-34", "m", 5.0, 1.0, 1.0),
+            row("books", "unknown", "unknown", 1.0, 1.0, 1.0),
+        ])
+    );
+}
