@@ -239,3 +239,85 @@ async fn need_by_segment_uses_age_as_of_the_window_end_and_shares_within_the_seg
         ])
     );
 }
+
+/// The published row of `rows` whose `field` equals `value`.
+fn row_where<'a>(rows: &'a [Value], pairs: &[(&str, Value)]) -> &'a Value {
+    rows.iter()
+        .find(|r| pairs.iter().all(|(k, v)| r[*k] == *v))
+        .unwrap_or_else(|| panic!("no row with {pairs:?} in {rows:#?}"))
+}
+
+fn close(actual: &Value, expected: f64) -> bool {
+    actual
+        .as_f64()
+        .is_some_and(|a| (a - expected).abs() <= 1e-9 * expected.abs().max(1.0))
+}
+
+#[tokio::test]
+async fn need_trend_slope_of_daily_orders_and_week_over_week_change() {
+    let mut job = bundled("need_trend", &[]).await;
+    let mut events = Vec::new();
+    for (day, n) in [("16", 2), ("18", 2), ("23", 3), ("27", 3)] {
+        for i in 0..n {
+            events.push(tx(&format!("c{i}"), &format!("2026-01-{day}T1{i}:00:00Z"), 1.0, "books"));
+        }
+    }
+    feed(&mut job, SourceKind::Transactions, &events).await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed.fire(ms("2026-01-29T00:00:00Z")).await.expect("fire");
+    let rows = published(&job, &fired);
+    let row = row_where(&rows, &[("window_end", json!("2026-01-29T00:00:00.000Z"))]);
+    // Window [01-01, 01-29). Daily orders: 16th 2, 18th 2, 23rd 3, 27th 3.
+    // Days from the 16th: x = 0, 2, 7, 11 (mean 5), y = 2, 2, 3, 3 (mean 2.5):
+    // slope = Σ(dx·dy) / Σ(dx²) = 8 / 74. Last 7 days (from the 22nd): 6; the 7
+    // before (15th to 21st): 4; change 6 / 4 - 1 = 0.5.
+    assert_eq!(row["window_start"], json!("2026-01-01T00:00:00.000Z"));
+    assert_eq!(row["orders"], json!(10.0));
+    assert!(close(&row["daily_orders_slope"], 8.0 / 74.0), "{row}");
+    assert_eq!((&row["last_7d"], &row["prior_7d"]), (&json!(6.0), &json!(4.0)));
+    assert!(close(&row["change_7d"], 0.5), "{row}");
+    // The window ending on the 17th saw only the 16th: no slope, no prior week.
+    let first = row_where(&rows, &[("window_end", json!("2026-01-17T00:00:00.000Z"))]);
+    assert_eq!(
+        (&first["orders"], &first["daily_orders_slope"], &first["change_7d"]),
+        (&json!(2.0), &Value::Null, &Value::Null)
+    );
+    // Every daily window from [12-20, 01-17) to [01-01, 01-29) that holds an order fired once.
+    assert_eq!(rows.len(), 13);
+}
+
+#[tokio::test]
+async fn need_correlation_needs_30_pairs() {
+    // 15 women aged 30 spend 10 on 3 items; 15 men aged 40 spend 20 on 4 items:
+    // age and amount, age and items move together (r = 1); being a woman goes
+    // with spending less (r = -1). z has no profile and is left out of the pairs.
+    let mut profiles = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..30 {
+        let (year, gender, amount, items) = if i < 15 { (1996, "f", 10.0, 3) } else { (1986, "m", 20.0, 4) };
+        let id = format!("p{i}");
+        profiles.push(json!({"customer_id": id, "birth_year": year, "gender": gender}));
+        let mut event = tx(&id, "2026-01-05T12:00:00Z", amount, "books");
+        event["items"] = json!(items);
+        events.push(event);
+    }
+    events.push(tx("z", "2026-01-05T13:00:00Z", 99.0, "books"));
+    events.push(tx("p0", "2026-01-05T14:00:00Z", 1.0, "toys"));
+    events.push(tx("p20", "2026-01-05T15:00:00Z", 2.0, "toys"));
+    let mut job = bundled("need_correlation", &profiles).await;
+    feed(&mut job, SourceKind::Transactions, &events).await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed.fire(ms("2026-01-06T00:00:00Z")).await.expect("fire");
+    let rows = published(&job, &fired);
+    let books = row_where(&rows, &[("category", json!("books"))]);
+    assert_eq!(books["age_pairs"], json!(30));
+    assert!(close(&books["corr_age_amount"], 1.0), "{books}");
+    assert!(close(&books["corr_age_items"], 1.0), "{books}");
+    assert!(close(&books["corr_female_amount"], -1.0), "{books}");
+    let toys = row_where(&rows, &[("category", json!("toys"))]);
+    assert_eq!(
+        (&toys["age_pairs"], &toys["corr_age_amount"], &toys["corr_female_amount"]),
+        (&json!(2), &Value::Null, &Value::Null),
+        "two pairs are not enough"
+    );
+}
