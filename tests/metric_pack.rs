@@ -321,3 +321,80 @@ async fn need_correlation_needs_30_pairs() {
         "two pairs are not enough"
     );
 }
+
+fn feedback(id: &str, customer: &str, ts: &str, channel: &str, rating: Option<i64>, nps: Option<i64>) -> Value {
+    let mut v = json!({"event_id": id, "customer_id": customer, "ts": ts, "channel": channel});
+    if let Some(r) = rating {
+        v["rating"] = json!(r);
+    }
+    if let Some(n) = nps {
+        v["nps"] = json!(n);
+    }
+    v
+}
+
+#[tokio::test]
+async fn satisfaction_trend_slopes_and_week_over_week_change() {
+    let mut job = bundled("satisfaction_trend", &[]).await;
+    let answers = [
+        ("16", 10, Some(5)),
+        ("16", 0, Some(3)),
+        ("18", 10, Some(5)),
+        ("23", 10, Some(4)),
+        ("23", 10, Some(4)),
+        ("23", 5, None),
+        ("27", 9, Some(2)),
+    ];
+    let events: Vec<Value> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, (day, nps, rating))| {
+            feedback(&format!("f{i}"), "c", &format!("2026-01-{day}T10:00:00Z"), "web", *rating, Some(*nps))
+        })
+        .collect();
+    feed(&mut job, SourceKind::Feedback, &events).await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed.fire(ms("2026-01-29T00:00:00Z")).await.expect("fire");
+    let rows = published(&job, &fired);
+    let row = row_where(&rows, &[("window_end", json!("2026-01-29T00:00:00.000Z"))]);
+    // Daily NPS: 16th (1 promoter, 1 detractor of 2) 0; 18th 100; 23rd (2 - 1 of 3) 100/3;
+    // 27th 100. Daily CSAT: 4, 5, 4, 2. Days from the 16th: 0, 2, 7, 11 (mean 5).
+    // NPS slope: Σdx·dy = (875 - 375 - 150 + 750) / 3 = 1100 / 3 over Σdx² = 74.
+    // CSAT slope: (-1.25 - 3.75 + 0.5 - 10.5) / 74 = -15 / 74.
+    // Last 7 days: 3 promoters, 1 detractor of 4 → 50; the 7 before: 2 - 1 of 3 → 100/3.
+    // CSAT last 7 days (4 + 4 + 2) / 3, before (5 + 3 + 5) / 3: change -1.
+    assert!(close(&row["nps_slope"], 1100.0 / 3.0 / 74.0), "{row}");
+    assert!(close(&row["csat_slope"], -15.0 / 74.0), "{row}");
+    assert!(close(&row["nps_change_7d"], 50.0 - 100.0 / 3.0), "{row}");
+    assert!(close(&row["csat_change_7d"], -1.0), "{row}");
+}
+
+#[tokio::test]
+async fn satisfaction_correlation_of_age_and_gender_with_rating_and_nps() {
+    // 15 women aged 30 rate 5 and answer nps 10; 15 men aged 40 rate 3 and answer 4.
+    let mut profiles = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..30 {
+        let (year, gender, rating, nps) = if i < 15 { (1996, "f", 5, 10) } else { (1986, "m", 3, 4) };
+        let id = format!("p{i}");
+        profiles.push(json!({"customer_id": id, "birth_year": year, "gender": gender}));
+        events.push(feedback(&format!("f{i}"), &id, "2026-01-05T12:00:00Z", "web", Some(rating), Some(nps)));
+    }
+    events.push(feedback("f99", "p1", "2026-01-05T12:00:00Z", "app", Some(5), None));
+    let mut job = bundled("satisfaction_correlation", &profiles).await;
+    feed(&mut job, SourceKind::Feedback, &events).await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed.fire(ms("2026-01-06T00:00:00Z")).await.expect("fire");
+    let rows = published(&job, &fired);
+    let web = row_where(&rows, &[("channel", json!("web"))]);
+    for (field, r) in [
+        ("corr_age_rating", -1.0),
+        ("corr_age_nps", -1.0),
+        ("corr_female_rating", 1.0),
+        ("corr_female_nps", 1.0),
+    ] {
+        assert!(close(&web[field], r), "{field}: {web}");
+    }
+    let app = row_where(&rows, &[("channel", json!("app"))]);
+    assert_eq!(app["corr_age_rating"], Value::Null, "one pair is not enough");
+}
