@@ -398,3 +398,56 @@ async fn satisfaction_correlation_of_age_and_gender_with_rating_and_nps() {
     let app = row_where(&rows, &[("channel", json!("app"))]);
     assert_eq!(app["corr_age_rating"], Value::Null, "one pair is not enough");
 }
+
+#[tokio::test]
+async fn loyalty_rfm_scores_by_quintile_and_segments_by_the_rule_table() {
+    let mut job = bundled("loyalty_rfm", &[]).await;
+    let mut events = Vec::new();
+    let mut buy = |customer: &str, ts: &str, amount: f64| events.push(tx(customer, ts, amount, "x"));
+    for _ in 0..4 {
+        buy("a", "2025-11-01T12:00:00Z", 100.0);
+    }
+    buy("a", "2026-01-10T12:00:00Z", 100.0);
+    for _ in 0..3 {
+        buy("b", "2025-11-01T12:00:00Z", 100.0);
+    }
+    buy("b", "2026-01-08T12:00:00Z", 100.0);
+    buy("c", "2026-01-09T12:00:00Z", 10.0);
+    buy("d", "2025-11-01T12:00:00Z", 100.0);
+    buy("d", "2025-11-01T12:00:00Z", 100.0);
+    buy("d", "2025-12-01T12:00:00Z", 100.0);
+    buy("e", "2025-05-01T12:00:00Z", 25.0);
+    buy("e", "2025-06-01T12:00:00Z", 25.0);
+    feed(&mut job, SourceKind::Transactions, &events).await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed.fire(ms("2026-01-11T00:00:00Z")).await.expect("fire");
+    let rows = published(&job, &fired);
+    // Window [2025-01-11, 2026-01-11). Recency in whole days to 2026-01-11:
+    // a 0.5 → 0, b 2.5 → 2, c 1.5 → 1, d 40.5 → 40, e (June 1st, noon) 223.5 → 223.
+    // Five customers: scores 1..5 in order. R (least recent first): e d b c a;
+    // F and M (smallest first): c e d b a.
+    // a 5/5/5 Champions; b 3/4/4 Loyal; c 4/1/1 with one purchase New;
+    // d 2/3/3 At risk; e 1/2/2 Lost.
+    let expect = |id: &str, recency: i64, frequency: i64, monetary: f64, r: i64, f: i64, segment: &str| {
+        json!({"job": "loyalty_rfm", "window_start": "2025-01-11T00:00:00.000Z",
+               "window_end": "2026-01-11T00:00:00.000Z", "customer_id": id,
+               "recency_days": recency, "frequency": frequency, "monetary": monetary,
+               "r_score": r, "f_score": f, "m_score": f, "segment": segment,
+               "repeat_customer": frequency > 1, "final": true})
+    };
+    let last: Vec<Value> = rows
+        .iter()
+        .filter(|r| r["window_end"] == json!("2026-01-11T00:00:00.000Z"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        last,
+        sorted(vec![
+            expect("a", 0, 5, 500.0, 5, 5, "Champions"),
+            expect("b", 2, 4, 400.0, 3, 4, "Loyal"),
+            expect("c", 1, 1, 10.0, 4, 1, "New"),
+            expect("d", 40, 3, 300.0, 2, 3, "At risk"),
+            expect("e", 223, 2, 50.0, 1, 2, "Lost"),
+        ])
+    );
+}
