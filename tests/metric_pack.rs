@@ -451,3 +451,43 @@ async fn loyalty_rfm_scores_by_quintile_and_segments_by_the_rule_table() {
         ])
     );
 }
+
+#[tokio::test]
+async fn loyalty_summary_counts_segments_repeat_rate_and_at_risk_share() {
+    let mut job = bundled("loyalty_summary", &[]).await;
+    // The customers of the loyalty_rfm test: a Champions, b Loyal, c New,
+    // d At risk, e Lost; four of five bought more than once, one is at risk.
+    let mut events = Vec::new();
+    for (customer, ts, n) in [
+        ("a", "2025-11-01T12:00:00Z", 4),
+        ("a", "2026-01-10T12:00:00Z", 1),
+        ("b", "2025-11-01T12:00:00Z", 3),
+        ("b", "2026-01-08T12:00:00Z", 1),
+        ("c", "2026-01-09T12:00:00Z", 1),
+        ("d", "2025-11-01T12:00:00Z", 2),
+        ("d", "2025-12-01T12:00:00Z", 1),
+        ("e", "2025-05-01T12:00:00Z", 1),
+        ("e", "2025-06-01T12:00:00Z", 1),
+    ] {
+        for _ in 0..n {
+            let amount = if customer == "c" { 10.0 } else if customer == "e" { 25.0 } else { 100.0 };
+            events.push(tx(customer, ts, amount, "x"));
+        }
+    }
+    feed(&mut job, SourceKind::Transactions, &events).await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed.fire(ms("2026-01-11T00:00:00Z")).await.expect("fire");
+    let rows: Vec<Value> = published(&job, &fired)
+        .into_iter()
+        .filter(|r| r["window_end"] == json!("2026-01-11T00:00:00.000Z"))
+        .collect();
+    let segment = |name: &str| {
+        json!({"job": "loyalty_summary", "window_start": "2025-01-11T00:00:00.000Z",
+               "window_end": "2026-01-11T00:00:00.000Z", "segment": name, "customers": 1,
+               "customer_share": 0.2, "repeat_rate": 0.8, "at_risk_share": 0.2, "final": true})
+    };
+    assert_eq!(
+        rows,
+        sorted(["Champions", "Loyal", "New", "At risk", "Lost"].map(segment).to_vec())
+    );
+}
