@@ -13,8 +13,9 @@
 --                 Hibernating        R = 2
 --                 Lost               otherwise (R = 1)
 --   repeat_customer  more than one purchase
--- Keyed by customer_id: a compacted output topic holds each customer's profile.
--- @key customer_id
+-- Keyed by customer_id alone (not the window): a compacted output topic holds
+-- each customer's current profile.
+-- @key customer_id WITHOUT WINDOW
 SELECT window_start, window_end, customer_id, recency_days, frequency, monetary,
        r_score, f_score, m_score,
        CASE

@@ -259,12 +259,20 @@ async fn need_trend_slope_of_daily_orders_and_week_over_week_change() {
     let mut events = Vec::new();
     for (day, n) in [("16", 2), ("18", 2), ("23", 3), ("27", 3)] {
         for i in 0..n {
-            events.push(tx(&format!("c{i}"), &format!("2026-01-{day}T1{i}:00:00Z"), 1.0, "books"));
+            events.push(tx(
+                &format!("c{i}"),
+                &format!("2026-01-{day}T1{i}:00:00Z"),
+                1.0,
+                "books",
+            ));
         }
     }
     feed(&mut job, SourceKind::Transactions, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
-    let fired = windowed.fire(ms("2026-01-29T00:00:00Z")).await.expect("fire");
+    let fired = windowed
+        .fire(ms("2026-01-29T00:00:00Z"))
+        .await
+        .expect("fire");
     let rows = published(&job, &fired);
     let row = row_where(&rows, &[("window_end", json!("2026-01-29T00:00:00.000Z"))]);
     // Window [01-01, 01-29). Daily orders: 16th 2, 18th 2, 23rd 3, 27th 3.
@@ -274,12 +282,19 @@ async fn need_trend_slope_of_daily_orders_and_week_over_week_change() {
     assert_eq!(row["window_start"], json!("2026-01-01T00:00:00.000Z"));
     assert_eq!(row["orders"], json!(10.0));
     assert!(close(&row["daily_orders_slope"], 8.0 / 74.0), "{row}");
-    assert_eq!((&row["last_7d"], &row["prior_7d"]), (&json!(6.0), &json!(4.0)));
+    assert_eq!(
+        (&row["last_7d"], &row["prior_7d"]),
+        (&json!(6.0), &json!(4.0))
+    );
     assert!(close(&row["change_7d"], 0.5), "{row}");
     // The window ending on the 17th saw only the 16th: no slope, no prior week.
     let first = row_where(&rows, &[("window_end", json!("2026-01-17T00:00:00.000Z"))]);
     assert_eq!(
-        (&first["orders"], &first["daily_orders_slope"], &first["change_7d"]),
+        (
+            &first["orders"],
+            &first["daily_orders_slope"],
+            &first["change_7d"]
+        ),
         (&json!(2.0), &Value::Null, &Value::Null)
     );
     // Every daily window from [12-20, 01-17) to [01-01, 01-29) that holds an order fired once.
@@ -294,7 +309,11 @@ async fn need_correlation_needs_30_pairs() {
     let mut profiles = Vec::new();
     let mut events = Vec::new();
     for i in 0..30 {
-        let (year, gender, amount, items) = if i < 15 { (1996, "f", 10.0, 3) } else { (1986, "m", 20.0, 4) };
+        let (year, gender, amount, items) = if i < 15 {
+            (1996, "f", 10.0, 3)
+        } else {
+            (1986, "m", 20.0, 4)
+        };
         let id = format!("p{i}");
         profiles.push(json!({"customer_id": id, "birth_year": year, "gender": gender}));
         let mut event = tx(&id, "2026-01-05T12:00:00Z", amount, "books");
@@ -307,7 +326,10 @@ async fn need_correlation_needs_30_pairs() {
     let mut job = bundled("need_correlation", &profiles).await;
     feed(&mut job, SourceKind::Transactions, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
-    let fired = windowed.fire(ms("2026-01-06T00:00:00Z")).await.expect("fire");
+    let fired = windowed
+        .fire(ms("2026-01-06T00:00:00Z"))
+        .await
+        .expect("fire");
     let rows = published(&job, &fired);
     let books = row_where(&rows, &[("category", json!("books"))]);
     assert_eq!(books["age_pairs"], json!(30));
@@ -316,13 +338,24 @@ async fn need_correlation_needs_30_pairs() {
     assert!(close(&books["corr_female_amount"], -1.0), "{books}");
     let toys = row_where(&rows, &[("category", json!("toys"))]);
     assert_eq!(
-        (&toys["age_pairs"], &toys["corr_age_amount"], &toys["corr_female_amount"]),
+        (
+            &toys["age_pairs"],
+            &toys["corr_age_amount"],
+            &toys["corr_female_amount"]
+        ),
         (&json!(2), &Value::Null, &Value::Null),
         "two pairs are not enough"
     );
 }
 
-fn feedback(id: &str, customer: &str, ts: &str, channel: &str, rating: Option<i64>, nps: Option<i64>) -> Value {
+fn feedback(
+    id: &str,
+    customer: &str,
+    ts: &str,
+    channel: &str,
+    rating: Option<i64>,
+    nps: Option<i64>,
+) -> Value {
     let mut v = json!({"event_id": id, "customer_id": customer, "ts": ts, "channel": channel});
     if let Some(r) = rating {
         v["rating"] = json!(r);
@@ -349,12 +382,22 @@ async fn satisfaction_trend_slopes_and_week_over_week_change() {
         .iter()
         .enumerate()
         .map(|(i, (day, nps, rating))| {
-            feedback(&format!("f{i}"), "c", &format!("2026-01-{day}T10:00:00Z"), "web", *rating, Some(*nps))
+            feedback(
+                &format!("f{i}"),
+                "c",
+                &format!("2026-01-{day}T10:00:00Z"),
+                "web",
+                *rating,
+                Some(*nps),
+            )
         })
         .collect();
     feed(&mut job, SourceKind::Feedback, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
-    let fired = windowed.fire(ms("2026-01-29T00:00:00Z")).await.expect("fire");
+    let fired = windowed
+        .fire(ms("2026-01-29T00:00:00Z"))
+        .await
+        .expect("fire");
     let rows = published(&job, &fired);
     let row = row_where(&rows, &[("window_end", json!("2026-01-29T00:00:00.000Z"))]);
     // Daily NPS: 16th (1 promoter, 1 detractor of 2) 0; 18th 100; 23rd (2 - 1 of 3) 100/3;
@@ -375,16 +418,37 @@ async fn satisfaction_correlation_of_age_and_gender_with_rating_and_nps() {
     let mut profiles = Vec::new();
     let mut events = Vec::new();
     for i in 0..30 {
-        let (year, gender, rating, nps) = if i < 15 { (1996, "f", 5, 10) } else { (1986, "m", 3, 4) };
+        let (year, gender, rating, nps) = if i < 15 {
+            (1996, "f", 5, 10)
+        } else {
+            (1986, "m", 3, 4)
+        };
         let id = format!("p{i}");
         profiles.push(json!({"customer_id": id, "birth_year": year, "gender": gender}));
-        events.push(feedback(&format!("f{i}"), &id, "2026-01-05T12:00:00Z", "web", Some(rating), Some(nps)));
+        events.push(feedback(
+            &format!("f{i}"),
+            &id,
+            "2026-01-05T12:00:00Z",
+            "web",
+            Some(rating),
+            Some(nps),
+        ));
     }
-    events.push(feedback("f99", "p1", "2026-01-05T12:00:00Z", "app", Some(5), None));
+    events.push(feedback(
+        "f99",
+        "p1",
+        "2026-01-05T12:00:00Z",
+        "app",
+        Some(5),
+        None,
+    ));
     let mut job = bundled("satisfaction_correlation", &profiles).await;
     feed(&mut job, SourceKind::Feedback, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
-    let fired = windowed.fire(ms("2026-01-06T00:00:00Z")).await.expect("fire");
+    let fired = windowed
+        .fire(ms("2026-01-06T00:00:00Z"))
+        .await
+        .expect("fire");
     let rows = published(&job, &fired);
     let web = row_where(&rows, &[("channel", json!("web"))]);
     for (field, r) in [
@@ -396,14 +460,24 @@ async fn satisfaction_correlation_of_age_and_gender_with_rating_and_nps() {
         assert!(close(&web[field], r), "{field}: {web}");
     }
     let app = row_where(&rows, &[("channel", json!("app"))]);
-    assert_eq!(app["corr_age_rating"], Value::Null, "one pair is not enough");
+    assert_eq!(
+        app["corr_age_rating"],
+        Value::Null,
+        "one pair is not enough"
+    );
 }
 
 #[tokio::test]
 async fn loyalty_rfm_scores_by_quintile_and_segments_by_the_rule_table() {
     let mut job = bundled("loyalty_rfm", &[]).await;
+    assert_eq!(
+        job.record_key_columns(),
+        vec!["customer_id"],
+        "one key per customer"
+    );
     let mut events = Vec::new();
-    let mut buy = |customer: &str, ts: &str, amount: f64| events.push(tx(customer, ts, amount, "x"));
+    let mut buy =
+        |customer: &str, ts: &str, amount: f64| events.push(tx(customer, ts, amount, "x"));
     for _ in 0..4 {
         buy("a", "2025-11-01T12:00:00Z", 100.0);
     }
@@ -420,7 +494,10 @@ async fn loyalty_rfm_scores_by_quintile_and_segments_by_the_rule_table() {
     buy("e", "2025-06-01T12:00:00Z", 25.0);
     feed(&mut job, SourceKind::Transactions, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
-    let fired = windowed.fire(ms("2026-01-11T00:00:00Z")).await.expect("fire");
+    let fired = windowed
+        .fire(ms("2026-01-11T00:00:00Z"))
+        .await
+        .expect("fire");
     let rows = published(&job, &fired);
     // Window [2025-01-11, 2026-01-11). Recency in whole days to 2026-01-11:
     // a 0.5 → 0, b 2.5 → 2, c 1.5 → 1, d 40.5 → 40, e (June 1st, noon) 223.5 → 223.
@@ -428,13 +505,14 @@ async fn loyalty_rfm_scores_by_quintile_and_segments_by_the_rule_table() {
     // F and M (smallest first): c e d b a.
     // a 5/5/5 Champions; b 3/4/4 Loyal; c 4/1/1 with one purchase New;
     // d 2/3/3 At risk; e 1/2/2 Lost.
-    let expect = |id: &str, recency: i64, frequency: i64, monetary: f64, r: i64, f: i64, segment: &str| {
-        json!({"job": "loyalty_rfm", "window_start": "2025-01-11T00:00:00.000Z",
+    let expect =
+        |id: &str, recency: i64, frequency: i64, monetary: f64, r: i64, f: i64, segment: &str| {
+            json!({"job": "loyalty_rfm", "window_start": "2025-01-11T00:00:00.000Z",
                "window_end": "2026-01-11T00:00:00.000Z", "customer_id": id,
                "recency_days": recency, "frequency": frequency, "monetary": monetary,
                "r_score": r, "f_score": f, "m_score": f, "segment": segment,
                "repeat_customer": frequency > 1, "final": true})
-    };
+        };
     let last: Vec<Value> = rows
         .iter()
         .filter(|r| r["window_end"] == json!("2026-01-11T00:00:00.000Z"))
@@ -470,13 +548,22 @@ async fn loyalty_summary_counts_segments_repeat_rate_and_at_risk_share() {
         ("e", "2025-06-01T12:00:00Z", 1),
     ] {
         for _ in 0..n {
-            let amount = if customer == "c" { 10.0 } else if customer == "e" { 25.0 } else { 100.0 };
+            let amount = if customer == "c" {
+                10.0
+            } else if customer == "e" {
+                25.0
+            } else {
+                100.0
+            };
             events.push(tx(customer, ts, amount, "x"));
         }
     }
     feed(&mut job, SourceKind::Transactions, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
-    let fired = windowed.fire(ms("2026-01-11T00:00:00Z")).await.expect("fire");
+    let fired = windowed
+        .fire(ms("2026-01-11T00:00:00Z"))
+        .await
+        .expect("fire");
     let rows: Vec<Value> = published(&job, &fired)
         .into_iter()
         .filter(|r| r["window_end"] == json!("2026-01-11T00:00:00.000Z"))
@@ -488,6 +575,10 @@ async fn loyalty_summary_counts_segments_repeat_rate_and_at_risk_share() {
     };
     assert_eq!(
         rows,
-        sorted(["Champions", "Loyal", "New", "At risk", "Lost"].map(segment).to_vec())
+        sorted(
+            ["Champions", "Loyal", "New", "At risk", "Lost"]
+                .map(segment)
+                .to_vec()
+        )
     );
 }

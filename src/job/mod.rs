@@ -51,6 +51,8 @@ pub struct Job {
     pub output_topic: String,
     /// `@key` columns.
     pub key_columns: Vec<String>,
+    /// `@key … WITHOUT WINDOW`: the window bounds are not part of the key.
+    pub key_without_window: bool,
     /// Schema of the query's result rows.
     pub schema: SchemaRef,
     /// `@gauge` lines: columns exported as Prometheus gauges.
@@ -222,6 +224,7 @@ impl Job {
         );
         Ok(Job {
             key_columns: query.options.key_columns().to_vec(),
+            key_without_window: query.options.key_without_window,
             gauges: query.options.gauges.clone(),
             name: query.name,
             output_topic,
@@ -249,15 +252,15 @@ impl Job {
         }
     }
 
-    /// The columns of the Kafka key: the window bounds for windowed jobs,
-    /// then the `@key` columns.
+    /// The columns of the Kafka key: the window bounds for windowed jobs
+    /// (unless `WITHOUT WINDOW`), then the `@key` columns.
     pub fn record_key_columns(&self) -> Vec<String> {
         let window = match self.runner {
-            Runner::Windowed(_) => vec![
+            Runner::Windowed(_) if !self.key_without_window => vec![
                 crate::window::assign::WINDOW_START.to_owned(),
                 crate::window::assign::WINDOW_END.to_owned(),
             ],
-            Runner::Stateless(_) => Vec::new(),
+            _ => Vec::new(),
         };
         window
             .into_iter()

@@ -30,6 +30,9 @@ pub struct JobOptions {
     pub output: Option<(String, usize)>,
     /// `@key`: columns that, with the job and window, form the Kafka key.
     pub key: Option<(Vec<String>, usize)>,
+    /// `@key … WITHOUT WINDOW`: the window bounds are left out of the key,
+    /// so a compacted topic keeps the latest row per key value.
+    pub key_without_window: bool,
     /// `@emit`: emit mode.
     pub emit: Option<(EmitMode, usize)>,
     /// `@lateness`: how long a window waits for late events after its end.
@@ -78,7 +81,13 @@ impl JobOptions {
                 }
                 "key" => {
                     once(options.key.is_some())?;
-                    options.key = Some((column_list(value, line, "@key")?, line));
+                    let (columns, without_window) =
+                        match strip_suffix_ignore_case(value, "WITHOUT WINDOW") {
+                            Some(columns) => (columns.trim_end(), true),
+                            None => (value, false),
+                        };
+                    options.key = Some((column_list(columns, line, "@key")?, line));
+                    options.key_without_window = without_window;
                 }
                 "emit" => {
                     once(options.emit.is_some())?;
@@ -102,6 +111,12 @@ impl JobOptions {
         }
         Ok(options)
     }
+}
+
+fn strip_suffix_ignore_case<'a>(value: &'a str, suffix: &str) -> Option<&'a str> {
+    let split = value.len().checked_sub(suffix.len())?;
+    (value.is_char_boundary(split) && value[split..].eq_ignore_ascii_case(suffix))
+        .then(|| &value[..split])
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -179,6 +194,16 @@ mod tests {
                     -- @output cx.alerts\n-- @gauge  nps, csat BY channel\n-- @gauge responses\nSELECT 1";
         let o = JobOptions::parse(text).expect("valid");
         assert_eq!(o.key, Some((vec!["channel".to_owned()], 2)));
+        assert!(!o.key_without_window);
+        let latest = JobOptions::parse("-- @key customer_id, region without window\nSELECT 1")
+            .expect("valid");
+        assert_eq!(
+            (latest.key, latest.key_without_window),
+            (
+                Some((vec!["customer_id".to_owned(), "region".to_owned()], 1)),
+                true
+            )
+        );
         assert_eq!(o.emit, Some((EmitMode::Every(Duration::from_secs(30)), 3)));
         assert_eq!(o.lateness, Some((Duration::from_secs(600), 4)));
         assert_eq!(o.output, Some(("cx.alerts".to_owned(), 5)));
