@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -240,8 +239,7 @@ pub fn event_times(
     let column = events
         .column_by_name(time_col)
         .ok_or_else(|| DataFusionError::Internal(format!("no time column {time_col}")))?;
-    let ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-    Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
+    Ok(crate::window::epoch_millis(column)?)
 }
 
 /// The schema of windowed output rows: the query's columns plus `final`.

@@ -7,9 +7,9 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, make_comparator};
+use arrow::array::{ArrayRef, RecordBatch, TimestampMillisecondArray, make_comparator};
 use arrow::compute::{SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -22,7 +22,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 
 use super::assign::{SessionSpan, SessionSpans, WindowAssign};
-use super::{WindowSpec, floor_to};
+use super::{WindowSpec, epoch_millis, floor_to};
 
 /// Physical node of [`WindowAssign`].
 #[derive(Debug)]
@@ -165,7 +165,7 @@ impl ExecutionPlan for WindowAssignExec {
                 let out = Arc::clone(&schema);
                 let stream = input.map(move |batch| {
                     let batch = batch?;
-                    let times = millis(batch.column(time_index))?;
+                    let times = epoch_millis(batch.column(time_index))?;
                     let pane = spec.pane().unwrap_or(spec.size());
                     let starts: TimestampMillisecondArray = times.unary(|ts| floor_to(ts, pane));
                     let ends: TimestampMillisecondArray =
@@ -176,12 +176,6 @@ impl ExecutionPlan for WindowAssignExec {
             }
         }
     }
-}
-
-/// The time column as epoch milliseconds.
-fn millis(column: &ArrayRef) -> Result<TimestampMillisecondArray> {
-    let as_ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-    Ok(as_ms.as_primitive::<TimestampMillisecondType>().clone())
 }
 
 /// `batch` with its window columns (at `columns`) set to `[start, end)`:
@@ -224,7 +218,7 @@ fn assign_sessions(
     key_index: usize,
     gap: i64,
 ) -> Result<(RecordBatch, Vec<SessionSpan>)> {
-    let times = millis(batch.column(time_index))?;
+    let times = epoch_millis(batch.column(time_index))?;
     let keys = batch.column(key_index);
     let order = lexsort_to_indices(
         &[
@@ -282,8 +276,9 @@ fn assign_sessions(
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::AsArray;
     use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMillisecondType};
     use datafusion::common::DFSchema;
 
     use super::*;

@@ -102,6 +102,16 @@ impl fmt::Display for WindowSpec {
     }
 }
 
+/// A timestamp column as epoch milliseconds, whatever its unit and zone.
+pub fn epoch_millis(
+    column: &arrow::array::ArrayRef,
+) -> Result<arrow::array::TimestampMillisecondArray, arrow::error::ArrowError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+    let ms = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
+}
+
 /// The largest multiple of `step` that is `<= ts` (correct before 1970 too).
 pub fn floor_to(ts: i64, step: i64) -> i64 {
     ts.div_euclid(step) * step

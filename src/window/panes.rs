@@ -8,12 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use arrow::array::RecordBatch;
+use arrow::compute::take_record_batch;
 use arrow::error::ArrowError;
 
 use super::WindowSpec;
+use super::epoch_millis;
 use super::exec::set_window;
 
 /// One window's state rows, ready for the `Final` aggregate.
@@ -74,11 +74,7 @@ impl PaneStore {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let starts = cast(
-            batch.column(self.window_columns.0),
-            &DataType::Timestamp(TimeUnit::Millisecond, None),
-        )?;
-        let starts = starts.as_primitive::<TimestampMillisecondType>();
+        let starts = epoch_millis(batch.column(self.window_columns.0))?;
         let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
         for (row, start) in starts.iter().enumerate() {
             if let Some(start) = start {
@@ -92,13 +88,7 @@ impl PaneStore {
             let part = if indices.len() == batch.num_rows() {
                 batch.clone()
             } else {
-                let indices = arrow::array::UInt32Array::from(indices);
-                let columns = batch
-                    .columns()
-                    .iter()
-                    .map(|c| take(c, &indices, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                RecordBatch::try_new(batch.schema(), columns)?
+                take_record_batch(batch, &arrow::array::UInt32Array::from(indices))?
             };
             self.panes
                 .entry((start, partition))
@@ -237,8 +227,11 @@ impl PaneStore {
 mod tests {
     use std::sync::Arc;
 
+    use arrow::array::AsArray;
     use arrow::array::{Int64Array, TimestampMillisecondArray};
-    use arrow::datatypes::{Field, Schema, SchemaRef};
+    use arrow::datatypes::{
+        DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+    };
 
     use super::*;
 

@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use arrow::array::{AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
 use arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
 
 use super::assign::SessionSpan;
+use super::epoch_millis;
 use super::exec::set_window;
 use super::panes::WindowContents;
 
@@ -71,8 +71,8 @@ impl SessionStore {
 
     /// Stores state rows, each in the session that contains its mini-session.
     pub fn insert(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
-        let starts = millis(batch, self.window_columns.0)?;
-        let ends = millis(batch, self.window_columns.1)?;
+        let starts = epoch_millis(batch.column(self.window_columns.0))?;
+        let ends = epoch_millis(batch.column(self.window_columns.1))?;
         let keys = batch.column(self.key_column);
         let mut routes: HashMap<(ScalarValue, i64), Vec<u32>> = HashMap::new();
         for row in 0..batch.num_rows() {
@@ -96,13 +96,7 @@ impl SessionStore {
             routes.entry((key, owner)).or_default().push(row as u32);
         }
         for ((key, owner), rows) in routes {
-            let indices = UInt32Array::from(rows);
-            let columns = batch
-                .columns()
-                .iter()
-                .map(|c| take(c, &indices, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            let part = RecordBatch::try_new(batch.schema(), columns)?;
+            let part = take_record_batch(batch, &UInt32Array::from(rows))?;
             if let Some(session) = self.sessions.get_mut(&key).and_then(|s| s.get_mut(&owner)) {
                 session.batches.push(part);
             }
@@ -203,23 +197,13 @@ fn contents(start: i64, session: &Session, columns: (usize, usize)) -> WindowCon
     }
 }
 
-fn millis(
-    batch: &RecordBatch,
-    index: usize,
-) -> Result<arrow::array::TimestampMillisecondArray, ArrowError> {
-    let column = cast(
-        batch.column(index),
-        &DataType::Timestamp(TimeUnit::Millisecond, None),
-    )?;
-    Ok(column.as_primitive::<TimestampMillisecondType>().clone())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
+    use arrow::array::AsArray;
     use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
-    use arrow::datatypes::{Field, Schema, SchemaRef};
+    use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
     use super::*;
 
