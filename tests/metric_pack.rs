@@ -40,7 +40,10 @@ async fn feed(job: &mut Job, kind: SourceKind, events: &[Value]) {
     }
     let batch = builder.finish().expect("batch");
     let windowed = job.windowed_mut().expect("windowed job");
-    windowed.accumulate(0, batch).await.expect("accumulate");
+    windowed
+        .accumulate(kind, 0, batch)
+        .await
+        .expect("accumulate");
 }
 
 /// The job's rows as published (JSON values without `emitted_at`), sorted.

@@ -45,9 +45,11 @@ impl RunningJob {
         metrics.job_errors.with_label_values(&[name]);
         if let Some(w) = job.windowed() {
             metrics.windows_fired.with_label_values(&[name]);
-            metrics
-                .late_records
-                .with_label_values(&[w.info.source.table_name(), name]);
+            for source in &w.info.sources {
+                metrics
+                    .late_records
+                    .with_label_values(&[source.table_name(), name]);
+            }
             metrics.window_state_bytes.with_label_values(&[name]).set(0);
         }
         Ok(Self {
@@ -159,8 +161,14 @@ pub async fn process(
         let Some(windowed) = running.job.windowed_mut() else {
             continue;
         };
-        let source = windowed.info.source;
-        for batch in events.get(&source).into_iter().flatten() {
+        let sources = windowed.info.sources.clone();
+        let mut batches: Vec<(SourceKind, &SourceBatch)> = Vec::new();
+        for source in &sources {
+            for batch in events.get(source).into_iter().flatten() {
+                batches.push((*source, batch));
+            }
+        }
+        for (source, batch) in batches {
             let result = async {
                 let late = windowed.late_rows(&batch.rows)?;
                 if late.true_count() > 0 {
@@ -187,7 +195,9 @@ pub async fn process(
                 }
                 let on_time = filter_record_batch(&batch.rows, &not(&late)?)?;
                 if on_time.num_rows() > 0 {
-                    windowed.accumulate(batch.partition, on_time).await?;
+                    windowed
+                        .accumulate(source, batch.partition, on_time)
+                        .await?;
                 }
                 Ok::<_, datafusion::error::DataFusionError>(())
             }
@@ -223,7 +233,14 @@ pub async fn fire(
         let mut rows = Vec::new();
         let mut failure = None;
         let closed_before = windowed.windows_closed();
-        if let Some(watermark) = event_time.of(windowed.info.source) {
+        // The job's watermark: the slowest of its sources that has one.
+        let watermark = windowed
+            .info
+            .sources
+            .iter()
+            .filter_map(|s| event_time.of(*s))
+            .min();
+        if let Some(watermark) = watermark {
             match windowed.fire(watermark).await {
                 Ok(fired) => rows.extend(fired),
                 Err(e) => failure = Some(e),

@@ -197,19 +197,18 @@ impl Job {
                     )
                 };
                 let split = split_physical(&plan).map_err(internal)?;
-                let slot = slots.get(&info.source).cloned().ok_or_else(|| {
-                    error_at(
-                        first_sql_line(&query.sql),
-                        "the windowed source has no table".into(),
-                    )
-                })?;
+                let window_slots = slots
+                    .iter()
+                    .filter(|(kind, _)| info.sources.contains(kind))
+                    .map(|(kind, slot)| (*kind, Arc::clone(slot)))
+                    .collect();
                 let lateness = query
                     .options
                     .lateness
                     .as_ref()
                     .map_or(0, |(d, _)| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 Runner::Windowed(Box::new(
-                    WindowedJob::new(info, split, slot, lateness, Arc::clone(&task_ctx))
+                    WindowedJob::new(info, split, window_slots, lateness, Arc::clone(&task_ctx))
                         .map_err(internal)?,
                 ))
             }

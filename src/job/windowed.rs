@@ -2,6 +2,7 @@
 //! session store, and window results out when the watermark closes windows
 //! (or early, on the `@emit every` timer).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
@@ -13,6 +14,7 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::BatchSlot;
+use crate::schema::SourceKind;
 use crate::window::WindowSpec;
 use crate::window::panes::{PaneStore, WindowContents};
 use crate::window::sessions::SessionStore;
@@ -35,7 +37,7 @@ pub struct WindowedJob {
     pub info: WindowInfo,
     /// How long after its end a window still accepts events (ms).
     pub lateness: i64,
-    source_slot: Arc<BatchSlot>,
+    source_slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
     split: SplitPlan,
     state: WindowState,
     task_ctx: Arc<TaskContext>,
@@ -56,7 +58,7 @@ impl WindowedJob {
     pub fn new(
         info: WindowInfo,
         split: SplitPlan,
-        source_slot: Arc<BatchSlot>,
+        source_slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
         lateness_ms: i64,
         task_ctx: Arc<TaskContext>,
     ) -> Result<Self> {
@@ -72,7 +74,7 @@ impl WindowedJob {
         Ok(Self {
             info,
             lateness: lateness_ms,
-            source_slot,
+            source_slots,
             split,
             state,
             task_ctx,
@@ -121,16 +123,28 @@ impl WindowedJob {
         Ok(mask)
     }
 
-    /// Aggregates one partition's on-time events into the job's state.
-    pub async fn accumulate(&mut self, partition: i32, events: RecordBatch) -> Result<()> {
-        self.source_slot.set(vec![events]);
+    /// Aggregates the on-time events of one partition of `source` into the
+    /// job's state (the job's other sources read nothing in this run).
+    pub async fn accumulate(
+        &mut self,
+        source: SourceKind,
+        partition: i32,
+        events: RecordBatch,
+    ) -> Result<()> {
+        let Some(slot) = self.source_slots.get(&source) else {
+            return Err(DataFusionError::Internal(format!(
+                "the window does not read {}",
+                source.table_name()
+            )));
+        };
+        slot.set(vec![events]);
         let partial = run(&self.split.batch_plan, &self.task_ctx).await;
-        self.source_slot.set(Vec::new());
+        slot.set(Vec::new());
         let partial = partial?;
         match &mut self.state {
             WindowState::Panes(store) => {
                 for batch in &partial {
-                    store.insert(partition, batch)?;
+                    store.insert((source, partition), batch)?;
                 }
                 for key in store.fragmented(MAX_PANE_BATCHES) {
                     let batches = store.take_pane(key);

@@ -50,7 +50,9 @@ async fn accumulate(job: &mut Job, partition: i32, batch: RecordBatch) {
     let w = job.windowed_mut().expect("windowed");
     let late = w.late_rows(&batch).expect("late");
     assert_eq!(late.true_count(), 0, "no late rows expected");
-    w.accumulate(partition, batch).await.expect("accumulate");
+    w.accumulate(SourceKind::Transactions, partition, batch)
+        .await
+        .expect("accumulate");
 }
 
 #[tokio::test]
@@ -348,4 +350,64 @@ async fn order_by_limit_and_over_apply_per_window() {
             "| 1970-01-01T00:01:00Z | 1970-01-01T00:02:00Z | x        | 1.0     | 0.2   | true  |",
         ]
     );
+}
+
+#[tokio::test]
+async fn one_window_over_two_sources() {
+    let mut job = plan(
+        "SELECT window_start, window_end, \
+                count(*) FILTER (WHERE kind = 'complaint') AS complaints, \
+                count(*) FILTER (WHERE kind = 'transaction') AS transactions, \
+                1000.0 * count(*) FILTER (WHERE kind = 'complaint') \
+                  / NULLIF(count(*) FILTER (WHERE kind = 'transaction'), 0) AS per_1000 \
+         FROM TUMBLE((SELECT ts, 'transaction' AS kind FROM transactions \
+                      UNION ALL SELECT ts, 'complaint' AS kind FROM complaints), ts, INTERVAL '1 minute') \
+         GROUP BY window_start, window_end",
+    )
+    .await;
+    assert_eq!(
+        job.windowed().expect("windowed").info.sources,
+        vec![SourceKind::Transactions, SourceKind::Complaints]
+    );
+    let mut complaints = BatchBuilder::new(SourceKind::Complaints);
+    for ts in [1, 2] {
+        let json = format!(
+            r#"{{"event_id":"k","customer_id":"c","ts":{ts},"complaint_id":"k{ts}","status":"opened"}}"#
+        );
+        complaints.append(&parse_record(SourceKind::Complaints, json.as_bytes()).expect("valid"));
+    }
+    let w = job.windowed_mut().expect("windowed");
+    let sales: Vec<(&str, i64, f64, &str)> = (0..8).map(|i| ("a", 100 + i, 1.0, "x")).collect();
+    w.accumulate(SourceKind::Transactions, 0, tx(&sales))
+        .await
+        .expect("transactions");
+    w.accumulate(
+        SourceKind::Complaints,
+        0,
+        complaints.finish().expect("batch"),
+    )
+    .await
+    .expect("complaints");
+    // 2 complaints for 8 transactions: 250 per 1,000.
+    let rows = w.fire(MIN).await.expect("fire");
+    assert_eq!(
+        table(&rows)[3],
+        "| 1970-01-01T00:00:00Z | 1970-01-01T00:01:00Z | 2          | 8            | 250.0    | true  |"
+    );
+    for (sql, message) in [
+        (
+            "SELECT window_start, window_end, count(*) FROM TUMBLE((SELECT ts FROM transactions UNION SELECT ts FROM complaints), ts, INTERVAL '1 minute') GROUP BY window_start, window_end",
+            "write UNION ALL",
+        ),
+        (
+            "SELECT window_start, window_end, count(*) FROM TUMBLE((SELECT ts AS t FROM transactions), t, INTERVAL '1 minute') GROUP BY window_start, window_end",
+            "must be the sources' `ts`",
+        ),
+    ] {
+        let query = QueryFile::parse(Path::new("q/bad.sql"), sql.to_owned()).expect("parses");
+        let err = Job::plan(query, Arc::new(Mutex::new(CustomerTable::default())), "")
+            .await
+            .expect_err(sql);
+        assert!(err.message.contains(message), "{sql}\n→ {err}");
+    }
 }

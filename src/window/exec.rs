@@ -17,7 +17,8 @@ use datafusion::logical_expr::UserDefinedLogicalNodeCore;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    Partitioning, PlanProperties,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -68,7 +69,7 @@ impl WindowAssignExec {
     ) -> Result<Self> {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
-            input.output_partitioning().clone(),
+            Partitioning::UnknownPartitioning(1),
             input.pipeline_behavior(),
             input.boundedness(),
         ));
@@ -112,6 +113,12 @@ impl ExecutionPlan for WindowAssignExec {
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.input]
+    }
+
+    /// One input partition: a SESSION assignment sees all of a micro-batch's
+    /// rows at once, and a window over a `UNION ALL` reads its branches as one.
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
     }
 
     fn apply_expressions(

@@ -15,6 +15,7 @@ use arrow::error::ArrowError;
 use super::WindowSpec;
 use super::epoch_millis;
 use super::exec::set_window;
+use crate::schema::SourceKind;
 
 /// One window's state rows, ready for the `Final` aggregate.
 #[derive(Debug, Clone)]
@@ -40,12 +41,19 @@ impl Pane {
     }
 }
 
-/// Partial aggregates keyed by (pane start, partition).
+/// Where state rows came from: a source and one of its Kafka partitions.
+pub type StatePartition = (SourceKind, i32);
+
+/// The smallest [`StatePartition`] (`Transactions` is the first variant),
+/// for ranges over pane starts.
+const FIRST_PARTITION: StatePartition = (SourceKind::Transactions, i32::MIN);
+
+/// Partial aggregates keyed by (pane start, source partition).
 #[derive(Debug)]
 pub struct PaneStore {
     spec: WindowSpec,
     window_columns: (usize, usize),
-    panes: BTreeMap<(i64, i32), Pane>,
+    panes: BTreeMap<(i64, StatePartition), Pane>,
     /// Every window ending at or before this has closed.
     closed_through: Option<i64>,
 }
@@ -70,7 +78,11 @@ impl PaneStore {
     /// Stores the state rows of one partition's micro-batch, split by pane.
     /// Rows of panes whose windows have all closed are dropped (the engine
     /// routes late events to the dead-letter topic before they get here).
-    pub fn insert(&mut self, partition: i32, batch: &RecordBatch) -> Result<(), ArrowError> {
+    pub fn insert(
+        &mut self,
+        partition: StatePartition,
+        batch: &RecordBatch,
+    ) -> Result<(), ArrowError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -128,7 +140,7 @@ impl PaneStore {
                 due.push(window);
             }
             // Jump over stretches without panes.
-            let next_pane = self.panes.range((start + slide, i32::MIN)..).next();
+            let next_pane = self.panes.range((start + slide, FIRST_PARTITION)..).next();
             end = match next_pane {
                 Some((&(pane_start, _), _)) => {
                     (end + slide).max(self.spec.first_window_end(pane_start))
@@ -170,7 +182,7 @@ impl PaneStore {
     fn window(&self, start: i64, end: i64) -> WindowContents {
         let batches = self
             .panes
-            .range((start, i32::MIN)..(end, i32::MIN))
+            .range((start, FIRST_PARTITION)..(end, FIRST_PARTITION))
             .flat_map(|(_, pane)| pane.batches.iter())
             .filter_map(|b| set_window(b, self.window_columns, start, end).ok())
             .collect();
@@ -182,7 +194,7 @@ impl PaneStore {
     }
 
     /// Panes holding more than `max_batches` batches: candidates for compaction.
-    pub fn fragmented(&self, max_batches: usize) -> Vec<(i64, i32)> {
+    pub fn fragmented(&self, max_batches: usize) -> Vec<(i64, StatePartition)> {
         self.panes
             .iter()
             .filter(|(_, p)| p.batches.len() > max_batches)
@@ -191,7 +203,7 @@ impl PaneStore {
     }
 
     /// The batches of one pane, taken out for compaction.
-    pub fn take_pane(&mut self, key: (i64, i32)) -> Vec<RecordBatch> {
+    pub fn take_pane(&mut self, key: (i64, StatePartition)) -> Vec<RecordBatch> {
         self.panes
             .get_mut(&key)
             .map(|p| std::mem::take(&mut p.batches))
@@ -199,7 +211,7 @@ impl PaneStore {
     }
 
     /// Puts compacted batches back into a pane.
-    pub fn put_pane(&mut self, key: (i64, i32), batches: Vec<RecordBatch>) {
+    pub fn put_pane(&mut self, key: (i64, StatePartition), batches: Vec<RecordBatch>) {
         self.panes.entry(key).or_default().batches.extend(batches);
     }
 
@@ -234,6 +246,9 @@ mod tests {
     };
 
     use super::*;
+
+    const P0: StatePartition = (SourceKind::Transactions, 0);
+    const P1: StatePartition = (SourceKind::Transactions, 1);
 
     fn state_schema() -> SchemaRef {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
@@ -279,9 +294,9 @@ mod tests {
     fn tumbling_windows_close_in_order_and_free_their_panes() {
         let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, (0, 1));
         store
-            .insert(0, &states(&[0, 10, 30], 10, &[1, 2, 3]))
+            .insert(P0, &states(&[0, 10, 30], 10, &[1, 2, 3]))
             .expect("insert");
-        store.insert(1, &states(&[10], 10, &[4])).expect("insert");
+        store.insert(P1, &states(&[10], 10, &[4])).expect("insert");
         assert_eq!(store.panes(), 4);
         // Watermark at 25: [0,10) and [10,20) close; [20,30) is empty.
         assert_eq!(summary(&store.close(25)), vec![(0, 10, 1), (10, 20, 6)]);
@@ -289,7 +304,7 @@ mod tests {
         assert_eq!(store.closed_through(), Some(25));
         // State for a closed window is refused; the open one is kept.
         store
-            .insert(0, &states(&[10, 20], 10, &[7, 8]))
+            .insert(P0, &states(&[10, 20], 10, &[7, 8]))
             .expect("insert");
         assert_eq!(
             summary(&store.open_windows()),
@@ -306,7 +321,7 @@ mod tests {
         let mut store = PaneStore::new(spec, (0, 1));
         // Events at panes 12 and 16 (one each).
         store
-            .insert(0, &states(&[12, 16], 2, &[1, 10]))
+            .insert(P0, &states(&[12, 16], 2, &[1, 10]))
             .expect("insert");
         assert_eq!(store.panes(), 2);
         // Windows containing 12: [4,14) [8,18) [12,22); containing 16: [8,18) [12,22) [16,26).
@@ -323,7 +338,9 @@ mod tests {
     fn windows_get_their_own_bounds_before_firing() {
         let spec = WindowSpec::Hop { size: 10, slide: 5 };
         let mut store = PaneStore::new(spec, (0, 1));
-        store.insert(3, &states(&[5], 5, &[1])).expect("insert");
+        store
+            .insert((SourceKind::Feedback, 3), &states(&[5], 5, &[1]))
+            .expect("insert");
         let windows = store.close(10);
         let batch = &windows[0].batches[0];
         let start = batch.column(0).as_primitive::<TimestampMillisecondType>();

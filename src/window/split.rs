@@ -31,8 +31,8 @@ use crate::schema::SourceKind;
 pub struct WindowInfo {
     /// Window shape.
     pub spec: WindowSpec,
-    /// The windowed source.
-    pub source: SourceKind,
+    /// The windowed sources (several when the window is over a `UNION ALL`).
+    pub sources: Vec<SourceKind>,
     /// Its event-time column.
     pub time_col: String,
     /// SESSION key column.
@@ -80,8 +80,13 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
         [one] => one.clone(),
         _ => return Err("a query may use one window (TUMBLE, HOP or SESSION), not several".into()),
     };
-    let source = source_of(&window.input)
-        .ok_or("the window must be over an event source (transactions, feedback or complaints)")?;
+    let sources = streams_in(&window.input);
+    if sources.is_empty() {
+        return Err(
+            "the window must be over an event source (transactions, feedback or complaints)".into(),
+        );
+    }
+    check_row_wise(&window.input)?;
     let Some(path) = path_to_window(plan) else {
         return Err(
             "a window inside a subquery expression (IN, EXISTS, scalar subquery) cannot run continuously"
@@ -141,10 +146,13 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
             return Err(window_column_misuse(&window.spec));
         }
     }
-    if streams_in(plan).len() != 1 || count_stream_scans(plan) != 1 {
-        return Err("a windowed query reads one event source, once; \
+    let scans = count_stream_scans(&window.input);
+    if count_stream_scans(plan) != scans || scans != sources.len() {
+        return Err(
+            "a windowed query reads each event source once, inside its window; \
                     join it only with the customers lookup table"
-            .into());
+                .into(),
+        );
     }
     let groups = &aggregate.group_expr;
     for name in [WINDOW_START, WINDOW_END] {
@@ -184,11 +192,44 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
     }
     Ok(Some(WindowInfo {
         spec: window.spec,
-        source,
+        sources,
         time_col: window.time_col.clone(),
         key_col: window.key_col.clone(),
         spans: window.spans.clone(),
     }))
+}
+
+/// The relation inside a window is read event by event: no aggregates,
+/// sorting or limits there (`UNION` without `ALL` is a `DISTINCT`).
+fn check_row_wise(input: &LogicalPlan) -> std::result::Result<(), String> {
+    let mut problem = None;
+    let _ = input.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::Aggregate(_)
+            | LogicalPlan::Distinct(_)
+            | LogicalPlan::Window(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::Sort(_) => {
+                let what = match node {
+                    LogicalPlan::Aggregate(_) => "an aggregate".to_owned(),
+                    LogicalPlan::Distinct(_) => "DISTINCT".to_owned(),
+                    other => describe(other),
+                };
+                problem = Some(format!(
+                    "{what} inside a window's input cannot run continuously{}",
+                    if matches!(node, LogicalPlan::Distinct(_)) {
+                        " (write UNION ALL, not UNION)"
+                    } else {
+                        ""
+                    }
+                ));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    problem.map_or(Ok(()), Err)
 }
 
 fn window_column_misuse(spec: &WindowSpec) -> String {

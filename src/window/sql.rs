@@ -104,26 +104,41 @@ impl RelationPlanner for WindowRelationPlanner {
             )));
         }
 
-        let source = identifier(&exprs[0], context).ok_or_else(|| {
-            fail(format!(
-                "{signature}: the first argument must name a source table"
-            ))
-        })?;
-        let provider = match SourceKind::from_table_name(&source) {
-            Some(kind) if kind.is_stream() => self.sources.get(&source),
-            _ => None,
+        let (source, input) = match &exprs[0] {
+            // Several sources in one window: `(SELECT … FROM a UNION ALL SELECT … FROM b)`.
+            ast::Expr::Subquery(query) => {
+                let input = context.plan(TableFactor::Derived {
+                    lateral: false,
+                    subquery: query.clone(),
+                    alias: None,
+                    sample: None,
+                })?;
+                ("the subquery".to_owned(), input)
+            }
+            first => {
+                let source = identifier(first, context).ok_or_else(|| {
+                    fail(format!(
+                        "{signature}: the first argument must name a source table or be a (SELECT …)"
+                    ))
+                })?;
+                let provider = match SourceKind::from_table_name(&source) {
+                    Some(kind) if kind.is_stream() => self.sources.get(&source),
+                    _ => None,
+                };
+                let Some(provider) = provider else {
+                    return Err(fail(format!(
+                        "{signature}: `{source}` is not an event source; window transactions, feedback or complaints"
+                    )));
+                };
+                let input = LogicalPlanBuilder::scan(
+                    source.as_str(),
+                    provider_as_source(Arc::clone(provider)),
+                    None,
+                )?
+                .build()?;
+                (format!("`{source}`"), input)
+            }
         };
-        let Some(provider) = provider else {
-            return Err(fail(format!(
-                "{signature}: `{source}` is not an event source; window transactions, feedback or complaints"
-            )));
-        };
-        let input = LogicalPlanBuilder::scan(
-            source.as_str(),
-            provider_as_source(Arc::clone(provider)),
-            None,
-        )?
-        .build()?;
         let column = |index: usize, what: &str, context: &mut dyn RelationPlannerContext| {
             let name = identifier(&exprs[index], context)
                 .ok_or_else(|| fail(format!("{signature}: the {what} must be a column name")))?;
@@ -135,13 +150,18 @@ impl RelationPlanner for WindowRelationPlanner {
                     .map(|f| f.name().clone())
                     .collect();
                 return Err(fail(format!(
-                    "{signature}: `{source}` has no column `{name}`; its columns are: {}",
+                    "{signature}: {source} has no column `{name}`; its columns are: {}",
                     columns.join(", ")
                 )));
             }
             Ok(name)
         };
         let time_col = column(1, "time column", context)?;
+        if matches!(exprs[0], ast::Expr::Subquery(_)) && time_col != "ts" {
+            return Err(fail(format!(
+                "{signature}: over a subquery, the time column must be the sources' `ts`, not `{time_col}`"
+            )));
+        }
         let mut duration = |index: usize, what: &str| -> Result<i64> {
             let expr = context.sql_to_expr(exprs[index].clone(), &DFSchema::empty())?;
             interval_millis(&expr)
