@@ -3,11 +3,10 @@
 //! from their files and driven through the library, as the engine does.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use cxpulse::decode::{BatchBuilder, parse_record};
 use cxpulse::job::Job;
-use cxpulse::lookup::{CustomerChange, CustomerTable, owned_cells};
+use cxpulse::lookup::{CustomerChange, Lookups, owned_cells};
 use cxpulse::query::QueryFile;
 use cxpulse::schema::SourceKind;
 use cxpulse::sink::RowEncoder;
@@ -15,7 +14,12 @@ use serde_json::{Value, json};
 
 /// Plans `queries/<name>.sql` over a customers table holding `profiles`.
 async fn bundled(name: &str, profiles: &[Value]) -> Job {
-    let customers = Arc::new(Mutex::new(CustomerTable::default()));
+    bundled_with(name, profiles, &Lookups::default()).await
+}
+
+/// As [`bundled`], over the given lookup tables.
+async fn bundled_with(name: &str, profiles: &[Value], lookups: &Lookups) -> Job {
+    let customers = &lookups.customers;
     for profile in profiles {
         let text = profile.to_string();
         let cells = parse_record(SourceKind::Customers, text.as_bytes()).expect("profile");
@@ -26,19 +30,24 @@ async fn bundled(name: &str, profiles: &[Value]) -> Job {
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{name}.sql"));
     let query = QueryFile::read(&path).expect("query file");
-    Job::plan(query, customers, "cx.metrics.")
+    Job::plan(query, lookups, "cx.metrics.")
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Feeds `events` (one partition) to a windowed job.
-async fn feed(job: &mut Job, kind: SourceKind, events: &[Value]) {
+/// Decodes `events` of `kind` into one batch.
+fn batch_of(kind: SourceKind, events: &[Value]) -> arrow::array::RecordBatch {
     let mut builder = BatchBuilder::new(kind);
     for event in events {
         let text = event.to_string();
         builder.append(&parse_record(kind, text.as_bytes()).expect("valid event"));
     }
-    let batch = builder.finish().expect("batch");
+    builder.finish().expect("batch")
+}
+
+/// Feeds `events` (one partition) to a windowed job.
+async fn feed(job: &mut Job, kind: SourceKind, events: &[Value]) {
+    let batch = batch_of(kind, events);
     let windowed = job.windowed_mut().expect("windowed job");
     windowed
         .accumulate(kind, 0, batch)
@@ -583,5 +592,98 @@ async fn loyalty_summary_counts_segments_repeat_rate_and_at_risk_share() {
                 .map(segment)
                 .to_vec()
         )
+    );
+}
+
+#[tokio::test]
+async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
+    let lookups = Lookups::default();
+    let mut job = bundled_with("complaints_hourly", &[], &lookups).await;
+    let complaint = |id: &str, status: &str, ts: &str, category: &str, severity: &str| {
+        json!({"event_id": format!("{id}-{status}"), "customer_id": "c", "ts": ts,
+               "complaint_id": id, "status": status, "category": category, "severity": severity})
+    };
+    // As the engine does: complaint_status learns a batch before the job sees it.
+    let complaints = |job_events: Vec<Value>| {
+        let batch = batch_of(SourceKind::Complaints, &job_events);
+        lookups
+            .complaints
+            .lock()
+            .expect("lock")
+            .apply(&batch)
+            .expect("apply");
+        job_events
+    };
+    let earlier = complaints(vec![
+        complaint("k5", "opened", "2025-11-01T10:00:00Z", "delivery", "low"),
+        complaint("k1", "opened", "2026-01-01T09:00:00Z", "billing", "high"),
+    ]);
+    feed(&mut job, SourceKind::Complaints, &earlier).await;
+    let hour = complaints(vec![
+        complaint("k1", "resolved", "2026-01-01T10:30:00Z", "billing", "high"),
+        complaint("k2", "opened", "2026-01-01T10:00:00Z", "billing", "high"),
+        complaint("k2", "resolved", "2026-01-01T10:15:00Z", "billing", "high"),
+        complaint("k3", "opened", "2026-01-01T10:10:00Z", "billing", "high"),
+        complaint("k3", "escalated", "2026-01-01T10:20:00Z", "billing", "high"),
+        complaint("k4", "opened", "2026-01-01T10:40:00Z", "delivery", "low"),
+        complaint("k5", "resolved", "2026-01-01T10:50:00Z", "delivery", "low"),
+        complaint("k6", "resolved", "2026-01-01T10:55:00Z", "billing", "high"),
+    ]);
+    feed(&mut job, SourceKind::Complaints, &hour).await;
+    let sales: Vec<Value> = (0..8)
+        .map(|i| {
+            tx(
+                &format!("t{i}"),
+                &format!("2026-01-01T10:0{i}:00Z"),
+                1.0,
+                "x",
+            )
+        })
+        .collect();
+    feed(&mut job, SourceKind::Transactions, &sales).await;
+
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed
+        .fire(ms("2026-01-01T11:00:00Z"))
+        .await
+        .expect("fire");
+    let rows: Vec<Value> = published(&job, &fired)
+        .into_iter()
+        .filter(|r| r["window_start"] == json!("2026-01-01T10:00:00.000Z"))
+        .collect();
+    // billing/high: opened k2 k3, resolved k1 k2 k6, escalated k3. Resolution:
+    // k1 09:00 → 10:30 = 1.5 h, k2 0.25 h, k6 has no opening: median 0.875,
+    // p90 0.25 + 0.9 × (1.5 − 0.25) = 1.375. 2 opened per 8 transactions: 250.
+    // Still open: k3 (escalated).
+    // delivery/low: k4 opened (still open), k5 resolved more than 30 days
+    // after its opening: no resolution time. 1 per 8 transactions: 125.
+    let row =
+        |category: &str, severity: &str, counts: [i64; 3], rate: f64, median: Value, p90: Value| {
+            json!({"job": "complaints_hourly", "window_start": "2026-01-01T10:00:00.000Z",
+               "window_end": "2026-01-01T11:00:00.000Z", "category": category, "severity": severity,
+               "opened": counts[0], "resolved": counts[1], "escalated": counts[2],
+               "opened_per_1000_tx": rate, "median_resolution_hours": median,
+               "p90_resolution_hours": p90, "still_open": 1, "final": true})
+        };
+    assert_eq!(
+        rows,
+        sorted(vec![
+            row(
+                "billing",
+                "high",
+                [2, 3, 1],
+                250.0,
+                json!(0.875),
+                json!(1.375)
+            ),
+            row(
+                "delivery",
+                "low",
+                [1, 1, 0],
+                125.0,
+                Value::Null,
+                Value::Null
+            ),
+        ])
     );
 }

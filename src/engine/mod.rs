@@ -15,7 +15,7 @@ mod reload;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::decode::RejectKind;
 use crate::http::{Health, HttpServer};
 use crate::job::{self, Job};
-use crate::lookup::CustomerTable;
+use crate::lookup::Lookups;
 use crate::metrics::Metrics;
 use crate::query::{QueryError, QueryFile};
 use crate::schema::SourceKind;
@@ -124,7 +124,7 @@ pub async fn run(
 struct Engine {
     config: Config,
     metrics: Arc<Metrics>,
-    customers: Arc<Mutex<CustomerTable>>,
+    lookups: Lookups,
     jobs: Vec<RunningJob>,
     event_time: EventTime,
     watcher: QueryWatcher,
@@ -139,11 +139,11 @@ impl Engine {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Result<Engine, EngineError> {
-        let customers = Arc::new(Mutex::new(CustomerTable::default()));
+        let lookups = Lookups::default();
         let watcher = QueryWatcher::new(&config.engine.queries_dir);
         let (jobs, problems) = job::load_all(
             &config.engine.queries_dir,
-            &customers,
+            &lookups,
             &config.topics.output_prefix,
         )
         .await;
@@ -192,7 +192,7 @@ impl Engine {
             event_time: EventTime::new(&config),
             config,
             metrics,
-            customers,
+            lookups,
             jobs,
             watcher,
             invalid_queries: BTreeSet::new(),
@@ -301,17 +301,26 @@ impl Engine {
             next_offsets,
         } = batch;
         if !customer_changes.is_empty() {
-            self.customers
+            self.lookups
+                .customers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .apply(customer_changes);
         }
+        self.update_complaint_status(&events)?;
 
         let now = tokio::time::Instant::now();
         self.refresh_assignment(now);
         let mut output = jobs::process(&mut self.jobs, &events, &self.metrics).await;
         self.event_time.observe(&events, now);
         self.event_time.refresh(now, &self.metrics);
+        if let Some(watermark) = self.event_time.of(SourceKind::Complaints) {
+            self.lookups
+                .complaints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expire(watermark);
+        }
         let fired = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
         output.records.extend(fired.records);
         for (job, n) in fired.rows {
@@ -371,6 +380,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Feeds the complaints events of a micro-batch to `complaint_status`,
+    /// before the jobs run, so a resolution sees its opening.
+    fn update_complaint_status(
+        &self,
+        events: &BTreeMap<SourceKind, Vec<source::SourceBatch>>,
+    ) -> Result<(), EngineError> {
+        let Some(batches) = events.get(&SourceKind::Complaints) else {
+            return Ok(());
+        };
+        let mut table = self
+            .lookups
+            .complaints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for batch in batches {
+            table.apply(&batch.rows)?;
+        }
+        Ok(())
+    }
+
     /// Timer work: idle partitions may move watermarks, early results may be due.
     async fn tick(&mut self) -> Result<(), EngineError> {
         let now = tokio::time::Instant::now();
@@ -415,12 +444,7 @@ impl Engine {
             };
             let planned = match QueryFile::read(path) {
                 Ok(query) => {
-                    Job::plan(
-                        query,
-                        Arc::clone(&self.customers),
-                        &self.config.topics.output_prefix,
-                    )
-                    .await
+                    Job::plan(query, &self.lookups, &self.config.topics.output_prefix).await
                 }
                 Err(e) => Err(e),
             };

@@ -10,7 +10,7 @@ mod tables;
 pub mod windowed;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -26,7 +26,7 @@ use datafusion::prelude::SQLOptions;
 pub use tables::{BatchSlot, LookupStream};
 pub use windowed::{FINAL_COLUMN, WindowedJob};
 
-use crate::lookup::CustomerTable;
+use crate::lookup::{Lookups, complaints};
 use crate::query::{QueryError, QueryFile};
 use crate::schema::SourceKind;
 use crate::window::assign::SessionSpans;
@@ -78,7 +78,7 @@ impl Job {
     /// Plans `query` once against the source schemas.
     pub async fn plan(
         query: QueryFile,
-        customers: Arc<Mutex<CustomerTable>>,
+        lookups: &Lookups,
         output_prefix: &str,
     ) -> Result<Job, QueryError> {
         let error_at = |line: usize, message: String| QueryError {
@@ -95,7 +95,7 @@ impl Job {
                 slots.insert(kind, slot);
                 table
             } else {
-                LookupStream::table(kind.schema(), Arc::clone(&customers))
+                LookupStream::table(kind.schema(), lookups.customers.clone())
             }
             .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
             tables.push((kind, Arc::new(table)));
@@ -105,7 +105,12 @@ impl Job {
             .filter(|(kind, _)| kind.is_stream())
             .map(|(kind, t)| (kind.table_name().to_owned(), Arc::clone(t)))
             .collect();
+        let complaint_status =
+            LookupStream::table(complaints::schema(), lookups.complaints.clone())
+                .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
         let ctx = session::job_context(SessionSpans::default(), sources);
+        ctx.register_table(complaints::TABLE_NAME, Arc::new(complaint_status))
+            .map_err(|e| error_at(1, format!("internal error registering tables: {e}")))?;
         for (kind, table) in tables {
             ctx.register_table(kind.table_name(), table)
                 .map_err(|e| error_at(1, format!("internal error registering tables: {e}")))?;
@@ -302,7 +307,7 @@ impl Job {
 /// problems of those that did not.
 pub async fn load_all(
     dir: &std::path::Path,
-    customers: &Arc<Mutex<CustomerTable>>,
+    lookups: &Lookups,
     output_prefix: &str,
 ) -> (Vec<Job>, Vec<QueryError>) {
     let files = match crate::query::list_query_files(dir) {
@@ -320,7 +325,7 @@ pub async fn load_all(
     let mut problems = Vec::new();
     for path in files {
         let planned = match QueryFile::read(&path) {
-            Ok(query) => Job::plan(query, Arc::clone(customers), output_prefix).await,
+            Ok(query) => Job::plan(query, lookups, output_prefix).await,
             Err(e) => Err(e),
         };
         match planned {
@@ -334,10 +339,9 @@ pub async fn load_all(
 /// Plans every query of the configured queries directory against an empty
 /// customers table: for validation and topic set-up, not for running.
 pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<QueryError>) {
-    let customers = Arc::new(Mutex::new(CustomerTable::default()));
     load_all(
         &config.engine.queries_dir,
-        &customers,
+        &Lookups::default(),
         &config.topics.output_prefix,
     )
     .await

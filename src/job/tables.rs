@@ -12,7 +12,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
-use crate::lookup::CustomerTable;
+use crate::lookup::LookupTable;
 
 /// The micro-batch a stream source table yields on the next execution.
 #[derive(Debug)]
@@ -71,19 +71,19 @@ impl PartitionStream for BatchSlot {
     }
 }
 
-/// The `customers` lookup table as a DataFusion table: each execution reads
-/// the current snapshot.
+/// A lookup table (`customers`, `complaint_status`) as a DataFusion table:
+/// each execution reads the current snapshot.
 #[derive(Debug)]
 pub struct LookupStream {
     schema: SchemaRef,
-    table: Arc<Mutex<CustomerTable>>,
+    table: Arc<Mutex<dyn LookupTable>>,
 }
 
 impl LookupStream {
-    /// A table over the shared customers table.
+    /// A DataFusion table over a shared lookup table.
     pub fn table(
         schema: SchemaRef,
-        table: Arc<Mutex<CustomerTable>>,
+        table: Arc<Mutex<dyn LookupTable>>,
     ) -> Result<StreamingTable, DataFusionError> {
         let stream = Arc::new(Self {
             schema: Arc::clone(&schema),

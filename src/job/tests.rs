@@ -7,13 +7,13 @@ use super::*;
 use crate::decode::{BatchBuilder, parse_record};
 use crate::lookup::{CustomerChange, owned_cells};
 
-fn customers() -> Arc<Mutex<CustomerTable>> {
-    Arc::new(Mutex::new(CustomerTable::default()))
+fn lookups() -> Lookups {
+    Lookups::default()
 }
 
 async fn plan(name: &str, sql: &str) -> Result<Job, QueryError> {
     let query = QueryFile::parse(Path::new(name), sql.to_owned())?;
-    Job::plan(query, customers(), "cx.metrics.").await
+    Job::plan(query, &lookups(), "cx.metrics.").await
 }
 
 fn batch(kind: SourceKind, rows: &[&str]) -> RecordBatch {
@@ -68,15 +68,14 @@ async fn a_planned_job_runs_on_every_micro_batch() {
 
 #[tokio::test]
 async fn the_lookup_join_sees_the_current_customers() {
-    let table = customers();
+    let lookups = lookups();
+    let table = &lookups.customers;
     let query = QueryFile::parse(
         Path::new("q/enriched.sql"),
         "SELECT t.event_id, c.birth_year FROM transactions t LEFT JOIN customers c ON t.customer_id = c.customer_id".to_owned(),
     )
     .expect("parses");
-    let job = Job::plan(query, Arc::clone(&table), "")
-        .await
-        .expect("plans");
+    let job = Job::plan(query, &lookups, "").await.expect("plans");
     let tx = batch(
         SourceKind::Transactions,
         &[r#"{"event_id":"e1","customer_id":"c1","ts":1,"amount":1,"category":"x"}"#],

@@ -2,28 +2,27 @@
 //! partition, fire, and compare with results worked out by hand.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 
 use super::*;
 use crate::decode::{BatchBuilder, parse_record};
-use crate::lookup::{CustomerChange, CustomerTable, owned_cells};
+use crate::lookup::{CustomerChange, Lookups, owned_cells};
 use crate::query::QueryFile;
 
 const MIN: i64 = 60_000;
 
-async fn plan_with(sql: &str, customers: Arc<Mutex<CustomerTable>>) -> Job {
+async fn plan_with(sql: &str, lookups: &Lookups) -> Job {
     let query = QueryFile::parse(Path::new("q/w.sql"), sql.to_owned()).expect("parses");
-    match Job::plan(query, customers, "").await {
+    match Job::plan(query, lookups, "").await {
         Ok(job) => job,
         Err(e) => panic!("{e}"),
     }
 }
 
 async fn plan(sql: &str) -> Job {
-    plan_with(sql, Arc::new(Mutex::new(CustomerTable::default()))).await
+    plan_with(sql, &Lookups::default()).await
 }
 
 fn tx(rows: &[(&str, i64, f64, &str)]) -> RecordBatch {
@@ -208,7 +207,8 @@ async fn sessions_merge_across_micro_batches_and_partitions() {
 
 #[tokio::test]
 async fn statistics_lookups_and_functions_over_the_window_result() {
-    let customers = Arc::new(Mutex::new(CustomerTable::default()));
+    let lookups = Lookups::default();
+    let customers = &lookups.customers;
     for (id, year) in [("a", 1990), ("b", 1980), ("c", 1970)] {
         let json = format!(r#"{{"customer_id":"{id}","birth_year":{year}}}"#);
         let cells = parse_record(SourceKind::Customers, json.as_bytes()).expect("valid");
@@ -227,7 +227,7 @@ async fn statistics_lookups_and_functions_over_the_window_result() {
          LEFT JOIN customers c ON t.customer_id = c.customer_id \
          GROUP BY window_start, window_end, t.category \
          HAVING count(*) > 1 ORDER BY n DESC, category",
-        customers,
+        &lookups,
     )
     .await;
     accumulate(
@@ -309,7 +309,7 @@ async fn queries_that_cannot_run_continuously_are_explained() {
     for (sql, message) in cases {
         let text = format!("-- header\n{sql}");
         let query = QueryFile::parse(Path::new("q/bad.sql"), text).expect("parses");
-        let err = Job::plan(query, Arc::new(Mutex::new(CustomerTable::default())), "")
+        let err = Job::plan(query, &Lookups::default(), "")
             .await
             .expect_err(sql);
         assert!(err.message.contains(message), "{sql}\n→ {err}");
@@ -405,7 +405,7 @@ async fn one_window_over_two_sources() {
         ),
     ] {
         let query = QueryFile::parse(Path::new("q/bad.sql"), sql.to_owned()).expect("parses");
-        let err = Job::plan(query, Arc::new(Mutex::new(CustomerTable::default())), "")
+        let err = Job::plan(query, &Lookups::default(), "")
             .await
             .expect_err(sql);
         assert!(err.message.contains(message), "{sql}\n→ {err}");

@@ -1,10 +1,16 @@
-//! The `customers` lookup table: latest profile per `customer_id`.
+//! Lookup tables that jobs join with, each read as a cached Arrow snapshot
+//! rebuilt only after a change:
 //!
-//! Fed from the compacted `cx.customers` topic; a record with a null value
-//! (tombstone) deletes the customer. Jobs read a cached Arrow snapshot that
-//! is rebuilt only after a change.
+//! * `customers`: latest profile per `customer_id`, fed from the compacted
+//!   `cx.customers` topic; a record with a null value (tombstone) deletes the
+//!   customer.
+//! * `complaint_status` ([`complaints`]): per `complaint_id`, when it was
+//!   opened and its latest status, fed from the complaints events.
+
+pub mod complaints;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -69,6 +75,27 @@ impl CustomerTable {
         self.snapshot = Some(batch.clone());
         Ok(batch)
     }
+}
+
+/// A table jobs read as one Arrow batch.
+pub trait LookupTable: std::fmt::Debug + Send {
+    /// The current contents.
+    fn snapshot(&mut self) -> Result<RecordBatch, ArrowError>;
+}
+
+impl LookupTable for CustomerTable {
+    fn snapshot(&mut self) -> Result<RecordBatch, ArrowError> {
+        CustomerTable::snapshot(self)
+    }
+}
+
+/// The lookup tables of one engine, shared with every job.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups {
+    /// `customers`.
+    pub customers: Arc<Mutex<CustomerTable>>,
+    /// `complaint_status`.
+    pub complaints: Arc<Mutex<complaints::ComplaintTable>>,
 }
 
 /// Turns borrowed cells into owned ones, for storage beyond the payload.
