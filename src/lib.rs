@@ -21,6 +21,7 @@
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
 //! | wiring | [`engine`] | the batch loop, offset commits after delivery, draining |
 //! | observe | [`metrics`], [`gauges`], [`http`], [`logging`] | Prometheus metrics, `@gauge` job results, `/metrics` `/healthz` `/readyz`, tracing |
+//! | simulate | [`generate`] | deterministic, realistic customer events for tests and demos |
 //! | operate | [`check`], [`admin`], [`topic_io`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; the local noida-db broker |
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod gauges;
+pub mod generate;
 pub mod http;
 pub mod job;
 pub mod local_broker;
