@@ -6,15 +6,15 @@
 --                                  most 30 days before); percentile_cont, i.e.
 --                                  linear interpolation between ranks
 --   still_open                     complaints of this category and severity
---                                  whose latest status is not `resolved`,
---                                  when the window closes
+--                                  open at the window end: opened before it,
+--                                  and not resolved before it
 -- @key   category, severity
 -- @gauge opened, escalated, still_open BY category, severity
 SELECT g.window_start, g.window_end, g.category, g.severity,
        g.opened, g.resolved, g.escalated,
        1000.0 * g.opened / NULLIF(g.window_transactions, 0)     AS opened_per_1000_tx,
        g.median_resolution_hours, g.p90_resolution_hours,
-       coalesce(o.still_open, 0)                                 AS still_open
+       count(s.complaint_id)                                     AS still_open
 FROM (
     SELECT window_start, window_end, is_transaction, category, severity,
            opened, resolved, escalated, median_resolution_hours, p90_resolution_hours,
@@ -45,11 +45,11 @@ FROM (
         GROUP BY window_start, window_end, is_transaction, category, severity
     ) AS per_group
 ) AS g
-LEFT JOIN (
-    SELECT category, severity, count(*) AS still_open
-    FROM complaint_status
-    WHERE status <> 'resolved'
-    GROUP BY category, severity
-) AS o
-  ON (g.category IS NOT DISTINCT FROM o.category) AND (g.severity IS NOT DISTINCT FROM o.severity)
+LEFT JOIN complaint_status s
+       ON (s.category IS NOT DISTINCT FROM g.category)
+      AND (s.severity IS NOT DISTINCT FROM g.severity)
+      AND s.opened_ts < g.window_end
+      AND (s.status <> 'resolved' OR s.status_ts >= g.window_end)
 WHERE NOT g.is_transaction
+GROUP BY g.window_start, g.window_end, g.category, g.severity, g.opened, g.resolved,
+         g.escalated, g.window_transactions, g.median_resolution_hours, g.p90_resolution_hours

@@ -628,6 +628,9 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
         complaint("k4", "opened", "2026-01-01T10:40:00Z", "delivery", "low"),
         complaint("k5", "resolved", "2026-01-01T10:50:00Z", "delivery", "low"),
         complaint("k6", "resolved", "2026-01-01T10:55:00Z", "billing", "high"),
+        complaint("k7", "opened", "2026-01-01T10:45:00Z", "billing", "high"),
+        // Resolved after the window end: still open at 11:00.
+        complaint("k7", "resolved", "2026-01-01T11:30:00Z", "billing", "high"),
     ]);
     feed(&mut job, SourceKind::Complaints, &hour).await;
     let sales: Vec<Value> = (0..8)
@@ -651,19 +654,19 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
         .into_iter()
         .filter(|r| r["window_start"] == json!("2026-01-01T10:00:00.000Z"))
         .collect();
-    // billing/high: opened k2 k3, resolved k1 k2 k6, escalated k3. Resolution:
+    // billing/high: opened k2 k3 k7, resolved k1 k2 k6, escalated k3. Resolution:
     // k1 09:00 → 10:30 = 1.5 h, k2 0.25 h, k6 has no opening: median 0.875,
-    // p90 0.25 + 0.9 × (1.5 − 0.25) = 1.375. 2 opened per 8 transactions: 250.
-    // Still open: k3 (escalated).
+    // p90 0.25 + 0.9 × (1.5 − 0.25) = 1.375. 3 opened per 8 transactions: 375.
+    // Open at 11:00: k3 (escalated) and k7 (resolved only at 11:30).
     // delivery/low: k4 opened (still open), k5 resolved more than 30 days
     // after its opening: no resolution time. 1 per 8 transactions: 125.
     let row =
-        |category: &str, severity: &str, counts: [i64; 3], rate: f64, median: Value, p90: Value| {
+        |category: &str, severity: &str, counts: [i64; 4], rate: f64, median: Value, p90: Value| {
             json!({"job": "complaints_hourly", "window_start": "2026-01-01T10:00:00.000Z",
                "window_end": "2026-01-01T11:00:00.000Z", "category": category, "severity": severity,
                "opened": counts[0], "resolved": counts[1], "escalated": counts[2],
                "opened_per_1000_tx": rate, "median_resolution_hours": median,
-               "p90_resolution_hours": p90, "still_open": 1, "final": true})
+               "p90_resolution_hours": p90, "still_open": counts[3], "final": true})
         };
     assert_eq!(
         rows,
@@ -671,15 +674,15 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
             row(
                 "billing",
                 "high",
-                [2, 3, 1],
-                250.0,
+                [3, 3, 1, 2],
+                375.0,
                 json!(0.875),
                 json!(1.375)
             ),
             row(
                 "delivery",
                 "low",
-                [1, 1, 0],
+                [1, 1, 0, 1],
                 125.0,
                 Value::Null,
                 Value::Null
