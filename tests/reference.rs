@@ -4,7 +4,8 @@
 //! iterators compute from the same events (exact for counts, 1e-9 relative
 //! for ratios). No DataFusion, no SQL on the reference side.
 //!
-//! Covered so far: `need_by_category` and `satisfaction_hourly`.
+//! Covered so far: `need_by_category`, `satisfaction_hourly`,
+//! `need_by_segment` and `need_correlation`.
 
 mod common;
 
@@ -130,6 +131,141 @@ fn satisfaction_hourly(
         .collect()
 }
 
+const DAY: i64 = 24 * HOUR;
+
+/// Birth year and gender per customer, from the generated profiles.
+fn profiles(records: &[Generated]) -> BTreeMap<String, (i64, String)> {
+    events(records, SourceKind::Customers)
+        .into_iter()
+        .map(|(_, p)| {
+            (
+                p["customer_id"].as_str().unwrap_or_default().to_owned(),
+                (
+                    p["birth_year"].as_i64().unwrap_or_default(),
+                    p["gender"].as_str().unwrap_or_default().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The year of the end of the daily window that holds `ts`.
+fn end_year(ts: i64) -> i64 {
+    let end = ts.div_euclid(DAY) * DAY + DAY;
+    chrono::DateTime::from_timestamp_millis(end)
+        .map_or(0, |d| i64::from(chrono::Datelike::year(&d)))
+}
+
+fn age_band(age: i64) -> &'static str {
+    match age {
+        ..25 => "18-24",
+        25..35 => "25-34",
+        35..45 => "35-44",
+        45..55 => "45-54",
+        55..65 => "55-64",
+        _ => "65+",
+    }
+}
+
+/// need_by_segment: per day, category, age band and gender.
+fn need_by_segment(records: &[Generated]) -> BTreeMap<(String, String, String, String), [f64; 4]> {
+    let people = profiles(records);
+    let mut groups: BTreeMap<(i64, String, String, String), (f64, f64)> = BTreeMap::new();
+    for (ts, tx) in events(records, SourceKind::Transactions) {
+        let (birth, gender) = &people[tx["customer_id"].as_str().unwrap_or_default()];
+        let key = (
+            ts.div_euclid(DAY) * DAY,
+            tx["category"].as_str().unwrap_or_default().to_owned(),
+            age_band(end_year(ts) - birth).to_owned(),
+            gender.clone(),
+        );
+        let g = groups.entry(key).or_default();
+        g.0 += 1.0;
+        g.1 += tx["amount"].as_f64().unwrap_or_default();
+    }
+    let mut segments: BTreeMap<(i64, String, String), (f64, f64)> = BTreeMap::new();
+    for ((day, _, band, gender), (orders, revenue)) in &groups {
+        let s = segments
+            .entry((*day, band.clone(), gender.clone()))
+            .or_default();
+        s.0 += orders;
+        s.1 += revenue;
+    }
+    groups
+        .into_iter()
+        .map(|((day, category, band, gender), (orders, revenue))| {
+            let (all_orders, all_revenue) = segments[&(day, band.clone(), gender.clone())];
+            (
+                (iso(day), category, band, gender),
+                [orders, revenue, orders / all_orders, revenue / all_revenue],
+            )
+        })
+        .collect()
+}
+
+/// Pearson's r, or None under 30 pairs.
+fn corr(pairs: &[(f64, f64)]) -> Option<f64> {
+    if pairs.len() < 30 {
+        return None;
+    }
+    let n = pairs.len() as f64;
+    let (mx, my) = (
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxy: f64 = pairs.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = pairs.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let syy: f64 = pairs.iter().map(|(_, y)| (y - my).powi(2)).sum();
+    Some(sxy / (sxx * syy).sqrt())
+}
+
+/// One transaction for need_correlation: age, amount, items, 1 for "f" / 0 for "m".
+type Observation = (f64, f64, f64, Option<f64>);
+
+/// need_correlation: per day and category.
+fn need_correlation(records: &[Generated]) -> BTreeMap<(String, String), [Option<f64>; 4]> {
+    let people = profiles(records);
+    let mut groups: BTreeMap<(i64, String), Vec<Observation>> = BTreeMap::new();
+    for (ts, tx) in events(records, SourceKind::Transactions) {
+        let (birth, gender) = &people[tx["customer_id"].as_str().unwrap_or_default()];
+        let female = match gender.as_str() {
+            "f" => Some(1.0),
+            "m" => Some(0.0),
+            _ => None,
+        };
+        groups
+            .entry((
+                ts.div_euclid(DAY) * DAY,
+                tx["category"].as_str().unwrap_or_default().to_owned(),
+            ))
+            .or_default()
+            .push((
+                (end_year(ts) - birth) as f64,
+                tx["amount"].as_f64().unwrap_or_default(),
+                tx["items"].as_f64().unwrap_or_default(),
+                female,
+            ));
+    }
+    groups
+        .into_iter()
+        .map(|((day, category), rows)| {
+            let age_amount: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+            let age_items: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.2)).collect();
+            let female_amount: Vec<(f64, f64)> =
+                rows.iter().filter_map(|r| r.3.map(|f| (f, r.1))).collect();
+            (
+                (iso(day), category),
+                [
+                    Some(rows.len() as f64),
+                    corr(&age_amount),
+                    corr(&age_items),
+                    corr(&female_amount),
+                ],
+            )
+        })
+        .collect()
+}
+
 /// Reads `topic` from the start until it holds `expected` final rows (early
 /// rows are skipped), then 2 s more to catch any extra row; 120 s at most.
 fn final_rows(bootstrap: &str, topic: &str, expected: usize) -> Vec<Value> {
@@ -174,7 +310,12 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
     let broker = TestBroker::start();
     let prefix = unique_prefix("reference");
     let queries = tempfile::tempdir().expect("tempdir");
-    for job in ["need_by_category", "satisfaction_hourly"] {
+    for job in [
+        "need_by_category",
+        "satisfaction_hourly",
+        "need_by_segment",
+        "need_correlation",
+    ] {
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{job}.sql")),
             queries.path().join(format!("{job}.sql")),
@@ -299,6 +440,77 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         for (field, value) in ["responses", "csat", "csat_pct", "nps", "ces"]
             .iter()
             .zip(want)
+        {
+            assert_close(&format!("{key:?} {field}"), &row[*field], *value);
+        }
+    }
+
+    // Daily windows close once the watermark passes their end.
+    let last_tx = records
+        .iter()
+        .filter(|r| r.kind == SourceKind::Transactions)
+        .map(|r| r.ts)
+        .max()
+        .unwrap_or(0);
+    let day_closed = |start: &str| {
+        cxpulse::decode::parse_rfc3339_millis(start).unwrap_or(i64::MAX) + DAY <= last_tx
+    };
+    let mut segments = need_by_segment(&records);
+    segments.retain(|(start, ..), _| day_closed(start));
+    let rows = finals("need_by_segment", segments.len());
+    assert_eq!(
+        rows.len(),
+        segments.len(),
+        "one final row per day, category, band and gender"
+    );
+    for row in &rows {
+        let text = |f: &str| row[f].as_str().unwrap_or_default().to_owned();
+        let key = (
+            text("window_start"),
+            text("category"),
+            text("age_band"),
+            text("gender"),
+        );
+        let want = segments
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected row {row}"));
+        assert_eq!(row["orders"].as_f64(), Some(want[0]), "{row}");
+        for (field, value) in ["revenue", "order_share", "revenue_share"]
+            .iter()
+            .zip(&want[1..])
+        {
+            assert_close(&format!("{key:?} {field}"), &row[*field], Some(*value));
+        }
+    }
+
+    let mut correlations = need_correlation(&records);
+    correlations.retain(|(start, _), _| day_closed(start));
+    assert!(
+        correlations.values().filter(|v| v[1].is_some()).count() >= 10,
+        "the month has days and categories with 30 pairs or more"
+    );
+    let rows = finals("need_correlation", correlations.len());
+    assert_eq!(
+        rows.len(),
+        correlations.len(),
+        "one final row per day and category"
+    );
+    for row in &rows {
+        let key = (
+            row["window_start"].as_str().unwrap_or_default().to_owned(),
+            row["category"].as_str().unwrap_or_default().to_owned(),
+        );
+        let want = correlations
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected row {row}"));
+        for (field, value) in [
+            "age_pairs",
+            "corr_age_amount",
+            "corr_age_items",
+            "corr_female_amount",
+        ]
+        .iter()
+        .zip(want)
         {
             assert_close(&format!("{key:?} {field}"), &row[*field], *value);
         }
