@@ -5,7 +5,7 @@
 //! for ratios). No DataFusion, no SQL on the reference side.
 //!
 //! Covered so far: `need_by_category`, `satisfaction_hourly`,
-//! `need_by_segment` and `need_correlation`.
+//! `need_by_segment`, `need_correlation` and `satisfaction_correlation`.
 
 mod common;
 
@@ -42,10 +42,12 @@ fn events(records: &[Generated], kind: SourceKind) -> Vec<(i64, Value)> {
         .collect()
 }
 
+/// Equal within 1e-9 relative; values within 1e-12 of each other count as
+/// equal too (a relative error means nothing at zero: r = 0 against 2e-17).
 fn assert_close(what: &str, actual: &Value, expected: Option<f64>) {
     match (actual.as_f64(), expected) {
         (None, None) => {}
-        (Some(a), Some(e)) if (a - e).abs() <= 1e-9 * e.abs().max(1e-12) => {}
+        (Some(a), Some(e)) if (a - e).abs() <= (1e-9 * e.abs()).max(1e-12) => {}
         _ => panic!("{what}: engine {actual}, reference {expected:?}"),
     }
 }
@@ -266,6 +268,57 @@ fn need_correlation(records: &[Generated]) -> BTreeMap<(String, String), [Option
         .collect()
 }
 
+/// One answer for satisfaction_correlation: age, rating, nps, 1 for "f" / 0 for "m".
+type Answer = (f64, Option<f64>, Option<f64>, Option<f64>);
+
+/// A value taken from an [`Answer`].
+type Pick = dyn Fn(&Answer) -> Option<f64>;
+
+/// satisfaction_correlation: per day and channel; a pair needs both values.
+fn satisfaction_correlation(records: &[Generated]) -> BTreeMap<(String, String), [Option<f64>; 4]> {
+    let people = profiles(records);
+    let mut groups: BTreeMap<(i64, String), Vec<Answer>> = BTreeMap::new();
+    for (ts, fb) in events(records, SourceKind::Feedback) {
+        let (birth, gender) = &people[fb["customer_id"].as_str().unwrap_or_default()];
+        let female = match gender.as_str() {
+            "f" => Some(1.0),
+            "m" => Some(0.0),
+            _ => None,
+        };
+        groups
+            .entry((
+                ts.div_euclid(DAY) * DAY,
+                fb["channel"].as_str().unwrap_or_default().to_owned(),
+            ))
+            .or_default()
+            .push((
+                (end_year(ts) - birth) as f64,
+                fb["rating"].as_f64(),
+                fb["nps"].as_f64(),
+                female,
+            ));
+    }
+    groups
+        .into_iter()
+        .map(|((day, channel), rows)| {
+            let pairs = |x: &Pick, y: &Pick| {
+                rows.iter()
+                    .filter_map(|r| Some((x(r)?, y(r)?)))
+                    .collect::<Vec<(f64, f64)>>()
+            };
+            (
+                (iso(day), channel),
+                [
+                    corr(&pairs(&|r| Some(r.0), &|r| r.1)),
+                    corr(&pairs(&|r| Some(r.0), &|r| r.2)),
+                    corr(&pairs(&|r| r.3, &|r| r.1)),
+                    corr(&pairs(&|r| r.3, &|r| r.2)),
+                ],
+            )
+        })
+        .collect()
+}
+
 /// Reads `topic` from the start until it holds `expected` final rows (early
 /// rows are skipped), then 2 s more to catch any extra row; 120 s at most.
 fn final_rows(bootstrap: &str, topic: &str, expected: usize) -> Vec<Value> {
@@ -315,6 +368,7 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         "satisfaction_hourly",
         "need_by_segment",
         "need_correlation",
+        "satisfaction_correlation",
     ] {
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{job}.sql")),
@@ -508,6 +562,47 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
             "corr_age_amount",
             "corr_age_items",
             "corr_female_amount",
+        ]
+        .iter()
+        .zip(want)
+        {
+            assert_close(&format!("{key:?} {field}"), &row[*field], *value);
+        }
+    }
+
+    let last_fb = records
+        .iter()
+        .filter(|r| r.kind == SourceKind::Feedback)
+        .map(|r| r.ts)
+        .max()
+        .unwrap_or(0);
+    let mut satisfied = satisfaction_correlation(&records);
+    satisfied.retain(|(start, _), _| {
+        cxpulse::decode::parse_rfc3339_millis(start).unwrap_or(i64::MAX) + DAY <= last_fb
+    });
+    assert!(
+        satisfied.values().any(|v| v[0].is_some()),
+        "some days have 30 pairs"
+    );
+    let rows = finals("satisfaction_correlation", satisfied.len());
+    assert_eq!(
+        rows.len(),
+        satisfied.len(),
+        "one final row per day and channel"
+    );
+    for row in &rows {
+        let key = (
+            row["window_start"].as_str().unwrap_or_default().to_owned(),
+            row["channel"].as_str().unwrap_or_default().to_owned(),
+        );
+        let want = satisfied
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected row {row}"));
+        for (field, value) in [
+            "corr_age_rating",
+            "corr_age_nps",
+            "corr_female_rating",
+            "corr_female_nps",
         ]
         .iter()
         .zip(want)
