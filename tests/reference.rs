@@ -5,7 +5,8 @@
 //! for ratios). No DataFusion, no SQL on the reference side.
 //!
 //! Covered so far: `need_by_category`, `satisfaction_hourly`,
-//! `need_by_segment`, `need_correlation` and `satisfaction_correlation`.
+//! `need_by_segment`, `need_correlation`, `satisfaction_correlation` and
+//! `need_trend`.
 
 mod common;
 
@@ -319,6 +320,63 @@ fn satisfaction_correlation(records: &[Generated]) -> BTreeMap<(String, String),
         .collect()
 }
 
+/// need_trend: 28-day windows every day, per category, over daily orders.
+fn need_trend(records: &[Generated], last: i64) -> BTreeMap<(String, String), [Option<f64>; 5]> {
+    let mut daily: BTreeMap<(String, i64), f64> = BTreeMap::new();
+    for (ts, tx) in events(records, SourceKind::Transactions) {
+        let category = tx["category"].as_str().unwrap_or_default().to_owned();
+        *daily
+            .entry((category, ts.div_euclid(DAY) * DAY))
+            .or_default() += 1.0;
+    }
+    let categories: BTreeSet<String> = daily.keys().map(|(c, _)| c.clone()).collect();
+    let mut out = BTreeMap::new();
+    // Every window that holds data and has closed: ends from START + 1 day.
+    let mut end = START + DAY;
+    while end <= last {
+        let start = end - 28 * DAY;
+        for category in &categories {
+            let days: Vec<(i64, f64)> = daily
+                .range((category.clone(), start)..(category.clone(), end))
+                .map(|((_, day), n)| (*day, *n))
+                .collect();
+            if days.is_empty() {
+                continue;
+            }
+            let sum = |from: i64, to: i64| {
+                let v: Vec<f64> = days
+                    .iter()
+                    .filter(|(d, _)| (from..to).contains(d))
+                    .map(|(_, n)| *n)
+                    .collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>())
+            };
+            let points: Vec<(f64, f64)> = days
+                .iter()
+                .map(|(d, n)| ((*d / 1000) as f64 / 86_400.0, *n))
+                .collect();
+            let n = points.len() as f64;
+            let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+            let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+            let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+            let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+            let slope = (points.len() >= 2 && sxx > 0.0).then(|| sxy / sxx);
+            let last_7d = sum(end - 7 * DAY, end);
+            let prior_7d = sum(end - 14 * DAY, end - 7 * DAY);
+            let change = match (last_7d, prior_7d) {
+                (Some(l), Some(p)) if p != 0.0 => Some(l / p - 1.0),
+                _ => None,
+            };
+            out.insert(
+                (iso(start), category.clone()),
+                [sum(start, end), slope, last_7d, prior_7d, change],
+            );
+        }
+        end += DAY;
+    }
+    out
+}
+
 /// Reads `topic` from the start until it holds `expected` final rows (early
 /// rows are skipped), then 2 s more to catch any extra row; 120 s at most.
 fn final_rows(bootstrap: &str, topic: &str, expected: usize) -> Vec<Value> {
@@ -369,6 +427,7 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         "need_by_segment",
         "need_correlation",
         "satisfaction_correlation",
+        "need_trend",
     ] {
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{job}.sql")),
@@ -603,6 +662,35 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
             "corr_age_nps",
             "corr_female_rating",
             "corr_female_nps",
+        ]
+        .iter()
+        .zip(want)
+        {
+            assert_close(&format!("{key:?} {field}"), &row[*field], *value);
+        }
+    }
+
+    let trends = need_trend(&records, last_tx);
+    let rows = finals("need_trend", trends.len());
+    assert_eq!(
+        rows.len(),
+        trends.len(),
+        "one final row per 28-day window and category"
+    );
+    for row in &rows {
+        let key = (
+            row["window_start"].as_str().unwrap_or_default().to_owned(),
+            row["category"].as_str().unwrap_or_default().to_owned(),
+        );
+        let want = trends
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected row {row}"));
+        for (field, value) in [
+            "orders",
+            "daily_orders_slope",
+            "last_7d",
+            "prior_7d",
+            "change_7d",
         ]
         .iter()
         .zip(want)
