@@ -5,8 +5,8 @@
 //! for ratios). No DataFusion, no SQL on the reference side.
 //!
 //! Covered so far: `need_by_category`, `satisfaction_hourly`,
-//! `need_by_segment`, `need_correlation`, `satisfaction_correlation` and
-//! `need_trend`.
+//! `need_by_segment`, `need_correlation`, `satisfaction_correlation`,
+//! `need_trend` and `satisfaction_trend`.
 
 mod common;
 
@@ -355,12 +355,7 @@ fn need_trend(records: &[Generated], last: i64) -> BTreeMap<(String, String), [O
                 .iter()
                 .map(|(d, n)| ((*d / 1000) as f64 / 86_400.0, *n))
                 .collect();
-            let n = points.len() as f64;
-            let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-            let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-            let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-            let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-            let slope = (points.len() >= 2 && sxx > 0.0).then(|| sxy / sxx);
+            let daily_slope = slope(&points);
             let last_7d = sum(end - 7 * DAY, end);
             let prior_7d = sum(end - 14 * DAY, end - 7 * DAY);
             let change = match (last_7d, prior_7d) {
@@ -369,7 +364,112 @@ fn need_trend(records: &[Generated], last: i64) -> BTreeMap<(String, String), [O
             };
             out.insert(
                 (iso(start), category.clone()),
-                [sum(start, end), slope, last_7d, prior_7d, change],
+                [sum(start, end), daily_slope, last_7d, prior_7d, change],
+            );
+        }
+        end += DAY;
+    }
+    out
+}
+
+/// The least-squares slope of `points`, or None (fewer than 2, or one x).
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (points.len() >= 2 && sxx > 0.0).then(|| sxy / sxx)
+}
+
+/// One day of one channel: promoters, detractors, nps answers, rating sum, ratings.
+#[derive(Default, Clone, Copy)]
+struct DaySatisfaction {
+    promoters: f64,
+    detractors: f64,
+    answers: f64,
+    rating_sum: f64,
+    ratings: f64,
+}
+
+/// satisfaction_trend: 28-day windows every day, per channel.
+fn satisfaction_trend(
+    records: &[Generated],
+    last: i64,
+) -> BTreeMap<(String, String), [Option<f64>; 4]> {
+    let mut daily: BTreeMap<(String, i64), DaySatisfaction> = BTreeMap::new();
+    for (ts, fb) in events(records, SourceKind::Feedback) {
+        let channel = fb["channel"].as_str().unwrap_or_default().to_owned();
+        let d = daily
+            .entry((channel, ts.div_euclid(DAY) * DAY))
+            .or_default();
+        if let Some(nps) = fb["nps"].as_f64() {
+            d.answers += 1.0;
+            d.promoters += f64::from(u8::from(nps >= 9.0));
+            d.detractors += f64::from(u8::from(nps <= 6.0));
+        }
+        if let Some(rating) = fb["rating"].as_f64() {
+            d.ratings += 1.0;
+            d.rating_sum += rating;
+        }
+    }
+    let channels: BTreeSet<String> = daily.keys().map(|(c, _)| c.clone()).collect();
+    let mut out = BTreeMap::new();
+    let mut end = START + DAY;
+    while end <= last {
+        let start = end - 28 * DAY;
+        for channel in &channels {
+            let days: Vec<(i64, DaySatisfaction)> = daily
+                .range((channel.clone(), start)..(channel.clone(), end))
+                .map(|((_, day), d)| (*day, *d))
+                .collect();
+            if days.is_empty() {
+                continue;
+            }
+            let x = |day: i64| (day / 1000) as f64 / 86_400.0;
+            let nps_points: Vec<(f64, f64)> = days
+                .iter()
+                .filter(|(_, d)| d.answers > 0.0)
+                .map(|(day, d)| (x(*day), 100.0 * (d.promoters - d.detractors) / d.answers))
+                .collect();
+            let csat_points: Vec<(f64, f64)> = days
+                .iter()
+                .filter(|(_, d)| d.ratings > 0.0)
+                .map(|(day, d)| (x(*day), d.rating_sum / d.ratings))
+                .collect();
+            let period = |from: i64, to: i64| {
+                let picked: Vec<&DaySatisfaction> = days
+                    .iter()
+                    .filter(|(d, _)| (from..to).contains(d))
+                    .map(|(_, d)| d)
+                    .collect();
+                let total = |f: &dyn Fn(&DaySatisfaction) -> f64| {
+                    (!picked.is_empty()).then(|| picked.iter().map(|d| f(d)).sum::<f64>())
+                };
+                let nps = match (
+                    total(&|d| d.promoters - d.detractors),
+                    total(&|d| d.answers),
+                ) {
+                    (Some(net), Some(answers)) if answers > 0.0 => Some(100.0 * net / answers),
+                    _ => None,
+                };
+                let csat = match (total(&|d| d.rating_sum), total(&|d| d.ratings)) {
+                    (Some(sum), Some(n)) if n > 0.0 => Some(sum / n),
+                    _ => None,
+                };
+                (nps, csat)
+            };
+            let (nps_recent, csat_recent) = period(end - 7 * DAY, end);
+            let (nps_prior, csat_prior) = period(end - 14 * DAY, end - 7 * DAY);
+            let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+            out.insert(
+                (iso(start), channel.clone()),
+                [
+                    slope(&nps_points),
+                    slope(&csat_points),
+                    diff(nps_recent, nps_prior),
+                    diff(csat_recent, csat_prior),
+                ],
             );
         }
         end += DAY;
@@ -428,6 +528,7 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         "need_correlation",
         "satisfaction_correlation",
         "need_trend",
+        "satisfaction_trend",
     ] {
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{job}.sql")),
@@ -449,23 +550,43 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
     )
     .await;
 
-    // Everything is queued at once, in order, and then acknowledged.
+    // The profiles first, and only once the engine has read them all, the
+    // events: a lookup join sees the profiles as they are when its event is
+    // processed, and the reference assumes they are all known.
     let kafka = producer(broker.bootstrap());
-    let mut acks = Vec::with_capacity(records.len());
-    for record in &records {
-        let future = kafka
-            .send_result(
-                FutureRecord::to(config.topics.source_topic(record.kind))
-                    .partition(0)
-                    .key(&record.key)
-                    .payload(&record.value),
+    let (profiles, events): (Vec<&Generated>, Vec<&Generated>) = records
+        .iter()
+        .partition(|r| r.kind == SourceKind::Customers);
+    for (part, consumed) in [(profiles, "profiles"), (events, "events")] {
+        let mut acks = Vec::with_capacity(part.len());
+        for record in &part {
+            let future = kafka
+                .send_result(
+                    FutureRecord::to(config.topics.source_topic(record.kind))
+                        .partition(0)
+                        .key(&record.key)
+                        .payload(&record.value),
+                )
+                .map_err(|(e, _)| e)
+                .expect("queue record");
+            acks.push(future);
+        }
+        for ack in futures::future::join_all(acks).await {
+            ack.expect("delivery").expect("acknowledged");
+        }
+        if consumed == "profiles" {
+            let series = format!(
+                "cxpulse_records_consumed_total{{topic=\"{}\"}}",
+                config.topics.customers
+            );
+            wait_for_metric(
+                engine.addr,
+                &series,
+                part.len() as f64,
+                Duration::from_secs(30),
             )
-            .map_err(|(e, _)| e)
-            .expect("queue record");
-        acks.push(future);
-    }
-    for ack in futures::future::join_all(acks).await {
-        ack.expect("delivery").expect("acknowledged");
+            .await;
+        }
     }
 
     // Windows close once the watermark (the latest event time, with no
@@ -694,6 +815,29 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         ]
         .iter()
         .zip(want)
+        {
+            assert_close(&format!("{key:?} {field}"), &row[*field], *value);
+        }
+    }
+
+    let satisfaction_trends = satisfaction_trend(&records, last_fb);
+    let rows = finals("satisfaction_trend", satisfaction_trends.len());
+    assert_eq!(
+        rows.len(),
+        satisfaction_trends.len(),
+        "one final row per 28-day window and channel"
+    );
+    for row in &rows {
+        let key = (
+            row["window_start"].as_str().unwrap_or_default().to_owned(),
+            row["channel"].as_str().unwrap_or_default().to_owned(),
+        );
+        let want = satisfaction_trends
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected row {row}"));
+        for (field, value) in ["nps_slope", "csat_slope", "nps_change_7d", "csat_change_7d"]
+            .iter()
+            .zip(want)
         {
             assert_close(&format!("{key:?} {field}"), &row[*field], *value);
         }
