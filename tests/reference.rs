@@ -6,7 +6,7 @@
 //!
 //! Covered so far: `need_by_category`, `satisfaction_hourly`,
 //! `need_by_segment`, `need_correlation`, `satisfaction_correlation`,
-//! `need_trend` and `satisfaction_trend`.
+//! `need_trend`, `satisfaction_trend` and `loyalty_rfm`.
 
 mod common;
 
@@ -477,6 +477,71 @@ fn satisfaction_trend(
     out
 }
 
+/// loyalty_rfm row: recency, frequency, monetary, R, F, M, segment, repeat.
+type Rfm = (i64, i64, f64, i64, i64, i64, &'static str, bool);
+
+/// loyalty_rfm: 365-day windows every day, per customer.
+fn loyalty_rfm(records: &[Generated], last: i64) -> BTreeMap<(String, String), Rfm> {
+    let purchases = events(records, SourceKind::Transactions);
+    let mut out = BTreeMap::new();
+    let mut end = START + DAY;
+    while end <= last {
+        let start = end - 365 * DAY;
+        let mut per_customer: BTreeMap<String, (i64, i64, f64)> = BTreeMap::new();
+        for (ts, tx) in purchases.iter().filter(|(ts, _)| (start..end).contains(ts)) {
+            let c = per_customer
+                .entry(tx["customer_id"].as_str().unwrap_or_default().to_owned())
+                .or_insert((i64::MIN, 0, 0.0));
+            c.0 = c.0.max(*ts);
+            c.1 += 1;
+            c.2 += tx["amount"].as_f64().unwrap_or_default();
+        }
+        let n = per_customer.len() as f64;
+        let stats: Vec<(i64, i64, f64)> = per_customer
+            .values()
+            .map(|(latest, f, m)| ((end - latest) / DAY, *f, *m))
+            .collect();
+        // ceil(5 × cume_dist): the share of customers at or below this one.
+        let score = |at_or_below: usize| (5.0 * (at_or_below as f64 / n)).ceil() as i64;
+        for (id, (latest, frequency, monetary)) in &per_customer {
+            let recency = (end - latest) / DAY;
+            let r = score(stats.iter().filter(|s| s.0 >= recency).count());
+            let f = score(stats.iter().filter(|s| s.1 <= *frequency).count());
+            let m = score(stats.iter().filter(|s| s.2 <= *monetary).count());
+            let segment = if r >= 4 && f >= 4 && m >= 4 {
+                "Champions"
+            } else if r >= 3 && f >= 4 {
+                "Loyal"
+            } else if r >= 4 && *frequency == 1 {
+                "New"
+            } else if r >= 3 {
+                "Potential loyalist"
+            } else if r <= 2 && f >= 3 {
+                "At risk"
+            } else if r == 2 {
+                "Hibernating"
+            } else {
+                "Lost"
+            };
+            out.insert(
+                (iso(start), id.clone()),
+                (
+                    recency,
+                    *frequency,
+                    *monetary,
+                    r,
+                    f,
+                    m,
+                    segment,
+                    *frequency > 1,
+                ),
+            );
+        }
+        end += DAY;
+    }
+    out
+}
+
 /// Reads `topic` from the start until it holds `expected` final rows (early
 /// rows are skipped), then 2 s more to catch any extra row; 120 s at most.
 fn final_rows(bootstrap: &str, topic: &str, expected: usize) -> Vec<Value> {
@@ -529,6 +594,7 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         "satisfaction_correlation",
         "need_trend",
         "satisfaction_trend",
+        "loyalty_rfm",
     ] {
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{job}.sql")),
@@ -841,6 +907,52 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         {
             assert_close(&format!("{key:?} {field}"), &row[*field], *value);
         }
+    }
+
+    let rfm = loyalty_rfm(&records, last_tx);
+    let segments_seen: BTreeSet<&str> = rfm.values().map(|v| v.6).collect();
+    assert_eq!(
+        segments_seen.len(),
+        7,
+        "every RFM segment is populated: {segments_seen:?}"
+    );
+    let rows = finals("loyalty_rfm", rfm.len());
+    assert_eq!(
+        rows.len(),
+        rfm.len(),
+        "one final row per window and customer"
+    );
+    for row in &rows {
+        let key = (
+            row["window_start"].as_str().unwrap_or_default().to_owned(),
+            row["customer_id"].as_str().unwrap_or_default().to_owned(),
+        );
+        let want = rfm
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected row {row}"));
+        let got = (
+            row["recency_days"].as_i64(),
+            row["frequency"].as_i64(),
+            row["r_score"].as_i64(),
+            row["f_score"].as_i64(),
+            row["m_score"].as_i64(),
+            row["segment"].as_str(),
+            row["repeat_customer"].as_bool(),
+        );
+        assert_eq!(
+            got,
+            (
+                Some(want.0),
+                Some(want.1),
+                Some(want.3),
+                Some(want.4),
+                Some(want.5),
+                Some(want.6),
+                Some(want.7)
+            ),
+            "{key:?}"
+        );
+        assert_close(&format!("{key:?} monetary"), &row["monetary"], Some(want.2));
     }
     engine.stop().await;
 }
