@@ -6,7 +6,7 @@
 //!
 //! Covered so far: `need_by_category`, `satisfaction_hourly`,
 //! `need_by_segment`, `need_correlation`, `satisfaction_correlation`,
-//! `need_trend`, `satisfaction_trend` and `loyalty_rfm`.
+//! `need_trend`, `satisfaction_trend`, `loyalty_rfm` and `loyalty_summary`.
 
 mod common;
 
@@ -595,6 +595,7 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         "need_trend",
         "satisfaction_trend",
         "loyalty_rfm",
+        "loyalty_summary",
     ] {
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{job}.sql")),
@@ -953,6 +954,49 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
             "{key:?}"
         );
         assert_close(&format!("{key:?} monetary"), &row["monetary"], Some(want.2));
+    }
+
+    // loyalty_summary: the same RFM rows, counted per window and segment.
+    let mut summary: BTreeMap<(String, String), [f64; 4]> = BTreeMap::new();
+    let mut windows: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    for ((start, _), v) in &rfm {
+        let w = windows.entry(start.clone()).or_default();
+        w.0 += 1.0;
+        w.1 += f64::from(u8::from(v.7));
+        w.2 += f64::from(u8::from(v.6 == "At risk"));
+        summary.entry((start.clone(), v.6.to_owned())).or_default()[0] += 1.0;
+    }
+    for ((start, _), v) in summary.iter_mut() {
+        let (customers, repeat, at_risk) = windows[start];
+        v[1] = v[0] / customers;
+        v[2] = repeat / customers;
+        v[3] = at_risk / customers;
+    }
+    let rows = finals("loyalty_summary", summary.len());
+    assert_eq!(
+        rows.len(),
+        summary.len(),
+        "one final row per window and segment"
+    );
+    for row in &rows {
+        let key = (
+            row["window_start"].as_str().unwrap_or_default().to_owned(),
+            row["segment"].as_str().unwrap_or_default().to_owned(),
+        );
+        let want = summary
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected row {row}"));
+        for (field, value) in [
+            "customers",
+            "customer_share",
+            "repeat_rate",
+            "at_risk_share",
+        ]
+        .iter()
+        .zip(want)
+        {
+            assert_close(&format!("{key:?} {field}"), &row[*field], Some(*value));
+        }
     }
     engine.stop().await;
 }
