@@ -206,6 +206,28 @@ fn need_by_segment(records: &[Generated]) -> BTreeMap<(String, String, String, S
         .collect()
 }
 
+/// The point-biserial coding of gender: 1 for "f", 0 for "m", else left out.
+fn female(gender: &str) -> Option<f64> {
+    match gender {
+        "f" => Some(1.0),
+        "m" => Some(0.0),
+        _ => None,
+    }
+}
+
+/// A day's start as days since the epoch, as the queries compute it.
+fn day_number(day_ms: i64) -> f64 {
+    (day_ms / 1000) as f64 / 86_400.0
+}
+
+/// Ends of the daily windows that hold data (from the first day) and have
+/// closed at watermark `last`.
+fn daily_window_ends(last: i64) -> impl Iterator<Item = i64> {
+    (1..)
+        .map(|k| START + k * DAY)
+        .take_while(move |end| *end <= last)
+}
+
 /// Pearson's r, or None under 30 pairs.
 fn corr(pairs: &[(f64, f64)]) -> Option<f64> {
     if pairs.len() < 30 {
@@ -231,11 +253,7 @@ fn need_correlation(records: &[Generated]) -> BTreeMap<(String, String), [Option
     let mut groups: BTreeMap<(i64, String), Vec<Observation>> = BTreeMap::new();
     for (ts, tx) in events(records, SourceKind::Transactions) {
         let (birth, gender) = &people[tx["customer_id"].as_str().unwrap_or_default()];
-        let female = match gender.as_str() {
-            "f" => Some(1.0),
-            "m" => Some(0.0),
-            _ => None,
-        };
+        let female = female(gender);
         groups
             .entry((
                 ts.div_euclid(DAY) * DAY,
@@ -281,11 +299,7 @@ fn satisfaction_correlation(records: &[Generated]) -> BTreeMap<(String, String),
     let mut groups: BTreeMap<(i64, String), Vec<Answer>> = BTreeMap::new();
     for (ts, fb) in events(records, SourceKind::Feedback) {
         let (birth, gender) = &people[fb["customer_id"].as_str().unwrap_or_default()];
-        let female = match gender.as_str() {
-            "f" => Some(1.0),
-            "m" => Some(0.0),
-            _ => None,
-        };
+        let female = female(gender);
         groups
             .entry((
                 ts.div_euclid(DAY) * DAY,
@@ -332,8 +346,7 @@ fn need_trend(records: &[Generated], last: i64) -> BTreeMap<(String, String), [O
     let categories: BTreeSet<String> = daily.keys().map(|(c, _)| c.clone()).collect();
     let mut out = BTreeMap::new();
     // Every window that holds data and has closed: ends from START + 1 day.
-    let mut end = START + DAY;
-    while end <= last {
+    for end in daily_window_ends(last) {
         let start = end - 28 * DAY;
         for category in &categories {
             let days: Vec<(i64, f64)> = daily
@@ -351,10 +364,7 @@ fn need_trend(records: &[Generated], last: i64) -> BTreeMap<(String, String), [O
                     .collect();
                 (!v.is_empty()).then(|| v.iter().sum::<f64>())
             };
-            let points: Vec<(f64, f64)> = days
-                .iter()
-                .map(|(d, n)| ((*d / 1000) as f64 / 86_400.0, *n))
-                .collect();
+            let points: Vec<(f64, f64)> = days.iter().map(|(d, n)| (day_number(*d), *n)).collect();
             let daily_slope = slope(&points);
             let last_7d = sum(end - 7 * DAY, end);
             let prior_7d = sum(end - 14 * DAY, end - 7 * DAY);
@@ -367,7 +377,6 @@ fn need_trend(records: &[Generated], last: i64) -> BTreeMap<(String, String), [O
                 [sum(start, end), daily_slope, last_7d, prior_7d, change],
             );
         }
-        end += DAY;
     }
     out
 }
@@ -415,8 +424,7 @@ fn satisfaction_trend(
     }
     let channels: BTreeSet<String> = daily.keys().map(|(c, _)| c.clone()).collect();
     let mut out = BTreeMap::new();
-    let mut end = START + DAY;
-    while end <= last {
+    for end in daily_window_ends(last) {
         let start = end - 28 * DAY;
         for channel in &channels {
             let days: Vec<(i64, DaySatisfaction)> = daily
@@ -426,16 +434,20 @@ fn satisfaction_trend(
             if days.is_empty() {
                 continue;
             }
-            let x = |day: i64| (day / 1000) as f64 / 86_400.0;
             let nps_points: Vec<(f64, f64)> = days
                 .iter()
                 .filter(|(_, d)| d.answers > 0.0)
-                .map(|(day, d)| (x(*day), 100.0 * (d.promoters - d.detractors) / d.answers))
+                .map(|(day, d)| {
+                    (
+                        day_number(*day),
+                        100.0 * (d.promoters - d.detractors) / d.answers,
+                    )
+                })
                 .collect();
             let csat_points: Vec<(f64, f64)> = days
                 .iter()
                 .filter(|(_, d)| d.ratings > 0.0)
-                .map(|(day, d)| (x(*day), d.rating_sum / d.ratings))
+                .map(|(day, d)| (day_number(*day), d.rating_sum / d.ratings))
                 .collect();
             let period = |from: i64, to: i64| {
                 let picked: Vec<&DaySatisfaction> = days
@@ -472,7 +484,6 @@ fn satisfaction_trend(
                 ],
             );
         }
-        end += DAY;
     }
     out
 }
@@ -484,8 +495,7 @@ type Rfm = (i64, i64, f64, i64, i64, i64, &'static str, bool);
 fn loyalty_rfm(records: &[Generated], last: i64) -> BTreeMap<(String, String), Rfm> {
     let purchases = events(records, SourceKind::Transactions);
     let mut out = BTreeMap::new();
-    let mut end = START + DAY;
-    while end <= last {
+    for end in daily_window_ends(last) {
         let start = end - 365 * DAY;
         let mut per_customer: BTreeMap<String, (i64, i64, f64)> = BTreeMap::new();
         for (ts, tx) in purchases.iter().filter(|(ts, _)| (start..end).contains(ts)) {
@@ -537,9 +547,70 @@ fn loyalty_rfm(records: &[Generated], last: i64) -> BTreeMap<(String, String), R
                 ),
             );
         }
-        end += DAY;
     }
     out
+}
+
+/// A text field of an output row.
+fn text(row: &Value, field: &str) -> String {
+    row[field].as_str().unwrap_or_default().to_owned()
+}
+
+/// The reference values of one row, in field order.
+trait Expected {
+    fn values(&self) -> Vec<Option<f64>>;
+}
+
+impl<const N: usize> Expected for [f64; N] {
+    fn values(&self) -> Vec<Option<f64>> {
+        self.iter().copied().map(Some).collect()
+    }
+}
+
+impl<const N: usize> Expected for [Option<f64>; N] {
+    fn values(&self) -> Vec<Option<f64>> {
+        self.to_vec()
+    }
+}
+
+/// Checks a job's final rows against the reference: exactly one row per
+/// expected key; the first `exact` fields equal, the others close.
+fn check_rows<K: Ord + std::fmt::Debug, V: Expected>(
+    job: &str,
+    rows: &[Value],
+    want: &BTreeMap<K, V>,
+    key: impl Fn(&Value) -> K,
+    fields: &[&str],
+    exact: usize,
+) {
+    let got: BTreeSet<K> = rows.iter().map(&key).collect();
+    let missing: Vec<&K> = want.keys().filter(|k| !got.contains(*k)).collect();
+    let extra: Vec<&K> = got.iter().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{job}: {} final rows missing, e.g. {:?}; {} unexpected, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
+    assert_eq!(rows.len(), want.len(), "{job}: no duplicate final rows");
+    for row in rows {
+        let k = key(row);
+        let values = want[&k].values();
+        assert_eq!(
+            values.len(),
+            fields.len(),
+            "{job}: one field per reference value"
+        );
+        for (i, (field, value)) in fields.iter().zip(values).enumerate() {
+            if i < exact {
+                assert_eq!(row[*field].as_f64(), value, "{job} {k:?} {field}");
+            } else {
+                assert_close(&format!("{job} {k:?} {field}"), &row[*field], value);
+            }
+        }
+    }
 }
 
 /// Reads `topic` from the start until it holds `expected` final rows (early
@@ -657,26 +728,26 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
     }
 
     // Windows close once the watermark (the latest event time, with no
-    // out-of-orderness allowed) reaches their end: the last hour stays open.
-    let closed = |kind: SourceKind| {
-        let last = records
+    // out-of-orderness allowed) reaches their end: the last one stays open.
+    let last_event = |kind: SourceKind| {
+        records
             .iter()
             .filter(|r| r.kind == kind)
             .map(|r| r.ts)
             .max()
-            .unwrap_or(0);
-        move |window_start: &str| {
-            cxpulse::decode::parse_rfc3339_millis(window_start).unwrap_or(i64::MAX) + HOUR <= last
-        }
+            .unwrap_or(0)
     };
-    let (tx_closed, fb_closed) = (
-        closed(SourceKind::Transactions),
-        closed(SourceKind::Feedback),
+    let (last_tx, last_fb) = (
+        last_event(SourceKind::Transactions),
+        last_event(SourceKind::Feedback),
     );
+    let closed = |start: &str, width: i64, last: i64| {
+        cxpulse::decode::parse_rfc3339_millis(start).unwrap_or(i64::MAX) + width <= last
+    };
     let mut need = need_by_category(&records);
-    need.retain(|(start, _), _| tx_closed(start));
+    need.retain(|(start, _), _| closed(start, HOUR, last_tx));
     let mut satisfaction = satisfaction_hourly(&records);
-    satisfaction.retain(|(start, _, _), _| fb_closed(start));
+    satisfaction.retain(|(start, _, _), _| closed(start, HOUR, last_fb));
     let finals = |job: &str, expected: usize| -> Vec<Value> {
         tokio::task::block_in_place(|| {
             final_rows(
@@ -686,229 +757,120 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
             )
         })
     };
-    // Early rows may come too; read until at least every final row could be there.
-    let rows = finals("need_by_category", need.len());
-    let got: BTreeSet<(String, String)> = rows
-        .iter()
-        .map(|r| {
+    check_rows(
+        "need_by_category",
+        &finals("need_by_category", need.len()),
+        &need,
+        |r| (text(r, "window_start"), text(r, "category")),
+        &[
+            "orders",
+            "customers",
+            "revenue",
+            "avg_basket",
+            "order_share",
+            "revenue_share",
+        ],
+        2,
+    );
+
+    check_rows(
+        "satisfaction_hourly",
+        &finals("satisfaction_hourly", satisfaction.len()),
+        &satisfaction,
+        |r| {
             (
-                r["window_start"].as_str().unwrap_or_default().to_owned(),
-                r["category"].as_str().unwrap_or_default().to_owned(),
+                text(r, "window_start"),
+                text(r, "channel"),
+                text(r, "topic"),
             )
-        })
-        .collect();
-    let want: BTreeSet<(String, String)> = need.keys().cloned().collect();
-    let missing: Vec<_> = want.difference(&got).take(5).collect();
-    let extra: Vec<_> = got.difference(&want).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "one final row per hour and category: {} missing, e.g. {missing:?}; {} extra, e.g. {extra:?}",
-        want.difference(&got).count(),
-        got.difference(&want).count()
+        },
+        &["responses", "csat", "csat_pct", "nps", "ces"],
+        0,
     );
-    assert_eq!(rows.len(), need.len(), "no duplicate final rows");
-    for row in &rows {
-        let key = (
-            row["window_start"].as_str().unwrap_or_default().to_owned(),
-            row["category"].as_str().unwrap_or_default().to_owned(),
-        );
-        let want = need[&key];
-        assert_eq!(row["orders"].as_f64(), Some(want[0]), "{row}");
-        assert_eq!(row["customers"].as_f64(), Some(want[1]), "{row}");
-        for (field, value) in ["revenue", "avg_basket", "order_share", "revenue_share"]
-            .iter()
-            .zip(&want[2..])
-        {
-            assert_close(&format!("{key:?} {field}"), &row[*field], Some(*value));
-        }
-    }
 
-    let rows = finals("satisfaction_hourly", satisfaction.len());
-    assert_eq!(
-        rows.len(),
-        satisfaction.len(),
-        "one final row per hour, channel and topic"
-    );
-    for row in &rows {
-        let key = (
-            row["window_start"].as_str().unwrap_or_default().to_owned(),
-            row["channel"].as_str().unwrap_or_default().to_owned(),
-            row["topic"].as_str().unwrap_or_default().to_owned(),
-        );
-        let want = satisfaction
-            .get(&key)
-            .unwrap_or_else(|| panic!("unexpected row {row}"));
-        for (field, value) in ["responses", "csat", "csat_pct", "nps", "ces"]
-            .iter()
-            .zip(want)
-        {
-            assert_close(&format!("{key:?} {field}"), &row[*field], *value);
-        }
-    }
-
-    // Daily windows close once the watermark passes their end.
-    let last_tx = records
-        .iter()
-        .filter(|r| r.kind == SourceKind::Transactions)
-        .map(|r| r.ts)
-        .max()
-        .unwrap_or(0);
-    let day_closed = |start: &str| {
-        cxpulse::decode::parse_rfc3339_millis(start).unwrap_or(i64::MAX) + DAY <= last_tx
-    };
     let mut segments = need_by_segment(&records);
-    segments.retain(|(start, ..), _| day_closed(start));
-    let rows = finals("need_by_segment", segments.len());
-    assert_eq!(
-        rows.len(),
-        segments.len(),
-        "one final row per day, category, band and gender"
+    segments.retain(|(start, ..), _| closed(start, DAY, last_tx));
+    check_rows(
+        "need_by_segment",
+        &finals("need_by_segment", segments.len()),
+        &segments,
+        |r| {
+            (
+                text(r, "window_start"),
+                text(r, "category"),
+                text(r, "age_band"),
+                text(r, "gender"),
+            )
+        },
+        &["orders", "revenue", "order_share", "revenue_share"],
+        1,
     );
-    for row in &rows {
-        let text = |f: &str| row[f].as_str().unwrap_or_default().to_owned();
-        let key = (
-            text("window_start"),
-            text("category"),
-            text("age_band"),
-            text("gender"),
-        );
-        let want = segments
-            .get(&key)
-            .unwrap_or_else(|| panic!("unexpected row {row}"));
-        assert_eq!(row["orders"].as_f64(), Some(want[0]), "{row}");
-        for (field, value) in ["revenue", "order_share", "revenue_share"]
-            .iter()
-            .zip(&want[1..])
-        {
-            assert_close(&format!("{key:?} {field}"), &row[*field], Some(*value));
-        }
-    }
 
     let mut correlations = need_correlation(&records);
-    correlations.retain(|(start, _), _| day_closed(start));
+    correlations.retain(|(start, _), _| closed(start, DAY, last_tx));
     assert!(
         correlations.values().filter(|v| v[1].is_some()).count() >= 10,
         "the month has days and categories with 30 pairs or more"
     );
-    let rows = finals("need_correlation", correlations.len());
-    assert_eq!(
-        rows.len(),
-        correlations.len(),
-        "one final row per day and category"
-    );
-    for row in &rows {
-        let key = (
-            row["window_start"].as_str().unwrap_or_default().to_owned(),
-            row["category"].as_str().unwrap_or_default().to_owned(),
-        );
-        let want = correlations
-            .get(&key)
-            .unwrap_or_else(|| panic!("unexpected row {row}"));
-        for (field, value) in [
+    check_rows(
+        "need_correlation",
+        &finals("need_correlation", correlations.len()),
+        &correlations,
+        |r| (text(r, "window_start"), text(r, "category")),
+        &[
             "age_pairs",
             "corr_age_amount",
             "corr_age_items",
             "corr_female_amount",
-        ]
-        .iter()
-        .zip(want)
-        {
-            assert_close(&format!("{key:?} {field}"), &row[*field], *value);
-        }
-    }
+        ],
+        0,
+    );
 
-    let last_fb = records
-        .iter()
-        .filter(|r| r.kind == SourceKind::Feedback)
-        .map(|r| r.ts)
-        .max()
-        .unwrap_or(0);
     let mut satisfied = satisfaction_correlation(&records);
-    satisfied.retain(|(start, _), _| {
-        cxpulse::decode::parse_rfc3339_millis(start).unwrap_or(i64::MAX) + DAY <= last_fb
-    });
+    satisfied.retain(|(start, _), _| closed(start, DAY, last_fb));
     assert!(
         satisfied.values().any(|v| v[0].is_some()),
         "some days have 30 pairs"
     );
-    let rows = finals("satisfaction_correlation", satisfied.len());
-    assert_eq!(
-        rows.len(),
-        satisfied.len(),
-        "one final row per day and channel"
-    );
-    for row in &rows {
-        let key = (
-            row["window_start"].as_str().unwrap_or_default().to_owned(),
-            row["channel"].as_str().unwrap_or_default().to_owned(),
-        );
-        let want = satisfied
-            .get(&key)
-            .unwrap_or_else(|| panic!("unexpected row {row}"));
-        for (field, value) in [
+    check_rows(
+        "satisfaction_correlation",
+        &finals("satisfaction_correlation", satisfied.len()),
+        &satisfied,
+        |r| (text(r, "window_start"), text(r, "channel")),
+        &[
             "corr_age_rating",
             "corr_age_nps",
             "corr_female_rating",
             "corr_female_nps",
-        ]
-        .iter()
-        .zip(want)
-        {
-            assert_close(&format!("{key:?} {field}"), &row[*field], *value);
-        }
-    }
+        ],
+        0,
+    );
 
     let trends = need_trend(&records, last_tx);
-    let rows = finals("need_trend", trends.len());
-    assert_eq!(
-        rows.len(),
-        trends.len(),
-        "one final row per 28-day window and category"
-    );
-    for row in &rows {
-        let key = (
-            row["window_start"].as_str().unwrap_or_default().to_owned(),
-            row["category"].as_str().unwrap_or_default().to_owned(),
-        );
-        let want = trends
-            .get(&key)
-            .unwrap_or_else(|| panic!("unexpected row {row}"));
-        for (field, value) in [
+    check_rows(
+        "need_trend",
+        &finals("need_trend", trends.len()),
+        &trends,
+        |r| (text(r, "window_start"), text(r, "category")),
+        &[
             "orders",
             "daily_orders_slope",
             "last_7d",
             "prior_7d",
             "change_7d",
-        ]
-        .iter()
-        .zip(want)
-        {
-            assert_close(&format!("{key:?} {field}"), &row[*field], *value);
-        }
-    }
+        ],
+        0,
+    );
 
     let satisfaction_trends = satisfaction_trend(&records, last_fb);
-    let rows = finals("satisfaction_trend", satisfaction_trends.len());
-    assert_eq!(
-        rows.len(),
-        satisfaction_trends.len(),
-        "one final row per 28-day window and channel"
+    check_rows(
+        "satisfaction_trend",
+        &finals("satisfaction_trend", satisfaction_trends.len()),
+        &satisfaction_trends,
+        |r| (text(r, "window_start"), text(r, "channel")),
+        &["nps_slope", "csat_slope", "nps_change_7d", "csat_change_7d"],
+        0,
     );
-    for row in &rows {
-        let key = (
-            row["window_start"].as_str().unwrap_or_default().to_owned(),
-            row["channel"].as_str().unwrap_or_default().to_owned(),
-        );
-        let want = satisfaction_trends
-            .get(&key)
-            .unwrap_or_else(|| panic!("unexpected row {row}"));
-        for (field, value) in ["nps_slope", "csat_slope", "nps_change_7d", "csat_change_7d"]
-            .iter()
-            .zip(want)
-        {
-            assert_close(&format!("{key:?} {field}"), &row[*field], *value);
-        }
-    }
 
     let rfm = loyalty_rfm(&records, last_tx);
     let segments_seen: BTreeSet<&str> = rfm.values().map(|v| v.6).collect();
@@ -924,10 +886,7 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         "one final row per window and customer"
     );
     for row in &rows {
-        let key = (
-            row["window_start"].as_str().unwrap_or_default().to_owned(),
-            row["customer_id"].as_str().unwrap_or_default().to_owned(),
-        );
+        let key = (text(row, "window_start"), text(row, "customer_id"));
         let want = rfm
             .get(&key)
             .unwrap_or_else(|| panic!("unexpected row {row}"));
@@ -972,31 +931,18 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         v[2] = repeat / customers;
         v[3] = at_risk / customers;
     }
-    let rows = finals("loyalty_summary", summary.len());
-    assert_eq!(
-        rows.len(),
-        summary.len(),
-        "one final row per window and segment"
-    );
-    for row in &rows {
-        let key = (
-            row["window_start"].as_str().unwrap_or_default().to_owned(),
-            row["segment"].as_str().unwrap_or_default().to_owned(),
-        );
-        let want = summary
-            .get(&key)
-            .unwrap_or_else(|| panic!("unexpected row {row}"));
-        for (field, value) in [
+    check_rows(
+        "loyalty_summary",
+        &finals("loyalty_summary", summary.len()),
+        &summary,
+        |r| (text(r, "window_start"), text(r, "segment")),
+        &[
             "customers",
             "customer_share",
             "repeat_rate",
             "at_risk_share",
-        ]
-        .iter()
-        .zip(want)
-        {
-            assert_close(&format!("{key:?} {field}"), &row[*field], Some(*value));
-        }
-    }
+        ],
+        0,
+    );
     engine.stop().await;
 }
