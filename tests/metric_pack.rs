@@ -313,21 +313,27 @@ async fn need_trend_slope_of_daily_orders_and_week_over_week_change() {
     assert_eq!(rows.len(), 13);
 }
 
+/// The correlation tests' customers: p0..p14 are women born 1996 (30 in
+/// 2026), p15..p29 men born 1986 (40).
+fn cohorts() -> Vec<Value> {
+    (0..30)
+        .map(|i| {
+            let (year, gender) = if i < 15 { (1996, "f") } else { (1986, "m") };
+            json!({"customer_id": format!("p{i}"), "birth_year": year, "gender": gender})
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn need_correlation_needs_30_pairs() {
     // 15 women aged 30 spend 10 on 3 items; 15 men aged 40 spend 20 on 4 items:
     // age and amount, age and items move together (r = 1); being a woman goes
     // with spending less (r = -1). z has no profile and is left out of the pairs.
-    let mut profiles = Vec::new();
+    let profiles = cohorts();
     let mut events = Vec::new();
     for i in 0..30 {
-        let (year, gender, amount, items) = if i < 15 {
-            (1996, "f", 10.0, 3)
-        } else {
-            (1986, "m", 20.0, 4)
-        };
+        let (amount, items) = if i < 15 { (10.0, 3) } else { (20.0, 4) };
         let id = format!("p{i}");
-        profiles.push(json!({"customer_id": id, "birth_year": year, "gender": gender}));
         let mut event = tx(&id, "2026-01-05T12:00:00Z", amount, "books");
         event["items"] = json!(items);
         events.push(event);
@@ -427,16 +433,11 @@ async fn satisfaction_trend_slopes_and_week_over_week_change() {
 #[tokio::test]
 async fn satisfaction_correlation_of_age_and_gender_with_rating_and_nps() {
     // 15 women aged 30 rate 5 and answer nps 10; 15 men aged 40 rate 3 and answer 4.
-    let mut profiles = Vec::new();
+    let profiles = cohorts();
     let mut events = Vec::new();
     for i in 0..30 {
-        let (year, gender, rating, nps) = if i < 15 {
-            (1996, "f", 5, 10)
-        } else {
-            (1986, "m", 3, 4)
-        };
+        let (rating, nps) = if i < 15 { (5, 10) } else { (3, 4) };
         let id = format!("p{i}");
-        profiles.push(json!({"customer_id": id, "birth_year": year, "gender": gender}));
         events.push(feedback(
             &format!("f{i}"),
             &id,
