@@ -74,12 +74,23 @@ fn check_lists_every_config_problem_and_exits_1() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 problem(s) found"));
 }
 
-#[test]
-fn check_reports_windowed_query_problems_with_datafusion_messages() {
+/// Runs `cxpulse check` on a queries directory holding `files`; asserts that
+/// it exits 1 and returns its standard output.
+fn check_failing(files: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let queries = dir.path().join("queries");
     std::fs::create_dir(&queries).expect("mkdir");
-    for (file, sql) in [
+    for (file, sql) in files {
+        std::fs::write(queries.join(file), sql).expect("write query");
+    }
+    let out = cxpulse(&["check"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_reports_windowed_query_problems_with_datafusion_messages() {
+    let stdout = check_failing(&[
         (
             "hourly.sql",
             "-- @emit every 30s\n-- @gauge orders BY category\nSELECT window_start, window_end, category, count(*) AS orders\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n",
@@ -96,12 +107,7 @@ fn check_reports_windowed_query_problems_with_datafusion_messages() {
             "gauge.sql",
             "-- @gauge revenue BY category\nSELECT window_start, window_end, category, count(*) AS orders\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n",
         ),
-    ] {
-        std::fs::write(queries.join(file), sql).expect("write query");
-    }
-    let out = cxpulse(&["check"], dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    ]);
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(' ')).collect();
     assert_eq!(lines.len(), 4, "{stdout}");
     assert_eq!(lines[0], "ok      hourly -> cx.metrics.hourly");
@@ -125,10 +131,7 @@ fn check_reports_windowed_query_problems_with_datafusion_messages() {
 
 #[test]
 fn check_lists_every_query_problem_with_file_and_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let queries = dir.path().join("queries");
-    std::fs::create_dir(&queries).expect("mkdir");
-    for (file, sql) in [
+    let stdout = check_failing(&[
         ("good.sql", "SELECT event_id FROM feedback WHERE nps >= 9\n"),
         (
             "typo.sql",
@@ -142,12 +145,7 @@ fn check_lists_every_query_problem_with_file_and_line() {
             "agg.sql",
             "SELECT channel, avg(rating) AS csat\nFROM feedback GROUP BY channel\n",
         ),
-    ] {
-        std::fs::write(queries.join(file), sql).expect("write query");
-    }
-    let out = cxpulse(&["check"], dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    ]);
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with(' ')).collect();
     assert_eq!(lines.len(), 4, "{stdout}");
     assert_eq!(lines[0], "ok      good -> cx.metrics.good");
