@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    RunningEngine, TestBroker, create_source_topics, producer, test_config, unique_prefix,
-    wait_for_metric,
+    RunningEngine, TestBroker, consumer_from_beginning, create_source_topics, producer,
+    test_config, unique_prefix, wait_for_metric,
 };
 use cxpulse::generate::{Generated, Generator};
 use cxpulse::schema::SourceKind;
@@ -616,19 +616,8 @@ fn check_rows<K: Ord + std::fmt::Debug, V: Expected>(
 /// Reads `topic` from the start until it holds `expected` final rows (early
 /// rows are skipped), then 2 s more to catch any extra row; 120 s at most.
 fn final_rows(bootstrap: &str, topic: &str, expected: usize) -> Vec<Value> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("reference-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
+    let consumer = consumer_from_beginning(bootstrap, topic);
     let started = std::time::Instant::now();
     let mut rows = Vec::new();
     let mut complete_at: Option<std::time::Instant> = None;

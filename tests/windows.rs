@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    RunningEngine, TestBroker, create_source_topics, http_get, metric, produce, producer,
-    promtool_check, read_topic, test_config, unique_prefix, wait_for_metric,
+    RunningEngine, TestBroker, consumer_from_beginning, create_source_topics, http_get, metric,
+    produce, producer, promtool_check, read_topic, test_config, unique_prefix, wait_for_metric,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
 use serde_json::Value;
 
 /// One output record: its key and its value without `emitted_at`.
@@ -38,16 +38,7 @@ struct Tail {
 
 impl Tail {
     fn new(bootstrap: &str, topic: &str) -> Tail {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("group.id", format!("tail-{topic}"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("tail consumer");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)
-            .expect("tpl");
-        consumer.assign(&tpl).expect("assign");
+        let consumer = consumer_from_beginning(bootstrap, topic);
         Tail {
             consumer,
             rows: Vec::new(),

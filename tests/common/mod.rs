@@ -123,14 +123,8 @@ pub struct ReadRecord {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Reads every partition of `topic` from the beginning until `expected`
-/// records arrived and nothing more comes for a moment, or `timeout` passes.
-pub fn read_topic(
-    bootstrap: &str,
-    topic: &str,
-    expected: usize,
-    timeout: Duration,
-) -> Vec<ReadRecord> {
+/// A consumer (no group commits) of every partition of `topic`, from the beginning.
+pub fn consumer_from_beginning(bootstrap: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{topic}"))
@@ -148,6 +142,18 @@ pub fn read_topic(
         }
     }
     consumer.assign(&tpl).expect("assign");
+    consumer
+}
+
+/// Reads every partition of `topic` from the beginning until `expected`
+/// records arrived and nothing more comes for a moment, or `timeout` passes.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<ReadRecord> {
+    let consumer = consumer_from_beginning(bootstrap, topic);
     let started = Instant::now();
     let mut out = Vec::new();
     let mut quiet_since: Option<Instant> = None;
