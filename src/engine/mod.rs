@@ -170,7 +170,7 @@ impl Engine {
         }
         let now = tokio::time::Instant::now();
         let dir = config.engine.queries_dir.clone();
-        let gauge_limit = usize::try_from(config.engine.gauge_series_limit).unwrap_or(0);
+        let gauge_limit = gauge_limit(&config);
         let jobs: Vec<RunningJob> = jobs
             .into_iter()
             .map(|job| {
@@ -470,7 +470,7 @@ impl Engine {
             if let Some(i) = existing {
                 self.jobs[i].forget_metrics(&self.metrics);
             }
-            let gauge_limit = usize::try_from(self.config.engine.gauge_series_limit).unwrap_or(0);
+            let gauge_limit = gauge_limit(&self.config);
             let running = match RunningJob::new(job, path.clone(), &self.metrics, gauge_limit, now)
             {
                 Ok(running) => running,
@@ -516,6 +516,11 @@ impl Engine {
             tracing::warn!(error = %e, "offset commit failed; the batch may be read again after a restart");
         }
     }
+}
+
+/// Most `@gauge` series one job may export.
+fn gauge_limit(config: &Config) -> usize {
+    usize::try_from(config.engine.gauge_series_limit).unwrap_or(0)
 }
 
 fn millis(ms: i64) -> Duration {

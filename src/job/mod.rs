@@ -30,7 +30,7 @@ use crate::lookup::{Lookups, complaints};
 use crate::query::{QueryError, QueryFile};
 use crate::schema::SourceKind;
 use crate::window::assign::SessionSpans;
-use crate::window::split::{check_windowed, split_physical};
+use crate::window::split::{check_windowed, split_physical, streams_in};
 
 /// Output columns the engine adds to rows; a query may not produce them.
 pub const RESERVED_COLUMNS: &[&str] = &["job", "emitted_at", FINAL_COLUMN];
@@ -125,7 +125,7 @@ impl Job {
             .await
             .map_err(|e| datafusion_error(&query, &e))?;
         let logical = frame.logical_plan().clone();
-        let read = streams_read(&logical);
+        let read = streams_in(&logical);
         let window =
             check_windowed(&logical).map_err(|m| error_at(first_sql_line(&query.sql), m))?;
         if window.is_none() {
@@ -345,22 +345,6 @@ pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<Q
         &config.topics.output_prefix,
     )
     .await
-}
-
-/// The event sources a logical plan scans.
-fn streams_read(plan: &LogicalPlan) -> Vec<SourceKind> {
-    let mut read = Vec::new();
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && let Some(kind) = SourceKind::from_table_name(scan.table_name.table())
-            && kind.is_stream()
-            && !read.contains(&kind)
-        {
-            read.push(kind);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    read
 }
 
 /// Rejects operators whose meaning depends on seeing the whole stream.

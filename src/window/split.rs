@@ -277,7 +277,7 @@ fn source_of(plan: &LogicalPlan) -> Option<SourceKind> {
 }
 
 /// Event sources scanned anywhere in `plan`, subqueries included.
-fn streams_in(plan: &LogicalPlan) -> Vec<SourceKind> {
+pub fn streams_in(plan: &LogicalPlan) -> Vec<SourceKind> {
     let mut read = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let Some(kind) = source_of(node).filter(|k| k.is_stream())
