@@ -7,14 +7,15 @@
 --                                  linear interpolation between ranks
 --   still_open                     complaints of this category and severity
 --                                  open at the window end: opened before it,
---                                  and not resolved before it
+--                                  and whose last event before it is not
+--                                  `resolved` and at most 30 days old
 -- @key   category, severity
 -- @gauge opened, escalated, still_open BY category, severity
 SELECT g.window_start, g.window_end, g.category, g.severity,
        g.opened, g.resolved, g.escalated,
        1000.0 * g.opened / NULLIF(g.window_transactions, 0)     AS opened_per_1000_tx,
        g.median_resolution_hours, g.p90_resolution_hours,
-       count(s.complaint_id)                                     AS still_open
+       count(h.complaint_id)                                     AS still_open
 FROM (
     SELECT window_start, window_end, is_transaction, category, severity,
            opened, resolved, escalated, median_resolution_hours, p90_resolution_hours,
@@ -45,11 +46,14 @@ FROM (
         GROUP BY window_start, window_end, is_transaction, category, severity
     ) AS per_group
 ) AS g
-LEFT JOIN complaint_status s
-       ON (s.category IS NOT DISTINCT FROM g.category)
-      AND (s.severity IS NOT DISTINCT FROM g.severity)
-      AND s.opened_ts < g.window_end
-      AND (s.status <> 'resolved' OR s.status_ts >= g.window_end)
+LEFT JOIN complaint_history h
+       ON (h.category IS NOT DISTINCT FROM g.category)
+      AND (h.severity IS NOT DISTINCT FROM g.severity)
+      AND h.opened_ts < g.window_end
+      AND h.valid_from < g.window_end
+      AND (h.valid_until IS NULL OR h.valid_until >= g.window_end)
+      AND h.valid_from >= g.window_end - INTERVAL '30 days'
+      AND h.status <> 'resolved'
 WHERE NOT g.is_transaction
 GROUP BY g.window_start, g.window_end, g.category, g.severity, g.opened, g.resolved,
          g.escalated, g.window_transactions, g.median_resolution_hours, g.p90_resolution_hours

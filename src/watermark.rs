@@ -26,6 +26,7 @@ pub struct SourceWatermark {
     idle_timeout: Duration,
     partitions: BTreeMap<i32, PartitionClock>,
     current: Option<i64>,
+    waiting: bool,
 }
 
 impl SourceWatermark {
@@ -36,6 +37,7 @@ impl SourceWatermark {
             idle_timeout,
             partitions: BTreeMap::new(),
             current: None,
+            waiting: false,
         }
     }
 
@@ -78,6 +80,7 @@ impl SourceWatermark {
             .values()
             .filter(|c| now.duration_since(c.last_active) < self.idle_timeout)
             .collect();
+        self.waiting = active.iter().any(|c| c.max_event_time.is_none());
         let computed = if active.is_empty() {
             self.partitions.values().filter_map(mark).max()
         } else if active.iter().any(|c| c.max_event_time.is_none()) {
@@ -96,6 +99,13 @@ impl SourceWatermark {
     pub fn current(&self) -> Option<i64> {
         self.current
     }
+
+    /// Whether, at the last computation, an active partition had not
+    /// delivered yet: its first events may be older than the watermark of any
+    /// other source, so a job that also reads this source must wait.
+    pub fn waiting(&self) -> bool {
+        self.waiting
+    }
 }
 
 #[cfg(test)]
@@ -112,8 +122,10 @@ mod tests {
         w.observe(0, 100_000, t0);
         // Partition 1 has delivered nothing and is not idle yet.
         assert_eq!(w.watermark(t0), None);
+        assert!(w.waiting());
         w.observe(1, 60_000, t0);
         assert_eq!(w.watermark(t0), Some(55_000));
+        assert!(!w.waiting());
         w.observe(1, 80_000, t0);
         assert_eq!(w.watermark(t0), Some(75_000));
     }
@@ -146,9 +158,14 @@ mod tests {
         w.assign(&[0, 1], t0);
         w.observe(0, 1_000, t0);
         assert_eq!(w.watermark(t0), None);
+        assert!(w.waiting());
         tokio::time::advance(IDLE).await;
         w.observe(0, 2_000, Instant::now());
         assert_eq!(w.watermark(Instant::now()), Some(2_000));
+        assert!(
+            !w.waiting(),
+            "a silent partition stops being waited for once idle"
+        );
         // A revoked partition no longer counts.
         w.assign(&[0], Instant::now());
         assert_eq!(w.partitions.len(), 1);

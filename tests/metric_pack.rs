@@ -604,7 +604,7 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
         json!({"event_id": format!("{id}-{status}"), "customer_id": "c", "ts": ts,
                "complaint_id": id, "status": status, "category": category, "severity": severity})
     };
-    // As the engine does: complaint_status learns a batch before the job sees it.
+    // As the engine does: the complaint tables learn a batch before the job sees it.
     let complaints = |job_events: Vec<Value>| {
         let batch = batch_of(SourceKind::Complaints, &job_events);
         lookups
@@ -618,6 +618,10 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
     let earlier = complaints(vec![
         complaint("k5", "opened", "2025-11-01T10:00:00Z", "delivery", "low"),
         complaint("k1", "opened", "2026-01-01T09:00:00Z", "billing", "high"),
+        // Last event 30 days and 1 hour before the window end: abandoned.
+        complaint("k9", "opened", "2025-12-02T10:00:00Z", "delivery", "low"),
+        // Last event 29 days and 23 hours before the window end: open.
+        complaint("k10", "opened", "2025-12-02T12:00:00Z", "delivery", "low"),
     ]);
     feed(&mut job, SourceKind::Complaints, &earlier).await;
     let hour = complaints(vec![
@@ -632,6 +636,10 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
         complaint("k7", "opened", "2026-01-01T10:45:00Z", "billing", "high"),
         // Resolved after the window end: still open at 11:00.
         complaint("k7", "resolved", "2026-01-01T11:30:00Z", "billing", "high"),
+        complaint("k8", "opened", "2026-01-01T10:05:00Z", "billing", "high"),
+        complaint("k8", "resolved", "2026-01-01T10:35:00Z", "billing", "high"),
+        // Reopened after the window end: still resolved at 11:00.
+        complaint("k8", "escalated", "2026-01-01T11:20:00Z", "billing", "high"),
     ]);
     feed(&mut job, SourceKind::Complaints, &hour).await;
     let sales: Vec<Value> = (0..8)
@@ -655,12 +663,15 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
         .into_iter()
         .filter(|r| r["window_start"] == json!("2026-01-01T10:00:00.000Z"))
         .collect();
-    // billing/high: opened k2 k3 k7, resolved k1 k2 k6, escalated k3. Resolution:
-    // k1 09:00 → 10:30 = 1.5 h, k2 0.25 h, k6 has no opening: median 0.875,
-    // p90 0.25 + 0.9 × (1.5 − 0.25) = 1.375. 3 opened per 8 transactions: 375.
-    // Open at 11:00: k3 (escalated) and k7 (resolved only at 11:30).
+    // billing/high: opened k2 k3 k7 k8, resolved k1 k2 k6 k8, escalated k3
+    // (k8's escalation is in the next hour). Resolution: k1 09:00 → 10:30 =
+    // 1.5 h, k2 0.25 h, k8 0.5 h, k6 has no opening: median 0.5, p90 at rank
+    // 0.9 × 2 = 1.8: 0.5 + 0.8 × (1.5 − 0.5) = 1.3. 4 opened per 8
+    // transactions: 500. Open at 11:00: k3 (escalated) and k7 (resolved only
+    // at 11:30); not k8, resolved at 10:35 and reopened only at 11:20.
     // delivery/low: k4 opened (still open), k5 resolved more than 30 days
     // after its opening: no resolution time. 1 per 8 transactions: 125.
+    // Open at 11:00: k4 and k10; k9 is untouched for over 30 days.
     let row =
         |category: &str, severity: &str, counts: [i64; 4], rate: f64, median: Value, p90: Value| {
             json!({"job": "complaints_hourly", "window_start": "2026-01-01T10:00:00.000Z",
@@ -675,15 +686,15 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
             row(
                 "billing",
                 "high",
-                [3, 3, 1, 2],
-                375.0,
-                json!(0.875),
-                json!(1.375)
+                [4, 4, 1, 2],
+                500.0,
+                json!(0.5),
+                json!(1.3)
             ),
             row(
                 "delivery",
                 "low",
-                [1, 1, 0, 1],
+                [1, 1, 0, 2],
                 125.0,
                 Value::Null,
                 Value::Null

@@ -6,7 +6,8 @@
 //!
 //! Covered so far: `need_by_category`, `satisfaction_hourly`,
 //! `need_by_segment`, `need_correlation`, `satisfaction_correlation`,
-//! `need_trend`, `satisfaction_trend`, `loyalty_rfm` and `loyalty_summary`.
+//! `need_trend`, `satisfaction_trend`, `loyalty_rfm`, `loyalty_summary` and
+//! `complaints_hourly`.
 
 mod common;
 
@@ -15,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    RunningEngine, TestBroker, consumer_from_beginning, create_source_topics, producer,
+    RunningEngine, TestBroker, consumer_from_beginning, create_source_topics, http_get, producer,
     test_config, unique_prefix, wait_for_metric,
 };
 use cxpulse::generate::{Generated, Generator};
@@ -551,6 +552,116 @@ fn loyalty_rfm(records: &[Generated], last: i64) -> BTreeMap<(String, String), R
     out
 }
 
+/// One complaints event: time, rank at equal times (opened, escalated,
+/// resolved), status.
+type StatusEvent = (i64, u8, String);
+
+/// The median and 90th percentile as `percentile_cont`: linear interpolation
+/// between the ranks around `p × (n − 1)`.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = p * last as f64;
+    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(sorted[low] + (rank - low as f64) * (sorted[high] - sorted[low]))
+}
+
+/// One hour and group of complaints_hourly: opened, resolved and escalated
+/// events, and the hours each resolution took.
+#[derive(Default)]
+struct HourTally {
+    counts: [f64; 3],
+    resolution_hours: Vec<f64>,
+}
+
+/// complaints_hourly: per hour, category and severity.
+fn complaints_hourly(
+    records: &[Generated],
+) -> BTreeMap<(String, String, String), [Option<f64>; 7]> {
+    let complaints = events(records, SourceKind::Complaints);
+    let mut transactions: BTreeMap<i64, f64> = BTreeMap::new();
+    for (ts, _) in events(records, SourceKind::Transactions) {
+        *transactions.entry(hour_of(ts)).or_default() += 1.0;
+    }
+    // Per complaint: its group and its events in time order.
+    let mut lives: BTreeMap<String, ((String, String), Vec<StatusEvent>)> = BTreeMap::new();
+    for (ts, k) in &complaints {
+        let status = text(k, "status");
+        let rank = ["opened", "escalated", "resolved"]
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(2) as u8;
+        let life = lives
+            .entry(text(k, "complaint_id"))
+            .or_insert_with(|| ((text(k, "category"), text(k, "severity")), Vec::new()));
+        life.1.push((*ts, rank, status));
+    }
+    lives.values_mut().for_each(|(_, events)| events.sort());
+    let opened_at = |id: &str| {
+        lives[id]
+            .1
+            .iter()
+            .filter(|e| e.2 == "opened")
+            .map(|e| e.0)
+            .min()
+    };
+    // Per hour and group: opened, resolved, escalated, resolution hours.
+    let mut groups: BTreeMap<(i64, String, String), HourTally> = BTreeMap::new();
+    for (ts, k) in &complaints {
+        let g = groups
+            .entry((hour_of(*ts), text(k, "category"), text(k, "severity")))
+            .or_default();
+        match k["status"].as_str() {
+            Some("opened") => g.counts[0] += 1.0,
+            Some("resolved") => {
+                g.counts[1] += 1.0;
+                if let Some(opened) = opened_at(&text(k, "complaint_id"))
+                    .filter(|o| (*o..=*o + 30 * DAY).contains(ts))
+                {
+                    g.resolution_hours.push((ts - opened) as f64 / 3_600_000.0);
+                }
+            }
+            _ => g.counts[2] += 1.0,
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((hour, category, severity), tally)| {
+            let HourTally {
+                counts,
+                resolution_hours: mut hours,
+            } = tally;
+            let end = hour + HOUR;
+            // Open at the window end: opened before it, and its last event
+            // before it is not a resolution and at most 30 days old.
+            let still_open = lives
+                .values()
+                .filter(|((c, s), _)| *c == category && *s == severity)
+                .filter(|(_, events)| {
+                    let before: Vec<&StatusEvent> = events.iter().filter(|e| e.0 < end).collect();
+                    let opened = before.iter().any(|e| e.2 == "opened");
+                    before
+                        .last()
+                        .is_some_and(|e| opened && e.2 != "resolved" && e.0 >= end - 30 * DAY)
+                })
+                .count();
+            hours.sort_by(f64::total_cmp);
+            let window_transactions = transactions.get(&hour).copied().unwrap_or(0.0);
+            (
+                (iso(hour), category, severity),
+                [
+                    Some(counts[0]),
+                    Some(counts[1]),
+                    Some(counts[2]),
+                    Some(still_open as f64),
+                    (window_transactions > 0.0).then(|| 1000.0 * counts[0] / window_transactions),
+                    percentile(&hours, 0.5),
+                    percentile(&hours, 0.9),
+                ],
+            )
+        })
+        .collect()
+}
+
 /// A text field of an output row.
 fn text(row: &Value, field: &str) -> String {
     row[field].as_str().unwrap_or_default().to_owned()
@@ -641,8 +752,8 @@ fn final_rows(bootstrap: &str, topic: &str, expected: usize) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hourly_need_and_satisfaction_match_the_reference() {
-    let records = Generator::new(2026, 2_000, START, 30).records();
+async fn every_bundled_job_matches_the_reference() {
+    let records = Generator::new(2026, 2_000, START).records(30);
     let broker = TestBroker::start();
     let prefix = unique_prefix("reference");
     let queries = tempfile::tempdir().expect("tempdir");
@@ -656,6 +767,7 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
         "satisfaction_trend",
         "loyalty_rfm",
         "loyalty_summary",
+        "complaints_hourly",
     ] {
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{job}.sql")),
@@ -665,7 +777,10 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
     }
     let mut config = test_config(&broker, &prefix, queries.path());
     config.engine.max_out_of_orderness_ms = 0;
-    config.engine.idle_timeout_ms = 1_000;
+    // Long enough that no partition counts as idle while the events are being
+    // produced (which would make later events late); the last windows close
+    // this long after the last event.
+    config.engine.idle_timeout_ms = 10_000;
     config.engine.batch_max_rows = 5_000;
     create_source_topics(&config, 1).await;
     let engine = RunningEngine::start(config.clone()).await;
@@ -681,10 +796,10 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
     // events: a lookup join sees the profiles as they are when its event is
     // processed, and the reference assumes they are all known.
     let kafka = producer(broker.bootstrap());
-    let (profiles, events): (Vec<&Generated>, Vec<&Generated>) = records
+    let (profiles, stream_events): (Vec<&Generated>, Vec<&Generated>) = records
         .iter()
         .partition(|r| r.kind == SourceKind::Customers);
-    for (part, consumed) in [(profiles, "profiles"), (events, "events")] {
+    for (part, consumed) in [(profiles, "profiles"), (stream_events, "events")] {
         let mut acks = Vec::with_capacity(part.len());
         for record in &part {
             let future = kafka
@@ -932,6 +1047,64 @@ async fn hourly_need_and_satisfaction_match_the_reference() {
             "at_risk_share",
         ],
         0,
+    );
+
+    // Escalations after a resolution make "still open" depend on the status
+    // at the window end, not the latest one: the month must hold some.
+    let mut resolved_at: BTreeMap<String, i64> = BTreeMap::new();
+    let mut reopened = 0;
+    for (ts, k) in events(&records, SourceKind::Complaints) {
+        match k["status"].as_str() {
+            Some("resolved") => {
+                resolved_at.insert(text(&k, "complaint_id"), ts);
+            }
+            Some("escalated") if resolved_at.contains_key(&text(&k, "complaint_id")) => {
+                reopened += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        reopened > 0,
+        "some complaints are escalated after their resolution"
+    );
+    // Every partition is in time order, so no event may count as late.
+    let (_, exposition) = http_get(engine.addr, "/metrics");
+    let late: f64 = exposition
+        .lines()
+        .filter(|l| l.starts_with("cxpulse_late_records_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(late, 0.0, "late events:\n{exposition}");
+    let last_complaint = last_event(SourceKind::Complaints);
+    let mut complaints = complaints_hourly(&records);
+    complaints.retain(|(start, ..), _| closed(start, HOUR, last_tx.min(last_complaint)));
+    assert!(
+        complaints.values().any(|v| v[3] > Some(0.0))
+            && complaints.values().any(|v| v[6].is_some()),
+        "some hours have open complaints and resolution times"
+    );
+    check_rows(
+        "complaints_hourly",
+        &finals("complaints_hourly", complaints.len()),
+        &complaints,
+        |r| {
+            (
+                text(r, "window_start"),
+                text(r, "category"),
+                text(r, "severity"),
+            )
+        },
+        &[
+            "opened",
+            "resolved",
+            "escalated",
+            "still_open",
+            "opened_per_1000_tx",
+            "median_resolution_hours",
+            "p90_resolution_hours",
+        ],
+        4,
     );
     engine.stop().await;
 }

@@ -88,8 +88,62 @@ impl EventTime {
         }
     }
 
-    /// The last computed watermark of `kind`.
-    pub fn of(&self, kind: SourceKind) -> Option<i64> {
-        self.sources.get(&kind).and_then(SourceWatermark::current)
+    /// The watermark of a job reading `sources`: the slowest of them, or
+    /// `None` while one of them waits for the first events of an active
+    /// partition (they may be older than the other sources' watermarks). A
+    /// source whose partitions are all idle without ever delivering does not
+    /// hold the job back.
+    pub fn of_sources(&self, sources: &[SourceKind]) -> Option<i64> {
+        let watermarks = sources.iter().filter_map(|s| self.sources.get(s));
+        if watermarks.clone().any(SourceWatermark::waiting) {
+            return None;
+        }
+        watermarks.filter_map(SourceWatermark::current).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_waiting_for_its_first_events_holds_its_jobs_back() {
+        let config = Config::load(None).expect("default config");
+        let metrics = Metrics::new().expect("metrics");
+        let lag = config.engine.max_out_of_orderness_ms;
+        let mut event_time = EventTime::new(&config);
+        let t0 = Instant::now();
+        event_time.assign(
+            &[
+                (config.topics.transactions.clone(), 0),
+                (config.topics.complaints.clone(), 0),
+            ],
+            t0,
+        );
+        let deliver = |event_time: &mut EventTime, ts: i64, now: Instant| {
+            event_time
+                .sources
+                .get_mut(&SourceKind::Transactions)
+                .expect("transactions")
+                .observe(0, ts, now);
+            event_time.refresh(now, &metrics);
+        };
+        deliver(&mut event_time, 7_200_000, t0);
+        let both = [SourceKind::Transactions, SourceKind::Complaints];
+        assert_eq!(
+            event_time.of_sources(&[SourceKind::Transactions]),
+            Some(7_200_000 - lag)
+        );
+        assert_eq!(
+            event_time.of_sources(&both),
+            None,
+            "complaints not yet read"
+        );
+        // Once the complaints partition is idle without delivering, it no
+        // longer holds the job back.
+        let idle = u64::try_from(config.engine.idle_timeout_ms).expect("positive");
+        tokio::time::advance(Duration::from_millis(idle)).await;
+        deliver(&mut event_time, 7_300_000, Instant::now());
+        assert_eq!(event_time.of_sources(&both), Some(7_300_000 - lag));
     }
 }

@@ -233,13 +233,7 @@ pub async fn fire(
         let mut rows = Vec::new();
         let mut failure = None;
         let closed_before = windowed.windows_closed();
-        // The job's watermark: the slowest of its sources that has one.
-        let watermark = windowed
-            .info
-            .sources
-            .iter()
-            .filter_map(|s| event_time.of(*s))
-            .min();
+        let watermark = event_time.of_sources(&windowed.info.sources);
         if let Some(watermark) = watermark {
             match windowed.fire(watermark).await {
                 Ok(fired) => rows.extend(fired),

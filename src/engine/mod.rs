@@ -307,14 +307,17 @@ impl Engine {
                 .unwrap_or_else(PoisonError::into_inner)
                 .apply(customer_changes);
         }
-        self.update_complaint_status(&events)?;
+        self.update_complaint_tables(&events)?;
 
         let now = tokio::time::Instant::now();
         self.refresh_assignment(now);
         let mut output = jobs::process(&mut self.jobs, &events, &self.metrics).await;
         self.event_time.observe(&events, now);
         self.event_time.refresh(now, &self.metrics);
-        if let Some(watermark) = self.event_time.of(SourceKind::Complaints) {
+        // By the slowest source, so that no job's unfired window still needs
+        // a forgotten complaint.
+        let slowest_watermark = self.event_time.of_sources(&SourceKind::ALL);
+        if let Some(watermark) = slowest_watermark {
             self.lookups
                 .complaints
                 .lock()
@@ -380,9 +383,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Feeds the complaints events of a micro-batch to `complaint_status`,
+    /// Feeds the complaints events of a micro-batch to the complaint tables,
     /// before the jobs run, so a resolution sees its opening.
-    fn update_complaint_status(
+    fn update_complaint_tables(
         &self,
         events: &BTreeMap<SourceKind, Vec<source::SourceBatch>>,
     ) -> Result<(), EngineError> {

@@ -16,9 +16,14 @@
 //!   days later.
 //!
 //! [`Generator::with_noise`] also makes some events out of order and some
-//! malformed, so that the dead-letter path shows.
+//! malformed, so that the dead-letter path shows. [`Generator::simulation`]
+//! runs for ever (the demo and `cxpulse generate` pace it);
+//! [`Generator::records`] collects a bounded period (the tests).
 
 mod population;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -54,8 +59,6 @@ pub struct Generator {
     pub customers: usize,
     /// First instant of simulated time (ms since the epoch).
     pub start_ms: i64,
-    /// Simulated days.
-    pub days: u32,
     /// Share of events moved up to 2 minutes back in time (out of order).
     pub out_of_order: f64,
     /// Share of events replaced by a malformed record.
@@ -64,12 +67,11 @@ pub struct Generator {
 
 impl Generator {
     /// A clean generator: no out-of-order or malformed events.
-    pub fn new(seed: u64, customers: usize, start_ms: i64, days: u32) -> Self {
+    pub fn new(seed: u64, customers: usize, start_ms: i64) -> Self {
         Self {
             seed,
             customers,
             start_ms,
-            days,
             out_of_order: 0.0,
             malformed: 0.0,
         }
@@ -84,12 +86,12 @@ impl Generator {
         }
     }
 
-    /// Every record: the profiles, then the events in event-time order
-    /// (apart from the deliberately out-of-order ones).
-    pub fn records(&self) -> Vec<Generated> {
+    /// The endless simulation: the profiles, then the events in event-time
+    /// order (apart from the deliberately out-of-order ones).
+    pub fn simulation(&self) -> Simulation {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let people = population(&mut rng, self.customers, self.start_ms);
-        let mut records: Vec<Generated> = people
+        let profiles: Vec<Generated> = people
             .iter()
             .map(|c| Generated {
                 kind: SourceKind::Customers,
@@ -98,120 +100,241 @@ impl Generator {
                 ts: self.start_ms,
             })
             .collect();
-        let end = self.start_ms + i64::from(self.days) * DAY;
-        let mut events = Vec::new();
-        for customer in &people {
-            self.customer_events(&mut rng, customer, end, &mut events);
-        }
-        events.sort_by_key(|e: &Generated| (e.ts, e.kind, e.key.clone()));
-        for event in &mut events {
-            if rng.random_bool(self.out_of_order) {
-                let shift = rng.random_range(1..120_000);
-                event.ts -= shift;
-                event.value = retimed(&event.value, event.ts);
-            }
-            if rng.random_bool(self.malformed) {
-                event.value = malformed(&mut rng, &event.value);
+        let mut purchases = BinaryHeap::new();
+        for (i, customer) in people.iter().enumerate() {
+            let first = customer.active_from + rng.random_range(0..customer.mean_gap_ms().max(1));
+            if customer.active_at(first) {
+                purchases.push(Reverse((first, i)));
             }
         }
-        records.extend(events);
-        records
+        Simulation {
+            orders: vec![0; people.len()],
+            complaint_open_until: vec![i64::MIN; people.len()],
+            rng,
+            people,
+            profiles: profiles.into_iter(),
+            purchases,
+            pending: BinaryHeap::new(),
+            next_seq: 0,
+            end: None,
+            out_of_order: self.out_of_order,
+            malformed: self.malformed,
+        }
     }
 
-    fn customer_events(
-        &self,
-        rng: &mut ChaCha8Rng,
-        customer: &Customer,
-        end: i64,
-        out: &mut Vec<Generated>,
-    ) {
-        let (first, last) = customer.active_between(self.start_ms, end);
-        let mut t = first + rng.random_range(0..customer.mean_gap_ms().max(1));
-        let mut complaint_open_until = i64::MIN;
-        let mut n = 0;
-        while t < last {
-            n += 1;
-            let category = customer.pick_category(rng);
-            let amount = category_amount(rng, category);
-            let items = rng.random_range(1..=4);
-            let order_id = format!("{}-o{n}", customer.id);
-            let channel = ["web", "app", "store"][rng.random_range(0..3)];
-            out.push(event(
-                SourceKind::Transactions,
-                customer,
-                t,
-                json!({"event_id": format!("{order_id}-tx"), "customer_id": customer.id,
-                       "ts": format_timestamp_millis(t), "amount": amount, "category": category,
-                       "currency": "EUR", "channel": channel, "items": items, "order_id": order_id}),
-            ));
-            let late_delivery = rng.random_bool(0.15);
-            if rng.random_bool(if late_delivery { 0.3 } else { 0.04 }) {
-                let opened = t + rng.random_range(HOUR..2 * DAY);
-                let severity = ["low", "medium", "high", "critical"][rng.random_range(0..4)];
-                let reason = if late_delivery { "delivery" } else { "billing" };
-                let id = format!("{order_id}-k");
-                let mut lifecycle = vec![(opened, "opened")];
-                if rng.random_bool(0.2) {
-                    lifecycle.push((opened + rng.random_range(HOUR..DAY), "escalated"));
-                }
-                let resolved = opened + rng.random_range(2 * HOUR..10 * DAY);
-                lifecycle.push((resolved, "resolved"));
-                complaint_open_until = complaint_open_until.max(resolved);
-                for (at, status) in lifecycle.into_iter().filter(|(at, _)| *at < end) {
-                    out.push(event(
-                        SourceKind::Complaints,
-                        customer,
-                        at,
-                        json!({"event_id": format!("{id}-{status}"), "customer_id": customer.id,
-                               "ts": format_timestamp_millis(at), "complaint_id": id,
-                               "status": status, "category": reason, "severity": severity,
-                               "channel": channel}),
-                    ));
-                }
-            }
-            if rng.random_bool(0.35) {
-                let at = t + rng.random_range(DAY..3 * DAY);
-                if at < end {
-                    let mut score: f64 = 4.3 + rng.random_range(-0.8..0.7);
-                    if late_delivery {
-                        score -= 1.5;
-                    }
-                    if at < complaint_open_until {
-                        score -= 1.2;
-                    }
-                    let rating = score.round().clamp(1.0, 5.0) as i64;
-                    let nps = ((score - 1.0) * 2.5 + rng.random_range(-1.0..1.0))
-                        .round()
-                        .clamp(0.0, 10.0) as i64;
-                    let effort = (8.0 - score + rng.random_range(-1.0..1.0))
-                        .round()
-                        .clamp(1.0, 7.0) as i64;
-                    let topic = if late_delivery {
-                        "delivery"
-                    } else {
-                        ["product", "price", "service"][rng.random_range(0..3)]
-                    };
-                    out.push(event(
-                        SourceKind::Feedback,
-                        customer,
-                        at,
-                        json!({"event_id": format!("{order_id}-fb"), "customer_id": customer.id,
-                               "ts": format_timestamp_millis(at), "rating": rating, "nps": nps,
-                               "effort": effort, "channel": channel, "topic": topic}),
-                    ));
-                }
-            }
-            t += customer.next_gap(rng);
-        }
+    /// Every record of the first `days` simulated days.
+    pub fn records(&self, days: u32) -> Vec<Generated> {
+        self.simulation()
+            .until(self.start_ms + i64::from(days) * DAY)
+            .collect()
     }
 }
 
-fn event(kind: SourceKind, customer: &Customer, ts: i64, value: serde_json::Value) -> Generated {
-    Generated {
-        kind,
-        key: customer.id.clone(),
-        value: value.to_string(),
-        ts,
+/// The running simulation: an iterator over the profiles, then the events in
+/// event-time order. Each customer's next purchase waits in a queue; a
+/// purchase schedules its transaction and any later feedback and complaint
+/// events, which are released in time order.
+pub struct Simulation {
+    rng: ChaCha8Rng,
+    people: Vec<Customer>,
+    profiles: std::vec::IntoIter<Generated>,
+    /// (time, customer index) of each active customer's next purchase.
+    purchases: BinaryHeap<Reverse<(i64, usize)>>,
+    /// Events scheduled but not yet released.
+    pending: BinaryHeap<Reverse<Pending>>,
+    next_seq: u64,
+    orders: Vec<u32>,
+    /// Per customer: until when a complaint of theirs is open.
+    complaint_open_until: Vec<i64>,
+    end: Option<i64>,
+    out_of_order: f64,
+    malformed: f64,
+}
+
+/// An event waiting for its time; ties keep the order they were scheduled in.
+struct Pending {
+    ts: i64,
+    seq: u64,
+    record: Generated,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts, self.seq) == (other.ts, other.seq)
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts, self.seq).cmp(&(other.ts, other.seq))
+    }
+}
+
+impl Simulation {
+    /// Stops the simulation before simulated time `end_ms`.
+    pub fn until(self, end_ms: i64) -> Self {
+        Self {
+            end: Some(end_ms),
+            ..self
+        }
+    }
+
+    /// Customers in the population.
+    pub fn customers(&self) -> usize {
+        self.people.len()
+    }
+
+    fn schedule(&mut self, kind: SourceKind, customer: usize, ts: i64, value: serde_json::Value) {
+        let record = Generated {
+            kind,
+            key: self.people[customer].id.clone(),
+            value: value.to_string(),
+            ts,
+        };
+        self.pending.push(Reverse(Pending {
+            ts,
+            seq: self.next_seq,
+            record,
+        }));
+        self.next_seq += 1;
+    }
+
+    /// One purchase of customer `i` at `t`, with the feedback and complaint
+    /// events it leads to; then the customer's next purchase is queued.
+    fn purchase(&mut self, i: usize, t: i64) {
+        let rng = &mut self.rng;
+        let customer = &self.people[i];
+        let id = customer.id.clone();
+        self.orders[i] += 1;
+        let category = customer.pick_category(rng);
+        let amount = category_amount(rng, category);
+        let items = rng.random_range(1..=4);
+        let order_id = format!("{id}-o{}", self.orders[i]);
+        let channel = ["web", "app", "store"][rng.random_range(0..3)];
+        let next = t + customer.next_gap(rng);
+        let next_active = customer.active_at(next);
+        self.schedule(
+            SourceKind::Transactions,
+            i,
+            t,
+            json!({"event_id": format!("{order_id}-tx"), "customer_id": id,
+                   "ts": format_timestamp_millis(t), "amount": amount, "category": category,
+                   "currency": "EUR", "channel": channel, "items": items, "order_id": order_id}),
+        );
+        let late_delivery = self.rng.random_bool(0.15);
+        if self.rng.random_bool(if late_delivery { 0.3 } else { 0.04 }) {
+            let rng = &mut self.rng;
+            let opened = t + rng.random_range(HOUR..2 * DAY);
+            let severity = ["low", "medium", "high", "critical"][rng.random_range(0..4)];
+            let reason = if late_delivery { "delivery" } else { "billing" };
+            let complaint_id = format!("{order_id}-k");
+            let mut lifecycle = vec![(opened, "opened")];
+            if rng.random_bool(0.2) {
+                lifecycle.push((opened + rng.random_range(HOUR..DAY), "escalated"));
+            }
+            let resolved = opened + rng.random_range(2 * HOUR..10 * DAY);
+            lifecycle.push((resolved, "resolved"));
+            self.complaint_open_until[i] = self.complaint_open_until[i].max(resolved);
+            for (at, status) in lifecycle {
+                self.schedule(
+                    SourceKind::Complaints,
+                    i,
+                    at,
+                    json!({"event_id": format!("{complaint_id}-{status}"), "customer_id": id,
+                           "ts": format_timestamp_millis(at), "complaint_id": complaint_id,
+                           "status": status, "category": reason, "severity": severity,
+                           "channel": channel}),
+                );
+            }
+        }
+        if self.rng.random_bool(0.35) {
+            let rng = &mut self.rng;
+            let at = t + rng.random_range(DAY..3 * DAY);
+            let mut score: f64 = 4.3 + rng.random_range(-0.8..0.7);
+            if late_delivery {
+                score -= 1.5;
+            }
+            if at < self.complaint_open_until[i] {
+                score -= 1.2;
+            }
+            let rating = score.round().clamp(1.0, 5.0) as i64;
+            let nps = ((score - 1.0) * 2.5 + rng.random_range(-1.0..1.0))
+                .round()
+                .clamp(0.0, 10.0) as i64;
+            let effort = (8.0 - score + rng.random_range(-1.0..1.0))
+                .round()
+                .clamp(1.0, 7.0) as i64;
+            let topic = if late_delivery {
+                "delivery"
+            } else {
+                ["product", "price", "service"][rng.random_range(0..3)]
+            };
+            self.schedule(
+                SourceKind::Feedback,
+                i,
+                at,
+                json!({"event_id": format!("{order_id}-fb"), "customer_id": id,
+                       "ts": format_timestamp_millis(at), "rating": rating, "nps": nps,
+                       "effort": effort, "channel": channel, "topic": topic}),
+            );
+        }
+        if next_active {
+            self.purchases.push(Reverse((next, i)));
+        }
+    }
+
+    /// Moves an event back in time or breaks it, as the noise settings say.
+    fn add_noise(&mut self, mut record: Generated) -> Generated {
+        if self.rng.random_bool(self.out_of_order) {
+            record.ts -= self.rng.random_range(1..120_000);
+            record.value = retimed(&record.value, record.ts);
+        }
+        if self.rng.random_bool(self.malformed) {
+            record.value = malformed(&mut self.rng, &record.value);
+        }
+        record
+    }
+}
+
+impl Iterator for Simulation {
+    type Item = Generated;
+
+    fn next(&mut self) -> Option<Generated> {
+        if let Some(profile) = self.profiles.next() {
+            return Some(profile);
+        }
+        loop {
+            let purchase = self.purchases.peek().map(|Reverse(p)| *p);
+            let due = self.pending.peek().map(|Reverse(p)| p.ts);
+            let now = match (due, purchase) {
+                (Some(due), Some((t, _))) => due.min(t),
+                (Some(due), None) => due,
+                (None, Some((t, _))) => t,
+                (None, None) => return None,
+            };
+            if self.end.is_some_and(|end| now >= end) {
+                return None;
+            }
+            match purchase {
+                // A purchase comes first; at equal times, earlier-scheduled events go first.
+                Some((t, i)) if due.is_none_or(|due| t < due) => {
+                    self.purchases.pop();
+                    self.purchase(i, t);
+                }
+                _ => {
+                    let Reverse(pending) = self.pending.pop()?;
+                    return Some(self.add_noise(pending.record));
+                }
+            }
+        }
     }
 }
 

@@ -25,9 +25,9 @@ pub enum Behaviour {
     Loyal,
     /// Every two weeks or so.
     Occasional,
-    /// Often at first, then never again after the first third.
+    /// Often at first, then never again after 5 to 15 days.
     Churning,
-    /// Signs up in the second half and buys from then on.
+    /// Starts buying 7 to 30 days in, and keeps buying.
     New,
 }
 
@@ -46,6 +46,10 @@ pub struct Customer {
     pub region: &'static str,
     /// How the customer buys.
     pub behaviour: Behaviour,
+    /// First instant the customer may buy.
+    pub active_from: i64,
+    /// The customer buys no more from this instant on (churners only).
+    pub active_until: Option<i64>,
     /// Relative preference per [`CATEGORIES`] entry.
     pub preferences: [f64; CATEGORIES.len()],
 }
@@ -74,6 +78,14 @@ pub fn population(rng: &mut ChaCha8Rng, n: usize, start_ms: i64) -> Vec<Customer
                 _ => "bronze",
             };
             let region = ["north", "south", "east", "west"][rng.random_range(0..4)];
+            let (active_from, active_until) = match behaviour {
+                Behaviour::Churning => (
+                    start_ms,
+                    Some(start_ms + rng.random_range(5 * DAY..15 * DAY)),
+                ),
+                Behaviour::New => (start_ms + rng.random_range(7 * DAY..30 * DAY), None),
+                Behaviour::Loyal | Behaviour::Occasional => (start_ms, None),
+            };
             Customer {
                 id: format!("c{i:05}"),
                 birth_year: start_year - age,
@@ -81,6 +93,8 @@ pub fn population(rng: &mut ChaCha8Rng, n: usize, start_ms: i64) -> Vec<Customer
                 segment,
                 region,
                 behaviour,
+                active_from,
+                active_until,
                 preferences: preferences(rng, age, gender),
             }
         })
@@ -119,14 +133,9 @@ impl Customer {
         .to_string()
     }
 
-    /// The part of `[start, end)` in which the customer buys.
-    pub fn active_between(&self, start: i64, end: i64) -> (i64, i64) {
-        let third = (end - start) / 3;
-        match self.behaviour {
-            Behaviour::Churning => (start, start + third),
-            Behaviour::New => (start + (end - start) / 2, end),
-            Behaviour::Loyal | Behaviour::Occasional => (start, end),
-        }
+    /// Whether the customer still buys at `t`.
+    pub fn active_at(&self, t: i64) -> bool {
+        t >= self.active_from && self.active_until.is_none_or(|until| t < until)
     }
 
     /// Mean time between two purchases.

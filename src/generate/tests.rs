@@ -8,16 +8,16 @@ const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 #[test]
 fn the_same_seed_gives_the_same_events() {
-    let a = Generator::new(7, 50, START, 10).records();
-    let b = Generator::new(7, 50, START, 10).records();
-    let c = Generator::new(8, 50, START, 10).records();
+    let a = Generator::new(7, 50, START).records(10);
+    let b = Generator::new(7, 50, START).records(10);
+    let c = Generator::new(8, 50, START).records(10);
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
 
 #[test]
 fn clean_events_are_valid_in_time_order_after_the_profiles() {
-    let records = Generator::new(1, 200, START, 30).records();
+    let records = Generator::new(1, 200, START).records(30);
     let profiles = records
         .iter()
         .take_while(|r| r.kind == SourceKind::Customers)
@@ -77,7 +77,7 @@ fn the_population_has_every_behaviour_and_preferences_follow_age() {
 
 #[test]
 fn noise_adds_out_of_order_and_malformed_events() {
-    let records = Generator::new(1, 300, START, 30).with_noise().records();
+    let records = Generator::new(1, 300, START).with_noise().records(30);
     let events: Vec<&Generated> = records
         .iter()
         .filter(|r| r.kind != SourceKind::Customers)
@@ -93,5 +93,55 @@ fn noise_adds_out_of_order_and_malformed_events() {
         invalid * 1000 > events.len() && invalid * 1000 < 15 * events.len(),
         "{invalid} of {}",
         events.len()
+    );
+}
+
+#[test]
+fn a_shorter_period_is_a_prefix_of_a_longer_one() {
+    let short = Generator::new(5, 100, START).with_noise().records(10);
+    let long = Generator::new(5, 100, START).with_noise().records(20);
+    assert!(long.len() > short.len());
+    assert_eq!(short[..], long[..short.len()]);
+}
+
+#[test]
+fn customers_buy_only_while_active_and_the_simulation_runs_on() {
+    let generator = Generator::new(9, 300, START);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let people = population(&mut rng, 300, START);
+    // 90 days, far beyond any churn or sign-up date.
+    let records = generator.records(90);
+    let mut last_purchase = std::collections::HashMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r.kind == SourceKind::Transactions)
+    {
+        let customer = people
+            .iter()
+            .find(|c| c.id == r.key)
+            .expect("known customer");
+        assert!(customer.active_at(r.ts), "{} buys at {}", customer.id, r.ts);
+        last_purchase.insert(r.key.clone(), r.ts);
+    }
+    let last_day = START + 89 * DAY;
+    // Loyal customers still buy in the last 10 days; churners stopped long before.
+    let buying_late = |b: Behaviour| {
+        people
+            .iter()
+            .filter(|c| c.behaviour == b)
+            .filter(|c| {
+                last_purchase
+                    .get(&c.id)
+                    .is_some_and(|t| *t >= last_day - 10 * DAY)
+            })
+            .count()
+    };
+    assert!(buying_late(Behaviour::Loyal) > 0);
+    assert_eq!(buying_late(Behaviour::Churning), 0);
+    assert!(
+        people
+            .iter()
+            .filter(|c| c.behaviour == Behaviour::Churning)
+            .all(|c| c.active_until.is_some_and(|u| u <= START + 15 * DAY))
     );
 }

@@ -26,7 +26,7 @@ use datafusion::prelude::SQLOptions;
 pub use tables::{BatchSlot, LookupStream};
 pub use windowed::{FINAL_COLUMN, WindowedJob};
 
-use crate::lookup::{Lookups, complaints};
+use crate::lookup::Lookups;
 use crate::query::{QueryError, QueryFile};
 use crate::schema::SourceKind;
 use crate::window::assign::SessionSpans;
@@ -87,32 +87,27 @@ impl Job {
             message,
         };
         let mut slots = BTreeMap::new();
-        let mut tables: Vec<(SourceKind, Arc<dyn TableProvider>)> = Vec::new();
-        for kind in SourceKind::ALL {
-            let table = if kind.is_stream() {
-                let slot = BatchSlot::new(kind.schema());
-                let table = slot.table();
-                slots.insert(kind, slot);
-                table
-            } else {
-                LookupStream::table(kind.schema(), lookups.customers.clone())
-            }
-            .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
-            tables.push((kind, Arc::new(table)));
+        let mut tables: Vec<(&str, Arc<dyn TableProvider>)> = Vec::new();
+        for kind in SourceKind::ALL.into_iter().filter(|k| k.is_stream()) {
+            let slot = BatchSlot::new(kind.schema());
+            let table = slot
+                .table()
+                .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
+            slots.insert(kind, slot);
+            tables.push((kind.table_name(), Arc::new(table)));
         }
         let sources = tables
             .iter()
-            .filter(|(kind, _)| kind.is_stream())
-            .map(|(kind, t)| (kind.table_name().to_owned(), Arc::clone(t)))
+            .map(|(name, t)| ((*name).to_owned(), Arc::clone(t)))
             .collect();
-        let complaint_status =
-            LookupStream::table(complaints::schema(), lookups.complaints.clone())
+        for view in lookups.views() {
+            let table = LookupStream::table(view.schema, view.snapshot)
                 .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
+            tables.push((view.name, Arc::new(table)));
+        }
         let ctx = session::job_context(SessionSpans::default(), sources);
-        ctx.register_table(complaints::TABLE_NAME, Arc::new(complaint_status))
-            .map_err(|e| error_at(1, format!("internal error registering tables: {e}")))?;
-        for (kind, table) in tables {
-            ctx.register_table(kind.table_name(), table)
+        for (name, table) in tables {
+            ctx.register_table(name, table)
                 .map_err(|e| error_at(1, format!("internal error registering tables: {e}")))?;
         }
 

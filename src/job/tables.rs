@@ -12,7 +12,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
-use crate::lookup::LookupTable;
+use crate::lookup::Snapshot;
 
 /// The micro-batch a stream source table yields on the next execution.
 #[derive(Debug)]
@@ -71,23 +71,27 @@ impl PartitionStream for BatchSlot {
     }
 }
 
-/// A lookup table (`customers`, `complaint_status`) as a DataFusion table:
-/// each execution reads the current snapshot.
-#[derive(Debug)]
+/// A lookup table (`customers`, `complaint_status`, `complaint_history`) as
+/// a DataFusion table: each execution reads the current snapshot.
 pub struct LookupStream {
     schema: SchemaRef,
-    table: Arc<Mutex<dyn LookupTable>>,
+    snapshot: Snapshot,
+}
+
+impl std::fmt::Debug for LookupStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupStream")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LookupStream {
-    /// A DataFusion table over a shared lookup table.
-    pub fn table(
-        schema: SchemaRef,
-        table: Arc<Mutex<dyn LookupTable>>,
-    ) -> Result<StreamingTable, DataFusionError> {
+    /// A DataFusion table of `schema` whose rows `snapshot` reads.
+    pub fn table(schema: SchemaRef, snapshot: Snapshot) -> Result<StreamingTable, DataFusionError> {
         let stream = Arc::new(Self {
             schema: Arc::clone(&schema),
-            table,
+            snapshot,
         });
         StreamingTable::try_new(schema, vec![stream])
     }
@@ -99,12 +103,7 @@ impl PartitionStream for LookupStream {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let snapshot = self
-            .table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .snapshot()
-            .map_err(DataFusionError::from);
+        let snapshot = (self.snapshot)().map_err(DataFusionError::from);
         Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             futures::stream::iter([snapshot]),

@@ -1,10 +1,16 @@
-//! The `complaint_status` lookup table: per `complaint_id`, when it was
-//! first opened and its latest status, so that a job can measure resolution
-//! times (`resolved ts - opened_ts`) and count the complaints still open.
+//! The complaint lookup tables, kept from the complaints events:
 //!
-//! Fed by the engine from the valid complaints events of each micro-batch
-//! before the jobs run. A complaint without any event for 30 days of event
-//! time (behind the complaints watermark) is forgotten.
+//! * `complaint_status`: per `complaint_id`, when it was first opened and
+//!   its latest status, so that a job can measure resolution times
+//!   (`resolved ts - opened_ts`);
+//! * `complaint_history`: per complaint, one row per status period
+//!   (`valid_from` .. `valid_until`), so that a job can ask which status a
+//!   complaint had at a given instant, such as a window end, whatever
+//!   events after that instant have already arrived.
+//!
+//! Both are fed by the engine from the valid complaints events of each
+//! micro-batch before the jobs run. A complaint without any event for 30
+//! days of event time (behind the slowest source's watermark) is forgotten.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,39 +21,78 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 
-use super::LookupTable;
 use crate::schema::timestamp_type;
 use crate::window::epoch_millis;
 
 /// How long a complaint is kept after its last event.
 pub const RETENTION_MS: i64 = 30 * 86_400_000;
 
-/// Name of the table in queries.
-pub const TABLE_NAME: &str = "complaint_status";
+/// Name of the latest-status table in queries.
+pub const STATUS_TABLE: &str = "complaint_status";
 
-#[derive(Debug, Clone, Default)]
-struct Complaint {
-    opened_ts: Option<i64>,
+/// Name of the status-period table in queries.
+pub const HISTORY_TABLE: &str = "complaint_history";
+
+/// One complaints event, as kept in a complaint's history.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct StatusEvent {
+    ts: i64,
+    /// Orders events at the same instant: opened, escalated, resolved.
+    rank: u8,
     status: String,
-    status_ts: i64,
     category: Option<String>,
     severity: Option<String>,
 }
 
-/// Latest known state of every complaint.
-#[derive(Debug, Default)]
-pub struct ComplaintTable {
-    rows: BTreeMap<String, Complaint>,
-    snapshot: Option<RecordBatch>,
+/// Where a complaint stands after some of its events.
+#[derive(Debug, Clone, Default)]
+struct Standing<'a> {
+    opened_ts: Option<i64>,
+    category: Option<&'a str>,
+    severity: Option<&'a str>,
 }
 
-/// `complaint_id`, `opened_ts`, `status`, `status_ts`, `category`, `severity`.
-pub fn schema() -> SchemaRef {
+impl<'a> Standing<'a> {
+    fn after(&mut self, event: &'a StatusEvent) {
+        if event.status == "opened" {
+            self.opened_ts = Some(self.opened_ts.map_or(event.ts, |o| o.min(event.ts)));
+        }
+        self.category = event.category.as_deref().or(self.category);
+        self.severity = event.severity.as_deref().or(self.severity);
+    }
+}
+
+/// Every complaint's events, in event-time order, with cached snapshots of
+/// both tables.
+#[derive(Debug, Default)]
+pub struct ComplaintTable {
+    events: BTreeMap<String, Vec<StatusEvent>>,
+    status_snapshot: Option<RecordBatch>,
+    history_snapshot: Option<RecordBatch>,
+}
+
+/// `complaint_status`: `complaint_id`, `opened_ts`, `status`, `status_ts`,
+/// `category`, `severity`.
+pub fn status_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("complaint_id", DataType::Utf8, false),
         Field::new("opened_ts", timestamp_type(), true),
         Field::new("status", DataType::Utf8, false),
         Field::new("status_ts", timestamp_type(), false),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("severity", DataType::Utf8, true),
+    ]))
+}
+
+/// `complaint_history`: `complaint_id`, `opened_ts`, `status`, `valid_from`,
+/// `valid_until` (null for the current status), `category`, `severity`.
+pub fn history_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("complaint_id", DataType::Utf8, false),
+        Field::new("opened_ts", timestamp_type(), true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("valid_from", timestamp_type(), false),
+        Field::new("valid_until", timestamp_type(), true),
         Field::new("category", DataType::Utf8, true),
         Field::new("severity", DataType::Utf8, true),
     ]))
@@ -60,10 +105,50 @@ fn text<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, Arrow
         .ok_or_else(|| ArrowError::SchemaError(format!("complaints batch without `{name}`")))
 }
 
+fn optional(column: &StringArray, row: usize) -> Option<String> {
+    (!column.is_null(row)).then(|| column.value(row).to_owned())
+}
+
+fn status_rank(status: &str) -> u8 {
+    match status {
+        "opened" => 0,
+        "escalated" => 1,
+        _ => 2,
+    }
+}
+
+/// Builders for the columns both tables share.
+struct CommonColumns {
+    ids: StringBuilder,
+    opened: TimestampMillisecondBuilder,
+    statuses: StringBuilder,
+    categories: StringBuilder,
+    severities: StringBuilder,
+}
+
+impl CommonColumns {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            ids: StringBuilder::with_capacity(n, n * 8),
+            opened: TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC"),
+            statuses: StringBuilder::with_capacity(n, n * 8),
+            categories: StringBuilder::with_capacity(n, n * 8),
+            severities: StringBuilder::with_capacity(n, n * 8),
+        }
+    }
+
+    fn append(&mut self, id: &str, standing: &Standing<'_>, status: &str) {
+        self.ids.append_value(id);
+        self.opened.append_option(standing.opened_ts);
+        self.statuses.append_value(status);
+        self.categories.append_option(standing.category);
+        self.severities.append_option(standing.severity);
+    }
+}
+
 impl ComplaintTable {
-    /// Applies a batch of complaints events (any order): the earliest
-    /// `opened` is the opening time; the latest event gives the status; the
-    /// latest known category and severity are kept.
+    /// Applies a batch of complaints events, in any order; an event already
+    /// known (same time and status) is ignored.
     pub fn apply(&mut self, events: &RecordBatch) -> Result<(), ArrowError> {
         let ids = text(events, "complaint_id")?;
         let statuses = text(events, "status")?;
@@ -78,24 +163,24 @@ impl ComplaintTable {
             if ids.is_null(row) || statuses.is_null(row) || times.is_null(row) {
                 continue;
             }
-            let (status, ts) = (statuses.value(row), times.value(row));
-            let complaint = self.rows.entry(ids.value(row).to_owned()).or_default();
-            if status == "opened" {
-                complaint.opened_ts = Some(complaint.opened_ts.map_or(ts, |o| o.min(ts)));
+            let status = statuses.value(row);
+            let event = StatusEvent {
+                ts: times.value(row),
+                rank: status_rank(status),
+                status: status.to_owned(),
+                category: optional(categories, row),
+                severity: optional(severities, row),
+            };
+            let history = self.events.entry(ids.value(row).to_owned()).or_default();
+            let at = history.partition_point(|e| (e.ts, e.rank) < (event.ts, event.rank));
+            if history
+                .get(at)
+                .is_none_or(|e| (e.ts, e.rank) != (event.ts, event.rank))
+            {
+                history.insert(at, event);
+                self.status_snapshot = None;
+                self.history_snapshot = None;
             }
-            if complaint.status.is_empty() || ts >= complaint.status_ts {
-                complaint.status = status.to_owned();
-                complaint.status_ts = ts;
-                if !categories.is_null(row) {
-                    complaint.category = Some(categories.value(row).to_owned());
-                }
-                if !severities.is_null(row) {
-                    complaint.severity = Some(severities.value(row).to_owned());
-                }
-            }
-        }
-        if events.num_rows() > 0 {
-            self.snapshot = None;
         }
         Ok(())
     }
@@ -103,57 +188,91 @@ impl ComplaintTable {
     /// Forgets complaints whose last event is more than [`RETENTION_MS`]
     /// behind `watermark`.
     pub fn expire(&mut self, watermark: i64) {
-        let before = self.rows.len();
-        self.rows
-            .retain(|_, c| c.status_ts > watermark.saturating_sub(RETENTION_MS));
-        if self.rows.len() != before {
-            self.snapshot = None;
+        let before = self.events.len();
+        let horizon = watermark.saturating_sub(RETENTION_MS);
+        self.events
+            .retain(|_, history| history.last().is_some_and(|e| e.ts > horizon));
+        if self.events.len() != before {
+            self.status_snapshot = None;
+            self.history_snapshot = None;
         }
     }
 
     /// Number of complaints known.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.events.len()
     }
 
     /// Whether no complaint is known.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.events.is_empty()
     }
-}
 
-impl LookupTable for ComplaintTable {
-    fn snapshot(&mut self) -> Result<RecordBatch, ArrowError> {
-        if let Some(batch) = &self.snapshot {
+    /// `complaint_status` as one batch, sorted by `complaint_id`: the
+    /// earliest `opened` time, the latest event's status and time, and the
+    /// latest known category and severity.
+    pub fn status_snapshot(&mut self) -> Result<RecordBatch, ArrowError> {
+        if let Some(batch) = &self.status_snapshot {
             return Ok(batch.clone());
         }
-        let n = self.rows.len();
-        let mut ids = StringBuilder::with_capacity(n, n * 8);
-        let mut opened = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut statuses = StringBuilder::with_capacity(n, n * 8);
+        let n = self.events.len();
+        let mut common = CommonColumns::with_capacity(n);
         let mut status_ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut categories = StringBuilder::with_capacity(n, n * 8);
-        let mut severities = StringBuilder::with_capacity(n, n * 8);
-        for (id, c) in &self.rows {
-            ids.append_value(id);
-            opened.append_option(c.opened_ts);
-            statuses.append_value(&c.status);
-            status_ts.append_value(c.status_ts);
-            categories.append_option(c.category.as_deref());
-            severities.append_option(c.severity.as_deref());
+        for (id, history) in &self.events {
+            let Some(last) = history.last() else { continue };
+            let mut standing = Standing::default();
+            history.iter().for_each(|e| standing.after(e));
+            common.append(id, &standing, &last.status);
+            status_ts.append_value(last.ts);
         }
         let batch = RecordBatch::try_new(
-            schema(),
+            status_schema(),
             vec![
-                Arc::new(ids.finish()),
-                Arc::new(opened.finish()),
-                Arc::new(statuses.finish()),
+                Arc::new(common.ids.finish()),
+                Arc::new(common.opened.finish()),
+                Arc::new(common.statuses.finish()),
                 Arc::new(status_ts.finish()),
-                Arc::new(categories.finish()),
-                Arc::new(severities.finish()),
+                Arc::new(common.categories.finish()),
+                Arc::new(common.severities.finish()),
             ],
         )?;
-        self.snapshot = Some(batch.clone());
+        self.status_snapshot = Some(batch.clone());
+        Ok(batch)
+    }
+
+    /// `complaint_history` as one batch, by `complaint_id` then time: a row
+    /// per event, valid from its time until the next event's; `opened_ts`,
+    /// category and severity as known at that event.
+    pub fn history_snapshot(&mut self) -> Result<RecordBatch, ArrowError> {
+        if let Some(batch) = &self.history_snapshot {
+            return Ok(batch.clone());
+        }
+        let n = self.events.values().map(Vec::len).sum();
+        let mut common = CommonColumns::with_capacity(n);
+        let mut from = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut until = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+        for (id, history) in &self.events {
+            let mut standing = Standing::default();
+            for (i, event) in history.iter().enumerate() {
+                standing.after(event);
+                common.append(id, &standing, &event.status);
+                from.append_value(event.ts);
+                until.append_option(history.get(i + 1).map(|next| next.ts));
+            }
+        }
+        let batch = RecordBatch::try_new(
+            history_schema(),
+            vec![
+                Arc::new(common.ids.finish()),
+                Arc::new(common.opened.finish()),
+                Arc::new(common.statuses.finish()),
+                Arc::new(from.finish()),
+                Arc::new(until.finish()),
+                Arc::new(common.categories.finish()),
+                Arc::new(common.severities.finish()),
+            ],
+        )?;
+        self.history_snapshot = Some(batch.clone());
         Ok(batch)
     }
 }
@@ -181,42 +300,88 @@ mod tests {
         builder.finish().expect("batch")
     }
 
-    #[test]
-    fn keeps_the_first_opening_and_the_latest_status() {
+    fn times(batch: &RecordBatch, column: &str) -> Vec<Option<i64>> {
+        let array = batch
+            .column_by_name(column)
+            .expect("column")
+            .as_primitive::<TimestampMillisecondType>();
+        array.iter().collect()
+    }
+
+    fn texts(batch: &RecordBatch, column: &str) -> Vec<Option<String>> {
+        let array = batch
+            .column_by_name(column)
+            .expect("column")
+            .as_string::<i32>();
+        array.iter().map(|v| v.map(str::to_owned)).collect()
+    }
+
+    fn some(values: &[&str]) -> Vec<Option<String>> {
+        values.iter().map(|v| Some((*v).to_owned())).collect()
+    }
+
+    /// k1: resolved at 500 arrives before its opening at 200; k2: opened
+    /// at 100, resolved at 250, then escalated (reopened) at 300.
+    fn table() -> ComplaintTable {
         let mut table = ComplaintTable::default();
-        // k1 resolved before its (late) opened event arrives; k2 escalated.
         table
             .apply(&events(&[
                 ("k1", "resolved", 500, None),
                 ("k2", "opened", 100, Some("billing")),
+                ("k2", "escalated", 300, None),
             ]))
             .expect("apply");
         table
             .apply(&events(&[
                 ("k1", "opened", 200, Some("delivery")),
-                ("k2", "escalated", 300, None),
+                ("k2", "resolved", 250, None),
+                ("k2", "resolved", 250, None),
             ]))
             .expect("apply");
-        let batch = table.snapshot().expect("snapshot");
-        let ids = batch.column(0).as_string::<i32>();
-        let opened = batch.column(1).as_primitive::<TimestampMillisecondType>();
-        let status = batch.column(2).as_string::<i32>();
-        let category = batch.column(4).as_string::<i32>();
+        table
+    }
+
+    #[test]
+    fn status_has_the_first_opening_and_the_latest_event() {
+        let batch = table().status_snapshot().expect("snapshot");
+        assert_eq!(texts(&batch, "complaint_id"), some(&["k1", "k2"]));
+        assert_eq!(times(&batch, "opened_ts"), [Some(200), Some(100)]);
+        assert_eq!(texts(&batch, "status"), some(&["resolved", "escalated"]));
+        assert_eq!(times(&batch, "status_ts"), [Some(500), Some(300)]);
+        assert_eq!(texts(&batch, "category"), some(&["delivery", "billing"]));
+    }
+
+    #[test]
+    fn history_has_one_period_per_event_in_time_order() {
+        let batch = table().history_snapshot().expect("snapshot");
         assert_eq!(
-            (ids.value(0), opened.value(0), status.value(0)),
-            ("k1", 200, "resolved")
-        );
-        assert!(
-            category.is_null(0),
-            "the opened event is older than the status"
+            texts(&batch, "complaint_id"),
+            some(&["k1", "k1", "k2", "k2", "k2"])
         );
         assert_eq!(
-            (ids.value(1), opened.value(1), status.value(1)),
-            ("k2", 100, "escalated")
+            texts(&batch, "status"),
+            some(&["opened", "resolved", "opened", "resolved", "escalated"])
         );
-        assert_eq!(category.value(1), "billing");
-        // 30 days after k2's last event (300), it is forgotten; k1 (500) is kept.
+        assert_eq!(
+            times(&batch, "valid_from"),
+            [Some(200), Some(500), Some(100), Some(250), Some(300)]
+        );
+        assert_eq!(
+            times(&batch, "valid_until"),
+            [Some(500), None, Some(250), Some(300), None]
+        );
+        assert_eq!(
+            times(&batch, "opened_ts"),
+            [Some(200), Some(200), Some(100), Some(100), Some(100)]
+        );
+    }
+
+    #[test]
+    fn forgets_a_complaint_30_days_after_its_last_event() {
+        let mut table = table();
         table.expire(300 + RETENTION_MS);
-        assert_eq!(table.len(), 1);
+        assert_eq!(table.len(), 1, "k2 (last event 300) is forgotten");
+        let batch = table.history_snapshot().expect("snapshot");
+        assert_eq!(texts(&batch, "complaint_id"), some(&["k1", "k1"]));
     }
 }

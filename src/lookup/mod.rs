@@ -4,14 +4,16 @@
 //! * `customers`: latest profile per `customer_id`, fed from the compacted
 //!   `cx.customers` topic; a record with a null value (tombstone) deletes the
 //!   customer.
-//! * `complaint_status` ([`complaints`]): per `complaint_id`, when it was
-//!   opened and its latest status, fed from the complaints events.
+//! * `complaint_status` and `complaint_history` ([`complaints`]): per
+//!   `complaint_id`, its opening, latest status and status periods, fed from
+//!   the complaints events.
 
 pub mod complaints;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -77,25 +79,59 @@ impl CustomerTable {
     }
 }
 
-/// A table jobs read as one Arrow batch.
-pub trait LookupTable: std::fmt::Debug + Send {
-    /// The current contents.
-    fn snapshot(&mut self) -> Result<RecordBatch, ArrowError>;
-}
-
-impl LookupTable for CustomerTable {
-    fn snapshot(&mut self) -> Result<RecordBatch, ArrowError> {
-        CustomerTable::snapshot(self)
-    }
-}
-
 /// The lookup tables of one engine, shared with every job.
 #[derive(Debug, Clone, Default)]
 pub struct Lookups {
     /// `customers`.
     pub customers: Arc<Mutex<CustomerTable>>,
-    /// `complaint_status`.
+    /// `complaint_status` and `complaint_history`.
     pub complaints: Arc<Mutex<complaints::ComplaintTable>>,
+}
+
+/// Reads a lookup table's current contents as one Arrow batch.
+pub type Snapshot = Arc<dyn Fn() -> Result<RecordBatch, ArrowError> + Send + Sync>;
+
+/// A lookup table as jobs see it.
+pub struct LookupView {
+    /// Name in queries.
+    pub name: &'static str,
+    /// Columns.
+    pub schema: SchemaRef,
+    /// Current contents.
+    pub snapshot: Snapshot,
+}
+
+impl Lookups {
+    /// The tables jobs can join with: `customers`, `complaint_status` and
+    /// `complaint_history`.
+    pub fn views(&self) -> [LookupView; 3] {
+        let customers = Arc::clone(&self.customers);
+        let status = Arc::clone(&self.complaints);
+        let history = Arc::clone(&self.complaints);
+        [
+            LookupView {
+                name: SourceKind::Customers.table_name(),
+                schema: SourceKind::Customers.schema(),
+                snapshot: Arc::new(move || lock(&customers).snapshot()),
+            },
+            LookupView {
+                name: complaints::STATUS_TABLE,
+                schema: complaints::status_schema(),
+                snapshot: Arc::new(move || lock(&status).status_snapshot()),
+            },
+            LookupView {
+                name: complaints::HISTORY_TABLE,
+                schema: complaints::history_schema(),
+                snapshot: Arc::new(move || lock(&history).history_snapshot()),
+            },
+        ]
+    }
+}
+
+fn lock<T>(table: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    table
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Turns borrowed cells into owned ones, for storage beyond the payload.
