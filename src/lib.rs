@@ -13,7 +13,7 @@
 //! | sources | [`schema`] | the four input sources, their fields and Arrow schemas |
 //! | consume | [`source`] | the Kafka consumer group, micro-batch assembly, offsets |
 //! | decode | [`decode`] | JSON payload → validated cells → Arrow batches, rejections |
-//! | lookup | [`lookup`] | the `customers` table: latest profile per customer |
+//! | lookup | [`lookup`] | lookup tables: `customers` (latest profile per customer), `complaint_status` and `complaint_history` |
 //! | queries | [`query`] | `queries/*.sql`: job name, `-- @option` headers |
 //! | event time | [`watermark`] | per-source watermarks over partitions, idle partitions |
 //! | windows | [`window`] | `TUMBLE` / `HOP` / `SESSION`, the plan split, pane and session stores (**where windows close**) |
@@ -21,13 +21,17 @@
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
 //! | wiring | [`engine`] | the batch loop, offset commits after delivery, draining |
 //! | observe | [`metrics`], [`gauges`], [`http`], [`logging`] | Prometheus metrics, `@gauge` job results, `/metrics` `/healthz` `/readyz`, tracing |
-//! | simulate | [`generate`] | deterministic, realistic customer events for tests and demos |
-//! | operate | [`check`], [`admin`], [`topic_io`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; the local noida-db broker |
+//! | simulate | [`generate`] | deterministic, realistic customer events; publishing them in compressed real time (`cxpulse generate`) |
+//! | operate | [`check`], [`admin`], [`topic_io`], [`tail`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; `tail JOB`; the local noida-db broker |
+//! | demo | [`demo`], [`dashboard`], [`bundled`] | `cxpulse demo`: broker, generator and every bundled job; the live view; the queries built into the binary |
 
 pub mod admin;
+pub mod bundled;
 pub mod check;
 pub mod config;
+pub mod dashboard;
 pub mod decode;
+pub mod demo;
 pub mod engine;
 pub mod gauges;
 pub mod generate;
@@ -41,6 +45,7 @@ pub mod query;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod tail;
 pub mod topic_io;
 pub mod watermark;
 pub mod window;

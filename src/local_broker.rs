@@ -109,7 +109,15 @@ impl Drop for LocalBroker {
 /// inside the installed Python package.
 pub fn broker_binary() -> Result<PathBuf, BrokerError> {
     if let Some(path) = std::env::var_os("NOIDA_DB_BIN") {
-        return Ok(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(BrokerError::NotInstalled(format!(
+                "NOIDA_DB_BIN names {}, which does not exist",
+                path.display()
+            )))
+        };
     }
     let output = Command::new("python3")
         .args([

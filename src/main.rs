@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use cxpulse::config::Config;
@@ -16,6 +18,52 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a local broker, the event generator and every bundled job, with a live view; ctrl-c or q stops it all.
+    Demo {
+        /// Use this Kafka cluster instead of starting a local broker.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Configuration file layered over the embedded default (its brokers and queries_dir are replaced).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        events: EventOptions,
+        /// Stop after this long (e.g. 2m); default: until ctrl-c or q.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Address of /metrics, /healthz and /readyz (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
+    },
+    /// Publish simulated customer events to a Kafka cluster in compressed real time (a load generator).
+    Generate {
+        #[command(flatten)]
+        brokers: Brokers,
+        /// Configuration file (for the topic names and Kafka client properties).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        events: EventOptions,
+        /// Stop after this long (e.g. 10m); default: until ctrl-c.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// No out-of-order or malformed events.
+        #[arg(long)]
+        clean: bool,
+    },
+    /// Print a job's output topic as a table, from the beginning, following new rows.
+    Tail {
+        /// Job name (its query file name without .sql), e.g. need_by_category.
+        job: String,
+        #[command(flatten)]
+        brokers: Brokers,
+        /// Configuration file (for the queries directory and topic names).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Stop after 3 quiet seconds instead of following.
+        #[arg(long)]
+        no_follow: bool,
+    },
     /// Run every job in the queries directory until SIGTERM or ctrl-c.
     Run {
         /// Configuration file layered over the embedded default (env vars CXPULSE__SECTION__KEY override both).
@@ -39,13 +87,8 @@ enum Command {
     },
     /// Send JSON lines from stdin to a topic, one message per line.
     Produce {
-        /// Bootstrap servers.
-        #[arg(
-            long,
-            env = "CXPULSE__KAFKA__BROKERS",
-            default_value = "127.0.0.1:9092"
-        )]
-        brokers: String,
+        #[command(flatten)]
+        brokers: Brokers,
         /// Destination topic, e.g. cx.feedback.
         #[arg(long)]
         topic: String,
@@ -55,19 +98,49 @@ enum Command {
     },
     /// Print a topic from the beginning as `key<TAB>value` lines.
     Read {
-        /// Bootstrap servers.
-        #[arg(
-            long,
-            env = "CXPULSE__KAFKA__BROKERS",
-            default_value = "127.0.0.1:9092"
-        )]
-        brokers: String,
+        #[command(flatten)]
+        brokers: Brokers,
         /// Topic to read, e.g. cx.metrics.complaint_alerts.
         topic: String,
         /// Keep waiting for new records instead of stopping after 3 quiet seconds.
         #[arg(long, short)]
         follow: bool,
     },
+}
+
+/// `--brokers`, for the commands that talk to a cluster.
+#[derive(clap::Args)]
+struct Brokers {
+    /// Bootstrap servers.
+    #[arg(
+        long = "brokers",
+        env = "CXPULSE__KAFKA__BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    list: String,
+}
+
+/// What the generator simulates and how fast.
+#[derive(clap::Args)]
+struct EventOptions {
+    /// Events per second, on average (the population is sized for it).
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Simulated time per real second, e.g. 1h: a simulated day every 24 s.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    speed: Duration,
+    /// Seed: the same seed, rate and speed give the same events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// First instant of simulated time (RFC 3339).
+    #[arg(long, default_value = "2026-01-01T00:00:00Z", value_parser = parse_start)]
+    start: i64,
+}
+
+fn parse_start(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{e} (expected e.g. 2026-01-01T00:00:00Z)"))
 }
 
 fn main() -> ExitCode {
@@ -80,6 +153,42 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Demo {
+            brokers,
+            config,
+            events,
+            duration,
+            listen,
+        } => runtime.block_on(cxpulse::demo::run(
+            cxpulse::demo::DemoOptions {
+                brokers,
+                config,
+                rate: events.rate,
+                speed: events.speed.as_secs_f64(),
+                seed: events.seed,
+                start_ms: events.start,
+                duration,
+                listen,
+            },
+            shutdown_signal(),
+        )),
+        Command::Generate {
+            brokers,
+            config,
+            events,
+            duration,
+            clean,
+        } => runtime.block_on(generate(brokers.list, config, events, duration, clean)),
+        Command::Tail {
+            job,
+            brokers,
+            config,
+            no_follow,
+        } => runtime.block_on(async move {
+            let mut config = Config::load(config.as_deref())?;
+            config.kafka.brokers = brokers.list;
+            cxpulse::tail::tail(&config, &job, !no_follow, Duration::from_secs(3)).await
+        }),
         Command::Run { config } => runtime.block_on(run(config)),
         Command::Check { config } => runtime.block_on(check(config)),
         Command::CreateTopics { config, partitions } => {
@@ -91,7 +200,7 @@ fn main() -> ExitCode {
             key,
         } => runtime.block_on(async move {
             let sent = cxpulse::topic_io::produce_lines(
-                &brokers,
+                &brokers.list,
                 &topic,
                 key.as_deref(),
                 tokio::io::stdin(),
@@ -106,7 +215,7 @@ fn main() -> ExitCode {
             follow,
         } => runtime.block_on(async move {
             cxpulse::topic_io::read_topic(
-                &brokers,
+                &brokers.list,
                 &topic,
                 follow,
                 std::time::Duration::from_secs(3),
@@ -128,8 +237,112 @@ async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_file.as_deref())?;
     cxpulse::logging::init(config.log.format);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), brokers = %config.kafka.brokers, "cxpulse starting");
-    cxpulse::engine::run(config, shutdown_signal(), |_| {}).await?;
+    let metrics = Arc::new(cxpulse::metrics::Metrics::new()?);
+    cxpulse::engine::run(config, metrics, shutdown_signal(), |_| {}).await?;
     Ok(())
+}
+
+/// `cxpulse generate`: publishes the simulation with a progress bar.
+async fn generate(
+    brokers: String,
+    config_file: Option<PathBuf>,
+    events: EventOptions,
+    duration: Option<Duration>,
+    clean: bool,
+) -> anyhow::Result<()> {
+    use cxpulse::generate::Generator;
+    use cxpulse::generate::publish::{Progress, customers_for_rate, publish};
+    let mut config = Config::load(config_file.as_deref())?;
+    config.kafka.brokers = brokers;
+    cxpulse::logging::init(config.log.format);
+    let speed = events.speed.as_secs_f64();
+    let customers = customers_for_rate(events.seed, events.start, events.rate, speed);
+    let generator = Generator::new(events.seed, customers, events.start);
+    let generator = if clean {
+        generator
+    } else {
+        generator.with_noise()
+    };
+    let progress = Arc::new(Progress::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut task = tokio::spawn({
+        let config = config.clone();
+        let progress = Arc::clone(&progress);
+        async move {
+            publish(
+                &config,
+                generator.simulation(),
+                events.start,
+                speed,
+                progress,
+                stop_rx,
+            )
+            .await
+        }
+    });
+    let bar = match duration {
+        Some(d) => indicatif::ProgressBar::new(d.as_secs().max(1)).with_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {elapsed}/{duration} {msg}")?,
+        ),
+        None => indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")?,
+        ),
+    };
+    eprintln!(
+        "{customers} customers, about {:.0} events/s, {} of simulated time per second, to {}",
+        events.rate,
+        humantime::format_duration(events.speed),
+        config.kafka.brokers
+    );
+    let started = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(250));
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let interrupt = shutdown_signal();
+    tokio::pin!(interrupt);
+    let finished = loop {
+        tokio::select! {
+            result = &mut task => break Some(result),
+            () = &mut deadline => break None,
+            () = &mut interrupt => break None,
+            _ = ticks.tick() => {
+                bar.set_position(started.elapsed().as_secs());
+                bar.set_message(progress_message(&progress, started.elapsed()));
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    let result = match finished {
+        Some(result) => result,
+        None => task.await,
+    };
+    bar.finish_with_message(progress_message(&progress, started.elapsed()));
+    result??;
+    eprintln!(
+        "sent {} events ({} acknowledged, {} failed)",
+        progress.sent_total(),
+        progress.delivered(),
+        progress.failed()
+    );
+    Ok(())
+}
+
+fn progress_message(progress: &cxpulse::generate::publish::Progress, elapsed: Duration) -> String {
+    let sent = progress.sent_total();
+    let simulated = chrono::DateTime::from_timestamp_millis(progress.simulated_ms()).map_or_else(
+        || "-".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M").to_string(),
+    );
+    format!(
+        "{sent} events ({:.0}/s), simulated time {simulated}, {} failed",
+        sent as f64 / elapsed.as_secs_f64().max(1e-3),
+        progress.failed()
+    )
 }
 
 async fn check(config_file: Option<PathBuf>) -> anyhow::Result<()> {

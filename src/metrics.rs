@@ -216,6 +216,12 @@ impl Metrics {
         }
     }
 
+    /// Every metric family, as `/metrics` shows them (the demo's live view
+    /// reads them in process).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut buffer = Vec::new();

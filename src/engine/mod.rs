@@ -81,13 +81,15 @@ pub enum EngineError {
 }
 
 /// Runs the engine until `shutdown` resolves, then drains and returns.
-/// `on_listening` receives the bound HTTP address (useful with port 0).
+/// `metrics` is served on `/metrics` (and can be read in process, as the
+/// demo's live view does); `on_listening` receives the bound HTTP address
+/// (useful with port 0).
 pub async fn run(
     config: Config,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), EngineError> {
-    let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health::default());
     let (stop_http, mut http_stopped) = watch::channel(false);
     let http_error = |source| EngineError::Http {

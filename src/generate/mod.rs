@@ -21,6 +21,7 @@
 //! [`Generator::records`] collects a bounded period (the tests).
 
 mod population;
+pub mod publish;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -261,8 +261,10 @@ impl RunningEngine {
     pub async fn start(config: Config) -> RunningEngine {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let metrics = std::sync::Arc::new(cxpulse::metrics::Metrics::new().expect("metrics"));
         let task = tokio::spawn(cxpulse::engine::run(
             config,
+            metrics,
             async move {
                 let _ = stopped.await;
             },
