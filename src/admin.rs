@@ -47,20 +47,25 @@ pub fn sink_topics(config: &Config, jobs: &[Job]) -> Vec<TopicSpec> {
         .collect()
 }
 
-/// Creates the source topics (`partitions` each; `customers` compacted), the
-/// dead-letter topic and the output topic of every job in the queries
-/// directory, where missing. Returns every topic name it ensured.
-pub async fn create_engine_topics(
-    config: &Config,
-    partitions: i32,
-) -> Result<Vec<String>, KafkaError> {
+/// The source topics, `partitions` each; `customers` compacted.
+pub fn source_topics(config: &Config, partitions: i32) -> Vec<TopicSpec> {
     let t = &config.topics;
-    let mut specs = vec![
+    vec![
         TopicSpec::new(&t.transactions, partitions),
         TopicSpec::new(&t.feedback, partitions),
         TopicSpec::new(&t.complaints, partitions),
         TopicSpec::new(&t.customers, partitions).with_config("cleanup.policy", "compact"),
-    ];
+    ]
+}
+
+/// Creates the source topics (see [`source_topics`]), the dead-letter topic
+/// and the output topic of every job in the queries directory, where
+/// missing. Returns every topic name it ensured.
+pub async fn create_engine_topics(
+    config: &Config,
+    partitions: i32,
+) -> Result<Vec<String>, KafkaError> {
+    let mut specs = source_topics(config, partitions);
     let (jobs, _) = crate::job::plan_configured(config).await;
     specs.extend(sink_topics(config, &jobs));
     ensure_topics(config, &specs).await?;

@@ -110,6 +110,11 @@ pub async fn run(options: DemoOptions, interrupt: impl Future<Output = ()>) -> a
     ));
     let Ok(addr) = addr_rx.await else {
         let result = engine.await.context("the engine task")?;
+        if let Err(e @ EngineError::Http { .. }) = result {
+            anyhow::bail!(
+                "{e} (is another process using it? --listen 127.0.0.1:0 picks a free port)"
+            );
+        }
         result?;
         anyhow::bail!("the engine stopped before it listened");
     };

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cxpulse::config::Config;
 
@@ -255,6 +256,10 @@ async fn generate(
     let mut config = Config::load(config_file.as_deref())?;
     config.kafka.brokers = brokers;
     cxpulse::logging::init(config.log.format);
+    let sources = cxpulse::admin::source_topics(&config, 3);
+    cxpulse::admin::ensure_topics(&config, &sources)
+        .await
+        .with_context(|| format!("creating the source topics on {}", config.kafka.brokers))?;
     let speed = events.speed.as_secs_f64();
     let customers = customers_for_rate(events.seed, events.start, events.rate, speed);
     let generator = Generator::new(events.seed, customers, events.start);
