@@ -59,15 +59,15 @@ pub fn source_topics(config: &Config, partitions: i32) -> Vec<TopicSpec> {
 }
 
 /// Creates the source topics (see [`source_topics`]), the dead-letter topic
-/// and the output topic of every job in the queries directory, where
-/// missing. Returns every topic name it ensured.
+/// and the output topic of each of `jobs`, where missing. Returns every
+/// topic name it ensured.
 pub async fn create_engine_topics(
     config: &Config,
+    jobs: &[Job],
     partitions: i32,
 ) -> Result<Vec<String>, KafkaError> {
     let mut specs = source_topics(config, partitions);
-    let (jobs, _) = crate::job::plan_configured(config).await;
-    specs.extend(sink_topics(config, &jobs));
+    specs.extend(sink_topics(config, jobs));
     ensure_topics(config, &specs).await?;
     Ok(specs.into_iter().map(|s| s.name).collect())
 }

@@ -92,10 +92,10 @@ pub async fn run(options: DemoOptions, interrupt: impl Future<Output = ()>) -> a
     config.kafka.brokers.clone_from(&bootstrap);
     config.engine.queries_dir = queries.path().to_owned();
     config.http.listen.clone_from(&options.listen);
-    crate::admin::create_engine_topics(&config, 3)
+    let (jobs, _) = crate::job::plan_configured(&config).await;
+    crate::admin::create_engine_topics(&config, &jobs, 3)
         .await
         .with_context(|| format!("creating the topics on {bootstrap}"))?;
-    let (jobs, _) = crate::job::plan_configured(&config).await;
 
     let metrics = Arc::new(Metrics::new()?);
     let (stop_tx, stop_rx) = watch::channel(false);

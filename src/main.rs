@@ -125,10 +125,10 @@ struct Brokers {
 #[derive(clap::Args)]
 struct EventOptions {
     /// Events per second, on average (the population is sized for it).
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 200.0, value_parser = parse_rate)]
     rate: f64,
     /// Simulated time per real second, e.g. 1h: a simulated day every 24 s.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_speed)]
     speed: Duration,
     /// Seed: the same seed, rate and speed give the same events.
     #[arg(long, default_value_t = 1)]
@@ -136,6 +136,22 @@ struct EventOptions {
     /// First instant of simulated time (RFC 3339).
     #[arg(long, default_value = "2026-01-01T00:00:00Z", value_parser = parse_start)]
     start: i64,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        Ok(_) => Err("must be a positive number of events per second".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_speed(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(speed) if speed >= Duration::from_millis(1) => Ok(speed),
+        Ok(_) => Err("must be at least 1ms of simulated time per second".to_owned()),
+        Err(e) => Err(format!("{e} (expected e.g. 1h or 30m)")),
+    }
 }
 
 fn parse_start(text: &str) -> Result<i64, String> {
@@ -362,7 +378,8 @@ async fn check(config_file: Option<PathBuf>) -> anyhow::Result<()> {
 
 async fn create_topics(config_file: Option<PathBuf>, partitions: i32) -> anyhow::Result<()> {
     let config = Config::load(config_file.as_deref())?;
-    let created = cxpulse::admin::create_engine_topics(&config, partitions).await?;
+    let (jobs, _) = cxpulse::job::plan_configured(&config).await;
+    let created = cxpulse::admin::create_engine_topics(&config, &jobs, partitions).await?;
     for topic in created {
         println!("{topic}");
     }

@@ -313,3 +313,31 @@ fn a_missing_broker_names_the_command_that_installs_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_rate_or_speed_that_cannot_run_is_refused_with_its_reason() {
+    for (args, reason) in [
+        (
+            ["--rate", "0"],
+            "must be a positive number of events per second",
+        ),
+        (["--rate", "lots"], "invalid float literal"),
+        (
+            ["--speed", "0s"],
+            "must be at least 1ms of simulated time per second",
+        ),
+        (["--speed", "fast"], "expected e.g. 1h or 30m"),
+    ] {
+        for command in ["demo", "generate"] {
+            let output = Command::new(BIN)
+                .arg(command)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run cxpulse");
+            assert_eq!(output.status.code(), Some(2), "{command} {args:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(reason), "{command} {args:?}: {stderr}");
+        }
+    }
+}

@@ -188,11 +188,6 @@ impl Simulation {
         }
     }
 
-    /// Customers in the population.
-    pub fn customers(&self) -> usize {
-        self.people.len()
-    }
-
     fn schedule(&mut self, kind: SourceKind, customer: usize, ts: i64, value: serde_json::Value) {
         let record = Generated {
             kind,
