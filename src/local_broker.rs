@@ -47,7 +47,8 @@ impl LocalBroker {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args([
                 "start",
                 "--only",
@@ -61,8 +62,13 @@ impl LocalBroker {
             .arg(data_dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+            .stderr(Stdio::null());
+        // A process group of its own: ctrl-c in a terminal signals the
+        // foreground group, and the broker must outlive cxpulse's drain (it
+        // is stopped afterwards, when this handle is dropped).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn()?;
         let mut broker = LocalBroker {
             child,
             port,

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -97,28 +98,60 @@ fn assert_every_job_published(stdout: &str) {
 fn the_demo_starts_its_broker_runs_every_bundled_job_and_stops_the_broker() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // 6 simulated hours per second: a simulated day every 4 s, so that the
-    // daily jobs (feedback starts a day in) fire within the run.
-    let output = cxpulse(
-        &[
+    // daily jobs (feedback starts a day in) fire within the run. Started in a
+    // process group of its own, which gets SIGINT as a terminal's ctrl-c
+    // would send it.
+    let mut demo = Command::new(BIN)
+        .args([
             "demo",
-            "--duration",
-            "35s",
             "--speed",
             "6h",
             "--rate",
             "150",
             "--listen",
             "127.0.0.1:0",
-        ],
-        &[],
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start the demo");
+    let stdout_pipe = demo.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut { stdout_pipe }, &mut text).expect("read stdout");
+        text
+    });
+    std::thread::sleep(Duration::from_secs(35));
+    let ctrl_c = Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", demo.id())])
+        .status()
+        .expect("kill");
+    assert!(ctrl_c.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = demo.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the demo stops after ctrl-c"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = reader.join().expect("reader");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut demo.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(status.success(), "{status}:\n{stdout}\n{stderr}");
     assert_every_job_published(&stdout);
     for expected in [
         "metrics   http://127.0.0.1:",
         "cx.metrics.need_by_category",
         "cxpulse tail ",
-        "demo stopped (duration reached)",
+        "\ndemo stopped\n",
     ] {
         assert!(stdout.contains(expected), "{expected} missing:\n{stdout}");
     }
@@ -179,6 +212,10 @@ fn the_demo_on_a_given_cluster_fills_every_output_topic_and_tail_prints_it() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_every_job_published(&stdout);
     assert!(stdout.contains("(--brokers)"), "{stdout}");
+    assert!(
+        stdout.ends_with("demo stopped (duration reached)\n"),
+        "{stdout}"
+    );
     // Read back from Kafka: as many rows on each output topic as the demo counted.
     let rows = rows_per_job(&stdout);
     for (job, _) in QUERIES {
