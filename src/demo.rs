@@ -162,7 +162,7 @@ pub async fn run(options: DemoOptions, interrupt: impl Future<Output = ()>) -> a
             "read      cxpulse tail {shown_job} --brokers {bootstrap}    (or: cxpulse read {shown_topic} --brokers {bootstrap})"
         ),
         format!(
-            "events    {customers} customers, about {:.0} events/s, {} of simulated time per second from {}, seed {}; 2 % out of order, 0.5 % malformed",
+            "events    {customers} customers, about {:.0} events/s, {} of simulated time per second from {}, seed {}; 2 % out of order (some by hours), 0.5 % malformed",
             options.rate,
             humantime::format_duration(Duration::from_secs_f64(options.speed)),
             chrono::DateTime::from_timestamp_millis(options.start_ms)

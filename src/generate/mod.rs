@@ -60,7 +60,8 @@ pub struct Generator {
     pub customers: usize,
     /// First instant of simulated time (ms since the epoch).
     pub start_ms: i64,
-    /// Share of events moved up to 2 minutes back in time (out of order).
+    /// Share of events moved back in time (out of order): nine in ten by up
+    /// to 2 minutes, one in ten by 1 to 6 hours (a device that was offline).
     pub out_of_order: f64,
     /// Share of events replaced by a malformed record.
     pub malformed: f64,
@@ -78,7 +79,8 @@ impl Generator {
         }
     }
 
-    /// The same, with 2 % of events out of order and 0.5 % malformed.
+    /// The same, with 2 % of events out of order (see [`Self::out_of_order`])
+    /// and 0.5 % malformed.
     pub fn with_noise(self) -> Self {
         Self {
             out_of_order: 0.02,
@@ -290,7 +292,11 @@ impl Simulation {
     /// Moves an event back in time or breaks it, as the noise settings say.
     fn add_noise(&mut self, mut record: Generated) -> Generated {
         if self.rng.random_bool(self.out_of_order) {
-            record.ts -= self.rng.random_range(1..120_000);
+            record.ts -= if self.rng.random_bool(0.1) {
+                self.rng.random_range(HOUR..6 * HOUR)
+            } else {
+                self.rng.random_range(1..120_000)
+            };
             record.value = retimed(&record.value, record.ts);
         }
         if self.rng.random_bool(self.malformed) {

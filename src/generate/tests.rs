@@ -88,6 +88,18 @@ fn noise_adds_out_of_order_and_malformed_events() {
         .filter(|e| parse_record(e.kind, e.value.as_bytes()).is_err())
         .count();
     assert!(backwards > 0, "some events are out of order");
+    // With events seconds apart, every moved event steps back: most by less
+    // than 2 minutes, some (offline devices) by more than an hour.
+    let dense = Generator::new(1, 5_000, START).with_noise().records(3);
+    let jumps: Vec<i64> = dense
+        .windows(2)
+        .filter(|w| w[0].kind != SourceKind::Customers)
+        .map(|w| w[0].ts - w[1].ts)
+        .filter(|back| *back > 0)
+        .collect();
+    let short = jumps.iter().filter(|back| **back < 120_000).count();
+    let long = jumps.iter().filter(|back| **back > HOUR).count();
+    assert!(long > 0 && short > 3 * long, "{short} short, {long} long");
     // 0.5 % malformed: between 0.1 % and 1.5 % of the events.
     assert!(
         invalid * 1000 > events.len() && invalid * 1000 < 15 * events.len(),
