@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
@@ -74,11 +73,7 @@ pub async fn create_engine_topics(
 
 /// Creates every topic of `specs` that does not exist yet.
 pub async fn ensure_topics(config: &Config, specs: &[TopicSpec]) -> Result<(), KafkaError> {
-    let mut client = ClientConfig::new();
-    for (k, v) in config.client_properties() {
-        client.set(k, v);
-    }
-    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
     let topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|spec| {

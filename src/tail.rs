@@ -8,8 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use comfy_table::{ColumnConstraint, Table, Width};
 use futures::StreamExt;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use serde_json::Value;
 
@@ -36,16 +34,7 @@ pub async fn tail(config: &Config, job: &str, follow: bool, idle: Duration) -> a
         );
     };
     let topic = found.output_topic.clone();
-    let mut client = ClientConfig::new();
-    for (k, v) in config.client_properties() {
-        client.set(k, v);
-    }
-    let consumer: StreamConsumer = client
-        .set("group.id", format!("cxpulse-tail-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[&topic])?;
+    let consumer = crate::topic_io::reader(config.client_config(), &topic, "tail")?;
     eprintln!(
         "{job}: reading {topic} from the beginning{}",
         if follow {

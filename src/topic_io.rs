@@ -63,6 +63,25 @@ pub async fn produce_lines(
     Ok(sent)
 }
 
+/// A consumer of `topic` from its beginning, in a group of its own
+/// (`cxpulse-<purpose>-<pid>`) that commits nothing.
+pub fn reader(
+    mut client: ClientConfig,
+    topic: &str,
+    purpose: &str,
+) -> Result<StreamConsumer, KafkaError> {
+    let consumer: StreamConsumer = client
+        .set(
+            "group.id",
+            format!("cxpulse-{purpose}-{}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
 /// Prints `topic` from the beginning as `key<TAB>value` lines, followed by
 /// `<TAB>{headers as JSON}` when the record has headers (dead letters do);
 /// stops after `idle` without new records unless `follow` is set.
@@ -72,13 +91,9 @@ pub async fn read_topic(
     follow: bool,
     idle: Duration,
 ) -> Result<u64, TopicIoError> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("cxpulse-read-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[topic])?;
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    let consumer = reader(client, topic, "read")?;
     let mut stream = consumer.stream();
     let mut printed = 0;
     loop {

@@ -207,6 +207,15 @@ impl Config {
         }
         props
     }
+
+    /// A librdkafka client configuration holding [`Self::client_properties`].
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut client = rdkafka::ClientConfig::new();
+        for (k, v) in self.client_properties() {
+            client.set(k, v);
+        }
+        client
+    }
 }
 
 #[cfg(test)]

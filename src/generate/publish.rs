@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -114,10 +114,7 @@ pub async fn publish(
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), KafkaError> {
-    let mut client = ClientConfig::new();
-    for (k, v) in config.client_properties() {
-        client.set(k, v);
-    }
+    let mut client = config.client_config();
     client.set("linger.ms", "20");
     let producer: ThreadedProducer<DeliveryCounter> =
         client.create_with_context(DeliveryCounter(Arc::clone(&progress)))?;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -62,10 +61,7 @@ pub struct Sink {
 impl Sink {
     /// Creates the idempotent producer.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Sink, KafkaError> {
-        let mut client = ClientConfig::new();
-        for (k, v) in config.client_properties() {
-            client.set(k, v);
-        }
+        let mut client = config.client_config();
         client
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
