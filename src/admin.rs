@@ -1,5 +1,7 @@
-//! Topic administration: creating the topics the engine writes to.
+//! Topic administration: creating the topics the engine writes to, and
+//! reading how many partitions topics have.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -46,6 +48,64 @@ pub fn sink_topics(config: &Config, jobs: &[Job]) -> Vec<TopicSpec> {
         .collect()
 }
 
+/// The state changelog topic: compacted, with `partitions` partitions (as
+/// many as the widest source topic, so state can follow its partition).
+pub fn changelog_topic(config: &Config, partitions: i32) -> TopicSpec {
+    TopicSpec::new(config.changelog_topic(), partitions.max(1))
+        .with_config("cleanup.policy", "compact")
+}
+
+/// The partition count of each of `topics` that exists. Asks for the
+/// metadata of every topic: asking for one by name may create it on
+/// brokers that create topics on first use.
+pub async fn partition_counts(
+    config: &Config,
+    topics: &[String],
+) -> Result<BTreeMap<String, i32>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let topics = topics.to_vec();
+    let fetched = tokio::task::spawn_blocking(move || {
+        let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| {
+                t.error().is_none() && !t.partitions().is_empty() && topics.iter().any(|n| n == t.name())
+            })
+            .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+            .collect())
+    })
+    .await;
+    fetched.unwrap_or(Err(KafkaError::Canceled))
+}
+
+/// Creates the changelog topic if missing and returns its partition count.
+pub async fn ensure_changelog(config: &Config) -> Result<i32, KafkaError> {
+    let topic = config.changelog_topic();
+    if let Some(&n) = partition_counts(config, std::slice::from_ref(&topic))
+        .await?
+        .get(&topic)
+    {
+        return Ok(n);
+    }
+    let streams: Vec<String> = crate::schema::SourceKind::ALL
+        .into_iter()
+        .filter(|k| k.is_stream())
+        .map(|k| config.topics.source_topic(k).to_owned())
+        .collect();
+    let widest = partition_counts(config, &streams)
+        .await?
+        .into_values()
+        .max()
+        .unwrap_or(1);
+    ensure_topics(config, &[changelog_topic(config, widest)]).await?;
+    Ok(partition_counts(config, std::slice::from_ref(&topic))
+        .await?
+        .get(&topic)
+        .copied()
+        .unwrap_or(widest))
+}
+
 /// The source topics, `partitions` each; `customers` compacted.
 pub fn source_topics(config: &Config, partitions: i32) -> Vec<TopicSpec> {
     let t = &config.topics;
@@ -67,6 +127,7 @@ pub async fn create_engine_topics(
 ) -> Result<Vec<String>, KafkaError> {
     let mut specs = source_topics(config, partitions);
     specs.extend(sink_topics(config, jobs));
+    specs.push(changelog_topic(config, partitions));
     ensure_topics(config, &specs).await?;
     Ok(specs.into_iter().map(|s| s.name).collect())
 }

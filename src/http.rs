@@ -1,8 +1,8 @@
 //! The HTTP endpoint: `/metrics`, `/healthz`, `/readyz`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
@@ -13,11 +13,21 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
-/// Readiness conditions, set by the engine as it starts.
-#[derive(Debug, Default)]
+/// Readiness conditions, set by the engine as it starts, restores and runs.
+#[derive(Debug)]
 pub struct Health {
     partitions_assigned: AtomicBool,
-    jobs_loaded: AtomicBool,
+    /// What keeps the engine from running, if anything.
+    blocker: Mutex<Option<String>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            partitions_assigned: AtomicBool::new(false),
+            blocker: Mutex::new(Some("starting".to_owned())),
+        }
+    }
 }
 
 impl Health {
@@ -26,17 +36,18 @@ impl Health {
         self.partitions_assigned.store(assigned, Ordering::Relaxed);
     }
 
-    /// Records that the jobs were loaded.
-    pub fn set_jobs_loaded(&self, loaded: bool) {
-        self.jobs_loaded.store(loaded, Ordering::Relaxed);
+    /// Records what keeps the engine from running (connecting to Kafka,
+    /// restoring state), or `None` once it runs.
+    pub fn set_blocker(&self, why: Option<String>) {
+        *self.blocker.lock().unwrap_or_else(PoisonError::into_inner) = why;
     }
 
     /// `Ok` when ready, otherwise what is still missing.
-    pub fn readiness(&self) -> Result<(), &'static str> {
-        if !self.jobs_loaded.load(Ordering::Relaxed) {
-            Err("jobs not loaded yet")
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(why) = &*self.blocker.lock().unwrap_or_else(PoisonError::into_inner) {
+            Err(why.clone())
         } else if !self.partitions_assigned.load(Ordering::Relaxed) {
-            Err("no partitions assigned yet")
+            Err("no partitions assigned yet".to_owned())
         } else {
             Ok(())
         }
@@ -112,14 +123,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_only_with_jobs_loaded_and_partitions_assigned() {
+    fn ready_only_when_running_with_partitions_assigned() {
         let health = Health::default();
-        assert_eq!(health.readiness(), Err("jobs not loaded yet"));
+        assert_eq!(health.readiness(), Err("starting".to_owned()));
         health.set_partitions_assigned(true);
-        assert_eq!(health.readiness(), Err("jobs not loaded yet"));
-        health.set_jobs_loaded(true);
+        health.set_blocker(Some("restoring state".to_owned()));
+        assert_eq!(health.readiness(), Err("restoring state".to_owned()));
+        health.set_blocker(None);
         assert_eq!(health.readiness(), Ok(()));
         health.set_partitions_assigned(false);
-        assert_eq!(health.readiness(), Err("no partitions assigned yet"));
+        assert_eq!(health.readiness(), Err("no partitions assigned yet".to_owned()));
     }
 }

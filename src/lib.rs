@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod query;
 pub mod schema;
 pub mod sink;
+pub mod state;
 pub mod source;
 pub mod tail;
 pub mod topic_io;

@@ -4,8 +4,8 @@
 //! bounded labels (topic, partition, job, reason).
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::decode::RejectKind;
@@ -44,6 +44,33 @@ pub const WINDOW_STATE_BYTES: &str = "cxpulse_window_state_bytes";
 pub const GAUGE_SERIES_DROPPED: &str = "cxpulse_exported_updates_dropped_total";
 /// Query files in the queries directory that do not plan (after a reload).
 pub const QUERY_FILES_INVALID: &str = "cxpulse_query_files_invalid";
+/// Epoch transactions, by outcome (`committed`, `aborted`).
+pub const TRANSACTIONS: &str = "cxpulse_transactions_total";
+/// Wall time to commit an epoch: changelog records, offsets, commit.
+pub const COMMIT_DURATION: &str = "cxpulse_commit_duration_seconds";
+/// Records written to the state changelog (tombstones included).
+pub const CHANGELOG_RECORDS: &str = "cxpulse_changelog_records_total";
+/// Bytes written to the state changelog (keys and values).
+pub const CHANGELOG_BYTES: &str = "cxpulse_changelog_bytes_total";
+/// Checkpoints written: all live state again, where the next restore starts.
+pub const CHECKPOINTS: &str = "cxpulse_changelog_checkpoints_total";
+/// State restores from the changelog, by reason (`start`, `recovery`).
+pub const RESTORES: &str = "cxpulse_restores_total";
+/// 1 while state is being restored from the changelog.
+pub const RESTORE_IN_PROGRESS: &str = "cxpulse_restore_in_progress";
+/// Changelog records read by the last restore.
+pub const RESTORE_RECORDS: &str = "cxpulse_restore_records";
+/// Changelog bytes read by the last restore.
+pub const RESTORE_BYTES: &str = "cxpulse_restore_bytes";
+/// Wall time of the last restore (changelog and lookup tables).
+pub const RESTORE_DURATION: &str = "cxpulse_restore_duration_seconds";
+/// Memory held by all window state.
+pub const STATE_MEMORY: &str = "cxpulse_state_memory_bytes";
+/// `engine.state_memory_limit`.
+pub const STATE_MEMORY_LIMIT: &str = "cxpulse_state_memory_limit_bytes";
+/// 1 while consumption is paused because window state reached its limit,
+/// labelled with the job holding the most.
+pub const CONSUMPTION_PAUSED: &str = "cxpulse_consumption_paused";
 
 /// The engine's metrics and the registry that exposes them.
 pub struct Metrics {
@@ -80,6 +107,32 @@ pub struct Metrics {
     pub query_files_invalid: IntGauge,
     /// See [`GAUGE_SERIES_DROPPED`].
     pub gauge_series_dropped: IntCounterVec,
+    /// See [`TRANSACTIONS`].
+    pub transactions: IntCounterVec,
+    /// See [`COMMIT_DURATION`].
+    pub commit_duration: Histogram,
+    /// See [`CHANGELOG_RECORDS`].
+    pub changelog_records: IntCounter,
+    /// See [`CHANGELOG_BYTES`].
+    pub changelog_bytes: IntCounter,
+    /// See [`CHECKPOINTS`].
+    pub checkpoints: IntCounter,
+    /// See [`RESTORES`].
+    pub restores: IntCounterVec,
+    /// See [`RESTORE_IN_PROGRESS`].
+    pub restore_in_progress: IntGauge,
+    /// See [`RESTORE_RECORDS`].
+    pub restore_records: IntGauge,
+    /// See [`RESTORE_BYTES`].
+    pub restore_bytes: IntGauge,
+    /// See [`RESTORE_DURATION`].
+    pub restore_duration: Gauge,
+    /// See [`STATE_MEMORY`].
+    pub state_memory: IntGauge,
+    /// See [`STATE_MEMORY_LIMIT`].
+    pub state_memory_limit: IntGauge,
+    /// See [`CONSUMPTION_PAUSED`].
+    pub consumption_paused: IntGaugeVec,
 }
 
 impl Metrics {
@@ -96,6 +149,11 @@ impl Metrics {
             let g = IntGauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
+        };
+        let plain_counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
         };
         let metrics = Self {
             records_consumed: counter(RECORDS_CONSUMED, "Records read from Kafka.", &["topic"])?,
@@ -179,8 +237,80 @@ impl Metrics {
                 "@gauge updates not exported because the job reached its series limit.",
                 &["job"],
             )?,
+            transactions: counter(
+                TRANSACTIONS,
+                "Epoch transactions, by outcome.",
+                &["outcome"],
+            )?,
+            commit_duration: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        COMMIT_DURATION,
+                        "Wall time to commit an epoch: changelog, offsets, commit.",
+                    )
+                    .buckets(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    ]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            changelog_records: plain_counter(
+                CHANGELOG_RECORDS,
+                "Records written to the state changelog, tombstones included.",
+            )?,
+            changelog_bytes: plain_counter(
+                CHANGELOG_BYTES,
+                "Bytes written to the state changelog, keys and values.",
+            )?,
+            checkpoints: plain_counter(
+                CHECKPOINTS,
+                "Checkpoints written: all live state again, where the next restore starts.",
+            )?,
+            restores: counter(
+                RESTORES,
+                "State restores from the changelog, by reason.",
+                &["reason"],
+            )?,
+            restore_in_progress: gauge(
+                RESTORE_IN_PROGRESS,
+                "1 while state is being restored from the changelog.",
+            )?,
+            restore_records: gauge(
+                RESTORE_RECORDS,
+                "Changelog records read by the last restore.",
+            )?,
+            restore_bytes: gauge(RESTORE_BYTES, "Changelog bytes read by the last restore.")?,
+            restore_duration: {
+                let g = Gauge::new(
+                    RESTORE_DURATION,
+                    "Wall time of the last restore, changelog and lookup tables.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            state_memory: gauge(STATE_MEMORY, "Memory held by all window state.")?,
+            state_memory_limit: gauge(STATE_MEMORY_LIMIT, "engine.state_memory_limit.")?,
+            consumption_paused: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        CONSUMPTION_PAUSED,
+                        "1 while consumption is paused because window state reached its limit, \
+                         labelled with the job holding the most.",
+                    ),
+                    &["job"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             registry,
         };
+        for outcome in ["committed", "aborted"] {
+            metrics.transactions.with_label_values(&[outcome]);
+        }
+        for reason in ["start", "recovery"] {
+            metrics.restores.with_label_values(&[reason]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Constant 1, labelled with the cxpulse version."),
             &["version"],

@@ -7,6 +7,10 @@
 //! every partition is idle, the source's watermark is the largest of theirs,
 //! so the last windows still close at the end of a stream. Watermarks never
 //! move backwards.
+//!
+//! The largest event time of every partition, assigned or not, is kept
+//! (unassigned ones are "parked"), so that the changelog can record it and a
+//! partition assigned again resumes where it was.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,6 +29,8 @@ pub struct SourceWatermark {
     out_of_orderness: i64,
     idle_timeout: Duration,
     partitions: BTreeMap<i32, PartitionClock>,
+    /// Largest event time of partitions not assigned now.
+    parked: BTreeMap<i32, i64>,
     current: Option<i64>,
     waiting: bool,
 }
@@ -36,6 +42,7 @@ impl SourceWatermark {
             out_of_orderness: out_of_orderness_ms,
             idle_timeout,
             partitions: BTreeMap::new(),
+            parked: BTreeMap::new(),
             current: None,
             waiting: false,
         }
@@ -45,10 +52,18 @@ impl SourceWatermark {
     /// the watermark back until it delivers or goes idle; a revoked one no
     /// longer counts.
     pub fn assign(&mut self, partitions: &[i32], now: Instant) {
-        self.partitions.retain(|p, _| partitions.contains(p));
+        let parked = &mut self.parked;
+        self.partitions.retain(|p, clock| {
+            let keep = partitions.contains(p);
+            if let (false, Some(t)) = (keep, clock.max_event_time) {
+                parked.insert(*p, t);
+            }
+            keep
+        });
         for &p in partitions {
+            let max_event_time = self.parked.remove(&p);
             self.partitions.entry(p).or_insert(PartitionClock {
-                max_event_time: None,
+                max_event_time,
                 last_active: now,
             });
         }
@@ -56,8 +71,9 @@ impl SourceWatermark {
 
     /// Records that `partition` delivered events up to `max_event_time`.
     pub fn observe(&mut self, partition: i32, max_event_time: i64, now: Instant) {
+        let parked = self.parked.remove(&partition);
         let clock = self.partitions.entry(partition).or_insert(PartitionClock {
-            max_event_time: None,
+            max_event_time: parked,
             last_active: now,
         });
         clock.max_event_time = Some(
@@ -98,6 +114,33 @@ impl SourceWatermark {
     /// The last computed watermark.
     pub fn current(&self) -> Option<i64> {
         self.current
+    }
+
+    /// The largest event time of every partition that has delivered,
+    /// assigned or not.
+    pub fn partition_times(&self) -> BTreeMap<i32, i64> {
+        let mut times = self.parked.clone();
+        for (p, clock) in &self.partitions {
+            if let Some(t) = clock.max_event_time {
+                times.insert(*p, t);
+            }
+        }
+        times
+    }
+
+    /// Restores a partition's largest event time (it counts once assigned).
+    pub fn restore_partition(&mut self, partition: i32, max_event_time: i64) {
+        match self.partitions.get_mut(&partition) {
+            Some(clock) => clock.max_event_time = Some(max_event_time),
+            None => {
+                self.parked.insert(partition, max_event_time);
+            }
+        }
+    }
+
+    /// Restores the watermark, which never moves back from here.
+    pub fn restore_current(&mut self, watermark: i64) {
+        self.current = Some(self.current.map_or(watermark, |c| c.max(watermark)));
     }
 
     /// Whether, at the last computation, an active partition had not
@@ -169,5 +212,25 @@ mod tests {
         // A revoked partition no longer counts.
         w.assign(&[0], Instant::now());
         assert_eq!(w.partitions.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restored_partitions_resume_where_they_were_once_assigned() {
+        let mut w = SourceWatermark::new(1_000, IDLE);
+        w.restore_partition(0, 50_000);
+        w.restore_partition(1, 20_000);
+        w.restore_current(30_000);
+        assert_eq!(w.partition_times(), BTreeMap::from([(0, 50_000), (1, 20_000)]));
+        let t0 = Instant::now();
+        w.assign(&[0, 1], t0);
+        // Both have delivered before the restart: nothing to wait for, and
+        // the restored watermark does not move back to 19 000.
+        assert_eq!(w.watermark(t0), Some(30_000));
+        assert!(!w.waiting());
+        w.observe(1, 60_000, t0);
+        assert_eq!(w.watermark(t0), Some(49_000));
+        // Revoked partitions keep their time for the changelog.
+        w.assign(&[1], t0);
+        assert_eq!(w.partition_times(), BTreeMap::from([(0, 50_000), (1, 60_000)]));
     }
 }

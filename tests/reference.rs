@@ -787,7 +787,7 @@ async fn every_bundled_job_matches_the_reference() {
     wait_for_metric(
         engine.addr,
         "cxpulse_assigned_partitions",
-        4.0,
+        3.0,
         Duration::from_secs(30),
     )
     .await;

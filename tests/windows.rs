@@ -120,7 +120,7 @@ async fn run_case(case: &str) {
     wait_for_metric(
         engine.addr,
         "cxpulse_assigned_partitions",
-        8.0,
+        6.0,
         Duration::from_secs(30),
     )
     .await;

@@ -13,9 +13,24 @@ use super::{Config, ConfigError, ConfigProblem, DEFAULT_TOML};
 pub const ENV_PREFIX: &str = "CXPULSE__";
 
 /// Keys whose string value must be one of a fixed set.
-const CHOICES: &[(&str, &[&str])] = &[
-    ("engine.delivery", &["at_least_once", "exactly_once"]),
-    ("log.format", &["text", "json"]),
+const CHOICES: &[(&str, &[&str])] = &[("log.format", &["text", "json"])];
+
+/// Keys earlier versions had, and why they are gone.
+const REMOVED: &[(&str, &str)] = &[
+    (
+        "engine.delivery",
+        "removed: outputs are always committed in Kafka transactions, so read_committed \
+         readers see every final row exactly once (README: Delivery)",
+    ),
+    (
+        "engine.state_dir",
+        "removed: state lives in the Kafka changelog topic (topics.changelog), not on disk",
+    ),
+    (
+        "kafka.produce_retries",
+        "removed: a record not delivered within kafka.message_timeout_ms aborts its epoch, \
+         which is replayed from the last committed one",
+    ),
 ];
 
 /// The table whose keys are free-form (librdkafka properties).
@@ -123,6 +138,9 @@ impl Layered {
             }
             let checked = if let Some(default_value) = default.get(&key) {
                 self.check_value(&path, default_value, value, problems)
+            } else if let Some((_, why)) = REMOVED.iter().find(|(k, _)| *k == path) {
+                problems.push(self.problem(&path, (*why).to_owned()));
+                None
             } else {
                 let known: Vec<&str> = default.keys().map(String::as_str).collect();
                 problems.push(self.problem(

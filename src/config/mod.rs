@@ -45,10 +45,10 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group id.
     pub group_id: String,
+    /// This process's identity in the group (`""`: the host name).
+    pub instance_id: String,
     /// librdkafka `message.timeout.ms` of the producer.
     pub message_timeout_ms: i64,
-    /// Extra produce attempts after a failed one.
-    pub produce_retries: i64,
     /// librdkafka properties passed through as is.
     pub properties: BTreeMap<String, String>,
 }
@@ -67,6 +67,8 @@ pub struct TopicsConfig {
     pub customers: String,
     /// Dead-letter topic for invalid and late records.
     pub deadletter: String,
+    /// State changelog topic (`""`: `<group_id>-changelog`).
+    pub changelog: String,
     /// Prefix of default output topics (`prefix + job name`).
     pub output_prefix: String,
 }
@@ -90,30 +92,20 @@ impl TopicsConfig {
     }
 }
 
-/// Delivery guarantee of outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Delivery {
-    /// Outputs may repeat after a crash, with the same keys.
-    AtLeastOnce,
-    /// Outputs and offsets commit in one Kafka transaction.
-    ExactlyOnce,
-}
-
 /// `[engine]`: queries, state, event time and batching.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// Directory of `*.sql` query files.
     pub queries_dir: PathBuf,
-    /// Directory for checkpoints.
-    pub state_dir: PathBuf,
     /// Watermark lag behind the maximum event time, in milliseconds.
     pub max_out_of_orderness_ms: i64,
     /// Silence after which a partition no longer holds the watermark back, in milliseconds.
     pub idle_timeout_ms: i64,
-    /// Delivery guarantee.
-    pub delivery: Delivery,
+    /// Length of an epoch (one Kafka transaction), in milliseconds.
+    pub commit_interval_ms: i64,
+    /// Most memory window state may hold: bytes, or a size with a unit.
+    pub state_memory_limit: String,
     /// Maximum records per micro-batch.
     pub batch_max_rows: i64,
     /// Maximum time from a micro-batch's first record to its processing, in milliseconds.
@@ -196,6 +188,42 @@ impl Config {
         figment::Figment::from(Toml::string(DEFAULT_TOML))
             .extract()
             .unwrap_or_else(|e| panic!("embedded default config: {e}"))
+    }
+
+    /// This process's identity in the consumer group: `kafka.instance_id`,
+    /// else the host name.
+    pub fn instance_id(&self) -> String {
+        if !self.kafka.instance_id.is_empty() {
+            return self.kafka.instance_id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "cxpulse".to_owned())
+    }
+
+    /// The producer's `transactional.id`: group and instance.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.kafka.group_id, self.instance_id())
+    }
+
+    /// The state changelog topic.
+    pub fn changelog_topic(&self) -> String {
+        if self.topics.changelog.is_empty() {
+            format!("{}-changelog", self.kafka.group_id)
+        } else {
+            self.topics.changelog.clone()
+        }
+    }
+
+    /// `engine.state_memory_limit` in bytes (validated at load).
+    pub fn state_memory_limit_bytes(&self) -> u64 {
+        self.engine
+            .state_memory_limit
+            .parse::<bytesize::ByteSize>()
+            .map_or(u64::MAX, |b| b.as_u64())
     }
 
     /// The librdkafka properties common to consumer, producer and admin clients.

@@ -15,7 +15,9 @@ fn default_config_loads() {
             config.topics.source_topic(SourceKind::Feedback),
             "cx.feedback"
         );
-        assert_eq!(config.engine.delivery, Delivery::AtLeastOnce);
+        assert_eq!(config.engine.commit_interval_ms, 1000);
+        assert_eq!(config.state_memory_limit_bytes(), 1 << 30);
+        assert_eq!(config.changelog_topic(), "cxpulse-changelog");
         assert_eq!(config.log.format, LogFormat::Text);
         Ok(())
     });
@@ -62,7 +64,7 @@ fn every_problem_is_reported_at_once_with_its_origin() {
         assert_eq!(
             lines,
             vec![
-                "bad.toml:6: `engine.batch_lingr_ms`: unknown key; known keys here: batch_linger_ms, batch_max_rows, delivery, gauge_series_limit, idle_timeout_ms, max_out_of_orderness_ms, queries_dir, reload_interval_ms, shutdown_drain_ms, state_dir",
+                "bad.toml:6: `engine.batch_lingr_ms`: unknown key; known keys here: batch_linger_ms, batch_max_rows, commit_interval_ms, gauge_series_limit, idle_timeout_ms, max_out_of_orderness_ms, queries_dir, reload_interval_ms, shutdown_drain_ms, state_memory_limit",
                 "bad.toml:7: `engine.max_out_of_orderness_ms`: must be an integer, got a string",
                 "bad.toml:9: `log.format`: is \"yaml\", expected one of text, json",
                 "bad.toml:2: `kafka.brokers`: \"nohost\" must be a comma-separated list of host:port",
@@ -71,6 +73,36 @@ fn every_problem_is_reported_at_once_with_its_origin() {
                 "env CXPULSE__HTTP__LISTEN: `http.listen`: \"localhost\" is not an IP address with a port, e.g. 127.0.0.1:9464",
             ]
         );
+        Ok(())
+    });
+}
+
+#[test]
+fn removed_keys_and_bad_sizes_say_why() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "old.toml",
+            "[kafka]\nproduce_retries = 3\ngroup_id = \"has space\"\n[engine]\ndelivery = \"exactly_once\"\nstate_dir = \"state\"\nstate_memory_limit = \"lots\"\n",
+        )?;
+        let err = Config::load(Some(Path::new("old.toml"))).expect_err("invalid");
+        let lines: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "old.toml:5: `engine.delivery`: removed: outputs are always committed in Kafka transactions, so read_committed readers see every final row exactly once (README: Delivery)",
+                "old.toml:6: `engine.state_dir`: removed: state lives in the Kafka changelog topic (topics.changelog), not on disk",
+                "old.toml:2: `kafka.produce_retries`: removed: a record not delivered within kafka.message_timeout_ms aborts its epoch, which is replayed from the last committed one",
+                "old.toml:3: `kafka.group_id`: \"has space-changelog\" may only contain letters, digits, '.', '_' and '-'",
+                "old.toml:7: `engine.state_memory_limit`: \"lots\" is not a size: couldn't parse \"lots\" into a ByteSize, cannot parse float from empty string (write bytes, or e.g. 512MiB, 2GiB)",
+            ]
+        );
+        jail.set_env("CXPULSE__KAFKA__GROUP_ID", "g");
+        jail.set_env("CXPULSE__KAFKA__INSTANCE_ID", "pod-3");
+        jail.set_env("CXPULSE__ENGINE__STATE_MEMORY_LIMIT", "512MiB");
+        let config = Config::load(None).expect("valid");
+        assert_eq!(config.transactional_id(), "g-pod-3");
+        assert_eq!(config.changelog_topic(), "g-changelog");
+        assert_eq!(config.state_memory_limit_bytes(), 512 * 1024 * 1024);
         Ok(())
     });
 }

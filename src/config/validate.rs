@@ -34,13 +34,17 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             config.kafka.message_timeout_ms,
             1,
         ),
-        ("kafka.produce_retries", config.kafka.produce_retries, 0),
         (
             "engine.max_out_of_orderness_ms",
             config.engine.max_out_of_orderness_ms,
             0,
         ),
         ("engine.idle_timeout_ms", config.engine.idle_timeout_ms, 1),
+        (
+            "engine.commit_interval_ms",
+            config.engine.commit_interval_ms,
+            1,
+        ),
         ("engine.batch_max_rows", config.engine.batch_max_rows, 1),
         ("engine.batch_linger_ms", config.engine.batch_linger_ms, 1),
         (
@@ -65,6 +69,13 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
     }
 
     let t = &config.topics;
+    // When derived from the group id, a bad name is the group id's fault.
+    let changelog = config.changelog_topic();
+    let changelog_key = if t.changelog.is_empty() {
+        "kafka.group_id"
+    } else {
+        "topics.changelog"
+    };
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for (key, topic) in [
         ("topics.transactions", &t.transactions),
@@ -72,6 +83,7 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
         ("topics.complaints", &t.complaints),
         ("topics.customers", &t.customers),
         ("topics.deadletter", &t.deadletter),
+        (changelog_key, &changelog),
     ] {
         if let Some(message) = topic_name_problem(topic) {
             fail(key, message);
@@ -85,6 +97,19 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             format!(
                 "{:?} may only contain letters, digits, '.', '_' and '-'",
                 t.output_prefix
+            ),
+        );
+    }
+    if let Err(e) = config
+        .engine
+        .state_memory_limit
+        .parse::<bytesize::ByteSize>()
+    {
+        fail(
+            "engine.state_memory_limit",
+            format!(
+                "{:?} is not a size: {e} (write bytes, or e.g. 512MiB, 2GiB)",
+                config.engine.state_memory_limit
             ),
         );
     }

@@ -88,6 +88,40 @@ impl EventTime {
         }
     }
 
+    /// The largest event time of every source partition that has delivered.
+    pub fn partition_times(&self) -> BTreeMap<(SourceKind, i32), i64> {
+        self.sources
+            .iter()
+            .flat_map(|(kind, w)| {
+                w.partition_times()
+                    .into_iter()
+                    .map(move |(p, t)| ((*kind, p), t))
+            })
+            .collect()
+    }
+
+    /// Every source's watermark, where known.
+    pub fn source_watermarks(&self) -> BTreeMap<SourceKind, i64> {
+        self.sources
+            .iter()
+            .filter_map(|(kind, w)| w.current().map(|c| (*kind, c)))
+            .collect()
+    }
+
+    /// Restores a source partition's largest event time.
+    pub fn restore_partition(&mut self, source: SourceKind, partition: i32, max_event_time: i64) {
+        if let Some(w) = self.sources.get_mut(&source) {
+            w.restore_partition(partition, max_event_time);
+        }
+    }
+
+    /// Restores a source's watermark.
+    pub fn restore_source(&mut self, source: SourceKind, watermark: i64) {
+        if let Some(w) = self.sources.get_mut(&source) {
+            w.restore_current(watermark);
+        }
+    }
+
     /// The watermark of a job reading `sources`: the slowest of them, or
     /// `None` while one of them waits for the first events of an active
     /// partition (they may be older than the other sources' watermarks). A

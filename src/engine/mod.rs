@@ -1,45 +1,66 @@
-//! The engine: wires source → decode → jobs → sink, and drains on shutdown.
+//! The engine: source → decode → jobs → sink, one Kafka transaction per
+//! epoch, state restored from the changelog after any failure.
 //!
-//! Each micro-batch is processed to the end before the next one starts:
-//! customers changes are applied, every job that reads a source in the batch
-//! runs (windowed jobs add the batch to their state), the watermarks advance
-//! and windowed jobs fire the windows they closed; outputs and dead letters
-//! are published, and only once Kafka has acknowledged all of them are the
-//! batch's offsets committed. A timer also fires windows when partitions go
-//! idle, emits early results, and reloads changed query files.
+//! * [`run`] serves HTTP and supervises. It starts the engine; when Kafka
+//!   fails under it (an aborted transaction, every broker lost, a broker
+//!   unreachable at start) it drops everything held in memory, waits
+//!   (capped exponential backoff, a log line per attempt, `/readyz` false)
+//!   and starts again from the changelog. Only a fenced instance, a broker
+//!   without transactions, invalid queries or a corrupt changelog stop it.
+//! * [`start`] fences the previous instance, restores window state,
+//!   watermarks and complaint tables from the changelog, reads the customers
+//!   table to its end, then subscribes.
+//! * [`batches`] runs micro-batches and timer ticks; [`epoch`] commits
+//!   outputs, dead letters, state changes ([`changelog`]) and consumer
+//!   offsets in one transaction every `engine.commit_interval_ms`.
+//! * [`memory`] pauses consumption while window state is over its limit.
 
+mod batches;
+mod changelog;
+mod epoch;
 mod event_time;
 mod jobs;
+mod memory;
 mod reload;
+mod restore;
+mod start;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::admin::{ensure_topics, sink_topics};
 use crate::config::Config;
-use crate::decode::RejectKind;
 use crate::http::{Health, HttpServer};
-use crate::job::{self, Job};
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;
-use crate::query::{QueryError, QueryFile};
-use crate::schema::SourceKind;
-use crate::sink::{DeadLetter, Sink, SinkError};
-use crate::source::{self, Batcher, MicroBatch, SourceConsumer};
+use crate::query::QueryError;
+use crate::sink::transaction::TxnFailure;
+use crate::sink::{OutRecord, Sink, SinkError};
+use crate::source::{LookupConsumer, SourceConsumer};
+use crate::state::reader::ReadError;
+use crate::state::writer::ChangelogWriter;
 use event_time::EventTime;
 use jobs::{JobOutput, RunningJob};
-use reload::{QueryChange, QueryWatcher};
+use memory::MemoryGate;
+use reload::QueryWatcher;
 
 /// How often idle partitions and early results are checked.
 const TICK: Duration = Duration::from_millis(200);
+
+/// First wait after a failure; it doubles per failed attempt, up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest wait between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A run this long counts as a success: the next failure waits
+/// [`FIRST_BACKOFF`] again.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// Why the engine could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +84,19 @@ pub enum EngineError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Outputs could not be delivered; their offsets were not committed.
+    /// Records of the epoch were not delivered; it is aborted.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// A transactional call failed.
+    #[error("transaction: {0}")]
+    Transaction(#[from] TxnFailure),
+    /// The changelog could not be read back.
+    #[error("{0}{hint}", hint = reset_hint(.0))]
+    Restore(#[from] ReadError),
+    /// Every broker connection was lost: the cluster may have lost recent
+    /// writes, so in-memory state is not trusted.
+    #[error("every Kafka broker connection was lost")]
+    BrokersLost,
     /// Metrics could not be registered (a bug).
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -78,6 +109,37 @@ pub enum EngineError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// What to do about a corrupt changelog.
+fn reset_hint(error: &ReadError) -> &'static str {
+    match error {
+        ReadError::Corrupt { .. } => {
+            "; `cxpulse reset JOB` removes the state of the job it belongs to (README: Resetting state)"
+        }
+        _ => "",
+    }
+}
+
+impl EngineError {
+    /// Whether the engine must stop: retrying cannot help.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            EngineError::Kafka { source, .. } => matches!(source, KafkaError::ClientCreation(_)),
+            EngineError::Transaction(failure) => failure.is_fatal(),
+            EngineError::Restore(e) => matches!(e, ReadError::Corrupt { .. }),
+            EngineError::Sink(_) | EngineError::BrokersLost => false,
+            EngineError::Queries(_)
+            | EngineError::Http { .. }
+            | EngineError::Metrics(_)
+            | EngineError::Arrow(_)
+            | EngineError::Signal { .. } => true,
+        }
+    }
+
+    fn kafka(context: &'static str) -> impl FnOnce(KafkaError) -> EngineError {
+        move |source| EngineError::Kafka { context, source }
+    }
 }
 
 /// Runs the engine until `shutdown` resolves, then drains and returns.
@@ -111,10 +173,8 @@ pub async fn run(
         let _ = http_stopped.wait_for(|stopped| *stopped).await;
     }));
 
-    let result = match Engine::start(config, Arc::clone(&metrics), Arc::clone(&health)).await {
-        Ok(engine) => engine.run(shutdown).await,
-        Err(e) => Err(e),
-    };
+    tokio::pin!(shutdown);
+    let result = supervise(&config, &metrics, &health, shutdown).await;
     let _ = stop_http.send(true);
     let _ = http.await;
     if result.is_ok() {
@@ -123,6 +183,67 @@ pub async fn run(
     result
 }
 
+/// Starts the engine and starts it again, from the changelog, after every
+/// failure that retrying can cure.
+async fn supervise(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), EngineError> {
+    let mut failures = 0u32;
+    let mut reason = "start";
+    loop {
+        let began = tokio::time::Instant::now();
+        let started = tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            started = Engine::start(config, metrics, health, reason) => started,
+        };
+        let error = match started {
+            Ok(engine) => match engine.run(shutdown.as_mut()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        metrics.restore_in_progress.set(0);
+        if error.is_fatal() {
+            tracing::error!(error = %error, "stopping");
+            return Err(error);
+        }
+        if began.elapsed() > HEALTHY_RUN {
+            failures = 0;
+        }
+        failures += 1;
+        let wait = backoff(failures);
+        tracing::warn!(
+            error = %error,
+            attempt = failures,
+            retry_in_ms = wait.as_millis() as u64,
+            "Kafka failed under the engine; in-memory state is dropped and restored from the changelog"
+        );
+        health.set_blocker(Some(format!(
+            "recovering (attempt {failures}) after: {error}"
+        )));
+        health.set_partitions_assigned(false);
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+        }
+        reason = "recovery";
+    }
+}
+
+/// The wait before attempt `failures + 1`: doubling, capped.
+fn backoff(failures: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+/// A started engine: clients, jobs, state, and the open epoch.
 struct Engine {
     config: Config,
     metrics: Arc<Metrics>,
@@ -133,394 +254,18 @@ struct Engine {
     invalid_queries: BTreeSet<PathBuf>,
     sink: Sink,
     consumer: SourceConsumer,
-}
-
-impl Engine {
-    async fn start(
-        config: Config,
-        metrics: Arc<Metrics>,
-        health: Arc<Health>,
-    ) -> Result<Engine, EngineError> {
-        let lookups = Lookups::default();
-        let watcher = QueryWatcher::new(&config.engine.queries_dir);
-        let (jobs, problems) = job::load_all(
-            &config.engine.queries_dir,
-            &lookups,
-            &config.topics.output_prefix,
-        )
-        .await;
-        if !problems.is_empty() {
-            return Err(EngineError::Queries(problems));
-        }
-        for job in &jobs {
-            tracing::info!(job = %job.name, output = %job.output_topic, sources = ?job.sources(), "job loaded");
-        }
-        ensure_topics(&config, &sink_topics(&config, &jobs))
-            .await
-            .map_err(|source| EngineError::Kafka {
-                context: "creating output topics",
-                source,
-            })?;
-
-        let sink =
-            Sink::new(&config, Arc::clone(&metrics)).map_err(|source| EngineError::Kafka {
-                context: "creating the producer",
-                source,
-            })?;
-        for kind in SourceKind::ALL {
-            metrics.init_topic(config.topics.source_topic(kind));
-        }
-        let now = tokio::time::Instant::now();
-        let dir = config.engine.queries_dir.clone();
-        let gauge_limit = gauge_limit(&config);
-        let jobs: Vec<RunningJob> = jobs
-            .into_iter()
-            .map(|job| {
-                let path = dir.join(format!("{}.sql", job.name));
-                RunningJob::new(job, path, &metrics, gauge_limit, now)
-            })
-            .collect::<Result<_, _>>()?;
-        metrics.jobs_loaded.set(jobs.len() as i64);
-        metrics.query_files_invalid.set(0);
-        health.set_jobs_loaded(true);
-        let consumer =
-            source::subscribe(&config, health, Arc::clone(&metrics)).map_err(|source| {
-                EngineError::Kafka {
-                    context: "creating the consumer",
-                    source,
-                }
-            })?;
-        Ok(Engine {
-            event_time: EventTime::new(&config),
-            config,
-            metrics,
-            lookups,
-            jobs,
-            watcher,
-            invalid_queries: BTreeSet::new(),
-            sink,
-            consumer,
-        })
-    }
-
-    async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
-        let max_rows = usize::try_from(self.config.engine.batch_max_rows).unwrap_or(1);
-        let linger = millis(self.config.engine.batch_linger_ms);
-        let mut batcher = Batcher::new(self.config.topics.clone());
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let reload_every = (self.config.engine.reload_interval_ms > 0)
-            .then(|| millis(self.config.engine.reload_interval_ms));
-        let mut next_reload = reload_every.map(|every| tokio::time::Instant::now() + every);
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|source| EngineError::Signal { source })?;
-        tokio::pin!(shutdown);
-        loop {
-            let linger_elapsed = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                () = linger_elapsed => {
-                    self.process(batcher.take()?).await?;
-                    deadline = None;
-                }
-                _ = hangup.recv() => {
-                    tracing::info!("SIGHUP: reloading queries");
-                    self.reload().await;
-                }
-                _ = ticker.tick() => {
-                    self.tick().await?;
-                    if let (Some(at), Some(every)) = (next_reload, reload_every)
-                        && tokio::time::Instant::now() >= at
-                    {
-                        self.reload().await;
-                        next_reload = Some(tokio::time::Instant::now() + every);
-                    }
-                }
-                received = self.consumer.recv() => match received {
-                    Ok(message) => {
-                        batcher.push(&message);
-                        drop(message);
-                        if batcher.len() >= max_rows {
-                            self.process(batcher.take()?).await?;
-                            deadline = None;
-                        } else if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + linger);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
-                },
-            }
-        }
-        self.drain(batcher).await
-    }
-
-    /// Finishes the open micro-batch, flushes and commits, within the drain time.
-    async fn drain(mut self, mut batcher: Batcher) -> Result<(), EngineError> {
-        let drain = millis(self.config.engine.shutdown_drain_ms);
-        tracing::info!(
-            pending = batcher.len(),
-            drain_ms = drain.as_millis() as u64,
-            "stopping: draining"
-        );
-        let finished = tokio::time::timeout(drain, async {
-            if !batcher.is_empty() {
-                self.process(batcher.take()?).await?;
-            }
-            Ok::<_, EngineError>(())
-        })
-        .await;
-        match finished {
-            Ok(result) => result?,
-            Err(_) => tracing::warn!(
-                "drain time elapsed; the last micro-batch will be read again on restart"
-            ),
-        }
-        if let Err(e) = self.sink.flush(Duration::from_secs(1)) {
-            tracing::warn!(error = %e, "producer flush at shutdown");
-        }
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final offset commit (nothing new to commit)");
-        }
-        self.consumer.unsubscribe();
-        Ok(())
-    }
-
-    /// Runs one micro-batch end to end and commits its offsets.
-    async fn process(&mut self, batch: MicroBatch) -> Result<(), EngineError> {
-        let started = Instant::now();
-        let MicroBatch {
-            events,
-            customer_changes,
-            dead_letters,
-            consumed,
-            next_offsets,
-        } = batch;
-        if !customer_changes.is_empty() {
-            self.lookups
-                .customers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .apply(customer_changes);
-        }
-        self.update_complaint_tables(&events)?;
-
-        let now = tokio::time::Instant::now();
-        self.refresh_assignment(now);
-        let mut output = jobs::process(&mut self.jobs, &events, &self.metrics).await;
-        self.event_time.observe(&events, now);
-        self.event_time.refresh(now, &self.metrics);
-        // By the slowest source, so that no job's unfired window still needs
-        // a forgotten complaint.
-        let slowest_watermark = self.event_time.of_sources(&SourceKind::ALL);
-        if let Some(watermark) = slowest_watermark {
-            self.lookups
-                .complaints
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .expire(watermark);
-        }
-        let fired = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
-        output.records.extend(fired.records);
-        for (job, n) in fired.rows {
-            *output.rows.entry(job).or_default() += n;
-        }
-        output.dead_letters.extend(dead_letters);
-
-        self.publish(output).await?;
-        self.commit(&next_offsets);
-
-        for (topic, n) in consumed {
-            self.metrics
-                .records_consumed
-                .with_label_values(&[topic.as_str()])
-                .inc_by(n);
-        }
-        self.metrics
-            .batch_duration
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// Sends job rows and dead letters, and counts them once delivered.
-    async fn publish(&self, output: JobOutput) -> Result<(), EngineError> {
-        let JobOutput {
-            mut records,
-            dead_letters,
-            rows,
-        } = output;
-        let mut invalid: BTreeMap<(String, RejectKind), u64> = BTreeMap::new();
-        for letter in &dead_letters {
-            *invalid
-                .entry((letter.topic.clone(), letter.rejection.kind))
-                .or_default() += 1;
-        }
-        records.extend(
-            dead_letters
-                .into_iter()
-                .map(|d: DeadLetter| d.into_record(&self.config.topics.deadletter)),
-        );
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.sink.send_all(records).await?;
-        for ((topic, kind), n) in invalid {
-            self.metrics
-                .records_invalid
-                .with_label_values(&[topic.as_str(), kind.as_str()])
-                .inc_by(n);
-        }
-        for (job, n) in rows {
-            self.metrics
-                .output_records
-                .with_label_values(&[job.as_str()])
-                .inc_by(n);
-        }
-        Ok(())
-    }
-
-    /// Feeds the complaints events of a micro-batch to the complaint tables,
-    /// before the jobs run, so a resolution sees its opening.
-    fn update_complaint_tables(
-        &self,
-        events: &BTreeMap<SourceKind, Vec<source::SourceBatch>>,
-    ) -> Result<(), EngineError> {
-        let Some(batches) = events.get(&SourceKind::Complaints) else {
-            return Ok(());
-        };
-        let mut table = self
-            .lookups
-            .complaints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for batch in batches {
-            table.apply(&batch.rows)?;
-        }
-        Ok(())
-    }
-
-    /// Timer work: idle partitions may move watermarks, early results may be due.
-    async fn tick(&mut self) -> Result<(), EngineError> {
-        let now = tokio::time::Instant::now();
-        self.refresh_assignment(now);
-        self.event_time.refresh(now, &self.metrics);
-        let output = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
-        self.publish(output).await
-    }
-
-    fn refresh_assignment(&mut self, now: tokio::time::Instant) {
-        if let Ok(assignment) = self.consumer.assignment() {
-            let assigned: Vec<(String, i32)> = assignment
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect();
-            self.event_time.assign(&assigned, now);
-        }
-    }
-
-    /// Applies query file changes: new files start jobs, removed files stop
-    /// them, changed files restart them (with empty state). A file that does
-    /// not plan is reported, and the job it would replace keeps running.
-    async fn reload(&mut self) {
-        let changes = self.watcher.changes();
-        if changes.is_empty() {
-            return;
-        }
-        let now = tokio::time::Instant::now();
-        for change in changes {
-            let path = match &change {
-                QueryChange::Removed(path) => {
-                    self.invalid_queries.remove(path);
-                    if let Some(i) = self.jobs.iter().position(|j| &j.path == path) {
-                        let removed = self.jobs.remove(i);
-                        removed.forget_metrics(&self.metrics);
-                        tracing::info!(job = %removed.job.name, "query file removed: job stopped");
-                    }
-                    continue;
-                }
-                QueryChange::Added(path) | QueryChange::Changed(path) => path,
-            };
-            let planned = match QueryFile::read(path) {
-                Ok(query) => {
-                    Job::plan(query, &self.lookups, &self.config.topics.output_prefix).await
-                }
-                Err(e) => Err(e),
-            };
-            let job = match planned {
-                Ok(job) => job,
-                Err(problem) => {
-                    self.invalid_queries.insert(path.clone());
-                    tracing::error!(%problem, "query file not loaded; running jobs are unchanged");
-                    continue;
-                }
-            };
-            if let Err(e) = ensure_topics(
-                &self.config,
-                &sink_topics(&self.config, std::slice::from_ref(&job)),
-            )
-            .await
-            {
-                self.invalid_queries.insert(path.clone());
-                tracing::error!(job = %job.name, error = %e, "cannot create the output topic; job not started");
-                continue;
-            }
-            let existing = self.jobs.iter().position(|j| &j.path == path);
-            if let Some(i) = existing {
-                self.jobs[i].forget_metrics(&self.metrics);
-            }
-            let gauge_limit = gauge_limit(&self.config);
-            let running = match RunningJob::new(job, path.clone(), &self.metrics, gauge_limit, now)
-            {
-                Ok(running) => running,
-                Err(e) => {
-                    self.invalid_queries.insert(path.clone());
-                    tracing::error!(path = %path.display(), error = %e, "cannot register the job's gauges; job not started");
-                    if let Some(i) = existing {
-                        self.jobs.remove(i);
-                    }
-                    continue;
-                }
-            };
-            self.invalid_queries.remove(path);
-            match existing {
-                Some(i) => {
-                    tracing::info!(job = %running.job.name, "query file changed: job restarted with empty state");
-                    self.jobs[i] = running;
-                }
-                None => {
-                    tracing::info!(job = %running.job.name, output = %running.job.output_topic, "query file added: job started");
-                    self.jobs.push(running);
-                }
-            }
-        }
-        self.metrics.jobs_loaded.set(self.jobs.len() as i64);
-        self.metrics
-            .query_files_invalid
-            .set(self.invalid_queries.len() as i64);
-    }
-
-    /// Commits the next offsets of a delivered micro-batch.
-    fn commit(&self, next_offsets: &BTreeMap<(String, i32), i64>) {
-        if next_offsets.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in next_offsets {
-            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
-                tracing::warn!(topic, partition, error = %e, "cannot record offset to commit");
-            }
-        }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(error = %e, "offset commit failed; the batch may be read again after a restart");
-        }
-    }
+    lookup: LookupConsumer,
+    changelog: ChangelogWriter,
+    epoch: epoch::Epoch,
+    /// Next offset of each customers partition applied so far.
+    lookup_positions: BTreeMap<i32, i64>,
+    /// Changelog records to send with the next commit (removed jobs'
+    /// tombstones).
+    pending_state: Vec<OutRecord>,
+    /// Outputs waiting for the first epoch (dead letters of the lookup
+    /// bootstrap).
+    pending_output: JobOutput,
+    memory: MemoryGate,
 }
 
 /// Most `@gauge` series one job may export.
@@ -530,4 +275,16 @@ fn gauge_limit(config: &Config) -> usize {
 
 fn millis(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let waits: Vec<u64> = (1..=8).map(|f| backoff(f).as_millis() as u64).collect();
+        assert_eq!(waits, [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000, 10_000]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
 }

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::query::list_query_files;
+use super::{Engine, RunningJob, gauge_limit};
+use crate::admin::{ensure_topics, sink_topics};
+use crate::job::Job;
+use crate::query::{QueryFile, list_query_files};
 
 /// A change to the queries directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +69,92 @@ impl QueryWatcher {
         }
         self.seen = now;
         changes
+    }
+}
+
+impl Engine {
+    /// Applies query file changes: new files start jobs, removed files stop
+    /// them, changed files restart them with empty state. The state of a
+    /// stopped or restarted job is deleted from the changelog. A file that
+    /// does not plan is reported, and the job it would replace keeps running.
+    pub(super) async fn reload(&mut self) {
+        let changes = self.watcher.changes();
+        if changes.is_empty() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        for change in changes {
+            let path = match &change {
+                QueryChange::Removed(path) => {
+                    self.invalid_queries.remove(path);
+                    if let Some(i) = self.jobs.iter().position(|j| &j.path == path) {
+                        let removed = self.jobs.remove(i);
+                        removed.forget_metrics(&self.metrics);
+                        self.forget_job_state(&removed.job.name, &removed.job.fingerprint);
+                        tracing::info!(job = %removed.job.name, "query file removed: job stopped, its state deleted");
+                    }
+                    continue;
+                }
+                QueryChange::Added(path) | QueryChange::Changed(path) => path,
+            };
+            let planned = match QueryFile::read(path) {
+                Ok(query) => {
+                    Job::plan(query, &self.lookups, &self.config.topics.output_prefix).await
+                }
+                Err(e) => Err(e),
+            };
+            let job = match planned {
+                Ok(job) => job,
+                Err(problem) => {
+                    self.invalid_queries.insert(path.clone());
+                    tracing::error!(%problem, "query file not loaded; running jobs are unchanged");
+                    continue;
+                }
+            };
+            if let Err(e) = ensure_topics(
+                &self.config,
+                &sink_topics(&self.config, std::slice::from_ref(&job)),
+            )
+            .await
+            {
+                self.invalid_queries.insert(path.clone());
+                tracing::error!(job = %job.name, error = %e, "cannot create the output topic; job not started");
+                continue;
+            }
+            let existing = self.jobs.iter().position(|j| &j.path == path);
+            if let Some(i) = existing {
+                self.jobs[i].forget_metrics(&self.metrics);
+            }
+            let limit = gauge_limit(&self.config);
+            let running = match RunningJob::new(job, path.clone(), &self.metrics, limit, now) {
+                Ok(running) => running,
+                Err(e) => {
+                    self.invalid_queries.insert(path.clone());
+                    tracing::error!(path = %path.display(), error = %e, "cannot register the job's gauges; job not started");
+                    if let Some(i) = existing {
+                        let stopped = self.jobs.remove(i);
+                        self.forget_job_state(&stopped.job.name, &stopped.job.fingerprint);
+                    }
+                    continue;
+                }
+            };
+            self.invalid_queries.remove(path);
+            match existing {
+                Some(i) => {
+                    let old = std::mem::replace(&mut self.jobs[i], running);
+                    self.forget_job_state(&old.job.name, &old.job.fingerprint);
+                    tracing::info!(job = %old.job.name, "query file changed: job restarted with empty state, its old state deleted");
+                }
+                None => {
+                    tracing::info!(job = %running.job.name, output = %running.job.output_topic, "query file added: job started");
+                    self.jobs.push(running);
+                }
+            }
+        }
+        self.metrics.jobs_loaded.set(self.jobs.len() as i64);
+        self.metrics
+            .query_files_invalid
+            .set(self.invalid_queries.len() as i64);
     }
 }
 

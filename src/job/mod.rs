@@ -59,6 +59,9 @@ pub struct Job {
     pub gauges: Vec<crate::query::GaugeSpec>,
     /// `@emit every`: interval of early results (windowed jobs).
     pub emit_every: Option<std::time::Duration>,
+    /// Names the query file's content and the shape of its state: state
+    /// in the changelog under another fingerprint is not restored.
+    pub fingerprint: String,
     slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
     runner: Runner,
     task_ctx: Arc<TaskContext>,
@@ -217,6 +220,10 @@ impl Job {
             (Runner::Windowed(_), Some((crate::query::EmitMode::Every(d), _))) => Some(*d),
             _ => None,
         };
+        let fingerprint = match &runner {
+            Runner::Windowed(w) => fingerprint(&query.sql, &w.state_schema()),
+            Runner::Stateless(_) => fingerprint(&query.sql, &schema),
+        };
         let output_topic = query.options.output.as_ref().map_or_else(
             || format!("{output_prefix}{}", query.name),
             |(t, _)| t.clone(),
@@ -229,6 +236,7 @@ impl Job {
             output_topic,
             schema,
             emit_every,
+            fingerprint,
             slots,
             runner,
             task_ctx,
@@ -340,6 +348,20 @@ pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<Q
         &config.topics.output_prefix,
     )
     .await
+}
+
+/// Version of the state layout; part of every fingerprint, so a cxpulse
+/// that stores state differently does not restore older records.
+const STATE_FORMAT: &str = "cxpulse-state-1";
+
+/// 16 hex digits of xxHash64 over the state format, the query file and the
+/// state schema.
+fn fingerprint(sql: &str, state_schema: &SchemaRef) -> String {
+    let text = format!("{STATE_FORMAT}\n{sql}\n{state_schema:?}");
+    format!(
+        "{:016x}",
+        twox_hash::XxHash64::oneshot(0, text.as_bytes())
+    )
 }
 
 /// Rejects operators whose meaning depends on seeing the whole stream.

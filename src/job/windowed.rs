@@ -16,8 +16,8 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use super::BatchSlot;
 use crate::schema::SourceKind;
 use crate::window::WindowSpec;
-use crate::window::panes::{PaneStore, WindowContents};
-use crate::window::sessions::SessionStore;
+use crate::window::panes::{PaneChange, PaneKey, PaneStore, StateBatch, WindowContents};
+use crate::window::sessions::{SessionChange, SessionStore};
 use crate::window::split::{SplitPlan, WindowInfo};
 
 /// Name of the column the engine adds to windowed rows.
@@ -29,6 +29,26 @@ const MAX_PANE_BATCHES: usize = 16;
 enum WindowState {
     Panes(PaneStore),
     Sessions(SessionStore),
+}
+
+/// Changes to a windowed job's state since they were last drained (or its
+/// whole state, for a checkpoint): what the changelog records.
+#[derive(Debug)]
+pub enum StateChanges {
+    /// Pane batches added and removed (TUMBLE, HOP).
+    Panes(Vec<PaneChange>),
+    /// Sessions written whole, or removed (SESSION).
+    Sessions(Vec<SessionChange>),
+}
+
+impl StateChanges {
+    /// Whether there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            StateChanges::Panes(c) => c.is_empty(),
+            StateChanges::Sessions(c) => c.is_empty(),
+        }
+    }
 }
 
 /// Plans and state of one windowed job.
@@ -148,10 +168,16 @@ impl WindowedJob {
                 }
                 for key in store.fragmented(MAX_PANE_BATCHES) {
                     let batches = store.take_pane(key);
-                    self.split.reduce_slot.set(batches);
+                    self.split.reduce_slot.set(batches.clone());
                     let reduced = run(&self.split.reduce_plan, &self.task_ctx).await;
                     self.split.reduce_slot.set(Vec::new());
-                    store.put_pane(key, reduced?);
+                    match reduced {
+                        Ok(reduced) => store.put_pane(key, reduced),
+                        Err(e) => {
+                            store.put_pane(key, batches);
+                            return Err(e);
+                        }
+                    }
                 }
             }
             WindowState::Sessions(store) => {
@@ -216,6 +242,75 @@ impl WindowedJob {
         match &self.state {
             WindowState::Panes(store) => store.closed_through(),
             WindowState::Sessions(store) => store.closed_through(),
+        }
+    }
+
+    /// The state changes since the last call.
+    pub fn drain_changes(&mut self) -> StateChanges {
+        match &mut self.state {
+            WindowState::Panes(store) => StateChanges::Panes(store.drain_changes()),
+            WindowState::Sessions(store) => StateChanges::Sessions(store.drain_changes()),
+        }
+    }
+
+    /// The whole state, as changes that rebuild it from empty.
+    pub fn contents(&self) -> StateChanges {
+        match &self.state {
+            WindowState::Panes(store) => StateChanges::Panes(store.contents()),
+            WindowState::Sessions(store) => StateChanges::Sessions(store.contents()),
+        }
+    }
+
+    /// Schema of the state rows (the `Partial` aggregate's output).
+    pub fn state_schema(&self) -> SchemaRef {
+        Arc::clone(&self.split.partial_schema)
+    }
+
+    /// Type of the SESSION key (`None` for TUMBLE and HOP).
+    pub fn session_key_type(&self) -> Option<DataType> {
+        self.split
+            .key_column
+            .map(|i| self.split.partial_schema.field(i).data_type().clone())
+    }
+
+    /// Puts back one pane batch read from the changelog. Call
+    /// [`Self::restore_closed_through`] first.
+    pub fn restore_pane(&mut self, pane: PaneKey, batch: StateBatch) -> Result<()> {
+        match &mut self.state {
+            WindowState::Panes(store) => {
+                store.restore(pane, batch);
+                Ok(())
+            }
+            WindowState::Sessions(_) => Err(DataFusionError::Internal(
+                "a pane record for a SESSION job".into(),
+            )),
+        }
+    }
+
+    /// Puts back one session read from the changelog.
+    pub fn restore_session(
+        &mut self,
+        key: ScalarValue,
+        start: i64,
+        end: i64,
+        batches: Vec<RecordBatch>,
+    ) -> Result<()> {
+        match &mut self.state {
+            WindowState::Sessions(store) => {
+                store.restore(key, start, end, batches);
+                Ok(())
+            }
+            WindowState::Panes(_) => Err(DataFusionError::Internal(
+                "a session record for a TUMBLE or HOP job".into(),
+            )),
+        }
+    }
+
+    /// Restores how far windows have closed.
+    pub fn restore_closed_through(&mut self, closed_through: i64) {
+        match &mut self.state {
+            WindowState::Panes(store) => store.restore_closed_through(closed_through),
+            WindowState::Sessions(store) => store.restore_closed_through(closed_through),
         }
     }
 

@@ -11,8 +11,12 @@
 //! Both are fed by the engine from the valid complaints events of each
 //! micro-batch before the jobs run. A complaint without any event for 30
 //! days of event time (behind the slowest source's watermark) is forgotten.
+//!
+//! The table remembers which complaints changed since the changelog last
+//! recorded them ([`ComplaintTable::drain_changes`]); each is recorded as
+//! the batch of its events ([`ComplaintTable::events_of`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -69,6 +73,18 @@ pub struct ComplaintTable {
     events: BTreeMap<String, Vec<StatusEvent>>,
     status_snapshot: Option<RecordBatch>,
     history_snapshot: Option<RecordBatch>,
+    /// Complaints added, changed or forgotten since the last drain.
+    changed: BTreeSet<String>,
+}
+
+/// Schema of one complaint's events in the changelog.
+pub fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("severity", DataType::Utf8, true),
+    ]))
 }
 
 /// `complaint_status`: `complaint_id`, `opened_ts`, `status`, `status_ts`,
@@ -171,7 +187,8 @@ impl ComplaintTable {
                 category: optional(categories, row),
                 severity: optional(severities, row),
             };
-            let history = self.events.entry(ids.value(row).to_owned()).or_default();
+            let id = ids.value(row);
+            let history = self.events.entry(id.to_owned()).or_default();
             let at = history.partition_point(|e| (e.ts, e.rank) < (event.ts, event.rank));
             if history
                 .get(at)
@@ -180,6 +197,7 @@ impl ComplaintTable {
                 history.insert(at, event);
                 self.status_snapshot = None;
                 self.history_snapshot = None;
+                self.changed.insert(id.to_owned());
             }
         }
         Ok(())
@@ -190,12 +208,86 @@ impl ComplaintTable {
     pub fn expire(&mut self, watermark: i64) {
         let before = self.events.len();
         let horizon = watermark.saturating_sub(RETENTION_MS);
-        self.events
-            .retain(|_, history| history.last().is_some_and(|e| e.ts > horizon));
+        let changed = &mut self.changed;
+        self.events.retain(|id, history| {
+            let keep = history.last().is_some_and(|e| e.ts > horizon);
+            if !keep {
+                changed.insert(id.clone());
+            }
+            keep
+        });
         if self.events.len() != before {
             self.status_snapshot = None;
             self.history_snapshot = None;
         }
+    }
+
+    /// The complaints added, changed or forgotten since the last call.
+    pub fn drain_changes(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Every complaint known.
+    pub fn ids(&self) -> Vec<String> {
+        self.events.keys().cloned().collect()
+    }
+
+    /// One complaint's events in event-time order, or `None` if it is not
+    /// (or no longer) known.
+    pub fn events_of(&self, id: &str) -> Option<Result<RecordBatch, ArrowError>> {
+        let history = self.events.get(id)?;
+        let mut ts = arrow::array::Int64Builder::with_capacity(history.len());
+        let mut status = StringBuilder::new();
+        let mut category = StringBuilder::new();
+        let mut severity = StringBuilder::new();
+        for event in history {
+            ts.append_value(event.ts);
+            status.append_value(&event.status);
+            category.append_option(event.category.as_deref());
+            severity.append_option(event.severity.as_deref());
+        }
+        Some(RecordBatch::try_new(
+            events_schema(),
+            vec![
+                Arc::new(ts.finish()),
+                Arc::new(status.finish()),
+                Arc::new(category.finish()),
+                Arc::new(severity.finish()),
+            ],
+        ))
+    }
+
+    /// Puts back one complaint's events read from the changelog.
+    pub fn restore(&mut self, id: &str, events: &RecordBatch) -> Result<(), ArrowError> {
+        let column = |name: &str| {
+            events
+                .column_by_name(name)
+                .ok_or_else(|| ArrowError::SchemaError(format!("complaint events without `{name}`")))
+        };
+        let ts = column("ts")?
+            .as_primitive_opt::<arrow::datatypes::Int64Type>()
+            .ok_or_else(|| ArrowError::SchemaError("`ts` is not Int64".into()))?;
+        let text = |name: &str| -> Result<&StringArray, ArrowError> {
+            column(name)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| ArrowError::SchemaError(format!("`{name}` is not text")))
+        };
+        let (status, category, severity) = (text("status")?, text("category")?, text("severity")?);
+        let mut history: Vec<StatusEvent> = (0..events.num_rows())
+            .filter(|&row| ts.is_valid(row) && status.is_valid(row))
+            .map(|row| StatusEvent {
+                ts: ts.value(row),
+                rank: status_rank(status.value(row)),
+                status: status.value(row).to_owned(),
+                category: optional(category, row),
+                severity: optional(severity, row),
+            })
+            .collect();
+        history.sort();
+        self.events.insert(id.to_owned(), history);
+        self.status_snapshot = None;
+        self.history_snapshot = None;
+        Ok(())
     }
 
     /// Number of complaints known.
@@ -374,6 +466,31 @@ mod tests {
             times(&batch, "opened_ts"),
             [Some(200), Some(200), Some(100), Some(100), Some(100)]
         );
+    }
+
+    #[test]
+    fn changes_are_tracked_and_a_restored_table_is_the_same() {
+        let mut live = table();
+        assert_eq!(
+            live.drain_changes().into_iter().collect::<Vec<_>>(),
+            ["k1", "k2"]
+        );
+        let mut restored = ComplaintTable::default();
+        for id in live.ids() {
+            let events = live.events_of(&id).expect("known").expect("batch");
+            restored.restore(&id, &events).expect("restore");
+        }
+        assert_eq!(
+            restored.history_snapshot().expect("snapshot"),
+            live.history_snapshot().expect("snapshot")
+        );
+        assert_eq!(
+            restored.status_snapshot().expect("snapshot"),
+            live.status_snapshot().expect("snapshot")
+        );
+        live.expire(300 + RETENTION_MS);
+        assert_eq!(live.drain_changes().into_iter().collect::<Vec<_>>(), ["k2"]);
+        assert!(live.events_of("k2").is_none(), "forgotten: a tombstone");
     }
 
     #[test]

@@ -70,6 +70,7 @@ impl DeadLetter {
         }
         OutRecord {
             topic: deadletter_topic.to_owned(),
+            partition: None,
             key: self.key,
             payload: self.payload,
             headers,

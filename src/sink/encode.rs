@@ -105,6 +105,7 @@ impl RowEncoder {
             row.insert("emitted_at".to_owned(), emitted_at.clone());
             records.push(OutRecord {
                 topic: self.topic.clone(),
+                partition: None,
                 key,
                 payload: Some(Value::Object(row).to_string().into_bytes()),
                 headers: Vec::new(),

@@ -1,11 +1,15 @@
-//! Kafka output: one idempotent producer for job rows and dead letters.
+//! Kafka output: one transactional producer for job rows, dead letters and
+//! changelog records.
 //!
-//! [`Sink::send_all`] publishes a micro-batch's records and returns only once
-//! Kafka acknowledged every one of them; failed records are retried with
-//! backoff, counted, logged, and reported as an error if they still fail.
+//! Everything the engine produces goes into the open transaction (see
+//! [`transaction`]); [`Sink::send_all`] returns once Kafka has acknowledged
+//! every record of a call, or reports the failure: a record that cannot be
+//! delivered fails the whole epoch, which is aborted and replayed from the
+//! last committed one.
 
 mod deadletter;
 mod encode;
+pub mod transaction;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 pub use deadletter::{DeadLetter, headers as deadletter_headers};
@@ -28,6 +32,8 @@ use crate::metrics::Metrics;
 pub struct OutRecord {
     /// Destination topic.
     pub topic: String,
+    /// Destination partition (`None`: chosen from the key by the producer).
+    pub partition: Option<i32>,
     /// Kafka key (`None`: no key).
     pub key: Option<Vec<u8>>,
     /// Message value.
@@ -36,43 +42,48 @@ pub struct OutRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Records that could not be delivered after every retry.
+/// Records that Kafka did not acknowledge.
 #[derive(Debug, thiserror::Error)]
-#[error("{count} record(s) to topic {topic} were not delivered after {attempts} attempts: {cause}")]
+#[error("{count} record(s) to topic {topic} were not delivered: {cause}")]
 pub struct SinkError {
     /// Undelivered records.
     pub count: usize,
     /// Topic of the first undelivered record.
     pub topic: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The last error.
+    /// The error of the first undelivered record.
     pub cause: KafkaError,
 }
 
-/// The engine's producer.
+/// The engine's transactional producer.
 pub struct Sink {
     producer: FutureProducer,
-    retries: u32,
     queue_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Sink {
-    /// Creates the idempotent producer.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Sink, KafkaError> {
+    /// Creates the transactional producer with `transactional_id` (it is
+    /// not registered with the broker until [`Sink::init`]).
+    pub fn new(
+        config: &Config,
+        transactional_id: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Sink, KafkaError> {
         let mut client = config.client_config();
         client
-            .set("enable.idempotence", "true")
+            .set("transactional.id", transactional_id)
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
             .set(
                 "message.timeout.ms",
                 config.kafka.message_timeout_ms.to_string(),
+            )
+            .set(
+                "transaction.timeout.ms",
+                transaction_timeout_ms(config).to_string(),
             );
         Ok(Sink {
             producer: client.create()?,
-            retries: u32::try_from(config.kafka.produce_retries).unwrap_or(0),
             queue_timeout: Duration::from_millis(
                 u64::try_from(config.kafka.message_timeout_ms).unwrap_or(30_000),
             ),
@@ -80,47 +91,39 @@ impl Sink {
         })
     }
 
-    /// Publishes every record and waits for Kafka's acknowledgement of each.
-    pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<(), SinkError> {
-        let mut pending = records;
-        let mut attempt = 1;
-        loop {
-            let results = join_all(pending.iter().map(|r| self.send_one(r))).await;
-            let failed: Vec<(OutRecord, KafkaError)> = pending
-                .into_iter()
-                .zip(results)
-                .filter_map(|(record, result)| result.err().map(|e| (record, e)))
-                .collect();
-            let Some((first, cause)) = failed.first() else {
-                return Ok(());
-            };
-            let mut per_topic: BTreeMap<&str, u64> = BTreeMap::new();
-            for (record, _) in &failed {
-                *per_topic.entry(record.topic.as_str()).or_default() += 1;
+    /// Publishes every record and waits for Kafka's acknowledgement of
+    /// each; returns where each one landed, as (partition, offset).
+    pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<Vec<(i32, i64)>, SinkError> {
+        let results = join_all(records.iter().map(|r| self.send_one(r))).await;
+        let mut failed: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut first_failure = None;
+        let mut positions = Vec::with_capacity(records.len());
+        for (record, result) in records.iter().zip(results) {
+            match result {
+                Ok(position) => positions.push(position),
+                Err(e) => {
+                    *failed.entry(record.topic.as_str()).or_default() += 1;
+                    first_failure.get_or_insert((record.topic.clone(), e));
+                }
             }
-            for (topic, n) in per_topic {
-                self.metrics
-                    .produce_errors
-                    .with_label_values(&[topic])
-                    .inc_by(n);
-            }
-            if attempt > self.retries {
-                tracing::error!(failed = failed.len(), topic = %first.topic, attempts = attempt, error = %cause, "outputs not delivered");
-                return Err(SinkError {
-                    count: failed.len(),
-                    topic: first.topic.clone(),
-                    attempts: attempt,
-                    cause: cause.clone(),
-                });
-            }
-            tracing::warn!(failed = failed.len(), topic = %first.topic, attempt, error = %cause, "produce failed, retrying");
-            tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
-            attempt += 1;
-            pending = failed.into_iter().map(|(record, _)| record).collect();
+        }
+        for (topic, n) in &failed {
+            self.metrics
+                .produce_errors
+                .with_label_values(&[topic])
+                .inc_by(*n);
+        }
+        match first_failure {
+            None => Ok(positions),
+            Some((topic, cause)) => Err(SinkError {
+                count: failed.values().sum::<u64>() as usize,
+                topic,
+                cause,
+            }),
         }
     }
 
-    async fn send_one(&self, record: &OutRecord) -> Result<(), KafkaError> {
+    async fn send_one(&self, record: &OutRecord) -> Result<(i32, i64), KafkaError> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (name, value) in &record.headers {
             headers = headers.insert(Header {
@@ -129,6 +132,9 @@ impl Sink {
             });
         }
         let mut out = FutureRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
+        if let Some(partition) = record.partition {
+            out = out.partition(partition);
+        }
         if let Some(key) = &record.key {
             out = out.key(key);
         }
@@ -138,12 +144,13 @@ impl Sink {
         self.producer
             .send(out, Timeout::After(self.queue_timeout))
             .await
-            .map(|_| ())
+            .map(|delivery| (delivery.partition, delivery.offset))
             .map_err(|(e, _)| e)
     }
+}
 
-    /// Waits up to `timeout` for queued records to be delivered.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(Timeout::After(timeout))
-    }
+/// The broker aborts a transaction open longer than this: well above the
+/// commit interval, so only a stalled engine hits it.
+fn transaction_timeout_ms(config: &Config) -> i64 {
+    (config.engine.commit_interval_ms * 10).max(60_000)
 }

@@ -96,8 +96,12 @@ pub struct MicroBatch {
     pub dead_letters: Vec<DeadLetter>,
     /// Records read, per topic.
     pub consumed: BTreeMap<String, u64>,
-    /// Next offset to consume, per (topic, partition): what to commit.
+    /// Next offset to consume, per event (topic, partition): what the
+    /// epoch's transaction commits.
     pub next_offsets: BTreeMap<(String, i32), i64>,
+    /// Next offset to read, per partition of the customers topic (read
+    /// whole by every instance, not through the group).
+    pub lookup_offsets: BTreeMap<i32, i64>,
 }
 
 /// Collects messages until the engine closes the micro-batch.
@@ -138,10 +142,16 @@ impl Batcher {
         };
         self.records += 1;
         *self.batch.consumed.entry(topic.to_owned()).or_default() += 1;
-        self.batch.next_offsets.insert(
-            (topic.to_owned(), message.partition()),
-            message.offset() + 1,
-        );
+        if kind.is_stream() {
+            self.batch.next_offsets.insert(
+                (topic.to_owned(), message.partition()),
+                message.offset() + 1,
+            );
+        } else {
+            self.batch
+                .lookup_offsets
+                .insert(message.partition(), message.offset() + 1);
+        }
 
         let payload = message.payload();
         let result = if kind == SourceKind::Customers {
@@ -269,7 +279,8 @@ mod tests {
         assert_eq!(batch.consumed["cx.customers"], 3);
         assert_eq!(batch.next_offsets[&("cx.transactions".to_owned(), 0)], 12);
         assert_eq!(batch.next_offsets[&("cx.transactions".to_owned(), 1)], 5);
-        assert_eq!(batch.next_offsets[&("cx.customers".to_owned(), 0)], 10);
+        assert_eq!(batch.lookup_offsets[&0], 10);
+        assert!(!batch.next_offsets.contains_key(&("cx.customers".to_owned(), 0)));
         assert!(
             matches!(&batch.customer_changes[0], CustomerChange::Upsert(cells) if cells[0] == Cell::Str("c9".into()))
         );

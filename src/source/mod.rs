@@ -1,19 +1,29 @@
-//! Kafka input: one consumer group over the four source topics.
+//! Kafka input: the consumer group over the event topics, and the lookup
+//! table topic read whole by every instance ([`lookup_topic`]).
 //!
-//! The consumer's context reports partition assignment to readiness and
-//! turns librdkafka statistics into the consumer-lag metric.
+//! The group consumer is a static member (`group.instance.id`), so a
+//! restarted engine gets its partitions back at once instead of after the
+//! dead member's session timeout, and reads `read_committed`. Its context
+//! reports partition assignment to readiness, turns librdkafka statistics
+//! into the consumer-lag metric, and notes when every broker is down: the
+//! engine then restores its state from the changelog, in case the cluster
+//! lost recent writes.
 
 mod batcher;
+pub mod lookup_topic;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 
 pub use batcher::{Batcher, MicroBatch, RawRecord, SourceBatch};
+pub use lookup_topic::LookupConsumer;
 
 use crate::config::Config;
 use crate::http::Health;
@@ -23,25 +33,56 @@ use crate::schema::SourceKind;
 /// The engine's consumer.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
 
-/// Callbacks from librdkafka: rebalances and statistics.
+/// Callbacks from librdkafka: rebalances, statistics and errors.
 pub struct SourceContext {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     source_topics: Vec<String>,
+    brokers_lost: Arc<AtomicBool>,
+}
+
+impl SourceContext {
+    /// Whether every broker connection was lost since the consumer started.
+    pub fn brokers_lost(&self) -> bool {
+        self.brokers_lost.load(Ordering::Relaxed)
+    }
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.brokers_lost.store(true, Ordering::Relaxed);
+        }
+        tracing::warn!(error = %error, reason, "Kafka client error");
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(facility = fac, "librdkafka: {log_message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, "librdkafka: {log_message}"),
+            _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         for topic in &self.source_topics {
             let Some(stats) = statistics.topics.get(topic) else {
                 continue;
             };
             for (partition, p) in &stats.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                // librdkafka's own consumer_lag counts from the consumer's
+                // commits, and offsets are committed by the producer's
+                // transactions: measure from the position instead, to the
+                // last stable offset (read_committed).
+                let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                if *partition >= 0 && p.app_offset >= 0 && end >= 0 {
                     self.metrics
                         .consumer_lag
                         .with_label_values(&[topic.as_str(), &partition.to_string()])
-                        .set(p.consumer_lag);
+                        .set((end - p.app_offset).max(0));
                 }
             }
         }
@@ -63,7 +104,23 @@ impl ConsumerContext for SourceContext {
     }
 }
 
-/// Creates the consumer and subscribes it to every source topic.
+/// The context of consumers that read to the end of their partitions (the
+/// changelog restore, the lookup tables): reaching an end is not an error.
+pub struct ReadToEndContext;
+
+impl ClientContext for ReadToEndContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(error = %error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for ReadToEndContext {}
+
+/// Creates the group consumer and subscribes it to every event topic.
+/// Offsets are never committed by the consumer itself: they go into each
+/// epoch's transaction.
 pub fn subscribe(
     config: &Config,
     health: Arc<Health>,
@@ -71,14 +128,18 @@ pub fn subscribe(
 ) -> Result<SourceConsumer, KafkaError> {
     let source_topics: Vec<String> = SourceKind::ALL
         .iter()
+        .filter(|k| k.is_stream())
         .map(|k| config.topics.source_topic(*k).to_owned())
         .collect();
-    let mut client = ClientConfig::new();
+    let mut client = rdkafka::ClientConfig::new();
     client
         .set("group.id", &config.kafka.group_id)
+        .set("group.instance.id", config.instance_id())
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "1000");
+    // The user's properties last, so that they can override the defaults.
     for (k, v) in config.client_properties() {
         client.set(k, v);
     }
@@ -86,6 +147,7 @@ pub fn subscribe(
         health,
         metrics,
         source_topics: source_topics.clone(),
+        brokers_lost: Arc::new(AtomicBool::new(false)),
     })?;
     let names: Vec<&str> = source_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;

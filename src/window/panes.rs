@@ -5,8 +5,14 @@
 //! the union of the panes it covers, so a HOP event is stored once however
 //! many windows it belongs to. A pane is dropped as soon as the last window
 //! that covers it has closed.
+//!
+//! Every batch a pane holds has a sequence number, unique in the store, and
+//! every change (a batch added, a batch removed because its pane closed or
+//! was compacted) is journaled: the journal is what the state changelog
+//! records ([`PaneStore::drain_changes`]), and [`PaneStore::restore`] puts
+//! the records back after a restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use arrow::array::RecordBatch;
 use arrow::compute::take_record_batch;
@@ -28,21 +34,53 @@ pub struct WindowContents {
     pub batches: Vec<RecordBatch>,
 }
 
+/// One batch of partial state and the sequence number that names it in
+/// the changelog.
+#[derive(Debug, Clone)]
+pub struct StateBatch {
+    /// Unique in its store; never reused while the batch lives.
+    pub seq: u64,
+    /// State rows (groups may repeat across batches until compacted).
+    pub batch: RecordBatch,
+}
+
 /// Partial state of one pane of one partition.
 #[derive(Debug, Default)]
 pub struct Pane {
-    /// State rows (groups may repeat across batches until compacted).
-    pub batches: Vec<RecordBatch>,
+    /// State batches, in the order they were added.
+    pub batches: Vec<StateBatch>,
 }
 
 impl Pane {
     fn rows(&self) -> usize {
-        self.batches.iter().map(RecordBatch::num_rows).sum()
+        self.batches.iter().map(|b| b.batch.num_rows()).sum()
     }
 }
 
 /// Where state rows came from: a source and one of its Kafka partitions.
 pub type StatePartition = (SourceKind, i32);
+
+/// A pane: its start and the source partition its rows came from.
+pub type PaneKey = (i64, StatePartition);
+
+/// A change to a pane store, as the changelog records it.
+#[derive(Debug, Clone)]
+pub enum PaneChange {
+    /// A batch was added to a pane.
+    Put {
+        /// The pane.
+        pane: PaneKey,
+        /// The batch.
+        batch: StateBatch,
+    },
+    /// A batch was removed: its pane closed or was compacted.
+    Delete {
+        /// The pane.
+        pane: PaneKey,
+        /// The batch's sequence number.
+        seq: u64,
+    },
+}
 
 /// The smallest [`StatePartition`] (`Transactions` is the first variant),
 /// for ranges over pane starts.
@@ -53,9 +91,11 @@ const FIRST_PARTITION: StatePartition = (SourceKind::Transactions, i32::MIN);
 pub struct PaneStore {
     spec: WindowSpec,
     window_columns: (usize, usize),
-    panes: BTreeMap<(i64, StatePartition), Pane>,
+    panes: BTreeMap<PaneKey, Pane>,
     /// Every window ending at or before this has closed.
     closed_through: Option<i64>,
+    next_seq: u64,
+    journal: Vec<PaneChange>,
 }
 
 impl PaneStore {
@@ -67,6 +107,8 @@ impl PaneStore {
             window_columns,
             panes: BTreeMap::new(),
             closed_through: None,
+            next_seq: 0,
+            journal: Vec::new(),
         }
     }
 
@@ -102,13 +144,32 @@ impl PaneStore {
             } else {
                 take_record_batch(batch, &arrow::array::UInt32Array::from(indices))?
             };
-            self.panes
-                .entry((start, partition))
-                .or_default()
-                .batches
-                .push(part);
+            self.add((start, partition), part);
         }
         Ok(())
+    }
+
+    /// Adds one batch to a pane, under a new sequence number, and journals it.
+    fn add(&mut self, pane: PaneKey, batch: RecordBatch) {
+        let batch = StateBatch {
+            seq: self.next_seq,
+            batch,
+        };
+        self.next_seq += 1;
+        self.journal.push(PaneChange::Put {
+            pane,
+            batch: batch.clone(),
+        });
+        self.panes.entry(pane).or_default().batches.push(batch);
+    }
+
+    /// Journals the removal of every batch of `pane`.
+    fn journal_removal(journal: &mut Vec<PaneChange>, pane: PaneKey, batches: &[StateBatch]) {
+        journal.extend(
+            batches
+                .iter()
+                .map(|b| PaneChange::Delete { pane, seq: b.seq }),
+        );
     }
 
     fn is_closed(&self, window_end: i64) -> bool {
@@ -150,8 +211,14 @@ impl PaneStore {
         }
         self.closed_through = Some(self.closed_through.map_or(through, |c| c.max(through)));
         let spec = self.spec;
-        self.panes
-            .retain(|&(start, _), _| spec.last_window_end(start) > through);
+        let journal = &mut self.journal;
+        self.panes.retain(|&key, pane| {
+            let keep = spec.last_window_end(key.0) > through;
+            if !keep {
+                Self::journal_removal(journal, key, &pane.batches);
+            }
+            keep
+        });
         due
     }
 
@@ -184,7 +251,7 @@ impl PaneStore {
             .panes
             .range((start, FIRST_PARTITION)..(end, FIRST_PARTITION))
             .flat_map(|(_, pane)| pane.batches.iter())
-            .filter_map(|b| set_window(b, self.window_columns, start, end).ok())
+            .filter_map(|b| set_window(&b.batch, self.window_columns, start, end).ok())
             .collect();
         WindowContents {
             start,
@@ -194,7 +261,7 @@ impl PaneStore {
     }
 
     /// Panes holding more than `max_batches` batches: candidates for compaction.
-    pub fn fragmented(&self, max_batches: usize) -> Vec<(i64, StatePartition)> {
+    pub fn fragmented(&self, max_batches: usize) -> Vec<PaneKey> {
         self.panes
             .iter()
             .filter(|(_, p)| p.batches.len() > max_batches)
@@ -202,17 +269,75 @@ impl PaneStore {
             .collect()
     }
 
-    /// The batches of one pane, taken out for compaction.
-    pub fn take_pane(&mut self, key: (i64, StatePartition)) -> Vec<RecordBatch> {
-        self.panes
+    /// The batches of one pane, taken out for compaction (journaled as
+    /// removed).
+    pub fn take_pane(&mut self, key: PaneKey) -> Vec<RecordBatch> {
+        let taken = self
+            .panes
             .get_mut(&key)
             .map(|p| std::mem::take(&mut p.batches))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        Self::journal_removal(&mut self.journal, key, &taken);
+        taken.into_iter().map(|b| b.batch).collect()
     }
 
-    /// Puts compacted batches back into a pane.
-    pub fn put_pane(&mut self, key: (i64, StatePartition), batches: Vec<RecordBatch>) {
-        self.panes.entry(key).or_default().batches.extend(batches);
+    /// Puts compacted batches back into a pane (journaled as added).
+    pub fn put_pane(&mut self, key: PaneKey, batches: Vec<RecordBatch>) {
+        for batch in batches {
+            self.add(key, batch);
+        }
+    }
+
+    /// The changes since the last call, in order. A batch added and removed
+    /// in between (a pane that closed or was compacted within the same
+    /// epoch) appears in neither.
+    pub fn drain_changes(&mut self) -> Vec<PaneChange> {
+        let journal = std::mem::take(&mut self.journal);
+        let (mut added, mut removed) = (HashSet::new(), HashSet::new());
+        for change in &journal {
+            match change {
+                PaneChange::Put { batch, .. } => added.insert(batch.seq),
+                PaneChange::Delete { seq, .. } => removed.insert(*seq),
+            };
+        }
+        journal
+            .into_iter()
+            .filter(|change| match change {
+                PaneChange::Put { batch, .. } => !removed.contains(&batch.seq),
+                PaneChange::Delete { seq, .. } => !added.contains(seq),
+            })
+            .collect()
+    }
+
+    /// Every batch held, as the changes that would build the store from
+    /// empty: what a changelog checkpoint writes.
+    pub fn contents(&self) -> Vec<PaneChange> {
+        self.panes
+            .iter()
+            .flat_map(|(&pane, p)| {
+                p.batches.iter().map(move |batch| PaneChange::Put {
+                    pane,
+                    batch: batch.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Puts back a batch read from the changelog (not journaled). Batches of
+    /// panes whose windows have all closed are ignored.
+    pub fn restore(&mut self, pane: PaneKey, batch: StateBatch) {
+        if self.is_closed(self.spec.last_window_end(pane.0)) {
+            return;
+        }
+        self.next_seq = self.next_seq.max(batch.seq + 1);
+        let batches = &mut self.panes.entry(pane).or_default().batches;
+        let at = batches.partition_point(|b| b.seq < batch.seq);
+        batches.insert(at, batch);
+    }
+
+    /// Restores how far windows have closed (not journaled).
+    pub fn restore_closed_through(&mut self, closed_through: i64) {
+        self.closed_through = Some(closed_through);
     }
 
     /// State rows held.
@@ -225,7 +350,7 @@ impl PaneStore {
         self.panes
             .values()
             .flat_map(|p| &p.batches)
-            .map(RecordBatch::get_array_memory_size)
+            .map(|b| b.batch.get_array_memory_size())
             .sum()
     }
 
@@ -332,6 +457,71 @@ mod tests {
         assert_eq!(store.panes(), 1);
         assert_eq!(summary(&store.close(100)), vec![(16, 26, 10)]);
         assert_eq!(store.panes(), 0);
+    }
+
+    /// The (kind, pane start, seq) of each change.
+    fn journal(changes: &[PaneChange]) -> Vec<(&'static str, i64, u64)> {
+        changes
+            .iter()
+            .map(|c| match c {
+                PaneChange::Put { pane, batch } => ("put", pane.0, batch.seq),
+                PaneChange::Delete { pane, seq } => ("delete", pane.0, *seq),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changes_are_journaled_and_cancel_out_within_one_drain() {
+        let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, (0, 1));
+        store
+            .insert(P0, &states(&[0, 10], 10, &[1, 2]))
+            .expect("insert");
+        assert_eq!(journal(&store.drain_changes()), [("put", 0, 0), ("put", 10, 1)]);
+        store.insert(P0, &states(&[10], 10, &[3])).expect("insert");
+        store.insert(P0, &states(&[20], 10, &[4])).expect("insert");
+        // [0,10) and [10,20) close; pane 20's batch is added and closed
+        // before the drain, so it never reaches the changelog.
+        store.close(30);
+        assert_eq!(
+            journal(&store.drain_changes()),
+            [("delete", 0, 0), ("delete", 10, 1)],
+            "seq 2 (pane 10) and 3 (pane 20) were added and removed in one epoch"
+        );
+        store.insert(P1, &states(&[40], 10, &[5])).expect("insert");
+        let taken = store.take_pane((40, P1));
+        store.put_pane((40, P1), taken);
+        assert_eq!(journal(&store.drain_changes()), [("put", 40, 5)]);
+        assert_eq!(journal(&store.contents()), [("put", 40, 5)]);
+    }
+
+    #[test]
+    fn a_restored_store_closes_the_same_windows() {
+        let mut live = PaneStore::new(WindowSpec::Hop { size: 10, slide: 5 }, (0, 1));
+        live.insert(P0, &states(&[0, 5], 5, &[1, 2])).expect("insert");
+        live.insert(P1, &states(&[5, 10], 5, &[3, 4])).expect("insert");
+        assert_eq!(summary(&live.close(10)), vec![(-5, 5, 1), (0, 10, 6)]);
+        let mut restored = PaneStore::new(WindowSpec::Hop { size: 10, slide: 5 }, (0, 1));
+        restored.restore_closed_through(live.closed_through().expect("closed"));
+        // In any order, and with a batch of a pane that has closed since.
+        let mut puts = live.contents();
+        puts.reverse();
+        for change in puts {
+            if let PaneChange::Put { pane, batch } = change {
+                restored.restore(pane, batch);
+            }
+        }
+        restored.restore(
+            (0, P0),
+            StateBatch {
+                seq: 0,
+                batch: states(&[0], 5, &[1]),
+            },
+        );
+        assert_eq!(restored.panes(), live.panes());
+        assert_eq!(summary(&restored.close(20)), summary(&live.close(20)));
+        // New batches get sequence numbers after the restored ones.
+        restored.insert(P0, &states(&[30], 5, &[9])).expect("insert");
+        assert_eq!(journal(&restored.drain_changes()).last(), Some(&("put", 30, 4)));
     }
 
     #[test]

@@ -4,8 +4,12 @@
 //!
 //! Sessions are kept per key across all partitions, so a key whose events
 //! arrive on several partitions still forms one session.
+//!
+//! The store remembers which sessions changed or disappeared since the
+//! changelog last recorded it ([`SessionStore::drain_changes`]); a session
+//! is recorded whole, as Kafka Streams records its session stores.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -24,6 +28,32 @@ struct Session {
     batches: Vec<RecordBatch>,
 }
 
+/// A session: its key and start.
+pub type SessionId = (ScalarValue, i64);
+
+/// A change to a session store, as the changelog records it.
+#[derive(Debug, Clone)]
+pub enum SessionChange {
+    /// A session as it is now (new, grown or merged).
+    Put {
+        /// Session key.
+        key: ScalarValue,
+        /// Start (ms).
+        start: i64,
+        /// End (ms, exclusive).
+        end: i64,
+        /// Its state rows.
+        batches: Vec<RecordBatch>,
+    },
+    /// A session that no longer exists: closed, or merged into another.
+    Delete {
+        /// Session key.
+        key: ScalarValue,
+        /// Start (ms).
+        start: i64,
+    },
+}
+
 /// Open sessions by key, then by start.
 #[derive(Debug)]
 pub struct SessionStore {
@@ -31,6 +61,12 @@ pub struct SessionStore {
     key_column: usize,
     sessions: HashMap<ScalarValue, BTreeMap<i64, Session>>,
     closed_through: Option<i64>,
+    /// Sessions created or changed since the last drain.
+    touched: HashSet<SessionId>,
+    /// Sessions removed since the last drain.
+    removed: HashSet<SessionId>,
+    /// Sessions the changelog holds.
+    persisted: HashSet<SessionId>,
 }
 
 impl SessionStore {
@@ -42,6 +78,9 @@ impl SessionStore {
             key_column,
             sessions: HashMap::new(),
             closed_through: None,
+            touched: HashSet::new(),
+            removed: HashSet::new(),
+            persisted: HashSet::new(),
         }
     }
 
@@ -49,7 +88,7 @@ impl SessionStore {
     /// exactly the session gap still joins, as in Flink).
     pub fn add_spans(&mut self, spans: Vec<SessionSpan>) {
         for span in spans {
-            let sessions = self.sessions.entry(span.key).or_default();
+            let sessions = self.sessions.entry(span.key.clone()).or_default();
             let (mut start, mut end) = (span.start, span.end);
             let touching: Vec<i64> = sessions
                 .range(..=end)
@@ -63,9 +102,11 @@ impl SessionStore {
                     start = start.min(s);
                     end = end.max(old.end);
                     batches.extend(old.batches);
+                    self.removed.insert((span.key.clone(), s));
                 }
             }
             sessions.insert(start, Session { end, batches });
+            self.touched.insert((span.key, start));
         }
     }
 
@@ -99,6 +140,7 @@ impl SessionStore {
             let part = take_record_batch(batch, &UInt32Array::from(rows))?;
             if let Some(session) = self.sessions.get_mut(&key).and_then(|s| s.get_mut(&owner)) {
                 session.batches.push(part);
+                self.touched.insert((key, owner));
             }
         }
         Ok(())
@@ -124,7 +166,7 @@ impl SessionStore {
     pub fn close(&mut self, through: i64) -> Vec<WindowContents> {
         let mut due = Vec::new();
         self.closed_through = Some(self.closed_through.map_or(through, |c| c.max(through)));
-        for sessions in self.sessions.values_mut() {
+        for (key, sessions) in &mut self.sessions {
             let closing: Vec<i64> = sessions
                 .iter()
                 .filter(|(_, s)| s.end <= through)
@@ -133,6 +175,7 @@ impl SessionStore {
             for start in closing {
                 if let Some(session) = sessions.remove(&start) {
                     due.push(contents(start, &session, self.window_columns));
+                    self.removed.insert((key.clone(), start));
                 }
             }
         }
@@ -153,6 +196,61 @@ impl SessionStore {
             .collect();
         open.sort_by_key(|w| (w.end, w.start));
         open
+    }
+
+    /// The changes since the last call: sessions that disappeared (closed,
+    /// or merged into another) and sessions as they are now, whole.
+    pub fn drain_changes(&mut self) -> Vec<SessionChange> {
+        let mut changes = Vec::new();
+        for (key, start) in std::mem::take(&mut self.removed) {
+            let live = self.get(&key, start).is_some();
+            if !live && self.persisted.remove(&(key.clone(), start)) {
+                changes.push(SessionChange::Delete { key, start });
+            }
+        }
+        for (key, start) in std::mem::take(&mut self.touched) {
+            if let Some(change) = self.put(&key, start) {
+                self.persisted.insert((key, start));
+                changes.push(change);
+            }
+        }
+        changes
+    }
+
+    /// Every open session, whole: what a changelog checkpoint writes.
+    pub fn contents(&self) -> Vec<SessionChange> {
+        self.sessions
+            .iter()
+            .flat_map(|(key, sessions)| sessions.keys().map(move |start| (key, *start)))
+            .filter_map(|(key, start)| self.put(key, start))
+            .collect()
+    }
+
+    /// Puts back a session read from the changelog (not journaled).
+    pub fn restore(&mut self, key: ScalarValue, start: i64, end: i64, batches: Vec<RecordBatch>) {
+        self.persisted.insert((key.clone(), start));
+        self.sessions
+            .entry(key)
+            .or_default()
+            .insert(start, Session { end, batches });
+    }
+
+    /// Restores how far sessions have closed (not journaled).
+    pub fn restore_closed_through(&mut self, closed_through: i64) {
+        self.closed_through = Some(closed_through);
+    }
+
+    fn get(&self, key: &ScalarValue, start: i64) -> Option<&Session> {
+        self.sessions.get(key).and_then(|s| s.get(&start))
+    }
+
+    fn put(&self, key: &ScalarValue, start: i64) -> Option<SessionChange> {
+        self.get(key, start).map(|session| SessionChange::Put {
+            key: key.clone(),
+            start,
+            end: session.end,
+            batches: session.batches.clone(),
+        })
     }
 
     /// State rows held.
@@ -291,5 +389,84 @@ mod tests {
         assert_eq!(summary(&store.open_windows()), vec![(15, 40, 10)]);
         assert_eq!(summary(&store.close(40)), vec![(15, 40, 10)]);
         assert!(store.is_empty());
+    }
+
+    /// (kind, key, start, end, count) of each change, sorted.
+    fn changes(changes: Vec<SessionChange>) -> Vec<(&'static str, String, i64, i64, i64)> {
+        let mut out: Vec<_> = changes
+            .into_iter()
+            .map(|c| match c {
+                SessionChange::Put {
+                    key,
+                    start,
+                    end,
+                    batches,
+                } => {
+                    let n = batches
+                        .iter()
+                        .map(|b| {
+                            b.column(3)
+                                .as_primitive::<arrow::datatypes::Int64Type>()
+                                .values()
+                                .iter()
+                                .sum::<i64>()
+                        })
+                        .sum();
+                    ("put", key.to_string(), start, end, n)
+                }
+                SessionChange::Delete { key, start } => ("delete", key.to_string(), start, 0, 0),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn merges_and_closes_are_recorded_and_a_restored_store_fires_the_same() {
+        let mut store = SessionStore::new((0, 1), 2);
+        store.add_spans(vec![span("a", 0, 10), span("a", 30, 40)]);
+        store
+            .insert(&states(&[(0, 10, "a", 1), (30, 40, "a", 2)]))
+            .expect("insert");
+        assert_eq!(
+            changes(store.drain_changes()),
+            [
+                ("put", "a".into(), 0, 10, 1),
+                ("put", "a".into(), 30, 40, 2)
+            ]
+        );
+        // A bridge at 10..30 merges both into [0, 40): the session at 30 is gone.
+        store.add_spans(vec![span("a", 10, 30)]);
+        store.insert(&states(&[(10, 30, "a", 4)])).expect("insert");
+        // b opens and closes before the next drain: never recorded.
+        store.add_spans(vec![span("b", 0, 5)]);
+        store.insert(&states(&[(0, 5, "b", 8)])).expect("insert");
+        assert_eq!(summary(&store.close(5)), vec![(0, 5, 8)]);
+        assert_eq!(
+            changes(store.drain_changes()),
+            [
+                ("delete", "a".into(), 30, 0, 0),
+                ("put", "a".into(), 0, 40, 7)
+            ]
+        );
+        let mut restored = SessionStore::new((0, 1), 2);
+        restored.restore_closed_through(5);
+        for change in store.contents() {
+            if let SessionChange::Put {
+                key,
+                start,
+                end,
+                batches,
+            } = change
+            {
+                restored.restore(key, start, end, batches);
+            }
+        }
+        assert_eq!(summary(&restored.close(40)), summary(&store.close(40)));
+        assert_eq!(
+            changes(restored.drain_changes()),
+            [("delete", "a".into(), 0, 0, 0)],
+            "a restored session is in the changelog, so its close is recorded"
+        );
     }
 }

@@ -123,12 +123,22 @@ pub struct ReadRecord {
     pub headers: BTreeMap<String, String>,
 }
 
-/// A consumer (no group commits) of every partition of `topic`, from the beginning.
+/// A read_committed consumer (no group commits) of every partition of
+/// `topic`, from the beginning.
 pub fn consumer_from_beginning(bootstrap: &str, topic: &str) -> BaseConsumer {
+    consumer_with(bootstrap, topic, "read_committed", false)
+}
+
+/// A consumer of every partition of `topic` from the beginning, with
+/// `isolation` (`read_committed` or `read_uncommitted`), optionally
+/// reporting the end of each partition.
+pub fn consumer_with(bootstrap: &str, topic: &str, isolation: &str, eof: bool) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("reader-{topic}"))
         .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("enable.partition.eof", eof.to_string())
         .create()
         .expect("reader");
     let metadata = consumer
@@ -161,27 +171,7 @@ pub fn read_topic(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 quiet_since = None;
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_owned(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(ReadRecord {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
-                    headers,
-                });
+                out.push(read_record(&m));
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None if out.len() >= expected => {
@@ -194,6 +184,62 @@ pub fn read_topic(
         }
     }
     out
+}
+
+/// Every record of `topic` up to the end of each partition, read with
+/// `isolation`; panics if the end is not reached within `timeout`.
+pub fn read_topic_with(
+    bootstrap: &str,
+    topic: &str,
+    isolation: &str,
+    timeout: Duration,
+) -> Vec<ReadRecord> {
+    let consumer = consumer_with(bootstrap, topic, isolation, true);
+    let partitions = consumer
+        .assignment()
+        .map(|a| a.count())
+        .expect("assignment");
+    let started = Instant::now();
+    let mut ended = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    while ended.len() < partitions {
+        assert!(
+            started.elapsed() < timeout,
+            "{topic}: end not reached in {timeout:?}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(read_record(&m)),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn read_record<M: Message>(m: &M) -> ReadRecord {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| {
+                    (
+                        x.key.to_owned(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ReadRecord {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+        headers,
+    }
 }
 
 /// A plain HTTP/1.1 GET; returns status code and body.

@@ -1,0 +1,233 @@
+//! The engine's loop: micro-batches of consumed records, timer ticks,
+//! epoch commits, query reloads, and the drain at shutdown.
+//!
+//! A micro-batch is processed to the end before the next one starts:
+//! customers changes are applied, complaint tables updated, every job that
+//! reads a source of the batch runs (windowed jobs add the batch to their
+//! state), the watermarks advance and windowed jobs fire the windows they
+//! closed; rows and dead letters are sent in the open transaction. A 200 ms
+//! timer also fires windows when partitions go idle and emits early
+//! results; every `engine.commit_interval_ms` the epoch commits.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::PoisonError;
+use std::time::Instant;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+
+use super::{Engine, EngineError, TICK, jobs, millis};
+use crate::schema::SourceKind;
+use crate::source::{self, Batcher, MicroBatch};
+
+impl Engine {
+    /// Runs until `shutdown` resolves (then drains) or Kafka fails.
+    pub(super) async fn run(
+        mut self,
+        mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), EngineError> {
+        let max_rows = usize::try_from(self.config.engine.batch_max_rows).unwrap_or(1);
+        let linger = millis(self.config.engine.batch_linger_ms);
+        let mut batcher = Batcher::new(self.config.topics.clone());
+        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let commit_every = millis(self.config.engine.commit_interval_ms);
+        let mut commit_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + commit_every, commit_every);
+        commit_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reload_every = (self.config.engine.reload_interval_ms > 0)
+            .then(|| millis(self.config.engine.reload_interval_ms));
+        let mut next_reload = reload_every.map(|every| tokio::time::Instant::now() + every);
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|source| EngineError::Signal { source })?;
+        let pending = std::mem::take(&mut self.pending_output);
+        self.publish(pending).await?;
+        loop {
+            if self.consumer.context().brokers_lost() {
+                return Err(EngineError::BrokersLost);
+            }
+            let linger_elapsed = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = linger_elapsed => {
+                    self.process(batcher.take()?).await?;
+                    deadline = None;
+                }
+                _ = commit_timer.tick() => self.commit().await?,
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading queries");
+                    self.reload().await;
+                }
+                _ = ticker.tick() => {
+                    self.tick().await?;
+                    if let (Some(at), Some(every)) = (next_reload, reload_every)
+                        && tokio::time::Instant::now() >= at
+                    {
+                        self.reload().await;
+                        next_reload = Some(tokio::time::Instant::now() + every);
+                    }
+                }
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        batcher.push(&message);
+                        drop(message);
+                        if batcher.len() >= max_rows {
+                            self.process(batcher.take()?).await?;
+                            deadline = None;
+                        } else if deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + linger);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                },
+                received = self.lookup.recv() => match received {
+                    Ok(message) => {
+                        tracing::debug!(partition = message.partition(), "customers record");
+                        batcher.push(&message);
+                        drop(message);
+                        if deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + linger);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "customers consumer error"),
+                },
+            }
+        }
+        self.drain(batcher).await
+    }
+
+    /// Finishes the open micro-batch and commits the last epoch, within the
+    /// drain time.
+    async fn drain(mut self, mut batcher: Batcher) -> Result<(), EngineError> {
+        let drain = millis(self.config.engine.shutdown_drain_ms);
+        tracing::info!(
+            pending = batcher.len(),
+            drain_ms = drain.as_millis() as u64,
+            "stopping: draining"
+        );
+        let finished = tokio::time::timeout(drain, async {
+            if !batcher.is_empty() {
+                self.process(batcher.take()?).await?;
+            }
+            self.commit().await
+        })
+        .await;
+        match finished {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!(
+                "drain time elapsed; the last epoch is aborted and will be replayed on restart"
+            ),
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Runs one micro-batch: its outputs join the open epoch.
+    async fn process(&mut self, batch: MicroBatch) -> Result<(), EngineError> {
+        let started = Instant::now();
+        let MicroBatch {
+            events,
+            customer_changes,
+            dead_letters,
+            consumed,
+            next_offsets,
+            lookup_offsets,
+        } = batch;
+        if !customer_changes.is_empty() {
+            self.lookups
+                .customers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .apply(customer_changes);
+        }
+        self.update_complaint_tables(&events)?;
+
+        let now = tokio::time::Instant::now();
+        self.refresh_assignment(now);
+        let mut output = jobs::process(&mut self.jobs, &events, &self.metrics).await;
+        self.event_time.observe(&events, now);
+        self.event_time.refresh(now, &self.metrics);
+        // By the slowest source, so that no job's unfired window still needs
+        // a forgotten complaint.
+        if let Some(watermark) = self.event_time.of_sources(&SourceKind::ALL) {
+            self.lookups
+                .complaints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expire(watermark);
+        }
+        let fired = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
+        output.records.extend(fired.records);
+        for (job, n) in fired.rows {
+            *output.rows.entry(job).or_default() += n;
+        }
+        output.dead_letters.extend(dead_letters);
+
+        self.publish(output).await?;
+        self.epoch.advance(next_offsets);
+        self.lookup_positions.extend(lookup_offsets);
+        self.check_memory();
+
+        for (topic, n) in consumed {
+            self.metrics
+                .records_consumed
+                .with_label_values(&[topic.as_str()])
+                .inc_by(n);
+        }
+        self.metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Feeds the complaints events of a micro-batch to the complaint tables,
+    /// before the jobs run, so a resolution sees its opening.
+    fn update_complaint_tables(
+        &self,
+        events: &BTreeMap<SourceKind, Vec<source::SourceBatch>>,
+    ) -> Result<(), EngineError> {
+        let Some(batches) = events.get(&SourceKind::Complaints) else {
+            return Ok(());
+        };
+        let mut table = self
+            .lookups
+            .complaints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for batch in batches {
+            table.apply(&batch.rows)?;
+        }
+        Ok(())
+    }
+
+    /// Timer work: idle partitions may move watermarks, early results may
+    /// be due, state may have shrunk under its limit.
+    async fn tick(&mut self) -> Result<(), EngineError> {
+        let now = tokio::time::Instant::now();
+        self.refresh_assignment(now);
+        self.event_time.refresh(now, &self.metrics);
+        let output = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
+        self.publish(output).await?;
+        self.check_memory();
+        Ok(())
+    }
+
+    fn refresh_assignment(&mut self, now: tokio::time::Instant) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            let assigned: Vec<(String, i32)> = assignment
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            self.event_time.assign(&assigned, now);
+        }
+    }
+}

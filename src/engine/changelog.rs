@@ -1,0 +1,166 @@
+//! What the engine writes to the changelog at each commit: the state
+//! changes of the epoch, or, for a checkpoint, all live state.
+
+use std::sync::PoisonError;
+
+use super::{Engine, EngineError};
+use crate::job::windowed::StateChanges;
+use crate::sink::OutRecord;
+use crate::state::codec;
+use crate::state::key::StateKey;
+use crate::state::writer::ChangelogWriter;
+use crate::window::panes::PaneChange;
+use crate::window::sessions::SessionChange;
+
+/// Whether to write what changed in the epoch, or everything that lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// The epoch's changes.
+    Changes,
+    /// All live state: a checkpoint.
+    Everything,
+}
+
+impl Engine {
+    /// Changelog records for `scope`, plus those queued since the last
+    /// commit (tombstones of removed jobs).
+    pub(super) fn state_records(&mut self, scope: Scope) -> Result<Vec<OutRecord>, EngineError> {
+        let mut records = std::mem::take(&mut self.pending_state);
+        for running in &mut self.jobs {
+            let (name, fingerprint) = (running.job.name.clone(), running.job.fingerprint.clone());
+            let Some(windowed) = running.job.windowed_mut() else {
+                continue;
+            };
+            let changes = windowed.drain_changes();
+            let changes = match scope {
+                Scope::Changes => changes,
+                Scope::Everything => windowed.contents(),
+            };
+            let schema = windowed.state_schema();
+            records.extend(job_records(
+                &mut self.changelog,
+                &name,
+                &fingerprint,
+                &schema,
+                changes,
+            )?);
+            if let Some(closed) = windowed.closed_through() {
+                let key = StateKey::Closed {
+                    job: name,
+                    fingerprint,
+                };
+                records.extend(self.changelog.put_int(key, "closed_through", closed));
+            }
+        }
+        for ((kind, partition), t) in self.event_time.partition_times() {
+            let key = StateKey::Watermark {
+                source: kind.table_name().to_owned(),
+                partition,
+            };
+            records.extend(self.changelog.put_int(key, "max_event_time", t));
+        }
+        for (kind, watermark) in self.event_time.source_watermarks() {
+            let key = StateKey::SourceWatermark {
+                source: kind.table_name().to_owned(),
+            };
+            records.extend(self.changelog.put_int(key, "watermark", watermark));
+        }
+        {
+            let mut complaints = self
+                .lookups
+                .complaints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let changed = complaints.drain_changes();
+            let ids = match scope {
+                Scope::Changes => changed.into_iter().collect(),
+                Scope::Everything => complaints.ids(),
+            };
+            for id in ids {
+                let key = StateKey::Complaint { id: id.clone() };
+                match complaints.events_of(&id) {
+                    Some(events) => {
+                        records.extend(self.changelog.put(key, &codec::complaint(&events?)?));
+                    }
+                    None => records.extend(self.changelog.delete(&key)),
+                }
+            }
+        }
+        for (&partition, &next) in &self.lookup_positions {
+            let key = StateKey::LookupPosition {
+                topic: self.config.topics.customers.clone(),
+                partition,
+            };
+            records.extend(self.changelog.put_int(key, "next_offset", next));
+        }
+        Ok(records)
+    }
+
+    /// Queues tombstones for every record of job `name` stored under
+    /// `fingerprint` (a job removed, or restarted by a changed query).
+    pub(super) fn forget_job_state(&mut self, name: &str, fingerprint: &str) {
+        let records = self
+            .changelog
+            .delete_where(|key| key.job() == Some((name, fingerprint)));
+        self.pending_state.extend(records);
+    }
+}
+
+/// Records for one job's state changes.
+fn job_records(
+    changelog: &mut ChangelogWriter,
+    job: &str,
+    fingerprint: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    changes: StateChanges,
+) -> Result<Vec<OutRecord>, EngineError> {
+    let mut records = Vec::new();
+    match changes {
+        StateChanges::Panes(changes) => {
+            for change in changes {
+                let (pane, seq, batch) = match change {
+                    PaneChange::Put { pane, batch } => (pane, batch.seq, Some(batch.batch)),
+                    PaneChange::Delete { pane, seq } => (pane, seq, None),
+                };
+                let (pane_start, (kind, partition)) = pane;
+                let key = StateKey::Pane {
+                    job: job.to_owned(),
+                    fingerprint: fingerprint.to_owned(),
+                    source: kind.table_name().to_owned(),
+                    partition,
+                    pane_start,
+                    seq,
+                };
+                records.extend(match batch {
+                    Some(batch) => changelog.put(key, &codec::pane(&batch)?),
+                    None => changelog.delete(&key),
+                });
+            }
+        }
+        StateChanges::Sessions(changes) => {
+            for change in changes {
+                let session_key = |key: &datafusion::common::ScalarValue, start| StateKey::Session {
+                    job: job.to_owned(),
+                    fingerprint: fingerprint.to_owned(),
+                    key: format!("{key:?}"),
+                    start,
+                };
+                records.extend(match change {
+                    SessionChange::Put {
+                        key,
+                        start,
+                        end,
+                        batches,
+                    } => {
+                        let value = codec::session(&key, start, end, schema, &batches)?;
+                        changelog.put(session_key(&key, start), &value)
+                    }
+                    SessionChange::Delete { key, start } => {
+                        changelog.delete(&session_key(&key, start))
+                    }
+                });
+            }
+        }
+    }
+    Ok(records)
+}

@@ -1,0 +1,175 @@
+//! Epochs: everything produced between two commits (job rows, dead
+//! letters, changelog records) and the consumer offsets of the events it
+//! came from are committed in one Kafka transaction, or not at all.
+//!
+//! Metrics that count outputs are updated when their epoch commits, so an
+//! aborted epoch, replayed after a restore, is not counted twice.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::changelog::Scope;
+use super::{Engine, EngineError, JobOutput};
+use crate::decode::RejectKind;
+use crate::sink::OutRecord;
+use crate::sink::transaction::TxnFailure;
+
+/// The open transaction and what its commit will count.
+#[derive(Debug, Default)]
+pub(super) struct Epoch {
+    open: bool,
+    /// Next offset per event (topic, partition) consumed in the epoch.
+    offsets: BTreeMap<(String, i32), i64>,
+    /// Dead letters per (topic, reason).
+    invalid: BTreeMap<(String, RejectKind), u64>,
+    /// Rows published per job.
+    rows: BTreeMap<String, u64>,
+}
+
+impl Epoch {
+    /// Adds the positions reached by a micro-batch.
+    pub(super) fn advance(&mut self, next_offsets: BTreeMap<(String, i32), i64>) {
+        for (tp, next) in next_offsets {
+            let at = self.offsets.entry(tp).or_insert(next);
+            *at = (*at).max(next);
+        }
+    }
+}
+
+impl Engine {
+    /// Sends job rows and dead letters in the open transaction (opening one
+    /// if needed); they are counted when the epoch commits.
+    pub(super) async fn publish(&mut self, output: JobOutput) -> Result<(), EngineError> {
+        let JobOutput {
+            mut records,
+            dead_letters,
+            rows,
+        } = output;
+        for letter in &dead_letters {
+            *self
+                .epoch
+                .invalid
+                .entry((letter.topic.clone(), letter.rejection.kind))
+                .or_default() += 1;
+        }
+        for (job, n) in rows {
+            *self.epoch.rows.entry(job).or_default() += n;
+        }
+        records.extend(
+            dead_letters
+                .into_iter()
+                .map(|d| d.into_record(&self.config.topics.deadletter)),
+        );
+        self.send(records).await.map(|_| ())
+    }
+
+    /// Sends records in the open transaction, opening one if needed.
+    async fn send(&mut self, records: Vec<OutRecord>) -> Result<Vec<(i32, i64)>, EngineError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.epoch.open {
+            self.sink.begin().await?;
+            self.epoch.open = true;
+        }
+        Ok(self.sink.send_all(records).await?)
+    }
+
+    /// Commits the epoch: its state changes go to the changelog (or, when
+    /// one is due, a checkpoint of all state), then its consumer offsets and
+    /// everything sent join one transaction, which commits. An epoch that
+    /// consumed, produced and changed nothing commits nothing.
+    pub(super) async fn commit(&mut self) -> Result<(), EngineError> {
+        let started = Instant::now();
+        let mut offsets = TopicPartitionList::new();
+        if self.changelog.checkpoint_due() {
+            let markers = self.changelog.begin_checkpoint();
+            let positions = self.send(markers).await?;
+            let topic = self.changelog.topic().to_owned();
+            for (partition, offset) in positions {
+                offsets
+                    .add_partition_offset(&topic, partition, Offset::Offset(offset))
+                    .map_err(EngineError::kafka("recording a checkpoint offset"))?;
+            }
+            let state = self.state_records(Scope::Everything)?;
+            tracing::info!(
+                records = state.len(),
+                bytes = self.changelog.live_bytes(),
+                "writing a changelog checkpoint"
+            );
+            self.send_state(state).await?;
+            self.metrics.checkpoints.inc();
+        } else {
+            let state = self.state_records(Scope::Changes)?;
+            self.send_state(state).await?;
+        }
+        if !self.epoch.open && self.epoch.offsets.is_empty() {
+            return Ok(());
+        }
+        if !self.epoch.open {
+            self.sink.begin().await?;
+            self.epoch.open = true;
+        }
+        for ((topic, partition), next) in &self.epoch.offsets {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(EngineError::kafka("recording an offset to commit"))?;
+        }
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or(EngineError::Transaction(TxnFailure::Abortable(
+                rdkafka::error::KafkaError::Canceled,
+            )))?;
+        if let Err(failure) = self.sink.commit(offsets, group).await {
+            self.metrics
+                .transactions
+                .with_label_values(&["aborted"])
+                .inc();
+            if !failure.is_fatal() {
+                // The next instance's init would abort it too; say so now.
+                let _ = self.sink.abort().await;
+            }
+            return Err(failure.into());
+        }
+        let epoch = std::mem::take(&mut self.epoch);
+        self.metrics
+            .transactions
+            .with_label_values(&["committed"])
+            .inc();
+        for ((topic, kind), n) in epoch.invalid {
+            self.metrics
+                .records_invalid
+                .with_label_values(&[topic.as_str(), kind.as_str()])
+                .inc_by(n);
+        }
+        for (job, n) in epoch.rows {
+            self.metrics
+                .output_records
+                .with_label_values(&[job.as_str()])
+                .inc_by(n);
+        }
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    async fn send_state(&mut self, records: Vec<OutRecord>) -> Result<(), EngineError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let bytes: usize = records
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.payload.as_ref().map_or(0, Vec::len))
+            .sum();
+        let n = records.len() as u64;
+        self.send(records).await?;
+        self.metrics.changelog_records.inc_by(n);
+        self.metrics.changelog_bytes.inc_by(bytes as u64);
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! Putting restored changelog records back into the jobs, the watermarks
+//! and the complaint tables.
+//!
+//! State of a job that no longer exists, or whose query changed since (a
+//! different fingerprint), is not restored: it is deleted from the
+//! changelog in the first epoch, and a log line says so.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::PoisonError;
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+
+use super::event_time::EventTime;
+use super::jobs::RunningJob;
+use super::EngineError;
+use crate::config::Config;
+use crate::job::WindowedJob;
+use crate::lookup::Lookups;
+use crate::schema::SourceKind;
+use crate::sink::OutRecord;
+use crate::state::codec;
+use crate::state::key::StateKey;
+use crate::state::reader::{ReadError, Restored, RestoredValue};
+use crate::state::value;
+use crate::state::writer::ChangelogWriter;
+use crate::window::panes::StateBatch;
+
+/// What a restore leaves for the engine to do.
+#[derive(Debug, Default)]
+pub(super) struct Restore {
+    /// Tombstones for state nobody restores (removed or changed jobs).
+    pub stale: Vec<OutRecord>,
+    /// Next offset per customers partition dead-lettered before the restart.
+    pub lookup_positions: BTreeMap<i32, i64>,
+}
+
+/// Puts `restored` back; registers every live key with `changelog`.
+pub(super) fn apply(
+    restored: Restored,
+    jobs: &mut [RunningJob],
+    event_time: &mut EventTime,
+    lookups: &Lookups,
+    changelog: &mut ChangelogWriter,
+    config: &Config,
+) -> Result<Restore, EngineError> {
+    let mut outcome = Restore::default();
+    let mut stale = Vec::new();
+    let mut changed_jobs = BTreeSet::new();
+    // Closed-through marks first: a pane of a window that has closed is not
+    // put back.
+    let (closed, rest): (Vec<_>, Vec<_>) = restored
+        .values
+        .into_iter()
+        .filter(|(key, _)| !matches!(key, StateKey::Checkpoint { .. }))
+        .partition(|(key, _)| matches!(key, StateKey::Closed { .. }));
+    for (key, restored) in closed.into_iter().chain(rest) {
+        changelog.restored(key.clone(), restored.value.len(), restored.parts);
+        let applied = match &key {
+            StateKey::Pane { .. } | StateKey::Session { .. } | StateKey::Closed { .. } => {
+                match job_of(jobs, &key, &mut changed_jobs) {
+                    Some(windowed) => restore_job_state(windowed, &key, &restored)?,
+                    None => false,
+                }
+            }
+            StateKey::Watermark { source, partition } => match SourceKind::from_table_name(source) {
+                Some(kind) => {
+                    let t = read_int(&restored, "max_event_time")?;
+                    event_time.restore_partition(kind, *partition, t);
+                    true
+                }
+                None => false,
+            },
+            StateKey::SourceWatermark { source } => match SourceKind::from_table_name(source) {
+                Some(kind) => {
+                    event_time.restore_source(kind, read_int(&restored, "watermark")?);
+                    true
+                }
+                None => false,
+            },
+            StateKey::Complaint { id } => {
+                let events = frame(&restored, 0)?;
+                lookups
+                    .complaints
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .restore(id, &events)
+                    .map_err(|e| corrupt(&restored, e.to_string()))?;
+                true
+            }
+            StateKey::LookupPosition { topic, partition } => {
+                if *topic == config.topics.customers {
+                    let next = read_int(&restored, "next_offset")?;
+                    outcome.lookup_positions.insert(*partition, next);
+                    true
+                } else {
+                    false
+                }
+            }
+            StateKey::Checkpoint { .. } => true,
+        };
+        if !applied {
+            stale.push(key);
+        }
+    }
+    for key in &stale {
+        outcome.stale.extend(changelog.delete(key));
+    }
+    Ok(outcome)
+}
+
+/// The windowed job `key` belongs to, if it exists with the same
+/// fingerprint; logs once per job whose query changed.
+fn job_of<'a>(
+    jobs: &'a mut [RunningJob],
+    key: &StateKey,
+    changed: &mut BTreeSet<(String, String)>,
+) -> Option<&'a mut WindowedJob> {
+    let (name, fingerprint) = key.job()?;
+    let running = jobs.iter_mut().find(|j| j.job.name == name)?;
+    if running.job.fingerprint != fingerprint {
+        if changed.insert((name.to_owned(), fingerprint.to_owned())) {
+            tracing::warn!(
+                job = name,
+                stored = fingerprint,
+                current = %running.job.fingerprint,
+                "the job's query changed since its state was saved: it starts with empty state, and the old state is removed"
+            );
+        }
+        return None;
+    }
+    running.job.windowed_mut()
+}
+
+/// Restores one record of a windowed job; `false` if it does not fit the
+/// job (a pane record for a SESSION job cannot have this fingerprint).
+fn restore_job_state(
+    windowed: &mut WindowedJob,
+    key: &StateKey,
+    restored: &RestoredValue,
+) -> Result<bool, EngineError> {
+    match key {
+        StateKey::Closed { .. } => {
+            windowed.restore_closed_through(read_int(restored, "closed_through")?);
+            Ok(true)
+        }
+        StateKey::Pane {
+            source,
+            partition,
+            pane_start,
+            seq,
+            ..
+        } => {
+            let Some(kind) = SourceKind::from_table_name(source) else {
+                return Ok(false);
+            };
+            let batch = frame(restored, 0)?;
+            if batch.schema() != windowed.state_schema() {
+                return Err(corrupt(restored, "its rows do not have the job's state schema".into()));
+            }
+            windowed
+                .restore_pane(
+                    (*pane_start, (kind, *partition)),
+                    StateBatch { seq: *seq, batch },
+                )
+                .map(|()| true)
+                .map_err(|e| corrupt(restored, e.to_string()))
+        }
+        StateKey::Session { .. } => {
+            let session = codec::decode_session(&restored.value, &windowed.state_schema())
+                .map_err(|reason| corrupt(restored, reason))?;
+            windowed
+                .restore_session(session.key, session.start, session.end, session.batches)
+                .map(|()| true)
+                .map_err(|e| corrupt(restored, e.to_string()))
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Frame `index` of a value, as one batch.
+fn frame(restored: &RestoredValue, index: usize) -> Result<RecordBatch, EngineError> {
+    let frames = value::decode(&restored.value).map_err(|r| corrupt(restored, r))?;
+    let (schema, batches) = frames
+        .into_iter()
+        .nth(index)
+        .ok_or_else(|| corrupt(restored, format!("no frame {index}")))?;
+    concat_batches(&schema, &batches).map_err(|e| corrupt(restored, e.to_string()))
+}
+
+fn read_int(restored: &RestoredValue, name: &str) -> Result<i64, EngineError> {
+    value::read_int(&restored.value, name).map_err(|r| corrupt(restored, r))
+}
+
+fn corrupt(restored: &RestoredValue, reason: String) -> EngineError {
+    EngineError::Restore(ReadError::Corrupt {
+        location: restored.location.clone(),
+        reason,
+    })
+}

@@ -1,0 +1,187 @@
+//! Starting the engine: plan the jobs, fence the previous instance, restore
+//! state, read the lookup tables to their end, subscribe.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+use super::restore::{self, Restore};
+use super::{Engine, EngineError, EventTime, JobOutput, MemoryGate, QueryWatcher, RunningJob};
+use crate::admin::{ensure_changelog, ensure_topics, sink_topics};
+use crate::config::Config;
+use crate::http::Health;
+use crate::job;
+use crate::lookup::Lookups;
+use crate::metrics::Metrics;
+use crate::schema::SourceKind;
+use crate::sink::Sink;
+use crate::source::{self, Batcher, LookupConsumer};
+use crate::state::reader;
+use crate::state::writer::ChangelogWriter;
+
+impl Engine {
+    /// Starts the engine; `reason` (`start` or `recovery`) labels the
+    /// restore in the metrics.
+    pub(super) async fn start(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        health: &Arc<Health>,
+        reason: &'static str,
+    ) -> Result<Engine, EngineError> {
+        health.set_blocker(Some("loading queries".to_owned()));
+        let lookups = Lookups::default();
+        let watcher = QueryWatcher::new(&config.engine.queries_dir);
+        let (jobs, problems) = job::load_all(
+            &config.engine.queries_dir,
+            &lookups,
+            &config.topics.output_prefix,
+        )
+        .await;
+        if !problems.is_empty() {
+            return Err(EngineError::Queries(problems));
+        }
+        for job in &jobs {
+            tracing::info!(job = %job.name, output = %job.output_topic, sources = ?job.sources(), "job loaded");
+        }
+
+        health.set_blocker(Some(format!(
+            "connecting to Kafka at {}",
+            config.kafka.brokers
+        )));
+        ensure_topics(config, &sink_topics(config, &jobs))
+            .await
+            .map_err(EngineError::kafka("creating output topics"))?;
+        let partitions = ensure_changelog(config)
+            .await
+            .map_err(EngineError::kafka("creating the changelog topic"))?;
+        let transactional_id = config.transactional_id();
+        let sink = Sink::new(config, &transactional_id, Arc::clone(metrics))
+            .map_err(EngineError::kafka("creating the producer"))?;
+        sink.init().await?;
+        tracing::info!(%transactional_id, "transactions initialised: an earlier instance with this id is fenced and its open transaction aborted");
+
+        health.set_blocker(Some("restoring state from the changelog".to_owned()));
+        metrics.restore_in_progress.set(1);
+        let began = Instant::now();
+        let topic = config.changelog_topic();
+        let restored = {
+            let client = config.client_config();
+            let group = config.kafka.group_id.clone();
+            let topic = topic.clone();
+            tokio::task::spawn_blocking(move || reader::read(&client, &group, &topic, partitions))
+                .await
+                .map_err(|_| EngineError::kafka("reading the changelog")(rdkafka::error::KafkaError::Canceled))??
+        };
+        let (read_records, read_bytes) = (restored.records, restored.bytes);
+
+        let lookup = LookupConsumer::open(config, &config.topics.customers)
+            .await
+            .map_err(EngineError::kafka("opening the customers topic"))?;
+        let mut batcher = Batcher::new(config.topics.clone());
+        lookup
+            .read_to_end(&mut batcher)
+            .await
+            .map_err(EngineError::kafka("reading the customers topic"))?;
+        let bootstrap = batcher.take()?;
+        for (topic, n) in &bootstrap.consumed {
+            metrics
+                .records_consumed
+                .with_label_values(&[topic.as_str()])
+                .inc_by(*n);
+        }
+        lookups
+            .customers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(bootstrap.customer_changes);
+
+        for kind in SourceKind::ALL {
+            metrics.init_topic(config.topics.source_topic(kind));
+        }
+        let now = tokio::time::Instant::now();
+        let dir = config.engine.queries_dir.clone();
+        let gauge_limit = super::gauge_limit(config);
+        let mut jobs: Vec<RunningJob> = jobs
+            .into_iter()
+            .map(|job| {
+                let path = dir.join(format!("{}.sql", job.name));
+                RunningJob::new(job, path, metrics, gauge_limit, now)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut event_time = EventTime::new(config);
+        let mut changelog = ChangelogWriter::new(&topic, partitions);
+        let Restore {
+            stale,
+            lookup_positions,
+        } = restore::apply(
+            restored,
+            &mut jobs,
+            &mut event_time,
+            &lookups,
+            &mut changelog,
+            config,
+        )?;
+        changelog.restore_read(read_bytes as usize);
+        // Invalid customers records dead-lettered before the restart are
+        // not sent again.
+        let mut pending_output = JobOutput::default();
+        pending_output.dead_letters = bootstrap
+            .dead_letters
+            .into_iter()
+            .filter(|d| {
+                lookup_positions
+                    .get(&d.partition)
+                    .is_none_or(|&next| d.offset >= next)
+            })
+            .collect();
+        let mut positions = lookup_positions;
+        positions.extend(bootstrap.lookup_offsets);
+
+        let seconds = began.elapsed().as_secs_f64();
+        metrics.restore_records.set(read_records as i64);
+        metrics.restore_bytes.set(read_bytes as i64);
+        metrics.restore_duration.set(seconds);
+        metrics.restores.with_label_values(&[reason]).inc();
+        metrics.restore_in_progress.set(0);
+        let customers = lookups
+            .customers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        tracing::info!(
+            records = read_records,
+            bytes = read_bytes,
+            live_state_bytes = changelog.live_bytes(),
+            customers,
+            seconds,
+            "state restored"
+        );
+
+        metrics.jobs_loaded.set(jobs.len() as i64);
+        metrics.query_files_invalid.set(0);
+        metrics
+            .state_memory_limit
+            .set(i64::try_from(config.state_memory_limit_bytes()).unwrap_or(i64::MAX));
+        let consumer = source::subscribe(config, Arc::clone(health), Arc::clone(metrics))
+            .map_err(EngineError::kafka("creating the consumer"))?;
+        health.set_blocker(None);
+        Ok(Engine {
+            event_time,
+            config: config.clone(),
+            metrics: Arc::clone(metrics),
+            lookups,
+            jobs,
+            watcher,
+            invalid_queries: BTreeSet::new(),
+            sink,
+            consumer,
+            lookup,
+            changelog,
+            epoch: super::epoch::Epoch::default(),
+            lookup_positions: positions,
+            pending_state: stale,
+            pending_output,
+            memory: MemoryGate::new(config.state_memory_limit_bytes()),
+        })
+    }
+}

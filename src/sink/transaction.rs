@@ -1,0 +1,116 @@
+//! The transaction around each epoch: start, offsets, commit, abort.
+//!
+//! librdkafka's transactional calls block, so each runs on tokio's blocking
+//! pool. Their failures are sorted into what the engine must do about them
+//! ([`TxnFailure`]).
+
+use std::time::Duration;
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
+
+use super::Sink;
+
+/// How long one transactional call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a failed transactional call means for the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnFailure {
+    /// A newer instance with the same `transactional.id` took over: this
+    /// one must stop.
+    #[error(
+        "fenced: another cxpulse instance with the same transactional.id took over \
+         (same kafka.group_id and kafka.instance_id); this one stops: {0}"
+    )]
+    Fenced(KafkaError),
+    /// The broker cannot run transactions, or refuses this client them.
+    #[error(
+        "the Kafka cluster refuses transactions ({0}); cxpulse needs a broker with \
+         transaction support (Kafka 2.5 or later, or a compatible broker) and the right \
+         to use its transactional.id"
+    )]
+    Unsupported(KafkaError),
+    /// The epoch cannot commit; abort it and start again from the last
+    /// committed one (a timeout, an unreachable broker, a failed record).
+    #[error("{0}")]
+    Abortable(KafkaError),
+}
+
+impl TxnFailure {
+    /// Sorts a Kafka error from a transactional call or a delivery.
+    pub fn of(error: KafkaError) -> Self {
+        match error.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::TransactionCoordinatorFenced
+                | RDKafkaErrorCode::FencedInstanceId,
+            ) => TxnFailure::Fenced(error),
+            Some(
+                RDKafkaErrorCode::UnsupportedFeature
+                | RDKafkaErrorCode::UnsupportedVersion
+                | RDKafkaErrorCode::UnsupportedForMessageFormat
+                | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed,
+            ) => TxnFailure::Unsupported(error),
+            _ => TxnFailure::Abortable(error),
+        }
+    }
+
+    /// Whether the engine must stop rather than restore and go on.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, TxnFailure::Abortable(_))
+    }
+}
+
+impl Sink {
+    /// Registers the transactional id with the broker: fences any earlier
+    /// instance with the same id and aborts its open transaction.
+    pub async fn init(&self) -> Result<(), TxnFailure> {
+        self.blocking(|p| p.init_transactions(CALL_TIMEOUT)).await
+    }
+
+    /// Opens a transaction.
+    pub async fn begin(&self) -> Result<(), TxnFailure> {
+        self.blocking(|p| p.begin_transaction()).await
+    }
+
+    /// Adds the consumer offsets to the open transaction and commits it.
+    pub async fn commit(
+        &self,
+        offsets: TopicPartitionList,
+        group: ConsumerGroupMetadata,
+    ) -> Result<(), TxnFailure> {
+        self.blocking(move |p| {
+            if offsets.count() > 0 {
+                p.send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)?;
+            }
+            p.commit_transaction(CALL_TIMEOUT)
+        })
+        .await
+    }
+
+    /// Aborts the open transaction: nothing sent in it becomes visible to
+    /// read_committed readers.
+    pub async fn abort(&self) -> Result<(), TxnFailure> {
+        self.blocking(|p| p.abort_transaction(CALL_TIMEOUT)).await
+    }
+
+    async fn blocking(
+        &self,
+        call: impl FnOnce(&FutureProducer) -> Result<(), KafkaError> + Send + 'static,
+    ) -> Result<(), TxnFailure> {
+        let producer = self.producer.clone();
+        match tokio::task::spawn_blocking(move || call(&producer)).await {
+            Ok(result) => result.map_err(TxnFailure::of),
+            Err(join) => Err(TxnFailure::Abortable(KafkaError::Canceled)).inspect_err(|_| {
+                tracing::error!(error = %join, "a transactional call did not finish");
+            }),
+        }
+    }
+}

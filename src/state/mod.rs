@@ -1,0 +1,21 @@
+//! State that survives anything: the changelog topic.
+//!
+//! Every change to window state, the watermarks, the complaint tables and
+//! the lookup positions is written as a record of a compacted Kafka topic,
+//! in the same transaction as the outputs and the consumer offsets it goes
+//! with. After a crash, any instance reads it back and carries on exactly
+//! where the last committed epoch left off.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`key`] | what a record holds, as a stable JSON key |
+//! | [`value`] | Arrow IPC frames, checksummed, split into parts that fit a Kafka message |
+//! | [`codec`] | typed values: pane batches, sessions, complaint events |
+//! | [`writer`] | state changes → records; live keys; when a checkpoint is due |
+//! | [`reader`] | the changelog from the latest checkpoint to its end → the latest value per key |
+
+pub mod codec;
+pub mod key;
+pub mod reader;
+pub mod value;
+pub mod writer;
