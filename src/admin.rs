@@ -65,12 +65,16 @@ pub async fn partition_counts(
     let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
     let topics = topics.to_vec();
     let fetched = tokio::task::spawn_blocking(move || {
-        let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))?;
         Ok(metadata
             .topics()
             .iter()
             .filter(|t| {
-                t.error().is_none() && !t.partitions().is_empty() && topics.iter().any(|n| n == t.name())
+                t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && topics.iter().any(|n| n == t.name())
             })
             .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
             .collect())

@@ -132,6 +132,9 @@ mod tests {
         health.set_blocker(None);
         assert_eq!(health.readiness(), Ok(()));
         health.set_partitions_assigned(false);
-        assert_eq!(health.readiness(), Err("no partitions assigned yet".to_owned()));
+        assert_eq!(
+            health.readiness(),
+            Err("no partitions assigned yet".to_owned())
+        );
     }
 }

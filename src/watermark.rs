@@ -143,11 +143,14 @@ impl SourceWatermark {
         self.current = Some(self.current.map_or(watermark, |c| c.max(watermark)));
     }
 
-    /// Whether, at the last computation, an active partition had not
-    /// delivered yet: its first events may be older than the watermark of any
-    /// other source, so a job that also reads this source must wait.
+    /// Whether a job reading this source must wait: at the last
+    /// computation an active partition had not delivered yet (its first
+    /// events may be older than the watermark of any other source), or the
+    /// source has no watermark and no partitions assigned yet (nothing is
+    /// known of it, e.g. just after a restart). A source whose partitions
+    /// are all idle without ever delivering does not hold jobs back.
     pub fn waiting(&self) -> bool {
-        self.waiting
+        self.waiting || (self.current.is_none() && self.partitions.is_empty())
     }
 }
 
@@ -215,12 +218,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_source_with_nothing_known_waits() {
+        let mut w = SourceWatermark::new(0, IDLE);
+        assert!(w.waiting(), "no partitions assigned, no watermark");
+        w.restore_partition(0, 10);
+        assert!(w.waiting(), "a parked partition is not assigned yet");
+        assert_eq!(w.watermark(Instant::now()), None);
+        w.assign(&[0], Instant::now());
+        assert_eq!(w.watermark(Instant::now()), Some(10));
+        assert!(!w.waiting());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn restored_partitions_resume_where_they_were_once_assigned() {
         let mut w = SourceWatermark::new(1_000, IDLE);
         w.restore_partition(0, 50_000);
         w.restore_partition(1, 20_000);
         w.restore_current(30_000);
-        assert_eq!(w.partition_times(), BTreeMap::from([(0, 50_000), (1, 20_000)]));
+        assert_eq!(
+            w.partition_times(),
+            BTreeMap::from([(0, 50_000), (1, 20_000)])
+        );
         let t0 = Instant::now();
         w.assign(&[0, 1], t0);
         // Both have delivered before the restart: nothing to wait for, and
@@ -231,6 +249,10 @@ mod tests {
         assert_eq!(w.watermark(t0), Some(49_000));
         // Revoked partitions keep their time for the changelog.
         w.assign(&[1], t0);
-        assert_eq!(w.partition_times(), BTreeMap::from([(0, 50_000), (1, 60_000)]));
+        assert!(!w.waiting(), "a source with a watermark never waits again");
+        assert_eq!(
+            w.partition_times(),
+            BTreeMap::from([(0, 50_000), (1, 60_000)])
+        );
     }
 }

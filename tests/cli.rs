@@ -4,14 +4,15 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
+use common::process::{BIN, EngineProcess, engine_env};
 use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cxpulse");
+const READY: Duration = Duration::from_secs(30);
+const DRAIN: Duration = Duration::from_secs(20);
 
 fn cxpulse(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(BIN)
@@ -172,119 +173,6 @@ fn check_lists_every_query_problem_with_file_and_line() {
     );
 }
 
-struct Running {
-    child: Child,
-    http: String,
-}
-
-fn start_engine(dir: &Path, env: &[(String, String)]) -> Running {
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let http = format!("127.0.0.1:{port}");
-    let child = Command::new(BIN)
-        .arg("run")
-        .current_dir(dir)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("CXPULSE__HTTP__LISTEN", &http)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cxpulse run");
-    Running { child, http }
-}
-
-fn wait_ready(engine: &mut Running) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Ok(Some(status)) = engine.child.try_wait() {
-            panic!("cxpulse exited early with {status}");
-        }
-        if let Ok(addr) = engine.http.parse()
-            && std::net::TcpStream::connect(addr).is_ok()
-            && http_get(addr, "/readyz").0 == 200
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("cxpulse never became ready");
-}
-
-/// SIGTERM; returns the exit code and stderr once the process has exited.
-fn terminate(mut engine: Running) -> (Option<i32>, String) {
-    let status = Command::new("kill")
-        .args(["-TERM", &engine.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = engine.child.try_wait().expect("wait") {
-            let out = engine.child.wait_with_output().expect("output");
-            return (
-                status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "cxpulse did not exit within the drain time"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Environment that points `cxpulse run` at the test topics, plus `extra`.
-fn engine_env(config: &cxpulse::config::Config, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let t = &config.topics;
-    [
-        ("CXPULSE__KAFKA__BROKERS", config.kafka.brokers.as_str()),
-        ("CXPULSE__KAFKA__GROUP_ID", config.kafka.group_id.as_str()),
-        ("CXPULSE__TOPICS__TRANSACTIONS", t.transactions.as_str()),
-        ("CXPULSE__TOPICS__FEEDBACK", t.feedback.as_str()),
-        ("CXPULSE__TOPICS__COMPLAINTS", t.complaints.as_str()),
-        ("CXPULSE__TOPICS__CUSTOMERS", t.customers.as_str()),
-        ("CXPULSE__TOPICS__DEADLETTER", t.deadletter.as_str()),
-        ("CXPULSE__TOPICS__OUTPUT_PREFIX", t.output_prefix.as_str()),
-    ]
-    .iter()
-    .chain(extra)
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
-}
-
-/// Polls `/metrics` of a running binary until every `(series, value)` holds.
-fn wait_for_metrics(engine: &Running, wanted: &[(&str, f64)]) {
-    let addr = engine.http.parse().expect("addr");
-    let started = Instant::now();
-    loop {
-        let (_, body) = http_get(addr, "/metrics");
-        if wanted
-            .iter()
-            .all(|(series, value)| metric(&body, series) == Some(*value))
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "never reached {wanted:?}:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn sighup(engine: &Running) {
-    let status = Command::new("kill")
-        .args(["-HUP", &engine.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_queries_and_keeps_jobs_running_past_a_bad_file() {
     let broker = TestBroker::start();
@@ -292,7 +180,7 @@ async fn sighup_reloads_queries_and_keeps_jobs_running_past_a_bad_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queries = dir.path().join("queries");
     std::fs::create_dir(&queries).expect("mkdir");
-    let config = test_config(&broker, &prefix, Path::new("queries"));
+    let config = test_config(&broker, &prefix, &queries);
     create_source_topics(&config, 1).await;
     let env = engine_env(&config, &[("CXPULSE__ENGINE__RELOAD_INTERVAL_MS", "0")]);
     std::fs::write(
@@ -300,9 +188,9 @@ async fn sighup_reloads_queries_and_keeps_jobs_running_past_a_bad_file() {
         "SELECT event_id FROM transactions WHERE amount > 100\n",
     )
     .expect("write");
-    let mut engine = start_engine(dir.path(), &env);
-    wait_ready(&mut engine);
-    wait_for_metrics(&engine, &[("cxpulse_jobs_loaded", 1.0)]);
+    let mut engine = EngineProcess::start(&env);
+    engine.wait_ready(READY);
+    engine.wait_for_metrics(&[("cxpulse_jobs_loaded", 1.0)], READY);
 
     // A new job, a changed job and a file with an error, applied on SIGHUP only.
     std::fs::write(
@@ -321,14 +209,14 @@ async fn sighup_reloads_queries_and_keeps_jobs_running_past_a_bad_file() {
     )
     .expect("write");
     std::thread::sleep(Duration::from_millis(500));
-    wait_for_metrics(&engine, &[("cxpulse_jobs_loaded", 1.0)]);
-    sighup(&engine);
-    wait_for_metrics(
-        &engine,
+    engine.wait_for_metrics(&[("cxpulse_jobs_loaded", 1.0)], READY);
+    engine.signal("HUP");
+    engine.wait_for_metrics(
         &[
             ("cxpulse_jobs_loaded", 2.0),
             ("cxpulse_query_files_invalid", 1.0),
         ],
+        READY,
     );
     let producer = producer(broker.bootstrap());
     let tx = |id: &str, amount: u32| {
@@ -367,15 +255,15 @@ async fn sighup_reloads_queries_and_keeps_jobs_running_past_a_bad_file() {
 
     std::fs::remove_file(queries.join("small.sql")).expect("remove");
     std::fs::remove_file(queries.join("broken.sql")).expect("remove");
-    sighup(&engine);
-    wait_for_metrics(
-        &engine,
+    engine.signal("HUP");
+    engine.wait_for_metrics(
         &[
             ("cxpulse_jobs_loaded", 1.0),
             ("cxpulse_query_files_invalid", 0.0),
         ],
+        READY,
     );
-    let (code, stderr) = terminate(engine);
+    let (code, stderr) = engine.terminate(DRAIN);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("broken.sql:2"),
@@ -388,7 +276,7 @@ async fn sigterm_drains_and_a_restart_resumes_from_committed_offsets() {
     let broker = TestBroker::start();
     let prefix = unique_prefix("cli");
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = test_config(&broker, &prefix, Path::new("queries"));
+    let config = test_config(&broker, &prefix, &dir.path().join("queries"));
     create_source_topics(&config, 1).await;
     std::fs::create_dir(dir.path().join("queries")).expect("mkdir");
     std::fs::copy(
@@ -405,8 +293,8 @@ async fn sigterm_drains_and_a_restart_resumes_from_committed_offsets() {
     };
     let producer = producer(broker.bootstrap());
 
-    let mut first = start_engine(dir.path(), &env);
-    wait_ready(&mut first);
+    let mut first = EngineProcess::start(&env);
+    first.wait_ready(READY);
     produce(
         &producer,
         &config.topics.complaints,
@@ -415,7 +303,7 @@ async fn sigterm_drains_and_a_restart_resumes_from_committed_offsets() {
     .await;
     let out = read_topic(broker.bootstrap(), &output, 1, Duration::from_secs(30));
     assert_eq!(out.len(), 1);
-    let (code, stderr) = terminate(first);
+    let (code, stderr) = first.terminate(DRAIN);
     assert_eq!(code, Some(0), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     let last: serde_json::Value =
@@ -428,8 +316,8 @@ async fn sigterm_drains_and_a_restart_resumes_from_committed_offsets() {
         &[(0, None, Some(&alert("a2")))],
     )
     .await;
-    let mut second = start_engine(dir.path(), &env);
-    wait_ready(&mut second);
+    let mut second = EngineProcess::start(&env);
+    second.wait_ready(READY);
     let out = read_topic(broker.bootstrap(), &output, 2, Duration::from_secs(30));
     let ids: Vec<String> = out
         .iter()
@@ -444,6 +332,6 @@ async fn sigterm_drains_and_a_restart_resumes_from_committed_offsets() {
         vec!["\"a1\"", "\"a2\""],
         "a1 is not processed again after the restart"
     );
-    let (code, stderr) = terminate(second);
+    let (code, stderr) = second.terminate(DRAIN);
     assert_eq!(code, Some(0), "{stderr}");
 }

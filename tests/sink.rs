@@ -86,10 +86,15 @@ async fn committed_epochs_are_read_committed_and_aborted_ones_are_not() {
     assert!(failure.is_fatal());
 
     let values = |isolation: &str| -> Vec<String> {
-        read_topic_with(broker.bootstrap(), &topic, isolation, Duration::from_secs(10))
-            .into_iter()
-            .filter_map(|r| r.value)
-            .collect()
+        read_topic_with(
+            broker.bootstrap(),
+            &topic,
+            isolation,
+            Duration::from_secs(10),
+        )
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect()
     };
     assert_eq!(values("read_committed"), ["a", "b"]);
     assert_eq!(values("read_uncommitted"), ["a", "b", "aborted", "fenced"]);
@@ -121,9 +126,6 @@ async fn an_undeliverable_record_is_reported_and_counted() {
             .starts_with(&format!("1 record(s) to topic {topic} were not delivered")),
         "{err}"
     );
-    assert_eq!(
-        metrics.produce_errors.with_label_values(&[&topic]).get(),
-        1
-    );
+    assert_eq!(metrics.produce_errors.with_label_values(&[&topic]).get(), 1);
     sink.abort().await.expect("abort");
 }

@@ -15,16 +15,33 @@ use std::sync::PoisonError;
 use std::time::Instant;
 
 use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Engine, EngineError, TICK, jobs, millis};
 use crate::schema::SourceKind;
+use crate::sink::transaction::TxnFailure;
 use crate::source::{self, Batcher, MicroBatch};
 
 impl Engine {
-    /// Runs until `shutdown` resolves (then drains) or Kafka fails.
+    /// Runs until `shutdown` resolves (then drains) or Kafka fails. A
+    /// failed engine unregisters its jobs' gauges, for the next one.
     pub(super) async fn run(
         mut self,
+        shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), EngineError> {
+        let result = self.run_until_stopped(shutdown).await;
+        if result.is_err() {
+            for job in &self.jobs {
+                job.forget_metrics(&self.metrics);
+            }
+        }
+        result
+    }
+
+    async fn run_until_stopped(
+        &mut self,
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), EngineError> {
         let max_rows = usize::try_from(self.config.engine.batch_max_rows).unwrap_or(1);
@@ -86,6 +103,15 @@ impl Engine {
                             deadline = Some(tokio::time::Instant::now() + linger);
                         }
                     }
+                    Err(KafkaError::MessageConsumptionFatal(code)) => {
+                        return Err(if code == RDKafkaErrorCode::FencedInstanceId {
+                            EngineError::Transaction(TxnFailure::Fenced(
+                                KafkaError::MessageConsumptionFatal(code),
+                            ))
+                        } else {
+                            EngineError::kafka("consuming")(KafkaError::MessageConsumptionFatal(code))
+                        });
+                    }
                     Err(e) => tracing::warn!(error = %e, "consumer error"),
                 },
                 received = self.lookup.recv() => match received {
@@ -105,8 +131,9 @@ impl Engine {
     }
 
     /// Finishes the open micro-batch and commits the last epoch, within the
-    /// drain time.
-    async fn drain(mut self, mut batcher: Batcher) -> Result<(), EngineError> {
+    /// drain time. A failure here loses nothing (the epoch is replayed on
+    /// restart) and is logged; the engine stops either way.
+    async fn drain(&mut self, mut batcher: Batcher) -> Result<(), EngineError> {
         let drain = millis(self.config.engine.shutdown_drain_ms);
         tracing::info!(
             pending = batcher.len(),
@@ -121,7 +148,11 @@ impl Engine {
         })
         .await;
         match finished {
-            Ok(result) => result?,
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
+                error = %e,
+                "the last epoch could not be committed; it will be replayed on restart"
+            ),
             Err(_) => tracing::warn!(
                 "drain time elapsed; the last epoch is aborted and will be replayed on restart"
             ),
@@ -141,6 +172,18 @@ impl Engine {
             next_offsets,
             lookup_offsets,
         } = batch;
+        for (kind, batches) in &events {
+            for b in batches {
+                tracing::trace!(
+                    source = kind.table_name(),
+                    partition = b.partition,
+                    first = b.raw.first().map(|r| r.offset),
+                    last = b.raw.last().map(|r| r.offset),
+                    rows = b.rows.num_rows(),
+                    "micro-batch part"
+                );
+            }
+        }
         if !customer_changes.is_empty() {
             self.lookups
                 .customers

@@ -139,12 +139,13 @@ fn job_records(
         }
         StateChanges::Sessions(changes) => {
             for change in changes {
-                let session_key = |key: &datafusion::common::ScalarValue, start| StateKey::Session {
-                    job: job.to_owned(),
-                    fingerprint: fingerprint.to_owned(),
-                    key: format!("{key:?}"),
-                    start,
-                };
+                let session_key =
+                    |key: &datafusion::common::ScalarValue, start| StateKey::Session {
+                        job: job.to_owned(),
+                        fingerprint: fingerprint.to_owned(),
+                        key: format!("{key:?}"),
+                        start,
+                    };
                 records.extend(match change {
                     SessionChange::Put {
                         key,

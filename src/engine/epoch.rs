@@ -118,6 +118,7 @@ impl Engine {
                 .add_partition_offset(topic, *partition, Offset::Offset(*next))
                 .map_err(EngineError::kafka("recording an offset to commit"))?;
         }
+        tracing::trace!(offsets = ?self.epoch.offsets, times = ?self.event_time.partition_times(), "committing");
         let group = self
             .consumer
             .group_metadata()

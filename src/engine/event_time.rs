@@ -50,6 +50,7 @@ impl EventTime {
                 .filter(|(t, _)| t == topic)
                 .map(|(_, p)| *p)
                 .collect();
+            tracing::trace!(source = kind.table_name(), ?partitions, "assigned");
             watermark.assign(&partitions, now);
         }
     }
@@ -74,8 +75,12 @@ impl EventTime {
     pub fn refresh(&mut self, now: Instant, metrics: &Metrics) {
         let wall = chrono::Utc::now().timestamp_millis();
         for (kind, watermark) in &mut self.sources {
+            let before = watermark.current();
             if let Some(mark) = watermark.watermark(now) {
                 let source = kind.table_name();
+                if before != Some(mark) {
+                    tracing::debug!(source, watermark = mark, partitions = ?watermark.partition_times(), waiting = watermark.waiting(), "watermark advanced");
+                }
                 metrics
                     .watermark
                     .with_label_values(&[source])
@@ -179,5 +184,28 @@ mod tests {
         tokio::time::advance(Duration::from_millis(idle)).await;
         deliver(&mut event_time, 7_300_000, Instant::now());
         assert_eq!(event_time.of_sources(&both), Some(7_300_000 - lag));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_restore_a_source_without_a_watermark_holds_its_jobs_back() {
+        let config = Config::load(None).expect("default config");
+        let metrics = Metrics::new().expect("metrics");
+        let mut event_time = EventTime::new(&config);
+        // Complaints had a watermark before the restart, transactions none.
+        event_time.restore_source(SourceKind::Complaints, 9_000_000);
+        event_time.restore_partition(SourceKind::Complaints, 0, 9_000_000);
+        let both = [SourceKind::Transactions, SourceKind::Complaints];
+        // Before the group assigns partitions, timer ticks refresh with none.
+        event_time.assign(&[], Instant::now());
+        event_time.refresh(Instant::now(), &metrics);
+        assert_eq!(
+            event_time.of_sources(&[SourceKind::Complaints]),
+            Some(9_000_000)
+        );
+        assert_eq!(
+            event_time.of_sources(&both),
+            None,
+            "nothing is known of transactions yet"
+        );
     }
 }

@@ -75,11 +75,17 @@ impl Engine {
                     largest_job_bytes = bytes,
                     "window state is over engine.state_memory_limit: consumption paused until windows close"
                 );
-                self.metrics.consumption_paused.with_label_values(&[job]).set(1);
+                self.metrics
+                    .consumption_paused
+                    .with_label_values(&[job])
+                    .set(1);
                 self.memory.paused_by = Some(job.to_owned());
             }
             Some(false) => {
-                tracing::info!(state_bytes = total, "window state is back under its limit: consumption resumed");
+                tracing::info!(
+                    state_bytes = total,
+                    "window state is back under its limit: consumption resumed"
+                );
                 if let Err(e) = self.consumer.resume(&assignment) {
                     tracing::warn!(error = %e, "cannot resume consumption");
                 }

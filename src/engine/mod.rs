@@ -189,8 +189,10 @@ async fn supervise(
     config: &Config,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
-    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), EngineError> {
+    // Fused: the engine's drain may already have seen it complete.
+    let mut shutdown = futures::FutureExt::fuse(shutdown);
     let mut failures = 0u32;
     let mut reason = "start";
     loop {
@@ -201,7 +203,7 @@ async fn supervise(
             started = Engine::start(config, metrics, health, reason) => started,
         };
         let error = match started {
-            Ok(engine) => match engine.run(shutdown.as_mut()).await {
+            Ok(engine) => match engine.run(Pin::new(&mut shutdown)).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             },
@@ -284,7 +286,10 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_its_cap() {
         let waits: Vec<u64> = (1..=8).map(|f| backoff(f).as_millis() as u64).collect();
-        assert_eq!(waits, [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000, 10_000]);
+        assert_eq!(
+            waits,
+            [250, 500, 1_000, 2_000, 4_000, 8_000, 10_000, 10_000]
+        );
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 }

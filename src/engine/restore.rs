@@ -11,11 +11,10 @@ use std::sync::PoisonError;
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 
-use super::event_time::EventTime;
-use super::jobs::RunningJob;
 use super::EngineError;
+use super::event_time::EventTime;
 use crate::config::Config;
-use crate::job::WindowedJob;
+use crate::job::{Job, WindowedJob};
 use crate::lookup::Lookups;
 use crate::schema::SourceKind;
 use crate::sink::OutRecord;
@@ -38,7 +37,7 @@ pub(super) struct Restore {
 /// Puts `restored` back; registers every live key with `changelog`.
 pub(super) fn apply(
     restored: Restored,
-    jobs: &mut [RunningJob],
+    jobs: &mut [Job],
     event_time: &mut EventTime,
     lookups: &Lookups,
     changelog: &mut ChangelogWriter,
@@ -63,14 +62,16 @@ pub(super) fn apply(
                     None => false,
                 }
             }
-            StateKey::Watermark { source, partition } => match SourceKind::from_table_name(source) {
-                Some(kind) => {
-                    let t = read_int(&restored, "max_event_time")?;
-                    event_time.restore_partition(kind, *partition, t);
-                    true
+            StateKey::Watermark { source, partition } => {
+                match SourceKind::from_table_name(source) {
+                    Some(kind) => {
+                        let t = read_int(&restored, "max_event_time")?;
+                        event_time.restore_partition(kind, *partition, t);
+                        true
+                    }
+                    None => false,
                 }
-                None => false,
-            },
+            }
             StateKey::SourceWatermark { source } => match SourceKind::from_table_name(source) {
                 Some(kind) => {
                     event_time.restore_source(kind, read_int(&restored, "watermark")?);
@@ -112,24 +113,24 @@ pub(super) fn apply(
 /// The windowed job `key` belongs to, if it exists with the same
 /// fingerprint; logs once per job whose query changed.
 fn job_of<'a>(
-    jobs: &'a mut [RunningJob],
+    jobs: &'a mut [Job],
     key: &StateKey,
     changed: &mut BTreeSet<(String, String)>,
 ) -> Option<&'a mut WindowedJob> {
     let (name, fingerprint) = key.job()?;
-    let running = jobs.iter_mut().find(|j| j.job.name == name)?;
-    if running.job.fingerprint != fingerprint {
+    let job = jobs.iter_mut().find(|j| j.name == name)?;
+    if job.fingerprint != fingerprint {
         if changed.insert((name.to_owned(), fingerprint.to_owned())) {
             tracing::warn!(
                 job = name,
                 stored = fingerprint,
-                current = %running.job.fingerprint,
+                current = %job.fingerprint,
                 "the job's query changed since its state was saved: it starts with empty state, and the old state is removed"
             );
         }
         return None;
     }
-    running.job.windowed_mut()
+    job.windowed_mut()
 }
 
 /// Restores one record of a windowed job; `false` if it does not fit the
@@ -156,7 +157,10 @@ fn restore_job_state(
             };
             let batch = frame(restored, 0)?;
             if batch.schema() != windowed.state_schema() {
-                return Err(corrupt(restored, "its rows do not have the job's state schema".into()));
+                return Err(corrupt(
+                    restored,
+                    "its rows do not have the job's state schema".into(),
+                ));
             }
             windowed
                 .restore_pane(

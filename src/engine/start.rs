@@ -70,7 +70,11 @@ impl Engine {
             let topic = topic.clone();
             tokio::task::spawn_blocking(move || reader::read(&client, &group, &topic, partitions))
                 .await
-                .map_err(|_| EngineError::kafka("reading the changelog")(rdkafka::error::KafkaError::Canceled))??
+                .map_err(|_| {
+                    EngineError::kafka("reading the changelog")(
+                        rdkafka::error::KafkaError::Canceled,
+                    )
+                })??
         };
         let (read_records, read_bytes) = (restored.records, restored.bytes);
 
@@ -98,16 +102,7 @@ impl Engine {
         for kind in SourceKind::ALL {
             metrics.init_topic(config.topics.source_topic(kind));
         }
-        let now = tokio::time::Instant::now();
-        let dir = config.engine.queries_dir.clone();
-        let gauge_limit = super::gauge_limit(config);
-        let mut jobs: Vec<RunningJob> = jobs
-            .into_iter()
-            .map(|job| {
-                let path = dir.join(format!("{}.sql", job.name));
-                RunningJob::new(job, path, metrics, gauge_limit, now)
-            })
-            .collect::<Result<_, _>>()?;
+        let mut jobs = jobs;
         let mut event_time = EventTime::new(config);
         let mut changelog = ChangelogWriter::new(&topic, partitions);
         let Restore {
@@ -157,13 +152,25 @@ impl Engine {
             "state restored"
         );
 
+        let consumer = source::subscribe(config, Arc::clone(health), Arc::clone(metrics))
+            .map_err(EngineError::kafka("creating the consumer"))?;
+        // Gauges are registered last: a start that fails earlier leaves
+        // nothing registered for the next attempt to collide with.
+        let now = tokio::time::Instant::now();
+        let dir = config.engine.queries_dir.clone();
+        let gauge_limit = super::gauge_limit(config);
+        let jobs: Vec<RunningJob> = jobs
+            .into_iter()
+            .map(|job| {
+                let path = dir.join(format!("{}.sql", job.name));
+                RunningJob::new(job, path, metrics, gauge_limit, now)
+            })
+            .collect::<Result<_, _>>()?;
         metrics.jobs_loaded.set(jobs.len() as i64);
         metrics.query_files_invalid.set(0);
         metrics
             .state_memory_limit
             .set(i64::try_from(config.state_memory_limit_bytes()).unwrap_or(i64::MAX));
-        let consumer = source::subscribe(config, Arc::clone(health), Arc::clone(metrics))
-            .map_err(EngineError::kafka("creating the consumer"))?;
         health.set_blocker(None);
         Ok(Engine {
             event_time,

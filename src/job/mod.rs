@@ -358,10 +358,7 @@ const STATE_FORMAT: &str = "cxpulse-state-1";
 /// state schema.
 fn fingerprint(sql: &str, state_schema: &SchemaRef) -> String {
     let text = format!("{STATE_FORMAT}\n{sql}\n{state_schema:?}");
-    format!(
-        "{:016x}",
-        twox_hash::XxHash64::oneshot(0, text.as_bytes())
-    )
+    format!("{:016x}", twox_hash::XxHash64::oneshot(0, text.as_bytes()))
 }
 
 /// Rejects operators whose meaning depends on seeing the whole stream.

@@ -260,9 +260,9 @@ impl ComplaintTable {
     /// Puts back one complaint's events read from the changelog.
     pub fn restore(&mut self, id: &str, events: &RecordBatch) -> Result<(), ArrowError> {
         let column = |name: &str| {
-            events
-                .column_by_name(name)
-                .ok_or_else(|| ArrowError::SchemaError(format!("complaint events without `{name}`")))
+            events.column_by_name(name).ok_or_else(|| {
+                ArrowError::SchemaError(format!("complaint events without `{name}`"))
+            })
         };
         let ts = column("ts")?
             .as_primitive_opt::<arrow::datatypes::Int64Type>()

@@ -280,7 +280,11 @@ mod tests {
         assert_eq!(batch.next_offsets[&("cx.transactions".to_owned(), 0)], 12);
         assert_eq!(batch.next_offsets[&("cx.transactions".to_owned(), 1)], 5);
         assert_eq!(batch.lookup_offsets[&0], 10);
-        assert!(!batch.next_offsets.contains_key(&("cx.customers".to_owned(), 0)));
+        assert!(
+            !batch
+                .next_offsets
+                .contains_key(&("cx.customers".to_owned(), 0))
+        );
         assert!(
             matches!(&batch.customer_changes[0], CustomerChange::Upsert(cells) if cells[0] == Cell::Str("c9".into()))
         );

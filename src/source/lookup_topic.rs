@@ -40,10 +40,16 @@ impl LookupConsumer {
             .set("isolation.level", "read_committed");
         let consumer: StreamConsumer<ReadToEndContext> =
             client.create_with_context(ReadToEndContext)?;
-        let partitions = match partition_counts(config, &[topic.to_owned()]).await?.get(topic) {
+        let partitions = match partition_counts(config, &[topic.to_owned()])
+            .await?
+            .get(topic)
+        {
             Some(&n) => n,
             None => {
-                tracing::error!(topic, "lookup topic missing: create it (cxpulse create-topics does)");
+                tracing::error!(
+                    topic,
+                    "lookup topic missing: create it (cxpulse create-topics does)"
+                );
                 return Err(KafkaError::MetadataFetch(
                     RDKafkaErrorCode::UnknownTopicOrPartition,
                 ));

@@ -61,7 +61,9 @@ impl ClientContext for SourceContext {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(facility = fac, "librdkafka: {log_message}"),
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(facility = fac, "librdkafka: {log_message}")
+            }
             RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, "librdkafka: {log_message}"),
             _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
         }
@@ -77,7 +79,11 @@ impl ClientContext for SourceContext {
                 // commits, and offsets are committed by the producer's
                 // transactions: measure from the position instead, to the
                 // last stable offset (read_committed).
-                let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
                 if *partition >= 0 && p.app_offset >= 0 && end >= 0 {
                     self.metrics
                         .consumer_lag

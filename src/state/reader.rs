@@ -228,7 +228,10 @@ impl Fold {
         };
         let mut by_key: BTreeMap<StateKey, Vec<(u32, Vec<u8>, Location)>> = BTreeMap::new();
         for ((key, part), (payload, location)) in self.parts {
-            by_key.entry(key).or_default().push((part, payload, location));
+            by_key
+                .entry(key)
+                .or_default()
+                .push((part, payload, location));
         }
         for (key, parts) in by_key {
             let Some((_, first, location)) = parts.first() else {
@@ -334,6 +337,11 @@ mod tests {
             at(8),
         )
         .expect("ok");
-        assert!(fold.finish().expect_err("incomplete").to_string().contains("misses some"));
+        assert!(
+            fold.finish()
+                .expect_err("incomplete")
+                .to_string()
+                .contains("misses some")
+        );
     }
 }

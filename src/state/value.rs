@@ -138,7 +138,10 @@ pub fn join(parts: &[&[u8]]) -> Result<Vec<u8>, String> {
 /// A value holding one integer, e.g. a watermark.
 pub fn int(name: &str, v: i64) -> Result<Vec<u8>, ArrowError> {
     let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Int64, false)]));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![v]))])?;
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(Int64Array::from(vec![v]))],
+    )?;
     encode(&[(&schema, &[batch])])
 }
 
@@ -166,14 +169,12 @@ mod tests {
     fn frames_round_trip_through_parts() {
         let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
         let rows: Vec<Option<String>> = (0..2_000).map(|i| Some(format!("row {i}"))).collect();
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![Arc::new(StringArray::from(rows))],
-        )
-        .expect("batch");
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(StringArray::from(rows))])
+                .expect("batch");
         let empty = Arc::new(Schema::empty());
-        let value = encode(&[(&schema, std::slice::from_ref(&batch)), (&empty, &[])])
-            .expect("encode");
+        let value =
+            encode(&[(&schema, std::slice::from_ref(&batch)), (&empty, &[])]).expect("encode");
         let parts = split(&value, 4_096);
         assert!(parts.len() > 1, "{} bytes in one part", value.len());
         assert!(parts.iter().all(|p| p.len() <= 4_096));
@@ -222,7 +223,11 @@ mod properties {
             Arc::clone(&schema),
             vec![
                 Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
-                Arc::new(arrow::array::StringArray::from(vec![Some("x"), Some("yy"), None])),
+                Arc::new(arrow::array::StringArray::from(vec![
+                    Some("x"),
+                    Some("yy"),
+                    None,
+                ])),
             ],
         )
         .expect("batch");

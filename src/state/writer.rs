@@ -93,7 +93,13 @@ impl ChangelogWriter {
         let bytes = value.len();
         self.written_since_checkpoint += bytes;
         self.live_bytes += bytes;
-        self.live.insert(key, Live { bytes, parts: count });
+        self.live.insert(
+            key,
+            Live {
+                bytes,
+                parts: count,
+            },
+        );
         records
     }
 
@@ -188,7 +194,8 @@ mod tests {
         records
             .iter()
             .map(|r| {
-                let (_, part) = StateKey::decode(r.key.as_deref().unwrap_or_default()).expect("key");
+                let (_, part) =
+                    StateKey::decode(r.key.as_deref().unwrap_or_default()).expect("key");
                 (part, r.payload.is_none())
             })
             .collect()

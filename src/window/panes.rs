@@ -476,7 +476,10 @@ mod tests {
         store
             .insert(P0, &states(&[0, 10], 10, &[1, 2]))
             .expect("insert");
-        assert_eq!(journal(&store.drain_changes()), [("put", 0, 0), ("put", 10, 1)]);
+        assert_eq!(
+            journal(&store.drain_changes()),
+            [("put", 0, 0), ("put", 10, 1)]
+        );
         store.insert(P0, &states(&[10], 10, &[3])).expect("insert");
         store.insert(P0, &states(&[20], 10, &[4])).expect("insert");
         // [0,10) and [10,20) close; pane 20's batch is added and closed
@@ -497,8 +500,10 @@ mod tests {
     #[test]
     fn a_restored_store_closes_the_same_windows() {
         let mut live = PaneStore::new(WindowSpec::Hop { size: 10, slide: 5 }, (0, 1));
-        live.insert(P0, &states(&[0, 5], 5, &[1, 2])).expect("insert");
-        live.insert(P1, &states(&[5, 10], 5, &[3, 4])).expect("insert");
+        live.insert(P0, &states(&[0, 5], 5, &[1, 2]))
+            .expect("insert");
+        live.insert(P1, &states(&[5, 10], 5, &[3, 4]))
+            .expect("insert");
         assert_eq!(summary(&live.close(10)), vec![(-5, 5, 1), (0, 10, 6)]);
         let mut restored = PaneStore::new(WindowSpec::Hop { size: 10, slide: 5 }, (0, 1));
         restored.restore_closed_through(live.closed_through().expect("closed"));
@@ -520,8 +525,13 @@ mod tests {
         assert_eq!(restored.panes(), live.panes());
         assert_eq!(summary(&restored.close(20)), summary(&live.close(20)));
         // New batches get sequence numbers after the restored ones.
-        restored.insert(P0, &states(&[30], 5, &[9])).expect("insert");
-        assert_eq!(journal(&restored.drain_changes()).last(), Some(&("put", 30, 4)));
+        restored
+            .insert(P0, &states(&[30], 5, &[9]))
+            .expect("insert");
+        assert_eq!(
+            journal(&restored.drain_changes()).last(),
+            Some(&("put", 30, 4))
+        );
     }
 
     #[test]

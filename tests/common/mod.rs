@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod exactly_once;
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

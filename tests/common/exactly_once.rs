@@ -1,0 +1,227 @@
+//! Helpers for the fault tests: load generated events into the source
+//! topics, wait until an engine has committed every event, and read back
+//! the final rows a read_committed reader sees.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cxpulse::config::Config;
+use cxpulse::generate::Generated;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientConfig, TopicPartitionList};
+use serde_json::Value;
+
+use super::{producer, read_topic_with};
+
+/// Produces every record to its source topic, keyed by customer (so the
+/// events of one customer stay in order on one partition), and waits for
+/// every acknowledgement.
+pub async fn preload(config: &Config, records: &[Generated]) {
+    let kafka = producer(&config.kafka.brokers);
+    for chunk in records.chunks(20_000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for record in chunk {
+            let future = kafka
+                .send_result(
+                    FutureRecord::to(config.topics.source_topic(record.kind))
+                        .key(&record.key)
+                        .payload(&record.value),
+                )
+                .map_err(|(e, _)| e)
+                .expect("queue record");
+            acks.push(future);
+        }
+        for ack in futures::future::join_all(acks).await {
+            ack.expect("delivery").expect("acknowledged");
+        }
+    }
+}
+
+/// The event topics of `config`.
+pub fn event_topics(config: &Config) -> Vec<String> {
+    let t = &config.topics;
+    vec![
+        t.transactions.clone(),
+        t.feedback.clone(),
+        t.complaints.clone(),
+    ]
+}
+
+/// How many event records the group of `config` has not committed yet.
+pub fn uncommitted(config: &Config) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut wanted = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for topic in event_topics(config) {
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
+        for p in metadata.topics()[0].partitions() {
+            wanted.add_partition(&topic, p.id());
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            ends.insert((topic.clone(), p.id()), high);
+        }
+    }
+    let committed = consumer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let end = ends[&(e.topic().to_owned(), e.partition())];
+            end - e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Waits until the group of `config` has committed every event.
+pub fn wait_all_committed(config: &Config, timeout: Duration, log: impl Fn() -> String) {
+    let started = Instant::now();
+    loop {
+        let left = uncommitted(config);
+        if left == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{left} events still uncommitted after {timeout:?}; engine log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// One final row: output topic, Kafka key, window; the value is compared.
+pub type RowId = (String, String, String, String);
+
+/// The final rows of `jobs`' output topics as a read_committed reader sees
+/// them, each with how often it was seen; values without `emitted_at`.
+pub fn final_rows(config: &Config, jobs: &[String]) -> BTreeMap<RowId, Vec<Value>> {
+    let mut rows: BTreeMap<RowId, Vec<Value>> = BTreeMap::new();
+    for job in jobs {
+        let topic = format!("{}{job}", config.topics.output_prefix);
+        for record in read_topic_with(
+            &config.kafka.brokers,
+            &topic,
+            "read_committed",
+            Duration::from_secs(120),
+        ) {
+            let mut value: Value =
+                serde_json::from_str(record.value.as_deref().unwrap_or("null")).expect("json row");
+            if value["final"] == Value::Bool(false) {
+                continue;
+            }
+            if let Some(row) = value.as_object_mut() {
+                row.remove("emitted_at");
+            }
+            let text = |field: &str| value[field].as_str().unwrap_or_default().to_owned();
+            // Rows of a stateless job have no window: the row itself tells
+            // them apart (several events of one complaint share a key).
+            let id = if value.get("final").is_some() {
+                (
+                    job.clone(),
+                    record.key.unwrap_or_default(),
+                    text("window_start"),
+                    text("window_end"),
+                )
+            } else {
+                (
+                    job.clone(),
+                    record.key.unwrap_or_default(),
+                    value.to_string(),
+                    String::new(),
+                )
+            };
+            rows.entry(id).or_default().push(value);
+        }
+    }
+    rows
+}
+
+/// Asserts that `got` has exactly the rows of `want`, each once, with equal
+/// values: floats within 1e-9 relative (sums over micro-batches of
+/// different sizes round differently), everything else exactly.
+pub fn assert_same_rows(
+    what: &str,
+    want: &BTreeMap<RowId, Vec<Value>>,
+    got: &BTreeMap<RowId, Vec<Value>>,
+) {
+    let missing: Vec<&RowId> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<&RowId> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: {} rows missing (e.g. {:?}), {} unexpected (e.g. {:?})",
+        missing.len(),
+        missing.first(),
+        extra.len(),
+        extra.first()
+    );
+    for (id, values) in got {
+        assert_eq!(
+            values.len(),
+            1,
+            "{what}: {id:?} published {} times",
+            values.len()
+        );
+        assert_eq!(
+            want[id].len(),
+            1,
+            "reference: {id:?} published more than once"
+        );
+        assert!(
+            close(&want[id][0], &values[0]),
+            "{what}: {id:?}\n  uninterrupted: {}\n  this run:      {}",
+            want[id][0],
+            values[0]
+        );
+    }
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => {
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
+                (x - y).abs() <= (1e-9 * x.abs().max(y.abs())).max(1e-12)
+            }
+        },
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Copies the bundled query files `jobs` (all when empty) into `dir`;
+/// returns the job names.
+pub fn copy_bundled(dir: &Path) -> Vec<String> {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+    let mut jobs = Vec::new();
+    for entry in std::fs::read_dir(&bundled).expect("queries") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "sql") {
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            std::fs::copy(&path, dir.join(format!("{name}.sql"))).expect("copy query");
+            jobs.push(name.to_owned());
+        }
+    }
+    jobs.sort();
+    jobs
+}
