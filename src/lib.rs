@@ -19,13 +19,15 @@
 //! | windows | [`window`] | `TUMBLE` / `HOP` / `SESSION`, the plan split, pane and session stores (**where windows close**) |
 //! | jobs | [`job`] | a query planned once, executed on every micro-batch; windowed jobs fire on the watermark |
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
-//! | wiring | [`engine`] | the batch loop, offset commits after delivery, draining |
+//! | wiring | [`engine`] | the batch loop, one Kafka transaction per epoch, restore after failures, draining |
+//! | state | [`state`], [`brokers`] | the changelog topic: window state, watermarks and complaint tables as Arrow IPC deltas, checkpoints, restore; noticing a lost cluster |
 //! | observe | [`metrics`], [`gauges`], [`http`], [`logging`] | Prometheus metrics, `@gauge` job results, `/metrics` `/healthz` `/readyz`, tracing |
 //! | simulate | [`generate`] | deterministic, realistic customer events; publishing them in compressed real time (`cxpulse generate`) |
 //! | operate | [`check`], [`admin`], [`topic_io`], [`tail`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; `tail JOB`; the local noida-db broker |
 //! | demo | [`demo`], [`dashboard`], [`bundled`] | `cxpulse demo`: broker, generator and every bundled job; the live view; the queries built into the binary |
 
 pub mod admin;
+pub mod brokers;
 pub mod bundled;
 pub mod check;
 pub mod config;

@@ -2,7 +2,7 @@
 //! tests and the demo. The process is stopped when the handle is dropped.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,48 +34,51 @@ pub enum BrokerError {
 pub struct LocalBroker {
     child: Child,
     port: u16,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
 }
 
 impl LocalBroker {
     /// Starts a broker on a free port with a fresh temporary data directory.
     pub fn start() -> Result<LocalBroker, BrokerError> {
-        let binary = broker_binary()?;
-        let data_dir = tempfile::Builder::new()
-            .prefix("cxpulse-broker-")
-            .tempdir()?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
-        let mut command = Command::new(&binary);
-        command
-            .args([
-                "start",
-                "--only",
-                "kafka",
-                "--host",
-                "127.0.0.1",
-                "--kafka-port",
-            ])
-            .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // A process group of its own: ctrl-c in a terminal signals the
-        // foreground group, and the broker must outlive cxpulse's drain (it
-        // is stopped afterwards, when this handle is dropped).
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command.spawn()?;
+        Self::start_on(port)
+    }
+
+    /// Starts a broker on `port` with a fresh temporary data directory.
+    pub fn start_on(port: u16) -> Result<LocalBroker, BrokerError> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("cxpulse-broker-")
+            .tempdir()?;
+        let child = spawn(port, data_dir.path())?;
         let mut broker = LocalBroker {
             child,
             port,
-            _data_dir: data_dir,
+            data_dir,
         };
         broker.wait_ready(Duration::from_secs(20))?;
         Ok(broker)
+    }
+
+    /// Kills the broker (SIGKILL), as a crash would; its data directory
+    /// stays. noida-db writes its data about once a second, so the last
+    /// second of acknowledged writes may be lost (all of it consistently).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port and data directory.
+    pub fn restart(&mut self) -> Result<(), BrokerError> {
+        self.kill();
+        self.child = spawn(self.port, self.data_dir.path())?;
+        self.wait_ready(Duration::from_secs(20))
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `host:port` to use as `bootstrap.servers`.
@@ -101,6 +104,32 @@ impl LocalBroker {
             secs: timeout.as_secs(),
         })
     }
+}
+
+/// Spawns noida-db on `port`, keeping its data in `data_dir`.
+fn spawn(port: u16, data_dir: &Path) -> Result<Child, BrokerError> {
+    let mut command = Command::new(broker_binary()?);
+    command
+        .args([
+            "start",
+            "--only",
+            "kafka",
+            "--host",
+            "127.0.0.1",
+            "--kafka-port",
+        ])
+        .arg(port.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // A process group of its own: ctrl-c in a terminal signals the
+    // foreground group, and the broker must outlive cxpulse's drain (it is
+    // stopped afterwards, when its handle is dropped).
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    Ok(command.spawn()?)
 }
 
 impl Drop for LocalBroker {

@@ -116,6 +116,22 @@ impl SourceWatermark {
         self.current
     }
 
+    /// Assigned partitions ahead of the watermark: those that delivered
+    /// events past it (all that delivered, while it is unknown). Pausing them
+    /// lets the others catch up and the watermark move.
+    pub fn ahead(&self) -> Vec<i32> {
+        self.partitions
+            .iter()
+            .filter(|(_, c)| {
+                c.max_event_time.is_some_and(|t| {
+                    self.current
+                        .is_none_or(|w| t.saturating_sub(self.out_of_orderness) > w)
+                })
+            })
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
     /// The largest event time of every partition that has delivered,
     /// assigned or not.
     pub fn partition_times(&self) -> BTreeMap<i32, i64> {
@@ -215,6 +231,22 @@ mod tests {
         // A revoked partition no longer counts.
         w.assign(&[0], Instant::now());
         assert_eq!(w.partitions.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partitions_past_the_watermark_are_ahead() {
+        let mut w = SourceWatermark::new(1_000, IDLE);
+        let t0 = Instant::now();
+        w.assign(&[0, 1, 2], t0);
+        w.observe(0, 50_000, t0);
+        w.observe(1, 9_000, t0);
+        // Partition 2 has not delivered: the watermark is unknown, and every
+        // partition that delivered is ahead of it.
+        assert_eq!(w.watermark(t0), None);
+        assert_eq!(w.ahead(), [0, 1]);
+        w.observe(2, 10_000, t0);
+        assert_eq!(w.watermark(t0), Some(8_000));
+        assert_eq!(w.ahead(), [0, 2]);
     }
 
     #[tokio::test(start_paused = true)]

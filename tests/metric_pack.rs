@@ -35,6 +35,11 @@ async fn bundled_with(name: &str, profiles: &[Value], lookups: &Lookups) -> Job 
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A firing deadline no test reaches: every due window closes.
+fn unhurried() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(3_600)
+}
+
 /// Decodes `events` of `kind` into one batch.
 fn batch_of(kind: SourceKind, events: &[Value]) -> arrow::array::RecordBatch {
     let mut builder = BatchBuilder::new(kind);
@@ -129,7 +134,7 @@ async fn need_by_category_per_hour_with_shares_early_then_final() {
     );
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-01T11:00:00Z"))
+        .fire(ms("2026-01-01T11:00:00Z"), unhurried())
         .await
         .expect("fire");
     assert_eq!(
@@ -171,7 +176,7 @@ async fn satisfaction_hourly_csat_nps_and_ces() {
     .await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-01T11:00:00Z"))
+        .fire(ms("2026-01-01T11:00:00Z"), unhurried())
         .await
         .expect("fire");
     // web/delivery: 4 responses; CSAT (5 + 4 + 2) / 3; 2 of 3 ratings are 4-5;
@@ -225,7 +230,7 @@ async fn need_by_segment_uses_age_as_of_the_window_end_and_shares_within_the_seg
     .await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-02T00:00:00Z"))
+        .fire(ms("2026-01-02T00:00:00Z"), unhurried())
         .await
         .expect("fire");
     // Ages at the window end (2026): a 36 → 35-44, b 26 → 25-34, c has no profile.
@@ -282,7 +287,7 @@ async fn need_trend_slope_of_daily_orders_and_week_over_week_change() {
     feed(&mut job, SourceKind::Transactions, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-29T00:00:00Z"))
+        .fire(ms("2026-01-29T00:00:00Z"), unhurried())
         .await
         .expect("fire");
     let rows = published(&job, &fired);
@@ -345,7 +350,7 @@ async fn need_correlation_needs_30_pairs() {
     feed(&mut job, SourceKind::Transactions, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-06T00:00:00Z"))
+        .fire(ms("2026-01-06T00:00:00Z"), unhurried())
         .await
         .expect("fire");
     let rows = published(&job, &fired);
@@ -413,7 +418,7 @@ async fn satisfaction_trend_slopes_and_week_over_week_change() {
     feed(&mut job, SourceKind::Feedback, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-29T00:00:00Z"))
+        .fire(ms("2026-01-29T00:00:00Z"), unhurried())
         .await
         .expect("fire");
     let rows = published(&job, &fired);
@@ -459,7 +464,7 @@ async fn satisfaction_correlation_of_age_and_gender_with_rating_and_nps() {
     feed(&mut job, SourceKind::Feedback, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-06T00:00:00Z"))
+        .fire(ms("2026-01-06T00:00:00Z"), unhurried())
         .await
         .expect("fire");
     let rows = published(&job, &fired);
@@ -508,7 +513,7 @@ async fn loyalty_rfm_scores_by_quintile_and_segments_by_the_rule_table() {
     feed(&mut job, SourceKind::Transactions, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-11T00:00:00Z"))
+        .fire(ms("2026-01-11T00:00:00Z"), unhurried())
         .await
         .expect("fire");
     let rows = published(&job, &fired);
@@ -574,7 +579,7 @@ async fn loyalty_summary_counts_segments_repeat_rate_and_at_risk_share() {
     feed(&mut job, SourceKind::Transactions, &events).await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-11T00:00:00Z"))
+        .fire(ms("2026-01-11T00:00:00Z"), unhurried())
         .await
         .expect("fire");
     let rows: Vec<Value> = published(&job, &fired)
@@ -656,7 +661,7 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
 
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
-        .fire(ms("2026-01-01T11:00:00Z"))
+        .fire(ms("2026-01-01T11:00:00Z"), unhurried())
         .await
         .expect("fire");
     let rows: Vec<Value> = published(&job, &fired)

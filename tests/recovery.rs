@@ -17,7 +17,8 @@ use common::exactly_once::{
 };
 use common::process::{EngineProcess, engine_env};
 use common::{
-    TestBroker, create_source_topics, metric, read_topic_with, test_config, unique_prefix,
+    TestBroker, create_source_topics, http_get, metric, produce, producer, read_topic_with,
+    test_config, test_config_for, unique_prefix,
 };
 use cxpulse::config::Config;
 use cxpulse::generate::Generator;
@@ -25,6 +26,12 @@ use rand::{Rng, SeedableRng};
 
 const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const READY: Duration = Duration::from_secs(60);
+/// A window-state limit the bundled pack passes over 2,000 customers.
+const STATE_LIMIT: &str = "8MiB";
+
+/// The tests run one at a time: each runs brokers and engines of its own,
+/// and the machine has two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const DRAIN: Duration = Duration::from_secs(30);
 
 /// TUMBLE, HOP and SESSION jobs of the test's own, beside the bundled pack.
@@ -100,6 +107,7 @@ fn run_to_the_end(config: &Config) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_three_random_moments_changes_no_final_row() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let broker = TestBroker::start();
     let prefix = unique_prefix("sigkill");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -172,4 +180,491 @@ async fn sigkill_at_three_random_moments_changes_no_final_row() {
             "{job} published final rows"
         );
     }
+}
+
+/// Preloaded events and their uninterrupted run, for the tests that
+/// interrupt a second run in other ways.
+struct Baseline {
+    broker: cxpulse::local_broker::LocalBroker,
+    base: Config,
+    jobs: Vec<String>,
+    want: std::collections::BTreeMap<common::exactly_once::RowId, Vec<serde_json::Value>>,
+    _queries: tempfile::TempDir,
+}
+
+async fn baseline(test: &str) -> Baseline {
+    let broker = cxpulse::local_broker::LocalBroker::start().expect("broker");
+    let prefix = unique_prefix(test);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jobs = queries(dir.path());
+    let mut base = test_config_for(&broker.bootstrap(), &prefix, dir.path());
+    base.engine.max_out_of_orderness_ms = 0;
+    base.engine.idle_timeout_ms = 3_600_000;
+    create_source_topics(&base, 3).await;
+    preload(&base, &Generator::new(21, 2_000, START).records(30)).await;
+    let whole = run_config(&base, "whole");
+    run_to_the_end(&whole);
+    let want = final_rows(&whole, &jobs);
+    assert!(!want.is_empty());
+    Baseline {
+        broker,
+        base,
+        jobs,
+        want,
+        _queries: dir,
+    }
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_crash_and_restart_mid_run_changes_no_final_row() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut b = baseline("broker-crash").await;
+    let run = run_config(&b.base, "bounced");
+    let mut engine = EngineProcess::start(&engine_env(&run, &[]));
+    engine.wait_ready(READY);
+    let total = uncommitted(&run);
+    while uncommitted(&run) > total / 2 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.broker.kill();
+    // While the broker is down the engine stays up, says why it is not
+    // ready, and retries.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(http_get(engine.addr, "/healthz").0, 200);
+    let (code, why) = http_get(engine.addr, "/readyz");
+    assert_eq!(code, 503, "{why}");
+    b.broker.restart().expect("broker restart");
+    wait_all_committed(&run, Duration::from_secs(300), || engine.log_text());
+    let (code, log) = engine.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("in-memory state is dropped and restored from the changelog"),
+        "the engine restored its state after losing the broker:\n{log}"
+    );
+    assert_same_rows("broker restarted", &b.want, &final_rows(&run, &b.jobs));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_while_outputs_cannot_be_delivered() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let b = baseline("stalled").await;
+    let mut run = run_config(&b.base, "stalled");
+    // A stalled broker fails a send after 3 s.
+    run.kafka.message_timeout_ms = 3_000;
+    let mut engine = EngineProcess::start(&engine_env(
+        &run,
+        &[("CXPULSE__KAFKA__MESSAGE_TIMEOUT_MS", "3000")],
+    ));
+    engine.wait_ready(READY);
+    let total = uncommitted(&run);
+    while uncommitted(&run) > total * 2 / 3 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let broker = b.broker.pid().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &broker])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    // 20 s of a broker that accepts connections and answers nothing: the
+    // engine holds what it had when the broker stopped (its last batch's
+    // outputs in the producer's queue) and no more.
+    signal("-STOP");
+    let mut samples = Vec::new();
+    let mut not_ready = false;
+    for _ in 0..80 {
+        std::thread::sleep(Duration::from_millis(250));
+        samples.push(rss(engine.pid()));
+        not_ready |= http_get(engine.addr, "/readyz").0 == 503;
+        assert_eq!(http_get(engine.addr, "/healthz").0, 200);
+    }
+    signal("-CONT");
+    let (first, second) = samples.split_at(samples.len() / 2);
+    let peak = |s: &[u64]| s.iter().copied().max().unwrap_or(0);
+    println!(
+        "RSS during the stall: peak {} MiB in the first 10 s, {} MiB in the last 10 s",
+        peak(first) >> 20,
+        peak(second) >> 20
+    );
+    assert!(
+        peak(second) <= peak(first) + (16 << 20),
+        "memory kept growing while nothing could be delivered: {} MiB then {} MiB",
+        peak(first) >> 20,
+        peak(second) >> 20
+    );
+    assert!(
+        peak(&samples) < 1 << 30,
+        "under 1 GiB: {} MiB",
+        peak(&samples) >> 20
+    );
+    assert!(not_ready, "/readyz said 503 while the broker was stalled");
+    wait_all_committed(&run, Duration::from_secs(300), || engine.log_text());
+    let (code, log) = engine.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    assert_same_rows("broker stalled", &b.want, &final_rows(&run, &b.jobs));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let b = baseline("state-limit").await;
+    let mut run = run_config(&b.base, "limited");
+    run.engine.state_memory_limit = STATE_LIMIT.to_owned();
+    run.engine.batch_max_rows = 1_000;
+    let mut engine = EngineProcess::start(&engine_env(&run, &[]));
+    engine.wait_ready(READY);
+    let limit = STATE_LIMIT
+        .parse::<bytesize::ByteSize>()
+        .expect("size")
+        .as_u64() as f64;
+    let (mut peak, mut paused_commits, mut committed_at_pause) = (0.0f64, 0.0, None);
+    while uncommitted(&run) > 0 {
+        let body = engine.metrics();
+        let state = metric(&body, "cxpulse_state_memory_bytes").unwrap_or(0.0);
+        let committed =
+            metric(&body, "cxpulse_transactions_total{outcome=\"committed\"}").unwrap_or(0.0);
+        peak = peak.max(state);
+        if body.contains("cxpulse_consumption_paused{") {
+            let at = *committed_at_pause.get_or_insert(committed);
+            paused_commits = f64::max(paused_commits, committed - at);
+        } else {
+            committed_at_pause = None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, log) = engine.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("window state is over engine.state_memory_limit: consumption paused")
+            && log.contains("largest_job="),
+        "paused, naming the largest job:\n{log}"
+    );
+    println!(
+        "state peak {:.0} KiB, limit {:.0} KiB; {paused_commits} commits while paused",
+        peak / 1024.0,
+        limit / 1024.0
+    );
+    assert!(paused_commits >= 1.0, "epochs committed while paused");
+    // A micro-batch (1,000 events) may take it over before the pause.
+    assert!(peak < limit * 2.0, "state peaked at {peak} bytes");
+    assert_same_rows("state limited", &b.want, &final_rows(&run, &b.jobs));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_with_the_same_id_fences_the_first() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let b = baseline("fence").await;
+    let run = run_config(&b.base, "twins");
+    let env = engine_env(&run, &[]);
+    let mut first = EngineProcess::start(&env);
+    first.wait_ready(READY);
+    let total = uncommitted(&run);
+    while uncommitted(&run) > total * 2 / 3 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut second = EngineProcess::start(&env);
+    let status = first
+        .wait_exit(Duration::from_secs(60))
+        .expect("the fenced instance stops");
+    let log = first.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("fenced"),
+        "the log says why it stopped:\n{log}"
+    );
+    second.wait_ready(READY);
+    wait_all_committed(&run, Duration::from_secs(300), || second.log_text());
+    let (code, log) = second.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    assert_same_rows("fenced", &b.want, &final_rows(&run, &b.jobs));
+}
+
+/// One query in a directory of its own.
+fn one_query(name: &str, sql: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(format!("{name}.sql")), sql).expect("write query");
+    dir
+}
+
+/// The final rows of job `job`, without `job`, `final` and `emitted_at`.
+fn rows_of(config: &Config, job: &str) -> Vec<serde_json::Value> {
+    let mut rows: Vec<serde_json::Value> = final_rows(config, &[job.to_owned()])
+        .into_values()
+        .flatten()
+        .map(|mut v| {
+            if let Some(row) = v.as_object_mut() {
+                row.remove("job");
+                row.remove("final");
+            }
+            v
+        })
+        .collect();
+    rows.sort_by_key(|v| v.to_string());
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_the_last_epoch_and_a_window_keeps_its_events_across_the_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("drain");
+    let dir = one_query(
+        "hourly",
+        "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n",
+    );
+    let mut config = test_config(&broker, &prefix, dir.path());
+    config.engine.max_out_of_orderness_ms = 0;
+    config.engine.idle_timeout_ms = 3_600_000;
+    // No epoch commits on its own during the test: only the drain does.
+    config.engine.commit_interval_ms = 300_000;
+    create_source_topics(&config, 1).await;
+    let env = engine_env(&config, &[]);
+    let tx = |id: &str, ts: &str, amount: f64| {
+        format!(
+            r#"{{"event_id":"{id}","customer_id":"c1","ts":"{ts}","amount":{amount},"category":"books"}}"#
+        )
+    };
+    let kafka = producer(broker.bootstrap());
+
+    let mut first = EngineProcess::start(&env);
+    first.wait_ready(READY);
+    produce(
+        &kafka,
+        &config.topics.transactions,
+        &[
+            (0, None, Some(&tx("t1", "2026-03-01T10:05:00Z", 2.5))),
+            (0, None, Some(&tx("t2", "2026-03-01T10:10:00Z", 4.0))),
+        ],
+    )
+    .await;
+    let consumed = format!(
+        "cxpulse_records_consumed_total{{topic=\"{}\"}}",
+        config.topics.transactions
+    );
+    first.wait_for_metrics(&[(consumed.as_str(), 2.0)], READY);
+    assert_eq!(
+        uncommitted(&config),
+        2,
+        "nothing committed before the drain"
+    );
+    let stopping = std::time::Instant::now();
+    let (code, log) = first.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        stopping.elapsed() < Duration::from_millis(10_000),
+        "within shutdown_drain_ms: {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        uncommitted(&config),
+        0,
+        "the drain committed the last epoch"
+    );
+
+    let mut second = EngineProcess::start(&env);
+    second.wait_ready(READY);
+    assert!(
+        metric(&second.metrics(), "cxpulse_restore_records").unwrap_or(0.0) > 0.0,
+        "the window's state came back from the changelog"
+    );
+    produce(
+        &kafka,
+        &config.topics.transactions,
+        &[
+            (0, None, Some(&tx("t3", "2026-03-01T10:20:00Z", 1.5))),
+            (0, None, Some(&tx("t4", "2026-03-01T11:30:00Z", 9.0))),
+        ],
+    )
+    .await;
+    second.wait_for_metrics(&[(consumed.as_str(), 2.0)], READY);
+    let (code, log) = second.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    // t1 + t2 (before the restart) + t3; t4 only closes the window.
+    assert_eq!(
+        rows_of(&config, "hourly"),
+        [serde_json::json!({
+            "window_start": "2026-03-01T10:00:00.000Z",
+            "window_end": "2026-03-01T11:00:00.000Z",
+            "category": "books",
+            "orders": 3,
+            "revenue": 8.0
+        })]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_and_complaint_tables_are_intact_after_a_kill() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("tables");
+    let dir = one_query(
+        "resolutions",
+        "SELECT c.complaint_id, c.status, s.opened_ts, u.segment\nFROM complaints c\nLEFT JOIN complaint_status s ON c.complaint_id = s.complaint_id\nLEFT JOIN customers u ON c.customer_id = u.customer_id\n",
+    );
+    let config = test_config(&broker, &prefix, dir.path());
+    create_source_topics(&config, 1).await;
+    let env = engine_env(&config, &[]);
+    let kafka = producer(broker.bootstrap());
+    let complaint = |id: &str, customer: &str, ts: &str, status: &str| {
+        format!(
+            r#"{{"event_id":"{id}-{status}","customer_id":"{customer}","ts":"{ts}","complaint_id":"{id}","status":"{status}"}}"#
+        )
+    };
+    produce(
+        &kafka,
+        &config.topics.customers,
+        &[
+            (
+                0,
+                Some("c1"),
+                Some(r#"{"customer_id":"c1","segment":"gold"}"#),
+            ),
+            (
+                0,
+                Some("c2"),
+                Some(r#"{"customer_id":"c2","segment":"silver"}"#),
+            ),
+            (0, Some("c2"), None),
+        ],
+    )
+    .await;
+    let mut first = EngineProcess::start(&env);
+    first.wait_ready(READY);
+    produce(
+        &kafka,
+        &config.topics.complaints,
+        &[(
+            0,
+            None,
+            Some(&complaint("k1", "c1", "2026-03-01T10:00:00Z", "opened")),
+        )],
+    )
+    .await;
+    wait_all_committed(&config, READY, || first.log_text());
+    first.kill();
+
+    let mut second = EngineProcess::start(&env);
+    second.wait_ready(READY);
+    produce(
+        &kafka,
+        &config.topics.complaints,
+        &[
+            (
+                0,
+                None,
+                Some(&complaint("k1", "c1", "2026-03-01T12:00:00Z", "resolved")),
+            ),
+            (
+                0,
+                None,
+                Some(&complaint("k2", "c2", "2026-03-01T12:30:00Z", "opened")),
+            ),
+        ],
+    )
+    .await;
+    wait_all_committed(&config, READY, || second.log_text());
+    let (code, log) = second.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    // k1's opening (before the kill) is still known; c1's profile too, and
+    // c2's deletion.
+    let rows: Vec<serde_json::Value> = rows_of(&config, "resolutions")
+        .into_iter()
+        .map(|mut v| {
+            if let Some(row) = v.as_object_mut() {
+                row.remove("emitted_at");
+            }
+            v
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            serde_json::json!({"complaint_id":"k1","status":"opened","opened_ts":"2026-03-01T10:00:00.000Z","segment":"gold"}),
+            serde_json::json!({"complaint_id":"k1","status":"resolved","opened_ts":"2026-03-01T10:00:00.000Z","segment":"gold"}),
+            serde_json::json!({"complaint_id":"k2","status":"opened","opened_ts":"2026-03-01T12:30:00.000Z","segment":null}),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_retried_with_backoff_until_it_comes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let port = common::process::free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let prefix = unique_prefix("unreachable");
+    let dir = one_query("plain", "SELECT event_id FROM transactions\n");
+    let config = test_config_for(&bootstrap, &prefix, dir.path());
+    let mut engine = EngineProcess::start(&engine_env(&config, &[]));
+    engine.wait_listening(READY);
+    // Attempts at 0, 0.25, 0.75, 1.75 and 3.75 s, each waiting up to 10 s
+    // for the broker's metadata: at least two failed attempts in 25 s.
+    let started = std::time::Instant::now();
+    while engine
+        .log_text()
+        .matches("Kafka failed under the engine")
+        .count()
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "no retries logged:\n{}",
+            engine.log_text()
+        );
+        assert_eq!(
+            http_get(engine.addr, "/healthz").0,
+            200,
+            "alive while it retries"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(engine.wait_exit(Duration::ZERO).is_none(), "no crash");
+    let (code, why) = http_get(engine.addr, "/readyz");
+    assert_eq!(code, 503);
+    assert!(why.contains("recovering (attempt"), "{why}");
+    let log = engine.log_text();
+    assert!(
+        log.contains("attempt=1") && log.contains("attempt=2"),
+        "{log}"
+    );
+    assert!(
+        log.contains("retry_in_ms=250") && log.contains("retry_in_ms=500"),
+        "{log}"
+    );
+
+    let _broker = cxpulse::local_broker::LocalBroker::start_on(port).expect("broker");
+    create_source_topics(&config, 1).await;
+    engine.wait_ready(Duration::from_secs(60));
+    let (code, log) = engine.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_transactions_is_refused_with_a_message() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let old = common::old_broker::OldBroker::start();
+    let prefix = unique_prefix("old");
+    let dir = one_query("plain", "SELECT event_id FROM transactions\n");
+    let config = test_config_for(&old.bootstrap(), &prefix, dir.path());
+    let mut engine = EngineProcess::start(&engine_env(&config, &[]));
+    let status = engine
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("still running:\n{}", engine.log_text()));
+    let log = engine.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("the Kafka cluster refuses transactions"),
+        "says why:\n{log}"
+    );
 }

@@ -10,12 +10,18 @@ use std::time::Duration;
 
 use common::{TestBroker, read_topic_with, unique_prefix};
 use cxpulse::admin::{TopicSpec, ensure_topics};
+use cxpulse::brokers::BrokerWatch;
 use cxpulse::config::Config;
+use cxpulse::http::Health;
 use cxpulse::metrics::Metrics;
 use cxpulse::sink::transaction::TxnFailure;
 use cxpulse::sink::{OutRecord, Sink};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+fn watch() -> BrokerWatch {
+    BrokerWatch::new(Arc::new(Health::default()))
+}
 
 fn record(topic: &str, value: &str) -> OutRecord {
     OutRecord {
@@ -52,7 +58,7 @@ async fn committed_epochs_are_read_committed_and_aborted_ones_are_not() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let member = group_member(&config);
 
-    let sink = Sink::new(&config, "sink-test", Arc::clone(&metrics)).expect("producer");
+    let sink = Sink::new(&config, "sink-test", Arc::clone(&metrics), watch()).expect("producer");
     sink.init().await.expect("init");
     sink.begin().await.expect("begin");
     let positions = sink
@@ -75,7 +81,7 @@ async fn committed_epochs_are_read_committed_and_aborted_ones_are_not() {
     sink.send_all(vec![record(&topic, "fenced")])
         .await
         .expect("delivered");
-    let newer = Sink::new(&config, "sink-test", Arc::clone(&metrics)).expect("producer");
+    let newer = Sink::new(&config, "sink-test", Arc::clone(&metrics), watch()).expect("producer");
     newer.init().await.expect("init");
     let group = member.group_metadata().expect("group metadata");
     let failure = sink
@@ -111,7 +117,13 @@ async fn an_undeliverable_record_is_reported_and_counted() {
         .await
         .expect("topic");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let sink = Sink::new(&config, &format!("{prefix}tx"), Arc::clone(&metrics)).expect("producer");
+    let sink = Sink::new(
+        &config,
+        &format!("{prefix}tx"),
+        Arc::clone(&metrics),
+        watch(),
+    )
+    .expect("producer");
     sink.init().await.expect("init");
     sink.begin().await.expect("begin");
     // Larger than the producer's message.max.bytes (1 MB by default).

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use super::layers::Layered;
 use super::{Config, ConfigProblem};
 
+/// Longest epoch: its transaction must fit in the broker's transaction
+/// timeout (15 minutes by default) with room to spare.
+const MAX_COMMIT_INTERVAL_MS: i64 = 300_000;
+
 /// Every semantic problem of `config`, each with the origin of its value.
 pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
@@ -97,6 +101,15 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             format!(
                 "{:?} may only contain letters, digits, '.', '_' and '-'",
                 t.output_prefix
+            ),
+        );
+    }
+    if config.engine.commit_interval_ms > MAX_COMMIT_INTERVAL_MS {
+        fail(
+            "engine.commit_interval_ms",
+            format!(
+                "is {}, at most {MAX_COMMIT_INTERVAL_MS} (5 minutes): a transaction stays open that long",
+                config.engine.commit_interval_ms
             ),
         );
     }

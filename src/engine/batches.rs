@@ -62,7 +62,7 @@ impl Engine {
         let pending = std::mem::take(&mut self.pending_output);
         self.publish(pending).await?;
         loop {
-            if self.consumer.context().brokers_lost() {
+            if self.watch.lost() {
                 return Err(EngineError::BrokersLost);
             }
             let linger_elapsed = async {

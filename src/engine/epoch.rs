@@ -130,7 +130,7 @@ impl Engine {
                 .transactions
                 .with_label_values(&["aborted"])
                 .inc();
-            if !failure.is_fatal() {
+            if !failure.is_fatal() && !self.watch.lost() {
                 // The next instance's init would abort it too; say so now.
                 let _ = self.sink.abort().await;
             }

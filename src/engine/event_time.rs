@@ -105,6 +105,19 @@ impl EventTime {
             .collect()
     }
 
+    /// Assigned (source, partition)s ahead of their source's watermark.
+    pub fn ahead(&self) -> Vec<(SourceKind, i32)> {
+        self.sources
+            .iter()
+            .flat_map(|(kind, w)| w.ahead().into_iter().map(move |p| (*kind, p)))
+            .collect()
+    }
+
+    /// The topic a source is read from.
+    pub fn topic(&self, kind: SourceKind) -> &str {
+        self.topics.source_topic(kind)
+    }
+
     /// Every source's watermark, where known.
     pub fn source_watermarks(&self) -> BTreeMap<SourceKind, i64> {
         self.sources

@@ -19,6 +19,10 @@ use crate::sink::format_timestamp_millis;
 use crate::sink::{DeadLetter, OutRecord, RowEncoder};
 use crate::source::SourceBatch;
 
+/// How long one firing round may close windows before it lets the engine
+/// take in signals, commits and records again.
+pub const FIRING_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A job with its encoder, gauges and early-emission timer.
 pub struct RunningJob {
     /// The planned job.
@@ -216,13 +220,15 @@ pub async fn process(
 }
 
 /// Fires the windows each windowed job's watermark has closed, and the
-/// early results that are due.
+/// early results that are due. A job stops closing windows once
+/// [`FIRING_BUDGET`] has passed since this call began; the next call goes on.
 pub async fn fire(
     jobs: &mut [RunningJob],
     event_time: &EventTime,
     metrics: &Metrics,
     now: Instant,
 ) -> JobOutput {
+    let deadline = std::time::Instant::now() + FIRING_BUDGET;
     let mut out = JobOutput::default();
     for running in jobs.iter_mut() {
         let every = running.job.emit_every;
@@ -235,7 +241,7 @@ pub async fn fire(
         let closed_before = windowed.windows_closed();
         let watermark = event_time.of_sources(&windowed.info.sources);
         if let Some(watermark) = watermark {
-            match windowed.fire(watermark).await {
+            match windowed.fire(watermark, deadline).await {
                 Ok(fired) => rows.extend(fired),
                 Err(e) => failure = Some(e),
             }

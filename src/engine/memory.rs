@@ -1,10 +1,16 @@
 //! Bounded window state: above `engine.state_memory_limit` the engine
-//! pauses its event partitions, so no more state comes in, and resumes them
-//! once state is back under 90 % of the limit. Windows keep closing in the
-//! meantime (paused partitions go idle after `engine.idle_timeout_ms`, so
-//! the watermark can pass them), and epochs keep committing.
+//! pauses the event partitions that are ahead of their source's watermark
+//! (they add state for windows that cannot close yet), so that the others
+//! catch up, the watermark moves and windows close and free state; with no
+//! partition behind (one partition, say), it pauses them all. It resumes
+//! them once state is back under 90 % of the limit. Epochs keep committing
+//! meanwhile, and paused partitions go idle after `engine.idle_timeout_ms`
+//! like any silent partition.
+
+use std::collections::BTreeSet;
 
 use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::Engine;
 
@@ -17,6 +23,8 @@ const RESUME_AT: f64 = 0.9;
 pub(super) struct MemoryGate {
     limit: u64,
     paused_by: Option<String>,
+    /// Partitions paused now.
+    paused: BTreeSet<(String, i32)>,
 }
 
 impl MemoryGate {
@@ -25,6 +33,7 @@ impl MemoryGate {
         Self {
             limit,
             paused_by: None,
+            paused: BTreeSet::new(),
         }
     }
 
@@ -86,20 +95,54 @@ impl Engine {
                     state_bytes = total,
                     "window state is back under its limit: consumption resumed"
                 );
-                if let Err(e) = self.consumer.resume(&assignment) {
-                    tracing::warn!(error = %e, "cannot resume consumption");
-                }
                 self.metrics.consumption_paused.reset();
                 self.memory.paused_by = None;
             }
             None => {}
         }
-        // Also pauses partitions assigned since the pause began.
-        if self.memory.paused_by.is_some()
-            && let Err(e) = self.consumer.pause(&assignment)
+        let target: BTreeSet<(String, i32)> = if self.memory.paused_by.is_none() {
+            BTreeSet::new()
+        } else {
+            let ahead: BTreeSet<(String, i32)> = self
+                .event_time
+                .ahead()
+                .into_iter()
+                .map(|(kind, p)| (self.event_time.topic(kind).to_owned(), p))
+                .collect();
+            if ahead.is_empty() {
+                assignment
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect()
+            } else {
+                ahead
+            }
+        };
+        let list = |parts: Vec<&(String, i32)>| {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, p) in parts {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Invalid);
+            }
+            tpl
+        };
+        let resume = list(self.memory.paused.difference(&target).collect());
+        let pause = list(target.difference(&self.memory.paused).collect());
+        if resume.count() > 0
+            && let Err(e) = self.consumer.resume(&resume)
         {
-            tracing::warn!(error = %e, "cannot pause consumption");
+            tracing::warn!(error = %e, "cannot resume consumption");
         }
+        if pause.count() > 0 {
+            tracing::debug!(
+                partitions = pause.count(),
+                "pausing partitions ahead of the watermark"
+            );
+            if let Err(e) = self.consumer.pause(&pause) {
+                tracing::warn!(error = %e, "cannot pause consumption");
+            }
+        }
+        self.memory.paused = target;
     }
 }
 

@@ -256,6 +256,8 @@ struct Engine {
     invalid_queries: BTreeSet<PathBuf>,
     sink: Sink,
     consumer: SourceConsumer,
+    /// Says when every broker connection was lost.
+    watch: crate::brokers::BrokerWatch,
     lookup: LookupConsumer,
     changelog: ChangelogWriter,
     epoch: epoch::Epoch,

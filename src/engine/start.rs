@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use super::restore::{self, Restore};
 use super::{Engine, EngineError, EventTime, JobOutput, MemoryGate, QueryWatcher, RunningJob};
-use crate::admin::{ensure_changelog, ensure_topics, sink_topics};
+use crate::admin::{ensure_changelog, ensure_topics, partition_counts, sink_topics};
+use crate::brokers::BrokerWatch;
 use crate::config::Config;
 use crate::http::Health;
 use crate::job;
@@ -48,17 +49,26 @@ impl Engine {
             "connecting to Kafka at {}",
             config.kafka.brokers
         )));
+        partition_counts(config, &[])
+            .await
+            .map_err(EngineError::kafka("connecting"))?;
+        let watch = BrokerWatch::new(Arc::clone(health));
+        let transactional_id = config.transactional_id();
+        let sink = Sink::new(
+            config,
+            &transactional_id,
+            Arc::clone(metrics),
+            watch.clone(),
+        )
+        .map_err(EngineError::kafka("creating the producer"))?;
+        sink.init().await?;
+        tracing::info!(%transactional_id, "transactions initialised: an earlier instance with this id is fenced and its open transaction aborted");
         ensure_topics(config, &sink_topics(config, &jobs))
             .await
             .map_err(EngineError::kafka("creating output topics"))?;
         let partitions = ensure_changelog(config)
             .await
             .map_err(EngineError::kafka("creating the changelog topic"))?;
-        let transactional_id = config.transactional_id();
-        let sink = Sink::new(config, &transactional_id, Arc::clone(metrics))
-            .map_err(EngineError::kafka("creating the producer"))?;
-        sink.init().await?;
-        tracing::info!(%transactional_id, "transactions initialised: an earlier instance with this id is fenced and its open transaction aborted");
 
         health.set_blocker(Some("restoring state from the changelog".to_owned()));
         metrics.restore_in_progress.set(1);
@@ -152,8 +162,13 @@ impl Engine {
             "state restored"
         );
 
-        let consumer = source::subscribe(config, Arc::clone(health), Arc::clone(metrics))
-            .map_err(EngineError::kafka("creating the consumer"))?;
+        let consumer = source::subscribe(
+            config,
+            Arc::clone(health),
+            Arc::clone(metrics),
+            watch.clone(),
+        )
+        .map_err(EngineError::kafka("creating the consumer"))?;
         // Gauges are registered last: a start that fails earlier leaves
         // nothing registered for the next attempt to collide with.
         let now = tokio::time::Instant::now();
@@ -182,6 +197,7 @@ impl Engine {
             invalid_queries: BTreeSet::new(),
             sink,
             consumer,
+            watch,
             lookup,
             changelog,
             epoch: super::epoch::Epoch::default(),

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -25,6 +26,12 @@ pub const FINAL_COLUMN: &str = "final";
 
 /// A pane holding more batches than this is compacted.
 const MAX_PANE_BATCHES: usize = 16;
+
+/// Windows closed at a time, between two looks at the firing deadline.
+const WINDOWS_PER_STEP: usize = 8;
+
+/// Sessions closed at a time (a firing runs over all of them at once).
+const SESSIONS_PER_STEP: usize = 4_096;
 
 enum WindowState {
     Panes(PaneStore),
@@ -190,16 +197,28 @@ impl WindowedJob {
         Ok(())
     }
 
-    /// Closes the windows the watermark has passed (plus lateness) and
-    /// returns their rows, `final = true`.
-    pub async fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+    /// Closes the windows the watermark has passed (plus lateness), in
+    /// order, and returns their rows, `final = true`. Stops after
+    /// `deadline`: the windows left close on the next call, so a watermark
+    /// that jumps a long way does not hold the engine up.
+    pub async fn fire(&mut self, watermark: i64, deadline: Instant) -> Result<Vec<RecordBatch>> {
         let through = watermark.saturating_sub(self.lateness);
-        let windows = match &mut self.state {
-            WindowState::Panes(store) => store.close(through),
-            WindowState::Sessions(store) => store.close(through),
-        };
-        self.windows_closed += windows.len() as u64;
-        self.finish(windows, true).await
+        let mut rows = Vec::new();
+        loop {
+            let windows = match &mut self.state {
+                WindowState::Panes(store) => store.close(through, WINDOWS_PER_STEP),
+                WindowState::Sessions(store) => store.close(through, SESSIONS_PER_STEP),
+            };
+            if windows.is_empty() {
+                break;
+            }
+            self.windows_closed += windows.len() as u64;
+            rows.extend(self.finish(windows, true).await?);
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        Ok(rows)
     }
 
     /// Results of every open window so far, `final = false`.

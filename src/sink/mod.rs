@@ -24,6 +24,7 @@ use rdkafka::util::Timeout;
 pub use deadletter::{DeadLetter, headers as deadletter_headers};
 pub use encode::{RowEncoder, format_timestamp_millis};
 
+use crate::brokers::{BrokerWatch, ProducerWatch};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -56,7 +57,7 @@ pub struct SinkError {
 
 /// The engine's transactional producer.
 pub struct Sink {
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerWatch>,
     queue_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -68,6 +69,7 @@ impl Sink {
         config: &Config,
         transactional_id: &str,
         metrics: Arc<Metrics>,
+        watch: BrokerWatch,
     ) -> Result<Sink, KafkaError> {
         let mut client = config.client_config();
         client
@@ -83,7 +85,7 @@ impl Sink {
                 transaction_timeout_ms(config).to_string(),
             );
         Ok(Sink {
-            producer: client.create()?,
+            producer: client.create_with_context(ProducerWatch(watch))?,
             queue_timeout: Duration::from_millis(
                 u64::try_from(config.kafka.message_timeout_ms).unwrap_or(30_000),
             ),
@@ -150,7 +152,8 @@ impl Sink {
 }
 
 /// The broker aborts a transaction open longer than this: well above the
-/// commit interval, so only a stalled engine hits it.
+/// commit interval, so only a stalled engine hits it, and within the 15
+/// minutes Kafka brokers allow by default (`max.transaction.timeout.ms`).
 fn transaction_timeout_ms(config: &Config) -> i64 {
-    (config.engine.commit_interval_ms * 10).max(60_000)
+    (config.engine.commit_interval_ms * 2 + 30_000).clamp(60_000, 900_000)
 }

@@ -13,6 +13,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::Sink;
+use crate::brokers::ProducerWatch;
 
 /// How long one transactional call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,6 +56,7 @@ impl TxnFailure {
                 RDKafkaErrorCode::UnsupportedFeature
                 | RDKafkaErrorCode::UnsupportedVersion
                 | RDKafkaErrorCode::UnsupportedForMessageFormat
+                | RDKafkaErrorCode::InvalidTransactionTimeout
                 | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
                 | RDKafkaErrorCode::ClusterAuthorizationFailed,
             ) => TxnFailure::Unsupported(error),
@@ -103,7 +105,7 @@ impl Sink {
 
     async fn blocking(
         &self,
-        call: impl FnOnce(&FutureProducer) -> Result<(), KafkaError> + Send + 'static,
+        call: impl FnOnce(&FutureProducer<ProducerWatch>) -> Result<(), KafkaError> + Send + 'static,
     ) -> Result<(), TxnFailure> {
         let producer = self.producer.clone();
         match tokio::task::spawn_blocking(move || call(&producer)).await {

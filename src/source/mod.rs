@@ -5,26 +5,24 @@
 //! restarted engine gets its partitions back at once instead of after the
 //! dead member's session timeout, and reads `read_committed`. Its context
 //! reports partition assignment to readiness, turns librdkafka statistics
-//! into the consumer-lag metric, and notes when every broker is down: the
-//! engine then restores its state from the changelog, in case the cluster
-//! lost recent writes.
+//! into the consumer-lag metric, and reports errors to the
+//! [`BrokerWatch`](crate::brokers::BrokerWatch).
 
 mod batcher;
 pub mod lookup_topic;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaErrorCode;
 
 pub use batcher::{Batcher, MicroBatch, RawRecord, SourceBatch};
 pub use lookup_topic::LookupConsumer;
 
+use crate::brokers::BrokerWatch;
 use crate::config::Config;
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -38,35 +36,16 @@ pub struct SourceContext {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     source_topics: Vec<String>,
-    brokers_lost: Arc<AtomicBool>,
-}
-
-impl SourceContext {
-    /// Whether every broker connection was lost since the consumer started.
-    pub fn brokers_lost(&self) -> bool {
-        self.brokers_lost.load(Ordering::Relaxed)
-    }
+    watch: BrokerWatch,
 }
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.brokers_lost.store(true, Ordering::Relaxed);
-        }
-        tracing::warn!(error = %error, reason, "Kafka client error");
+        self.watch.on_error(&error, reason);
     }
 
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(facility = fac, "librdkafka: {log_message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, "librdkafka: {log_message}"),
-            _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
-        }
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::brokers::log(level, facility, message);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -116,9 +95,15 @@ pub struct ReadToEndContext;
 
 impl ClientContext for ReadToEndContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let end = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !end {
             tracing::warn!(error = %error, reason, "Kafka client error");
         }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::brokers::log(level, facility, message);
     }
 }
 
@@ -131,6 +116,7 @@ pub fn subscribe(
     config: &Config,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    watch: BrokerWatch,
 ) -> Result<SourceConsumer, KafkaError> {
     let source_topics: Vec<String> = SourceKind::ALL
         .iter()
@@ -153,7 +139,7 @@ pub fn subscribe(
         health,
         metrics,
         source_topics: source_topics.clone(),
-        brokers_lost: Arc::new(AtomicBool::new(false)),
+        watch,
     })?;
     let names: Vec<&str> = source_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;

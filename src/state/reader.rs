@@ -309,6 +309,31 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_reads_back_as_the_live_state() {
+        let mut writer = ChangelogWriter::new("g-changelog", 2);
+        let key = StateKey::Complaint { id: "k".into() };
+        let mut records = writer.put(key.clone(), b"old");
+        records.extend(writer.begin_checkpoint());
+        records.extend(writer.put(key.clone(), b"new"));
+        let mut fold = Fold::default();
+        for (offset, r) in records.iter().enumerate() {
+            fold.add(r.key.as_deref(), r.payload.as_deref(), at(offset as i64))
+                .expect("valid");
+        }
+        let restored = fold.finish().expect("every record reads back");
+        assert_eq!(restored.values[&key].value, b"new");
+        assert_eq!(
+            restored
+                .values
+                .keys()
+                .filter(|k| matches!(k, StateKey::Checkpoint { .. }))
+                .count(),
+            2,
+            "a marker per partition"
+        );
+    }
+
+    #[test]
     fn corrupt_records_name_where_they_are() {
         let mut fold = Fold::default();
         let err = fold

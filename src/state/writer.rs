@@ -149,13 +149,17 @@ impl ChangelogWriter {
         self.ints.clear();
         self.live_bytes = 0;
         self.written_since_checkpoint = 0;
+        let written_at =
+            value::int("written_at", chrono::Utc::now().timestamp_millis()).unwrap_or_default();
         (0..self.partitions)
-            .map(|partition| {
+            .flat_map(|partition| {
                 let key = StateKey::Checkpoint { partition };
-                let marker = value::int("written_at", chrono::Utc::now().timestamp_millis())
-                    .unwrap_or_default();
-                self.record(&key, 0, Some(marker))
+                value::split(&written_at, MAX_RECORD_BYTES)
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, part)| (key.clone(), i as u32, part))
             })
+            .map(|(key, i, part)| self.record(&key, i, Some(part)))
             .collect()
     }
 

@@ -176,9 +176,11 @@ impl PaneStore {
         self.closed_through.is_some_and(|c| window_end <= c)
     }
 
-    /// Closes every window that ends at or before `through`, in end order,
-    /// and returns those that hold data; drops the panes no longer needed.
-    pub fn close(&mut self, through: i64) -> Vec<WindowContents> {
+    /// Closes the windows that end at or before `through`, in end order,
+    /// and returns those that hold data, at most `limit` of them: the rest
+    /// stay open for the next call. Drops the panes no longer needed.
+    pub fn close(&mut self, through: i64, limit: usize) -> Vec<WindowContents> {
+        let mut through = through;
         let mut due = Vec::new();
         if self.is_closed(through) {
             return due;
@@ -199,6 +201,10 @@ impl PaneStore {
             let window = self.window(start, end);
             if !window.batches.is_empty() {
                 due.push(window);
+                if due.len() >= limit {
+                    through = end;
+                    break;
+                }
             }
             // Jump over stretches without panes.
             let next_pane = self.panes.range((start + slide, FIRST_PARTITION)..).next();
@@ -424,7 +430,10 @@ mod tests {
         store.insert(P1, &states(&[10], 10, &[4])).expect("insert");
         assert_eq!(store.panes(), 4);
         // Watermark at 25: [0,10) and [10,20) close; [20,30) is empty.
-        assert_eq!(summary(&store.close(25)), vec![(0, 10, 1), (10, 20, 6)]);
+        assert_eq!(
+            summary(&store.close(25, usize::MAX)),
+            vec![(0, 10, 1), (10, 20, 6)]
+        );
         assert_eq!(store.panes(), 1);
         assert_eq!(store.closed_through(), Some(25));
         // State for a closed window is refused; the open one is kept.
@@ -435,7 +444,10 @@ mod tests {
             summary(&store.open_windows()),
             vec![(20, 30, 8), (30, 40, 3)]
         );
-        assert_eq!(summary(&store.close(40)), vec![(20, 30, 8), (30, 40, 3)]);
+        assert_eq!(
+            summary(&store.close(40, usize::MAX)),
+            vec![(20, 30, 8), (30, 40, 3)]
+        );
         assert_eq!((store.panes(), store.rows()), (0, 0));
     }
 
@@ -450,12 +462,15 @@ mod tests {
             .expect("insert");
         assert_eq!(store.panes(), 2);
         // Windows containing 12: [4,14) [8,18) [12,22); containing 16: [8,18) [12,22) [16,26).
-        assert_eq!(summary(&store.close(18)), vec![(4, 14, 1), (8, 18, 11)]);
+        assert_eq!(
+            summary(&store.close(18, usize::MAX)),
+            vec![(4, 14, 1), (8, 18, 11)]
+        );
         // Pane 12 is still needed by [12,22).
         assert_eq!(store.panes(), 2);
-        assert_eq!(summary(&store.close(22)), vec![(12, 22, 11)]);
+        assert_eq!(summary(&store.close(22, usize::MAX)), vec![(12, 22, 11)]);
         assert_eq!(store.panes(), 1);
-        assert_eq!(summary(&store.close(100)), vec![(16, 26, 10)]);
+        assert_eq!(summary(&store.close(100, usize::MAX)), vec![(16, 26, 10)]);
         assert_eq!(store.panes(), 0);
     }
 
@@ -484,7 +499,7 @@ mod tests {
         store.insert(P0, &states(&[20], 10, &[4])).expect("insert");
         // [0,10) and [10,20) close; pane 20's batch is added and closed
         // before the drain, so it never reaches the changelog.
-        store.close(30);
+        store.close(30, usize::MAX);
         assert_eq!(
             journal(&store.drain_changes()),
             [("delete", 0, 0), ("delete", 10, 1)],
@@ -504,7 +519,10 @@ mod tests {
             .expect("insert");
         live.insert(P1, &states(&[5, 10], 5, &[3, 4]))
             .expect("insert");
-        assert_eq!(summary(&live.close(10)), vec![(-5, 5, 1), (0, 10, 6)]);
+        assert_eq!(
+            summary(&live.close(10, usize::MAX)),
+            vec![(-5, 5, 1), (0, 10, 6)]
+        );
         let mut restored = PaneStore::new(WindowSpec::Hop { size: 10, slide: 5 }, (0, 1));
         restored.restore_closed_through(live.closed_through().expect("closed"));
         // In any order, and with a batch of a pane that has closed since.
@@ -523,7 +541,10 @@ mod tests {
             },
         );
         assert_eq!(restored.panes(), live.panes());
-        assert_eq!(summary(&restored.close(20)), summary(&live.close(20)));
+        assert_eq!(
+            summary(&restored.close(20, usize::MAX)),
+            summary(&live.close(20, usize::MAX))
+        );
         // New batches get sequence numbers after the restored ones.
         restored
             .insert(P0, &states(&[30], 5, &[9]))
@@ -535,13 +556,29 @@ mod tests {
     }
 
     #[test]
+    fn a_limited_close_leaves_the_later_windows_open() {
+        let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, (0, 1));
+        store
+            .insert(P0, &states(&[0, 10, 20, 30], 10, &[1, 2, 3, 4]))
+            .expect("insert");
+        assert_eq!(summary(&store.close(35, 2)), vec![(0, 10, 1), (10, 20, 2)]);
+        assert_eq!(store.closed_through(), Some(20), "only as far as it closed");
+        assert_eq!(
+            summary(&store.open_windows()),
+            vec![(20, 30, 3), (30, 40, 4)]
+        );
+        assert_eq!(summary(&store.close(35, 2)), vec![(20, 30, 3)]);
+        assert_eq!(store.closed_through(), Some(35));
+    }
+
+    #[test]
     fn windows_get_their_own_bounds_before_firing() {
         let spec = WindowSpec::Hop { size: 10, slide: 5 };
         let mut store = PaneStore::new(spec, (0, 1));
         store
             .insert((SourceKind::Feedback, 3), &states(&[5], 5, &[1]))
             .expect("insert");
-        let windows = store.close(10);
+        let windows = store.close(10, usize::MAX);
         let batch = &windows[0].batches[0];
         let start = batch.column(0).as_primitive::<TimestampMillisecondType>();
         let end = batch.column(1).as_primitive::<TimestampMillisecondType>();

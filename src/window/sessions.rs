@@ -161,27 +161,47 @@ impl SessionStore {
         self.closed_through
     }
 
-    /// Closes every session ending at or before `through` and returns their
-    /// state rows, window columns set to each session's bounds.
-    pub fn close(&mut self, through: i64) -> Vec<WindowContents> {
+    /// Closes the sessions ending at or before `through`, in end order, at
+    /// most `limit` of them (the rest stay open for the next call), and
+    /// returns their state rows, window columns set to each session's bounds.
+    pub fn close(&mut self, through: i64, limit: usize) -> Vec<WindowContents> {
+        let mut closing: Vec<(i64, i64, ScalarValue)> = self
+            .sessions
+            .iter()
+            .flat_map(|(key, sessions)| {
+                sessions
+                    .iter()
+                    .filter(|(_, s)| s.end <= through)
+                    .map(move |(&start, s)| (s.end, start, key.clone()))
+            })
+            .collect();
+        closing.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        // Cut between two ends, so that "closed through" stays true.
+        let mut closed = through;
+        if let Some(&(cut, _, _)) = closing.get(limit) {
+            if closing[0].0 < cut {
+                closing.retain(|(end, _, _)| *end < cut);
+                closed = cut - 1;
+            } else {
+                // Every session up to the limit ends at `cut`: close them
+                // all, or nothing would ever close.
+                closing.retain(|(end, _, _)| *end <= cut);
+                closed = cut;
+            }
+        }
+        self.closed_through = Some(self.closed_through.map_or(closed, |c| c.max(closed)));
         let mut due = Vec::new();
-        self.closed_through = Some(self.closed_through.map_or(through, |c| c.max(through)));
-        for (key, sessions) in &mut self.sessions {
-            let closing: Vec<i64> = sessions
-                .iter()
-                .filter(|(_, s)| s.end <= through)
-                .map(|(&start, _)| start)
-                .collect();
-            for start in closing {
-                if let Some(session) = sessions.remove(&start) {
-                    due.push(contents(start, &session, self.window_columns));
-                    self.removed.insert((key.clone(), start));
-                }
+        for (_, start, key) in closing {
+            let Some(sessions) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            if let Some(session) = sessions.remove(&start) {
+                due.push(contents(start, &session, self.window_columns));
+                self.removed.insert((key, start));
             }
         }
         self.sessions.retain(|_, s| !s.is_empty());
         due.retain(|w| !w.batches.is_empty());
-        due.sort_by_key(|w| (w.end, w.start));
         due
     }
 
@@ -383,12 +403,33 @@ mod tests {
         store.add_spans(vec![span("a", 15, 30)]);
         store.insert(&states(&[(15, 30, "a", 8)])).expect("insert");
         assert_eq!(store.len(), 3);
-        assert_eq!(summary(&store.close(15)), vec![(0, 10, 1), (5, 15, 4)]);
+        assert_eq!(
+            summary(&store.close(15, usize::MAX)),
+            vec![(0, 10, 1), (5, 15, 4)]
+        );
         assert!(!store.joins_open_session(&ScalarValue::Utf8(Some("a".into())), 41, 10));
         assert!(store.joins_open_session(&ScalarValue::Utf8(Some("a".into())), 5, 10));
         assert_eq!(summary(&store.open_windows()), vec![(15, 40, 10)]);
-        assert_eq!(summary(&store.close(40)), vec![(15, 40, 10)]);
+        assert_eq!(summary(&store.close(40, usize::MAX)), vec![(15, 40, 10)]);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_limited_close_cuts_between_two_ends() {
+        let mut store = SessionStore::new((0, 1), 2);
+        store.add_spans(vec![span("a", 0, 10), span("b", 0, 10), span("c", 5, 20)]);
+        store
+            .insert(&states(&[
+                (0, 10, "a", 1),
+                (0, 10, "b", 2),
+                (5, 20, "c", 4),
+            ]))
+            .expect("insert");
+        // a and b both end at 10: a limit of 1 still closes both.
+        assert_eq!(summary(&store.close(30, 1)), vec![(0, 10, 1), (0, 10, 2)]);
+        assert_eq!(store.closed_through(), Some(10));
+        assert_eq!(summary(&store.close(30, 1)), vec![(5, 20, 4)]);
+        assert_eq!(store.closed_through(), Some(30));
     }
 
     /// (kind, key, start, end, count) of each change, sorted.
@@ -441,7 +482,7 @@ mod tests {
         // b opens and closes before the next drain: never recorded.
         store.add_spans(vec![span("b", 0, 5)]);
         store.insert(&states(&[(0, 5, "b", 8)])).expect("insert");
-        assert_eq!(summary(&store.close(5)), vec![(0, 5, 8)]);
+        assert_eq!(summary(&store.close(5, usize::MAX)), vec![(0, 5, 8)]);
         assert_eq!(
             changes(store.drain_changes()),
             [
@@ -462,7 +503,10 @@ mod tests {
                 restored.restore(key, start, end, batches);
             }
         }
-        assert_eq!(summary(&restored.close(40)), summary(&store.close(40)));
+        assert_eq!(
+            summary(&restored.close(40, usize::MAX)),
+            summary(&store.close(40, usize::MAX))
+        );
         assert_eq!(
             changes(restored.drain_changes()),
             [("delete", "a".into(), 0, 0, 0)],

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod exactly_once;
+pub mod old_broker;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -61,8 +62,13 @@ pub fn unique_prefix(test: &str) -> String {
 
 /// A configuration for `broker` with every topic under `prefix` and HTTP on a free port.
 pub fn test_config(broker: &TestBroker, prefix: &str, queries_dir: &Path) -> Config {
+    test_config_for(broker.bootstrap(), prefix, queries_dir)
+}
+
+/// [`test_config`] for the broker at `bootstrap`.
+pub fn test_config_for(bootstrap: &str, prefix: &str, queries_dir: &Path) -> Config {
     let mut config = Config::load(None).expect("default config");
-    config.kafka.brokers = broker.bootstrap().to_owned();
+    config.kafka.brokers = bootstrap.to_owned();
     config.kafka.group_id = format!("{prefix}group");
     config.topics.transactions = format!("{prefix}transactions");
     config.topics.feedback = format!("{prefix}feedback");

@@ -66,6 +66,22 @@ impl EngineProcess {
         }
     }
 
+    /// Waits until the HTTP endpoint accepts connections.
+    pub fn wait_listening(&mut self, timeout: Duration) {
+        let started = Instant::now();
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cxpulse exited early with {status}:\n{}", self.log_text());
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "not listening:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

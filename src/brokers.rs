@@ -1,0 +1,77 @@
+//! Noticing that the Kafka cluster went away: when every broker connection
+//! of the engine's consumer or producer is down, `/readyz` turns false at
+//! once, and the engine restores its state from the changelog before going
+//! on (a restarted cluster may have lost its last writes, and with them the
+//! epochs the engine has in memory).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::http::Health;
+
+/// Shared by the clients of one engine start.
+#[derive(Debug, Clone)]
+pub struct BrokerWatch {
+    lost: Arc<AtomicBool>,
+    health: Arc<Health>,
+}
+
+impl BrokerWatch {
+    /// A watch reporting to `health`.
+    pub fn new(health: Arc<Health>) -> Self {
+        Self {
+            lost: Arc::new(AtomicBool::new(false)),
+            health,
+        }
+    }
+
+    /// Whether every broker connection was lost since the watch began.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// A client error: logged; every broker down marks the engine not ready.
+    pub fn on_error(&self, error: &KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => {}
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                if !self.lost.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(reason, "every Kafka broker is unreachable");
+                    self.health
+                        .set_blocker(Some("every Kafka broker is unreachable".to_owned()));
+                }
+            }
+            _ => tracing::warn!(error = %error, reason, "Kafka client error"),
+        }
+    }
+}
+
+/// librdkafka's log lines, through tracing.
+pub fn log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
+        _ => tracing::debug!(facility, "librdkafka: {message}"),
+    }
+}
+
+/// The producer's context: its errors go to the watch.
+pub struct ProducerWatch(pub BrokerWatch);
+
+impl ClientContext for ProducerWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.on_error(&error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log(level, facility, message);
+    }
+}
