@@ -1,11 +1,15 @@
-//! Noticing that the Kafka cluster went away: when every broker connection
-//! of the engine's consumer or producer is down, `/readyz` turns false at
-//! once, and the engine restores its state from the changelog before going
-//! on (a restarted cluster may have lost its last writes, and with them the
-//! epochs the engine has in memory).
+//! Noticing that the Kafka cluster went away, or that this instance was
+//! fenced. When every broker connection of the engine's consumer or
+//! producer is down, `/readyz` turns false at once, and the engine restores
+//! its state from the changelog before going on (a restarted cluster may
+//! have lost its last writes, and with them the epochs the engine has in
+//! memory). When the producer is fenced, sends waiting for acknowledgements
+//! stop waiting at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -19,6 +23,8 @@ use crate::http::Health;
 pub struct BrokerWatch {
     lost: Arc<AtomicBool>,
     health: Arc<Health>,
+    fenced: Arc<Mutex<Option<KafkaError>>>,
+    fenced_now: Arc<Notify>,
 }
 
 impl BrokerWatch {
@@ -27,6 +33,27 @@ impl BrokerWatch {
         Self {
             lost: Arc::new(AtomicBool::new(false)),
             health,
+            fenced: Arc::new(Mutex::new(None)),
+            fenced_now: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The error that fenced this instance, if one did.
+    pub fn fenced(&self) -> Option<KafkaError> {
+        self.fenced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Resolves once this instance is fenced (at once if it already is).
+    pub async fn until_fenced(&self) -> KafkaError {
+        loop {
+            let notified = self.fenced_now.notified();
+            if let Some(error) = self.fenced() {
+                return error;
+            }
+            notified.await;
         }
     }
 
@@ -39,6 +66,14 @@ impl BrokerWatch {
     pub fn on_error(&self, error: &KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::PartitionEOF) => {}
+            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::FencedInstanceId) => {
+                tracing::error!(error = %error, reason, "this instance was fenced");
+                self.fenced
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(error.clone());
+                self.fenced_now.notify_waiters();
+            }
             Some(RDKafkaErrorCode::AllBrokersDown) => {
                 if !self.lost.swap(true, Ordering::Relaxed) {
                     tracing::warn!(reason, "every Kafka broker is unreachable");

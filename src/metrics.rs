@@ -40,6 +40,9 @@ pub const LATE_RECORDS: &str = "cxpulse_late_records_total";
 pub const WINDOWS_FIRED: &str = "cxpulse_windows_fired_total";
 /// Memory held by a windowed job's state (partial aggregates), by job.
 pub const WINDOW_STATE_BYTES: &str = "cxpulse_window_state_bytes";
+/// How far a windowed job's closed windows trail its watermark (minus
+/// lateness), in seconds: 0 once every due window has fired.
+pub const WINDOW_CLOSE_LAG: &str = "cxpulse_window_close_lag_seconds";
 /// `@gauge` updates not exported because the job reached its series limit, by job.
 pub const GAUGE_SERIES_DROPPED: &str = "cxpulse_exported_updates_dropped_total";
 /// Query files in the queries directory that do not plan (after a reload).
@@ -103,6 +106,8 @@ pub struct Metrics {
     pub windows_fired: IntCounterVec,
     /// See [`WINDOW_STATE_BYTES`].
     pub window_state_bytes: IntGaugeVec,
+    /// See [`WINDOW_CLOSE_LAG`].
+    pub window_close_lag: GaugeVec,
     /// See [`QUERY_FILES_INVALID`].
     pub query_files_invalid: IntGauge,
     /// See [`GAUGE_SERIES_DROPPED`].
@@ -223,6 +228,17 @@ impl Metrics {
             window_state_bytes: {
                 let g = IntGaugeVec::new(
                     Opts::new(WINDOW_STATE_BYTES, "Memory held by a windowed job's state."),
+                    &["job"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            window_close_lag: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        WINDOW_CLOSE_LAG,
+                        "How far a windowed job's closed windows trail its watermark, in seconds.",
+                    ),
                     &["job"],
                 )?;
                 registry.register(Box::new(g.clone()))?;

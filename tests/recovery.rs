@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::exactly_once::{
     assert_same_rows, copy_bundled, final_rows, preload, uncommitted, wait_all_committed,
+    wait_finished,
 };
 use common::process::{EngineProcess, engine_env};
 use common::{
@@ -100,7 +101,7 @@ fn dead_letters(config: &Config) -> Vec<(String, String, String)> {
 fn run_to_the_end(config: &Config) {
     let mut engine = EngineProcess::start(&engine_env(config, &[]));
     engine.wait_ready(READY);
-    wait_all_committed(config, Duration::from_secs(600), || engine.log_text());
+    wait_finished(config, &engine, Duration::from_secs(600));
     let (code, log) = engine.terminate(DRAIN);
     assert_eq!(code, Some(0), "{log}");
 }
@@ -158,7 +159,7 @@ async fn sigkill_at_three_random_moments_changes_no_final_row() {
     let mut last = EngineProcess::start(&env);
     last.wait_ready(READY);
     restored_records += metric(&last.metrics(), "cxpulse_restore_records").unwrap_or(0.0);
-    wait_all_committed(&killed, Duration::from_secs(600), || last.log_text());
+    wait_finished(&killed, &last, Duration::from_secs(600));
     let (code, log) = last.terminate(DRAIN);
     assert_eq!(code, Some(0), "{log}");
     assert!(
@@ -244,7 +245,7 @@ async fn a_broker_crash_and_restart_mid_run_changes_no_final_row() {
     let (code, why) = http_get(engine.addr, "/readyz");
     assert_eq!(code, 503, "{why}");
     b.broker.restart().expect("broker restart");
-    wait_all_committed(&run, Duration::from_secs(300), || engine.log_text());
+    wait_finished(&run, &engine, Duration::from_secs(300));
     let (code, log) = engine.terminate(DRAIN);
     assert_eq!(code, Some(0), "{log}");
     assert!(
@@ -310,7 +311,7 @@ async fn memory_stays_bounded_while_outputs_cannot_be_delivered() {
         peak(&samples) >> 20
     );
     assert!(not_ready, "/readyz said 503 while the broker was stalled");
-    wait_all_committed(&run, Duration::from_secs(300), || engine.log_text());
+    wait_finished(&run, &engine, Duration::from_secs(300));
     let (code, log) = engine.terminate(DRAIN);
     assert_eq!(code, Some(0), "{log}");
     assert_same_rows("broker stalled", &b.want, &final_rows(&run, &b.jobs));
@@ -330,7 +331,13 @@ async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result(
         .expect("size")
         .as_u64() as f64;
     let (mut peak, mut paused_commits, mut committed_at_pause) = (0.0f64, 0.0, None);
+    let started = std::time::Instant::now();
     while uncommitted(&run) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{}",
+            engine.log_text()
+        );
         let body = engine.metrics();
         let state = metric(&body, "cxpulse_state_memory_bytes").unwrap_or(0.0);
         let committed =
@@ -344,6 +351,7 @@ async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    wait_finished(&run, &engine, Duration::from_secs(300));
     let (code, log) = engine.terminate(DRAIN);
     assert_eq!(code, Some(0), "{log}");
     assert!(
@@ -385,7 +393,7 @@ async fn a_second_instance_with_the_same_id_fences_the_first() {
         "the log says why it stopped:\n{log}"
     );
     second.wait_ready(READY);
-    wait_all_committed(&run, Duration::from_secs(300), || second.log_text());
+    wait_finished(&run, &second, Duration::from_secs(300));
     let (code, log) = second.terminate(DRAIN);
     assert_eq!(code, Some(0), "{log}");
     assert_same_rows("fenced", &b.want, &final_rows(&run, &b.jobs));

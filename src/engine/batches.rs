@@ -62,6 +62,9 @@ impl Engine {
         let pending = std::mem::take(&mut self.pending_output);
         self.publish(pending).await?;
         loop {
+            if let Some(error) = self.watch.fenced() {
+                return Err(EngineError::Transaction(TxnFailure::Fenced(error)));
+            }
             if self.watch.lost() {
                 return Err(EngineError::BrokersLost);
             }

@@ -73,6 +73,7 @@ impl RunningJob {
     pub fn forget_metrics(&self, metrics: &Metrics) {
         let name = self.job.name.as_str();
         let _ = metrics.window_state_bytes.remove_label_values(&[name]);
+        let _ = metrics.window_close_lag.remove_label_values(&[name]);
         self.gauges.unregister(metrics);
     }
 }
@@ -254,7 +255,18 @@ pub async fn fire(
             }
         }
         let state_bytes = windowed.state_bytes();
+        let lag = watermark.zip(windowed.closed_through()).map(|(w, closed)| {
+            w.saturating_sub(windowed.lateness)
+                .saturating_sub(closed)
+                .max(0)
+        });
         let name = running.job.name.clone();
+        if let Some(lag) = lag {
+            metrics
+                .window_close_lag
+                .with_label_values(&[name.as_str()])
+                .set(lag as f64 / 1000.0);
+        }
         if early_due {
             running.next_early = every.map(|e| now + e);
         }

@@ -36,6 +36,7 @@ use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::drop_aside::DropAside;
 use crate::http::{Health, HttpServer};
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;
@@ -86,7 +87,7 @@ pub enum EngineError {
     },
     /// Records of the epoch were not delivered; it is aborted.
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Sink(SinkError),
     /// A transactional call failed.
     #[error("transaction: {0}")]
     Transaction(#[from] TxnFailure),
@@ -109,6 +110,18 @@ pub enum EngineError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+impl From<SinkError> for EngineError {
+    /// A record refused because this instance was fenced (or the cluster
+    /// refuses transactions) is that transaction failure, which stops the
+    /// engine; any other is an aborted epoch.
+    fn from(error: SinkError) -> Self {
+        match TxnFailure::of(error.cause.clone()) {
+            failure if failure.is_fatal() => EngineError::Transaction(failure),
+            _ => EngineError::Sink(error),
+        }
+    }
 }
 
 /// What to do about a corrupt changelog.
@@ -255,10 +268,10 @@ struct Engine {
     watcher: QueryWatcher,
     invalid_queries: BTreeSet<PathBuf>,
     sink: Sink,
-    consumer: SourceConsumer,
+    consumer: DropAside<SourceConsumer>,
     /// Says when every broker connection was lost.
     watch: crate::brokers::BrokerWatch,
-    lookup: LookupConsumer,
+    lookup: DropAside<LookupConsumer>,
     changelog: ChangelogWriter,
     epoch: epoch::Epoch,
     /// Next offset of each customers partition applied so far.

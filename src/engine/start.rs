@@ -10,6 +10,7 @@ use super::{Engine, EngineError, EventTime, JobOutput, MemoryGate, QueryWatcher,
 use crate::admin::{ensure_changelog, ensure_topics, partition_counts, sink_topics};
 use crate::brokers::BrokerWatch;
 use crate::config::Config;
+use crate::drop_aside::DropAside;
 use crate::http::Health;
 use crate::job;
 use crate::lookup::Lookups;
@@ -196,9 +197,9 @@ impl Engine {
             watcher,
             invalid_queries: BTreeSet::new(),
             sink,
-            consumer,
+            consumer: DropAside::new(consumer),
             watch,
-            lookup,
+            lookup: DropAside::new(lookup),
             changelog,
             epoch: super::epoch::Epoch::default(),
             lookup_positions: positions,

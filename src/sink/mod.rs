@@ -60,6 +60,7 @@ pub struct Sink {
     producer: FutureProducer<ProducerWatch>,
     queue_timeout: Duration,
     metrics: Arc<Metrics>,
+    watch: BrokerWatch,
 }
 
 impl Sink {
@@ -85,7 +86,8 @@ impl Sink {
                 transaction_timeout_ms(config).to_string(),
             );
         Ok(Sink {
-            producer: client.create_with_context(ProducerWatch(watch))?,
+            producer: client.create_with_context(ProducerWatch(watch.clone()))?,
+            watch,
             queue_timeout: Duration::from_millis(
                 u64::try_from(config.kafka.message_timeout_ms).unwrap_or(30_000),
             ),
@@ -94,9 +96,19 @@ impl Sink {
     }
 
     /// Publishes every record and waits for Kafka's acknowledgement of
-    /// each; returns where each one landed, as (partition, offset).
+    /// each; returns where each one landed, as (partition, offset). Stops
+    /// waiting as soon as the producer is fenced.
     pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<Vec<(i32, i64)>, SinkError> {
-        let results = join_all(records.iter().map(|r| self.send_one(r))).await;
+        let results = tokio::select! {
+            results = join_all(records.iter().map(|r| self.send_one(r))) => results,
+            cause = self.watch.until_fenced() => {
+                return Err(SinkError {
+                    count: records.len(),
+                    topic: records.first().map(|r| r.topic.clone()).unwrap_or_default(),
+                    cause,
+                });
+            }
+        };
         let mut failed: BTreeMap<&str, u64> = BTreeMap::new();
         let mut first_failure = None;
         let mut positions = Vec::with_capacity(records.len());

@@ -13,6 +13,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, TopicPartitionList};
 use serde_json::Value;
 
+use super::process::EngineProcess;
 use super::{producer, read_topic_with};
 
 /// Produces every record to its source topic, keyed by customer (so the
@@ -98,6 +99,32 @@ pub fn wait_all_committed(config: &Config, timeout: Duration, log: impl Fn() -> 
             log()
         );
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until `engine` has committed every event of `config` and fired
+/// every window they close (windows close a few at a time, so the last
+/// ones may fire after the last commit of offsets); a SIGTERM then commits
+/// the last of them.
+pub fn wait_finished(config: &Config, engine: &EngineProcess, timeout: Duration) {
+    let started = Instant::now();
+    wait_all_committed(config, timeout, || engine.log_text());
+    loop {
+        let body = engine.metrics();
+        let lags: Vec<f64> = body
+            .lines()
+            .filter(|l| l.starts_with("cxpulse_window_close_lag_seconds{"))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
+            .collect();
+        if !lags.is_empty() && lags.iter().all(|l| *l == 0.0) {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "windows still closing after {timeout:?}: lags {lags:?}; engine log:\n{}",
+            engine.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
