@@ -16,6 +16,23 @@ impl<T: Send + 'static> DropAside<T> {
     pub fn new(value: T) -> Self {
         Self(Some(value))
     }
+
+    /// Drops the value now, waiting at most `timeout` for it (for a clean
+    /// shutdown, whose last log line should come last); a drop that takes
+    /// longer goes on on its own thread.
+    pub fn drop_within(mut self, timeout: std::time::Duration) {
+        let Some(value) = self.0.take() else { return };
+        let (done, dropped) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("cxpulse-close".to_owned())
+            .spawn(move || {
+                drop(value);
+                let _ = done.send(());
+            });
+        if spawned.is_ok() && dropped.recv_timeout(timeout).is_err() {
+            tracing::warn!("a Kafka client is still closing; not waiting for it");
+        }
+    }
 }
 
 impl<T: Send + 'static> Deref for DropAside<T> {
@@ -65,6 +82,21 @@ mod tests {
             let _ = self.0.recv();
             let _ = self.1.send("closed");
         }
+    }
+
+    #[test]
+    fn a_drop_within_a_time_waits_that_long_at_most() {
+        let (finish, wait) = mpsc::channel();
+        let (done, closed) = mpsc::channel();
+        DropAside::new(SlowToClose(wait, done)).drop_within(Duration::from_millis(50));
+        assert!(closed.try_recv().is_err(), "gave up waiting");
+        finish.send(()).expect("send");
+        assert_eq!(closed.recv_timeout(Duration::from_secs(5)), Ok("closed"));
+        let (finish, wait) = mpsc::channel();
+        let (done, closed) = mpsc::channel();
+        finish.send(()).expect("send");
+        DropAside::new(SlowToClose(wait, done)).drop_within(Duration::from_secs(5));
+        assert_eq!(closed.try_recv(), Ok("closed"), "closed before returning");
     }
 
     #[test]

@@ -16,13 +16,15 @@ use std::time::Instant;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Engine, EngineError, TICK, jobs, millis};
 use crate::schema::SourceKind;
 use crate::sink::transaction::TxnFailure;
 use crate::source::{self, Batcher, MicroBatch};
+
+/// How long a clean stop waits for its consumers to close.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Engine {
     /// Runs until `shutdown` resolves (then drains) or Kafka fails. A
@@ -36,7 +38,14 @@ impl Engine {
             for job in &self.jobs {
                 job.forget_metrics(&self.metrics);
             }
+            return result;
         }
+        // A clean stop closes its consumers before saying it stopped.
+        let Engine {
+            consumer, lookup, ..
+        } = self;
+        consumer.drop_within(CLOSE_TIMEOUT);
+        lookup.drop_within(CLOSE_TIMEOUT);
         result
     }
 
@@ -87,6 +96,13 @@ impl Engine {
                     self.reload().await;
                 }
                 _ = ticker.tick() => {
+                    match self.lookup.take(&mut batcher, Instant::now()) {
+                        Ok(n) if n > 0 && deadline.is_none() => {
+                            deadline = Some(tokio::time::Instant::now() + linger);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "reading the customers topic"),
+                    }
                     self.tick().await?;
                     if let (Some(at), Some(every)) = (next_reload, reload_every)
                         && tokio::time::Instant::now() >= at
@@ -116,17 +132,6 @@ impl Engine {
                         });
                     }
                     Err(e) => tracing::warn!(error = %e, "consumer error"),
-                },
-                received = self.lookup.recv() => match received {
-                    Ok(message) => {
-                        tracing::debug!(partition = message.partition(), "customers record");
-                        batcher.push(&message);
-                        drop(message);
-                        if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + linger);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "customers consumer error"),
                 },
             }
         }

@@ -89,12 +89,8 @@ impl Engine {
         };
         let (read_records, read_bytes) = (restored.records, restored.bytes);
 
-        let lookup = LookupConsumer::open(config, &config.topics.customers)
-            .await
-            .map_err(EngineError::kafka("opening the customers topic"))?;
         let mut batcher = Batcher::new(config.topics.clone());
-        lookup
-            .read_to_end(&mut batcher)
+        let lookup = LookupConsumer::read_to_end(config, &config.topics.customers, &mut batcher)
             .await
             .map_err(EngineError::kafka("reading the customers topic"))?;
         let bootstrap = batcher.take()?;

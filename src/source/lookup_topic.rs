@@ -1,17 +1,22 @@
 //! The customers topic, read whole by every instance, as Kafka Streams
 //! reads a GlobalKTable: from the beginning at every start and to its end
 //! before any event is processed, so that a lookup join never misses a
-//! profile that was already on the topic; then followed like any source.
+//! profile that was already on the topic; then looked at again about once a
+//! second ([`POLL_EVERY`]).
 //!
+//! Between two looks its partitions are paused, so that the consumer does
+//! not keep fetching from a topic that rarely changes (brokers that answer
+//! an empty fetch at once, as noida-db does, would keep a core busy).
 //! Its positions are not committed through the consumer group: the topic is
 //! compacted, and reading it again is how the table is rebuilt.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -22,24 +27,40 @@ use crate::config::Config;
 /// How long reading to the end may go without a record.
 const STALL: Duration = Duration::from_secs(30);
 
-/// A consumer of every partition of one lookup topic.
+/// How often the lookup topic is looked at for new records.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a look lasts at least: long enough for a fetch to come back.
+const LOOK_FOR: Duration = Duration::from_millis(150);
+
+/// Most records taken from the lookup topic per call.
+const MAX_RECORDS: usize = 10_000;
+
+/// A consumer of every partition of one lookup topic, following it.
 pub struct LookupConsumer {
-    consumer: StreamConsumer<ReadToEndContext>,
-    topic: String,
-    partitions: i32,
+    consumer: BaseConsumer<ReadToEndContext>,
+    /// Paused until this instant, or looking since it.
+    state: Look,
+}
+
+/// Whether the consumer is between looks or looking.
+#[derive(Debug, Clone, Copy)]
+enum Look {
+    PausedUntil(Instant),
+    LookingSince(Instant),
 }
 
 impl LookupConsumer {
-    /// Assigns every partition of `topic`, from the beginning.
-    pub async fn open(config: &Config, topic: &str) -> Result<Self, KafkaError> {
-        let mut client = config.client_config();
-        client
-            .set("group.id", format!("{}-lookups", config.kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed");
-        let consumer: StreamConsumer<ReadToEndContext> =
-            client.create_with_context(ReadToEndContext)?;
+    /// Reads every partition of `topic` from the beginning to its end into
+    /// `batcher`, then returns a consumer that follows the topic from there.
+    /// The reading consumer reports the end of each partition; the
+    /// following one does not (brokers that answer at once when there is
+    /// nothing new would make it report the end again and again).
+    pub async fn read_to_end(
+        config: &Config,
+        topic: &str,
+        batcher: &mut Batcher,
+    ) -> Result<Self, KafkaError> {
         let partitions = match partition_counts(config, &[topic.to_owned()])
             .await?
             .get(topic)
@@ -55,46 +76,102 @@ impl LookupConsumer {
                 ));
             }
         };
-        let mut all = TopicPartitionList::new();
-        for p in 0..partitions {
-            all.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
-        consumer.assign(&all)?;
-        Ok(Self {
-            consumer,
-            topic: topic.to_owned(),
-            partitions,
-        })
-    }
-
-    /// Reads until every partition has reached its end, into `batcher`.
-    pub async fn read_to_end(&self, batcher: &mut Batcher) -> Result<(), KafkaError> {
+        let reader: StreamConsumer<ReadToEndContext> = client(config, true)?;
+        reader.assign(&from(topic, partitions, &BTreeMap::new())?)?;
         let mut ended = BTreeSet::new();
-        while (ended.len() as i32) < self.partitions {
-            match tokio::time::timeout(STALL, self.consumer.recv()).await {
-                Ok(Ok(message)) => batcher.push(&message),
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        while (ended.len() as i32) < partitions {
+            match tokio::time::timeout(STALL, reader.recv()).await {
+                Ok(Ok(message)) => {
+                    next.insert(message.partition(), message.offset() + 1);
+                    batcher.push(&message);
+                }
                 Ok(Err(KafkaError::PartitionEOF(p))) => {
                     ended.insert(p);
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
-                    tracing::error!(topic = %self.topic, "nothing read for {} s before the end of the topic", STALL.as_secs());
+                    tracing::error!(
+                        topic,
+                        "nothing read for {} s before the end of the topic",
+                        STALL.as_secs()
+                    );
                     return Err(KafkaError::MessageConsumption(
                         RDKafkaErrorCode::OperationTimedOut,
                     ));
                 }
             }
         }
-        Ok(())
+        let follower: BaseConsumer<ReadToEndContext> = client(config, false)?;
+        let assignment = from(topic, partitions, &next)?;
+        follower.assign(&assignment)?;
+        follower.pause(&assignment)?;
+        Ok(Self {
+            consumer: follower,
+            state: Look::PausedUntil(Instant::now() + POLL_EVERY),
+        })
     }
 
-    /// The next record (ends of partitions are skipped).
-    pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
-        loop {
-            match self.consumer.recv().await {
-                Err(KafkaError::PartitionEOF(_)) => continue,
-                other => return other,
+    /// Takes what has arrived into `batcher`, without waiting; resumes the
+    /// partitions when a look is due and pauses them once a look finds
+    /// nothing more. Returns how many records it took.
+    pub fn take(&mut self, batcher: &mut Batcher, now: Instant) -> Result<usize, KafkaError> {
+        let assignment = self.consumer.assignment()?;
+        match self.state {
+            Look::PausedUntil(at) if now >= at => {
+                self.consumer.resume(&assignment)?;
+                self.state = Look::LookingSince(now);
+                Ok(0)
+            }
+            Look::PausedUntil(_) => Ok(0),
+            Look::LookingSince(since) => {
+                let mut taken = 0;
+                while taken < MAX_RECORDS {
+                    match self.consumer.poll(Duration::ZERO) {
+                        Some(Ok(message)) => {
+                            batcher.push(&message);
+                            taken += 1;
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => break,
+                    }
+                }
+                if taken == 0 && now.duration_since(since) >= LOOK_FOR {
+                    self.consumer.pause(&assignment)?;
+                    self.state = Look::PausedUntil(now + POLL_EVERY);
+                }
+                Ok(taken)
             }
         }
     }
+}
+
+/// A consumer outside the group (it never commits), read_committed.
+fn client<C: FromClientConfigAndContext<ReadToEndContext>>(
+    config: &Config,
+    eof: bool,
+) -> Result<C, KafkaError> {
+    let mut client = config.client_config();
+    client
+        .set("group.id", format!("{}-lookups", config.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", eof.to_string())
+        .set("isolation.level", "read_committed");
+    client.create_with_context(ReadToEndContext)
+}
+
+/// Every partition of `topic`, at `next` where given, else at the beginning.
+fn from(
+    topic: &str,
+    partitions: i32,
+    next: &BTreeMap<i32, i64>,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut all = TopicPartitionList::new();
+    for p in 0..partitions {
+        let offset = next
+            .get(&p)
+            .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+        all.add_partition_offset(topic, p, offset)?;
+    }
+    Ok(all)
 }
