@@ -4,8 +4,8 @@
 //! bounded labels (topic, partition, job, reason).
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::decode::RejectKind;
@@ -38,6 +38,9 @@ pub const WATERMARK_DELAY: &str = "cxpulse_watermark_delay_seconds";
 pub const LATE_RECORDS: &str = "cxpulse_late_records_total";
 /// Windows (or sessions) closed with data, by job.
 pub const WINDOWS_FIRED: &str = "cxpulse_windows_fired_total";
+/// Wall time a job spends on a micro-batch (`batch`) or on closing windows
+/// and early results (`fire`), by job and phase.
+pub const JOB_DURATION: &str = "cxpulse_job_duration_seconds";
 /// Memory held by a windowed job's state (partial aggregates), by job.
 pub const WINDOW_STATE_BYTES: &str = "cxpulse_window_state_bytes";
 /// How far a windowed job's closed windows trail its watermark (minus
@@ -104,6 +107,8 @@ pub struct Metrics {
     pub late_records: IntCounterVec,
     /// See [`WINDOWS_FIRED`].
     pub windows_fired: IntCounterVec,
+    /// See [`JOB_DURATION`].
+    pub job_duration: HistogramVec,
     /// See [`WINDOW_STATE_BYTES`].
     pub window_state_bytes: IntGaugeVec,
     /// See [`WINDOW_CLOSE_LAG`].
@@ -232,6 +237,20 @@ impl Metrics {
                 )?;
                 registry.register(Box::new(g.clone()))?;
                 g
+            },
+            job_duration: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        JOB_DURATION,
+                        "Wall time a job spends on a micro-batch or on firing, by phase.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
+                    &["job", "phase"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
             },
             window_close_lag: {
                 let g = GaugeVec::new(

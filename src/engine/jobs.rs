@@ -74,6 +74,9 @@ impl RunningJob {
         let name = self.job.name.as_str();
         let _ = metrics.window_state_bytes.remove_label_values(&[name]);
         let _ = metrics.window_close_lag.remove_label_values(&[name]);
+        for phase in ["batch", "fire"] {
+            let _ = metrics.job_duration.remove_label_values(&[name, phase]);
+        }
         self.gauges.unregister(metrics);
     }
 }
@@ -141,56 +144,80 @@ pub async fn process(
         if !running.job.sources().iter().any(|k| events.contains_key(k)) {
             continue;
         }
-        let name = running.job.name.clone();
-        if running.job.windowed().is_none() {
-            let inputs: BTreeMap<SourceKind, Vec<RecordBatch>> = events
-                .iter()
-                .map(|(k, batches)| (*k, batches.iter().map(|b| b.rows.clone()).collect()))
-                .collect();
-            match running.job.run(&inputs).await {
-                Ok(rows) => out.publish(running, &rows, metrics),
-                Err(e) => {
-                    job_failed(running, &e.to_string(), metrics);
-                    let rejection =
-                        Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
-                    for kind in running.job.sources() {
-                        for batch in events.get(&kind).into_iter().flatten() {
-                            out.dead_letters
-                                .extend(reject_all(batch, &name, &rejection));
-                        }
-                    }
+        let started = std::time::Instant::now();
+        if running.job.windowed().is_some() {
+            accumulate(running, events, metrics, &mut out).await;
+        } else {
+            run_stateless(running, events, metrics, &mut out).await;
+        }
+        metrics
+            .job_duration
+            .with_label_values(&[running.job.name.as_str(), "batch"])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    out
+}
+
+/// A stateless job on one micro-batch: its rows, or its events as dead
+/// letters if it fails.
+async fn run_stateless(
+    running: &mut RunningJob,
+    events: &BTreeMap<SourceKind, Vec<SourceBatch>>,
+    metrics: &Metrics,
+    out: &mut JobOutput,
+) {
+    let inputs: BTreeMap<SourceKind, Vec<RecordBatch>> = events
+        .iter()
+        .map(|(k, batches)| (*k, batches.iter().map(|b| b.rows.clone()).collect()))
+        .collect();
+    match running.job.run(&inputs).await {
+        Ok(rows) => out.publish(running, &rows, metrics),
+        Err(e) => {
+            job_failed(running, &e.to_string(), metrics);
+            let name = running.job.name.clone();
+            let rejection = Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
+            for kind in running.job.sources() {
+                for batch in events.get(&kind).into_iter().flatten() {
+                    out.dead_letters
+                        .extend(reject_all(batch, &name, &rejection));
                 }
             }
-            continue;
         }
-        let Some(windowed) = running.job.windowed_mut() else {
-            continue;
-        };
-        let sources = windowed.info.sources.clone();
-        let mut batches: Vec<(SourceKind, &SourceBatch)> = Vec::new();
-        for source in &sources {
-            for batch in events.get(source).into_iter().flatten() {
-                batches.push((*source, batch));
-            }
-        }
-        for (source, batch) in batches {
+    }
+}
+
+/// A windowed job on one micro-batch: late events to the dead-letter
+/// topic, the others into its state, one source partition at a time.
+async fn accumulate(
+    running: &mut RunningJob,
+    events: &BTreeMap<SourceKind, Vec<SourceBatch>>,
+    metrics: &Metrics,
+    out: &mut JobOutput,
+) {
+    let name = running.job.name.clone();
+    let Some(windowed) = running.job.windowed_mut() else {
+        return;
+    };
+    let sources = windowed.info.sources.clone();
+    for source in sources {
+        for batch in events.get(&source).into_iter().flatten() {
             let result = async {
                 let late = windowed.late_rows(&batch.rows)?;
                 if late.true_count() > 0 {
                     let closed = windowed.closed_through().unwrap_or_default();
+                    let reason = format!(
+                        "late for every window of job {name}: windows up to {} have closed",
+                        format_timestamp_millis(closed)
+                    );
                     for (row, is_late) in late.iter().enumerate() {
                         if is_late == Some(true) {
-                            let reason = format!(
-                                "late for every window of job {name}: windows up to {} have closed",
-                                format_timestamp_millis(closed)
-                            );
-                            let raw = batch.raw[row].clone();
-                            out.dead_letters.push(raw.into_dead_letter(
-                                &batch.topic,
-                                batch.partition,
-                                Rejection::new(RejectKind::Late, reason),
-                                Some(name.clone()),
-                            ));
+                            out.dead_letters
+                                .push(batch.raw[row].clone().into_dead_letter(
+                                    &batch.topic,
+                                    batch.partition,
+                                    Rejection::new(RejectKind::Late, reason.clone()),
+                                    Some(name.clone()),
+                                ));
                         }
                     }
                     metrics
@@ -217,7 +244,6 @@ pub async fn process(
             }
         }
     }
-    out
 }
 
 /// Fires the windows each windowed job's watermark has closed, and the
@@ -232,6 +258,7 @@ pub async fn fire(
     let deadline = std::time::Instant::now() + FIRING_BUDGET;
     let mut out = JobOutput::default();
     for running in jobs.iter_mut() {
+        let started = std::time::Instant::now();
         let every = running.job.emit_every;
         let early_due = running.next_early.is_some_and(|at| now >= at);
         let Some(windowed) = running.job.windowed_mut() else {
@@ -286,6 +313,10 @@ pub async fn fire(
         if !rows.is_empty() {
             out.publish(running, &rows, metrics);
         }
+        metrics
+            .job_duration
+            .with_label_values(&[name.as_str(), "fire"])
+            .observe(started.elapsed().as_secs_f64());
     }
     out
 }
