@@ -86,6 +86,14 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         partitions: i32,
     },
+    /// Forget a job's window state; the engine's next start begins the job empty (a running engine of this instance is fenced and stops).
+    Reset {
+        /// Job name (its query file name without .sql).
+        job: String,
+        /// Configuration file layered over the embedded default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Send JSON lines from stdin to a topic, one message per line.
     Produce {
         #[command(flatten)]
@@ -211,6 +219,15 @@ fn main() -> ExitCode {
         Command::CreateTopics { config, partitions } => {
             runtime.block_on(create_topics(config, partitions))
         }
+        Command::Reset { job, config } => runtime.block_on(async move {
+            let config = Config::load(config.as_deref())?;
+            let report = cxpulse::state::reset::reset_job(&config, &job).await?;
+            println!(
+                "reset {job}: {} state entries removed ({} tombstones in {})",
+                report.entries, report.tombstones, report.topic
+            );
+            Ok(())
+        }),
         Command::Produce {
             brokers,
             topic,

@@ -99,11 +99,18 @@ fn dead_letters(config: &Config) -> Vec<(String, String, String)> {
 /// Runs an engine on `config` until every event is committed, then stops it
 /// with SIGTERM (which must exit 0).
 fn run_to_the_end(config: &Config) {
+    let clock = std::time::Instant::now();
     let mut engine = EngineProcess::start(&engine_env(config, &[]));
     engine.wait_ready(READY);
+    let ready = clock.elapsed();
     wait_finished(config, &engine, Duration::from_secs(600));
+    let finished = clock.elapsed();
     let (code, log) = engine.terminate(DRAIN);
     assert_eq!(code, Some(0), "{log}");
+    println!(
+        "run to the end: ready after {ready:?}, finished after {finished:?}, stopped after {:?}",
+        clock.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,10 +390,14 @@ async fn a_second_instance_with_the_same_id_fences_the_first() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut second = EngineProcess::start(&env);
-    let status = first
-        .wait_exit(Duration::from_secs(60))
-        .expect("the fenced instance stops");
+    let status = first.wait_exit(Duration::from_secs(60));
     let log = first.log_text();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the fenced instance did not stop:\n{log}\n--- the second instance:\n{}",
+            second.log_text()
+        )
+    });
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains("fenced"),
@@ -675,4 +686,177 @@ async fn a_broker_without_transactions_is_refused_with_a_message() {
         log.contains("the Kafka cluster refuses transactions"),
         "says why:\n{log}"
     );
+}
+
+/// The live changelog keys of job `job`, with their query fingerprints.
+async fn state_of(config: &Config, job: &str) -> Vec<(String, cxpulse::state::key::StateKey)> {
+    let topic = config.changelog_topic();
+    let partitions = cxpulse::admin::partition_counts(config, std::slice::from_ref(&topic))
+        .await
+        .expect("metadata")
+        .get(&topic)
+        .copied()
+        .expect("the changelog topic exists");
+    let job = job.to_owned();
+    let client = config.client_config();
+    let group = config.kafka.group_id.clone();
+    tokio::task::spawn_blocking(move || {
+        cxpulse::state::reader::live_keys(&client, &group, &topic, partitions, |key| {
+            key.job().is_some_and(|(name, _)| name == job)
+        })
+        .expect("changelog read")
+        .into_iter()
+        .filter(|(_, part)| *part == 0)
+        .filter_map(|(key, _)| Some((key.job()?.1.to_owned(), key)))
+        .collect()
+    })
+    .await
+    .expect("join")
+}
+
+/// `cxpulse reset JOB` with the engine's environment: exit code, output.
+fn reset(env: &[(String, String)], job: &str) -> (Option<i32>, String) {
+    let output = std::process::Command::new(common::process::BIN)
+        .args(["reset", job])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run cxpulse reset");
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_removed_and_reset_jobs_start_empty_and_their_old_state_is_removed() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("forget");
+    let hourly = |extra: &str| {
+        format!(
+            "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue{extra}\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n"
+        )
+    };
+    let dir = one_query("hourly", &hourly(""));
+    let daily = "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue\nFROM TUMBLE(transactions, ts, INTERVAL '1 day')\nGROUP BY window_start, window_end, category\n";
+    std::fs::write(dir.path().join("daily.sql"), daily).expect("write");
+    std::fs::write(dir.path().join("gone.sql"), daily).expect("write");
+    std::fs::write(dir.path().join("dropped.sql"), daily).expect("write");
+    let mut config = test_config(&broker, &prefix, dir.path());
+    config.engine.max_out_of_orderness_ms = 0;
+    config.engine.idle_timeout_ms = 3_600_000;
+    create_source_topics(&config, 1).await;
+    let env = engine_env(&config, &[]);
+    let tx = |id: &str, ts: &str, amount: f64| {
+        format!(
+            r#"{{"event_id":"{id}","customer_id":"c1","ts":"{ts}","amount":{amount},"category":"books"}}"#
+        )
+    };
+    let kafka = producer(broker.bootstrap());
+
+    // Run 1: two events in windows that stay open.
+    let mut first = EngineProcess::start(&env);
+    first.wait_ready(READY);
+    produce(
+        &kafka,
+        &config.topics.transactions,
+        &[
+            (0, None, Some(&tx("t1", "2026-03-01T10:05:00Z", 2.5))),
+            (0, None, Some(&tx("t2", "2026-03-01T10:10:00Z", 4.0))),
+        ],
+    )
+    .await;
+    wait_all_committed(&config, READY, || first.log_text());
+    let (code, log) = first.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    let old_hourly: std::collections::BTreeSet<String> = state_of(&config, "hourly")
+        .await
+        .into_iter()
+        .map(|(fingerprint, _)| fingerprint)
+        .collect();
+    assert_eq!(old_hourly.len(), 1, "one version of hourly has state");
+    for job in ["daily", "gone", "dropped"] {
+        assert!(!state_of(&config, job).await.is_empty(), "{job} has state");
+    }
+
+    // Between the runs: hourly changes, gone is removed, daily is reset.
+    std::fs::write(
+        dir.path().join("hourly.sql"),
+        hourly(", max(amount) AS top"),
+    )
+    .expect("write");
+    std::fs::remove_file(dir.path().join("gone.sql")).expect("remove");
+    let (code, output) = reset(&env, "daily");
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("reset daily:"), "{output}");
+    assert!(state_of(&config, "daily").await.is_empty());
+    let (code, output) = reset(&env, "nosuchjob");
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("no state stored for job nosuchjob")
+            && output.contains("dropped")
+            && output.contains("hourly"),
+        "names the jobs with state: {output}"
+    );
+
+    // Run 2: a third event in the same windows, then one that closes them;
+    // dropped.sql is removed while it runs.
+    let mut second = EngineProcess::start(&env);
+    second.wait_ready(READY);
+    let log = second.log_text();
+    assert!(
+        log.contains("the job's query changed since its state was saved"),
+        "{log}"
+    );
+    produce(
+        &kafka,
+        &config.topics.transactions,
+        &[
+            (0, None, Some(&tx("t3", "2026-03-01T10:20:00Z", 1.5))),
+            (0, None, Some(&tx("t4", "2026-03-02T00:30:00Z", 9.0))),
+        ],
+    )
+    .await;
+    wait_all_committed(&config, READY, || second.log_text());
+    std::fs::remove_file(dir.path().join("dropped.sql")).expect("remove");
+    second.wait_for_metrics(&[("cxpulse_jobs_loaded", 2.0)], READY);
+    // The tombstones go out with the next epoch.
+    let stopping = second.terminate(DRAIN);
+    assert_eq!(stopping.0, Some(0), "{}", stopping.1);
+
+    // Only t3 counts in the changed and the reset job: they started empty.
+    assert_eq!(
+        rows_of(&config, "hourly"),
+        [serde_json::json!({
+            "window_start": "2026-03-01T10:00:00.000Z",
+            "window_end": "2026-03-01T11:00:00.000Z",
+            "category": "books",
+            "orders": 1,
+            "revenue": 1.5,
+            "top": 1.5
+        })]
+    );
+    assert_eq!(
+        rows_of(&config, "daily"),
+        [serde_json::json!({
+            "window_start": "2026-03-01T00:00:00.000Z",
+            "window_end": "2026-03-02T00:00:00.000Z",
+            "category": "books",
+            "orders": 1,
+            "revenue": 1.5
+        })]
+    );
+    let hourly_now = state_of(&config, "hourly").await;
+    assert!(
+        hourly_now.iter().all(|(f, _)| !old_hourly.contains(f)),
+        "the old version's state is gone: {hourly_now:?}"
+    );
+    assert!(!hourly_now.is_empty(), "the new version has state");
+    assert_eq!(state_of(&config, "gone").await, []);
+    assert_eq!(state_of(&config, "dropped").await, []);
 }

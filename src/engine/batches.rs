@@ -19,6 +19,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Engine, EngineError, TICK, jobs, millis};
+use crate::lookup::complaints;
 use crate::schema::SourceKind;
 use crate::sink::transaction::TxnFailure;
 use crate::source::{self, Batcher, MicroBatch};
@@ -33,7 +34,13 @@ impl Engine {
         mut self,
         shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), EngineError> {
-        let result = self.run_until_stopped(shutdown).await;
+        let mut result = self.run_until_stopped(shutdown).await;
+        // Once fenced, whatever failed first (often records purged by the
+        // fenced producer) is that fencing: retrying would fence the
+        // instance that took over.
+        if let (Err(_), Some(error)) = (&result, self.watch.fenced()) {
+            result = Err(EngineError::Transaction(TxnFailure::Fenced(error)));
+        }
         if result.is_err() {
             for job in &self.jobs {
                 job.forget_metrics(&self.metrics);
@@ -206,21 +213,13 @@ impl Engine {
         let mut output = jobs::process(&mut self.jobs, &events, &self.metrics).await;
         self.event_time.observe(&events, now);
         self.event_time.refresh(now, &self.metrics);
-        // By the slowest source, so that no job's unfired window still needs
-        // a forgotten complaint.
-        if let Some(watermark) = self.event_time.of_sources(&SourceKind::ALL) {
-            self.lookups
-                .complaints
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .expire(watermark);
-        }
         let fired = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
         output.records.extend(fired.records);
         for (job, n) in fired.rows {
             *output.rows.entry(job).or_default() += n;
         }
         output.dead_letters.extend(dead_letters);
+        self.expire_complaints();
 
         self.publish(output).await?;
         self.epoch.advance(next_offsets);
@@ -266,9 +265,39 @@ impl Engine {
         self.refresh_assignment(now);
         self.event_time.refresh(now, &self.metrics);
         let output = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
+        self.expire_complaints();
         self.publish(output).await?;
         self.check_memory();
         Ok(())
+    }
+
+    /// Forgets complaints 30 days older than every window that has yet to
+    /// fire in a job joining the complaint tables (so the result of a
+    /// window never depends on when it fired); without such a job, 30 days
+    /// behind the slowest source.
+    fn expire_complaints(&mut self) {
+        let readers: Vec<Option<i64>> = self
+            .jobs
+            .iter()
+            .filter(|j| {
+                j.job.reads_table(complaints::STATUS_TABLE)
+                    || j.job.reads_table(complaints::HISTORY_TABLE)
+            })
+            .filter_map(|j| j.job.windowed())
+            .map(|w| w.closed_through())
+            .collect();
+        let now = if readers.is_empty() {
+            self.event_time.of_sources(&SourceKind::ALL)
+        } else {
+            readers.into_iter().min().flatten()
+        };
+        if let Some(now) = now {
+            self.lookups
+                .complaints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expire(now);
+        }
     }
 
     fn refresh_assignment(&mut self, now: tokio::time::Instant) {

@@ -126,16 +126,18 @@ impl Engine {
         changelog.restore_read(read_bytes as usize);
         // Invalid customers records dead-lettered before the restart are
         // not sent again.
-        let mut pending_output = JobOutput::default();
-        pending_output.dead_letters = bootstrap
-            .dead_letters
-            .into_iter()
-            .filter(|d| {
-                lookup_positions
-                    .get(&d.partition)
-                    .is_none_or(|&next| d.offset >= next)
-            })
-            .collect();
+        let pending_output = JobOutput {
+            dead_letters: bootstrap
+                .dead_letters
+                .into_iter()
+                .filter(|d| {
+                    lookup_positions
+                        .get(&d.partition)
+                        .is_none_or(|&next| d.offset >= next)
+                })
+                .collect(),
+            ..JobOutput::default()
+        };
         let mut positions = lookup_positions;
         positions.extend(bootstrap.lookup_offsets);
 

@@ -9,7 +9,7 @@ mod session;
 mod tables;
 pub mod windowed;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -30,7 +30,7 @@ use crate::lookup::Lookups;
 use crate::query::{QueryError, QueryFile};
 use crate::schema::SourceKind;
 use crate::window::assign::SessionSpans;
-use crate::window::split::{check_windowed, split_physical, streams_in};
+use crate::window::split::{check_windowed, split_physical, streams_in, tables_in};
 
 /// Output columns the engine adds to rows; a query may not produce them.
 pub const RESERVED_COLUMNS: &[&str] = &["job", "emitted_at", FINAL_COLUMN];
@@ -62,6 +62,8 @@ pub struct Job {
     /// Names the query file's content and the shape of its state: state
     /// in the changelog under another fingerprint is not restored.
     pub fingerprint: String,
+    /// Every table the query reads, lookup tables included.
+    tables: BTreeSet<String>,
     slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
     runner: Runner,
     task_ctx: Arc<TaskContext>,
@@ -124,6 +126,7 @@ impl Job {
             .map_err(|e| datafusion_error(&query, &e))?;
         let logical = frame.logical_plan().clone();
         let read = streams_in(&logical);
+        let tables_read = tables_in(&logical);
         let window =
             check_windowed(&logical).map_err(|m| error_at(first_sql_line(&query.sql), m))?;
         if window.is_none() {
@@ -237,6 +240,7 @@ impl Job {
             schema,
             emit_every,
             fingerprint,
+            tables: tables_read,
             slots,
             runner,
             task_ctx,
@@ -278,6 +282,12 @@ impl Job {
     /// The event sources this job reads.
     pub fn sources(&self) -> Vec<SourceKind> {
         self.slots.keys().copied().collect()
+    }
+
+    /// Whether the query reads the table `name` (a source or a lookup
+    /// table).
+    pub fn reads_table(&self, name: &str) -> bool {
+        self.tables.contains(name)
     }
 
     /// Whether this job reads `kind`.

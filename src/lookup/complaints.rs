@@ -10,7 +10,8 @@
 //!
 //! Both are fed by the engine from the valid complaints events of each
 //! micro-batch before the jobs run. A complaint without any event for 30
-//! days of event time (behind the slowest source's watermark) is forgotten.
+//! days of event time before every window that has yet to fire is
+//! forgotten.
 //!
 //! The table remembers which complaints changed since the changelog last
 //! recorded them ([`ComplaintTable::drain_changes`]); each is recorded as
@@ -204,10 +205,10 @@ impl ComplaintTable {
     }
 
     /// Forgets complaints whose last event is more than [`RETENTION_MS`]
-    /// behind `watermark`.
-    pub fn expire(&mut self, watermark: i64) {
+    /// before `now` (in event time).
+    pub fn expire(&mut self, now: i64) {
         let before = self.events.len();
-        let horizon = watermark.saturating_sub(RETENTION_MS);
+        let horizon = now.saturating_sub(RETENTION_MS);
         let changed = &mut self.changed;
         self.events.retain(|id, history| {
             let keep = history.last().is_some_and(|e| e.ts > horizon);

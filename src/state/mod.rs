@@ -13,9 +13,11 @@
 //! | [`codec`] | typed values: pane batches, sessions, complaint events |
 //! | [`writer`] | state changes → records; live keys; when a checkpoint is due |
 //! | [`reader`] | the changelog from the latest checkpoint to its end → the latest value per key |
+//! | [`reset`] | `cxpulse reset JOB`: tombstones for one job's state |
 
 pub mod codec;
 pub mod key;
 pub mod reader;
+pub mod reset;
 pub mod value;
 pub mod writer;

@@ -6,7 +6,7 @@
 //! seen, and folded into the latest value per key; a tombstone removes its
 //! key. Reading stops once every partition has reached its end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,55 @@ pub fn read(
     topic: &str,
     partitions: i32,
 ) -> Result<Restored, ReadError> {
+    let mut fold = Fold::default();
+    scan(
+        client,
+        group,
+        topic,
+        partitions,
+        |key, payload, location| fold.add(key, payload, location),
+    )?;
+    fold.finish()
+}
+
+/// The live record keys (state key and part) whose state `wanted` picks,
+/// from the checkpoint offsets committed by `group` to the end; values are
+/// not decoded, so a corrupt value does not stop it. Blocking.
+pub fn live_keys(
+    client: &ClientConfig,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    wanted: impl Fn(&StateKey) -> bool,
+) -> Result<BTreeSet<(StateKey, u32)>, ReadError> {
+    let mut live = BTreeSet::new();
+    scan(
+        client,
+        group,
+        topic,
+        partitions,
+        |key, payload, location| {
+            let (state, part) = decode_key(key, &location)?;
+            if wanted(&state) {
+                match payload {
+                    Some(_) => live.insert((state, part)),
+                    None => live.remove(&(state, part)),
+                };
+            }
+            Ok(())
+        },
+    )?;
+    Ok(live)
+}
+
+/// Hands every record from the checkpoint offsets to the end to `each`.
+fn scan(
+    client: &ClientConfig,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>, Location) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
     let kafka = |context| move |source| ReadError::Kafka { context, source };
     let consumer: BaseConsumer<ReadToEndContext> = client
         .clone()
@@ -134,7 +183,7 @@ pub fn read(
         .assign(&start)
         .map_err(kafka("assigning the changelog"))?;
 
-    let mut fold = Fold::default();
+    let mut records = 0u64;
     let mut ended = vec![false; usize::try_from(partitions).unwrap_or(0)];
     let mut last_progress = Instant::now();
     let mut last_log = Instant::now();
@@ -153,7 +202,8 @@ pub fn read(
                 {
                     *e = false;
                 }
-                fold.add(message.key(), message.payload(), location)?;
+                records += 1;
+                each(message.key(), message.payload(), location)?;
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 last_progress = Instant::now();
@@ -170,15 +220,23 @@ pub fn read(
             None => {}
         }
         if last_log.elapsed() > Duration::from_secs(5) {
-            tracing::info!(
-                records = fold.records,
-                bytes = fold.bytes,
-                "restoring state from the changelog"
-            );
+            tracing::info!(records, "reading the changelog");
             last_log = Instant::now();
         }
     }
-    fold.finish()
+    Ok(())
+}
+
+/// The state key and part of a record key.
+fn decode_key(key: Option<&[u8]>, location: &Location) -> Result<(StateKey, u32), ReadError> {
+    let key = key.ok_or_else(|| ReadError::Corrupt {
+        location: location.clone(),
+        reason: "a record without a key".to_owned(),
+    })?;
+    StateKey::decode(key).map_err(|reason| ReadError::Corrupt {
+        location: location.clone(),
+        reason,
+    })
 }
 
 /// The latest stored part per key, folded record by record.
@@ -199,14 +257,7 @@ impl Fold {
     ) -> Result<(), ReadError> {
         self.records += 1;
         self.bytes += (key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len)) as u64;
-        let key = key.ok_or_else(|| ReadError::Corrupt {
-            location: location.clone(),
-            reason: "a record without a key".to_owned(),
-        })?;
-        let (state, part) = StateKey::decode(key).map_err(|reason| ReadError::Corrupt {
-            location: location.clone(),
-            reason,
-        })?;
+        let (state, part) = decode_key(key, &location)?;
         match payload {
             Some(payload) => {
                 self.parts

@@ -175,7 +175,7 @@ impl SessionStore {
                     .map(move |(&start, s)| (s.end, start, key.clone()))
             })
             .collect();
-        closing.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        closing.sort_by_key(|&(end, start, _)| (end, start));
         // Cut between two ends, so that "closed through" stays true.
         let mut closed = through;
         if let Some(&(cut, _, _)) = closing.get(limit) {

@@ -11,6 +11,7 @@
 //! The logical plan is checked first, so a query that cannot run this way
 //! is rejected with an explanation.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -288,6 +289,19 @@ pub fn streams_in(plan: &LogicalPlan) -> Vec<SourceKind> {
         Ok(TreeNodeRecursion::Continue)
     });
     read
+}
+
+/// Every table scanned anywhere in `plan` (sources and lookup tables),
+/// subqueries included.
+pub fn tables_in(plan: &LogicalPlan) -> BTreeSet<String> {
+    let mut tables = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables.insert(scan.table_name.table().to_owned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables
 }
 
 fn count_stream_scans(plan: &LogicalPlan) -> usize {

@@ -109,6 +109,7 @@ pub fn wait_all_committed(config: &Config, timeout: Duration, log: impl Fn() -> 
 pub fn wait_finished(config: &Config, engine: &EngineProcess, timeout: Duration) {
     let started = Instant::now();
     wait_all_committed(config, timeout, || engine.log_text());
+    println!("every event committed after {:?}", started.elapsed());
     loop {
         let body = engine.metrics();
         let lags: Vec<f64> = body

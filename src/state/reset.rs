@@ -1,0 +1,146 @@
+//! `cxpulse reset JOB`: forgetting one job's window state.
+//!
+//! Every live changelog record of the job (any query version) gets a
+//! tombstone, in one transaction under the engine's own `transactional.id`
+//! (group and instance): starting it fences an engine of that instance
+//! that still runs, which stops instead of writing the state back. The
+//! next start finds no state for the job and starts it empty, from the
+//! group's committed offsets: events already consumed are not read again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::key::StateKey;
+use super::reader::{self, ReadError};
+use crate::config::Config;
+
+/// How long to wait for the broker's answers.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a reset did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// The job has no state in the changelog.
+    #[error("no state stored for job {job} in {topic}; jobs with state: {others}")]
+    NoState {
+        /// The job asked for.
+        job: String,
+        /// The changelog topic.
+        topic: String,
+        /// The jobs that have state, comma-separated, or `none`.
+        others: String,
+    },
+    /// A Kafka call failed.
+    #[error("{context}: {source}")]
+    Kafka {
+        /// What was being done.
+        context: &'static str,
+        /// The client error.
+        source: KafkaError,
+    },
+    /// The changelog could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// What a reset removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetReport {
+    /// The changelog topic.
+    pub topic: String,
+    /// State entries (panes, sessions, closing marks) removed.
+    pub entries: usize,
+    /// Tombstones written (one per stored part).
+    pub tombstones: usize,
+}
+
+/// Writes a tombstone for every live changelog record of `job`.
+pub async fn reset_job(config: &Config, job: &str) -> Result<ResetReport, ResetError> {
+    let kafka = |context| move |source| ResetError::Kafka { context, source };
+    let topic = config.changelog_topic();
+    let partitions = crate::admin::partition_counts(config, std::slice::from_ref(&topic))
+        .await
+        .map_err(kafka("fetching the cluster metadata"))?
+        .get(&topic)
+        .copied();
+    let Some(partitions) = partitions else {
+        return Err(ResetError::NoState {
+            job: job.to_owned(),
+            topic,
+            others: "none (the changelog topic does not exist)".to_owned(),
+        });
+    };
+    let client = config.client_config();
+    let group = config.kafka.group_id.clone();
+    let read_topic = topic.clone();
+    let live = tokio::task::spawn_blocking(move || {
+        reader::live_keys(&client, &group, &read_topic, partitions, |key| {
+            key.job().is_some()
+        })
+        .map_err(ResetError::from)
+    })
+    .await
+    .map_err(|_| kafka("reading the changelog")(KafkaError::Canceled))??;
+
+    let mut by_job: BTreeMap<String, Vec<(StateKey, u32)>> = BTreeMap::new();
+    for (key, part) in live {
+        if let Some((name, _)) = key.job() {
+            by_job.entry(name.to_owned()).or_default().push((key, part));
+        }
+    }
+    let Some(doomed) = by_job.remove(job) else {
+        let others: Vec<&str> = by_job.keys().map(String::as_str).collect();
+        return Err(ResetError::NoState {
+            job: job.to_owned(),
+            topic,
+            others: if others.is_empty() {
+                "none".to_owned()
+            } else {
+                others.join(", ")
+            },
+        });
+    };
+    let entries = doomed
+        .iter()
+        .map(|(key, _)| key)
+        .collect::<BTreeSet<_>>()
+        .len();
+    let producer: FutureProducer = config
+        .client_config()
+        .set("transactional.id", config.transactional_id())
+        .create()
+        .map_err(kafka("creating the producer"))?;
+    let tombstones: Vec<(Vec<u8>, i32)> = doomed
+        .iter()
+        .map(|(key, part)| (key.encode(*part), key.partition(partitions)))
+        .collect();
+    let txn_producer = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        txn_producer.init_transactions(TIMEOUT)?;
+        txn_producer.begin_transaction()
+    })
+    .await
+    .map_err(|_| kafka("starting the transaction")(KafkaError::Canceled))?
+    .map_err(kafka("starting the transaction"))?;
+    let sends = tombstones.iter().map(|(key, partition)| {
+        let record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&topic)
+            .key(key)
+            .partition(*partition);
+        producer.send(record, TIMEOUT)
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.map_err(|(e, _)| kafka("writing tombstones")(e))?;
+    }
+    tokio::task::spawn_blocking(move || producer.commit_transaction(TIMEOUT))
+        .await
+        .map_err(|_| kafka("committing the tombstones")(KafkaError::Canceled))?
+        .map_err(kafka("committing the tombstones"))?;
+    Ok(ResetReport {
+        topic,
+        entries,
+        tombstones: doomed.len(),
+    })
+}
