@@ -1,0 +1,319 @@
+//! What exactly-once costs: throughput and produce-to-committed-result
+//! latency at commit intervals of 100 ms and 1 s, against the same engine
+//! committing only once, at the end of the run (no transaction, changelog
+//! write or checkpoint while it runs).
+//!
+//! Run with `cargo bench --bench exactly_once`. It starts a noida-db
+//! broker of its own on 127.0.0.1 (installed by `scripts/broker.sh
+//! install`) and runs the engine in process, with the bundled jobs.
+//!
+//! * Throughput: 200,000+ generated events (61 days of 11,500 customers)
+//!   preloaded into 3-partition topics; each run is a fresh consumer group
+//!   reading them all; events per second from the first event consumed to
+//!   the last.
+//! * Latency: transactions produced at a steady rate, each carrying its
+//!   send time in `event_id`, through the bundled jobs plus a job
+//!   publishing every `event_id`; a `read_committed` reader measures when
+//!   each becomes visible. The end-only run has nothing committed until the
+//!   end, so its row shows when results become *visible* to a
+//!   `read_uncommitted` reader instead.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cxpulse::config::Config;
+use cxpulse::local_broker::LocalBroker;
+use cxpulse::metrics::Metrics;
+use futures::StreamExt;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// 2026-01-01T00:00:00Z: the generated events' start.
+const START: i64 = 1_767_225_600_000;
+/// Paced transactions per second in the latency runs.
+const RATE: u64 = 1_000;
+/// Length of a latency run's produce phase.
+const PACED_FOR: Duration = Duration::from_secs(20);
+/// Latency samples of the first seconds are left out (group join, warm-up).
+const WARM_UP: Duration = Duration::from_secs(3);
+/// Commit interval of the run without checkpoints: longer than any run.
+const END_ONLY: i64 = 300_000;
+
+const PROBE: &str = "-- Every transaction's event_id, as soon as it is processed.\nSELECT event_id FROM transactions\n";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
+    let queries = tempfile::tempdir().expect("tempdir");
+    cxpulse::bundled::write_queries(queries.path()).expect("queries");
+    std::fs::write(queries.path().join("latency_probe.sql"), PROBE).expect("probe");
+    let mut base = Config::load(None).expect("default config");
+    base.kafka.brokers = broker.bootstrap();
+    base.engine.queries_dir = queries.path().to_path_buf();
+    base.http.listen = "127.0.0.1:0".to_owned();
+
+    let throughput_config = with_topics(&base, "tp");
+    cxpulse::admin::ensure_topics(
+        &throughput_config,
+        &cxpulse::admin::source_topics(&throughput_config, 3),
+    )
+    .await
+    .expect("topics");
+    let records = cxpulse::generate::Generator::new(14, 11_500, START).records(61);
+    let events = records.iter().filter(|r| r.kind.is_stream()).count() as u64;
+    preload(&throughput_config, &records).await;
+    println!("preloaded {events} events ({} records)", records.len());
+
+    let settings = [("end only", END_ONLY), ("1 s", 1_000), ("100 ms", 100)];
+    println!("| commit interval | throughput (events/s) | transactions | p50 | p99 | max | latency seen by |");
+    println!("|---|---|---|---|---|---|---|");
+    for (label, interval) in settings {
+        let mut config = throughput_config.clone();
+        config.kafka.group_id = format!("tp-{interval}");
+        config.kafka.instance_id = "bench".to_owned();
+        config.topics.output_prefix = format!("tp.out.{interval}.");
+        config.engine.commit_interval_ms = interval;
+        let (rate, commits) = throughput(config, events).await;
+
+        let mut config = with_topics(&base, &format!("lat{interval}"));
+        config.kafka.group_id = format!("lat-{interval}");
+        config.kafka.instance_id = "bench".to_owned();
+        config.engine.commit_interval_ms = interval;
+        cxpulse::admin::ensure_topics(&config, &cxpulse::admin::source_topics(&config, 3))
+            .await
+            .expect("topics");
+        let isolation = if interval == END_ONLY {
+            "read_uncommitted"
+        } else {
+            "read_committed"
+        };
+        let mut latencies = latency(config, isolation).await;
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+            latencies.get(i).map_or("-".to_owned(), |d| format!("{} ms", d.as_millis()))
+        };
+        println!(
+            "| {label} | {rate:.0} | {commits} | {} | {} | {} | {isolation} ({} samples) |",
+            at(0.5),
+            at(0.99),
+            at(1.0),
+            latencies.len()
+        );
+    }
+}
+
+/// `base` with source topics named after `prefix`.
+fn with_topics(base: &Config, prefix: &str) -> Config {
+    let mut config = base.clone();
+    config.topics.transactions = format!("{prefix}.transactions");
+    config.topics.feedback = format!("{prefix}.feedback");
+    config.topics.complaints = format!("{prefix}.complaints");
+    config.topics.customers = format!("{prefix}.customers");
+    config.topics.deadletter = format!("{prefix}.deadletter");
+    config.topics.output_prefix = format!("{prefix}.out.");
+    config
+}
+
+fn producer(config: &Config) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+async fn preload(config: &Config, records: &[cxpulse::generate::Generated]) {
+    let kafka = producer(config);
+    for chunk in records.chunks(20_000) {
+        let acks = chunk.iter().map(|r| {
+            kafka.send(
+                FutureRecord::to(config.topics.source_topic(r.kind))
+                    .key(&r.key)
+                    .payload(&r.value),
+                Duration::from_secs(60),
+            )
+        });
+        for ack in futures::future::join_all(acks).await {
+            ack.map_err(|(e, _)| e).expect("acknowledged");
+        }
+    }
+}
+
+/// Sum of a counter over its label values.
+fn total(metrics: &Metrics, name: &str) -> f64 {
+    metrics
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .sum()
+}
+
+/// Runs the engine over every preloaded event: events per second from the
+/// first consumed to the last, and the transactions it committed.
+async fn throughput(config: Config, events: u64) -> (f64, f64) {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = tokio::spawn(cxpulse::engine::run(
+        config.clone(),
+        Arc::clone(&metrics),
+        async move {
+            let _ = stopped.await;
+        },
+        |_| {},
+    ));
+    let event_topics = [
+        config.topics.transactions.clone(),
+        config.topics.feedback.clone(),
+        config.topics.complaints.clone(),
+    ];
+    let consumed = || {
+        metrics
+            .records_consumed
+            .with_label_values(&[&event_topics[0]])
+            .get()
+            + metrics
+                .records_consumed
+                .with_label_values(&[&event_topics[1]])
+                .get()
+            + metrics
+                .records_consumed
+                .with_label_values(&[&event_topics[2]])
+                .get()
+    };
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(1_800);
+    while consumed() < events {
+        if first.is_none() && consumed() > 0 {
+            first = Some(Instant::now());
+        }
+        assert!(Instant::now() < deadline, "the run did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
+    let commits = total(&metrics, "cxpulse_transactions_total");
+    let _ = stop.send(());
+    engine.await.expect("join").expect("the engine stops cleanly");
+    (events as f64 / elapsed.as_secs_f64(), commits)
+}
+
+/// Produces paced transactions while the engine runs; the latency of each
+/// from its send to its row becoming visible to an `isolation` reader.
+async fn latency(config: Config, isolation: &str) -> Vec<Duration> {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = tokio::spawn(cxpulse::engine::run(
+        config.clone(),
+        Arc::clone(&metrics),
+        async move {
+            let _ = stopped.await;
+        },
+        |_| {},
+    ));
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", format!("{}-reader", config.kafka.group_id))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", isolation)
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("reader");
+    let probe = format!("{}latency_probe", config.topics.output_prefix);
+    // The engine creates the output topic; wait for it before subscribing.
+    while cxpulse::admin::partition_counts(&config, std::slice::from_ref(&probe))
+        .await
+        .expect("metadata")
+        .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reader.subscribe(&[&probe]).expect("subscribe");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
+    let into = Arc::clone(&seen);
+    let reading = tokio::spawn(async move {
+        let mut stream = reader.stream();
+        while let Some(Ok(message)) = stream.next().await {
+            let arrived = now_micros();
+            let row: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap_or_default()).expect("json row");
+            let sent: u64 = row["event_id"]
+                .as_str()
+                .and_then(|id| id.strip_prefix("p-"))
+                .and_then(|micros| micros.parse().ok())
+                .expect("probe id");
+            into.lock()
+                .expect("samples")
+                .push((sent, arrived.saturating_sub(sent)));
+        }
+    });
+
+    let kafka = producer(&config);
+    let began = Instant::now();
+    let warm_up_end = now_micros() + WARM_UP.as_micros() as u64;
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    let mut sent = 0u64;
+    let mut acks = Vec::new();
+    while began.elapsed() < PACED_FOR {
+        ticker.tick().await;
+        let micros = now_micros();
+        let ts = chrono::DateTime::from_timestamp_micros(micros as i64)
+            .expect("now")
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let payload = format!(
+            r#"{{"event_id":"p-{micros}","customer_id":"c{}","ts":"{ts}","amount":12.5,"category":"books"}}"#,
+            sent % 500
+        );
+        let key = format!("c{}", sent % 500);
+        acks.push(
+            kafka
+                .send_result(
+                    FutureRecord::to(&config.topics.transactions)
+                        .key(&key)
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)
+                .expect("queued"),
+        );
+        sent += 1;
+    }
+    for ack in futures::future::join_all(acks).await {
+        ack.expect("delivery")
+            .map_err(|(e, _)| e)
+            .expect("acknowledged");
+    }
+    // Give the last records time to be committed, then stop (the end-only
+    // run commits them at its drain).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(());
+    engine.await.expect("join").expect("the engine stops cleanly");
+    // The reader has seen every probe, or nothing more came for 5 s.
+    let mut last = (0, Instant::now());
+    loop {
+        let n = seen.lock().expect("samples").len();
+        if n as u64 >= sent || last.1.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reading.abort();
+    let seen = std::mem::take(&mut *seen.lock().expect("samples"));
+    seen.into_iter()
+        .filter(|(sent, _)| *sent >= warm_up_end)
+        .map(|(_, micros)| Duration::from_micros(micros))
+        .collect()
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
