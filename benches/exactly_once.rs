@@ -17,6 +17,13 @@
 //!   each becomes visible. The end-only run has nothing committed until the
 //!   end, so its row shows when results become *visible* to a
 //!   `read_uncommitted` reader instead.
+//! * Restart: `cxpulse run` (this build's binary) is killed with SIGKILL
+//!   while idle and started again; the time from the new process's start to
+//!   the committed result of an event produced at that moment. Restarted
+//!   with the same `kafka.instance_id`, it is the same static group member
+//!   and gets its partitions back at once; restarted with another one (what
+//!   a process without static membership is to the group), it waits until
+//!   the dead member's session times out.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,23 +47,16 @@ const RATE: u64 = 1_000;
 const PACED_FOR: Duration = Duration::from_secs(20);
 /// Latency samples of the first seconds are left out (group join, warm-up).
 const WARM_UP: Duration = Duration::from_secs(3);
+/// How long a restarted engine is given to publish a committed result.
+const RESTART_WAIT: Duration = Duration::from_secs(300);
 /// Commit interval of the run without checkpoints: longer than any run.
 const END_ONLY: i64 = 300_000;
 
 const PROBE: &str = "-- Every transaction's event_id, as soon as it is processed.\nSELECT event_id FROM transactions\n";
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
-    let queries = tempfile::tempdir().expect("tempdir");
-    cxpulse::bundled::write_queries(queries.path()).expect("queries");
-    std::fs::write(queries.path().join("latency_probe.sql"), PROBE).expect("probe");
-    let mut base = Config::load(None).expect("default config");
-    base.kafka.brokers = broker.bootstrap();
-    base.engine.queries_dir = queries.path().to_path_buf();
-    base.http.listen = "127.0.0.1:0".to_owned();
-
-    let throughput_config = with_topics(&base, "tp");
+/// The throughput and latency table.
+async fn throughput_and_latency(base: &Config) {
+    let throughput_config = with_topics(base, "tp");
     cxpulse::admin::ensure_topics(
         &throughput_config,
         &cxpulse::admin::source_topics(&throughput_config, 3),
@@ -69,17 +69,19 @@ async fn main() {
     println!("preloaded {events} events ({} records)", records.len());
 
     let settings = [("end only", END_ONLY), ("1 s", 1_000), ("100 ms", 100)];
-    println!("| commit interval | throughput (events/s) | transactions | p50 | p99 | max | latency seen by |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| commit interval | throughput (events/s) | transactions | changelog written | p50 | p99 | max | latency seen by |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for (label, interval) in settings {
         let mut config = throughput_config.clone();
         config.kafka.group_id = format!("tp-{interval}");
         config.kafka.instance_id = "bench".to_owned();
         config.topics.output_prefix = format!("tp.out.{interval}.");
         config.engine.commit_interval_ms = interval;
-        let (rate, commits) = throughput(config, events).await;
+        let (rate, commits, changelog) = throughput(config, events).await;
 
-        let mut config = with_topics(&base, &format!("lat{interval}"));
+        let mut config = with_topics(base, &format!("lat{interval}"));
         config.kafka.group_id = format!("lat-{interval}");
         config.kafka.instance_id = "bench".to_owned();
         config.engine.commit_interval_ms = interval;
@@ -95,16 +97,150 @@ async fn main() {
         latencies.sort_unstable();
         let at = |q: f64| {
             let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
-            latencies.get(i).map_or("-".to_owned(), |d| format!("{} ms", d.as_millis()))
+            latencies
+                .get(i)
+                .map_or("-".to_owned(), |d| format!("{} ms", d.as_millis()))
         };
         println!(
-            "| {label} | {rate:.0} | {commits} | {} | {} | {} | {isolation} ({} samples) |",
+            "| {label} | {rate:.0} | {commits} | {:.1} MiB | {} | {} | {} | {isolation} ({} samples) |",
+            changelog / 1_048_576.0,
             at(0.5),
             at(0.99),
             at(1.0),
             latencies.len()
         );
     }
+}
+
+/// `cargo bench --bench exactly_once [-- restart]`: everything, or only
+/// the restart measurement.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let only_restart = std::env::args().any(|a| a == "restart");
+    let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
+    let queries = tempfile::tempdir().expect("tempdir");
+    cxpulse::bundled::write_queries(queries.path()).expect("queries");
+    std::fs::write(queries.path().join("latency_probe.sql"), PROBE).expect("probe");
+    let mut base = Config::load(None).expect("default config");
+    base.kafka.brokers = broker.bootstrap();
+    base.engine.queries_dir = queries.path().to_path_buf();
+    base.http.listen = "127.0.0.1:0".to_owned();
+
+    if !only_restart {
+        throughput_and_latency(&base).await;
+    }
+
+    let config = with_topics(&base, "rs");
+    cxpulse::admin::ensure_topics(&config, &cxpulse::admin::source_topics(&config, 3))
+        .await
+        .expect("topics");
+    println!();
+    println!("| restarted as | restart to first committed result |");
+    println!("|---|---|");
+    for (label, seconds) in restarts(&config).await {
+        match seconds {
+            Some(seconds) => println!("| {label} | {seconds:.2} s |"),
+            None => println!(
+                "| {label} | none within {} s: the group still waits for the dead member |",
+                RESTART_WAIT.as_secs()
+            ),
+        }
+    }
+}
+
+/// `cxpulse run` with `config` and `instance` (in environment variables).
+fn spawn_engine(config: &Config, instance: &str) -> std::process::Child {
+    let t = &config.topics;
+    std::process::Command::new(env!("CARGO_BIN_EXE_cxpulse"))
+        .arg("run")
+        .env("CXPULSE__KAFKA__BROKERS", &config.kafka.brokers)
+        .env("CXPULSE__KAFKA__GROUP_ID", &config.kafka.group_id)
+        .env("CXPULSE__KAFKA__INSTANCE_ID", instance)
+        .env("CXPULSE__TOPICS__TRANSACTIONS", &t.transactions)
+        .env("CXPULSE__TOPICS__FEEDBACK", &t.feedback)
+        .env("CXPULSE__TOPICS__COMPLAINTS", &t.complaints)
+        .env("CXPULSE__TOPICS__CUSTOMERS", &t.customers)
+        .env("CXPULSE__TOPICS__DEADLETTER", &t.deadletter)
+        .env("CXPULSE__TOPICS__OUTPUT_PREFIX", &t.output_prefix)
+        .env("CXPULSE__ENGINE__QUERIES_DIR", &config.engine.queries_dir)
+        .env("CXPULSE__HTTP__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn cxpulse run")
+}
+
+/// Kills an idle engine and starts it again as the same instance, then
+/// kills that one and starts another instance: seconds from each start to
+/// the committed result of an event produced at that moment.
+async fn restarts(config: &Config) -> Vec<(&'static str, Option<f64>)> {
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", "restart-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("reader");
+    let kafka = producer(config);
+    let send = |id: String| {
+        let payload = format!(
+            r#"{{"event_id":"{id}","customer_id":"c1","ts":"2026-03-01T10:00:00Z","amount":1.0,"category":"books"}}"#
+        );
+        let kafka = kafka.clone();
+        let topic = config.topics.transactions.clone();
+        async move {
+            kafka
+                .send(
+                    FutureRecord::<(), String>::to(&topic).payload(&payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("acknowledged");
+        }
+    };
+    let probe = format!("{}latency_probe", config.topics.output_prefix);
+    let mut engine = spawn_engine(config, "first");
+    send("warm".to_owned()).await;
+    while cxpulse::admin::partition_counts(config, std::slice::from_ref(&probe))
+        .await
+        .expect("metadata")
+        .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reader.subscribe(&[&probe]).expect("subscribe");
+    let mut stream = reader.stream();
+    let mut until_seen = async |id: &str| {
+        while let Some(Ok(message)) = stream.next().await {
+            let row: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap_or_default()).expect("json row");
+            if row["event_id"] == id {
+                return;
+            }
+        }
+    };
+    until_seen("warm").await;
+    let mut results = Vec::new();
+    for (label, instance) in [
+        ("the same instance (static membership)", "first"),
+        ("another instance (as without static membership)", "second"),
+    ] {
+        // Idle: the last epoch has committed.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        engine.kill().expect("SIGKILL");
+        engine.wait().expect("reaped");
+        let restarted = Instant::now();
+        engine = spawn_engine(config, instance);
+        let id = format!("after-restart-{instance}");
+        send(id.clone()).await;
+        let seen = tokio::time::timeout(RESTART_WAIT, until_seen(&id)).await;
+        results.push((label, seen.ok().map(|()| restarted.elapsed().as_secs_f64())));
+    }
+    engine.kill().expect("SIGKILL");
+    engine.wait().expect("reaped");
+    results
 }
 
 /// `base` with source topics named after `prefix`.
@@ -155,8 +291,9 @@ fn total(metrics: &Metrics, name: &str) -> f64 {
 }
 
 /// Runs the engine over every preloaded event: events per second from the
-/// first consumed to the last, and the transactions it committed.
-async fn throughput(config: Config, events: u64) -> (f64, f64) {
+/// first consumed to the last, the transactions it committed and the
+/// changelog bytes it wrote (the final commit's included).
+async fn throughput(config: Config, events: u64) -> (f64, f64, f64) {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let engine = tokio::spawn(cxpulse::engine::run(
@@ -198,8 +335,12 @@ async fn throughput(config: Config, events: u64) -> (f64, f64) {
     let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
     let commits = total(&metrics, "cxpulse_transactions_total");
     let _ = stop.send(());
-    engine.await.expect("join").expect("the engine stops cleanly");
-    (events as f64 / elapsed.as_secs_f64(), commits)
+    engine
+        .await
+        .expect("join")
+        .expect("the engine stops cleanly");
+    let changelog = total(&metrics, "cxpulse_changelog_bytes_total");
+    (events as f64 / elapsed.as_secs_f64(), commits, changelog)
 }
 
 /// Produces paced transactions while the engine runs; the latency of each
@@ -290,7 +431,10 @@ async fn latency(config: Config, isolation: &str) -> Vec<Duration> {
     // run commits them at its drain).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _ = stop.send(());
-    engine.await.expect("join").expect("the engine stops cleanly");
+    engine
+        .await
+        .expect("join")
+        .expect("the engine stops cleanly");
     // The reader has seen every probe, or nothing more came for 5 s.
     let mut last = (0, Instant::now());
     loop {

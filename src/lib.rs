@@ -20,7 +20,7 @@
 //! | jobs | [`job`] | a query planned once, executed on every micro-batch; windowed jobs fire on the watermark |
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
 //! | wiring | [`engine`] | the batch loop, one Kafka transaction per epoch, restore after failures, draining |
-//! | state | [`state`], [`brokers`], [`drop_aside`] | the changelog topic: window state, watermarks and complaint tables as Arrow IPC deltas, checkpoints, restore; noticing a lost cluster; closing clients without waiting for it |
+//! | state | [`state`], [`brokers`], [`drop_aside`] | the changelog topic: window state, watermarks and complaint tables as Arrow IPC deltas, checkpoints, restore, `cxpulse reset`; noticing a lost cluster or fencing; closing clients without waiting for it |
 //! | observe | [`metrics`], [`gauges`], [`http`], [`logging`] | Prometheus metrics, `@gauge` job results, `/metrics` `/healthz` `/readyz`, tracing |
 //! | simulate | [`generate`] | deterministic, realistic customer events; publishing them in compressed real time (`cxpulse generate`) |
 //! | operate | [`check`], [`admin`], [`topic_io`], [`tail`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; `tail JOB`; the local noida-db broker |

@@ -175,7 +175,13 @@ impl SessionStore {
                     .map(move |(&start, s)| (s.end, start, key.clone()))
             })
             .collect();
-        closing.sort_by_key(|&(end, start, _)| (end, start));
+        // Keys last, so that sessions ending together close in one order
+        // whatever the hash map's.
+        closing.sort_by(|a, b| {
+            (a.0, a.1)
+                .cmp(&(b.0, b.1))
+                .then_with(|| a.2.partial_cmp(&b.2).unwrap_or(std::cmp::Ordering::Equal))
+        });
         // Cut between two ends, so that "closed through" stays true.
         let mut closed = through;
         if let Some(&(cut, _, _)) = closing.get(limit) {
