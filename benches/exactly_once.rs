@@ -10,7 +10,7 @@
 //! * Throughput: 200,000+ generated events (61 days of 11,500 customers)
 //!   preloaded into 3-partition topics; each run is a fresh consumer group
 //!   reading them all; events per second from the first event consumed to
-//!   the last.
+//!   the last; three rounds, the settings interleaved, and the median.
 //! * Latency: transactions produced at a steady rate, each carrying its
 //!   send time in `event_id`, through the bundled jobs plus a job
 //!   publishing every `event_id`; a `read_committed` reader measures when
@@ -47,6 +47,8 @@ const RATE: u64 = 1_000;
 const PACED_FOR: Duration = Duration::from_secs(20);
 /// Latency samples of the first seconds are left out (group join, warm-up).
 const WARM_UP: Duration = Duration::from_secs(3);
+/// Throughput runs of each setting.
+const ROUNDS: usize = 3;
 /// How long a restarted engine is given to publish a committed result.
 const RESTART_WAIT: Duration = Duration::from_secs(300);
 /// Commit interval of the run without checkpoints: longer than any run.
@@ -69,18 +71,46 @@ async fn throughput_and_latency(base: &Config) {
     println!("preloaded {events} events ({} records)", records.len());
 
     let settings = [("end only", END_ONLY), ("1 s", 1_000), ("100 ms", 100)];
+    // Rounds interleave the settings, so that drift on a shared machine
+    // touches each of them alike; the median run is compared.
+    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); settings.len()];
+    for round in 0..ROUNDS {
+        for (i, (_, interval)) in settings.iter().enumerate() {
+            let mut config = throughput_config.clone();
+            config.kafka.group_id = format!("tp-{interval}-{round}");
+            config.kafka.instance_id = "bench".to_owned();
+            config.topics.output_prefix = format!("tp.out.{interval}.{round}.");
+            config.engine.commit_interval_ms = *interval;
+            runs[i].push(throughput(config, events).await);
+        }
+    }
+    let medians: Vec<(f64, f64, f64)> = runs
+        .iter()
+        .map(|r| {
+            let mut sorted = r.clone();
+            sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+            sorted[sorted.len() / 2]
+        })
+        .collect();
     println!(
-        "| commit interval | throughput (events/s) | transactions | changelog written | p50 | p99 | max | latency seen by |"
+        "| commit interval | runs (events/s) | median | vs end only | transactions (median run) | changelog written (median run) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (label, interval) in settings {
-        let mut config = throughput_config.clone();
-        config.kafka.group_id = format!("tp-{interval}");
-        config.kafka.instance_id = "bench".to_owned();
-        config.topics.output_prefix = format!("tp.out.{interval}.");
-        config.engine.commit_interval_ms = interval;
-        let (rate, commits, changelog) = throughput(config, events).await;
+    println!("|---|---|---|---|---|---|");
+    for (i, (label, _)) in settings.iter().enumerate() {
+        let each: Vec<String> = runs[i].iter().map(|r| format!("{:.0}", r.0)).collect();
+        let (rate, commits, changelog) = medians[i];
+        println!(
+            "| {label} | {} | {rate:.0} | {:.0} % | {commits} | {:.1} MiB |",
+            each.join(", "),
+            100.0 * rate / medians[0].0,
+            changelog / 1_048_576.0
+        );
+    }
 
+    println!();
+    println!("| commit interval | latency p50 | p99 | max | seen by |");
+    println!("|---|---|---|---|---|");
+    for (label, interval) in settings {
         let mut config = with_topics(base, &format!("lat{interval}"));
         config.kafka.group_id = format!("lat-{interval}");
         config.kafka.instance_id = "bench".to_owned();
@@ -102,8 +132,7 @@ async fn throughput_and_latency(base: &Config) {
                 .map_or("-".to_owned(), |d| format!("{} ms", d.as_millis()))
         };
         println!(
-            "| {label} | {rate:.0} | {commits} | {:.1} MiB | {} | {} | {} | {isolation} ({} samples) |",
-            changelog / 1_048_576.0,
+            "| {label} | {} | {} | {} | {isolation} ({} samples) |",
             at(0.5),
             at(0.99),
             at(1.0),
@@ -112,11 +141,13 @@ async fn throughput_and_latency(base: &Config) {
     }
 }
 
-/// `cargo bench --bench exactly_once [-- restart]`: everything, or only
-/// the restart measurement.
+/// `cargo bench --bench exactly_once [-- restart | throughput]`:
+/// everything, or only the restart measurement, or only the throughput and
+/// latency tables.
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let only_restart = std::env::args().any(|a| a == "restart");
+    let only = |part: &str| std::env::args().any(|a| a == part);
+    let (only_restart, only_throughput) = (only("restart"), only("throughput"));
     let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
     let queries = tempfile::tempdir().expect("tempdir");
     cxpulse::bundled::write_queries(queries.path()).expect("queries");
@@ -128,6 +159,9 @@ async fn main() {
 
     if !only_restart {
         throughput_and_latency(&base).await;
+    }
+    if only_throughput {
+        return;
     }
 
     let config = with_topics(&base, "rs");

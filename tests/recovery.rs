@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const READY: Duration = Duration::from_secs(60);
 /// A window-state limit the bundled pack passes over 2,000 customers.
-const STATE_LIMIT: &str = "8MiB";
+const STATE_LIMIT: &str = "5MiB";
 
 /// The tests run one at a time: each runs brokers and engines of its own,
 /// and the machine has two cores.
@@ -331,6 +331,8 @@ async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result(
     let mut run = run_config(&b.base, "limited");
     run.engine.state_memory_limit = STATE_LIMIT.to_owned();
     run.engine.batch_max_rows = 1_000;
+    // Short epochs, so that a pause of a few hundred milliseconds sees some.
+    run.engine.commit_interval_ms = 100;
     let mut engine = EngineProcess::start(&engine_env(&run, &[]));
     engine.wait_ready(READY);
     let limit = STATE_LIMIT
