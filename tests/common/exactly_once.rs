@@ -186,11 +186,20 @@ pub fn assert_same_rows(
 ) {
     let missing: Vec<&RowId> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<&RowId> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    let mut missing_per_job: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for id in want.keys() {
+        let counts = missing_per_job.entry(id.0.as_str()).or_default();
+        counts.1 += 1;
+        if !got.contains_key(id) {
+            counts.0 += 1;
+        }
+    }
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "{what}: {} rows missing (e.g. {:?}), {} unexpected (e.g. {:?})",
+        "{what}: {} rows missing (e.g. {:?}; missing of expected, per job: {:?}), {} unexpected (e.g. {:?})",
         missing.len(),
         missing.first(),
+        missing_per_job,
         extra.len(),
         extra.first()
     );
