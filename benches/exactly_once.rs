@@ -237,13 +237,7 @@ async fn restarts(config: &Config) -> Vec<(&'static str, Option<f64>)> {
     let probe = format!("{}latency_probe", config.topics.output_prefix);
     let mut engine = spawn_engine(config, "first");
     send("warm".to_owned()).await;
-    while cxpulse::admin::partition_counts(config, std::slice::from_ref(&probe))
-        .await
-        .expect("metadata")
-        .is_empty()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_topic(config, &probe).await;
     reader.subscribe(&[&probe]).expect("subscribe");
     let mut stream = reader.stream();
     let mut until_seen = async |id: &str| {
@@ -314,6 +308,39 @@ async fn preload(config: &Config, records: &[cxpulse::generate::Generated]) {
     }
 }
 
+/// `cxpulse::engine::run` on `config` in this process: its metrics, the
+/// sender that stops it, and its task.
+fn start_in_process(
+    config: &Config,
+) -> (
+    Arc<Metrics>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), cxpulse::engine::EngineError>>,
+) {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = tokio::spawn(cxpulse::engine::run(
+        config.clone(),
+        Arc::clone(&metrics),
+        async move {
+            let _ = stopped.await;
+        },
+        |_| {},
+    ));
+    (metrics, stop, engine)
+}
+
+/// Waits until `topic` exists (the engine creates its output topics).
+async fn wait_for_topic(config: &Config, topic: &str) {
+    while cxpulse::admin::partition_counts(config, &[topic.to_owned()])
+        .await
+        .expect("metadata")
+        .is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Sum of a counter over its label values.
 fn total(metrics: &Metrics, name: &str) -> f64 {
     metrics
@@ -328,34 +355,13 @@ fn total(metrics: &Metrics, name: &str) -> f64 {
 /// first consumed to the last, the transactions it committed and the
 /// changelog bytes it wrote (the final commit's included).
 async fn throughput(config: Config, events: u64) -> (f64, f64, f64) {
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = tokio::spawn(cxpulse::engine::run(
-        config.clone(),
-        Arc::clone(&metrics),
-        async move {
-            let _ = stopped.await;
-        },
-        |_| {},
-    ));
-    let event_topics = [
-        config.topics.transactions.clone(),
-        config.topics.feedback.clone(),
-        config.topics.complaints.clone(),
-    ];
+    let (metrics, stop, engine) = start_in_process(&config);
+    let t = &config.topics;
     let consumed = || {
-        metrics
-            .records_consumed
-            .with_label_values(&[&event_topics[0]])
-            .get()
-            + metrics
-                .records_consumed
-                .with_label_values(&[&event_topics[1]])
-                .get()
-            + metrics
-                .records_consumed
-                .with_label_values(&[&event_topics[2]])
-                .get()
+        [&t.transactions, &t.feedback, &t.complaints]
+            .iter()
+            .map(|topic| metrics.records_consumed.with_label_values(&[topic]).get())
+            .sum::<u64>()
     };
     let mut first = None;
     let deadline = Instant::now() + Duration::from_secs(1_800);
@@ -380,16 +386,7 @@ async fn throughput(config: Config, events: u64) -> (f64, f64, f64) {
 /// Produces paced transactions while the engine runs; the latency of each
 /// from its send to its row becoming visible to an `isolation` reader.
 async fn latency(config: Config, isolation: &str) -> Vec<Duration> {
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = tokio::spawn(cxpulse::engine::run(
-        config.clone(),
-        Arc::clone(&metrics),
-        async move {
-            let _ = stopped.await;
-        },
-        |_| {},
-    ));
+    let (_, stop, engine) = start_in_process(&config);
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", format!("{}-reader", config.kafka.group_id))
@@ -399,14 +396,7 @@ async fn latency(config: Config, isolation: &str) -> Vec<Duration> {
         .create()
         .expect("reader");
     let probe = format!("{}latency_probe", config.topics.output_prefix);
-    // The engine creates the output topic; wait for it before subscribing.
-    while cxpulse::admin::partition_counts(&config, std::slice::from_ref(&probe))
-        .await
-        .expect("metadata")
-        .is_empty()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_topic(&config, &probe).await;
     reader.subscribe(&[&probe]).expect("subscribe");
     let seen = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
     let into = Arc::clone(&seen);

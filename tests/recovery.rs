@@ -415,6 +415,35 @@ async fn a_second_instance_with_the_same_id_fences_the_first() {
     assert_same_rows("fenced", &b.want, &final_rows(&run, &b.jobs));
 }
 
+/// A TUMBLE job of orders and revenue per category, with `extra` columns.
+fn category_totals(interval: &str, extra: &str) -> String {
+    format!(
+        "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue{extra}\nFROM TUMBLE(transactions, ts, INTERVAL '{interval}')\nGROUP BY window_start, window_end, category\n"
+    )
+}
+
+/// Sends book orders of customer c1, as (event id, time, amount), to
+/// partition 0 of the transactions topic.
+async fn send_orders(
+    kafka: &rdkafka::producer::FutureProducer,
+    config: &Config,
+    orders: &[(&str, &str, f64)],
+) {
+    let payloads: Vec<String> = orders
+        .iter()
+        .map(|(id, ts, amount)| {
+            format!(
+                r#"{{"event_id":"{id}","customer_id":"c1","ts":"{ts}","amount":{amount},"category":"books"}}"#
+            )
+        })
+        .collect();
+    let records: Vec<(i32, Option<&str>, Option<&str>)> = payloads
+        .iter()
+        .map(|p| (0, None, Some(p.as_str())))
+        .collect();
+    produce(kafka, &config.topics.transactions, &records).await;
+}
+
 /// One query in a directory of its own.
 fn one_query(name: &str, sql: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -444,10 +473,7 @@ async fn sigterm_commits_the_last_epoch_and_a_window_keeps_its_events_across_the
     let _serial = ONE_AT_A_TIME.lock().await;
     let broker = TestBroker::start();
     let prefix = unique_prefix("drain");
-    let dir = one_query(
-        "hourly",
-        "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n",
-    );
+    let dir = one_query("hourly", &category_totals("1 hour", ""));
     let mut config = test_config(&broker, &prefix, dir.path());
     config.engine.max_out_of_orderness_ms = 0;
     config.engine.idle_timeout_ms = 3_600_000;
@@ -455,21 +481,16 @@ async fn sigterm_commits_the_last_epoch_and_a_window_keeps_its_events_across_the
     config.engine.commit_interval_ms = 300_000;
     create_source_topics(&config, 1).await;
     let env = engine_env(&config, &[]);
-    let tx = |id: &str, ts: &str, amount: f64| {
-        format!(
-            r#"{{"event_id":"{id}","customer_id":"c1","ts":"{ts}","amount":{amount},"category":"books"}}"#
-        )
-    };
     let kafka = producer(broker.bootstrap());
 
     let mut first = EngineProcess::start(&env);
     first.wait_ready(READY);
-    produce(
+    send_orders(
         &kafka,
-        &config.topics.transactions,
+        &config,
         &[
-            (0, None, Some(&tx("t1", "2026-03-01T10:05:00Z", 2.5))),
-            (0, None, Some(&tx("t2", "2026-03-01T10:10:00Z", 4.0))),
+            ("t1", "2026-03-01T10:05:00Z", 2.5),
+            ("t2", "2026-03-01T10:10:00Z", 4.0),
         ],
     )
     .await;
@@ -503,12 +524,12 @@ async fn sigterm_commits_the_last_epoch_and_a_window_keeps_its_events_across_the
         metric(&second.metrics(), "cxpulse_restore_records").unwrap_or(0.0) > 0.0,
         "the window's state came back from the changelog"
     );
-    produce(
+    send_orders(
         &kafka,
-        &config.topics.transactions,
+        &config,
         &[
-            (0, None, Some(&tx("t3", "2026-03-01T10:20:00Z", 1.5))),
-            (0, None, Some(&tx("t4", "2026-03-01T11:30:00Z", 9.0))),
+            ("t3", "2026-03-01T10:20:00Z", 1.5),
+            ("t4", "2026-03-01T11:30:00Z", 9.0),
         ],
     )
     .await;
@@ -742,37 +763,27 @@ async fn changed_removed_and_reset_jobs_start_empty_and_their_old_state_is_remov
     let _serial = ONE_AT_A_TIME.lock().await;
     let broker = TestBroker::start();
     let prefix = unique_prefix("forget");
-    let hourly = |extra: &str| {
-        format!(
-            "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue{extra}\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n"
-        )
-    };
-    let dir = one_query("hourly", &hourly(""));
-    let daily = "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue\nFROM TUMBLE(transactions, ts, INTERVAL '1 day')\nGROUP BY window_start, window_end, category\n";
-    std::fs::write(dir.path().join("daily.sql"), daily).expect("write");
-    std::fs::write(dir.path().join("gone.sql"), daily).expect("write");
-    std::fs::write(dir.path().join("dropped.sql"), daily).expect("write");
+    let dir = one_query("hourly", &category_totals("1 hour", ""));
+    let daily = category_totals("1 day", "");
+    for job in ["daily", "gone", "dropped"] {
+        std::fs::write(dir.path().join(format!("{job}.sql")), &daily).expect("write");
+    }
     let mut config = test_config(&broker, &prefix, dir.path());
     config.engine.max_out_of_orderness_ms = 0;
     config.engine.idle_timeout_ms = 3_600_000;
     create_source_topics(&config, 1).await;
     let env = engine_env(&config, &[]);
-    let tx = |id: &str, ts: &str, amount: f64| {
-        format!(
-            r#"{{"event_id":"{id}","customer_id":"c1","ts":"{ts}","amount":{amount},"category":"books"}}"#
-        )
-    };
     let kafka = producer(broker.bootstrap());
 
     // Run 1: two events in windows that stay open.
     let mut first = EngineProcess::start(&env);
     first.wait_ready(READY);
-    produce(
+    send_orders(
         &kafka,
-        &config.topics.transactions,
+        &config,
         &[
-            (0, None, Some(&tx("t1", "2026-03-01T10:05:00Z", 2.5))),
-            (0, None, Some(&tx("t2", "2026-03-01T10:10:00Z", 4.0))),
+            ("t1", "2026-03-01T10:05:00Z", 2.5),
+            ("t2", "2026-03-01T10:10:00Z", 4.0),
         ],
     )
     .await;
@@ -792,7 +803,7 @@ async fn changed_removed_and_reset_jobs_start_empty_and_their_old_state_is_remov
     // Between the runs: hourly changes, gone is removed, daily is reset.
     std::fs::write(
         dir.path().join("hourly.sql"),
-        hourly(", max(amount) AS top"),
+        category_totals("1 hour", ", max(amount) AS top"),
     )
     .expect("write");
     std::fs::remove_file(dir.path().join("gone.sql")).expect("remove");
@@ -818,12 +829,12 @@ async fn changed_removed_and_reset_jobs_start_empty_and_their_old_state_is_remov
         log.contains("the job's query changed since its state was saved"),
         "{log}"
     );
-    produce(
+    send_orders(
         &kafka,
-        &config.topics.transactions,
+        &config,
         &[
-            (0, None, Some(&tx("t3", "2026-03-01T10:20:00Z", 1.5))),
-            (0, None, Some(&tx("t4", "2026-03-02T00:30:00Z", 9.0))),
+            ("t3", "2026-03-01T10:20:00Z", 1.5),
+            ("t4", "2026-03-02T00:30:00Z", 9.0),
         ],
     )
     .await;
