@@ -22,6 +22,7 @@ use crate::http::Health;
 #[derive(Debug, Clone)]
 pub struct BrokerWatch {
     lost: Arc<AtomicBool>,
+    lost_now: Arc<Notify>,
     health: Arc<Health>,
     fenced: Arc<Mutex<Option<KafkaError>>>,
     fenced_now: Arc<Notify>,
@@ -32,6 +33,7 @@ impl BrokerWatch {
     pub fn new(health: Arc<Health>) -> Self {
         Self {
             lost: Arc::new(AtomicBool::new(false)),
+            lost_now: Arc::new(Notify::new()),
             health,
             fenced: Arc::new(Mutex::new(None)),
             fenced_now: Arc::new(Notify::new()),
@@ -62,6 +64,17 @@ impl BrokerWatch {
         self.lost.load(Ordering::Relaxed)
     }
 
+    /// Resolves once every broker connection was lost (at once if it was).
+    pub async fn until_lost(&self) {
+        loop {
+            let notified = self.lost_now.notified();
+            if self.lost() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// A client error: logged; every broker down marks the engine not ready.
     pub fn on_error(&self, error: &KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
@@ -79,6 +92,7 @@ impl BrokerWatch {
                     tracing::warn!(reason, "every Kafka broker is unreachable");
                     self.health
                         .set_blocker(Some("every Kafka broker is unreachable".to_owned()));
+                    self.lost_now.notify_waiters();
                 }
             }
             _ => tracing::warn!(error = %error, reason, "Kafka client error"),

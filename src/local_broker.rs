@@ -72,8 +72,12 @@ impl LocalBroker {
     }
 
     /// Stops the broker with SIGTERM, as an orderly shutdown or a node
-    /// drain would: noida-db writes everything it acknowledged before it
-    /// exits. After `timeout` it is killed.
+    /// drain would. noida-db keeps what it acknowledged before the signal,
+    /// but it goes on acknowledging writes and transaction commits for the
+    /// ~0.2 s it takes to exit and loses the last of them (measured: 65 of
+    /// 87 transactions committed in that window were gone after the
+    /// restart, their records too). Clients that want exact results must
+    /// send nothing while it stops. After `timeout` it is killed.
     pub fn stop(&mut self, timeout: Duration) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -1,7 +1,8 @@
 //! The transactional sink against the real broker: committed epochs are
 //! visible to read_committed readers, aborted ones only to read_uncommitted
 //! readers; a newer instance fences an older one; undeliverable records are
-//! reported and counted, never ignored.
+//! reported and counted, never ignored; a producer that lost every broker
+//! sends nothing more, so nothing of its epoch hides a later commit.
 
 mod common;
 
@@ -13,6 +14,7 @@ use cxpulse::admin::{TopicSpec, ensure_topics};
 use cxpulse::brokers::BrokerWatch;
 use cxpulse::config::Config;
 use cxpulse::http::Health;
+use cxpulse::local_broker::LocalBroker;
 use cxpulse::metrics::Metrics;
 use cxpulse::sink::transaction::TxnFailure;
 use cxpulse::sink::{OutRecord, Sink};
@@ -31,6 +33,10 @@ fn record(topic: &str, value: &str) -> OutRecord {
         payload: Some(value.as_bytes().to_vec()),
         headers: Vec::new(),
     }
+}
+
+fn new_sink(config: &Config, transactional_id: &str, metrics: &Arc<Metrics>) -> Sink {
+    Sink::new(config, transactional_id, Arc::clone(metrics), watch()).expect("producer")
 }
 
 /// A consumer of the test's group, for its group metadata (offsets are
@@ -58,7 +64,7 @@ async fn committed_epochs_are_read_committed_and_aborted_ones_are_not() {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let member = group_member(&config);
 
-    let sink = Sink::new(&config, "sink-test", Arc::clone(&metrics), watch()).expect("producer");
+    let sink = new_sink(&config, "sink-test", &metrics);
     sink.init().await.expect("init");
     sink.begin().await.expect("begin");
     let positions = sink
@@ -81,7 +87,7 @@ async fn committed_epochs_are_read_committed_and_aborted_ones_are_not() {
     sink.send_all(vec![record(&topic, "fenced")])
         .await
         .expect("delivered");
-    let newer = Sink::new(&config, "sink-test", Arc::clone(&metrics), watch()).expect("producer");
+    let newer = new_sink(&config, "sink-test", &metrics);
     newer.init().await.expect("init");
     let group = member.group_metadata().expect("group metadata");
     let failure = sink
@@ -117,13 +123,7 @@ async fn an_undeliverable_record_is_reported_and_counted() {
         .await
         .expect("topic");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let sink = Sink::new(
-        &config,
-        &format!("{prefix}tx"),
-        Arc::clone(&metrics),
-        watch(),
-    )
-    .expect("producer");
+    let sink = new_sink(&config, &format!("{prefix}tx"), &metrics);
     sink.init().await.expect("init");
     sink.begin().await.expect("begin");
     // Larger than the producer's message.max.bytes (1 MB by default).
@@ -140,4 +140,72 @@ async fn an_undeliverable_record_is_reported_and_counted() {
     );
     assert_eq!(metrics.produce_errors.with_label_values(&[&topic]).get(), 1);
     sink.abort().await.expect("abort");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_lost_every_broker_sends_nothing_more() {
+    // Its own broker: this test stops it.
+    let mut broker = LocalBroker::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = Config::load(None).expect("default config");
+    config.kafka.brokers = broker.bootstrap();
+    config.kafka.group_id = "lost".to_owned();
+    let topic = "lost.out";
+    ensure_topics(&config, &[TopicSpec::new(topic, 1)])
+        .await
+        .expect("topic");
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let member = group_member(&config);
+    let group = || member.group_metadata().expect("group metadata");
+
+    let watch = watch();
+    let old = Sink::new(&config, "lost-tx", Arc::clone(&metrics), watch.clone()).expect("producer");
+    old.init().await.expect("init");
+    old.begin().await.expect("begin");
+    old.send_all(vec![record(topic, "before")])
+        .await
+        .expect("delivered");
+    old.commit(TopicPartitionList::new(), group())
+        .await
+        .expect("commit");
+    old.begin().await.expect("begin");
+    old.send_all(vec![record(topic, "open")])
+        .await
+        .expect("delivered");
+    broker.stop(Duration::from_secs(10));
+    // Given up as soon as the loss is noticed (it may be before or after
+    // the record is queued), rather than delivered when the broker is back.
+    let lost = tokio::time::timeout(
+        Duration::from_secs(5),
+        old.send_all(vec![record(topic, "while down")]),
+    )
+    .await
+    .expect("no wait for the broker")
+    .expect_err("not delivered");
+    assert_eq!(lost.count, 1);
+    assert!(watch.lost());
+    broker.restart().expect("restart");
+    // The old producer lives on for a while after the broker is back (as
+    // one held by a transactional call does).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(old);
+
+    let new = new_sink(&config, "lost-tx", &metrics);
+    new.init().await.expect("init");
+    new.begin().await.expect("begin");
+    new.send_all(vec![record(topic, "after")])
+        .await
+        .expect("delivered");
+    new.commit(TopicPartitionList::new(), group())
+        .await
+        .expect("commit");
+    let committed: Vec<String> = read_topic_with(
+        &broker.bootstrap(),
+        topic,
+        "read_committed",
+        Duration::from_secs(10),
+    )
+    .into_iter()
+    .filter_map(|r| r.value)
+    .collect();
+    assert_eq!(committed, ["before", "after"]);
 }

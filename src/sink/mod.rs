@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::util::Timeout;
 
 pub use deadletter::{DeadLetter, headers as deadletter_headers};
@@ -97,16 +97,23 @@ impl Sink {
 
     /// Publishes every record and waits for Kafka's acknowledgement of
     /// each; returns where each one landed, as (partition, offset). Stops
-    /// waiting as soon as the producer is fenced.
+    /// waiting as soon as the producer is fenced or every broker is lost;
+    /// sends nothing once they are.
     pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<Vec<(i32, i64)>, SinkError> {
+        let failed = |cause| SinkError {
+            count: records.len(),
+            topic: records.first().map(|r| r.topic.clone()).unwrap_or_default(),
+            cause,
+        };
+        if self.watch.lost() {
+            return Err(failed(brokers_lost()));
+        }
         let results = tokio::select! {
             results = join_all(records.iter().map(|r| self.send_one(r))) => results,
-            cause = self.watch.until_fenced() => {
-                return Err(SinkError {
-                    count: records.len(),
-                    topic: records.first().map(|r| r.topic.clone()).unwrap_or_default(),
-                    cause,
-                });
+            cause = self.watch.until_fenced() => return Err(failed(cause)),
+            () = self.watch.until_lost() => {
+                self.discard_queued();
+                return Err(failed(brokers_lost()));
             }
         };
         let mut failed: BTreeMap<&str, u64> = BTreeMap::new();
@@ -161,6 +168,30 @@ impl Sink {
             .map(|delivery| (delivery.partition, delivery.offset))
             .map_err(|(e, _)| e)
     }
+
+    /// Drops every record the producer has not delivered, failing the open
+    /// transaction, so that nothing of it reaches the broker later. Once
+    /// every broker was lost, the epoch is lost anyway; and noida-db, once
+    /// restarted, never ends a transaction that was open across its
+    /// restart if records were added to it afterwards, which hides every
+    /// later commit from read_committed readers.
+    fn discard_queued(&self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+    }
+}
+
+impl Drop for Sink {
+    /// Discards what the producer still holds (a transactional call still
+    /// running keeps the producer alive until it returns).
+    fn drop(&mut self) {
+        self.discard_queued();
+    }
+}
+
+/// The error of a send or call given up because every broker was lost.
+fn brokers_lost() -> KafkaError {
+    KafkaError::Global(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
 }
 
 /// The broker aborts a transaction open longer than this: well above the

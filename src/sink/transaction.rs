@@ -107,8 +107,20 @@ impl Sink {
         &self,
         call: impl FnOnce(&FutureProducer<ProducerWatch>) -> Result<(), KafkaError> + Send + 'static,
     ) -> Result<(), TxnFailure> {
+        if self.watch.lost() {
+            return Err(TxnFailure::Abortable(super::brokers_lost()));
+        }
         let producer = self.producer.clone();
-        match tokio::task::spawn_blocking(move || call(&producer)).await {
+        let finished = tokio::select! {
+            finished = tokio::task::spawn_blocking(move || call(&producer)) => finished,
+            () = self.watch.until_lost() => {
+                // The call goes on, holding the producer, until the broker
+                // is back or it times out; with nothing left to send.
+                self.discard_queued();
+                return Err(TxnFailure::Abortable(super::brokers_lost()));
+            }
+        };
+        match finished {
             Ok(result) => result.map_err(TxnFailure::of),
             Err(join) => Err(TxnFailure::Abortable(KafkaError::Canceled)).inspect_err(|_| {
                 tracing::error!(error = %join, "a transactional call did not finish");
