@@ -1,6 +1,7 @@
 -- Need per customer segment, daily: orders and revenue per category, age band
--- (age as of the window end, from customers.birth_year) and gender, and the
--- category's share of the segment's orders and revenue.
+-- (age as of the window end, from customers.birth_year) and gender (as
+-- gender_code reads it: f, m, x, unknown, or uncoded for a coding it does
+-- not know), and the category's share of the segment's orders and revenue.
 -- Age bands: 18-24 (and younger), 25-34, 35-44, 45-54, 55-64, 65+, unknown.
 -- @key category, age_band, gender
 SELECT window_start, window_end, category, age_band, gender,
@@ -10,7 +11,7 @@ SELECT window_start, window_end, category, age_band, gender,
        sum(amount) / sum(sum(amount)) OVER (PARTITION BY age_band, gender)  AS revenue_share
 FROM (
     SELECT t.window_start, t.window_end, t.category, t.amount,
-           coalesce(c.gender, 'unknown') AS gender,
+           gender_code(c.gender) AS gender,
            CASE
                WHEN c.birth_year IS NULL THEN 'unknown'
                WHEN date_part('year', t.window_end) - c.birth_year < 25 THEN '18-24'

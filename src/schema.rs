@@ -105,7 +105,11 @@ pub enum FieldType {
         /// Largest accepted value.
         max: i64,
     },
-    /// One of a fixed set of strings.
+    /// Free text that CRMs write in any case: kept trimmed and lower-cased,
+    /// so that `High` and `high` are one value.
+    Coded,
+    /// One of a fixed set of strings, in any case and with spaces around;
+    /// kept as written in the set.
     Enum(&'static [&'static str]),
 }
 
@@ -113,7 +117,9 @@ impl FieldType {
     /// The Arrow data type of a column of this field type.
     pub fn data_type(self) -> DataType {
         match self {
-            FieldType::Id | FieldType::Text | FieldType::Enum(_) => DataType::Utf8,
+            FieldType::Id | FieldType::Text | FieldType::Coded | FieldType::Enum(_) => {
+                DataType::Utf8
+            }
             FieldType::Timestamp => timestamp_type(),
             FieldType::Float { .. } => DataType::Float64,
             FieldType::Int { .. } => DataType::Int64,
@@ -190,7 +196,7 @@ const COMPLAINTS: &[FieldSpec] = &[
     req("complaint_id", FieldType::Id),
     req("status", FieldType::Enum(COMPLAINT_STATUSES)),
     opt("category", FieldType::Text),
-    opt("severity", FieldType::Text),
+    opt("severity", FieldType::Coded),
     opt("channel", FieldType::Text),
 ];
 

@@ -2,6 +2,7 @@
 //! was worked out by hand (in the comments). No broker: the jobs are planned
 //! from their files and driven through the library, as the engine does.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use cxpulse::decode::{BatchBuilder, parse_record};
@@ -368,6 +369,97 @@ async fn need_correlation_needs_30_pairs() {
         ),
         (&json!(2), &Value::Null, &Value::Null),
         "two pairs are not enough"
+    );
+}
+
+/// [`cohorts`] with genders written as CRM exports write them.
+fn crm_coded_cohorts() -> Vec<Value> {
+    const WOMEN: [&str; 4] = ["F", "Female", "w", " WOMAN "];
+    const MEN: [&str; 3] = ["M", "male", "Man"];
+    cohorts()
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut profile)| {
+            profile["gender"] = json!(if i < 15 { WOMEN[i % 4] } else { MEN[i % 3] });
+            profile
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn need_correlation_reads_genders_as_crms_code_them_and_counts_the_rest() {
+    // The cohorts of need_correlation_needs_30_pairs, coded F / Female / w /
+    // WOMAN and M / male / Man; q1 is "femme" (no known coding) and q2 "X"
+    // (neither female nor male): both are left out of the gender pairs, and
+    // q1's two transactions are counted as uncoded.
+    let mut profiles = crm_coded_cohorts();
+    profiles.push(json!({"customer_id": "q1", "birth_year": 1990, "gender": "femme"}));
+    profiles.push(json!({"customer_id": "q2", "birth_year": 1990, "gender": "X"}));
+    let mut events: Vec<Value> = (0..30)
+        .map(|i| {
+            let amount = if i < 15 { 10.0 } else { 20.0 };
+            tx(&format!("p{i}"), "2026-01-05T12:00:00Z", amount, "books")
+        })
+        .collect();
+    events.push(tx("q1", "2026-01-05T13:00:00Z", 50.0, "books"));
+    events.push(tx("q1", "2026-01-05T14:00:00Z", 60.0, "books"));
+    events.push(tx("q2", "2026-01-05T15:00:00Z", 70.0, "books"));
+    let mut job = bundled("need_correlation", &profiles).await;
+    feed(&mut job, SourceKind::Transactions, &events).await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed
+        .fire(ms("2026-01-06T00:00:00Z"), unhurried())
+        .await
+        .expect("fire");
+    let rows = published(&job, &fired);
+    let books = row_where(&rows, &[("category", json!("books"))]);
+    assert!(close(&books["corr_female_amount"], -1.0), "{books}");
+    assert_eq!(books["uncoded_gender"], json!(2), "{books}");
+    assert_eq!(books["age_pairs"], json!(33), "{books}");
+}
+
+#[tokio::test]
+async fn need_by_segment_groups_a_gender_however_it_is_written() {
+    // Born 1990: 36 at the end of 2026-01-01, all in 35-44.
+    let profiles = [
+        json!({"customer_id": "a", "birth_year": 1990, "gender": "F"}),
+        json!({"customer_id": "b", "birth_year": 1990, "gender": "female"}),
+        json!({"customer_id": "c", "birth_year": 1990, "gender": "femme"}),
+        json!({"customer_id": "d", "birth_year": 1990}),
+    ];
+    let mut job = bundled("need_by_segment", &profiles).await;
+    feed(
+        &mut job,
+        SourceKind::Transactions,
+        &[
+            tx("a", "2026-01-01T09:00:00Z", 10.0, "books"),
+            tx("b", "2026-01-01T10:00:00Z", 30.0, "books"),
+            tx("c", "2026-01-01T11:00:00Z", 5.0, "books"),
+            tx("d", "2026-01-01T12:00:00Z", 1.0, "books"),
+        ],
+    )
+    .await;
+    let windowed = job.windowed_mut().expect("windowed");
+    let fired = windowed
+        .fire(ms("2026-01-02T00:00:00Z"), unhurried())
+        .await
+        .expect("fire");
+    let genders: BTreeMap<String, (Value, Value)> = published(&job, &fired)
+        .iter()
+        .map(|r| {
+            (
+                r["gender"].as_str().unwrap_or_default().to_owned(),
+                (r["orders"].clone(), r["revenue"].clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        genders,
+        BTreeMap::from([
+            ("f".to_owned(), (json!(2), json!(40.0))),
+            ("uncoded".to_owned(), (json!(1), json!(5.0))),
+            ("unknown".to_owned(), (json!(1), json!(1.0))),
+        ])
     );
 }
 

@@ -21,7 +21,7 @@ enum ColumnBuilder {
 impl ColumnBuilder {
     fn new(ty: FieldType) -> Self {
         match ty {
-            FieldType::Id | FieldType::Text | FieldType::Enum(_) => {
+            FieldType::Id | FieldType::Text | FieldType::Coded | FieldType::Enum(_) => {
                 Self::Utf8(StringBuilder::new())
             }
             FieldType::Int { .. } => Self::Int(Int64Builder::new()),

@@ -79,6 +79,16 @@ pub fn parse_record(kind: SourceKind, payload: &[u8]) -> Result<Vec<Cell<'_>>, R
     Ok(cells)
 }
 
+/// `text` trimmed and lower-cased, borrowed when it already is.
+fn lower_trimmed(text: Cow<'_, str>) -> Cow<'_, str> {
+    let trimmed = text.trim();
+    if trimmed.len() == text.len() && !trimmed.chars().any(char::is_uppercase) {
+        text
+    } else {
+        Cow::Owned(trimmed.to_lowercase())
+    }
+}
+
 fn quoted(names: &[&str]) -> String {
     names
         .iter()
@@ -120,15 +130,24 @@ fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rej
             JsonScalar::Str(s) => Ok(Cell::Str(s)),
             other => Err(wrong_type("a string", &other)),
         },
+        FieldType::Coded => match value {
+            JsonScalar::Str(s) => Ok(Cell::Str(lower_trimmed(s))),
+            other => Err(wrong_type("a string", &other)),
+        },
         FieldType::Enum(allowed) => match value {
-            JsonScalar::Str(s) if allowed.contains(&s.as_ref()) => Ok(Cell::Str(s)),
-            JsonScalar::Str(s) => Err(Rejection::new(
+            JsonScalar::Str(s) => match allowed
+                .iter()
+                .find(|a| a.eq_ignore_ascii_case(s.trim()))
+            {
+                Some(canonical) => Ok(Cell::Str(Cow::Borrowed(canonical))),
+                None => Err(Rejection::new(
                 RejectKind::OutOfRange,
-                format!(
-                    "field `{name}` is {s:?}, expected one of {}",
-                    quoted(allowed)
-                ),
-            )),
+                    format!(
+                        "field `{name}` is {s:?}, expected one of {} (any case)",
+                        quoted(allowed)
+                    ),
+                )),
+            },
             other => Err(wrong_type("a string", &other)),
         },
         FieldType::Timestamp => match value {
@@ -298,6 +317,24 @@ mod tests {
         .expect("valid");
         assert_eq!(a[2], Cell::Ts(1_767_323_045_678));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_complaint_status_and_severity_are_read_in_any_case() {
+        let cells = parse_record(
+            SourceKind::Complaints,
+            br#"{"event_id":"e","customer_id":"c","ts":1,"complaint_id":"k","status":" Escalated","severity":"HIGH ","category":"Billing"}"#,
+        )
+        .expect("valid");
+        // status, category (free text, as written), severity.
+        assert_eq!(
+            (&cells[4], &cells[5], &cells[6]),
+            (
+                &Cell::Str("escalated".into()),
+                &Cell::Str("Billing".into()),
+                &Cell::Str("high".into())
+            )
+        );
     }
 
     #[test]

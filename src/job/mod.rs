@@ -5,6 +5,7 @@
 //! current micro-batch plus the `customers` lookup table. Windowed jobs
 //! ([`windowed`]) keep partial aggregates until the watermark closes a window.
 
+pub mod codings;
 mod session;
 mod tables;
 pub mod windowed;

@@ -1,5 +1,6 @@
 //! The DataFusion session a job is planned in: window table functions, the
-//! window plan node, and optimizer rules that keep the plan splittable.
+//! window plan node, optimizer rules that keep the plan splittable, and
+//! cxpulse's own SQL functions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use super::codings;
 use crate::window::assign::{SessionSpans, WindowAssign};
 use crate::window::exec::WindowAssignExec;
 use crate::window::sql::WindowRelationPlanner;
@@ -50,7 +52,9 @@ pub fn job_context(
         .with_relation_planners(vec![Arc::new(WindowRelationPlanner::new(spans, sources))])
         .with_query_planner(Arc::new(JobQueryPlanner))
         .build();
-    SessionContext::new_with_state(state)
+    let context = SessionContext::new_with_state(state);
+    context.register_udf(codings::gender_code_udf());
+    context
 }
 
 /// One partition (plans run on one micro-batch at a time), no dynamic
