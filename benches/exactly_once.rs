@@ -10,7 +10,12 @@
 //! * Throughput: 200,000+ generated events (61 days of 11,500 customers)
 //!   preloaded into 3-partition topics; each run is a fresh consumer group
 //!   reading them all; events per second from the first event consumed to
-//!   the last; three rounds, the settings interleaved, and the median.
+//!   the last; three rounds, the settings interleaved, and the median. The
+//!   engine and the broker share 2 cores, so wall-clock rates swing with
+//!   whatever else the machine does; the CPU seconds the engine (this
+//!   process) and the broker spent per event are reported beside them,
+//!   and "events per engine CPU second" is the rate a dedicated core
+//!   would reach.
 //! * Latency: transactions produced at a steady rate, each carrying its
 //!   send time in `event_id`, through the bundled jobs plus a job
 //!   publishing every `event_id`; a `read_committed` reader measures when
@@ -57,7 +62,7 @@ const END_ONLY: i64 = 300_000;
 const PROBE: &str = "-- Every transaction's event_id, as soon as it is processed.\nSELECT event_id FROM transactions\n";
 
 /// The throughput and latency table.
-async fn throughput_and_latency(base: &Config) {
+async fn throughput_and_latency(base: &Config, broker_pid: u32) {
     let throughput_config = with_topics(base, "tp");
     cxpulse::admin::ensure_topics(
         &throughput_config,
@@ -73,7 +78,7 @@ async fn throughput_and_latency(base: &Config) {
     let settings = [("end only", END_ONLY), ("1 s", 1_000), ("100 ms", 100)];
     // Rounds interleave the settings, so that drift on a shared machine
     // touches each of them alike; the median run is compared.
-    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); settings.len()];
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); settings.len()];
     for round in 0..ROUNDS {
         for (i, (_, interval)) in settings.iter().enumerate() {
             let mut config = throughput_config.clone();
@@ -81,29 +86,33 @@ async fn throughput_and_latency(base: &Config) {
             config.kafka.instance_id = "bench".to_owned();
             config.topics.output_prefix = format!("tp.out.{interval}.{round}.");
             config.engine.commit_interval_ms = *interval;
-            runs[i].push(throughput(config, events).await);
+            runs[i].push(throughput(config, events, broker_pid).await);
         }
     }
-    let medians: Vec<(f64, f64, f64)> = runs
-        .iter()
-        .map(|r| {
-            let mut sorted = r.clone();
-            sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-            sorted[sorted.len() / 2]
-        })
-        .collect();
+    let median = |runs: &[Run], of: fn(&Run) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(of).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let base_rate = median(&runs[0], |r| r.rate);
+    let base_cpu_rate = median(&runs[0], Run::per_engine_cpu_second);
     println!(
-        "| commit interval | runs (events/s) | median | vs end only | transactions (median run) | changelog written (median run) |"
+        "| commit interval | runs (events/s) | median | vs end only | events per engine CPU s (median) | vs end only | engine / broker CPU µs per event (median) | transactions | changelog written |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (i, (label, _)) in settings.iter().enumerate() {
-        let each: Vec<String> = runs[i].iter().map(|r| format!("{:.0}", r.0)).collect();
-        let (rate, commits, changelog) = medians[i];
+        let each: Vec<String> = runs[i].iter().map(|r| format!("{:.0}", r.rate)).collect();
+        let rate = median(&runs[i], |r| r.rate);
+        let cpu_rate = median(&runs[i], Run::per_engine_cpu_second);
         println!(
-            "| {label} | {} | {rate:.0} | {:.0} % | {commits} | {:.1} MiB |",
+            "| {label} | {} | {rate:.0} | {:.0} % | {cpu_rate:.0} | {:.0} % | {:.0} / {:.0} | {:.0} | {:.1} MiB |",
             each.join(", "),
-            100.0 * rate / medians[0].0,
-            changelog / 1_048_576.0
+            100.0 * rate / base_rate,
+            100.0 * cpu_rate / base_cpu_rate,
+            median(&runs[i], |r| r.engine_cpu / r.events * 1e6),
+            median(&runs[i], |r| r.broker_cpu / r.events * 1e6),
+            median(&runs[i], |r| r.commits),
+            median(&runs[i], |r| r.changelog_bytes) / 1_048_576.0
         );
     }
 
@@ -158,7 +167,7 @@ async fn main() {
     base.http.listen = "127.0.0.1:0".to_owned();
 
     if !only_restart {
-        throughput_and_latency(&base).await;
+        throughput_and_latency(&base, broker.pid()).await;
     }
     if only_throughput {
         return;
@@ -351,10 +360,43 @@ fn total(metrics: &Metrics, name: &str) -> f64 {
         .sum()
 }
 
-/// Runs the engine over every preloaded event: events per second from the
-/// first consumed to the last, the transactions it committed and the
-/// changelog bytes it wrote (the final commit's included).
-async fn throughput(config: Config, events: u64) -> (f64, f64, f64) {
+/// One throughput run.
+#[derive(Debug, Clone)]
+struct Run {
+    events: f64,
+    /// Events per second, from the first consumed to the last.
+    rate: f64,
+    /// Transactions committed.
+    commits: f64,
+    /// Changelog bytes written, the final commit's included.
+    changelog_bytes: f64,
+    /// CPU seconds of this process (the engine) and of the broker between
+    /// the first event consumed and the last.
+    engine_cpu: f64,
+    broker_cpu: f64,
+}
+
+impl Run {
+    fn per_engine_cpu_second(&self) -> f64 {
+        self.events / self.engine_cpu
+    }
+}
+
+/// CPU seconds (user and system) process `pid` (`self` for this one) has
+/// used so far, from `/proc/PID/stat` (whose clock ticks are 1/100 s).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which may hold spaces: the third
+    // field of the line first, so utime (14th) and stime (15th) are 11, 12.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
+}
+
+/// Runs the engine over every preloaded event.
+async fn throughput(config: Config, events: u64, broker_pid: u32) -> Run {
+    let broker = broker_pid.to_string();
     let (metrics, stop, engine) = start_in_process(&config);
     let t = &config.topics;
     let consumed = || {
@@ -367,20 +409,30 @@ async fn throughput(config: Config, events: u64) -> (f64, f64, f64) {
     let deadline = Instant::now() + Duration::from_secs(1_800);
     while consumed() < events {
         if first.is_none() && consumed() > 0 {
-            first = Some(Instant::now());
+            first = Some((Instant::now(), cpu_seconds("self"), cpu_seconds(&broker)));
         }
         assert!(Instant::now() < deadline, "the run did not finish");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let elapsed = first.map_or(Duration::ZERO, |f| f.elapsed());
+    let (began, engine_cpu, broker_cpu) =
+        first.unwrap_or((Instant::now(), cpu_seconds("self"), cpu_seconds(&broker)));
+    let elapsed = began.elapsed();
+    let engine_cpu = cpu_seconds("self") - engine_cpu;
+    let broker_cpu = cpu_seconds(&broker) - broker_cpu;
     let commits = total(&metrics, "cxpulse_transactions_total");
     let _ = stop.send(());
     engine
         .await
         .expect("join")
         .expect("the engine stops cleanly");
-    let changelog = total(&metrics, "cxpulse_changelog_bytes_total");
-    (events as f64 / elapsed.as_secs_f64(), commits, changelog)
+    Run {
+        events: events as f64,
+        rate: events as f64 / elapsed.as_secs_f64(),
+        commits,
+        changelog_bytes: total(&metrics, "cxpulse_changelog_bytes_total"),
+        engine_cpu,
+        broker_cpu,
+    }
 }
 
 /// Produces paced transactions while the engine runs; the latency of each

@@ -135,13 +135,10 @@ fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rej
             other => Err(wrong_type("a string", &other)),
         },
         FieldType::Enum(allowed) => match value {
-            JsonScalar::Str(s) => match allowed
-                .iter()
-                .find(|a| a.eq_ignore_ascii_case(s.trim()))
-            {
+            JsonScalar::Str(s) => match allowed.iter().find(|a| a.eq_ignore_ascii_case(s.trim())) {
                 Some(canonical) => Ok(Cell::Str(Cow::Borrowed(canonical))),
                 None => Err(Rejection::new(
-                RejectKind::OutOfRange,
+                    RejectKind::OutOfRange,
                     format!(
                         "field `{name}` is {s:?}, expected one of {} (any case)",
                         quoted(allowed)

@@ -22,7 +22,10 @@ use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf}
 const GENDER_CODES: &[(&str, &[&str])] = &[
     ("f", &["f", "female", "w", "woman"]),
     ("m", &["m", "male", "man"]),
-    ("x", &["x", "d", "diverse", "other", "non-binary", "nonbinary"]),
+    (
+        "x",
+        &["x", "d", "diverse", "other", "non-binary", "nonbinary"],
+    ),
 ];
 
 /// The code of one written gender (see the module's table).
