@@ -3,8 +3,9 @@
 //! producer is down, `/readyz` turns false at once, and the engine restores
 //! its state from the changelog before going on (a restarted cluster may
 //! have lost its last writes, and with them the epochs the engine has in
-//! memory). When the producer is fenced, sends waiting for acknowledgements
-//! stop waiting at once.
+//! memory). When the producer is fenced, or every broker is lost, sends and
+//! transactional calls stop waiting at once (and, once lost, the producer
+//! drops what it still holds: see `Sink`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
