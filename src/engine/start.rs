@@ -63,7 +63,7 @@ impl Engine {
         )
         .map_err(EngineError::kafka("creating the producer"))?;
         sink.init().await?;
-        tracing::info!(%transactional_id, "transactions initialised: an earlier instance with this id is fenced and its open transaction aborted");
+        tracing::info!(%transactional_id, "transactions initialised (an earlier instance with this id, if any, is now fenced and its open transaction aborted)");
         ensure_topics(config, &sink_topics(config, &jobs))
             .await
             .map_err(EngineError::kafka("creating output topics"))?;
