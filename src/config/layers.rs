@@ -82,10 +82,17 @@ impl Layered {
     /// validation can still report the remaining problems in the same run.
     /// Returns the configuration and the key and type problems.
     pub(super) fn extract(&self) -> Result<(Config, Vec<ConfigProblem>), ConfigError> {
-        let merged: Dict = self.figment.extract().map_err(|e| self.figment_error(e))?;
+        let mut merged: Dict = self.figment.extract().map_err(|e| self.figment_error(e))?;
         let mut problems = Vec::new();
         let default = Figment::from(Toml::string(DEFAULT_TOML));
         let default_dict: Dict = default.extract().map_err(|e| self.figment_error(e))?;
+        // Figment replaces arrays; sources are merged by name instead.
+        if let (Some(Value::Array(_, defaults)), Some(Value::Array(tag, written))) =
+            (default_dict.get("sources"), merged.remove("sources"))
+        {
+            let sources = super::sources::merge_by_name(defaults.clone(), written);
+            merged.insert("sources".to_owned(), Value::Array(tag, sources));
+        }
         let checked = self.check_table("", &default_dict, merged, &mut problems);
         let config = default
             .merge(Serialized::defaults(checked))

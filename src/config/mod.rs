@@ -5,6 +5,7 @@
 //! problem at once, each naming the key and where its value came from.
 
 mod layers;
+pub mod sources;
 mod validate;
 
 pub use layers::env_var_name;
@@ -35,6 +36,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// `[[sources]]`: the declared sources (merged by name; see
+    /// [`sources`]). Not yet used by the engine.
+    pub sources: Vec<sources::SourceEntry>,
 }
 
 /// `[kafka]`: connection and client settings.

@@ -106,3 +106,67 @@ fn removed_keys_and_bad_sizes_say_why() {
         Ok(())
     });
 }
+
+#[test]
+fn one_source_added_or_changed_in_a_file_keeps_the_other_defaults() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "mine.toml",
+            r#"
+[[sources]]
+name = "transactions"
+topic = "crm.orders"
+
+[[sources]]
+name = "clicks"
+topic = "web.clicks"
+kind = "stream"
+event_time = "at"
+columns = [{ name = "at", type = "timestamp", required = true }]
+"#,
+        )?;
+        let config = Config::load(Some(Path::new("mine.toml"))).expect("valid");
+        let topics: Vec<(&str, &str, usize)> = config
+            .sources
+            .iter()
+            .map(|s| (s.name.as_str(), s.topic.as_str(), s.columns.len()))
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                ("transactions", "crm.orders", 9),
+                ("feedback", "cx.feedback", 9),
+                ("complaints", "cx.complaints", 8),
+                ("customers", "cx.customers", 6),
+                ("clicks", "web.clicks", 1),
+            ]
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_source_schema_problem_names_its_key() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "bad.toml",
+            r#"
+[[sources]]
+name = "clicks"
+topic = "web.clicks"
+kind = "stream"
+event_time = "when"
+columns = [{ name = "at", type = "datetime" }]
+"#,
+        )?;
+        let problems = Config::load(Some(Path::new("bad.toml")))
+            .expect_err("invalid")
+            .0;
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["sources[4].columns[0].type", "sources[4].event_time"]
+        );
+        Ok(())
+    });
+}

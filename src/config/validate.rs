@@ -29,6 +29,9 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             ),
         );
     }
+    for (key, message) in super::sources::problems(&config.sources) {
+        fail(&key, message);
+    }
     if config.kafka.group_id.trim().is_empty() {
         fail("kafka.group_id", "must not be empty".to_owned());
     }

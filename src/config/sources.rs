@@ -1,0 +1,419 @@
+//! `[[sources]]`: the topics cxpulse reads, declared as data.
+//!
+//! Each entry names a SQL table, its topic, whether it is an event stream
+//! (with an event-time column) or a table (the latest row per key), and its
+//! columns. The defaults (the four CX sources) are entries of
+//! `config/default.toml`; a user's file or environment changes them **by
+//! name**: an entry with a default's name overrides the keys it sets (its
+//! `columns`, when set, replace the default's list), an entry with a new name
+//! is added, and `enabled = false` turns an entry off. Nobody has to copy the
+//! defaults to add one source.
+//!
+//! Work in progress on the `issue-15-sources` branch: parsed and checked
+//! here, not yet used by the engine.
+
+use std::collections::BTreeSet;
+
+use figment::value::{Dict, Value};
+use serde::Deserialize;
+
+/// One `[[sources]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceEntry {
+    /// SQL table name.
+    pub name: String,
+    /// Kafka topic.
+    pub topic: String,
+    /// `stream` or `table`.
+    pub kind: String,
+    /// Payload format; only `json`.
+    #[serde(default = "json")]
+    pub format: String,
+    /// Streams: the event-time column.
+    #[serde(default)]
+    pub event_time: Option<String>,
+    /// Tables: the key column.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Whether the source is consumed at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The columns.
+    #[serde(default)]
+    pub columns: Vec<ColumnEntry>,
+    /// Groups of columns of which at least one must be set.
+    #[serde(default)]
+    pub one_of: Vec<Vec<String>>,
+}
+
+/// One column of a source as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnEntry {
+    /// Column name (a SQL identifier).
+    pub name: String,
+    /// Type: `id`, `string`, `int`, `float`, `bool`, `timestamp`,
+    /// `decimal(P,S)`, `list<T>`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Whether a record without it is a dead letter.
+    #[serde(default)]
+    pub required: bool,
+    /// Where the value is in nested JSON (`$.device.os`); default: the
+    /// top-level key `name`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The allowed values.
+    #[serde(default)]
+    pub values: Option<Vec<String>>,
+    /// Smallest allowed number.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Largest allowed number.
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// A regular expression a string must match.
+    #[serde(default)]
+    pub regex: Option<String>,
+}
+
+fn json() -> String {
+    "json".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A column type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnType {
+    /// A non-empty string, or an integer kept as its decimal text.
+    Id,
+    /// Text.
+    String,
+    /// A 64-bit integer.
+    Int,
+    /// A finite 64-bit float.
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// RFC 3339 text or epoch milliseconds.
+    Timestamp,
+    /// A decimal with `precision` digits, `scale` of them after the point.
+    Decimal {
+        /// Digits in all.
+        precision: u8,
+        /// Digits after the point.
+        scale: i8,
+    },
+    /// A JSON array of one type.
+    List(Box<ColumnType>),
+}
+
+impl ColumnType {
+    /// Reads a type as written in a column's `type`.
+    pub fn parse(written: &str) -> Result<ColumnType, String> {
+        let t = written.trim();
+        if let Some(inner) = t.strip_prefix("list<").and_then(|r| r.strip_suffix('>')) {
+            return Ok(ColumnType::List(Box::new(ColumnType::parse(inner)?)));
+        }
+        if let Some(args) = t.strip_prefix("decimal(").and_then(|r| r.strip_suffix(')')) {
+            let (p, s) = args
+                .split_once(',')
+                .ok_or_else(|| format!("{written:?}: write decimal(PRECISION,SCALE)"))?;
+            let precision: u8 = p
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| (1..=38).contains(p))
+                .ok_or_else(|| format!("{written:?}: precision must be 1 to 38"))?;
+            let scale: i8 = s
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &i8| *s >= 0 && s.unsigned_abs() <= precision)
+                .ok_or_else(|| format!("{written:?}: scale must be 0 to the precision"))?;
+            return Ok(ColumnType::Decimal { precision, scale });
+        }
+        match t {
+            "id" => Ok(ColumnType::Id),
+            "string" => Ok(ColumnType::String),
+            "int" => Ok(ColumnType::Int),
+            "float" => Ok(ColumnType::Float),
+            "bool" => Ok(ColumnType::Bool),
+            "timestamp" => Ok(ColumnType::Timestamp),
+            _ => Err(format!(
+                "unknown type {written:?}; known types: id, string, int, float, bool, \
+                 timestamp, decimal(P,S), list<T>"
+            )),
+        }
+    }
+}
+
+/// Merges `overrides` into `defaults` by each entry's `name` (see the
+/// module doc). Entries without a string `name` are appended as they are,
+/// so that validation reports them.
+pub fn merge_by_name(defaults: Vec<Value>, overrides: Vec<Value>) -> Vec<Value> {
+    let mut merged = defaults;
+    for entry in overrides {
+        let position = name_of(&entry).and_then(|name| {
+            merged
+                .iter()
+                .position(|e| name_of(e).as_deref() == Some(name.as_str()))
+        });
+        match (position, entry) {
+            (Some(i), Value::Dict(_, keys)) => {
+                if let Value::Dict(_, base) = &mut merged[i] {
+                    base.extend(keys);
+                }
+            }
+            (_, entry) => merged.push(entry),
+        }
+    }
+    merged
+}
+
+fn name_of(entry: &Value) -> Option<String> {
+    let Value::Dict(_, keys) = entry else {
+        return None;
+    };
+    match keys.get("name") {
+        Some(Value::String(_, name)) => Some(name.clone()),
+        _ => None,
+    }
+}
+
+/// Every problem of the entries, as (`sources[i]…` path, message).
+pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, source) in entries.iter().enumerate() {
+        let at = |key: &str| format!("sources[{i}].{key}");
+        if !is_identifier(&source.name) {
+            found.push((at("name"), identifier_message(&source.name)));
+        }
+        if !names.insert(source.name.as_str()) {
+            found.push((
+                at("name"),
+                format!("duplicate source name {:?}", source.name),
+            ));
+        }
+        if source.format != "json" {
+            found.push((
+                at("format"),
+                format!("is {:?}; the only format is json", source.format),
+            ));
+        }
+        let mut columns = BTreeSet::new();
+        for (j, column) in source.columns.iter().enumerate() {
+            let at_column = |key: &str| format!("sources[{i}].columns[{j}].{key}");
+            if !is_identifier(&column.name) {
+                found.push((at_column("name"), identifier_message(&column.name)));
+            }
+            if !columns.insert(column.name.as_str()) {
+                found.push((
+                    at_column("name"),
+                    format!("duplicate column name {:?}", column.name),
+                ));
+            }
+            if let Err(message) = ColumnType::parse(&column.ty) {
+                found.push((at_column("type"), message));
+            }
+        }
+        let has = |column: &Option<String>| column.as_deref().is_some_and(|c| columns.contains(c));
+        match source.kind.as_str() {
+            "stream" if !has(&source.event_time) => found.push((
+                at("event_time"),
+                format!(
+                    "a stream needs event_time, the name of one of its columns (got {:?})",
+                    source.event_time.as_deref().unwrap_or("")
+                ),
+            )),
+            "table" if !has(&source.key) => found.push((
+                at("key"),
+                format!(
+                    "a table needs key, the name of one of its columns (got {:?})",
+                    source.key.as_deref().unwrap_or("")
+                ),
+            )),
+            "stream" | "table" => {}
+            other => found.push((
+                at("kind"),
+                format!("is {other:?}, expected stream or table"),
+            )),
+        }
+        for (g, group) in source.one_of.iter().enumerate() {
+            for name in group.iter().filter(|n| !columns.contains(n.as_str())) {
+                found.push((
+                    format!("sources[{i}].one_of[{g}]"),
+                    format!("{name:?} is not a column of {}", source.name),
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Whether `name` is a plain SQL identifier: a lowercase letter or `_`,
+/// then lowercase letters, digits and `_`.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn identifier_message(name: &str) -> String {
+    format!(
+        "{name:?} is not a valid SQL identifier: use lowercase letters, digits and _, \
+         starting with a letter or _"
+    )
+}
+
+/// The entries of a merged `[[sources]]` array, for [`problems`].
+pub fn entries(values: Vec<Value>) -> Result<Vec<SourceEntry>, String> {
+    values
+        .into_iter()
+        .map(|v| v.deserialize::<SourceEntry>().map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// A `Dict` with one string.
+#[cfg(test)]
+fn dict(pairs: &[(&str, &str)]) -> Value {
+    let keys: Dict = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::from((*v).to_owned())))
+        .collect();
+    Value::from(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_are_read_with_their_arguments() {
+        assert_eq!(ColumnType::parse("id"), Ok(ColumnType::Id));
+        assert_eq!(
+            ColumnType::parse("decimal(12, 2)"),
+            Ok(ColumnType::Decimal {
+                precision: 12,
+                scale: 2
+            })
+        );
+        assert_eq!(
+            ColumnType::parse("list<list<int>>"),
+            Ok(ColumnType::List(Box::new(ColumnType::List(Box::new(
+                ColumnType::Int
+            )))))
+        );
+        for bad in [
+            "text",
+            "decimal(40,2)",
+            "decimal(4,5)",
+            "decimal(4)",
+            "list<nope>",
+        ] {
+            assert!(ColumnType::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_override_changes_one_entry_and_a_new_name_is_added() {
+        let defaults = vec![
+            dict(&[("name", "a"), ("topic", "t.a")]),
+            dict(&[("name", "b"), ("topic", "t.b")]),
+        ];
+        let merged = merge_by_name(
+            defaults,
+            vec![
+                dict(&[("name", "b"), ("topic", "mine.b")]),
+                dict(&[("name", "c"), ("topic", "t.c")]),
+            ],
+        );
+        let topics: Vec<(Option<String>, String)> = merged
+            .iter()
+            .map(|e| {
+                let Value::Dict(_, keys) = e else {
+                    panic!("a table")
+                };
+                let topic = match keys.get("topic") {
+                    Some(Value::String(_, t)) => t.clone(),
+                    _ => String::new(),
+                };
+                (name_of(e), topic)
+            })
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                (Some("a".to_owned()), "t.a".to_owned()),
+                (Some("b".to_owned()), "mine.b".to_owned()),
+                (Some("c".to_owned()), "t.c".to_owned()),
+            ]
+        );
+    }
+
+    fn column(name: &str, ty: &str) -> ColumnEntry {
+        ColumnEntry {
+            name: name.to_owned(),
+            ty: ty.to_owned(),
+            required: false,
+            path: None,
+            values: None,
+            min: None,
+            max: None,
+            regex: None,
+        }
+    }
+
+    fn source(name: &str, kind: &str, columns: Vec<ColumnEntry>) -> SourceEntry {
+        SourceEntry {
+            name: name.to_owned(),
+            topic: format!("t.{name}"),
+            kind: kind.to_owned(),
+            format: "json".to_owned(),
+            event_time: Some("ts".to_owned()),
+            key: Some("id".to_owned()),
+            enabled: true,
+            columns,
+            one_of: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_schema_problem_names_its_key() {
+        let good = source("clicks", "stream", vec![column("ts", "timestamp")]);
+        assert_eq!(problems(std::slice::from_ref(&good)), []);
+        let mut no_key = source("campaigns", "table", vec![column("name", "string")]);
+        no_key.one_of = vec![vec!["budget".to_owned()]];
+        let entries = [
+            good.clone(),
+            good,
+            source(
+                "Bad-Name",
+                "stream",
+                vec![column("ts", "timestamp"), column("ts", "strin")],
+            ),
+            no_key,
+            source("x", "queue", vec![]),
+        ];
+        let keys: Vec<String> = problems(&entries).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "sources[1].name",
+                "sources[2].name",
+                "sources[2].columns[1].name",
+                "sources[2].columns[1].type",
+                "sources[3].key",
+                "sources[3].one_of[0]",
+                "sources[4].kind",
+            ]
+        );
+    }
+}
