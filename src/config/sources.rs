@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use figment::value::{Dict, Value};
+use figment::value::Value;
 use serde::Deserialize;
 
 /// One `[[sources]]` entry as written.
@@ -281,10 +281,10 @@ pub fn entries(values: Vec<Value>) -> Result<Vec<SourceEntry>, String> {
         .collect()
 }
 
-/// A `Dict` with one string.
+/// A table of strings.
 #[cfg(test)]
 fn dict(pairs: &[(&str, &str)]) -> Value {
-    let keys: Dict = pairs
+    let keys: figment::value::Dict = pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), Value::from((*v).to_owned())))
         .collect();
