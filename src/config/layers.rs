@@ -238,6 +238,12 @@ impl Layered {
 
     /// Where the value at `path` came from: `file:line`, an env var or the default.
     pub(super) fn origin(&self, path: &str) -> String {
+        if let Some((name, key)) = path
+            .strip_prefix("sources.")
+            .and_then(|rest| rest.split_once('.'))
+        {
+            return self.source_origin(name, key);
+        }
         let metadata = self.figment.find_metadata(path);
         if let (Some(Source::File(file)), Some((_, text))) =
             (metadata.and_then(|m| m.source.as_ref()), &self.file)
@@ -255,6 +261,58 @@ impl Layered {
             None => "config/default.toml (default)".to_owned(),
         }
     }
+}
+
+impl Layered {
+    /// Where `key` of the source `name` is written: the file's
+    /// `[[sources]]` entry of that name if it has one, else the default's.
+    fn source_origin(&self, name: &str, key: &str) -> String {
+        if let Some((file, text)) = &self.file
+            && let Some(line) = source_line(text, name, key)
+        {
+            return format!("{}:{line}", file.display());
+        }
+        match source_line(DEFAULT_TOML, name, key) {
+            Some(line) => format!("config/default.toml:{line} (default)"),
+            None => "config/default.toml (default)".to_owned(),
+        }
+    }
+}
+
+/// The 1-based line of `key` (`event_time`, `columns[3].type`, `one_of[0]`)
+/// in the `[[sources]]` entry named `name` of TOML `text`; the line of the
+/// entry's `name` when `key` is not written there.
+fn source_line(text: &str, name: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let entry = doc
+        .as_table()
+        .get("sources")?
+        .as_array_of_tables()?
+        .iter()
+        .find(|t| t.get("name").and_then(toml_edit::Item::as_str) == Some(name))?;
+    let name_span = entry.key("name").and_then(toml_edit::Key::span);
+    let span = key_span(entry, key).or(name_span)?;
+    Some(text.get(..span.start)?.matches('\n').count() + 1)
+}
+
+/// The span of `key` in `entry`, down one array index and one field.
+fn key_span(entry: &toml_edit::Table, key: &str) -> Option<std::ops::Range<usize>> {
+    let (head, field) = match key.split_once('.') {
+        Some((head, field)) => (head, Some(field)),
+        None => (key, None),
+    };
+    let (name, index) = match head.split_once('[') {
+        Some((name, index)) => (name, index.trim_end_matches(']').parse::<usize>().ok()),
+        None => (head, None),
+    };
+    let (written, item) = entry.get_key_value(name)?;
+    let Some(index) = index else {
+        return written.span();
+    };
+    let element = item.as_array()?.get(index)?;
+    field
+        .and_then(|f| element.as_inline_table()?.key(f)?.span())
+        .or_else(|| element.span())
 }
 
 /// The environment variable that sets `path`.

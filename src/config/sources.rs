@@ -185,12 +185,13 @@ fn name_of(entry: &Value) -> Option<String> {
     }
 }
 
-/// Every problem of the entries, as (`sources[i]…` path, message).
+/// Every problem of the entries, as (key, message); keys name the source,
+/// as in `sources.clicks.columns[0].type`.
 pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let mut names = BTreeSet::new();
-    for (i, source) in entries.iter().enumerate() {
-        let at = |key: &str| format!("sources[{i}].{key}");
+    for source in entries {
+        let at = |key: &str| format!("sources.{}.{key}", source.name);
         if !is_identifier(&source.name) {
             found.push((at("name"), identifier_message(&source.name)));
         }
@@ -208,7 +209,7 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
         }
         let mut columns = BTreeSet::new();
         for (j, column) in source.columns.iter().enumerate() {
-            let at_column = |key: &str| format!("sources[{i}].columns[{j}].{key}");
+            let at_column = |key: &str| format!("sources.{}.columns[{j}].{key}", source.name);
             if !is_identifier(&column.name) {
                 found.push((at_column("name"), identifier_message(&column.name)));
             }
@@ -247,7 +248,7 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
         for (g, group) in source.one_of.iter().enumerate() {
             for name in group.iter().filter(|n| !columns.contains(n.as_str())) {
                 found.push((
-                    format!("sources[{i}].one_of[{g}]"),
+                    format!("sources.{}.one_of[{g}]", source.name),
                     format!("{name:?} is not a column of {}", source.name),
                 ));
             }
@@ -406,13 +407,13 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "sources[1].name",
-                "sources[2].name",
-                "sources[2].columns[1].name",
-                "sources[2].columns[1].type",
-                "sources[3].key",
-                "sources[3].one_of[0]",
-                "sources[4].kind",
+                "sources.clicks.name",
+                "sources.Bad-Name.name",
+                "sources.Bad-Name.columns[1].name",
+                "sources.Bad-Name.columns[1].type",
+                "sources.campaigns.key",
+                "sources.campaigns.one_of[0]",
+                "sources.x.kind",
             ]
         );
     }

@@ -162,10 +162,16 @@ columns = [{ name = "at", type = "datetime" }]
         let problems = Config::load(Some(Path::new("bad.toml")))
             .expect_err("invalid")
             .0;
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        let found: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.origin, p.key))
+            .collect();
         assert_eq!(
-            keys,
-            ["sources[4].columns[0].type", "sources[4].event_time"]
+            found,
+            [
+                "bad.toml:7: sources.clicks.columns[0].type",
+                "bad.toml:6: sources.clicks.event_time",
+            ]
         );
         Ok(())
     });
