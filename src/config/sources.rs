@@ -14,6 +14,9 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use figment::value::Value;
 use serde::Deserialize;
 
@@ -76,6 +79,9 @@ pub struct ColumnEntry {
     /// A regular expression a string must match.
     #[serde(default)]
     pub regex: Option<String>,
+    /// Strings are kept trimmed and lower-cased (`High` is `high`).
+    #[serde(default)]
+    pub lowercase: bool,
 }
 
 fn json() -> String {
@@ -113,6 +119,21 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
+    /// The Arrow type of a column of this type.
+    pub fn data_type(&self) -> DataType {
+        match self {
+            ColumnType::Id | ColumnType::String => DataType::Utf8,
+            ColumnType::Int => DataType::Int64,
+            ColumnType::Float => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Timestamp => crate::schema::timestamp_type(),
+            ColumnType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
+            ColumnType::List(item) => {
+                DataType::List(Arc::new(Field::new("item", item.data_type(), true)))
+            }
+        }
+    }
+
     /// Reads a type as written in a column's `type`.
     pub fn parse(written: &str) -> Result<ColumnType, String> {
         let t = written.trim();
@@ -149,6 +170,23 @@ impl ColumnType {
                  timestamp, decimal(P,S), list<T>"
             )),
         }
+    }
+}
+
+impl SourceEntry {
+    /// The Arrow schema of the source's table: one column per declared
+    /// column, nullable unless required. `None` if a type is unknown (a
+    /// problem [`problems`] reports).
+    pub fn arrow_schema(&self) -> Option<SchemaRef> {
+        let fields = self
+            .columns
+            .iter()
+            .map(|c| {
+                let ty = ColumnType::parse(&c.ty).ok()?;
+                Some(Field::new(&c.name, ty.data_type(), !c.required))
+            })
+            .collect::<Option<Vec<Field>>>()?;
+        Some(Arc::new(Schema::new(fields)))
     }
 }
 
@@ -369,6 +407,7 @@ mod tests {
             min: None,
             max: None,
             regex: None,
+            lowercase: false,
         }
     }
 

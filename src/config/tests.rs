@@ -176,3 +176,28 @@ columns = [{ name = "at", type = "datetime" }]
         Ok(())
     });
 }
+
+#[test]
+fn the_declared_defaults_have_the_compiled_in_schemas() {
+    let config = Config::embedded_default();
+    for kind in SourceKind::ALL {
+        let declared = config
+            .sources
+            .iter()
+            .find(|s| s.name == kind.table_name())
+            .unwrap_or_else(|| panic!("{kind:?} is declared"));
+        assert_eq!(declared.topic, config.topics.source_topic(kind));
+        assert_eq!(declared.arrow_schema(), Some(kind.schema()), "{kind:?}");
+        let one_of: Vec<Vec<&str>> = declared
+            .one_of
+            .iter()
+            .map(|g| g.iter().map(String::as_str).collect())
+            .collect();
+        let compiled: Vec<Vec<&str>> = if kind.one_of().is_empty() {
+            Vec::new()
+        } else {
+            vec![kind.one_of().to_vec()]
+        };
+        assert_eq!(one_of, compiled, "{kind:?}");
+    }
+}
