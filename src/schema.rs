@@ -1,16 +1,22 @@
 //! The four input sources, their field specifications and Arrow schemas.
 //!
-//! Each source is described once, as a list of [`FieldSpec`]s; the decoder
-//! validates against it and the Arrow schema is derived from it, so the two
-//! can never disagree.
+//! Each source is described once, as a `[[sources]]` entry of the embedded
+//! `config/default.toml`, read into [`FieldSpec`]s; the decoder validates
+//! against them and the Arrow schema is derived from them, so the two can
+//! never disagree. (Work in progress: a user's `[[sources]]` do not reach
+//! the engine yet.)
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+
+use crate::config::DEFAULT_TOML;
+use crate::config::sources::{ColumnEntry, ColumnType, SourceEntry};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
-
-/// Complaint statuses accepted on `cx.complaints`.
-pub const COMPLAINT_STATUSES: &[&str] = &["opened", "resolved", "escalated"];
 
 /// The input sources cxpulse consumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -57,20 +63,13 @@ impl SourceKind {
 
     /// The field specification of this source.
     pub fn fields(self) -> &'static [FieldSpec] {
-        match self {
-            SourceKind::Transactions => TRANSACTIONS,
-            SourceKind::Feedback => FEEDBACK,
-            SourceKind::Complaints => COMPLAINTS,
-            SourceKind::Customers => CUSTOMERS,
-        }
+        &DECLARED[&self].fields
     }
 
-    /// Groups of fields of which at least one must be present and non-null.
-    pub fn one_of(self) -> &'static [&'static str] {
-        match self {
-            SourceKind::Feedback => &["rating", "nps", "effort"],
-            _ => &[],
-        }
+    /// Fields of which at least one must be present and non-null (none
+    /// when empty).
+    pub fn one_of(self) -> &'static [String] {
+        &DECLARED[&self].one_of
     }
 
     /// The Arrow schema of this source's table, derived from [`Self::fields`].
@@ -78,14 +77,14 @@ impl SourceKind {
         let fields: Vec<Field> = self
             .fields()
             .iter()
-            .map(|f| Field::new(f.name, f.ty.data_type(), !f.required))
+            .map(|f| Field::new(&f.name, f.ty.data_type(), !f.required))
             .collect();
         Arc::new(Schema::new(fields))
     }
 }
 
 /// The JSON type a field accepts and the Arrow type it becomes.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FieldType {
     /// An identifier: a non-empty string, or an integer (kept as its decimal text).
     Id,
@@ -110,12 +109,12 @@ pub enum FieldType {
     Coded,
     /// One of a fixed set of strings, in any case and with spaces around;
     /// kept as written in the set.
-    Enum(&'static [&'static str]),
+    Enum(Vec<String>),
 }
 
 impl FieldType {
     /// The Arrow data type of a column of this field type.
-    pub fn data_type(self) -> DataType {
+    pub fn data_type(&self) -> DataType {
         match self {
             FieldType::Id | FieldType::Text | FieldType::Coded | FieldType::Enum(_) => {
                 DataType::Utf8
@@ -133,87 +132,68 @@ pub fn timestamp_type() -> DataType {
 }
 
 /// One field of an input event.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FieldSpec {
     /// JSON key and column name.
-    pub name: &'static str,
+    pub name: String,
     /// Accepted values.
     pub ty: FieldType,
     /// Whether a record without it (or with `null`) is invalid.
     pub required: bool,
 }
 
-const fn req(name: &'static str, ty: FieldType) -> FieldSpec {
-    FieldSpec {
-        name,
-        ty,
-        required: true,
-    }
+/// What the decoder needs of one declared source.
+struct Declared {
+    fields: Vec<FieldSpec>,
+    /// Fields of which at least one must be set.
+    one_of: Vec<String>,
 }
 
-const fn opt(name: &'static str, ty: FieldType) -> FieldSpec {
+/// Each source as declared in the embedded default configuration.
+static DECLARED: LazyLock<BTreeMap<SourceKind, Declared>> = LazyLock::new(|| {
+    let entries: Vec<SourceEntry> = Figment::from(Toml::string(DEFAULT_TOML))
+        .extract_inner("sources")
+        .unwrap_or_else(|e| panic!("config/default.toml [[sources]]: {e}"));
+    SourceKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let entry = entries
+                .iter()
+                .find(|e| e.name == kind.table_name())
+                .unwrap_or_else(|| panic!("config/default.toml declares no {kind:?}"));
+            let fields = entry.columns.iter().map(field_spec).collect();
+            let one_of = entry.one_of.concat();
+            (kind, Declared { fields, one_of })
+        })
+        .collect()
+});
+
+/// The decoder's view of a declared column.
+fn field_spec(column: &ColumnEntry) -> FieldSpec {
+    let ty = match (ColumnType::parse(&column.ty), &column.values) {
+        (_, Some(values)) => FieldType::Enum(values.clone()),
+        (Ok(ColumnType::Id), None) => FieldType::Id,
+        (Ok(ColumnType::String), None) if column.lowercase => FieldType::Coded,
+        (Ok(ColumnType::String), None) => FieldType::Text,
+        (Ok(ColumnType::Timestamp), None) => FieldType::Timestamp,
+        (Ok(ColumnType::Float), None) => FieldType::Float {
+            min: column.min.unwrap_or(f64::NEG_INFINITY),
+        },
+        (Ok(ColumnType::Int), None) => FieldType::Int {
+            min: column.min.map_or(i64::MIN, |m| m as i64),
+            max: column.max.map_or(i64::MAX, |m| m as i64),
+        },
+        (other, None) => panic!(
+            "config/default.toml: column {} has type {other:?}, which the decoder does not read yet",
+            column.name
+        ),
+    };
     FieldSpec {
-        name,
+        name: column.name.clone(),
         ty,
-        required: false,
+        required: column.required,
     }
 }
-
-const TRANSACTIONS: &[FieldSpec] = &[
-    req("event_id", FieldType::Id),
-    req("customer_id", FieldType::Id),
-    req("ts", FieldType::Timestamp),
-    req("amount", FieldType::Float { min: 0.0 }),
-    req("category", FieldType::Text),
-    opt("currency", FieldType::Text),
-    opt("channel", FieldType::Text),
-    opt(
-        "items",
-        FieldType::Int {
-            min: 0,
-            max: i64::MAX,
-        },
-    ),
-    opt("order_id", FieldType::Id),
-];
-
-const FEEDBACK: &[FieldSpec] = &[
-    req("event_id", FieldType::Id),
-    req("customer_id", FieldType::Id),
-    req("ts", FieldType::Timestamp),
-    opt("rating", FieldType::Int { min: 1, max: 5 }),
-    opt("nps", FieldType::Int { min: 0, max: 10 }),
-    opt("effort", FieldType::Int { min: 1, max: 7 }),
-    opt("channel", FieldType::Text),
-    opt("topic", FieldType::Text),
-    opt("comment", FieldType::Text),
-];
-
-const COMPLAINTS: &[FieldSpec] = &[
-    req("event_id", FieldType::Id),
-    req("customer_id", FieldType::Id),
-    req("ts", FieldType::Timestamp),
-    req("complaint_id", FieldType::Id),
-    req("status", FieldType::Enum(COMPLAINT_STATUSES)),
-    opt("category", FieldType::Text),
-    opt("severity", FieldType::Coded),
-    opt("channel", FieldType::Text),
-];
-
-const CUSTOMERS: &[FieldSpec] = &[
-    req("customer_id", FieldType::Id),
-    opt(
-        "birth_year",
-        FieldType::Int {
-            min: 1900,
-            max: 2100,
-        },
-    ),
-    opt("gender", FieldType::Text),
-    opt("segment", FieldType::Text),
-    opt("region", FieldType::Text),
-    opt("signup_ts", FieldType::Timestamp),
-];
 
 #[cfg(test)]
 mod tests {

@@ -196,7 +196,7 @@ fn the_declared_defaults_have_the_compiled_in_schemas() {
         let compiled: Vec<Vec<&str>> = if kind.one_of().is_empty() {
             Vec::new()
         } else {
-            vec![kind.one_of().to_vec()]
+            vec![kind.one_of().iter().map(String::as_str).collect()]
         };
         assert_eq!(one_of, compiled, "{kind:?}");
     }

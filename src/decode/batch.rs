@@ -19,7 +19,7 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(ty: FieldType) -> Self {
+    fn new(ty: &FieldType) -> Self {
         match ty {
             FieldType::Id | FieldType::Text | FieldType::Coded | FieldType::Enum(_) => {
                 Self::Utf8(StringBuilder::new())
@@ -71,7 +71,7 @@ impl BatchBuilder {
             columns: kind
                 .fields()
                 .iter()
-                .map(|f| ColumnBuilder::new(f.ty))
+                .map(|f| ColumnBuilder::new(&f.ty))
                 .collect(),
             rows: 0,
         }

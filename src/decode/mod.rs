@@ -89,17 +89,17 @@ fn lower_trimmed(text: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
-fn quoted(names: &[&str]) -> String {
+fn quoted(names: &[impl AsRef<str>]) -> String {
     names
         .iter()
-        .map(|n| format!("`{n}`"))
+        .map(|n| format!("`{}`", n.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// Checks one JSON value against its field spec.
-fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rejection> {
-    let name = spec.name;
+fn validate<'a>(spec: &'a FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rejection> {
+    let name = &spec.name;
     if value == JsonScalar::Null {
         return if spec.required {
             Err(Rejection::new(
@@ -116,7 +116,7 @@ fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rej
             format!("field `{name}` must be {expected}, got {}", got.type_name()),
         )
     };
-    match spec.ty {
+    match &spec.ty {
         FieldType::Id => match value {
             JsonScalar::Str(s) if s.trim().is_empty() => Err(Rejection::new(
                 RejectKind::OutOfRange,
@@ -136,7 +136,7 @@ fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rej
         },
         FieldType::Enum(allowed) => match value {
             JsonScalar::Str(s) => match allowed.iter().find(|a| a.eq_ignore_ascii_case(s.trim())) {
-                Some(canonical) => Ok(Cell::Str(Cow::Borrowed(canonical))),
+                Some(canonical) => Ok(Cell::Str(Cow::Borrowed(canonical.as_str()))),
                 None => Err(Rejection::new(
                     RejectKind::OutOfRange,
                     format!(
@@ -168,7 +168,7 @@ fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rej
                 &other,
             )),
         },
-        FieldType::Float { min } => {
+        &FieldType::Float { min } => {
             let v = match value {
                 JsonScalar::Int(i) => i as f64,
                 JsonScalar::Float(f) => f,
@@ -183,7 +183,7 @@ fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rej
                 ))
             }
         }
-        FieldType::Int { min, max } => {
+        &FieldType::Int { min, max } => {
             let v = match value {
                 JsonScalar::Int(i) => i,
                 JsonScalar::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
