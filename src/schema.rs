@@ -92,11 +92,25 @@ pub enum FieldType {
     Text,
     /// RFC 3339 string or epoch milliseconds, stored as `Timestamp(Millisecond, UTC)`.
     Timestamp,
-    /// A finite number, at least `min`.
+    /// A finite number within `min..=max`.
     Float {
         /// Smallest accepted value.
         min: f64,
+        /// Largest accepted value.
+        max: f64,
     },
+    /// `true` or `false`.
+    Bool,
+    /// A decimal number (JSON number or string), exact to `scale` digits
+    /// after the point, `precision` digits in all.
+    Decimal {
+        /// Digits in all.
+        precision: u8,
+        /// Digits after the point.
+        scale: i8,
+    },
+    /// Text that must match a regular expression.
+    Matching(Pattern),
     /// An integer within `min..=max` (an integral float such as `4.0` is accepted).
     Int {
         /// Smallest accepted value.
@@ -116,13 +130,27 @@ impl FieldType {
     /// The Arrow data type of a column of this field type.
     pub fn data_type(&self) -> DataType {
         match self {
-            FieldType::Id | FieldType::Text | FieldType::Coded | FieldType::Enum(_) => {
-                DataType::Utf8
-            }
+            FieldType::Id
+            | FieldType::Text
+            | FieldType::Coded
+            | FieldType::Enum(_)
+            | FieldType::Matching(_) => DataType::Utf8,
+            FieldType::Bool => DataType::Boolean,
+            FieldType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
             FieldType::Timestamp => timestamp_type(),
             FieldType::Float { .. } => DataType::Float64,
             FieldType::Int { .. } => DataType::Int64,
         }
+    }
+}
+
+/// A compiled regular expression, equal to another with the same text.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
     }
 }
 
@@ -170,20 +198,29 @@ static DECLARED: LazyLock<BTreeMap<SourceKind, Declared>> = LazyLock::new(|| {
 
 /// The decoder's view of a declared column.
 fn field_spec(column: &ColumnEntry) -> FieldSpec {
-    let ty = match (ColumnType::parse(&column.ty), &column.values) {
-        (_, Some(values)) => FieldType::Enum(values.clone()),
-        (Ok(ColumnType::Id), None) => FieldType::Id,
-        (Ok(ColumnType::String), None) if column.lowercase => FieldType::Coded,
-        (Ok(ColumnType::String), None) => FieldType::Text,
-        (Ok(ColumnType::Timestamp), None) => FieldType::Timestamp,
-        (Ok(ColumnType::Float), None) => FieldType::Float {
-            min: column.min.unwrap_or(f64::NEG_INFINITY),
+    let ty = match (ColumnType::parse(&column.ty), &column.values, &column.regex) {
+        (_, Some(values), _) => FieldType::Enum(values.clone()),
+        (Ok(ColumnType::String), None, Some(pattern)) => match regex::Regex::new(pattern) {
+            Ok(re) => FieldType::Matching(Pattern(re)),
+            Err(e) => panic!("config/default.toml: column {}: {e}", column.name),
         },
-        (Ok(ColumnType::Int), None) => FieldType::Int {
+        (Ok(ColumnType::Id), None, _) => FieldType::Id,
+        (Ok(ColumnType::String), None, None) if column.lowercase => FieldType::Coded,
+        (Ok(ColumnType::String), None, None) => FieldType::Text,
+        (Ok(ColumnType::Timestamp), None, _) => FieldType::Timestamp,
+        (Ok(ColumnType::Bool), None, _) => FieldType::Bool,
+        (Ok(ColumnType::Decimal { precision, scale }), None, _) => {
+            FieldType::Decimal { precision, scale }
+        }
+        (Ok(ColumnType::Float), None, _) => FieldType::Float {
+            min: column.min.unwrap_or(f64::NEG_INFINITY),
+            max: column.max.unwrap_or(f64::INFINITY),
+        },
+        (Ok(ColumnType::Int), None, _) => FieldType::Int {
             min: column.min.map_or(i64::MIN, |m| m as i64),
             max: column.max.map_or(i64::MAX, |m| m as i64),
         },
-        (other, None) => panic!(
+        (other, None, _) => panic!(
             "config/default.toml: column {} has type {other:?}, which the decoder does not read yet",
             column.name
         ),

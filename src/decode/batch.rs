@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -16,13 +17,21 @@ enum ColumnBuilder {
     Int(Int64Builder),
     Float(Float64Builder),
     Ts(TimestampMillisecondBuilder),
+    Bool(BooleanBuilder),
+    Decimal(Decimal128Builder),
 }
 
 impl ColumnBuilder {
     fn new(ty: &FieldType) -> Self {
         match ty {
-            FieldType::Id | FieldType::Text | FieldType::Coded | FieldType::Enum(_) => {
-                Self::Utf8(StringBuilder::new())
+            FieldType::Id
+            | FieldType::Text
+            | FieldType::Coded
+            | FieldType::Enum(_)
+            | FieldType::Matching(_) => Self::Utf8(StringBuilder::new()),
+            FieldType::Bool => Self::Bool(BooleanBuilder::new()),
+            FieldType::Decimal { .. } => {
+                Self::Decimal(Decimal128Builder::new().with_data_type(ty.data_type()))
             }
             FieldType::Int { .. } => Self::Int(Int64Builder::new()),
             FieldType::Float { .. } => Self::Float(Float64Builder::new()),
@@ -39,10 +48,14 @@ impl ColumnBuilder {
             (Self::Int(b), Cell::Int(v)) => b.append_value(*v),
             (Self::Float(b), Cell::Float(v)) => b.append_value(*v),
             (Self::Ts(b), Cell::Ts(v)) => b.append_value(*v),
+            (Self::Bool(b), Cell::Bool(v)) => b.append_value(*v),
+            (Self::Decimal(b), Cell::Decimal(v)) => b.append_value(*v),
             (Self::Utf8(b), _) => b.append_null(),
             (Self::Int(b), _) => b.append_null(),
             (Self::Float(b), _) => b.append_null(),
             (Self::Ts(b), _) => b.append_null(),
+            (Self::Bool(b), _) => b.append_null(),
+            (Self::Decimal(b), _) => b.append_null(),
         }
     }
 
@@ -52,6 +65,8 @@ impl ColumnBuilder {
             Self::Int(b) => Arc::new(b.finish()),
             Self::Float(b) => Arc::new(b.finish()),
             Self::Ts(b) => Arc::new(b.finish()),
+            Self::Bool(b) => Arc::new(b.finish()),
+            Self::Decimal(b) => Arc::new(b.finish()),
         }
     }
 }
@@ -110,6 +125,27 @@ mod tests {
 
     use super::*;
     use crate::decode::parse_record;
+
+    #[test]
+    fn decimal_and_bool_columns_have_their_arrow_types() {
+        let ty = FieldType::Decimal {
+            precision: 6,
+            scale: 2,
+        };
+        let mut decimals = ColumnBuilder::new(&ty);
+        decimals.append(&Cell::Decimal(1999));
+        decimals.append(&Cell::Null);
+        let array = decimals.finish();
+        assert_eq!(array.data_type(), &ty.data_type());
+        let array = array.as_primitive::<arrow::datatypes::Decimal128Type>();
+        assert_eq!(
+            (array.value_as_string(0), array.is_null(1)),
+            ("19.99".to_owned(), true)
+        );
+        let mut bools = ColumnBuilder::new(&FieldType::Bool);
+        bools.append(&Cell::Bool(true));
+        assert!(bools.finish().as_boolean().value(0));
+    }
 
     #[test]
     fn builds_a_batch_with_nulls_for_absent_optionals() {

@@ -35,6 +35,10 @@ pub enum Cell<'a> {
     Float(f64),
     /// Event time in epoch milliseconds.
     Ts(i64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// A decimal, as an integer count of its column's smallest unit.
+    Decimal(i128),
 }
 
 /// Parses and validates one payload of `kind`; returns one cell per field,
@@ -77,6 +81,32 @@ pub fn parse_record(kind: SourceKind, payload: &[u8]) -> Result<Vec<Cell<'_>>, R
         }
     }
     Ok(cells)
+}
+
+/// A decimal written as `[-]digits[.digits]`, as a count of units of
+/// `10^-scale`; `None` when it is not one, has more than `scale` digits
+/// after the point or more than `precision` in all.
+fn parse_decimal(text: &str, precision: u8, scale: i8) -> Option<i128> {
+    let scale = usize::try_from(scale).ok()?;
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+        return None;
+    }
+    let fraction = fraction.trim_end_matches('0');
+    let whole = whole.trim_start_matches('0');
+    if fraction.len() > scale || whole.len() + scale > usize::from(precision) {
+        return None;
+    }
+    let units: i128 = format!("{whole}{fraction:0<scale$}")
+        .parse()
+        .ok()
+        .or(Some(0).filter(|_| whole.is_empty() && fraction.is_empty()))?;
+    Some(if negative { -units } else { units })
 }
 
 /// `text` trimmed and lower-cased, borrowed when it already is.
@@ -130,6 +160,40 @@ fn validate<'a>(spec: &'a FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, 
             JsonScalar::Str(s) => Ok(Cell::Str(s)),
             other => Err(wrong_type("a string", &other)),
         },
+        FieldType::Bool => match value {
+            JsonScalar::Bool(b) => Ok(Cell::Bool(b)),
+            other => Err(wrong_type("true or false", &other)),
+        },
+        &FieldType::Decimal { precision, scale } => {
+            let text = match value {
+                JsonScalar::Int(i) => i.to_string(),
+                JsonScalar::Float(f) if f.is_finite() => f.to_string(),
+                JsonScalar::Str(s) => s.trim().to_owned(),
+                other => return Err(wrong_type("a number or a decimal string", &other)),
+            };
+            parse_decimal(&text, precision, scale)
+                .map(Cell::Decimal)
+                .ok_or_else(|| {
+                    Rejection::new(
+                        RejectKind::OutOfRange,
+                        format!(
+                            "field `{name}` is {text:?}, not a decimal of at most {precision} \
+                             digits with at most {scale} after the point"
+                        ),
+                    )
+                })
+        }
+        FieldType::Matching(pattern) => match value {
+            JsonScalar::Str(s) if pattern.0.is_match(&s) => Ok(Cell::Str(s)),
+            JsonScalar::Str(s) => Err(Rejection::new(
+                RejectKind::OutOfRange,
+                format!(
+                    "field `{name}` is {s:?}, which does not match {}",
+                    pattern.0.as_str()
+                ),
+            )),
+            other => Err(wrong_type("a string", &other)),
+        },
         FieldType::Coded => match value {
             JsonScalar::Str(s) => Ok(Cell::Str(lower_trimmed(s))),
             other => Err(wrong_type("a string", &other)),
@@ -168,18 +232,23 @@ fn validate<'a>(spec: &'a FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, 
                 &other,
             )),
         },
-        &FieldType::Float { min } => {
+        &FieldType::Float { min, max } => {
             let v = match value {
                 JsonScalar::Int(i) => i as f64,
                 JsonScalar::Float(f) => f,
                 other => return Err(wrong_type("a number", &other)),
             };
-            if v >= min && v.is_finite() {
+            if v >= min && v <= max && v.is_finite() {
                 Ok(Cell::Float(v))
-            } else {
+            } else if max == f64::INFINITY {
                 Err(Rejection::new(
                     RejectKind::OutOfRange,
                     format!("field `{name}` is {v}, must be at least {min}"),
+                ))
+            } else {
+                Err(Rejection::new(
+                    RejectKind::OutOfRange,
+                    format!("field `{name}` is {v}, must be between {min} and {max}"),
                 ))
             }
         }
@@ -314,6 +383,72 @@ mod tests {
         .expect("valid");
         assert_eq!(a[2], Cell::Ts(1_767_323_045_678));
         assert_eq!(a, b);
+    }
+
+    fn spec(ty: FieldType) -> FieldSpec {
+        FieldSpec {
+            name: "x".to_owned(),
+            ty,
+            required: true,
+        }
+    }
+
+    #[test]
+    fn decimals_are_exact_or_refused() {
+        for (text, precision, scale, want) in [
+            ("12.34", 4, 2, Some(1234)),
+            ("-0.5", 4, 2, Some(-50)),
+            ("7", 4, 2, Some(700)),
+            ("12.340", 4, 2, Some(1234)),
+            ("0", 1, 0, Some(0)),
+            ("100.0", 4, 2, None),
+            ("1.234", 4, 2, None),
+            ("1e3", 6, 2, None),
+            (".5", 4, 2, None),
+            ("abc", 4, 2, None),
+        ] {
+            assert_eq!(parse_decimal(text, precision, scale), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn bools_decimals_patterns_and_float_ranges_are_checked() {
+        let decimal = spec(FieldType::Decimal {
+            precision: 6,
+            scale: 2,
+        });
+        assert_eq!(
+            validate(&decimal, JsonScalar::Float(19.99)),
+            Ok(Cell::Decimal(1999))
+        );
+        assert_eq!(
+            validate(&decimal, JsonScalar::Str("1234.5".into())),
+            Ok(Cell::Decimal(123_450))
+        );
+        let refused = validate(&decimal, JsonScalar::Float(0.125)).expect_err("3 decimals");
+        assert_eq!(refused.kind, RejectKind::OutOfRange);
+        assert_eq!(
+            validate(&spec(FieldType::Bool), JsonScalar::Bool(true)),
+            Ok(Cell::Bool(true))
+        );
+        let not_bool = validate(&spec(FieldType::Bool), JsonScalar::Int(1)).expect_err("1");
+        assert_eq!(not_bool.kind, RejectKind::WrongType);
+        let sku = spec(FieldType::Matching(crate::schema::Pattern(
+            regex::Regex::new("^[A-Z]{3}-[0-9]+$").expect("regex"),
+        )));
+        assert_eq!(
+            validate(&sku, JsonScalar::Str("ABC-12".into())),
+            Ok(Cell::Str("ABC-12".into()))
+        );
+        let bad_sku = validate(&sku, JsonScalar::Str("abc".into())).expect_err("no match");
+        assert!(bad_sku.reason.contains("does not match"), "{bad_sku}");
+        let share = spec(FieldType::Float { min: 0.0, max: 1.0 });
+        assert_eq!(
+            validate(&share, JsonScalar::Float(0.5)),
+            Ok(Cell::Float(0.5))
+        );
+        let over = validate(&share, JsonScalar::Float(1.5)).expect_err("over");
+        assert!(over.reason.contains("between 0 and 1"), "{over}");
     }
 
     #[test]

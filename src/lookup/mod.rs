@@ -144,6 +144,8 @@ pub fn owned_cells(cells: Vec<Cell<'_>>) -> Vec<Cell<'static>> {
             Cell::Int(v) => Cell::Int(v),
             Cell::Float(v) => Cell::Float(v),
             Cell::Ts(v) => Cell::Ts(v),
+            Cell::Bool(v) => Cell::Bool(v),
+            Cell::Decimal(v) => Cell::Decimal(v),
         })
         .collect()
 }
