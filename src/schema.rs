@@ -66,6 +66,11 @@ impl SourceKind {
         &DECLARED[&self].fields
     }
 
+    /// Where this source's fields are in its JSON objects.
+    pub fn layout(self) -> &'static crate::decode::Layout {
+        &DECLARED[&self].layout
+    }
+
     /// Fields of which at least one must be present and non-null (none
     /// when empty).
     pub fn one_of(self) -> &'static [String] {
@@ -173,6 +178,7 @@ pub struct FieldSpec {
 /// What the decoder needs of one declared source.
 struct Declared {
     fields: Vec<FieldSpec>,
+    layout: crate::decode::Layout,
     /// Fields of which at least one must be set.
     one_of: Vec<String>,
 }
@@ -191,7 +197,20 @@ static DECLARED: LazyLock<BTreeMap<SourceKind, Declared>> = LazyLock::new(|| {
                 .unwrap_or_else(|| panic!("config/default.toml declares no {kind:?}"));
             let fields = entry.columns.iter().map(field_spec).collect();
             let one_of = entry.one_of.concat();
-            (kind, Declared { fields, one_of })
+            let paths: Vec<Vec<String>> = entry
+                .columns
+                .iter()
+                .map(|c| crate::decode::path_keys(&c.name, c.path.as_deref()))
+                .collect();
+            let layout = crate::decode::Layout::new(&paths);
+            (
+                kind,
+                Declared {
+                    fields,
+                    layout,
+                    one_of,
+                },
+            )
         })
         .collect()
 });

@@ -260,6 +260,16 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
             if let Err(message) = ColumnType::parse(&column.ty) {
                 found.push((at_column("type"), message));
             }
+            if let Some(path) = &column.path
+                && path
+                    .strip_prefix("$.")
+                    .is_none_or(|keys| keys.split('.').any(str::is_empty))
+            {
+                found.push((
+                    at_column("path"),
+                    format!("{path:?}: write $.key or $.outer.inner"),
+                ));
+            }
         }
         let has = |column: &Option<String>| column.as_deref().is_some_and(|c| columns.contains(c));
         match source.kind.as_str() {
@@ -437,7 +447,11 @@ mod tests {
             source(
                 "Bad-Name",
                 "stream",
-                vec![column("ts", "timestamp"), column("ts", "strin")],
+                vec![column("ts", "timestamp"), column("ts", "strin"), {
+                    let mut nested = column("os", "string");
+                    nested.path = Some("device.os".to_owned());
+                    nested
+                }],
             ),
             no_key,
             source("x", "queue", vec![]),
@@ -450,6 +464,7 @@ mod tests {
                 "sources.Bad-Name.name",
                 "sources.Bad-Name.columns[1].name",
                 "sources.Bad-Name.columns[1].type",
+                "sources.Bad-Name.columns[2].path",
                 "sources.campaigns.key",
                 "sources.campaigns.one_of[0]",
                 "sources.x.kind",

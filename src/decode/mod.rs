@@ -7,6 +7,7 @@
 
 mod batch;
 mod json_scalar;
+mod layout;
 mod rejection;
 mod timestamp;
 
@@ -17,6 +18,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 
 pub use batch::BatchBuilder;
 pub use json_scalar::JsonScalar;
+pub use layout::{Layout, Slot, path_keys};
 pub use rejection::{RejectKind, Rejection};
 pub use timestamp::parse_rfc3339_millis;
 
@@ -44,11 +46,21 @@ pub enum Cell<'a> {
 /// Parses and validates one payload of `kind`; returns one cell per field,
 /// in the order of `kind.fields()`.
 pub fn parse_record(kind: SourceKind, payload: &[u8]) -> Result<Vec<Cell<'_>>, Rejection> {
-    let specs = kind.fields();
+    parse_fields(kind.fields(), kind.layout(), kind.one_of(), payload)
+}
+
+/// Parses and validates one payload against `specs`, found where `layout`
+/// says, with at least one of `one_of` set (when not empty).
+fn parse_fields<'a>(
+    specs: &'a [FieldSpec],
+    layout: &Layout,
+    one_of: &[String],
+    payload: &'a [u8],
+) -> Result<Vec<Cell<'a>>, Rejection> {
     let mut raw: Vec<JsonScalar<'_>> = vec![JsonScalar::Null; specs.len()];
     let mut de = serde_json::Deserializer::from_slice(payload);
     RecordSeed {
-        specs,
+        layout,
         values: &mut raw,
     }
     .deserialize(&mut de)
@@ -67,7 +79,6 @@ pub fn parse_record(kind: SourceKind, payload: &[u8]) -> Result<Vec<Cell<'_>>, R
         .map(|(spec, value)| validate(spec, value))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let one_of = kind.one_of();
     if !one_of.is_empty() {
         let present = specs
             .iter()
@@ -281,9 +292,9 @@ fn validate<'a>(spec: &'a FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, 
     }
 }
 
-/// Deserializes a JSON object, keeping only the fields named in `specs`.
+/// Deserializes a JSON object, keeping only the values its layout names.
 struct RecordSeed<'s, 'v, 'de> {
-    specs: &'s [FieldSpec],
+    layout: &'s Layout,
     values: &'v mut [JsonScalar<'de>],
 }
 
@@ -291,7 +302,7 @@ impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_map(self)
     }
 }
 
@@ -302,39 +313,110 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, 'de> {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(index) = map.next_key_seed(KeySeed(self.specs))? {
-            match index {
-                Some(i) => self.values[i] = map.next_value()?,
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        fill(self.layout, self.values, map)
+    }
+}
+
+/// Stores the values of `map` that `layout` names, descending into nested
+/// objects.
+fn fill<'de, A: MapAccess<'de>>(
+    layout: &Layout,
+    values: &mut [JsonScalar<'de>],
+    mut map: A,
+) -> Result<(), A::Error> {
+    while let Some(slot) = map.next_key_seed(KeySeed(layout))? {
+        match slot {
+            Some(Slot::Column(i)) => values[*i] = map.next_value()?,
+            Some(Slot::Object(inner)) => map.next_value_seed(Nested {
+                layout: inner,
+                values: &mut *values,
+            })?,
+            None => {
+                map.next_value::<IgnoredAny>()?;
             }
         }
+    }
+    Ok(())
+}
+
+/// A nested object holding columns; any other value there leaves them
+/// absent (a required one is then reported missing).
+struct Nested<'s, 'v, 'de> {
+    layout: &'s Layout,
+    values: &'v mut [JsonScalar<'de>],
+}
+
+impl<'de> DeserializeSeed<'de> for Nested<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Nested<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        fill(self.layout, self.values, map)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
         Ok(())
     }
 }
 
-/// Maps an object key to the index of its field spec (`None` for unknown keys).
-struct KeySeed<'s>(&'s [FieldSpec]);
+/// Maps an object key to what the layout keeps there (`None` for keys it
+/// does not name).
+struct KeySeed<'s>(&'s Layout);
 
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = Option<usize>;
+impl<'s, 'de> DeserializeSeed<'de> for KeySeed<'s> {
+    type Value = Option<&'s Slot>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = Option<usize>;
+impl<'s, 'de> Visitor<'de> for KeySeed<'s> {
+    type Value = Option<&'s Slot>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().position(|spec| spec.name == key))
+        Ok(self.0.get(key))
     }
 }
 
@@ -391,6 +473,49 @@ mod tests {
             ty,
             required: true,
         }
+    }
+
+    #[test]
+    fn columns_are_found_at_their_paths_in_nested_objects() {
+        let specs = [
+            spec(FieldType::Id),
+            FieldSpec {
+                name: "os".to_owned(),
+                ty: FieldType::Text,
+                required: false,
+            },
+            FieldSpec {
+                name: "screen".to_owned(),
+                ty: FieldType::Int {
+                    min: 0,
+                    max: 10_000,
+                },
+                required: false,
+            },
+        ];
+        let layout = Layout::new(&[
+            path_keys("x", None),
+            path_keys("os", Some("$.device.os")),
+            path_keys("screen", Some("$.device.screen.width")),
+        ]);
+        let parse = |payload: &'static str| parse_fields(&specs, &layout, &[], payload.as_bytes());
+        assert_eq!(
+            parse(
+                r#"{"x":"a","device":{"os":"ios","model":"x","screen":{"width":390}},"os":"no"}"#
+            ),
+            Ok(vec![
+                Cell::Str("a".into()),
+                Cell::Str("ios".into()),
+                Cell::Int(390)
+            ])
+        );
+        assert_eq!(
+            parse(r#"{"x":"b","device":"unknown"}"#),
+            Ok(vec![Cell::Str("b".into()), Cell::Null, Cell::Null]),
+            "a non-object where an object was expected leaves its columns absent"
+        );
+        let wrong = parse(r#"{"x":"c","device":{"os":7}}"#).expect_err("os is a number");
+        assert!(wrong.reason.contains("`os` must be a string"), "{wrong}");
     }
 
     #[test]
