@@ -116,6 +116,8 @@ pub enum FieldType {
     },
     /// Text that must match a regular expression.
     Matching(Pattern),
+    /// A JSON array whose items are all of one type.
+    List(Box<FieldType>),
     /// An integer within `min..=max` (an integral float such as `4.0` is accepted).
     Int {
         /// Smallest accepted value.
@@ -142,6 +144,7 @@ impl FieldType {
             | FieldType::Matching(_) => DataType::Utf8,
             FieldType::Bool => DataType::Boolean,
             FieldType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
+            FieldType::List(item) => list_type(item.data_type()),
             FieldType::Timestamp => timestamp_type(),
             FieldType::Float { .. } => DataType::Float64,
             FieldType::Int { .. } => DataType::Int64,
@@ -157,6 +160,11 @@ impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
         self.0.as_str() == other.0.as_str()
     }
+}
+
+/// The Arrow type of a list of `item`s (items may be null).
+pub fn list_type(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, true)))
 }
 
 /// The Arrow type of every event-time column: milliseconds, UTC.
@@ -217,37 +225,42 @@ static DECLARED: LazyLock<BTreeMap<SourceKind, Declared>> = LazyLock::new(|| {
 
 /// The decoder's view of a declared column.
 fn field_spec(column: &ColumnEntry) -> FieldSpec {
-    let ty = match (ColumnType::parse(&column.ty), &column.values, &column.regex) {
-        (_, Some(values), _) => FieldType::Enum(values.clone()),
-        (Ok(ColumnType::String), None, Some(pattern)) => match regex::Regex::new(pattern) {
+    let ty = match (&column.values, &column.regex) {
+        (Some(values), _) => FieldType::Enum(values.clone()),
+        (None, Some(pattern)) => match regex::Regex::new(pattern) {
             Ok(re) => FieldType::Matching(Pattern(re)),
             Err(e) => panic!("config/default.toml: column {}: {e}", column.name),
         },
-        (Ok(ColumnType::Id), None, _) => FieldType::Id,
-        (Ok(ColumnType::String), None, None) if column.lowercase => FieldType::Coded,
-        (Ok(ColumnType::String), None, None) => FieldType::Text,
-        (Ok(ColumnType::Timestamp), None, _) => FieldType::Timestamp,
-        (Ok(ColumnType::Bool), None, _) => FieldType::Bool,
-        (Ok(ColumnType::Decimal { precision, scale }), None, _) => {
-            FieldType::Decimal { precision, scale }
-        }
-        (Ok(ColumnType::Float), None, _) => FieldType::Float {
-            min: column.min.unwrap_or(f64::NEG_INFINITY),
-            max: column.max.unwrap_or(f64::INFINITY),
+        (None, None) => match ColumnType::parse(&column.ty) {
+            Ok(ColumnType::String) if column.lowercase => FieldType::Coded,
+            Ok(ty) => field_type(&ty, column.min, column.max),
+            Err(e) => panic!("config/default.toml: column {}: {e}", column.name),
         },
-        (Ok(ColumnType::Int), None, _) => FieldType::Int {
-            min: column.min.map_or(i64::MIN, |m| m as i64),
-            max: column.max.map_or(i64::MAX, |m| m as i64),
-        },
-        (other, None, _) => panic!(
-            "config/default.toml: column {} has type {other:?}, which the decoder does not read yet",
-            column.name
-        ),
     };
     FieldSpec {
         name: column.name.clone(),
         ty,
         required: column.required,
+    }
+}
+
+/// The decoder's type for a declared type, with a number's bounds.
+fn field_type(ty: &ColumnType, min: Option<f64>, max: Option<f64>) -> FieldType {
+    match ty {
+        ColumnType::Id => FieldType::Id,
+        ColumnType::String => FieldType::Text,
+        ColumnType::Timestamp => FieldType::Timestamp,
+        ColumnType::Bool => FieldType::Bool,
+        &ColumnType::Decimal { precision, scale } => FieldType::Decimal { precision, scale },
+        ColumnType::Float => FieldType::Float {
+            min: min.unwrap_or(f64::NEG_INFINITY),
+            max: max.unwrap_or(f64::INFINITY),
+        },
+        ColumnType::Int => FieldType::Int {
+            min: min.map_or(i64::MIN, |m| m as i64),
+            max: max.map_or(i64::MAX, |m| m as i64),
+        },
+        ColumnType::List(item) => FieldType::List(Box::new(field_type(item, min, max))),
     }
 }
 

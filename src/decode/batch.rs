@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use arrow::array::ListArray;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
     TimestampMillisecondBuilder,
 };
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::datatypes::{DataType, Field};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -19,6 +22,14 @@ enum ColumnBuilder {
     Ts(TimestampMillisecondBuilder),
     Bool(BooleanBuilder),
     Decimal(Decimal128Builder),
+    /// Items go to `items`; `ends` are the offsets after each row's last
+    /// item, `valid` whether each row is a list (not null).
+    List {
+        item_type: DataType,
+        items: Box<ColumnBuilder>,
+        ends: Vec<i32>,
+        valid: Vec<bool>,
+    },
 }
 
 impl ColumnBuilder {
@@ -33,6 +44,12 @@ impl ColumnBuilder {
             FieldType::Decimal { .. } => {
                 Self::Decimal(Decimal128Builder::new().with_data_type(ty.data_type()))
             }
+            FieldType::List(item) => Self::List {
+                item_type: item.data_type(),
+                items: Box::new(Self::new(item)),
+                ends: Vec::new(),
+                valid: Vec::new(),
+            },
             FieldType::Int { .. } => Self::Int(Int64Builder::new()),
             FieldType::Float { .. } => Self::Float(Float64Builder::new()),
             FieldType::Timestamp => {
@@ -44,6 +61,24 @@ impl ColumnBuilder {
     /// Appends one cell; the decoder guarantees its type matches the column.
     fn append(&mut self, cell: &Cell<'_>) {
         match (self, cell) {
+            (
+                Self::List {
+                    items, ends, valid, ..
+                },
+                cell,
+            ) => {
+                let listed = match cell {
+                    Cell::List(values) => values.as_slice(),
+                    _ => &[],
+                };
+                for value in listed {
+                    items.append(value);
+                }
+                let end = ends.last().copied().unwrap_or(0)
+                    + i32::try_from(listed.len()).unwrap_or(i32::MAX);
+                ends.push(end);
+                valid.push(matches!(cell, Cell::List(_)));
+            }
             (Self::Utf8(b), Cell::Str(s)) => b.append_value(s),
             (Self::Int(b), Cell::Int(v)) => b.append_value(*v),
             (Self::Float(b), Cell::Float(v)) => b.append_value(*v),
@@ -67,6 +102,23 @@ impl ColumnBuilder {
             Self::Ts(b) => Arc::new(b.finish()),
             Self::Bool(b) => Arc::new(b.finish()),
             Self::Decimal(b) => Arc::new(b.finish()),
+            Self::List {
+                item_type,
+                items,
+                ends,
+                valid,
+            } => {
+                let values = items.finish();
+                let offsets: Vec<i32> = std::iter::once(0).chain(std::mem::take(ends)).collect();
+                let nulls = NullBuffer::from(std::mem::take(valid));
+                let field = Arc::new(Field::new("item", item_type.clone(), true));
+                Arc::new(ListArray::new(
+                    field,
+                    OffsetBuffer::new(offsets.into()),
+                    values,
+                    Some(nulls),
+                ))
+            }
         }
     }
 }
@@ -145,6 +197,34 @@ mod tests {
         let mut bools = ColumnBuilder::new(&FieldType::Bool);
         bools.append(&Cell::Bool(true));
         assert!(bools.finish().as_boolean().value(0));
+    }
+
+    #[test]
+    fn list_columns_keep_each_rows_items_and_nulls() {
+        let ty = FieldType::List(Box::new(FieldType::List(Box::new(FieldType::Text))));
+        let mut lists = ColumnBuilder::new(&ty);
+        let text = |s: &'static str| Cell::Str(s.into());
+        lists.append(&Cell::List(vec![
+            Cell::List(vec![text("a"), text("b")]),
+            Cell::List(vec![]),
+        ]));
+        lists.append(&Cell::Null);
+        lists.append(&Cell::List(vec![Cell::List(vec![text("c")])]));
+        let array = lists.finish();
+        assert_eq!(array.data_type(), &ty.data_type());
+        let rows = array.as_list::<i32>();
+        assert_eq!((rows.len(), rows.is_null(1)), (3, true));
+        let first = rows.value(0);
+        let first = first.as_list::<i32>();
+        assert_eq!(first.value_length(0), 2);
+        assert_eq!(first.value_length(1), 0);
+        let strings = first.value(0);
+        assert_eq!(strings.as_string::<i32>().value(1), "b");
+        let third = rows.value(2);
+        assert_eq!(
+            third.as_list::<i32>().value(0).as_string::<i32>().value(0),
+            "c"
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// One JSON value as the decoder needs it: scalars kept, containers named.
+/// One JSON value as the decoder needs it: scalars and arrays kept,
+/// objects named.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonScalar<'a> {
     /// `null`.
@@ -19,8 +20,8 @@ pub enum JsonScalar<'a> {
     Float(f64),
     /// A string, borrowed from the payload where it had no escapes.
     Str(Cow<'a, str>),
-    /// An array (contents skipped).
-    Array,
+    /// An array.
+    Array(Vec<JsonScalar<'a>>),
     /// An object (contents skipped).
     Object,
 }
@@ -33,7 +34,7 @@ impl JsonScalar<'_> {
             JsonScalar::Bool(_) => "a boolean",
             JsonScalar::Int(_) | JsonScalar::Float(_) => "a number",
             JsonScalar::Str(_) => "a string",
-            JsonScalar::Array => "an array",
+            JsonScalar::Array(_) => "an array",
             JsonScalar::Object => "an object",
         }
     }
@@ -91,8 +92,11 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(JsonScalar::Array)
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(JsonScalar::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {

@@ -41,6 +41,8 @@ pub enum Cell<'a> {
     Bool(bool),
     /// A decimal, as an integer count of its column's smallest unit.
     Decimal(i128),
+    /// The items of a list.
+    List(Vec<Cell<'a>>),
 }
 
 /// Parses and validates one payload of `kind`; returns one cell per field,
@@ -139,10 +141,19 @@ fn quoted(names: &[impl AsRef<str>]) -> String {
 }
 
 /// Checks one JSON value against its field spec.
-fn validate<'a>(spec: &'a FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rejection> {
-    let name = &spec.name;
+fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rejection> {
+    check(&spec.name, &spec.ty, spec.required, value)
+}
+
+/// Checks one JSON value against the type of the field `name`.
+fn check<'a>(
+    name: &str,
+    ty: &FieldType,
+    required: bool,
+    value: JsonScalar<'a>,
+) -> Result<Cell<'a>, Rejection> {
     if value == JsonScalar::Null {
-        return if spec.required {
+        return if required {
             Err(Rejection::new(
                 RejectKind::MissingField,
                 format!("required field `{name}` is missing or null"),
@@ -157,7 +168,7 @@ fn validate<'a>(spec: &'a FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, 
             format!("field `{name}` must be {expected}, got {}", got.type_name()),
         )
     };
-    match &spec.ty {
+    match ty {
         FieldType::Id => match value {
             JsonScalar::Str(s) if s.trim().is_empty() => Err(Rejection::new(
                 RejectKind::OutOfRange,
@@ -170,6 +181,14 @@ fn validate<'a>(spec: &'a FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, 
         FieldType::Text => match value {
             JsonScalar::Str(s) => Ok(Cell::Str(s)),
             other => Err(wrong_type("a string", &other)),
+        },
+        FieldType::List(item) => match value {
+            JsonScalar::Array(items) => items
+                .into_iter()
+                .map(|v| check(name, item, false, v))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Cell::List),
+            other => Err(wrong_type("an array", &other)),
         },
         FieldType::Bool => match value {
             JsonScalar::Bool(b) => Ok(Cell::Bool(b)),
@@ -211,7 +230,7 @@ fn validate<'a>(spec: &'a FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, 
         },
         FieldType::Enum(allowed) => match value {
             JsonScalar::Str(s) => match allowed.iter().find(|a| a.eq_ignore_ascii_case(s.trim())) {
-                Some(canonical) => Ok(Cell::Str(Cow::Borrowed(canonical.as_str()))),
+                Some(canonical) => Ok(Cell::Str(Cow::Owned(canonical.clone()))),
                 None => Err(Rejection::new(
                     RejectKind::OutOfRange,
                     format!(
@@ -516,6 +535,22 @@ mod tests {
         );
         let wrong = parse(r#"{"x":"c","device":{"os":7}}"#).expect_err("os is a number");
         assert!(wrong.reason.contains("`os` must be a string"), "{wrong}");
+    }
+
+    #[test]
+    fn a_list_checks_every_item() {
+        let tags = spec(FieldType::List(Box::new(FieldType::Int { min: 0, max: 9 })));
+        let array = |items: Vec<JsonScalar<'static>>| JsonScalar::Array(items);
+        assert_eq!(
+            validate(&tags, array(vec![JsonScalar::Int(1), JsonScalar::Int(2)])),
+            Ok(Cell::List(vec![Cell::Int(1), Cell::Int(2)]))
+        );
+        assert_eq!(validate(&tags, array(vec![])), Ok(Cell::List(vec![])));
+        let bad = validate(&tags, array(vec![JsonScalar::Int(1), JsonScalar::Int(12)]))
+            .expect_err("12 is out of range");
+        assert!(bad.reason.contains("`x` is 12"), "{bad}");
+        let not_list = validate(&tags, JsonScalar::Int(1)).expect_err("not an array");
+        assert_eq!(not_list.kind, RejectKind::WrongType);
     }
 
     #[test]

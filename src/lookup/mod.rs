@@ -136,18 +136,20 @@ fn lock<T>(table: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Turns borrowed cells into owned ones, for storage beyond the payload.
 pub fn owned_cells(cells: Vec<Cell<'_>>) -> Vec<Cell<'static>> {
-    cells
-        .into_iter()
-        .map(|cell| match cell {
-            Cell::Str(s) => Cell::Str(s.into_owned().into()),
-            Cell::Null => Cell::Null,
-            Cell::Int(v) => Cell::Int(v),
-            Cell::Float(v) => Cell::Float(v),
-            Cell::Ts(v) => Cell::Ts(v),
-            Cell::Bool(v) => Cell::Bool(v),
-            Cell::Decimal(v) => Cell::Decimal(v),
-        })
-        .collect()
+    cells.into_iter().map(owned_cell).collect()
+}
+
+fn owned_cell(cell: Cell<'_>) -> Cell<'static> {
+    match cell {
+        Cell::Str(s) => Cell::Str(s.into_owned().into()),
+        Cell::Null => Cell::Null,
+        Cell::Int(v) => Cell::Int(v),
+        Cell::Float(v) => Cell::Float(v),
+        Cell::Ts(v) => Cell::Ts(v),
+        Cell::Bool(v) => Cell::Bool(v),
+        Cell::Decimal(v) => Cell::Decimal(v),
+        Cell::List(items) => Cell::List(owned_cells(items)),
+    }
 }
 
 #[cfg(test)]
