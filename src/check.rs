@@ -44,6 +44,10 @@ pub async fn check(config_file: Option<&Path>) -> CheckReport {
             return report;
         }
     };
+    if let Err(e) = crate::schema::declare(&config.sources) {
+        report.problems = vec![format!("[[sources]]: {e}")];
+        return report;
+    }
     let (jobs, problems) = job::plan_configured(&config).await;
     report.jobs = jobs.into_iter().map(|j| (j.name, j.output_topic)).collect();
     report.problems = problems.iter().map(ToString::to_string).collect();

@@ -7,7 +7,7 @@
 //! the engine yet.)
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, OnceLock};
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
@@ -63,18 +63,18 @@ impl SourceKind {
 
     /// The field specification of this source.
     pub fn fields(self) -> &'static [FieldSpec] {
-        &DECLARED[&self].fields
+        &declared()[&self].fields
     }
 
     /// Where this source's fields are in its JSON objects.
     pub fn layout(self) -> &'static crate::decode::Layout {
-        &DECLARED[&self].layout
+        &declared()[&self].layout
     }
 
     /// Fields of which at least one must be present and non-null (none
     /// when empty).
     pub fn one_of(self) -> &'static [String] {
-        &DECLARED[&self].one_of
+        &declared()[&self].one_of
     }
 
     /// The Arrow schema of this source's table, derived from [`Self::fields`].
@@ -173,7 +173,7 @@ pub fn timestamp_type() -> DataType {
 }
 
 /// One field of an input event.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FieldSpec {
     /// JSON key and column name.
     pub name: String,
@@ -184,6 +184,7 @@ pub struct FieldSpec {
 }
 
 /// What the decoder needs of one declared source.
+#[derive(Debug, Clone, PartialEq)]
 struct Declared {
     fields: Vec<FieldSpec>,
     layout: crate::decode::Layout,
@@ -191,19 +192,98 @@ struct Declared {
     one_of: Vec<String>,
 }
 
-/// Each source as declared in the embedded default configuration.
-static DECLARED: LazyLock<BTreeMap<SourceKind, Declared>> = LazyLock::new(|| {
-    let entries: Vec<SourceEntry> = Figment::from(Toml::string(DEFAULT_TOML))
+/// The sources of this process, fixed by [`declare`] or, if nothing was
+/// declared before the first use, by the embedded default configuration.
+static DECLARED: OnceLock<BTreeMap<SourceKind, Declared>> = OnceLock::new();
+
+fn declared() -> &'static BTreeMap<SourceKind, Declared> {
+    DECLARED.get_or_init(|| {
+        build(&default_entries()).unwrap_or_else(|e| panic!("config/default.toml [[sources]]: {e}"))
+    })
+}
+
+/// The `[[sources]]` of the embedded default configuration.
+fn default_entries() -> Vec<SourceEntry> {
+    Figment::from(Toml::string(DEFAULT_TOML))
         .extract_inner("sources")
-        .unwrap_or_else(|e| panic!("config/default.toml [[sources]]: {e}"));
+        .unwrap_or_else(|e| panic!("config/default.toml [[sources]]: {e}"))
+}
+
+/// Fixes this process's sources from a loaded configuration's
+/// `[[sources]]` (checked by `Config::load`); sources take effect on
+/// restart. Call it at start, before any record is read: once sources are
+/// fixed, other declarations are refused.
+///
+/// For now the four CX sources must stay, with the kind, event time (`ts`)
+/// or key (`customer_id`) and leading columns of their defaults; columns
+/// may be added after those and checks changed, and no other source can be
+/// declared yet.
+pub fn declare(entries: &[SourceEntry]) -> Result<(), String> {
+    let mut built = Some(build(entries)?);
+    let fixed = DECLARED.get_or_init(|| built.take().unwrap_or_default());
+    match built {
+        Some(other) if other != *fixed => {
+            Err("the sources of this process were fixed before with other declarations".to_owned())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Each of the four CX sources, as `entries` declare it.
+fn build(entries: &[SourceEntry]) -> Result<BTreeMap<SourceKind, Declared>, String> {
+    if let Some(other) = entries
+        .iter()
+        .find(|e| e.enabled && SourceKind::from_table_name(&e.name).is_none())
+    {
+        return Err(format!(
+            "source {}: only transactions, feedback, complaints and customers can be \
+             declared yet",
+            other.name
+        ));
+    }
+    let defaults = default_entries();
     SourceKind::ALL
         .into_iter()
         .map(|kind| {
+            let name = kind.table_name();
+            let default_columns = defaults
+                .iter()
+                .find(|d| d.name == name)
+                .map_or(&[][..], |d| d.columns.as_slice());
             let entry = entries
                 .iter()
-                .find(|e| e.name == kind.table_name())
-                .unwrap_or_else(|| panic!("config/default.toml declares no {kind:?}"));
-            let fields = entry.columns.iter().map(field_spec).collect();
+                .find(|e| e.name == name && e.enabled)
+                .ok_or_else(|| format!("source {name} cannot be removed or disabled yet"))?;
+            let (kind_text, time_or_key) = if kind.is_stream() {
+                ("stream", entry.event_time.as_deref() == Some("ts"))
+            } else {
+                ("table", entry.key.as_deref() == Some("customer_id"))
+            };
+            if entry.kind != kind_text || !time_or_key {
+                return Err(format!(
+                    "source {name} must stay a {kind_text} with event_time = \"ts\" \
+                     (streams) or key = \"customer_id\" (customers) for now"
+                ));
+            }
+            let keeps_defaults = default_columns.iter().enumerate().all(|(i, d)| {
+                entry
+                    .columns
+                    .get(i)
+                    .is_some_and(|c| c.name == d.name && c.ty == d.ty)
+            });
+            if !keeps_defaults {
+                let names: Vec<&str> = default_columns.iter().map(|c| c.name.as_str()).collect();
+                return Err(format!(
+                    "source {name}: its first columns must stay the default's ({}), with \
+                     their types; add new columns after them",
+                    names.join(", ")
+                ));
+            }
+            let fields: Vec<FieldSpec> = entry
+                .columns
+                .iter()
+                .map(field_spec)
+                .collect::<Result<_, _>>()?;
             let one_of = entry.one_of.concat();
             let paths: Vec<Vec<String>> = entry
                 .columns
@@ -211,37 +291,35 @@ static DECLARED: LazyLock<BTreeMap<SourceKind, Declared>> = LazyLock::new(|| {
                 .map(|c| crate::decode::path_keys(&c.name, c.path.as_deref()))
                 .collect();
             let layout = crate::decode::Layout::new(&paths);
-            (
+            Ok((
                 kind,
                 Declared {
                     fields,
                     layout,
                     one_of,
                 },
-            )
+            ))
         })
         .collect()
-});
+}
 
 /// The decoder's view of a declared column.
-fn field_spec(column: &ColumnEntry) -> FieldSpec {
+fn field_spec(column: &ColumnEntry) -> Result<FieldSpec, String> {
     let ty = match (&column.values, &column.regex) {
         (Some(values), _) => FieldType::Enum(values.clone()),
-        (None, Some(pattern)) => match regex::Regex::new(pattern) {
-            Ok(re) => FieldType::Matching(Pattern(re)),
-            Err(e) => panic!("config/default.toml: column {}: {e}", column.name),
-        },
-        (None, None) => match ColumnType::parse(&column.ty) {
-            Ok(ColumnType::String) if column.lowercase => FieldType::Coded,
-            Ok(ty) => field_type(&ty, column.min, column.max),
-            Err(e) => panic!("config/default.toml: column {}: {e}", column.name),
+        (None, Some(pattern)) => regex::Regex::new(pattern)
+            .map(|re| FieldType::Matching(Pattern(re)))
+            .map_err(|e| format!("column {}: {e}", column.name))?,
+        (None, None) => match ColumnType::parse(&column.ty)? {
+            ColumnType::String if column.lowercase => FieldType::Coded,
+            ty => field_type(&ty, column.min, column.max),
         },
     };
-    FieldSpec {
+    Ok(FieldSpec {
         name: column.name.clone(),
         ty,
         required: column.required,
-    }
+    })
 }
 
 /// The decoder's type for a declared type, with a number's bounds.

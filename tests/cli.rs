@@ -89,6 +89,71 @@ fn check_failing(files: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The default transactions columns, then `store_id`.
+const TRANSACTIONS_WITH_STORE: &str = r#"
+[[sources]]
+name = "transactions"
+columns = [
+  { name = "event_id", type = "id", required = true },
+  { name = "customer_id", type = "id", required = true },
+  { name = "ts", type = "timestamp", required = true },
+  { name = "amount", type = "float", required = true, min = 0 },
+  { name = "category", type = "string", required = true },
+  { name = "currency", type = "string" },
+  { name = "channel", type = "string" },
+  { name = "items", type = "int", min = 0 },
+  { name = "order_id", type = "id" },
+  { name = "store_id", type = "string", regex = "^S[0-9]+$" },
+]
+"#;
+
+#[test]
+fn a_column_added_to_a_source_in_the_config_file_is_a_column_of_its_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir(&queries).expect("mkdir");
+    std::fs::write(
+        queries.join("revenue_by_store.sql"),
+        "SELECT window_start, window_end, store_id, sum(amount) AS revenue \
+         FROM TUMBLE(transactions, ts, INTERVAL '1 hour') GROUP BY window_start, window_end, store_id",
+    )
+    .expect("write query");
+    std::fs::write(dir.path().join("mine.toml"), TRANSACTIONS_WITH_STORE).expect("write");
+    let out = cxpulse(&["check", "--config", "mine.toml"], dir.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("ok      revenue_by_store"), "{stdout}");
+    // Without the declaration the column does not exist.
+    let out = cxpulse(&["check"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("store_id"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_source_the_engine_cannot_read_yet_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("queries")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("clicks.toml"),
+        "[[sources]]\nname = \"clicks\"\ntopic = \"web.clicks\"\nkind = \"stream\"\n\
+         event_time = \"at\"\ncolumns = [{ name = \"at\", type = \"timestamp\" }]\n",
+    )
+    .expect("write");
+    let out = cxpulse(&["check", "--config", "clicks.toml"], dir.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "[[sources]]: source clicks: only transactions, feedback, complaints and customers can be declared yet"
+        ),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn check_reports_windowed_query_problems_with_datafusion_messages() {
     let stdout = check_failing(&[

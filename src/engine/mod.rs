@@ -110,6 +110,9 @@ pub enum EngineError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The configuration's `[[sources]]` cannot be used (yet).
+    #[error("[[sources]]: {0}")]
+    Sources(String),
 }
 
 impl From<SinkError> for EngineError {
@@ -146,7 +149,8 @@ impl EngineError {
             | EngineError::Http { .. }
             | EngineError::Metrics(_)
             | EngineError::Arrow(_)
-            | EngineError::Signal { .. } => true,
+            | EngineError::Signal { .. }
+            | EngineError::Sources(_) => true,
         }
     }
 
@@ -165,6 +169,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), EngineError> {
+    crate::schema::declare(&config.sources).map_err(EngineError::Sources)?;
     let health = Arc::new(Health::default());
     let (stop_http, mut http_stopped) = watch::channel(false);
     let http_error = |source| EngineError::Http {
