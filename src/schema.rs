@@ -1,10 +1,10 @@
 //! The four input sources, their field specifications and Arrow schemas.
 //!
-//! Each source is described once, as a `[[sources]]` entry of the embedded
-//! `config/default.toml`, read into [`FieldSpec`]s; the decoder validates
-//! against them and the Arrow schema is derived from them, so the two can
-//! never disagree. (Work in progress: a user's `[[sources]]` do not reach
-//! the engine yet.)
+//! Each source is described once, as a `[[sources]]` entry of the
+//! configuration (the embedded `config/default.toml`, changed by the user's
+//! file), read into [`FieldSpec`]s when the engine starts ([`declare`]); the
+//! decoder validates against them and the Arrow schema is derived from
+//! them, so the two can never disagree.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};

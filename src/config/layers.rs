@@ -87,11 +87,19 @@ impl Layered {
         let default = Figment::from(Toml::string(DEFAULT_TOML));
         let default_dict: Dict = default.extract().map_err(|e| self.figment_error(e))?;
         // Figment replaces arrays; sources are merged by name instead.
-        if let (Some(Value::Array(_, defaults)), Some(Value::Array(tag, written))) =
-            (default_dict.get("sources"), merged.remove("sources"))
-        {
-            let sources = super::sources::merge_by_name(defaults.clone(), written);
-            merged.insert("sources".to_owned(), Value::Array(tag, sources));
+        match (default_dict.get("sources"), merged.remove("sources")) {
+            (Some(Value::Array(_, defaults)), Some(Value::Array(tag, written))) => {
+                let sources = super::sources::merge_by_name(defaults.clone(), written);
+                merged.insert("sources".to_owned(), Value::Array(tag, sources));
+            }
+            (_, Some(_)) => problems.push(
+                self.problem(
+                    "sources",
+                    "must be [[sources]] tables in a file; environment variables cannot set them"
+                        .to_owned(),
+                ),
+            ),
+            _ => {}
         }
         let checked = self.check_table("", &default_dict, merged, &mut problems);
         let config = default

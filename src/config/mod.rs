@@ -37,7 +37,7 @@ pub struct Config {
     /// Logging.
     pub log: LogConfig,
     /// `[[sources]]`: the declared sources (merged by name; see
-    /// [`sources`]). Not yet used by the engine.
+    /// [`sources`]), fixed for the process by [`crate::schema::declare`].
     pub sources: Vec<sources::SourceEntry>,
 }
 
@@ -85,6 +85,16 @@ impl TopicsConfig {
             SourceKind::Feedback => &self.feedback,
             SourceKind::Complaints => &self.complaints,
             SourceKind::Customers => &self.customers,
+        }
+    }
+
+    /// The topic a source is read from, to change it.
+    fn source_topic_mut(&mut self, kind: SourceKind) -> &mut String {
+        match kind {
+            SourceKind::Transactions => &mut self.transactions,
+            SourceKind::Feedback => &mut self.feedback,
+            SourceKind::Complaints => &mut self.complaints,
+            SourceKind::Customers => &mut self.customers,
         }
     }
 
@@ -175,7 +185,8 @@ impl Config {
     /// Loads the embedded default, then `file` (if any), then `CXPULSE__*` env vars.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let layered = layers::Layered::new(file)?;
-        let (config, mut problems) = layered.extract()?;
+        let (mut config, mut problems) = layered.extract()?;
+        problems.extend(config.reconcile_source_topics(&layered));
         problems.extend(validate::validate(&config, &layered));
         if problems.is_empty() {
             Ok(config)
@@ -192,6 +203,39 @@ impl Config {
         figment::Figment::from(Toml::string(DEFAULT_TOML))
             .extract()
             .unwrap_or_else(|e| panic!("embedded default config: {e}"))
+    }
+
+    /// A source's topic can be set as `topics.<name>` or as its
+    /// `[[sources]]` entry's `topic`: whichever was changed from the default
+    /// sets both; both changed to different topics is a problem.
+    fn reconcile_source_topics(&mut self, layers: &layers::Layered) -> Vec<ConfigProblem> {
+        let defaults: TopicsConfig = figment::Figment::from(
+            <figment::providers::Toml as figment::providers::Format>::string(DEFAULT_TOML),
+        )
+        .extract_inner("topics")
+        .unwrap_or_else(|e| panic!("config/default.toml [topics]: {e}"));
+        let mut problems = Vec::new();
+        for kind in SourceKind::ALL {
+            let name = kind.table_name();
+            let default = defaults.source_topic(kind);
+            let Some(entry) = self.sources.iter_mut().find(|s| s.name == name) else {
+                continue;
+            };
+            let topics = self.topics.source_topic_mut(kind);
+            match (entry.topic == default, topics.as_str() == default) {
+                (true, false) => entry.topic = topics.clone(),
+                (false, true) => *topics = entry.topic.clone(),
+                (false, false) if entry.topic != *topics => problems.push(layers.problem(
+                    &format!("sources.{name}.topic"),
+                    format!(
+                        "is {:?} but topics.{name} is {:?}; set one of them",
+                        entry.topic, topics
+                    ),
+                )),
+                _ => {}
+            }
+        }
+        problems
     }
 
     /// This process's identity in the consumer group: `kafka.instance_id`,

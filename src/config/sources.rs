@@ -9,8 +9,8 @@
 //! is added, and `enabled = false` turns an entry off. Nobody has to copy the
 //! defaults to add one source.
 //!
-//! Work in progress on the `issue-15-sources` branch: parsed and checked
-//! here, not yet used by the engine.
+//! The engine reads them through [`crate::schema::declare`], which for now
+//! accepts the four CX sources with columns added after their own.
 
 use std::collections::BTreeSet;
 

@@ -126,6 +126,10 @@ columns = [{ name = "at", type = "timestamp", required = true }]
 "#,
         )?;
         let config = Config::load(Some(Path::new("mine.toml"))).expect("valid");
+        assert_eq!(
+            config.topics.transactions, "crm.orders",
+            "either key sets the topic"
+        );
         let topics: Vec<(&str, &str, usize)> = config
             .sources
             .iter()
@@ -200,4 +204,36 @@ fn the_declared_defaults_have_the_compiled_in_schemas() {
         };
         assert_eq!(one_of, compiled, "{kind:?}");
     }
+}
+
+#[test]
+fn a_source_topic_set_two_different_ways_is_a_problem() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "two.toml",
+            "[topics]\ntransactions = \"a\"\n\n[[sources]]\nname = \"transactions\"\ntopic = \"b\"\n",
+        )?;
+        let problems = Config::load(Some(Path::new("two.toml")))
+            .expect_err("two topics")
+            .0;
+        assert_eq!(
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "two.toml:6: `sources.transactions.topic`: is \"b\" but topics.transactions is \"a\"; set one of them"
+            ]
+        );
+        jail.set_env("CXPULSE__SOURCES__FEEDBACK__TOPIC", "x");
+        let problems = Config::load(None).expect_err("env sources").0;
+        assert_eq!(problems[0].key, "sources");
+        jail.clear_env();
+        jail.set_env("CXPULSE__TOPICS__FEEDBACK", "crm.feedback");
+        let config = Config::load(None).expect("valid");
+        let feedback = config
+            .sources
+            .iter()
+            .find(|s| s.name == "feedback")
+            .expect("declared");
+        assert_eq!(feedback.topic, "crm.feedback");
+        Ok(())
+    });
 }
