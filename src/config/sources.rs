@@ -275,18 +275,11 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
         match source.kind.as_str() {
             "stream" if !has(&source.event_time) => found.push((
                 at("event_time"),
-                format!(
-                    "a stream needs event_time, the name of one of its columns (got {:?})",
-                    source.event_time.as_deref().unwrap_or("")
-                ),
+                not_a_column("a stream needs event_time", &source.event_time),
             )),
-            "table" if !has(&source.key) => found.push((
-                at("key"),
-                format!(
-                    "a table needs key, the name of one of its columns (got {:?})",
-                    source.key.as_deref().unwrap_or("")
-                ),
-            )),
+            "table" if !has(&source.key) => {
+                found.push((at("key"), not_a_column("a table needs key", &source.key)))
+            }
             "stream" | "table" => {}
             other => found.push((
                 at("kind"),
@@ -303,6 +296,17 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
         }
     }
     found
+}
+
+/// Why a stream's `event_time` or a table's `key` is not usable.
+fn not_a_column(needs: &str, column: &Option<String>) -> String {
+    match column {
+        Some(name) => format!(
+            "{name:?} is not one of the source's columns (its `columns` replace the \
+             default's list: repeat the default columns, then add yours)"
+        ),
+        None => format!("{needs}, the name of one of its columns"),
+    }
 }
 
 /// Whether `name` is a plain SQL identifier: a lowercase letter or `_`,
