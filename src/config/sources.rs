@@ -326,14 +326,6 @@ fn identifier_message(name: &str) -> String {
     )
 }
 
-/// The entries of a merged `[[sources]]` array, for [`problems`].
-pub fn entries(values: Vec<Value>) -> Result<Vec<SourceEntry>, String> {
-    values
-        .into_iter()
-        .map(|v| v.deserialize::<SourceEntry>().map_err(|e| e.to_string()))
-        .collect()
-}
-
 /// A table of strings.
 #[cfg(test)]
 fn dict(pairs: &[(&str, &str)]) -> Value {
