@@ -10,7 +10,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use cxpulse::decode::{BatchBuilder, parse_record};
-use cxpulse::schema::SourceKind;
+use cxpulse::schema::Source;
 
 const EVENTS: usize = 10_000;
 const CATEGORIES: [&str; 6] = [
@@ -74,7 +74,7 @@ fn feedback() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn decode_all(kind: SourceKind, payloads: &[Vec<u8>]) -> usize {
+fn decode_all(kind: Source, payloads: &[Vec<u8>]) -> usize {
     let mut builder = BatchBuilder::new(kind);
     let mut rejected = 0;
     for payload in payloads {
@@ -91,11 +91,11 @@ fn bench_decode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(EVENTS as u64));
     let tx = transactions();
     group.bench_function("transactions", |b| {
-        b.iter(|| decode_all(SourceKind::Transactions, &tx))
+        b.iter(|| decode_all(Source::named("transactions").expect("declared"), &tx))
     });
     let fb = feedback();
     group.bench_function("feedback_with_10pct_invalid", |b| {
-        b.iter(|| decode_all(SourceKind::Feedback, &fb))
+        b.iter(|| decode_all(Source::named("feedback").expect("declared"), &fb))
     });
     group.finish();
 }

@@ -11,6 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
 use crate::job::Job;
+use crate::schema::Source;
 
 /// A topic to create if missing.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,11 +93,7 @@ pub async fn ensure_changelog(config: &Config) -> Result<i32, KafkaError> {
     {
         return Ok(n);
     }
-    let streams: Vec<String> = crate::schema::SourceKind::ALL
-        .into_iter()
-        .filter(|k| k.is_stream())
-        .map(|k| config.topics.source_topic(k).to_owned())
-        .collect();
+    let streams = config.topics.of(Source::streams());
     let widest = partition_counts(config, &streams)
         .await?
         .into_values()
@@ -110,15 +107,18 @@ pub async fn ensure_changelog(config: &Config) -> Result<i32, KafkaError> {
         .unwrap_or(widest))
 }
 
-/// The source topics, `partitions` each; `customers` compacted.
+/// The topics of the declared sources, `partitions` each; tables'
+/// compacted.
 pub fn source_topics(config: &Config, partitions: i32) -> Vec<TopicSpec> {
-    let t = &config.topics;
-    vec![
-        TopicSpec::new(&t.transactions, partitions),
-        TopicSpec::new(&t.feedback, partitions),
-        TopicSpec::new(&t.complaints, partitions),
-        TopicSpec::new(&t.customers, partitions).with_config("cleanup.policy", "compact"),
-    ]
+    Source::all()
+        .map(|source| {
+            let topic = TopicSpec::new(config.topics.source_topic(source), partitions);
+            match source.is_stream() {
+                true => topic,
+                false => topic.with_config("cleanup.policy", "compact"),
+            }
+        })
+        .collect()
 }
 
 /// Creates the source topics (see [`source_topics`]), the dead-letter topic

@@ -89,6 +89,8 @@ pub async fn run(options: DemoOptions, interrupt: impl Future<Output = ()>) -> a
     crate::bundled::write_queries(queries.path())?;
 
     let mut config = Config::load(options.config.as_deref())?;
+    crate::schema::declare(&config.sources).map_err(|e| anyhow::anyhow!("[[sources]]: {e}"))?;
+    crate::generate::check_sources().map_err(anyhow::Error::msg)?;
     config.kafka.brokers.clone_from(&bootstrap);
     config.engine.queries_dir = queries.path().to_owned();
     config.http.listen.clone_from(&options.listen);

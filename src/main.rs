@@ -210,7 +210,7 @@ fn main() -> ExitCode {
             config,
             no_follow,
         } => runtime.block_on(async move {
-            let mut config = Config::load(config.as_deref())?;
+            let mut config = load_config(config.as_deref())?;
             config.kafka.brokers = brokers.list;
             cxpulse::tail::tail(&config, &job, !no_follow, Duration::from_secs(3)).await
         }),
@@ -220,7 +220,7 @@ fn main() -> ExitCode {
             runtime.block_on(create_topics(config, partitions))
         }
         Command::Reset { job, config } => runtime.block_on(async move {
-            let config = Config::load(config.as_deref())?;
+            let config = load_config(config.as_deref())?;
             let report = cxpulse::state::reset::reset_job(&config, &job).await?;
             println!(
                 "reset {job}: {} state entries removed ({} tombstones in {})",
@@ -268,7 +268,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = Config::load(config_file.as_deref())?;
+    let config = load_config(config_file.as_deref())?;
     cxpulse::logging::init(config.log.format);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), brokers = %config.kafka.brokers, "cxpulse starting");
     let metrics = Arc::new(cxpulse::metrics::Metrics::new()?);
@@ -286,9 +286,10 @@ async fn generate(
 ) -> anyhow::Result<()> {
     use cxpulse::generate::Generator;
     use cxpulse::generate::publish::{Progress, customers_for_rate, publish};
-    let mut config = Config::load(config_file.as_deref())?;
+    let mut config = load_config(config_file.as_deref())?;
     config.kafka.brokers = brokers;
     cxpulse::logging::init(config.log.format);
+    cxpulse::generate::check_sources().map_err(anyhow::Error::msg)?;
     let sources = cxpulse::admin::source_topics(&config, 3);
     cxpulse::admin::ensure_topics(&config, &sources)
         .await
@@ -383,6 +384,14 @@ fn progress_message(progress: &cxpulse::generate::publish::Progress, elapsed: Du
     )
 }
 
+/// Loads the configuration and fixes this process's sources from its
+/// `[[sources]]`.
+fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let config = Config::load(file)?;
+    cxpulse::schema::declare(&config.sources).map_err(|e| anyhow::anyhow!("[[sources]]: {e}"))?;
+    Ok(config)
+}
+
 async fn check(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let report = cxpulse::check::check(config_file.as_deref()).await;
     print!("{report}");
@@ -394,7 +403,7 @@ async fn check(config_file: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 async fn create_topics(config_file: Option<PathBuf>, partitions: i32) -> anyhow::Result<()> {
-    let config = Config::load(config_file.as_deref())?;
+    let config = load_config(config_file.as_deref())?;
     let (jobs, _) = cxpulse::job::plan_configured(&config).await;
     let created = cxpulse::admin::create_engine_topics(&config, &jobs, partitions).await?;
     for topic in created {

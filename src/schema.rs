@@ -1,90 +1,114 @@
-//! The four input sources, their field specifications and Arrow schemas.
+//! The declared sources: what each `[[sources]]` entry of the
+//! configuration makes of its topic, as the rest of the engine sees it.
 //!
-//! Each source is described once, as a `[[sources]]` entry of the
-//! configuration (the embedded `config/default.toml`, changed by the user's
-//! file), read into [`FieldSpec`]s when the engine starts ([`declare`]); the
-//! decoder validates against them and the Arrow schema is derived from
-//! them, so the two can never disagree.
+//! The entries (the embedded `config/default.toml`, changed by the user's
+//! file) are read into a registry when the engine starts ([`declare`]);
+//! a [`Source`] is a cheap handle into it. The decoder validates against a
+//! source's [`FieldSpec`]s and its Arrow schema is derived from them, so
+//! the two can never disagree. Sources take effect on restart: the
+//! registry is fixed for the life of the process. Topics are not part of
+//! it: each engine reads them from its own configuration
+//! ([`crate::config::TopicsConfig::source_topic`]).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use figment::Figment;
 use figment::providers::{Format, Toml};
 
 use crate::config::DEFAULT_TOML;
 use crate::config::sources::{ColumnEntry, ColumnType, SourceEntry};
+use crate::decode::Layout;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use serde::{Deserialize, Serialize};
+/// A declared source: an index into the process's registry, cheap to copy
+/// and ordered as sources are applied (tables first, then streams, each in
+/// declaration order).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Source(u16);
 
-/// The input sources cxpulse consumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// Purchases: the basis of need and loyalty metrics.
-    Transactions,
-    /// CSAT / NPS / CES survey answers.
-    Feedback,
-    /// Complaint lifecycle events.
-    Complaints,
-    /// Customer profiles, a compacted lookup table keyed by `customer_id`.
-    Customers,
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
-impl SourceKind {
-    /// Every source, in the order batches are applied (lookup tables first).
-    pub const ALL: [SourceKind; 4] = [
-        SourceKind::Customers,
-        SourceKind::Transactions,
-        SourceKind::Feedback,
-        SourceKind::Complaints,
-    ];
+impl Source {
+    /// The smallest handle, for ranges over keys that hold a source.
+    pub const FIRST: Source = Source(0);
+
+    /// Every enabled source, tables first.
+    pub fn all() -> impl Iterator<Item = Source> + Clone {
+        (0..declared().len()).map(|i| Source(i as u16))
+    }
+
+    /// Every event stream.
+    pub fn streams() -> impl Iterator<Item = Source> + Clone {
+        Self::all().filter(|s| s.is_stream())
+    }
+
+    /// Every table (the latest row per key).
+    pub fn tables() -> impl Iterator<Item = Source> + Clone {
+        Self::all().filter(|s| !s.is_stream())
+    }
+
+    /// The source whose SQL table name is `name`.
+    pub fn named(name: &str) -> Option<Source> {
+        Self::all().find(|s| s.name() == name)
+    }
+
+    fn spec(self) -> &'static Declared {
+        &declared()[usize::from(self.0)]
+    }
 
     /// The SQL table name under which queries see this source.
-    pub fn table_name(self) -> &'static str {
-        match self {
-            SourceKind::Transactions => "transactions",
-            SourceKind::Feedback => "feedback",
-            SourceKind::Complaints => "complaints",
-            SourceKind::Customers => "customers",
+    pub fn name(self) -> &'static str {
+        &self.spec().name
+    }
+
+    /// Whether this source is an event stream (as opposed to a table).
+    pub fn is_stream(self) -> bool {
+        matches!(self.spec().role, Role::Stream { .. })
+    }
+
+    /// A stream's event-time column, or a table's key column: its name.
+    pub fn time_or_key(self) -> &'static str {
+        match &self.spec().role {
+            Role::Stream { event_time, .. } => event_time,
+            Role::Table { key } => key,
         }
     }
 
-    /// Looks a source up by its SQL table name.
-    pub fn from_table_name(name: &str) -> Option<SourceKind> {
-        Self::ALL.into_iter().find(|k| k.table_name() == name)
-    }
-
-    /// Whether this source is an event stream (as opposed to a lookup table).
-    pub fn is_stream(self) -> bool {
-        self != SourceKind::Customers
+    /// A stream's own watermark lag and idle timeout, in milliseconds,
+    /// where declared (else the engine's).
+    pub fn event_time_settings(self) -> (Option<i64>, Option<i64>) {
+        match self.spec().role {
+            Role::Stream {
+                max_out_of_orderness_ms,
+                idle_timeout_ms,
+                ..
+            } => (max_out_of_orderness_ms, idle_timeout_ms),
+            Role::Table { .. } => (None, None),
+        }
     }
 
     /// The field specification of this source.
     pub fn fields(self) -> &'static [FieldSpec] {
-        &declared()[&self].fields
+        &self.spec().fields
     }
 
     /// Where this source's fields are in its JSON objects.
-    pub fn layout(self) -> &'static crate::decode::Layout {
-        &declared()[&self].layout
+    pub fn layout(self) -> &'static Layout {
+        &self.spec().layout
     }
 
-    /// Fields of which at least one must be present and non-null (none
-    /// when empty).
-    pub fn one_of(self) -> &'static [String] {
-        &declared()[&self].one_of
+    /// Groups of fields of which at least one must be present and non-null.
+    pub fn one_of(self) -> &'static [Vec<String>] {
+        &self.spec().one_of
     }
 
     /// The Arrow schema of this source's table, derived from [`Self::fields`].
     pub fn schema(self) -> SchemaRef {
-        let fields: Vec<Field> = self
-            .fields()
-            .iter()
-            .map(|f| Field::new(&f.name, f.ty.data_type(), !f.required))
-            .collect();
-        Arc::new(Schema::new(fields))
+        Arc::clone(&self.spec().schema)
     }
 }
 
@@ -183,41 +207,48 @@ pub struct FieldSpec {
     pub required: bool,
 }
 
-/// What the decoder needs of one declared source.
+/// What the engine needs of one declared source.
 #[derive(Debug, Clone, PartialEq)]
 struct Declared {
+    name: String,
+    role: Role,
     fields: Vec<FieldSpec>,
-    layout: crate::decode::Layout,
-    /// Fields of which at least one must be set.
-    one_of: Vec<String>,
+    layout: Layout,
+    /// Groups of fields of which at least one must be set.
+    one_of: Vec<Vec<String>>,
+    schema: SchemaRef,
+}
+
+/// Whether a source is a stream or a table, with what that needs.
+#[derive(Debug, Clone, PartialEq)]
+enum Role {
+    Stream {
+        event_time: String,
+        max_out_of_orderness_ms: Option<i64>,
+        idle_timeout_ms: Option<i64>,
+    },
+    Table {
+        key: String,
+    },
 }
 
 /// The sources of this process, fixed by [`declare`] or, if nothing was
 /// declared before the first use, by the embedded default configuration.
-static DECLARED: OnceLock<BTreeMap<SourceKind, Declared>> = OnceLock::new();
+static DECLARED: OnceLock<Vec<Declared>> = OnceLock::new();
 
-fn declared() -> &'static BTreeMap<SourceKind, Declared> {
+fn declared() -> &'static [Declared] {
     DECLARED.get_or_init(|| {
-        build(&default_entries()).unwrap_or_else(|e| panic!("config/default.toml [[sources]]: {e}"))
+        let defaults: Vec<SourceEntry> = Figment::from(Toml::string(DEFAULT_TOML))
+            .extract_inner("sources")
+            .unwrap_or_else(|e| panic!("config/default.toml [[sources]]: {e}"));
+        build(&defaults).unwrap_or_else(|e| panic!("config/default.toml [[sources]]: {e}"))
     })
 }
 
-/// The `[[sources]]` of the embedded default configuration.
-fn default_entries() -> Vec<SourceEntry> {
-    Figment::from(Toml::string(DEFAULT_TOML))
-        .extract_inner("sources")
-        .unwrap_or_else(|e| panic!("config/default.toml [[sources]]: {e}"))
-}
-
 /// Fixes this process's sources from a loaded configuration's
-/// `[[sources]]` (checked by `Config::load`); sources take effect on
-/// restart. Call it at start, before any record is read: once sources are
-/// fixed, other declarations are refused.
-///
-/// For now the four CX sources must stay, with the kind, event time (`ts`)
-/// or key (`customer_id`) and leading columns of their defaults; columns
-/// may be added after those and checks changed, and no other source can be
-/// declared yet.
+/// `[[sources]]` (checked by `Config::load`, topics reconciled); sources
+/// take effect on restart. Call it at start, before any record is read:
+/// once sources are fixed, other declarations are refused.
 pub fn declare(entries: &[SourceEntry]) -> Result<(), String> {
     let mut built = Some(build(entries)?);
     let fixed = DECLARED.get_or_init(|| built.take().unwrap_or_default());
@@ -229,78 +260,63 @@ pub fn declare(entries: &[SourceEntry]) -> Result<(), String> {
     }
 }
 
-/// Each of the four CX sources, as `entries` declare it.
-fn build(entries: &[SourceEntry]) -> Result<BTreeMap<SourceKind, Declared>, String> {
-    if let Some(other) = entries
-        .iter()
-        .find(|e| e.enabled && SourceKind::from_table_name(&e.name).is_none())
-    {
-        return Err(format!(
-            "source {}: only transactions, feedback, complaints and customers can be \
-             declared yet",
-            other.name
-        ));
+/// The enabled entries, tables first, as the engine sees them.
+fn build(entries: &[SourceEntry]) -> Result<Vec<Declared>, String> {
+    let enabled = entries.iter().filter(|e| e.enabled);
+    let (tables, streams): (Vec<&SourceEntry>, Vec<&SourceEntry>) =
+        enabled.partition(|e| e.kind == "table");
+    if tables.len() + streams.len() > usize::from(u16::MAX) {
+        return Err("too many sources".to_owned());
     }
-    let defaults = default_entries();
-    SourceKind::ALL
+    tables
         .into_iter()
-        .map(|kind| {
-            let name = kind.table_name();
-            let default_columns = defaults
-                .iter()
-                .find(|d| d.name == name)
-                .map_or(&[][..], |d| d.columns.as_slice());
-            let entry = entries
-                .iter()
-                .find(|e| e.name == name && e.enabled)
-                .ok_or_else(|| format!("source {name} cannot be removed or disabled yet"))?;
-            let (kind_text, time_or_key) = if kind.is_stream() {
-                ("stream", entry.event_time.as_deref() == Some("ts"))
-            } else {
-                ("table", entry.key.as_deref() == Some("customer_id"))
-            };
-            if entry.kind != kind_text || !time_or_key {
-                return Err(format!(
-                    "source {name} must stay a {kind_text} with event_time = \"ts\" \
-                     (streams) or key = \"customer_id\" (customers) for now"
-                ));
-            }
-            let keeps_defaults = default_columns.iter().enumerate().all(|(i, d)| {
-                entry
-                    .columns
-                    .get(i)
-                    .is_some_and(|c| c.name == d.name && c.ty == d.ty)
-            });
-            if !keeps_defaults {
-                let names: Vec<&str> = default_columns.iter().map(|c| c.name.as_str()).collect();
-                return Err(format!(
-                    "source {name}: its first columns must stay the default's ({}), with \
-                     their types; add new columns after them",
-                    names.join(", ")
-                ));
-            }
-            let fields: Vec<FieldSpec> = entry
-                .columns
-                .iter()
-                .map(field_spec)
-                .collect::<Result<_, _>>()?;
-            let one_of = entry.one_of.concat();
-            let paths: Vec<Vec<String>> = entry
-                .columns
-                .iter()
-                .map(|c| crate::decode::path_keys(&c.name, c.path.as_deref()))
-                .collect();
-            let layout = crate::decode::Layout::new(&paths);
-            Ok((
-                kind,
-                Declared {
-                    fields,
-                    layout,
-                    one_of,
-                },
-            ))
-        })
+        .chain(streams)
+        .map(declared_source)
         .collect()
+}
+
+/// One entry as the engine sees it.
+fn declared_source(entry: &SourceEntry) -> Result<Declared, String> {
+    let named = |column: &Option<String>, what: &str| {
+        column
+            .clone()
+            .ok_or_else(|| format!("source {}: {what} is not set", entry.name))
+    };
+    let role = match entry.kind.as_str() {
+        "stream" => Role::Stream {
+            event_time: named(&entry.event_time, "event_time")?,
+            max_out_of_orderness_ms: entry.max_out_of_orderness_ms,
+            idle_timeout_ms: entry.idle_timeout_ms,
+        },
+        "table" => Role::Table {
+            key: named(&entry.key, "key")?,
+        },
+        other => return Err(format!("source {}: unknown kind {other:?}", entry.name)),
+    };
+    let fields: Vec<FieldSpec> = entry
+        .columns
+        .iter()
+        .map(field_spec)
+        .collect::<Result<_, _>>()?;
+    let paths: Vec<Vec<String>> = entry
+        .columns
+        .iter()
+        .map(|c| crate::decode::path_keys(&c.name, c.path.as_deref()))
+        .collect();
+    let schema = Arc::new(Schema::new(
+        fields
+            .iter()
+            .map(|f| Field::new(&f.name, f.ty.data_type(), !f.required))
+            .collect::<Vec<_>>(),
+    ));
+    Ok(Declared {
+        name: entry.name.clone(),
+        role,
+        fields,
+        layout: Layout::new(&paths),
+        one_of: entry.one_of.clone(),
+        schema,
+    })
 }
 
 /// The decoder's view of a declared column.
@@ -348,7 +364,7 @@ mod tests {
 
     #[test]
     fn schemas_follow_the_field_specs() {
-        let schema = SourceKind::Transactions.schema();
+        let schema = Source::named("transactions").expect("declared").schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(
             names,
@@ -376,10 +392,19 @@ mod tests {
     }
 
     #[test]
-    fn table_names_round_trip() {
-        for kind in SourceKind::ALL {
-            assert_eq!(SourceKind::from_table_name(kind.table_name()), Some(kind));
+    fn the_defaults_are_declared_tables_first() {
+        let names: Vec<&str> = Source::all().map(Source::name).collect();
+        assert_eq!(
+            names,
+            ["customers", "transactions", "feedback", "complaints"]
+        );
+        for source in Source::all() {
+            assert_eq!(Source::named(source.name()), Some(source));
         }
-        assert_eq!(SourceKind::from_table_name("orders"), None);
+        assert_eq!(Source::named("orders"), None);
+        let customers = Source::named("customers").expect("declared");
+        assert!(!customers.is_stream());
+        assert_eq!(customers.time_or_key(), "customer_id");
+        assert_eq!(Source::streams().count(), 3);
     }
 }

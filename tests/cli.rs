@@ -133,24 +133,72 @@ fn a_column_added_to_a_source_in_the_config_file_is_a_column_of_its_table() {
     );
 }
 
+/// A stream and a table that are not among the defaults.
+const CLICKS_AND_CAMPAIGNS: &str = r#"
+[[sources]]
+name = "campaigns"
+topic = "crm.campaigns"
+kind = "table"
+key = "campaign_id"
+columns = [
+  { name = "campaign_id", type = "id", required = true },
+  { name = "channel", type = "string", required = true },
+  { name = "budget", type = "decimal(12,2)" },
+]
+
+[[sources]]
+name = "clicks"
+topic = "web.clicks"
+kind = "stream"
+event_time = "at"
+max_out_of_orderness_ms = 2000
+columns = [
+  { name = "click_id", type = "id", required = true },
+  { name = "at", type = "timestamp", required = true },
+  { name = "campaign_id", type = "id", required = true },
+  { name = "os", type = "string", path = "$.device.os" },
+]
+"#;
+
 #[test]
-fn a_source_the_engine_cannot_read_yet_is_refused_with_a_reason() {
+fn check_plans_queries_over_new_sources_against_their_declared_columns() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("queries")).expect("mkdir");
+    let queries = dir.path().join("queries");
+    std::fs::create_dir(&queries).expect("mkdir");
     std::fs::write(
-        dir.path().join("clicks.toml"),
-        "[[sources]]\nname = \"clicks\"\ntopic = \"web.clicks\"\nkind = \"stream\"\n\
-         event_time = \"at\"\ncolumns = [{ name = \"at\", type = \"timestamp\" }]\n",
+        queries.join("clicks_by_channel.sql"),
+        "SELECT window_start, window_end, c.channel, count(*) AS clicks \
+         FROM TUMBLE(clicks, at, INTERVAL '1 hour') k JOIN campaigns c ON k.campaign_id = c.campaign_id \
+         GROUP BY window_start, window_end, c.channel",
     )
-    .expect("write");
-    let out = cxpulse(&["check", "--config", "clicks.toml"], dir.path(), &[]);
+    .expect("write query");
+    std::fs::write(dir.path().join("mine.toml"), CLICKS_AND_CAMPAIGNS).expect("write");
+    let out = cxpulse(&["check", "--config", "mine.toml"], dir.path(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("ok      clicks_by_channel"), "{stdout}");
+
+    // A column the declaration does not have is named, with the columns it has.
+    std::fs::write(
+        queries.join("by_browser.sql"),
+        "SELECT window_start, window_end, browser, count(*) AS n \
+         FROM TUMBLE(clicks, at, INTERVAL '1 hour') GROUP BY window_start, window_end, browser",
+    )
+    .expect("write query");
+    let out = cxpulse(&["check", "--config", "mine.toml"], dir.path(), &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("by_browser.sql"), "{stdout}");
+    assert!(stdout.contains("browser"), "{stdout}");
+
+    // Without the declarations the tables do not exist.
+    std::fs::remove_file(queries.join("by_browser.sql")).expect("rm");
+    let out = cxpulse(&["check"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout.contains(
-            "[[sources]]: source clicks: only transactions, feedback, complaints and customers can be declared yet"
-        ),
-        "{stdout}"
+        String::from_utf8_lossy(&out.stdout).contains("clicks"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }
 

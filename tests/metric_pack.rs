@@ -7,9 +7,9 @@ use std::path::Path;
 
 use cxpulse::decode::{BatchBuilder, parse_record};
 use cxpulse::job::Job;
-use cxpulse::lookup::{CustomerChange, Lookups, owned_cells};
+use cxpulse::lookup::{Lookups, RowChange, owned_cells};
 use cxpulse::query::QueryFile;
-use cxpulse::schema::SourceKind;
+use cxpulse::schema::Source;
 use cxpulse::sink::RowEncoder;
 use serde_json::{Value, json};
 
@@ -20,14 +20,20 @@ async fn bundled(name: &str, profiles: &[Value]) -> Job {
 
 /// As [`bundled`], over the given lookup tables.
 async fn bundled_with(name: &str, profiles: &[Value], lookups: &Lookups) -> Job {
-    let customers = &lookups.customers;
+    let customers = lookups
+        .table(Source::named("customers").expect("declared"))
+        .expect("a table");
     for profile in profiles {
         let text = profile.to_string();
-        let cells = parse_record(SourceKind::Customers, text.as_bytes()).expect("profile");
+        let cells = parse_record(
+            Source::named("customers").expect("declared"),
+            text.as_bytes(),
+        )
+        .expect("profile");
         customers
             .lock()
             .expect("lock")
-            .apply([CustomerChange::Upsert(owned_cells(cells))]);
+            .apply([RowChange::Upsert(owned_cells(cells))]);
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{name}.sql"));
     let query = QueryFile::read(&path).expect("query file");
@@ -42,7 +48,7 @@ fn unhurried() -> std::time::Instant {
 }
 
 /// Decodes `events` of `kind` into one batch.
-fn batch_of(kind: SourceKind, events: &[Value]) -> arrow::array::RecordBatch {
+fn batch_of(kind: Source, events: &[Value]) -> arrow::array::RecordBatch {
     let mut builder = BatchBuilder::new(kind);
     for event in events {
         let text = event.to_string();
@@ -52,7 +58,7 @@ fn batch_of(kind: SourceKind, events: &[Value]) -> arrow::array::RecordBatch {
 }
 
 /// Feeds `events` (one partition) to a windowed job.
-async fn feed(job: &mut Job, kind: SourceKind, events: &[Value]) {
+async fn feed(job: &mut Job, kind: Source, events: &[Value]) {
     let batch = batch_of(kind, events);
     let windowed = job.windowed_mut().expect("windowed job");
     windowed
@@ -101,7 +107,7 @@ async fn need_by_category_per_hour_with_shares_early_then_final() {
     let mut job = bundled("need_by_category", &[]).await;
     feed(
         &mut job,
-        SourceKind::Transactions,
+        Source::named("transactions").expect("declared"),
         &[
             tx("a", "2026-01-01T10:05:00Z", 10.0, "books"),
             tx("b", "2026-01-01T10:10:00Z", 30.0, "books"),
@@ -160,7 +166,7 @@ async fn satisfaction_hourly_csat_nps_and_ces() {
     };
     feed(
         &mut job,
-        SourceKind::Feedback,
+        Source::named("feedback").expect("declared"),
         &[
             fb(
                 "f1",
@@ -220,7 +226,7 @@ async fn need_by_segment_uses_age_as_of_the_window_end_and_shares_within_the_seg
     let mut job = bundled("need_by_segment", &profiles).await;
     feed(
         &mut job,
-        SourceKind::Transactions,
+        Source::named("transactions").expect("declared"),
         &[
             tx("a", "2026-01-01T09:00:00Z", 10.0, "books"),
             tx("a", "2026-01-01T12:00:00Z", 30.0, "toys"),
@@ -285,7 +291,12 @@ async fn need_trend_slope_of_daily_orders_and_week_over_week_change() {
             ));
         }
     }
-    feed(&mut job, SourceKind::Transactions, &events).await;
+    feed(
+        &mut job,
+        Source::named("transactions").expect("declared"),
+        &events,
+    )
+    .await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
         .fire(ms("2026-01-29T00:00:00Z"), unhurried())
@@ -348,7 +359,12 @@ async fn need_correlation_needs_30_pairs() {
     events.push(tx("p0", "2026-01-05T14:00:00Z", 1.0, "toys"));
     events.push(tx("p20", "2026-01-05T15:00:00Z", 2.0, "toys"));
     let mut job = bundled("need_correlation", &profiles).await;
-    feed(&mut job, SourceKind::Transactions, &events).await;
+    feed(
+        &mut job,
+        Source::named("transactions").expect("declared"),
+        &events,
+    )
+    .await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
         .fire(ms("2026-01-06T00:00:00Z"), unhurried())
@@ -405,7 +421,12 @@ async fn need_correlation_reads_genders_as_crms_code_them_and_counts_the_rest() 
     events.push(tx("q1", "2026-01-05T14:00:00Z", 60.0, "books"));
     events.push(tx("q2", "2026-01-05T15:00:00Z", 70.0, "books"));
     let mut job = bundled("need_correlation", &profiles).await;
-    feed(&mut job, SourceKind::Transactions, &events).await;
+    feed(
+        &mut job,
+        Source::named("transactions").expect("declared"),
+        &events,
+    )
+    .await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
         .fire(ms("2026-01-06T00:00:00Z"), unhurried())
@@ -430,7 +451,7 @@ async fn need_by_segment_groups_a_gender_however_it_is_written() {
     let mut job = bundled("need_by_segment", &profiles).await;
     feed(
         &mut job,
-        SourceKind::Transactions,
+        Source::named("transactions").expect("declared"),
         &[
             tx("a", "2026-01-01T09:00:00Z", 10.0, "books"),
             tx("b", "2026-01-01T10:00:00Z", 30.0, "books"),
@@ -507,7 +528,12 @@ async fn satisfaction_trend_slopes_and_week_over_week_change() {
             )
         })
         .collect();
-    feed(&mut job, SourceKind::Feedback, &events).await;
+    feed(
+        &mut job,
+        Source::named("feedback").expect("declared"),
+        &events,
+    )
+    .await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
         .fire(ms("2026-01-29T00:00:00Z"), unhurried())
@@ -553,7 +579,12 @@ async fn satisfaction_correlation_of_age_and_gender_with_rating_and_nps() {
         None,
     ));
     let mut job = bundled("satisfaction_correlation", &profiles).await;
-    feed(&mut job, SourceKind::Feedback, &events).await;
+    feed(
+        &mut job,
+        Source::named("feedback").expect("declared"),
+        &events,
+    )
+    .await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
         .fire(ms("2026-01-06T00:00:00Z"), unhurried())
@@ -602,7 +633,12 @@ async fn loyalty_rfm_scores_by_quintile_and_segments_by_the_rule_table() {
     buy("d", "2025-12-01T12:00:00Z", 100.0);
     buy("e", "2025-05-01T12:00:00Z", 25.0);
     buy("e", "2025-06-01T12:00:00Z", 25.0);
-    feed(&mut job, SourceKind::Transactions, &events).await;
+    feed(
+        &mut job,
+        Source::named("transactions").expect("declared"),
+        &events,
+    )
+    .await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
         .fire(ms("2026-01-11T00:00:00Z"), unhurried())
@@ -668,7 +704,12 @@ async fn loyalty_summary_counts_segments_repeat_rate_and_at_risk_share() {
             events.push(tx(customer, ts, amount, "x"));
         }
     }
-    feed(&mut job, SourceKind::Transactions, &events).await;
+    feed(
+        &mut job,
+        Source::named("transactions").expect("declared"),
+        &events,
+    )
+    .await;
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed
         .fire(ms("2026-01-11T00:00:00Z"), unhurried())
@@ -703,7 +744,7 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
     };
     // As the engine does: the complaint tables learn a batch before the job sees it.
     let complaints = |job_events: Vec<Value>| {
-        let batch = batch_of(SourceKind::Complaints, &job_events);
+        let batch = batch_of(Source::named("complaints").expect("declared"), &job_events);
         lookups
             .complaints
             .lock()
@@ -720,7 +761,12 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
         // Last event 29 days and 23 hours before the window end: open.
         complaint("k10", "opened", "2025-12-02T12:00:00Z", "delivery", "low"),
     ]);
-    feed(&mut job, SourceKind::Complaints, &earlier).await;
+    feed(
+        &mut job,
+        Source::named("complaints").expect("declared"),
+        &earlier,
+    )
+    .await;
     let hour = complaints(vec![
         complaint("k1", "resolved", "2026-01-01T10:30:00Z", "billing", "high"),
         complaint("k2", "opened", "2026-01-01T10:00:00Z", "billing", "high"),
@@ -738,7 +784,12 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
         // Reopened after the window end: still resolved at 11:00.
         complaint("k8", "escalated", "2026-01-01T11:20:00Z", "billing", "high"),
     ]);
-    feed(&mut job, SourceKind::Complaints, &hour).await;
+    feed(
+        &mut job,
+        Source::named("complaints").expect("declared"),
+        &hour,
+    )
+    .await;
     let sales: Vec<Value> = (0..8)
         .map(|i| {
             tx(
@@ -749,7 +800,12 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
             )
         })
         .collect();
-    feed(&mut job, SourceKind::Transactions, &sales).await;
+    feed(
+        &mut job,
+        Source::named("transactions").expect("declared"),
+        &sales,
+    )
+    .await;
 
     let windowed = job.windowed_mut().expect("windowed");
     let fired = windowed

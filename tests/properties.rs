@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use cxpulse::config::Config;
 use cxpulse::decode::{Cell, parse_record, parse_rfc3339_millis};
 use cxpulse::query::{JobOptions, QueryFile};
-use cxpulse::schema::SourceKind;
+use cxpulse::schema::Source;
 use cxpulse::sink::format_timestamp_millis;
 use cxpulse::state::{codec, key::StateKey, value};
 use proptest::prelude::*;
@@ -20,8 +20,8 @@ use serde_json::Value;
 /// The largest accepted event time (9999-12-31T23:59:59.999Z).
 const MAX_EPOCH_MILLIS: i64 = 253_402_300_799_999;
 
-fn kinds() -> impl Strategy<Value = SourceKind> {
-    prop::sample::select(SourceKind::ALL.to_vec())
+fn kinds() -> impl Strategy<Value = Source> {
+    prop::sample::select(Source::all().collect::<Vec<_>>())
 }
 
 /// Any JSON value, a few levels deep.
@@ -46,7 +46,7 @@ fn json() -> impl Strategy<Value = Value> {
 }
 
 /// An object with some of `kind`'s field names, and others, set to any JSON.
-fn record(kind: SourceKind) -> impl Strategy<Value = Value> {
+fn record(kind: Source) -> impl Strategy<Value = Value> {
     let names: Vec<String> = kind
         .fields()
         .iter()

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::schema::SourceKind;
+use crate::schema::Source;
 
 /// The embedded default configuration; it lists every key.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -75,34 +75,47 @@ pub struct TopicsConfig {
     pub changelog: String,
     /// Prefix of default output topics (`prefix + job name`).
     pub output_prefix: String,
+    /// The topic of every enabled `[[sources]]` entry, by source name
+    /// (filled from the entries at load).
+    #[serde(skip)]
+    pub declared: BTreeMap<String, String>,
 }
 
 impl TopicsConfig {
-    /// The topic a source is read from.
-    pub fn source_topic(&self, kind: SourceKind) -> &str {
-        match kind {
-            SourceKind::Transactions => &self.transactions,
-            SourceKind::Feedback => &self.feedback,
-            SourceKind::Complaints => &self.complaints,
-            SourceKind::Customers => &self.customers,
-        }
-    }
-
-    /// The topic a source is read from, to change it.
-    fn source_topic_mut(&mut self, kind: SourceKind) -> &mut String {
-        match kind {
-            SourceKind::Transactions => &mut self.transactions,
-            SourceKind::Feedback => &mut self.feedback,
-            SourceKind::Complaints => &mut self.complaints,
-            SourceKind::Customers => &mut self.customers,
+    /// The topic a source is read from: `topics.<name>` for the four CX
+    /// sources (equal to their entry's `topic` once loaded), else its
+    /// entry's `topic`.
+    pub fn source_topic(&self, source: Source) -> &str {
+        match source.name() {
+            "transactions" => &self.transactions,
+            "feedback" => &self.feedback,
+            "complaints" => &self.complaints,
+            "customers" => &self.customers,
+            name => self.declared.get(name).map_or("", String::as_str),
         }
     }
 
     /// The source read from `topic`, if any.
-    pub fn source_of(&self, topic: &str) -> Option<SourceKind> {
-        SourceKind::ALL
-            .into_iter()
-            .find(|k| self.source_topic(*k) == topic)
+    pub fn source_of(&self, topic: &str) -> Option<Source> {
+        Source::all().find(|s| self.source_topic(*s) == topic)
+    }
+
+    /// The topics of `sources`.
+    pub fn of(&self, sources: impl Iterator<Item = Source>) -> Vec<String> {
+        sources.map(|s| self.source_topic(s).to_owned()).collect()
+    }
+
+    /// The `topics.<name>` key of one of the default sources (kept so that
+    /// `CXPULSE__TOPICS__TRANSACTIONS` and the like go on working); other
+    /// sources name their topic in their `[[sources]]` entry only.
+    fn source_topic_mut(&mut self, source: &str) -> Option<&mut String> {
+        match source {
+            "transactions" => Some(&mut self.transactions),
+            "feedback" => Some(&mut self.feedback),
+            "complaints" => Some(&mut self.complaints),
+            "customers" => Some(&mut self.customers),
+            _ => None,
+        }
     }
 }
 
@@ -187,6 +200,7 @@ impl Config {
         let layered = layers::Layered::new(file)?;
         let (mut config, mut problems) = layered.extract()?;
         problems.extend(config.reconcile_source_topics(&layered));
+        config.index_source_topics();
         problems.extend(validate::validate(&config, &layered));
         if problems.is_empty() {
             Ok(config)
@@ -200,29 +214,42 @@ impl Config {
     #[cfg(test)]
     pub(crate) fn embedded_default() -> Config {
         use figment::providers::{Format, Toml};
-        figment::Figment::from(Toml::string(DEFAULT_TOML))
+        let mut config: Config = figment::Figment::from(Toml::string(DEFAULT_TOML))
             .extract()
-            .unwrap_or_else(|e| panic!("embedded default config: {e}"))
+            .unwrap_or_else(|e| panic!("embedded default config: {e}"));
+        config.index_source_topics();
+        config
+    }
+
+    /// Fills `topics.declared` from the enabled `[[sources]]` entries.
+    fn index_source_topics(&mut self) {
+        self.topics.declared = self
+            .sources
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| (s.name.clone(), s.topic.clone()))
+            .collect();
     }
 
     /// A source's topic can be set as `topics.<name>` or as its
     /// `[[sources]]` entry's `topic`: whichever was changed from the default
     /// sets both; both changed to different topics is a problem.
     fn reconcile_source_topics(&mut self, layers: &layers::Layered) -> Vec<ConfigProblem> {
-        let defaults: TopicsConfig = figment::Figment::from(
+        let mut defaults: TopicsConfig = figment::Figment::from(
             <figment::providers::Toml as figment::providers::Format>::string(DEFAULT_TOML),
         )
         .extract_inner("topics")
         .unwrap_or_else(|e| panic!("config/default.toml [topics]: {e}"));
         let mut problems = Vec::new();
-        for kind in SourceKind::ALL {
-            let name = kind.table_name();
-            let default = defaults.source_topic(kind);
-            let Some(entry) = self.sources.iter_mut().find(|s| s.name == name) else {
+        for entry in &mut self.sources {
+            let name = entry.name.clone();
+            let (Some(default), Some(topics)) = (
+                defaults.source_topic_mut(&name).map(|t| t.clone()),
+                self.topics.source_topic_mut(&name),
+            ) else {
                 continue;
             };
-            let topics = self.topics.source_topic_mut(kind);
-            match (entry.topic == default, topics.as_str() == default) {
+            match (entry.topic == default, *topics == default) {
                 (true, false) => entry.topic = topics.clone(),
                 (false, true) => *topics = entry.topic.clone(),
                 (false, false) if entry.topic != *topics => problems.push(layers.problem(

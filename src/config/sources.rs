@@ -9,14 +9,10 @@
 //! is added, and `enabled = false` turns an entry off. Nobody has to copy the
 //! defaults to add one source.
 //!
-//! The engine reads them through [`crate::schema::declare`], which for now
-//! accepts the four CX sources with columns added after their own.
+//! The engine reads them through [`crate::schema::declare`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use std::sync::Arc;
-
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use figment::value::Value;
 use serde::Deserialize;
 
@@ -36,6 +32,15 @@ pub struct SourceEntry {
     /// Streams: the event-time column.
     #[serde(default)]
     pub event_time: Option<String>,
+    /// Streams: this source's own watermark lag behind its largest event
+    /// time, in milliseconds (default: `engine.max_out_of_orderness_ms`).
+    #[serde(default)]
+    pub max_out_of_orderness_ms: Option<i64>,
+    /// Streams: this source's own silence after which a partition no
+    /// longer holds its watermark back, in milliseconds (default:
+    /// `engine.idle_timeout_ms`).
+    #[serde(default)]
+    pub idle_timeout_ms: Option<i64>,
     /// Tables: the key column.
     #[serde(default)]
     pub key: Option<String>,
@@ -119,21 +124,6 @@ pub enum ColumnType {
 }
 
 impl ColumnType {
-    /// The Arrow type of a column of this type.
-    pub fn data_type(&self) -> DataType {
-        match self {
-            ColumnType::Id | ColumnType::String => DataType::Utf8,
-            ColumnType::Int => DataType::Int64,
-            ColumnType::Float => DataType::Float64,
-            ColumnType::Bool => DataType::Boolean,
-            ColumnType::Timestamp => crate::schema::timestamp_type(),
-            ColumnType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-            ColumnType::List(item) => {
-                DataType::List(Arc::new(Field::new("item", item.data_type(), true)))
-            }
-        }
-    }
-
     /// Reads a type as written in a column's `type`.
     pub fn parse(written: &str) -> Result<ColumnType, String> {
         let t = written.trim();
@@ -170,23 +160,6 @@ impl ColumnType {
                  timestamp, decimal(P,S), list<T>"
             )),
         }
-    }
-}
-
-impl SourceEntry {
-    /// The Arrow schema of the source's table: one column per declared
-    /// column, nullable unless required. `None` if a type is unknown (a
-    /// problem [`problems`] reports).
-    pub fn arrow_schema(&self) -> Option<SchemaRef> {
-        let fields = self
-            .columns
-            .iter()
-            .map(|c| {
-                let ty = ColumnType::parse(&c.ty).ok()?;
-                Some(Field::new(&c.name, ty.data_type(), !c.required))
-            })
-            .collect::<Option<Vec<Field>>>()?;
-        Some(Arc::new(Schema::new(fields)))
     }
 }
 
@@ -228,6 +201,7 @@ fn name_of(entry: &Value) -> Option<String> {
 pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
     let mut found = Vec::new();
     let mut names = BTreeSet::new();
+    let mut topics = BTreeMap::new();
     for source in entries {
         let at = |key: &str| format!("sources.{}.{key}", source.name);
         if !is_identifier(&source.name) {
@@ -280,11 +254,48 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
             "table" if !has(&source.key) => {
                 found.push((at("key"), not_a_column("a table needs key", &source.key)))
             }
-            "stream" | "table" => {}
+            "stream" => {
+                let time_type = source
+                    .columns
+                    .iter()
+                    .find(|c| source.event_time.as_ref() == Some(&c.name))
+                    .map(|c| c.ty.trim());
+                if time_type != Some("timestamp") {
+                    found.push((
+                        at("event_time"),
+                        format!(
+                            "{:?} is a column of type {:?}; the event-time column must be a timestamp",
+                            source.event_time.as_deref().unwrap_or_default(),
+                            time_type.unwrap_or_default()
+                        ),
+                    ));
+                }
+                for key in ["max_out_of_orderness_ms", "idle_timeout_ms"] {
+                    let value = match key {
+                        "idle_timeout_ms" => source.idle_timeout_ms,
+                        _ => source.max_out_of_orderness_ms,
+                    };
+                    if value.is_some_and(|ms| ms < 0) {
+                        found.push((at(key), "must be 0 or more".to_owned()));
+                    }
+                }
+            }
+            "table" => {}
             other => found.push((
                 at("kind"),
                 format!("is {other:?}, expected stream or table"),
             )),
+        }
+        if source.enabled
+            && let Some(other) = topics.insert(source.topic.as_str(), source.name.as_str())
+        {
+            found.push((
+                at("topic"),
+                format!(
+                    "{:?} is also the topic of source {other}; each topic is one source",
+                    source.topic
+                ),
+            ));
         }
         for (g, group) in source.one_of.iter().enumerate() {
             for name in group.iter().filter(|n| !columns.contains(n.as_str())) {
@@ -424,6 +435,8 @@ mod tests {
             kind: kind.to_owned(),
             format: "json".to_owned(),
             event_time: Some("ts".to_owned()),
+            max_out_of_orderness_ms: None,
+            idle_timeout_ms: None,
             key: Some("id".to_owned()),
             enabled: true,
             columns,
@@ -451,12 +464,18 @@ mod tests {
             ),
             no_key,
             source("x", "queue", vec![]),
+            {
+                let mut late = source("late", "stream", vec![column("ts", "string")]);
+                late.idle_timeout_ms = Some(-1);
+                late
+            },
         ];
         let keys: Vec<String> = problems(&entries).into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             keys,
             [
                 "sources.clicks.name",
+                "sources.clicks.topic",
                 "sources.Bad-Name.name",
                 "sources.Bad-Name.columns[1].name",
                 "sources.Bad-Name.columns[1].type",
@@ -464,6 +483,8 @@ mod tests {
                 "sources.campaigns.key",
                 "sources.campaigns.one_of[0]",
                 "sources.x.kind",
+                "sources.late.event_time",
+                "sources.late.idle_timeout_ms",
             ]
         );
     }

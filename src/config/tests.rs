@@ -11,10 +11,7 @@ fn default_config_loads() {
     Jail::expect_with(|_| {
         let config = Config::load(None).expect("default config is valid");
         assert_eq!(config.kafka.brokers, "127.0.0.1:9092");
-        assert_eq!(
-            config.topics.source_topic(SourceKind::Feedback),
-            "cx.feedback"
-        );
+        assert_eq!(config.topics.feedback, "cx.feedback");
         assert_eq!(config.engine.commit_interval_ms, 1000);
         assert_eq!(config.state_memory_limit_bytes(), 1 << 30);
         assert_eq!(config.changelog_topic(), "cxpulse-changelog");
@@ -182,27 +179,21 @@ columns = [{ name = "at", type = "datetime" }]
 }
 
 #[test]
-fn the_declared_defaults_have_the_compiled_in_schemas() {
+fn every_enabled_default_entry_is_a_source_of_the_process() {
     let config = Config::embedded_default();
-    for kind in SourceKind::ALL {
-        let declared = config
-            .sources
-            .iter()
-            .find(|s| s.name == kind.table_name())
-            .unwrap_or_else(|| panic!("{kind:?} is declared"));
-        assert_eq!(declared.topic, config.topics.source_topic(kind));
-        assert_eq!(declared.arrow_schema(), Some(kind.schema()), "{kind:?}");
-        let one_of: Vec<Vec<&str>> = declared
-            .one_of
-            .iter()
-            .map(|g| g.iter().map(String::as_str).collect())
-            .collect();
-        let compiled: Vec<Vec<&str>> = if kind.one_of().is_empty() {
-            Vec::new()
-        } else {
-            vec![kind.one_of().iter().map(String::as_str).collect()]
-        };
-        assert_eq!(one_of, compiled, "{kind:?}");
+    let names: Vec<&str> = crate::schema::Source::all().map(|s| s.name()).collect();
+    assert_eq!(
+        names,
+        ["customers", "transactions", "feedback", "complaints"]
+    );
+    for declared in &config.sources {
+        let source = crate::schema::Source::named(&declared.name).expect("declared");
+        assert_eq!(config.topics.source_topic(source), declared.topic);
+        let columns: Vec<&str> = declared.columns.iter().map(|c| c.name.as_str()).collect();
+        let schema = source.schema();
+        let fields: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(fields, columns, "{}", declared.name);
+        assert_eq!(source.one_of(), declared.one_of.as_slice());
     }
 }
 

@@ -15,7 +15,7 @@ use prometheus::proto::{Metric, MetricFamily, MetricType};
 
 use crate::config::TopicsConfig;
 use crate::metrics::{OUTPUT_RECORDS, RECORDS_CONSUMED, RECORDS_INVALID, WATERMARK};
-use crate::schema::SourceKind;
+use crate::schema::Source;
 
 /// The gauges the view shows, exported by the bundled jobs.
 const NPS: &str = "cxpulse_satisfaction_hourly_nps";
@@ -58,11 +58,10 @@ impl Snapshot {
         let mut snapshot = Snapshot::default();
         let source_of = |metric: &Metric| {
             let topic = label(metric, "topic")?;
-            SourceKind::ALL
-                .into_iter()
+            topics
+                .source_of(topic)
                 .filter(|k| k.is_stream())
-                .find(|k| topics.source_topic(*k) == topic)
-                .map(SourceKind::table_name)
+                .map(Source::name)
         };
         for family in families {
             for metric in family.get_metric() {
@@ -84,13 +83,10 @@ impl Snapshot {
                         }
                     }
                     WATERMARK => {
-                        let kind = label(metric, "source").and_then(SourceKind::from_table_name);
+                        let kind = label(metric, "source").and_then(Source::named);
                         if let Some(kind) = kind.filter(|k| k.is_stream()) {
-                            snapshot
-                                .sources
-                                .entry(kind.table_name())
-                                .or_default()
-                                .watermark = Some(value);
+                            snapshot.sources.entry(kind.name()).or_default().watermark =
+                                Some(value);
                         }
                     }
                     OUTPUT_RECORDS => {

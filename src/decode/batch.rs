@@ -13,7 +13,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use super::Cell;
-use crate::schema::{FieldType, SourceKind};
+use crate::schema::{FieldType, Source};
 
 enum ColumnBuilder {
     Utf8(StringBuilder),
@@ -125,14 +125,14 @@ impl ColumnBuilder {
 
 /// Collects validated records of one source into a `RecordBatch`.
 pub struct BatchBuilder {
-    kind: SourceKind,
+    kind: Source,
     columns: Vec<ColumnBuilder>,
     rows: usize,
 }
 
 impl BatchBuilder {
     /// An empty builder for `kind`'s schema.
-    pub fn new(kind: SourceKind) -> Self {
+    pub fn new(kind: Source) -> Self {
         Self {
             kind,
             columns: kind
@@ -229,12 +229,16 @@ mod tests {
 
     #[test]
     fn builds_a_batch_with_nulls_for_absent_optionals() {
-        let mut builder = BatchBuilder::new(SourceKind::Transactions);
+        let mut builder = BatchBuilder::new(Source::named("transactions").expect("declared"));
         for payload in [
             r#"{"event_id":"a","customer_id":"c1","ts":1000,"amount":2.5,"category":"books","channel":"web"}"#,
             r#"{"event_id":"b","customer_id":"c2","ts":3000,"amount":4,"category":"games"}"#,
         ] {
-            let cells = parse_record(SourceKind::Transactions, payload.as_bytes()).expect("valid");
+            let cells = parse_record(
+                Source::named("transactions").expect("declared"),
+                payload.as_bytes(),
+            )
+            .expect("valid");
             builder.append(&cells);
         }
         assert_eq!(builder.len(), 2);

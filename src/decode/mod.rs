@@ -22,7 +22,7 @@ pub use layout::{Layout, Slot, path_keys};
 pub use rejection::{RejectKind, Rejection};
 pub use timestamp::parse_rfc3339_millis;
 
-use crate::schema::{FieldSpec, FieldType, SourceKind};
+use crate::schema::{FieldSpec, FieldType, Source};
 
 /// One validated field value, ready to append to an Arrow column.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,18 +45,18 @@ pub enum Cell<'a> {
     List(Vec<Cell<'a>>),
 }
 
-/// Parses and validates one payload of `kind`; returns one cell per field,
-/// in the order of `kind.fields()`.
-pub fn parse_record(kind: SourceKind, payload: &[u8]) -> Result<Vec<Cell<'_>>, Rejection> {
-    parse_fields(kind.fields(), kind.layout(), kind.one_of(), payload)
+/// Parses and validates one payload of `source`; returns one cell per
+/// field, in the order of `source.fields()`.
+pub fn parse_record(source: Source, payload: &[u8]) -> Result<Vec<Cell<'_>>, Rejection> {
+    parse_fields(source.fields(), source.layout(), source.one_of(), payload)
 }
 
 /// Parses and validates one payload against `specs`, found where `layout`
-/// says, with at least one of `one_of` set (when not empty).
+/// says, with at least one field of each group of `one_of` set.
 fn parse_fields<'a>(
     specs: &'a [FieldSpec],
     layout: &Layout,
-    one_of: &[String],
+    one_of: &[Vec<String>],
     payload: &'a [u8],
 ) -> Result<Vec<Cell<'a>>, Rejection> {
     let mut raw: Vec<JsonScalar<'_>> = vec![JsonScalar::Null; specs.len()];
@@ -81,15 +81,15 @@ fn parse_fields<'a>(
         .map(|(spec, value)| validate(spec, value))
         .collect::<Result<Vec<_>, _>>()?;
 
-    if !one_of.is_empty() {
+    for group in one_of {
         let present = specs
             .iter()
             .zip(&cells)
-            .any(|(spec, cell)| one_of.contains(&spec.name) && *cell != Cell::Null);
+            .any(|(spec, cell)| group.contains(&spec.name) && *cell != Cell::Null);
         if !present {
             return Err(Rejection::new(
                 RejectKind::MissingField,
-                format!("at least one of the fields {} is required", quoted(one_of)),
+                format!("at least one of the fields {} is required", quoted(group)),
             ));
         }
     }
@@ -443,14 +443,14 @@ impl<'s, 'de> Visitor<'de> for KeySeed<'s> {
 mod tests {
     use super::*;
 
-    fn reject(kind: SourceKind, payload: &str) -> Rejection {
+    fn reject(kind: Source, payload: &str) -> Rejection {
         parse_record(kind, payload.as_bytes()).expect_err("record should be rejected")
     }
 
     #[test]
     fn valid_transaction_yields_one_cell_per_field() {
         let cells = parse_record(
-            SourceKind::Transactions,
+            Source::named("transactions").expect("declared"),
             br#"{"event_id":"e1","customer_id":42,"ts":"2026-01-02T03:04:05.678Z","amount":12.5,"category":"books","items":2.0,"extra":{"x":[1,2]}}"#,
         )
         .expect("valid");
@@ -473,12 +473,12 @@ mod tests {
     #[test]
     fn epoch_millis_and_offsets_are_accepted() {
         let a = parse_record(
-            SourceKind::Feedback,
+            Source::named("feedback").expect("declared"),
             br#"{"event_id":"e","customer_id":"c","ts":1767323045678,"nps":9}"#,
         )
         .expect("valid");
         let b = parse_record(
-            SourceKind::Feedback,
+            Source::named("feedback").expect("declared"),
             br#"{"event_id":"e","customer_id":"c","ts":"2026-01-02T05:04:05.678+02:00","nps":9}"#,
         )
         .expect("valid");
@@ -614,7 +614,7 @@ mod tests {
     #[test]
     fn a_complaint_status_and_severity_are_read_in_any_case() {
         let cells = parse_record(
-            SourceKind::Complaints,
+            Source::named("complaints").expect("declared"),
             br#"{"event_id":"e","customer_id":"c","ts":1,"complaint_id":"k","status":" Escalated","severity":"HIGH ","category":"Billing"}"#,
         )
         .expect("valid");
@@ -632,10 +632,10 @@ mod tests {
     #[test]
     fn every_bad_input_kind_names_its_field() {
         use RejectKind::*;
-        let t = SourceKind::Transactions;
-        let f = SourceKind::Feedback;
-        let c = SourceKind::Complaints;
-        let cases: &[(SourceKind, &str, RejectKind, &str)] = &[
+        let t = Source::named("transactions").expect("declared");
+        let f = Source::named("feedback").expect("declared");
+        let c = Source::named("complaints").expect("declared");
+        let cases: &[(Source, &str, RejectKind, &str)] = &[
             (t, "not json", InvalidJson, "not valid JSON"),
             (t, r#"{"event_id":"e""#, InvalidJson, "not valid JSON"),
             (t, r#"[1,2]"#, NotObject, "JSON object"),

@@ -20,7 +20,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Engine, EngineError, TICK, jobs, millis};
 use crate::lookup::complaints;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 use crate::sink::transaction::TxnFailure;
 use crate::source::{self, Batcher, MicroBatch};
 
@@ -181,7 +181,7 @@ impl Engine {
         let started = Instant::now();
         let MicroBatch {
             events,
-            customer_changes,
+            table_changes,
             dead_letters,
             consumed,
             next_offsets,
@@ -190,7 +190,7 @@ impl Engine {
         for (kind, batches) in &events {
             for b in batches {
                 tracing::trace!(
-                    source = kind.table_name(),
+                    source = kind.name(),
                     partition = b.partition,
                     first = b.raw.first().map(|r| r.offset),
                     last = b.raw.last().map(|r| r.offset),
@@ -199,13 +199,7 @@ impl Engine {
                 );
             }
         }
-        if !customer_changes.is_empty() {
-            self.lookups
-                .customers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .apply(customer_changes);
-        }
+        self.lookups.apply(table_changes);
         self.update_complaint_tables(&events)?;
 
         let now = tokio::time::Instant::now();
@@ -242,9 +236,9 @@ impl Engine {
     /// before the jobs run, so a resolution sees its opening.
     fn update_complaint_tables(
         &self,
-        events: &BTreeMap<SourceKind, Vec<source::SourceBatch>>,
+        events: &BTreeMap<Source, Vec<source::SourceBatch>>,
     ) -> Result<(), EngineError> {
-        let Some(batches) = events.get(&SourceKind::Complaints) else {
+        let Some(batches) = Source::named("complaints").and_then(|c| events.get(&c)) else {
             return Ok(());
         };
         let mut table = self
@@ -287,7 +281,8 @@ impl Engine {
             .map(|w| w.closed_through())
             .collect();
         let now = if readers.is_empty() {
-            self.event_time.of_sources(&SourceKind::ALL)
+            self.event_time
+                .of_sources(&Source::streams().collect::<Vec<_>>())
         } else {
             readers.into_iter().min().flatten()
         };

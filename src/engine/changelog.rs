@@ -54,14 +54,14 @@ impl Engine {
         }
         for ((kind, partition), t) in self.event_time.partition_times() {
             let key = StateKey::Watermark {
-                source: kind.table_name().to_owned(),
+                source: kind.name().to_owned(),
                 partition,
             };
             records.extend(self.changelog.put_int(key, "max_event_time", t));
         }
         for (kind, watermark) in self.event_time.source_watermarks() {
             let key = StateKey::SourceWatermark {
-                source: kind.table_name().to_owned(),
+                source: kind.name().to_owned(),
             };
             records.extend(self.changelog.put_int(key, "watermark", watermark));
         }
@@ -86,10 +86,10 @@ impl Engine {
                 }
             }
         }
-        for (&partition, &next) in &self.lookup_positions {
+        for ((topic, partition), &next) in &self.lookup_positions {
             let key = StateKey::LookupPosition {
-                topic: self.config.topics.customers.clone(),
-                partition,
+                topic: topic.clone(),
+                partition: *partition,
             };
             records.extend(self.changelog.put_int(key, "next_offset", next));
         }
@@ -126,7 +126,7 @@ fn job_records(
                 let key = StateKey::Pane {
                     job: job.to_owned(),
                     fingerprint: fingerprint.to_owned(),
-                    source: kind.table_name().to_owned(),
+                    source: kind.name().to_owned(),
                     partition,
                     pane_start,
                     seq,

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::config::{Config, TopicsConfig};
 use crate::job::windowed::event_times;
 use crate::metrics::Metrics;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 use crate::source::SourceBatch;
 use crate::watermark::SourceWatermark;
 
@@ -18,21 +18,20 @@ use crate::watermark::SourceWatermark;
 #[derive(Debug)]
 pub struct EventTime {
     topics: TopicsConfig,
-    sources: BTreeMap<SourceKind, SourceWatermark>,
+    sources: BTreeMap<Source, SourceWatermark>,
 }
 
 impl EventTime {
-    /// Empty watermarks with the configured out-of-orderness and idle timeout.
+    /// Empty watermarks with each stream's out-of-orderness and idle
+    /// timeout: its own where declared, else the engine's.
     pub fn new(config: &Config) -> Self {
-        let idle = Duration::from_millis(u64::try_from(config.engine.idle_timeout_ms).unwrap_or(0));
-        let sources = SourceKind::ALL
-            .into_iter()
-            .filter(|k| k.is_stream())
-            .map(|k| {
-                (
-                    k,
-                    SourceWatermark::new(config.engine.max_out_of_orderness_ms, idle),
-                )
+        let sources = Source::streams()
+            .map(|source| {
+                let (lag, idle) = source.event_time_settings();
+                let idle = idle.unwrap_or(config.engine.idle_timeout_ms);
+                let idle = Duration::from_millis(u64::try_from(idle).unwrap_or(0));
+                let lag = lag.unwrap_or(config.engine.max_out_of_orderness_ms);
+                (source, SourceWatermark::new(lag, idle))
             })
             .collect();
         Self {
@@ -50,19 +49,21 @@ impl EventTime {
                 .filter(|(t, _)| t == topic)
                 .map(|(_, p)| *p)
                 .collect();
-            tracing::trace!(source = kind.table_name(), ?partitions, "assigned");
+            tracing::trace!(source = kind.name(), ?partitions, "assigned");
             watermark.assign(&partitions, now);
         }
     }
 
     /// Advances the partitions that delivered events in a micro-batch.
-    pub fn observe(&mut self, events: &BTreeMap<SourceKind, Vec<SourceBatch>>, now: Instant) {
+    pub fn observe(&mut self, events: &BTreeMap<Source, Vec<SourceBatch>>, now: Instant) {
         for (kind, batches) in events {
             let Some(watermark) = self.sources.get_mut(kind) else {
                 continue;
             };
             for batch in batches {
-                let latest = event_times(&batch.rows, "ts").ok().and_then(|t| max(&t));
+                let latest = event_times(&batch.rows, kind.time_or_key())
+                    .ok()
+                    .and_then(|t| max(&t));
                 if let Some(latest) = latest {
                     watermark.observe(batch.partition, latest, now);
                 }
@@ -77,7 +78,7 @@ impl EventTime {
         for (kind, watermark) in &mut self.sources {
             let before = watermark.current();
             if let Some(mark) = watermark.watermark(now) {
-                let source = kind.table_name();
+                let source = kind.name();
                 if before != Some(mark) {
                     tracing::debug!(source, watermark = mark, partitions = ?watermark.partition_times(), waiting = watermark.waiting(), "watermark advanced");
                 }
@@ -94,7 +95,7 @@ impl EventTime {
     }
 
     /// The largest event time of every source partition that has delivered.
-    pub fn partition_times(&self) -> BTreeMap<(SourceKind, i32), i64> {
+    pub fn partition_times(&self) -> BTreeMap<(Source, i32), i64> {
         self.sources
             .iter()
             .flat_map(|(kind, w)| {
@@ -106,7 +107,7 @@ impl EventTime {
     }
 
     /// Assigned (source, partition)s ahead of their source's watermark.
-    pub fn ahead(&self) -> Vec<(SourceKind, i32)> {
+    pub fn ahead(&self) -> Vec<(Source, i32)> {
         self.sources
             .iter()
             .flat_map(|(kind, w)| w.ahead().into_iter().map(move |p| (*kind, p)))
@@ -114,12 +115,12 @@ impl EventTime {
     }
 
     /// The topic a source is read from.
-    pub fn topic(&self, kind: SourceKind) -> &str {
+    pub fn topic(&self, kind: Source) -> &str {
         self.topics.source_topic(kind)
     }
 
     /// Every source's watermark, where known.
-    pub fn source_watermarks(&self) -> BTreeMap<SourceKind, i64> {
+    pub fn source_watermarks(&self) -> BTreeMap<Source, i64> {
         self.sources
             .iter()
             .filter_map(|(kind, w)| w.current().map(|c| (*kind, c)))
@@ -127,14 +128,14 @@ impl EventTime {
     }
 
     /// Restores a source partition's largest event time.
-    pub fn restore_partition(&mut self, source: SourceKind, partition: i32, max_event_time: i64) {
+    pub fn restore_partition(&mut self, source: Source, partition: i32, max_event_time: i64) {
         if let Some(w) = self.sources.get_mut(&source) {
             w.restore_partition(partition, max_event_time);
         }
     }
 
     /// Restores a source's watermark.
-    pub fn restore_source(&mut self, source: SourceKind, watermark: i64) {
+    pub fn restore_source(&mut self, source: Source, watermark: i64) {
         if let Some(w) = self.sources.get_mut(&source) {
             w.restore_current(watermark);
         }
@@ -145,7 +146,7 @@ impl EventTime {
     /// partition (they may be older than the other sources' watermarks). A
     /// source whose partitions are all idle without ever delivering does not
     /// hold the job back.
-    pub fn of_sources(&self, sources: &[SourceKind]) -> Option<i64> {
+    pub fn of_sources(&self, sources: &[Source]) -> Option<i64> {
         let watermarks = sources.iter().filter_map(|s| self.sources.get(s));
         if watermarks.clone().any(SourceWatermark::waiting) {
             return None;
@@ -175,15 +176,18 @@ mod tests {
         let deliver = |event_time: &mut EventTime, ts: i64, now: Instant| {
             event_time
                 .sources
-                .get_mut(&SourceKind::Transactions)
+                .get_mut(&Source::named("transactions").expect("declared"))
                 .expect("transactions")
                 .observe(0, ts, now);
             event_time.refresh(now, &metrics);
         };
         deliver(&mut event_time, 7_200_000, t0);
-        let both = [SourceKind::Transactions, SourceKind::Complaints];
+        let both = [
+            Source::named("transactions").expect("declared"),
+            Source::named("complaints").expect("declared"),
+        ];
         assert_eq!(
-            event_time.of_sources(&[SourceKind::Transactions]),
+            event_time.of_sources(&[Source::named("transactions").expect("declared")]),
             Some(7_200_000 - lag)
         );
         assert_eq!(
@@ -205,14 +209,17 @@ mod tests {
         let metrics = Metrics::new().expect("metrics");
         let mut event_time = EventTime::new(&config);
         // Complaints had a watermark before the restart, transactions none.
-        event_time.restore_source(SourceKind::Complaints, 9_000_000);
-        event_time.restore_partition(SourceKind::Complaints, 0, 9_000_000);
-        let both = [SourceKind::Transactions, SourceKind::Complaints];
+        event_time.restore_source(Source::named("complaints").expect("declared"), 9_000_000);
+        event_time.restore_partition(Source::named("complaints").expect("declared"), 0, 9_000_000);
+        let both = [
+            Source::named("transactions").expect("declared"),
+            Source::named("complaints").expect("declared"),
+        ];
         // Before the group assigns partitions, timer ticks refresh with none.
         event_time.assign(&[], Instant::now());
         event_time.refresh(Instant::now(), &metrics);
         assert_eq!(
-            event_time.of_sources(&[SourceKind::Complaints]),
+            event_time.of_sources(&[Source::named("complaints").expect("declared")]),
             Some(9_000_000)
         );
         assert_eq!(

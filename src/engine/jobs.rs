@@ -14,7 +14,7 @@ use crate::decode::{RejectKind, Rejection};
 use crate::gauges::JobGauges;
 use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 use crate::sink::format_timestamp_millis;
 use crate::sink::{DeadLetter, OutRecord, RowEncoder};
 use crate::source::SourceBatch;
@@ -52,7 +52,7 @@ impl RunningJob {
             for source in &w.info.sources {
                 metrics
                     .late_records
-                    .with_label_values(&[source.table_name(), name]);
+                    .with_label_values(&[source.name(), name]);
             }
             metrics.window_state_bytes.with_label_values(&[name]).set(0);
         }
@@ -136,7 +136,7 @@ fn reject_all(batch: &SourceBatch, job: &str, rejection: &Rejection) -> Vec<Dead
 /// the rest to their state; nothing fires here (see [`fire`]).
 pub async fn process(
     jobs: &mut [RunningJob],
-    events: &BTreeMap<SourceKind, Vec<SourceBatch>>,
+    events: &BTreeMap<Source, Vec<SourceBatch>>,
     metrics: &Metrics,
 ) -> JobOutput {
     let mut out = JobOutput::default();
@@ -162,11 +162,11 @@ pub async fn process(
 /// letters if it fails.
 async fn run_stateless(
     running: &mut RunningJob,
-    events: &BTreeMap<SourceKind, Vec<SourceBatch>>,
+    events: &BTreeMap<Source, Vec<SourceBatch>>,
     metrics: &Metrics,
     out: &mut JobOutput,
 ) {
-    let inputs: BTreeMap<SourceKind, Vec<RecordBatch>> = events
+    let inputs: BTreeMap<Source, Vec<RecordBatch>> = events
         .iter()
         .map(|(k, batches)| (*k, batches.iter().map(|b| b.rows.clone()).collect()))
         .collect();
@@ -190,7 +190,7 @@ async fn run_stateless(
 /// topic, the others into its state, one source partition at a time.
 async fn accumulate(
     running: &mut RunningJob,
-    events: &BTreeMap<SourceKind, Vec<SourceBatch>>,
+    events: &BTreeMap<Source, Vec<SourceBatch>>,
     metrics: &Metrics,
     out: &mut JobOutput,
 ) {
@@ -222,7 +222,7 @@ async fn accumulate(
                     }
                     metrics
                         .late_records
-                        .with_label_values(&[source.table_name(), name.as_str()])
+                        .with_label_values(&[source.name(), name.as_str()])
                         .inc_by(late.true_count() as u64);
                 }
                 let on_time = filter_record_batch(&batch.rows, &not(&late)?)?;

@@ -280,7 +280,7 @@ struct Engine {
     changelog: ChangelogWriter,
     epoch: epoch::Epoch,
     /// Next offset of each customers partition applied so far.
-    lookup_positions: BTreeMap<i32, i64>,
+    lookup_positions: BTreeMap<(String, i32), i64>,
     /// Changelog records to send with the next commit (removed jobs'
     /// tombstones).
     pending_state: Vec<OutRecord>,

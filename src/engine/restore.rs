@@ -13,10 +13,10 @@ use arrow::compute::concat_batches;
 
 use super::EngineError;
 use super::event_time::EventTime;
-use crate::config::Config;
+use crate::config::TopicsConfig;
 use crate::job::{Job, WindowedJob};
 use crate::lookup::Lookups;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 use crate::sink::OutRecord;
 use crate::state::codec;
 use crate::state::key::StateKey;
@@ -30,8 +30,9 @@ use crate::window::panes::StateBatch;
 pub(super) struct Restore {
     /// Tombstones for state nobody restores (removed or changed jobs).
     pub stale: Vec<OutRecord>,
-    /// Next offset per customers partition dead-lettered before the restart.
-    pub lookup_positions: BTreeMap<i32, i64>,
+    /// Next offset per table-source (topic, partition) dead-lettered
+    /// before the restart.
+    pub lookup_positions: BTreeMap<(String, i32), i64>,
 }
 
 /// Puts `restored` back; registers every live key with `changelog`.
@@ -41,7 +42,7 @@ pub(super) fn apply(
     event_time: &mut EventTime,
     lookups: &Lookups,
     changelog: &mut ChangelogWriter,
-    config: &Config,
+    topics: &TopicsConfig,
 ) -> Result<Restore, EngineError> {
     let mut outcome = Restore::default();
     let mut stale = Vec::new();
@@ -62,17 +63,15 @@ pub(super) fn apply(
                     None => false,
                 }
             }
-            StateKey::Watermark { source, partition } => {
-                match SourceKind::from_table_name(source) {
-                    Some(kind) => {
-                        let t = read_int(&restored, "max_event_time")?;
-                        event_time.restore_partition(kind, *partition, t);
-                        true
-                    }
-                    None => false,
+            StateKey::Watermark { source, partition } => match Source::named(source) {
+                Some(kind) => {
+                    let t = read_int(&restored, "max_event_time")?;
+                    event_time.restore_partition(kind, *partition, t);
+                    true
                 }
-            }
-            StateKey::SourceWatermark { source } => match SourceKind::from_table_name(source) {
+                None => false,
+            },
+            StateKey::SourceWatermark { source } => match Source::named(source) {
                 Some(kind) => {
                     event_time.restore_source(kind, read_int(&restored, "watermark")?);
                     true
@@ -90,12 +89,15 @@ pub(super) fn apply(
                 true
             }
             StateKey::LookupPosition { topic, partition } => {
-                if *topic == config.topics.customers {
-                    let next = read_int(&restored, "next_offset")?;
-                    outcome.lookup_positions.insert(*partition, next);
-                    true
-                } else {
-                    false
+                match topics.source_of(topic).filter(|s| !s.is_stream()) {
+                    Some(_) => {
+                        let next = read_int(&restored, "next_offset")?;
+                        outcome
+                            .lookup_positions
+                            .insert((topic.clone(), *partition), next);
+                        true
+                    }
+                    None => false,
                 }
             }
             StateKey::Checkpoint { .. } => true,
@@ -152,7 +154,7 @@ fn restore_job_state(
             seq,
             ..
         } => {
-            let Some(kind) = SourceKind::from_table_name(source) else {
+            let Some(kind) = Source::named(source) else {
                 return Ok(false);
             };
             let batch = frame(restored, 0)?;

@@ -1,7 +1,7 @@
 //! Starting the engine: plan the jobs, fence the previous instance, restore
 //! state, read the lookup tables to their end, subscribe.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use crate::http::Health;
 use crate::job;
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 use crate::sink::Sink;
 use crate::source::{self, Batcher, LookupConsumer};
 use crate::state::reader;
@@ -90,9 +90,10 @@ impl Engine {
         let (read_records, read_bytes) = (restored.records, restored.bytes);
 
         let mut batcher = Batcher::new(config.topics.clone());
-        let lookup = LookupConsumer::read_to_end(config, &config.topics.customers, &mut batcher)
+        let table_topics = config.topics.of(Source::tables());
+        let lookup = LookupConsumer::read_to_end(config, &table_topics, &mut batcher)
             .await
-            .map_err(EngineError::kafka("reading the customers topic"))?;
+            .map_err(EngineError::kafka("reading the table sources' topics"))?;
         let bootstrap = batcher.take()?;
         for (topic, n) in &bootstrap.consumed {
             metrics
@@ -100,14 +101,10 @@ impl Engine {
                 .with_label_values(&[topic.as_str()])
                 .inc_by(*n);
         }
-        lookups
-            .customers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .apply(bootstrap.customer_changes);
+        lookups.apply(bootstrap.table_changes);
 
-        for kind in SourceKind::ALL {
-            metrics.init_topic(config.topics.source_topic(kind));
+        for source in Source::all() {
+            metrics.init_topic(config.topics.source_topic(source));
         }
         let mut jobs = jobs;
         let mut event_time = EventTime::new(config);
@@ -121,18 +118,18 @@ impl Engine {
             &mut event_time,
             &lookups,
             &mut changelog,
-            config,
+            &config.topics,
         )?;
         changelog.restore_read(read_bytes as usize);
-        // Invalid customers records dead-lettered before the restart are
-        // not sent again.
+        // Invalid table records dead-lettered before the restart are not
+        // sent again.
         let pending_output = JobOutput {
             dead_letters: bootstrap
                 .dead_letters
                 .into_iter()
                 .filter(|d| {
                     lookup_positions
-                        .get(&d.partition)
+                        .get(&(d.topic.clone(), d.partition))
                         .is_none_or(|&next| d.offset >= next)
                 })
                 .collect(),
@@ -147,16 +144,21 @@ impl Engine {
         metrics.restore_duration.set(seconds);
         metrics.restores.with_label_values(&[reason]).inc();
         metrics.restore_in_progress.set(0);
-        let customers = lookups
-            .customers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let table_rows: BTreeMap<&str, usize> = Source::tables()
+            .filter_map(|t| {
+                let rows = lookups
+                    .table(t)?
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len();
+                Some((t.name(), rows))
+            })
+            .collect();
         tracing::info!(
             records = read_records,
             bytes = read_bytes,
             live_state_bytes = changelog.live_bytes(),
-            customers,
+            ?table_rows,
             seconds,
             "state restored"
         );

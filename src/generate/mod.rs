@@ -32,17 +32,38 @@ use serde_json::json;
 
 pub use population::{Behaviour, CATEGORIES, Customer, population};
 
-use crate::schema::SourceKind;
+use crate::schema::Source;
 use crate::sink::format_timestamp_millis;
 
 const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 
+/// The CX sources the generator writes, in the order it writes them.
+pub const CX_SOURCES: [&str; 4] = ["customers", "transactions", "feedback", "complaints"];
+
+/// Whether the generator applies: the four CX sources are declared (a
+/// configuration may disable or replace them; the generator writes only
+/// their shapes).
+pub fn check_sources() -> Result<(), String> {
+    match CX_SOURCES.iter().find(|name| Source::named(name).is_none()) {
+        Some(missing) => Err(format!(
+            "the event generator writes the CX sources, and source {missing} is not declared \
+             (or is disabled): produce your own events with `cxpulse produce`"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The declared CX source `name` ([`check_sources`] makes sure it is).
+pub(crate) fn cx(name: &str) -> Source {
+    Source::named(name).unwrap_or_else(|| panic!("source {name} is not declared"))
+}
+
 /// One record to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
     /// Source it belongs to.
-    pub kind: SourceKind,
+    pub kind: Source,
     /// Kafka key (the customer id).
     pub key: String,
     /// JSON value.
@@ -97,7 +118,7 @@ impl Generator {
         let profiles: Vec<Generated> = people
             .iter()
             .map(|c| Generated {
-                kind: SourceKind::Customers,
+                kind: cx("customers"),
                 key: c.id.clone(),
                 value: c.profile_json(),
                 ts: self.start_ms,
@@ -190,7 +211,7 @@ impl Simulation {
         }
     }
 
-    fn schedule(&mut self, kind: SourceKind, customer: usize, ts: i64, value: serde_json::Value) {
+    fn schedule(&mut self, kind: Source, customer: usize, ts: i64, value: serde_json::Value) {
         let record = Generated {
             kind,
             key: self.people[customer].id.clone(),
@@ -220,7 +241,7 @@ impl Simulation {
         let next = t + customer.next_gap(rng);
         let next_active = customer.active_at(next);
         self.schedule(
-            SourceKind::Transactions,
+            cx("transactions"),
             i,
             t,
             json!({"event_id": format!("{order_id}-tx"), "customer_id": id,
@@ -243,7 +264,7 @@ impl Simulation {
             self.complaint_open_until[i] = self.complaint_open_until[i].max(resolved);
             for (at, status) in lifecycle {
                 self.schedule(
-                    SourceKind::Complaints,
+                    cx("complaints"),
                     i,
                     at,
                     json!({"event_id": format!("{complaint_id}-{status}"), "customer_id": id,
@@ -276,7 +297,7 @@ impl Simulation {
                 ["product", "price", "service"][rng.random_range(0..3)]
             };
             self.schedule(
-                SourceKind::Feedback,
+                cx("feedback"),
                 i,
                 at,
                 json!({"event_id": format!("{order_id}-fb"), "customer_id": id,

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::{DAY, Generator, Simulation};
 use crate::config::Config;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 
 /// Simulated days used to measure how many events one customer produces.
 const CALIBRATION_DAYS: u32 = 28;
@@ -36,13 +36,13 @@ pub struct Progress {
 
 impl Progress {
     /// Records queued for `kind` so far.
-    pub fn sent(&self, kind: SourceKind) -> u64 {
+    pub fn sent(&self, kind: Source) -> u64 {
         self.sent[kind_index(kind)].load(Ordering::Relaxed)
     }
 
     /// Records queued so far, all sources.
     pub fn sent_total(&self) -> u64 {
-        SourceKind::ALL.iter().map(|k| self.sent(*k)).sum()
+        self.sent.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
     /// Records the broker acknowledged.
@@ -61,10 +61,10 @@ impl Progress {
     }
 }
 
-fn kind_index(kind: SourceKind) -> usize {
-    SourceKind::ALL
+fn kind_index(kind: Source) -> usize {
+    super::CX_SOURCES
         .iter()
-        .position(|k| *k == kind)
+        .position(|name| *name == kind.name())
         .unwrap_or_default()
 }
 
@@ -93,7 +93,7 @@ pub fn customers_for_rate(seed: u64, start_ms: i64, rate: f64, speed: f64) -> us
     let sample = Generator::new(seed, CALIBRATION_CUSTOMERS, start_ms).records(CALIBRATION_DAYS);
     let events = sample
         .iter()
-        .filter(|r| r.kind != SourceKind::Customers)
+        .filter(|r| r.kind != crate::generate::cx("customers"))
         .count();
     let per_customer_ms =
         events as f64 / (CALIBRATION_CUSTOMERS as f64 * f64::from(CALIBRATION_DAYS) * DAY as f64);
@@ -146,7 +146,7 @@ pub async fn publish(
             }
         }
         progress.sent[kind_index(record.kind)].fetch_add(1, Ordering::Relaxed);
-        if record.kind != SourceKind::Customers {
+        if record.kind != crate::generate::cx("customers") {
             progress
                 .simulated_ms
                 .fetch_max(record.ts, Ordering::Relaxed);
@@ -183,7 +183,7 @@ mod tests {
         let records = Generator::new(1, base, START).records(CALIBRATION_DAYS);
         let events = records
             .iter()
-            .filter(|r| r.kind != SourceKind::Customers)
+            .filter(|r| r.kind != crate::generate::cx("customers"))
             .count() as f64;
         let per_wall_second = events / (f64::from(CALIBRATION_DAYS) * 86_400.0) * 3_600.0;
         assert!(

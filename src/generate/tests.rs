@@ -20,7 +20,7 @@ fn clean_events_are_valid_in_time_order_after_the_profiles() {
     let records = Generator::new(1, 200, START).records(30);
     let profiles = records
         .iter()
-        .take_while(|r| r.kind == SourceKind::Customers)
+        .take_while(|r| r.kind == Source::named("customers").expect("declared"))
         .count();
     assert_eq!(profiles, 200);
     let events = &records[profiles..];
@@ -37,13 +37,13 @@ fn clean_events_are_valid_in_time_order_after_the_profiles() {
         assert_eq!(ts, event.ts);
         assert!((START..START + 30 * DAY).contains(&ts));
     }
-    let kinds: BTreeSet<SourceKind> = events.iter().map(|e| e.kind).collect();
+    let kinds: BTreeSet<Source> = events.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
         BTreeSet::from([
-            SourceKind::Transactions,
-            SourceKind::Feedback,
-            SourceKind::Complaints
+            Source::named("transactions").expect("declared"),
+            Source::named("feedback").expect("declared"),
+            Source::named("complaints").expect("declared")
         ])
     );
 }
@@ -80,7 +80,7 @@ fn noise_adds_out_of_order_and_malformed_events() {
     let records = Generator::new(1, 300, START).with_noise().records(30);
     let events: Vec<&Generated> = records
         .iter()
-        .filter(|r| r.kind != SourceKind::Customers)
+        .filter(|r| r.kind != Source::named("customers").expect("declared"))
         .collect();
     let backwards = events.windows(2).filter(|w| w[1].ts < w[0].ts).count();
     let invalid = events
@@ -93,7 +93,7 @@ fn noise_adds_out_of_order_and_malformed_events() {
     let dense = Generator::new(1, 5_000, START).with_noise().records(3);
     let jumps: Vec<i64> = dense
         .windows(2)
-        .filter(|w| w[0].kind != SourceKind::Customers)
+        .filter(|w| w[0].kind != Source::named("customers").expect("declared"))
         .map(|w| w[0].ts - w[1].ts)
         .filter(|back| *back > 0)
         .collect();
@@ -126,7 +126,7 @@ fn customers_buy_only_while_active_and_the_simulation_runs_on() {
     let mut last_purchase = std::collections::HashMap::new();
     for r in records
         .iter()
-        .filter(|r| r.kind == SourceKind::Transactions)
+        .filter(|r| r.kind == Source::named("transactions").expect("declared"))
     {
         let customer = people
             .iter()

@@ -29,7 +29,7 @@ pub use windowed::{FINAL_COLUMN, WindowedJob};
 
 use crate::lookup::Lookups;
 use crate::query::{QueryError, QueryFile};
-use crate::schema::SourceKind;
+use crate::schema::Source;
 use crate::window::assign::SessionSpans;
 use crate::window::split::{check_windowed, split_physical, streams_in, tables_in};
 
@@ -65,7 +65,7 @@ pub struct Job {
     pub fingerprint: String,
     /// Every table the query reads, lookup tables included.
     tables: BTreeSet<String>,
-    slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
+    slots: BTreeMap<Source, Arc<BatchSlot>>,
     runner: Runner,
     task_ctx: Arc<TaskContext>,
 }
@@ -94,13 +94,13 @@ impl Job {
         };
         let mut slots = BTreeMap::new();
         let mut tables: Vec<(&str, Arc<dyn TableProvider>)> = Vec::new();
-        for kind in SourceKind::ALL.into_iter().filter(|k| k.is_stream()) {
+        for kind in Source::all().filter(|k| k.is_stream()) {
             let slot = BatchSlot::new(kind.schema());
             let table = slot
                 .table()
                 .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
             slots.insert(kind, slot);
-            tables.push((kind.table_name(), Arc::new(table)));
+            tables.push((kind.name(), Arc::new(table)));
         }
         let sources = tables
             .iter()
@@ -281,7 +281,7 @@ impl Job {
     }
 
     /// The event sources this job reads.
-    pub fn sources(&self) -> Vec<SourceKind> {
+    pub fn sources(&self) -> Vec<Source> {
         self.slots.keys().copied().collect()
     }
 
@@ -292,7 +292,7 @@ impl Job {
     }
 
     /// Whether this job reads `kind`.
-    pub fn reads(&self, kind: SourceKind) -> bool {
+    pub fn reads(&self, kind: Source) -> bool {
         self.slots.contains_key(&kind)
     }
 
@@ -300,7 +300,7 @@ impl Job {
     /// sources are empty). A windowed job returns nothing here.
     pub async fn run(
         &self,
-        inputs: &BTreeMap<SourceKind, Vec<RecordBatch>>,
+        inputs: &BTreeMap<Source, Vec<RecordBatch>>,
     ) -> Result<Vec<RecordBatch>, DataFusionError> {
         let Runner::Stateless(plan) = &self.runner else {
             return Ok(Vec::new());

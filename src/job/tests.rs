@@ -5,7 +5,7 @@ use arrow::datatypes::Int64Type;
 
 use super::*;
 use crate::decode::{BatchBuilder, parse_record};
-use crate::lookup::{CustomerChange, owned_cells};
+use crate::lookup::{RowChange, owned_cells};
 
 fn lookups() -> Lookups {
     Lookups::default()
@@ -16,7 +16,7 @@ async fn plan(name: &str, sql: &str) -> Result<Job, QueryError> {
     Job::plan(query, &lookups(), "cx.metrics.").await
 }
 
-fn batch(kind: SourceKind, rows: &[&str]) -> RecordBatch {
+fn batch(kind: Source, rows: &[&str]) -> RecordBatch {
     let mut builder = BatchBuilder::new(kind);
     for row in rows {
         builder.append(&parse_record(kind, row.as_bytes()).expect("valid row"));
@@ -33,7 +33,10 @@ async fn a_planned_job_runs_on_every_micro_batch() {
     .await
     .expect("plans");
     assert_eq!(job.output_topic, "cx.metrics.high");
-    assert_eq!(job.sources(), vec![SourceKind::Complaints]);
+    assert_eq!(
+        job.sources(),
+        vec![Source::named("complaints").expect("declared")]
+    );
     for (ids, expected) in [(["a", "b"], vec!["b"]), (["c", "d"], vec!["d"])] {
         let rows = [
             format!(
@@ -47,8 +50,8 @@ async fn a_planned_job_runs_on_every_micro_batch() {
         ];
         let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
         let inputs = BTreeMap::from([(
-            SourceKind::Complaints,
-            vec![batch(SourceKind::Complaints, &refs)],
+            Source::named("complaints").expect("declared"),
+            vec![batch(Source::named("complaints").expect("declared"), &refs)],
         )]);
         let out = job.run(&inputs).await.expect("runs");
         let got: Vec<String> = out
@@ -69,7 +72,9 @@ async fn a_planned_job_runs_on_every_micro_batch() {
 #[tokio::test]
 async fn the_lookup_join_sees_the_current_customers() {
     let lookups = lookups();
-    let table = &lookups.customers;
+    let table = lookups
+        .table(Source::named("customers").expect("declared"))
+        .expect("a table");
     let query = QueryFile::parse(
         Path::new("q/enriched.sql"),
         "SELECT t.event_id, c.birth_year FROM transactions t LEFT JOIN customers c ON t.customer_id = c.customer_id".to_owned(),
@@ -77,22 +82,22 @@ async fn the_lookup_join_sees_the_current_customers() {
     .expect("parses");
     let job = Job::plan(query, &lookups, "").await.expect("plans");
     let tx = batch(
-        SourceKind::Transactions,
+        Source::named("transactions").expect("declared"),
         &[r#"{"event_id":"e1","customer_id":"c1","ts":1,"amount":1,"category":"x"}"#],
     );
-    let inputs = BTreeMap::from([(SourceKind::Transactions, vec![tx])]);
+    let inputs = BTreeMap::from([(Source::named("transactions").expect("declared"), vec![tx])]);
     let before = job.run(&inputs).await.expect("runs");
     assert!(before[0].column(1).is_null(0), "no profile yet");
 
     let cells = parse_record(
-        SourceKind::Customers,
+        Source::named("customers").expect("declared"),
         br#"{"customer_id":"c1","birth_year":1985}"#,
     )
     .expect("valid");
     table
         .lock()
         .expect("lock")
-        .apply([CustomerChange::Upsert(owned_cells(cells))]);
+        .apply([RowChange::Upsert(owned_cells(cells))]);
     let after = job.run(&inputs).await.expect("runs");
     assert_eq!(
         after[0].column(1).as_primitive::<Int64Type>().value(0),

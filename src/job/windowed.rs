@@ -15,7 +15,7 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::BatchSlot;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 use crate::window::WindowSpec;
 use crate::window::panes::{PaneChange, PaneKey, PaneStore, StateBatch, WindowContents};
 use crate::window::sessions::{SessionChange, SessionStore};
@@ -64,7 +64,7 @@ pub struct WindowedJob {
     pub info: WindowInfo,
     /// How long after its end a window still accepts events (ms).
     pub lateness: i64,
-    source_slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
+    source_slots: BTreeMap<Source, Arc<BatchSlot>>,
     split: SplitPlan,
     state: WindowState,
     task_ctx: Arc<TaskContext>,
@@ -85,7 +85,7 @@ impl WindowedJob {
     pub fn new(
         info: WindowInfo,
         split: SplitPlan,
-        source_slots: BTreeMap<SourceKind, Arc<BatchSlot>>,
+        source_slots: BTreeMap<Source, Arc<BatchSlot>>,
         lateness_ms: i64,
         task_ctx: Arc<TaskContext>,
     ) -> Result<Self> {
@@ -154,14 +154,14 @@ impl WindowedJob {
     /// job's state (the job's other sources read nothing in this run).
     pub async fn accumulate(
         &mut self,
-        source: SourceKind,
+        source: Source,
         partition: i32,
         events: RecordBatch,
     ) -> Result<()> {
         let Some(slot) = self.source_slots.get(&source) else {
             return Err(DataFusionError::Internal(format!(
                 "the window does not read {}",
-                source.table_name()
+                source.name()
             )));
         };
         slot.set(vec![events]);

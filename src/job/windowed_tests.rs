@@ -8,7 +8,7 @@ use arrow::util::pretty::pretty_format_batches;
 
 use super::*;
 use crate::decode::{BatchBuilder, parse_record};
-use crate::lookup::{CustomerChange, Lookups, owned_cells};
+use crate::lookup::{Lookups, RowChange, owned_cells};
 use crate::query::QueryFile;
 
 const MIN: i64 = 60_000;
@@ -31,12 +31,18 @@ async fn plan(sql: &str) -> Job {
 }
 
 fn tx(rows: &[(&str, i64, f64, &str)]) -> RecordBatch {
-    let mut builder = BatchBuilder::new(SourceKind::Transactions);
+    let mut builder = BatchBuilder::new(Source::named("transactions").expect("declared"));
     for (customer, ts, amount, category) in rows {
         let json = format!(
             r#"{{"event_id":"e","customer_id":"{customer}","ts":{ts},"amount":{amount},"category":"{category}"}}"#
         );
-        builder.append(&parse_record(SourceKind::Transactions, json.as_bytes()).expect("valid"));
+        builder.append(
+            &parse_record(
+                Source::named("transactions").expect("declared"),
+                json.as_bytes(),
+            )
+            .expect("valid"),
+        );
     }
     builder.finish().expect("batch")
 }
@@ -54,9 +60,13 @@ async fn accumulate(job: &mut Job, partition: i32, batch: RecordBatch) {
     let w = job.windowed_mut().expect("windowed");
     let late = w.late_rows(&batch).expect("late");
     assert_eq!(late.true_count(), 0, "no late rows expected");
-    w.accumulate(SourceKind::Transactions, partition, batch)
-        .await
-        .expect("accumulate");
+    w.accumulate(
+        Source::named("transactions").expect("declared"),
+        partition,
+        batch,
+    )
+    .await
+    .expect("accumulate");
 }
 
 #[tokio::test]
@@ -218,14 +228,20 @@ async fn sessions_merge_across_micro_batches_and_partitions() {
 #[tokio::test]
 async fn statistics_lookups_and_functions_over_the_window_result() {
     let lookups = Lookups::default();
-    let customers = &lookups.customers;
+    let customers = lookups
+        .table(Source::named("customers").expect("declared"))
+        .expect("a table");
     for (id, year) in [("a", 1990), ("b", 1980), ("c", 1970)] {
         let json = format!(r#"{{"customer_id":"{id}","birth_year":{year}}}"#);
-        let cells = parse_record(SourceKind::Customers, json.as_bytes()).expect("valid");
+        let cells = parse_record(
+            Source::named("customers").expect("declared"),
+            json.as_bytes(),
+        )
+        .expect("valid");
         customers
             .lock()
             .expect("lock")
-            .apply([CustomerChange::Upsert(owned_cells(cells))]);
+            .apply([RowChange::Upsert(owned_cells(cells))]);
     }
     let mut job = plan_with(
         "SELECT window_start, window_end, t.category, count(*) AS n, median(t.amount) AS med, \
@@ -377,22 +393,35 @@ async fn one_window_over_two_sources() {
     .await;
     assert_eq!(
         job.windowed().expect("windowed").info.sources,
-        vec![SourceKind::Transactions, SourceKind::Complaints]
+        vec![
+            Source::named("transactions").expect("declared"),
+            Source::named("complaints").expect("declared")
+        ]
     );
-    let mut complaints = BatchBuilder::new(SourceKind::Complaints);
+    let mut complaints = BatchBuilder::new(Source::named("complaints").expect("declared"));
     for ts in [1, 2] {
         let json = format!(
             r#"{{"event_id":"k","customer_id":"c","ts":{ts},"complaint_id":"k{ts}","status":"opened"}}"#
         );
-        complaints.append(&parse_record(SourceKind::Complaints, json.as_bytes()).expect("valid"));
+        complaints.append(
+            &parse_record(
+                Source::named("complaints").expect("declared"),
+                json.as_bytes(),
+            )
+            .expect("valid"),
+        );
     }
     let w = job.windowed_mut().expect("windowed");
     let sales: Vec<(&str, i64, f64, &str)> = (0..8).map(|i| ("a", 100 + i, 1.0, "x")).collect();
-    w.accumulate(SourceKind::Transactions, 0, tx(&sales))
-        .await
-        .expect("transactions");
     w.accumulate(
-        SourceKind::Complaints,
+        Source::named("transactions").expect("declared"),
+        0,
+        tx(&sales),
+    )
+    .await
+    .expect("transactions");
+    w.accumulate(
+        Source::named("complaints").expect("declared"),
         0,
         complaints.finish().expect("batch"),
     )

@@ -376,10 +376,10 @@ mod tests {
 
     use super::*;
     use crate::decode::{BatchBuilder, parse_record};
-    use crate::schema::SourceKind;
+    use crate::schema::Source;
 
     fn events(rows: &[(&str, &str, i64, Option<&str>)]) -> RecordBatch {
-        let mut builder = BatchBuilder::new(SourceKind::Complaints);
+        let mut builder = BatchBuilder::new(Source::named("complaints").expect("declared"));
         for (id, status, ts, category) in rows {
             let mut json = format!(
                 r#"{{"event_id":"e","customer_id":"c","ts":{ts},"complaint_id":"{id}","status":"{status}""#
@@ -388,7 +388,13 @@ mod tests {
                 json.push_str(&format!(r#","category":"{c}""#));
             }
             json.push('}');
-            builder.append(&parse_record(SourceKind::Complaints, json.as_bytes()).expect("valid"));
+            builder.append(
+                &parse_record(
+                    Source::named("complaints").expect("declared"),
+                    json.as_bytes(),
+                )
+                .expect("valid"),
+            );
         }
         builder.finish().expect("batch")
     }

@@ -1,9 +1,9 @@
 //! Lookup tables that jobs join with, each read as a cached Arrow snapshot
 //! rebuilt only after a change:
 //!
-//! * `customers`: latest profile per `customer_id`, fed from the compacted
-//!   `cx.customers` topic; a record with a null value (tombstone) deletes the
-//!   customer.
+//! * every `kind = "table"` source (by default `customers`): the latest row
+//!   per key, fed from its compacted topic; a record with a null value
+//!   (tombstone) deletes the row of its key;
 //! * `complaint_status` and `complaint_history` ([`complaints`]): per
 //!   `complaint_id`, its opening, latest status and status periods, fed from
 //!   the complaints events.
@@ -18,58 +18,84 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::decode::{BatchBuilder, Cell};
-use crate::schema::SourceKind;
+use crate::schema::Source;
 
-/// One change to the customers table, in topic order.
+/// One change to a table source, in topic order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum CustomerChange {
-    /// Insert or replace the profile (cells in `customers` field order).
+pub enum RowChange {
+    /// Insert or replace the row of its key (cells in field order).
     Upsert(Vec<Cell<'static>>),
-    /// Remove the customer with this id.
+    /// Remove the row with this key.
     Delete(String),
 }
 
-/// Latest profile per customer, with a cached Arrow snapshot.
-#[derive(Debug, Default)]
-pub struct CustomerTable {
+/// The text of a key cell, as a tombstone's Kafka key writes it.
+pub fn key_text(cell: &Cell<'_>) -> Option<String> {
+    match cell {
+        Cell::Str(s) => Some(s.to_string()),
+        Cell::Int(v) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+/// Latest row per key of one table source, with a cached Arrow snapshot.
+#[derive(Debug)]
+pub struct KeyedTable {
+    source: Source,
+    key_index: usize,
     rows: BTreeMap<String, Vec<Cell<'static>>>,
     snapshot: Option<RecordBatch>,
 }
 
-impl CustomerTable {
+impl KeyedTable {
+    /// An empty table for a table source.
+    pub fn new(source: Source) -> Self {
+        let key_index = source
+            .fields()
+            .iter()
+            .position(|f| f.name == source.time_or_key())
+            .unwrap_or_default();
+        Self {
+            source,
+            key_index,
+            rows: BTreeMap::new(),
+            snapshot: None,
+        }
+    }
+
     /// Applies changes in order.
-    pub fn apply(&mut self, changes: impl IntoIterator<Item = CustomerChange>) {
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = RowChange>) {
         for change in changes {
             match change {
-                CustomerChange::Upsert(cells) => {
-                    if let Some(Cell::Str(id)) = cells.first() {
-                        self.rows.insert(id.to_string(), cells);
+                RowChange::Upsert(cells) => {
+                    if let Some(key) = cells.get(self.key_index).and_then(key_text) {
+                        self.rows.insert(key, cells);
                     }
                 }
-                CustomerChange::Delete(id) => {
-                    self.rows.remove(&id);
+                RowChange::Delete(key) => {
+                    self.rows.remove(&key);
                 }
             }
             self.snapshot = None;
         }
     }
 
-    /// Number of customers.
+    /// Number of rows.
     pub fn len(&self) -> usize {
         self.rows.len()
     }
 
-    /// Whether the table has no customer.
+    /// Whether the table has no row.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
-    /// The table as one batch, sorted by `customer_id`; rebuilt only after changes.
+    /// The table as one batch, sorted by key text; rebuilt only after changes.
     pub fn snapshot(&mut self) -> Result<RecordBatch, ArrowError> {
         if let Some(batch) = &self.snapshot {
             return Ok(batch.clone());
         }
-        let mut builder = BatchBuilder::new(SourceKind::Customers);
+        let mut builder = BatchBuilder::new(self.source);
         for cells in self.rows.values() {
             builder.append(cells);
         }
@@ -80,12 +106,23 @@ impl CustomerTable {
 }
 
 /// The lookup tables of one engine, shared with every job.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Lookups {
-    /// `customers`.
-    pub customers: Arc<Mutex<CustomerTable>>,
+    /// One table per table source.
+    tables: BTreeMap<Source, Arc<Mutex<KeyedTable>>>,
     /// `complaint_status` and `complaint_history`.
     pub complaints: Arc<Mutex<complaints::ComplaintTable>>,
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Self {
+            tables: Source::tables()
+                .map(|s| (s, Arc::new(Mutex::new(KeyedTable::new(s)))))
+                .collect(),
+            complaints: Arc::default(),
+        }
+    }
 }
 
 /// Reads a lookup table's current contents as one Arrow batch.
@@ -102,29 +139,48 @@ pub struct LookupView {
 }
 
 impl Lookups {
-    /// The tables jobs can join with: `customers`, `complaint_status` and
-    /// `complaint_history`.
-    pub fn views(&self) -> [LookupView; 3] {
-        let customers = Arc::clone(&self.customers);
+    /// The table of a table source.
+    pub fn table(&self, source: Source) -> Option<&Arc<Mutex<KeyedTable>>> {
+        self.tables.get(&source)
+    }
+
+    /// Applies changes to table sources, in order.
+    pub fn apply(&self, changes: Vec<(Source, RowChange)>) {
+        for (source, change) in changes {
+            if let Some(table) = self.tables.get(&source) {
+                lock(table).apply([change]);
+            }
+        }
+    }
+
+    /// The tables jobs can join with: every table source, `complaint_status`
+    /// and `complaint_history`.
+    pub fn views(&self) -> Vec<LookupView> {
+        let mut views: Vec<LookupView> = self
+            .tables
+            .iter()
+            .map(|(source, table)| {
+                let table = Arc::clone(table);
+                LookupView {
+                    name: source.name(),
+                    schema: source.schema(),
+                    snapshot: Arc::new(move || lock(&table).snapshot()),
+                }
+            })
+            .collect();
         let status = Arc::clone(&self.complaints);
         let history = Arc::clone(&self.complaints);
-        [
-            LookupView {
-                name: SourceKind::Customers.table_name(),
-                schema: SourceKind::Customers.schema(),
-                snapshot: Arc::new(move || lock(&customers).snapshot()),
-            },
-            LookupView {
-                name: complaints::STATUS_TABLE,
-                schema: complaints::status_schema(),
-                snapshot: Arc::new(move || lock(&status).status_snapshot()),
-            },
-            LookupView {
-                name: complaints::HISTORY_TABLE,
-                schema: complaints::history_schema(),
-                snapshot: Arc::new(move || lock(&history).history_snapshot()),
-            },
-        ]
+        views.push(LookupView {
+            name: complaints::STATUS_TABLE,
+            schema: complaints::status_schema(),
+            snapshot: Arc::new(move || lock(&status).status_snapshot()),
+        });
+        views.push(LookupView {
+            name: complaints::HISTORY_TABLE,
+            schema: complaints::history_schema(),
+            snapshot: Arc::new(move || lock(&history).history_snapshot()),
+        });
+        views
     }
 }
 
@@ -160,20 +216,24 @@ mod tests {
     use super::*;
     use crate::decode::parse_record;
 
-    fn upsert(json: &str) -> CustomerChange {
-        let cells = parse_record(SourceKind::Customers, json.as_bytes()).expect("valid");
-        CustomerChange::Upsert(owned_cells(cells))
+    fn customers() -> Source {
+        Source::named("customers").expect("declared")
+    }
+
+    fn upsert(json: &str) -> RowChange {
+        let cells = parse_record(customers(), json.as_bytes()).expect("valid");
+        RowChange::Upsert(owned_cells(cells))
     }
 
     #[test]
     fn latest_record_wins_and_tombstones_delete() {
-        let mut table = CustomerTable::default();
+        let mut table = KeyedTable::new(customers());
         table.apply([
             upsert(r#"{"customer_id":"b","birth_year":1990}"#),
             upsert(r#"{"customer_id":"a","birth_year":1980}"#),
             upsert(r#"{"customer_id":"b","birth_year":1991}"#),
             upsert(r#"{"customer_id":"c","birth_year":2000}"#),
-            CustomerChange::Delete("c".to_owned()),
+            RowChange::Delete("c".to_owned()),
         ]);
         assert_eq!(table.len(), 2);
         let batch = table.snapshot().expect("snapshot");

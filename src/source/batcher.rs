@@ -1,5 +1,5 @@
 //! Assembles consumed Kafka messages into a micro-batch: decoded Arrow
-//! batches per source and partition, customer table changes, dead letters
+//! batches per source and partition, table changes, dead letters
 //! and the offsets to commit once the batch's outputs are delivered.
 
 use std::collections::BTreeMap;
@@ -10,8 +10,8 @@ use rdkafka::message::{Headers, Message};
 
 use crate::config::TopicsConfig;
 use crate::decode::{BatchBuilder, RejectKind, Rejection, parse_record};
-use crate::lookup::{CustomerChange, owned_cells};
-use crate::schema::SourceKind;
+use crate::lookup::{RowChange, owned_cells};
+use crate::schema::Source;
 use crate::sink::DeadLetter;
 
 /// A consumed record as it arrived, kept until its micro-batch is done so
@@ -89,9 +89,9 @@ pub struct SourceBatch {
 #[derive(Debug, Default)]
 pub struct MicroBatch {
     /// Valid events per source, one batch per partition.
-    pub events: BTreeMap<SourceKind, Vec<SourceBatch>>,
-    /// Changes to the customers table, in topic order.
-    pub customer_changes: Vec<CustomerChange>,
+    pub events: BTreeMap<Source, Vec<SourceBatch>>,
+    /// Changes to table sources, in topic order.
+    pub table_changes: Vec<(Source, RowChange)>,
     /// Rejected records.
     pub dead_letters: Vec<DeadLetter>,
     /// Records read, per topic.
@@ -99,15 +99,15 @@ pub struct MicroBatch {
     /// Next offset to consume, per event (topic, partition): what the
     /// epoch's transaction commits.
     pub next_offsets: BTreeMap<(String, i32), i64>,
-    /// Next offset to read, per partition of the customers topic (read
-    /// whole by every instance, not through the group).
-    pub lookup_offsets: BTreeMap<i32, i64>,
+    /// Next offset to read, per (topic, partition) of the table sources
+    /// (read whole by every instance, not through the group).
+    pub lookup_offsets: BTreeMap<(String, i32), i64>,
 }
 
 /// Collects messages until the engine closes the micro-batch.
 pub struct Batcher {
     topics: TopicsConfig,
-    builders: BTreeMap<(SourceKind, i32), (BatchBuilder, Vec<RawRecord>)>,
+    builders: BTreeMap<(Source, i32), (BatchBuilder, Vec<RawRecord>)>,
     batch: MicroBatch,
     records: usize,
 }
@@ -148,15 +148,16 @@ impl Batcher {
                 message.offset() + 1,
             );
         } else {
-            self.batch
-                .lookup_offsets
-                .insert(message.partition(), message.offset() + 1);
+            self.batch.lookup_offsets.insert(
+                (topic.to_owned(), message.partition()),
+                message.offset() + 1,
+            );
         }
 
         let payload = message.payload();
-        let result = if kind == SourceKind::Customers {
-            customer_change(message.key(), payload)
-                .map(|change| self.batch.customer_changes.push(change))
+        let result = if !kind.is_stream() {
+            row_change(kind, message.key(), payload)
+                .map(|change| self.batch.table_changes.push((kind, change)))
         } else {
             match payload {
                 None => Err(Rejection::new(
@@ -198,24 +199,29 @@ impl Batcher {
     }
 }
 
-/// A customers message: an upsert, or a delete for a null value.
-fn customer_change(
+/// A table source's message: an upsert, or a delete for a null value.
+fn row_change(
+    source: Source,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
-) -> Result<CustomerChange, Rejection> {
+) -> Result<RowChange, Rejection> {
     let is_tombstone =
         payload.is_none_or(|p| p.trim_ascii().is_empty() || p.trim_ascii() == b"null");
     if is_tombstone {
         return match key.map(std::str::from_utf8) {
-            Some(Ok(id)) if !id.is_empty() => Ok(CustomerChange::Delete(id.to_owned())),
+            Some(Ok(id)) if !id.is_empty() => Ok(RowChange::Delete(id.to_owned())),
             _ => Err(Rejection::new(
                 RejectKind::MissingKey,
-                "a null value deletes a customer, but the message has no UTF-8 key naming the customer_id",
+                format!(
+                    "a null value deletes a row of {}, but the message has no UTF-8 key naming its {}",
+                    source.name(),
+                    source.time_or_key()
+                ),
             )),
         };
     }
-    let cells = parse_record(SourceKind::Customers, payload.unwrap_or_default())?;
-    Ok(CustomerChange::Upsert(owned_cells(cells)))
+    let cells = parse_record(source, payload.unwrap_or_default())?;
+    Ok(RowChange::Upsert(owned_cells(cells)))
 }
 
 fn dead_letter<M: Message>(message: &M, rejection: Rejection) -> DeadLetter {
@@ -251,8 +257,7 @@ mod tests {
 
     #[test]
     fn splits_by_source_and_partition_and_tracks_offsets() {
-        let topics = Config::embedded_default().topics;
-        let mut batcher = Batcher::new(topics);
+        let mut batcher = Batcher::new(Config::embedded_default().topics);
         let good = r#"{"event_id":"e","customer_id":"c","ts":1,"amount":3,"category":"x"}"#;
         batcher.push(&message("cx.transactions", 0, 10, None, Some(good)));
         batcher.push(&message("cx.transactions", 1, 4, None, Some(good)));
@@ -270,7 +275,8 @@ mod tests {
 
         let batch = batcher.take().expect("batch");
         assert!(batcher.is_empty());
-        let rows: Vec<(i32, usize, i64)> = batch.events[&SourceKind::Transactions]
+        let rows: Vec<(i32, usize, i64)> = batch.events
+            [&Source::named("transactions").expect("declared")]
             .iter()
             .map(|b| (b.partition, b.rows.num_rows(), b.raw[0].offset))
             .collect();
@@ -279,18 +285,21 @@ mod tests {
         assert_eq!(batch.consumed["cx.customers"], 3);
         assert_eq!(batch.next_offsets[&("cx.transactions".to_owned(), 0)], 12);
         assert_eq!(batch.next_offsets[&("cx.transactions".to_owned(), 1)], 5);
-        assert_eq!(batch.lookup_offsets[&0], 10);
+        assert_eq!(batch.lookup_offsets[&("cx.customers".to_owned(), 0)], 10);
         assert!(
             !batch
                 .next_offsets
                 .contains_key(&("cx.customers".to_owned(), 0))
         );
         assert!(
-            matches!(&batch.customer_changes[0], CustomerChange::Upsert(cells) if cells[0] == Cell::Str("c9".into()))
+            matches!(&batch.table_changes[0].1, RowChange::Upsert(cells) if cells[0] == Cell::Str("c9".into()))
         );
         assert_eq!(
-            batch.customer_changes[1],
-            CustomerChange::Delete("c9".to_owned())
+            batch.table_changes[1],
+            (
+                Source::named("customers").expect("declared"),
+                RowChange::Delete("c9".to_owned())
+            )
         );
         let reasons: Vec<(i64, RejectKind)> = batch
             .dead_letters

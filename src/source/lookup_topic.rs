@@ -1,7 +1,8 @@
-//! The customers topic, read whole by every instance, as Kafka Streams
+//! The topics of the table sources (by default `cx.customers`), read whole
+//! by every instance, as Kafka Streams
 //! reads a GlobalKTable: from the beginning at every start and to its end
 //! before any event is processed, so that a lookup join never misses a
-//! profile that was already on the topic; then looked at again about once a
+//! row that was already on the topic; then looked at again about once a
 //! second ([`POLL_EVERY`]).
 //!
 //! Between two looks its partitions are paused, so that the consumer does
@@ -27,16 +28,16 @@ use crate::config::Config;
 /// How long reading to the end may go without a record.
 const STALL: Duration = Duration::from_secs(30);
 
-/// How often the lookup topic is looked at for new records.
+/// How often the lookup topics are looked at for new records.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a look lasts at least: long enough for a fetch to come back.
 const LOOK_FOR: Duration = Duration::from_millis(150);
 
-/// Most records taken from the lookup topic per call.
+/// Most records taken from the lookup topics per call.
 const MAX_RECORDS: usize = 10_000;
 
-/// A consumer of every partition of one lookup topic, following it.
+/// A consumer of every partition of the lookup topics, following them.
 pub struct LookupConsumer {
     consumer: BaseConsumer<ReadToEndContext>,
     /// Paused until this instant, or looking since it.
@@ -51,61 +52,65 @@ enum Look {
 }
 
 impl LookupConsumer {
-    /// Reads every partition of `topic` from the beginning to its end into
-    /// `batcher`, then returns a consumer that follows the topic from there.
-    /// The reading consumer reports the end of each partition; the
+    /// Reads every partition of `topics` from the beginning to its end into
+    /// `batcher`, then returns a consumer that follows the topics from
+    /// there. The reading consumer reports the end of each partition; the
     /// following one does not (brokers that answer at once when there is
     /// nothing new would make it report the end again and again).
     pub async fn read_to_end(
         config: &Config,
-        topic: &str,
+        topics: &[String],
         batcher: &mut Batcher,
     ) -> Result<Self, KafkaError> {
-        let partitions = match partition_counts(config, &[topic.to_owned()])
-            .await?
-            .get(topic)
-        {
-            Some(&n) => n,
-            None => {
-                tracing::error!(
-                    topic,
-                    "lookup topic missing: create it (cxpulse create-topics does)"
-                );
-                return Err(KafkaError::MetadataFetch(
-                    RDKafkaErrorCode::UnknownTopicOrPartition,
-                ));
-            }
-        };
-        let reader: StreamConsumer<ReadToEndContext> = client(config, true)?;
-        reader.assign(&from(topic, partitions, &BTreeMap::new())?)?;
-        let mut ended = BTreeSet::new();
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        while (ended.len() as i32) < partitions {
-            match tokio::time::timeout(STALL, reader.recv()).await {
-                Ok(Ok(message)) => {
-                    next.insert(message.partition(), message.offset() + 1);
-                    batcher.push(&message);
-                }
-                Ok(Err(KafkaError::PartitionEOF(p))) => {
-                    ended.insert(p);
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    tracing::error!(
-                        topic,
-                        "nothing read for {} s before the end of the topic",
-                        STALL.as_secs()
-                    );
-                    return Err(KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::OperationTimedOut,
-                    ));
+        let counts = partition_counts(config, topics).await?;
+        if let Some(topic) = topics.iter().find(|t| !counts.contains_key(*t)) {
+            tracing::error!(
+                topic,
+                "table source topic missing: create it (cxpulse create-topics does)"
+            );
+            return Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            ));
+        }
+        let partitions: BTreeMap<String, i32> =
+            topics.iter().map(|t| (t.clone(), counts[t])).collect();
+        let total: usize = partitions.values().map(|&n| n as usize).sum();
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        // One reader per topic: the end-of-partition event names no topic.
+        for (topic, &count) in &partitions {
+            let reader: StreamConsumer<ReadToEndContext> = client(config, true)?;
+            let one = BTreeMap::from([(topic.clone(), count)]);
+            reader.assign(&from(&one, &next)?)?;
+            let mut ended = BTreeSet::new();
+            while (ended.len() as i32) < count {
+                match tokio::time::timeout(STALL, reader.recv()).await {
+                    Ok(Ok(message)) => {
+                        next.insert((topic.clone(), message.partition()), message.offset() + 1);
+                        batcher.push(&message);
+                    }
+                    Ok(Err(KafkaError::PartitionEOF(p))) => {
+                        ended.insert(p);
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        tracing::error!(
+                            topic,
+                            "nothing read for {} s before the end of the topic",
+                            STALL.as_secs()
+                        );
+                        return Err(KafkaError::MessageConsumption(
+                            RDKafkaErrorCode::OperationTimedOut,
+                        ));
+                    }
                 }
             }
         }
         let follower: BaseConsumer<ReadToEndContext> = client(config, false)?;
-        let assignment = from(topic, partitions, &next)?;
-        follower.assign(&assignment)?;
-        follower.pause(&assignment)?;
+        let assignment = from(&partitions, &next)?;
+        if total > 0 {
+            follower.assign(&assignment)?;
+            follower.pause(&assignment)?;
+        }
         Ok(Self {
             consumer: follower,
             state: Look::PausedUntil(Instant::now() + POLL_EVERY),
@@ -160,18 +165,20 @@ fn client<C: FromClientConfigAndContext<ReadToEndContext>>(
     client.create_with_context(ReadToEndContext)
 }
 
-/// Every partition of `topic`, at `next` where given, else at the beginning.
+/// Every partition of `partitions`' topics, at `next` where given, else at
+/// the beginning.
 fn from(
-    topic: &str,
-    partitions: i32,
-    next: &BTreeMap<i32, i64>,
+    partitions: &BTreeMap<String, i32>,
+    next: &BTreeMap<(String, i32), i64>,
 ) -> Result<TopicPartitionList, KafkaError> {
     let mut all = TopicPartitionList::new();
-    for p in 0..partitions {
-        let offset = next
-            .get(&p)
-            .map_or(Offset::Beginning, |&o| Offset::Offset(o));
-        all.add_partition_offset(topic, p, offset)?;
+    for (topic, &count) in partitions {
+        for p in 0..count {
+            let offset = next
+                .get(&(topic.clone(), p))
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            all.add_partition_offset(topic, p, offset)?;
+        }
     }
     Ok(all)
 }

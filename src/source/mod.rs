@@ -26,7 +26,7 @@ use crate::brokers::BrokerWatch;
 use crate::config::Config;
 use crate::http::Health;
 use crate::metrics::Metrics;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 
 /// The engine's consumer.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
@@ -118,11 +118,7 @@ pub fn subscribe(
     metrics: Arc<Metrics>,
     watch: BrokerWatch,
 ) -> Result<SourceConsumer, KafkaError> {
-    let source_topics: Vec<String> = SourceKind::ALL
-        .iter()
-        .filter(|k| k.is_stream())
-        .map(|k| config.topics.source_topic(*k).to_owned())
-        .collect();
+    let source_topics = config.topics.of(Source::streams());
     let mut client = rdkafka::ClientConfig::new();
     client
         .set("group.id", &config.kafka.group_id)

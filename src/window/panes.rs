@@ -21,7 +21,7 @@ use arrow::error::ArrowError;
 use super::WindowSpec;
 use super::epoch_millis;
 use super::exec::set_window;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 
 /// One window's state rows, ready for the `Final` aggregate.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ impl Pane {
 }
 
 /// Where state rows came from: a source and one of its Kafka partitions.
-pub type StatePartition = (SourceKind, i32);
+pub type StatePartition = (Source, i32);
 
 /// A pane: its start and the source partition its rows came from.
 pub type PaneKey = (i64, StatePartition);
@@ -82,9 +82,8 @@ pub enum PaneChange {
     },
 }
 
-/// The smallest [`StatePartition`] (`Transactions` is the first variant),
-/// for ranges over pane starts.
-const FIRST_PARTITION: StatePartition = (SourceKind::Transactions, i32::MIN);
+/// The smallest [`StatePartition`], for ranges over pane starts.
+const FIRST_PARTITION: StatePartition = (Source::FIRST, i32::MIN);
 
 /// Partial aggregates keyed by (pane start, source partition).
 #[derive(Debug)]
@@ -378,8 +377,8 @@ mod tests {
 
     use super::*;
 
-    const P0: StatePartition = (SourceKind::Transactions, 0);
-    const P1: StatePartition = (SourceKind::Transactions, 1);
+    const P0: StatePartition = (Source::FIRST, 0);
+    const P1: StatePartition = (Source::FIRST, 1);
 
     fn state_schema() -> SchemaRef {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
@@ -576,7 +575,10 @@ mod tests {
         let spec = WindowSpec::Hop { size: 10, slide: 5 };
         let mut store = PaneStore::new(spec, (0, 1));
         store
-            .insert((SourceKind::Feedback, 3), &states(&[5], 5, &[1]))
+            .insert(
+                (Source::named("feedback").expect("declared"), 3),
+                &states(&[5], 5, &[1]),
+            )
             .expect("insert");
         let windows = store.close(10, usize::MAX);
         let batch = &windows[0].batches[0];

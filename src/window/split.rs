@@ -25,7 +25,7 @@ use super::WindowSpec;
 use super::assign::{SessionSpans, WINDOW_END, WINDOW_START, WindowAssign};
 use super::exec::WindowAssignExec;
 use crate::job::BatchSlot;
-use crate::schema::SourceKind;
+use crate::schema::Source;
 
 /// What the logical checks found out about a windowed query.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct WindowInfo {
     /// Window shape.
     pub spec: WindowSpec,
     /// The windowed sources (several when the window is over a `UNION ALL`).
-    pub sources: Vec<SourceKind>,
+    pub sources: Vec<Source>,
     /// Its event-time column.
     pub time_col: String,
     /// SESSION key column.
@@ -270,15 +270,15 @@ fn path_to_window(plan: &LogicalPlan) -> Option<Vec<&LogicalPlan>> {
     })
 }
 
-fn source_of(plan: &LogicalPlan) -> Option<SourceKind> {
+fn source_of(plan: &LogicalPlan) -> Option<Source> {
     match plan {
-        LogicalPlan::TableScan(scan) => SourceKind::from_table_name(scan.table_name.table()),
+        LogicalPlan::TableScan(scan) => Source::named(scan.table_name.table()),
         _ => None,
     }
 }
 
 /// Event sources scanned anywhere in `plan`, subqueries included.
-pub fn streams_in(plan: &LogicalPlan) -> Vec<SourceKind> {
+pub fn streams_in(plan: &LogicalPlan) -> Vec<Source> {
     let mut read = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let Some(kind) = source_of(node).filter(|k| k.is_stream())

@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{self, FunctionArg, FunctionArgExpr, Spanne
 
 use super::WindowSpec;
 use super::assign::{SessionSpans, WindowAssign};
-use crate::schema::SourceKind;
+use crate::schema::Source;
 
 /// Plans the window table functions; every other relation is left to
 /// DataFusion.
@@ -121,13 +121,15 @@ impl RelationPlanner for WindowRelationPlanner {
                         "{signature}: the first argument must name a source table or be a (SELECT …)"
                     ))
                 })?;
-                let provider = match SourceKind::from_table_name(&source) {
+                let provider = match Source::named(&source) {
                     Some(kind) if kind.is_stream() => self.sources.get(&source),
                     _ => None,
                 };
                 let Some(provider) = provider else {
+                    let streams: Vec<&str> = Source::streams().map(Source::name).collect();
                     return Err(fail(format!(
-                        "{signature}: `{source}` is not an event source; window transactions, feedback or complaints"
+                        "{signature}: `{source}` is not an event source; window one of the streams: {}",
+                        streams.join(", ")
                     )));
                 };
                 let input = LogicalPlanBuilder::scan(
@@ -157,10 +159,16 @@ impl RelationPlanner for WindowRelationPlanner {
             Ok(name)
         };
         let time_col = column(1, "time column", context)?;
-        if matches!(exprs[0], ast::Expr::Subquery(_)) && time_col != "ts" {
-            return Err(fail(format!(
-                "{signature}: over a subquery, the time column must be the sources' `ts`, not `{time_col}`"
-            )));
+        if matches!(exprs[0], ast::Expr::Subquery(_)) {
+            let streams = crate::window::split::streams_in(&input);
+            if let Some(other) = streams.iter().find(|s| s.time_or_key() != time_col) {
+                return Err(fail(format!(
+                    "{signature}: over a subquery, the time column must be the sources' `{}` \
+                     (the event-time column of `{}`), not `{time_col}`",
+                    other.time_or_key(),
+                    other.name()
+                )));
+            }
         }
         let mut duration = |index: usize, what: &str| -> Result<i64> {
             let expr = context.sql_to_expr(exprs[index].clone(), &DFSchema::empty())?;
