@@ -67,7 +67,18 @@ pub fn test_config(broker: &TestBroker, prefix: &str, queries_dir: &Path) -> Con
 
 /// [`test_config`] for the broker at `bootstrap`.
 pub fn test_config_for(bootstrap: &str, prefix: &str, queries_dir: &Path) -> Config {
-    let mut config = Config::load(None).expect("default config");
+    test_config_from(None, bootstrap, prefix, queries_dir)
+}
+
+/// [`test_config_for`], starting from the configuration `file` (else the
+/// embedded default).
+pub fn test_config_from(
+    file: Option<&Path>,
+    bootstrap: &str,
+    prefix: &str,
+    queries_dir: &Path,
+) -> Config {
+    let mut config = Config::load(file).expect("valid config");
     config.kafka.brokers = bootstrap.to_owned();
     config.kafka.group_id = format!("{prefix}group");
     config.topics.transactions = format!("{prefix}transactions");
