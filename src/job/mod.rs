@@ -383,9 +383,23 @@ fn check_stateless(plan: &LogicalPlan) -> Result<(), String> {
             _ => None,
         };
         if let Some(what) = what {
+            let (stream, time) = Source::streams()
+                .next()
+                .map_or(("events", "ts"), |s| (s.name(), s.time_or_key()));
             problem = Some(format!(
                 "{what} over an unbounded stream never finishes; aggregate over a window instead, \
-                 e.g. FROM TUMBLE(feedback, ts, INTERVAL '1 hour') … GROUP BY window_start, window_end, …"
+                 e.g. FROM TUMBLE({stream}, {time}, INTERVAL '1 hour') … GROUP BY window_start, window_end, …"
+            ));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        if let LogicalPlan::Join(join) = node
+            && !streams_in(&join.left).is_empty()
+            && !streams_in(&join.right).is_empty()
+        {
+            problem = Some(format!(
+                "joining two event streams is not supported (each micro-batch would only \
+                 match the events it holds); join an event stream with {}",
+                crate::window::split::table_sources()
             ));
             return Ok(TreeNodeRecursion::Stop);
         }

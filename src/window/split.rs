@@ -124,11 +124,11 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
                     &join.left
                 };
                 if !streams_in(other).is_empty() {
-                    return Err(
+                    return Err(format!(
                         "joining two event streams is not supported; a windowed source can be \
-                                joined with the customers lookup table"
-                            .into(),
-                    );
+                         joined with {}",
+                        table_sources()
+                    ));
                 }
             }
             other => {
@@ -149,11 +149,11 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
     }
     let scans = count_stream_scans(&window.input);
     if count_stream_scans(plan) != scans || scans != sources.len() {
-        return Err(
+        return Err(format!(
             "a windowed query reads each event source once, inside its window; \
-                    join it only with the customers lookup table"
-                .into(),
-        );
+             join it only with {}",
+            table_sources()
+        ));
     }
     let groups = &aggregate.group_expr;
     for name in [WINDOW_START, WINDOW_END] {
@@ -274,6 +274,18 @@ fn source_of(plan: &LogicalPlan) -> Option<Source> {
     match plan {
         LogicalPlan::TableScan(scan) => Source::named(scan.table_name.table()),
         _ => None,
+    }
+}
+
+/// The table sources a stream can be joined with, for messages.
+pub fn table_sources() -> String {
+    let names: Vec<String> = Source::tables()
+        .map(|t| format!("`{}`", t.name()))
+        .collect();
+    match names.len() {
+        0 => "a table source (none is declared)".to_owned(),
+        1 => format!("the table source {}", names[0]),
+        _ => format!("a table source ({})", names.join(", ")),
     }
 }
 

@@ -1,0 +1,255 @@
+//! Nexmark on cxpulse: each query of `benches/nexmark/queries` run alone
+//! over the same preloaded events, beside the raw consume ceiling measured
+//! in the same run.
+//!
+//! `cargo bench --bench nexmark [-- --events N]` (default 10,000,000). It
+//! starts a noida-db broker of its own on 127.0.0.1 (installed by
+//! `scripts/broker.sh install`), writes N events of the standard generator
+//! (`benches/nexmark/events.rs`, 10,000 per second of event time) to the
+//! `person`, `auction` and `bid` topics (3 partitions each), then:
+//!
+//! * the ceiling: an rdkafka consumer that only counts the messages and
+//!   bytes of the three topics, from the beginning to the end;
+//! * each query: the engine, in this process, with only that query file,
+//!   a fresh consumer group, from the first event consumed to the last.
+//!
+//! For each it prints events/s, events per second of this process's CPU
+//! time (what one core does; the broker runs on the same two cores) and
+//! the ratio to the ceiling. noida-db ignores `fetch.max.bytes` and answers
+//! with a partition's whole backlog, so every client here raises
+//! `receive.message.max.bytes` (as a deployment on noida-db would, through
+//! `kafka.properties`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod events;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cxpulse::config::Config;
+use cxpulse::local_broker::LocalBroker;
+use cxpulse::metrics::Metrics;
+use cxpulse::schema::Source;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Events per second of event time.
+const RATE: usize = 10_000;
+/// Partitions of each topic.
+const PARTITIONS: i32 = 3;
+/// See the module doc: noida-db answers a fetch with a whole backlog.
+const RECEIVE_MAX: &str = "2000000000";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let events: usize = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .map_or(10_000_000, |n| n.parse().expect("--events N"));
+    let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
+    let nexmark = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/nexmark");
+    let mut config = Config::load(Some(&nexmark.join("config.toml"))).expect("config");
+    config.kafka.brokers = broker.bootstrap();
+    config.kafka.properties.insert(
+        "receive.message.max.bytes".to_owned(),
+        RECEIVE_MAX.to_owned(),
+    );
+    config.http.listen = "127.0.0.1:0".to_owned();
+    cxpulse::schema::declare(&config.sources).expect("the Nexmark sources");
+    cxpulse::admin::ensure_topics(&config, &cxpulse::admin::source_topics(&config, PARTITIONS))
+        .await
+        .expect("topics");
+    let topics = config.topics.of(Source::streams());
+
+    let began = Instant::now();
+    let bytes = preload(&config, events).await;
+    println!(
+        "preloaded {events} events ({:.0} MiB of JSON) in {:.1} s",
+        bytes as f64 / 1_048_576.0,
+        began.elapsed().as_secs_f64()
+    );
+
+    let ceiling = count_all(&config, &topics, events);
+    println!(
+        "raw consume ceiling: {:.0} events/s ({:.0} MiB/s), {:.0} events per CPU second",
+        ceiling.rate,
+        ceiling.bytes as f64 / ceiling.seconds / 1_048_576.0,
+        ceiling.per_cpu_second
+    );
+    println!();
+    println!("| query | events/s | events/s per core | vs raw ceiling |");
+    println!("|---|---|---|---|");
+    let mut queries: Vec<_> = std::fs::read_dir(nexmark.join("queries"))
+        .expect("queries")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    queries.sort_by_key(|p| {
+        p.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.trim_start_matches('q').parse::<u32>().ok())
+    });
+    for query in queries {
+        let name = query
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_owned();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(&query, dir.path().join(format!("{name}.sql"))).expect("copy");
+        let mut run = config.clone();
+        run.engine.queries_dir = dir.path().to_path_buf();
+        run.kafka.group_id = format!("nexmark-{name}");
+        run.kafka.instance_id = "bench".to_owned();
+        run.topics.output_prefix = format!("nexmark.{name}.");
+        let measured = engine_run(&run, &topics, events).await;
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} |",
+            measured.rate,
+            measured.per_cpu_second,
+            measured.rate / ceiling.rate
+        );
+    }
+}
+
+/// Produces `events` generated events; returns the JSON bytes written.
+async fn preload(config: &Config, events: usize) -> usize {
+    let kafka: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .create()
+        .expect("producer");
+    let topic_of = |source: &str| {
+        let source = Source::named(source).expect("declared");
+        config.topics.source_topic(source).to_owned()
+    };
+    let (person, auction, bid) = (topic_of("person"), topic_of("auction"), topic_of("bid"));
+    let mut bytes = 0;
+    let mut generated = events::generate(events, RATE).peekable();
+    while generated.peek().is_some() {
+        let chunk: Vec<events::Record> = generated.by_ref().take(50_000).collect();
+        bytes += chunk.iter().map(|r| r.payload.len()).sum::<usize>();
+        let acks = chunk.iter().map(|r| {
+            let topic = match r.source {
+                "person" => &person,
+                "auction" => &auction,
+                _ => &bid,
+            };
+            kafka.send(
+                FutureRecord::<(), String>::to(topic).payload(&r.payload),
+                Duration::from_secs(120),
+            )
+        });
+        for ack in futures::future::join_all(acks).await {
+            ack.map_err(|(e, _)| e).expect("acknowledged");
+        }
+    }
+    bytes
+}
+
+/// One measured run.
+struct Measured {
+    rate: f64,
+    per_cpu_second: f64,
+    seconds: f64,
+    bytes: usize,
+}
+
+/// The ceiling: counts every message of `topics` from the beginning.
+fn count_all(config: &Config, topics: &[String], events: usize) -> Measured {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", "nexmark-ceiling")
+        .set("enable.auto.commit", "false")
+        .set("receive.message.max.bytes", RECEIVE_MAX)
+        .create()
+        .expect("consumer");
+    let mut all = TopicPartitionList::new();
+    for topic in topics {
+        for p in 0..PARTITIONS {
+            all.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    consumer.assign(&all).expect("assign");
+    let (mut count, mut bytes) = (0, 0);
+    let mut first = None;
+    while count < events {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("message");
+            if first.is_none() {
+                first = Some((Instant::now(), cpu_seconds()));
+            }
+            count += 1;
+            bytes += message.payload().map_or(0, <[u8]>::len);
+        }
+    }
+    let (began, cpu) = first.expect("a message");
+    let seconds = began.elapsed().as_secs_f64();
+    Measured {
+        rate: count as f64 / seconds,
+        per_cpu_second: count as f64 / (cpu_seconds() - cpu),
+        seconds,
+        bytes,
+    }
+}
+
+/// The engine over every preloaded event.
+async fn engine_run(config: &Config, topics: &[String], events: usize) -> Measured {
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = tokio::spawn(cxpulse::engine::run(
+        config.clone(),
+        Arc::clone(&metrics),
+        async move {
+            let _ = stopped.await;
+        },
+        |_| {},
+    ));
+    let consumed = || {
+        topics
+            .iter()
+            .map(|t| metrics.records_consumed.with_label_values(&[t]).get())
+            .sum::<u64>() as usize
+    };
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(3_600);
+    while consumed() < events {
+        if first.is_none() && consumed() > 0 {
+            first = Some((Instant::now(), cpu_seconds()));
+        }
+        assert!(Instant::now() < deadline, "the run did not finish");
+        assert!(!engine.is_finished(), "the engine stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (began, cpu) = first.unwrap_or((Instant::now(), cpu_seconds()));
+    let seconds = began.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
+    let _ = stop.send(());
+    engine
+        .await
+        .expect("join")
+        .expect("the engine stops cleanly");
+    Measured {
+        rate: events as f64 / seconds,
+        per_cpu_second: events as f64 / cpu,
+        seconds,
+        bytes: 0,
+    }
+}
+
+/// CPU seconds (user and system) this process has used so far, from
+/// `/proc/self/stat` (clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
+}
