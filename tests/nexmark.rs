@@ -103,7 +103,7 @@ async fn nexmark_queries_publish_what_datafusion_computes_in_batch_mode() {
     let records: Vec<events::Record> = events::generate(EVENTS, RATE).collect();
     let last = records.iter().map(|r| r.date_time).max().expect("events");
     let mut sent = records.clone();
-    sent.push(events::bid_at(1, LAST_BIDDER, last + 3_600_000));
+    sent.push(bid_at(1, LAST_BIDDER, last + 3_600_000));
     let kafka = producer(broker.bootstrap());
     let acks: Vec<_> = sent
         .iter()
@@ -168,6 +168,20 @@ async fn nexmark_queries_publish_what_datafusion_computes_in_batch_mode() {
             "{}: {refused}",
             path.display()
         );
+    }
+}
+
+/// A bid by `bidder` on `auction` at `date_time`, outside the generated
+/// events: sent last, it moves the watermark past every generated window.
+fn bid_at(auction: i64, bidder: i64, date_time: i64) -> events::Record {
+    let payload = serde_json::json!({
+        "auction": auction, "bidder": bidder, "price": 1, "channel": "end",
+        "url": "end", "date_time": date_time, "extra": "",
+    });
+    events::Record {
+        source: "bid",
+        payload: payload.to_string(),
+        date_time,
     }
 }
 

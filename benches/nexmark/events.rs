@@ -37,20 +37,6 @@ pub fn generate(events: usize, rate: usize) -> impl Iterator<Item = Record> {
     EventGenerator::new(config).take(events).map(record)
 }
 
-/// A bid by `bidder` on `auction` at `date_time`, outside the generated
-/// events: sent last, it moves the watermark past every generated window.
-pub fn bid_at(auction: i64, bidder: i64, date_time: i64) -> Record {
-    let payload = json!({
-        "auction": auction, "bidder": bidder, "price": 1, "channel": "end",
-        "url": "end", "date_time": date_time, "extra": "",
-    });
-    Record {
-        source: "bid",
-        payload: payload.to_string(),
-        date_time,
-    }
-}
-
 fn record(event: Event) -> Record {
     let (source, date_time, payload) = match event {
         Event::Person(p) => (
