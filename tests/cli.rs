@@ -202,6 +202,69 @@ fn check_plans_queries_over_new_sources_against_their_declared_columns() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_topics_creates_every_declared_source_and_generate_needs_the_cx_sources() {
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("own-topics");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("queries")).expect("mkdir");
+    let mine = CLICKS_AND_CAMPAIGNS
+        .replace("\"crm.campaigns\"", &format!("\"{prefix}campaigns\""))
+        .replace("\"web.clicks\"", &format!("\"{prefix}clicks\""));
+    std::fs::write(dir.path().join("mine.toml"), mine).expect("write");
+    let env = [("CXPULSE__KAFKA__BROKERS", broker.bootstrap())];
+    let out = cxpulse(
+        &["create-topics", "--config", "mine.toml"],
+        dir.path(),
+        &env,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Vec<&str> = stdout.lines().collect();
+    for topic in [format!("{prefix}campaigns"), format!("{prefix}clicks")] {
+        assert!(created.contains(&topic.as_str()), "{topic} in {stdout}");
+    }
+    let mut config = cxpulse::config::Config::load(None).expect("default config");
+    config.kafka.brokers = broker.bootstrap().to_owned();
+    let counts = cxpulse::admin::partition_counts(
+        &config,
+        &[format!("{prefix}campaigns"), format!("{prefix}clicks")],
+    )
+    .await
+    .expect("metadata");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+
+    // The generator writes the CX sources only.
+    std::fs::write(
+        dir.path().join("off.toml"),
+        "[[sources]]\nname = \"customers\"\nenabled = false\n",
+    )
+    .expect("write");
+    let out = cxpulse(
+        &[
+            "generate",
+            "--brokers",
+            broker.bootstrap(),
+            "--config",
+            "off.toml",
+            "--duration",
+            "1s",
+        ],
+        dir.path(),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("source customers is not declared (or is disabled)"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_reports_windowed_query_problems_with_datafusion_messages() {
     let stdout = check_failing(&[

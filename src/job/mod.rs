@@ -383,7 +383,9 @@ fn check_stateless(plan: &LogicalPlan) -> Result<(), String> {
             _ => None,
         };
         if let Some(what) = what {
-            let (stream, time) = Source::streams()
+            let (stream, time) = streams_in(plan)
+                .into_iter()
+                .chain(Source::streams())
                 .next()
                 .map_or(("events", "ts"), |s| (s.name(), s.time_or_key()));
             problem = Some(format!(
