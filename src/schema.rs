@@ -19,6 +19,7 @@ use figment::providers::{Format, Toml};
 use crate::config::DEFAULT_TOML;
 use crate::config::sources::{ColumnEntry, ColumnType, SourceEntry};
 use crate::decode::Layout;
+use crate::lookup::kept::KeepSpec;
 
 /// A declared source: an index into the process's registry, cheap to copy
 /// and ordered as sources are applied (tables first, then streams, each in
@@ -104,6 +105,11 @@ impl Source {
     /// Groups of fields of which at least one must be present and non-null.
     pub fn one_of(self) -> &'static [Vec<String>] {
         &self.spec().one_of
+    }
+
+    /// The tables a stream keeps from its events, if declared.
+    pub fn keep(self) -> Option<&'static KeepSpec> {
+        self.spec().keep.as_ref()
     }
 
     /// The Arrow schema of this source's table, derived from [`Self::fields`].
@@ -217,6 +223,7 @@ struct Declared {
     /// Groups of fields of which at least one must be set.
     one_of: Vec<Vec<String>>,
     schema: SchemaRef,
+    keep: Option<KeepSpec>,
 }
 
 /// Whether a source is a stream or a table, with what that needs.
@@ -316,6 +323,17 @@ fn declared_source(entry: &SourceEntry) -> Result<Declared, String> {
         layout: Layout::new(&paths),
         one_of: entry.one_of.clone(),
         schema,
+        keep: entry.keep.as_ref().map(|k| KeepSpec {
+            time: entry.event_time.clone().unwrap_or_default(),
+            key: k.key.clone(),
+            state: k.state.clone(),
+            order: k.order.clone(),
+            since: k.since.clone().into_iter().collect(),
+            carry: k.carry.clone(),
+            latest: k.latest.clone(),
+            history: k.history.clone(),
+            retention_ms: k.retention_ms,
+        }),
     })
 }
 

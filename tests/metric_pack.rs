@@ -746,7 +746,8 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
     let complaints = |job_events: Vec<Value>| {
         let batch = batch_of(Source::named("complaints").expect("declared"), &job_events);
         lookups
-            .complaints
+            .kept(Source::named("complaints").expect("declared"))
+            .expect("complaint tables")
             .lock()
             .expect("lock")
             .apply(&batch)

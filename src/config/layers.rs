@@ -303,7 +303,8 @@ fn source_line(text: &str, name: &str, key: &str) -> Option<usize> {
     Some(text.get(..span.start)?.matches('\n').count() + 1)
 }
 
-/// The span of `key` in `entry`, down one array index and one field.
+/// The span of `key` in `entry`, down one array index or sub-table and one
+/// field.
 fn key_span(entry: &toml_edit::Table, key: &str) -> Option<std::ops::Range<usize>> {
     let (head, field) = match key.split_once('.') {
         Some((head, field)) => (head, Some(field)),
@@ -315,7 +316,10 @@ fn key_span(entry: &toml_edit::Table, key: &str) -> Option<std::ops::Range<usize
     };
     let (written, item) = entry.get_key_value(name)?;
     let Some(index) = index else {
-        return written.span();
+        // A sub-table (`keep.key`): the field's line, else the table's.
+        return field
+            .and_then(|f| item.as_table_like()?.get_key_value(f)?.0.span())
+            .or_else(|| written.span());
     };
     let element = item.as_array()?.get(index)?;
     field

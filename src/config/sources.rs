@@ -53,6 +53,39 @@ pub struct SourceEntry {
     /// Groups of columns of which at least one must be set.
     #[serde(default)]
     pub one_of: Vec<Vec<String>>,
+    /// Streams: tables kept from the stream's events.
+    #[serde(default)]
+    pub keep: Option<KeepEntry>,
+}
+
+/// A stream's `keep`: the latest state per key and its history, as
+/// tables (see [`crate::lookup::kept`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepEntry {
+    /// The key column (text).
+    pub key: String,
+    /// The state column (text).
+    pub state: String,
+    /// Order of states at the same instant; states not listed come after.
+    #[serde(default)]
+    pub order: Vec<String>,
+    /// Columns to add: the first time a state was reached, as
+    /// `column = "state"`.
+    #[serde(default)]
+    pub since: BTreeMap<String, String>,
+    /// Text columns whose latest non-null value is kept.
+    #[serde(default)]
+    pub carry: Vec<String>,
+    /// Name of the latest-state table.
+    #[serde(default)]
+    pub latest: Option<String>,
+    /// Name of the history table.
+    #[serde(default)]
+    pub history: Option<String>,
+    /// How long a key is kept after its last event, in milliseconds of
+    /// event time.
+    pub retention_ms: i64,
 }
 
 /// One column of a source as written.
@@ -286,6 +319,9 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
                 format!("is {other:?}, expected stream or table"),
             )),
         }
+        if let Some(keep) = &source.keep {
+            keep_problems(source, keep, &mut found);
+        }
         if source.enabled
             && let Some(other) = topics.insert(source.topic.as_str(), source.name.as_str())
         {
@@ -306,7 +342,68 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
             }
         }
     }
+    let mut tables: BTreeSet<&str> = entries.iter().map(|s| s.name.as_str()).collect();
+    for source in entries {
+        let kept = source
+            .keep
+            .iter()
+            .flat_map(|k| k.latest.iter().chain(&k.history));
+        for name in kept {
+            if !tables.insert(name.as_str()) {
+                found.push((
+                    format!("sources.{}.keep.latest", source.name),
+                    format!("{name:?} is already the name of a source or of a kept table"),
+                ));
+            }
+        }
+    }
     found
+}
+
+/// Problems of a stream's `keep`.
+fn keep_problems(source: &SourceEntry, keep: &KeepEntry, found: &mut Vec<(String, String)>) {
+    let at = |key: &str| format!("sources.{}.keep.{key}", source.name);
+    if source.kind != "stream" {
+        found.push((at("key"), "only a stream can keep tables".to_owned()));
+    }
+    let text_column = |name: &str| {
+        source
+            .columns
+            .iter()
+            .find(|c| c.name == name)
+            .is_some_and(|c| matches!(c.ty.trim(), "id" | "string"))
+    };
+    let needs_text = |what: &str, name: &str| {
+        format!(
+            "{what} {name:?} is not a text (`id` or `string`) column of {}",
+            source.name
+        )
+    };
+    if !text_column(&keep.key) {
+        found.push((at("key"), needs_text("key", &keep.key)));
+    }
+    if !text_column(&keep.state) {
+        found.push((at("state"), needs_text("state", &keep.state)));
+    }
+    for name in keep.carry.iter().filter(|n| !text_column(n)) {
+        found.push((at("carry"), needs_text("carried column", name)));
+    }
+    for name in keep.since.keys().filter(|n| !is_identifier(n)) {
+        found.push((at("since"), identifier_message(name)));
+    }
+    let tables: Vec<&String> = keep.latest.iter().chain(&keep.history).collect();
+    if tables.is_empty() {
+        found.push((
+            at("latest"),
+            "name at least one table: latest and/or history".to_owned(),
+        ));
+    }
+    for name in tables.into_iter().filter(|n| !is_identifier(n)) {
+        found.push((at("latest"), identifier_message(name)));
+    }
+    if keep.retention_ms < 0 {
+        found.push((at("retention_ms"), "must be 0 or more".to_owned()));
+    }
 }
 
 /// Why a stream's `event_time` or a table's `key` is not usable.
@@ -441,6 +538,7 @@ mod tests {
             enabled: true,
             columns,
             one_of: Vec::new(),
+            keep: None,
         }
     }
 

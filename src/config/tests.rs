@@ -147,6 +147,48 @@ columns = [{ name = "at", type = "timestamp", required = true }]
 }
 
 #[test]
+fn kept_tables_are_checked_and_named_with_their_line() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "keep.toml",
+            r#"
+[[sources]]
+name = "tickets"
+topic = "crm.tickets"
+kind = "stream"
+event_time = "at"
+columns = [
+  { name = "ticket_id", type = "id", required = true },
+  { name = "at", type = "timestamp", required = true },
+  { name = "stage", type = "int" },
+]
+
+[sources.keep]
+key = "ticket_id"
+state = "stage"
+latest = "complaint_status"
+retention_ms = 1000
+"#,
+        )?;
+        let problems = Config::load(Some(Path::new("keep.toml")))
+            .expect_err("invalid")
+            .0;
+        let found: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}: {}", p.origin, p.key, p.message))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "keep.toml:15: sources.tickets.keep.state: state \"stage\" is not a text (`id` or `string`) column of tickets",
+                "keep.toml:16: sources.tickets.keep.latest: \"complaint_status\" is already the name of a source or of a kept table",
+            ]
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn a_source_schema_problem_names_its_key() {
     Jail::expect_with(|jail| {
         jail.create_file(

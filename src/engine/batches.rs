@@ -2,7 +2,7 @@
 //! epoch commits, query reloads, and the drain at shutdown.
 //!
 //! A micro-batch is processed to the end before the next one starts:
-//! customers changes are applied, complaint tables updated, every job that
+//! table-source changes are applied, kept tables updated, every job that
 //! reads a source of the batch runs (windowed jobs add the batch to their
 //! state), the watermarks advance and windowed jobs fire the windows they
 //! closed; rows and dead letters are sent in the open transaction. A 200 ms
@@ -19,7 +19,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Engine, EngineError, TICK, jobs, millis};
-use crate::lookup::complaints;
 use crate::schema::Source;
 use crate::sink::transaction::TxnFailure;
 use crate::source::{self, Batcher, MicroBatch};
@@ -200,7 +199,7 @@ impl Engine {
             }
         }
         self.lookups.apply(table_changes);
-        self.update_complaint_tables(&events)?;
+        self.update_kept_tables(&events)?;
 
         let now = tokio::time::Instant::now();
         self.refresh_assignment(now);
@@ -213,7 +212,7 @@ impl Engine {
             *output.rows.entry(job).or_default() += n;
         }
         output.dead_letters.extend(dead_letters);
-        self.expire_complaints();
+        self.expire_kept();
 
         self.publish(output).await?;
         self.epoch.advance(next_offsets);
@@ -232,22 +231,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Feeds the complaints events of a micro-batch to the complaint tables,
-    /// before the jobs run, so a resolution sees its opening.
-    fn update_complaint_tables(
+    /// Feeds each stream's events of a micro-batch to its kept tables,
+    /// before the jobs run (so a complaint's resolution sees its opening).
+    fn update_kept_tables(
         &self,
         events: &BTreeMap<Source, Vec<source::SourceBatch>>,
     ) -> Result<(), EngineError> {
-        let Some(batches) = Source::named("complaints").and_then(|c| events.get(&c)) else {
-            return Ok(());
-        };
-        let mut table = self
-            .lookups
-            .complaints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for batch in batches {
-            table.apply(&batch.rows)?;
+        for (source, table) in self.lookups.all_kept() {
+            let Some(batches) = events.get(&source) else {
+                continue;
+            };
+            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+            for batch in batches {
+                table.apply(&batch.rows)?;
+            }
         }
         Ok(())
     }
@@ -259,39 +256,42 @@ impl Engine {
         self.refresh_assignment(now);
         self.event_time.refresh(now, &self.metrics);
         let output = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
-        self.expire_complaints();
+        self.expire_kept();
         self.publish(output).await?;
         self.check_memory();
         Ok(())
     }
 
-    /// Forgets complaints 30 days older than every window that has yet to
-    /// fire in a job joining the complaint tables (so the result of a
-    /// window never depends on when it fired); without such a job, 30 days
-    /// behind the slowest source.
-    fn expire_complaints(&mut self) {
-        let readers: Vec<Option<i64>> = self
-            .jobs
-            .iter()
-            .filter(|j| {
-                j.job.reads_table(complaints::STATUS_TABLE)
-                    || j.job.reads_table(complaints::HISTORY_TABLE)
-            })
-            .filter_map(|j| j.job.windowed())
-            .map(|w| w.closed_through())
-            .collect();
-        let now = if readers.is_empty() {
-            self.event_time
-                .of_sources(&Source::streams().collect::<Vec<_>>())
-        } else {
-            readers.into_iter().min().flatten()
-        };
-        if let Some(now) = now {
-            self.lookups
-                .complaints
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .expire(now);
+    /// Forgets the keys of each stream's kept tables whose last event is
+    /// the retention older than every window that has yet to fire in a job
+    /// joining those tables (so the result of a window never depends on
+    /// when it fired); without such a job, the retention behind the slowest
+    /// source.
+    fn expire_kept(&mut self) {
+        for (_, table) in self.lookups.all_kept() {
+            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+            let spec = table.spec();
+            let readers: Vec<Option<i64>> = self
+                .jobs
+                .iter()
+                .filter(|j| {
+                    spec.latest
+                        .iter()
+                        .chain(&spec.history)
+                        .any(|name| j.job.reads_table(name))
+                })
+                .filter_map(|j| j.job.windowed())
+                .map(|w| w.closed_through())
+                .collect();
+            let now = if readers.is_empty() {
+                self.event_time
+                    .of_sources(&Source::streams().collect::<Vec<_>>())
+            } else {
+                readers.into_iter().min().flatten()
+            };
+            if let Some(now) = now {
+                table.expire(now);
+            }
         }
     }
 

@@ -65,22 +65,22 @@ impl Engine {
             };
             records.extend(self.changelog.put_int(key, "watermark", watermark));
         }
-        {
-            let mut complaints = self
-                .lookups
-                .complaints
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let changed = complaints.drain_changes();
-            let ids = match scope {
+        for (source, table) in self.lookups.all_kept() {
+            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+            let changed = table.drain_changes();
+            let keys = match scope {
                 Scope::Changes => changed.into_iter().collect(),
-                Scope::Everything => complaints.ids(),
+                Scope::Everything => table.keys(),
             };
-            for id in ids {
-                let key = StateKey::Complaint { id: id.clone() };
-                match complaints.events_of(&id) {
+            for key in keys {
+                let events = table.events_of(&key);
+                let key = StateKey::Kept {
+                    source: source.name().to_owned(),
+                    key,
+                };
+                match events {
                     Some(events) => {
-                        records.extend(self.changelog.put(key, &codec::complaint(&events?)?));
+                        records.extend(self.changelog.put(key, &codec::kept_events(&events?)?));
                     }
                     None => records.extend(self.changelog.delete(&key)),
                 }

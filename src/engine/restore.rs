@@ -78,15 +78,19 @@ pub(super) fn apply(
                 }
                 None => false,
             },
-            StateKey::Complaint { id } => {
-                let events = frame(&restored, 0)?;
-                lookups
-                    .complaints
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .restore(id, &events)
-                    .map_err(|e| corrupt(&restored, e.to_string()))?;
-                true
+            StateKey::Kept { source, key } => {
+                match Source::named(source).and_then(|s| lookups.kept(s)) {
+                    Some(table) => {
+                        let events = frame(&restored, 0)?;
+                        table
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .restore(key, &events)
+                            .map_err(|e| corrupt(&restored, e.to_string()))?;
+                        true
+                    }
+                    None => false,
+                }
             }
             StateKey::LookupPosition { topic, partition } => {
                 match topics.source_of(topic).filter(|s| !s.is_stream()) {

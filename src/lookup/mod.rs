@@ -4,11 +4,10 @@
 //! * every `kind = "table"` source (by default `customers`): the latest row
 //!   per key, fed from its compacted topic; a record with a null value
 //!   (tombstone) deletes the row of its key;
-//! * `complaint_status` and `complaint_history` ([`complaints`]): per
-//!   `complaint_id`, its opening, latest status and status periods, fed from
-//!   the complaints events.
+//! * the tables a stream keeps from its events ([`kept`]; by default the
+//!   complaints' `complaint_status` and `complaint_history`).
 
-pub mod complaints;
+pub mod kept;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -110,8 +109,8 @@ impl KeyedTable {
 pub struct Lookups {
     /// One table per table source.
     tables: BTreeMap<Source, Arc<Mutex<KeyedTable>>>,
-    /// `complaint_status` and `complaint_history`.
-    pub complaints: Arc<Mutex<complaints::ComplaintTable>>,
+    /// The kept tables of each stream that declares them.
+    kept: BTreeMap<Source, Arc<Mutex<kept::KeptTable>>>,
 }
 
 impl Default for Lookups {
@@ -120,7 +119,12 @@ impl Default for Lookups {
             tables: Source::tables()
                 .map(|s| (s, Arc::new(Mutex::new(KeyedTable::new(s)))))
                 .collect(),
-            complaints: Arc::default(),
+            kept: Source::streams()
+                .filter_map(|s| {
+                    let spec = s.keep()?.clone();
+                    Some((s, Arc::new(Mutex::new(kept::KeptTable::new(spec)))))
+                })
+                .collect(),
         }
     }
 }
@@ -144,6 +148,16 @@ impl Lookups {
         self.tables.get(&source)
     }
 
+    /// The kept tables of a stream, if it declares them.
+    pub fn kept(&self, source: Source) -> Option<&Arc<Mutex<kept::KeptTable>>> {
+        self.kept.get(&source)
+    }
+
+    /// Every stream's kept tables.
+    pub fn all_kept(&self) -> impl Iterator<Item = (Source, &Arc<Mutex<kept::KeptTable>>)> {
+        self.kept.iter().map(|(s, t)| (*s, t))
+    }
+
     /// Applies changes to table sources, in order.
     pub fn apply(&self, changes: Vec<(Source, RowChange)>) {
         for (source, change) in changes {
@@ -153,8 +167,8 @@ impl Lookups {
         }
     }
 
-    /// The tables jobs can join with: every table source, `complaint_status`
-    /// and `complaint_history`.
+    /// The tables jobs can join with: every table source and every kept
+    /// table.
     pub fn views(&self) -> Vec<LookupView> {
         let mut views: Vec<LookupView> = self
             .tables
@@ -168,18 +182,25 @@ impl Lookups {
                 }
             })
             .collect();
-        let status = Arc::clone(&self.complaints);
-        let history = Arc::clone(&self.complaints);
-        views.push(LookupView {
-            name: complaints::STATUS_TABLE,
-            schema: complaints::status_schema(),
-            snapshot: Arc::new(move || lock(&status).status_snapshot()),
-        });
-        views.push(LookupView {
-            name: complaints::HISTORY_TABLE,
-            schema: complaints::history_schema(),
-            snapshot: Arc::new(move || lock(&history).history_snapshot()),
-        });
+        for (source, table) in &self.kept {
+            let Some(spec) = source.keep() else { continue };
+            if let Some(name) = &spec.latest {
+                let table = Arc::clone(table);
+                views.push(LookupView {
+                    name,
+                    schema: spec.latest_schema(),
+                    snapshot: Arc::new(move || lock(&table).latest_snapshot()),
+                });
+            }
+            if let Some(name) = &spec.history {
+                let table = Arc::clone(table);
+                views.push(LookupView {
+                    name,
+                    schema: spec.history_schema(),
+                    snapshot: Arc::new(move || lock(&table).history_snapshot()),
+                });
+            }
+        }
         views
     }
 }

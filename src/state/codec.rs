@@ -1,4 +1,4 @@
-//! Typed changelog values: a pane batch, a session, a complaint's events,
+//! Typed changelog values: a pane batch, a session, a kept key's events,
 //! each as Arrow IPC frames ([`super::value`]).
 
 use std::sync::Arc;
@@ -15,8 +15,8 @@ pub fn pane(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     value::encode(&[(&batch.schema(), std::slice::from_ref(batch))])
 }
 
-/// One complaint's events.
-pub fn complaint(events: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+/// One key's events of a stream's kept tables.
+pub fn kept_events(events: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     pane(events)
 }
 

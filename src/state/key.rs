@@ -56,10 +56,16 @@ pub enum StateKey {
         /// Source table.
         source: String,
     },
-    /// One complaint's events (the complaint lookup tables).
-    Complaint {
-        /// `complaint_id`.
-        id: String,
+    /// One key's events of a stream's kept tables (written as `complaint`
+    /// with an `id`, for the complaints, by earlier versions: still read).
+    #[serde(alias = "complaint")]
+    Kept {
+        /// The stream.
+        #[serde(default = "complaints")]
+        source: String,
+        /// The key (e.g. a `complaint_id`).
+        #[serde(alias = "id")]
+        key: String,
     },
     /// How far a lookup table's topic has been read, so that its invalid
     /// records are not sent to the dead-letter topic again after a restart.
@@ -79,6 +85,12 @@ pub enum StateKey {
 
 /// A record key as stored: the state key and which part of its value
 /// (values larger than a Kafka message are split).
+/// The stream of [`StateKey::Kept`] records written before streams other
+/// than the complaints could keep tables.
+fn complaints() -> String {
+    "complaints".to_owned()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct RecordKey {
     #[serde(flatten)]
@@ -163,12 +175,26 @@ mod tests {
 
     #[test]
     fn keys_without_a_partition_hash_to_a_fixed_one() {
-        let key = StateKey::Complaint { id: "k1".into() };
+        let key = StateKey::Kept {
+            source: "complaints".into(),
+            key: "k1".into(),
+        };
         let p = key.partition(4);
         assert!((0..4).contains(&p));
         assert_eq!(key.partition(4), p, "deterministic");
         assert_eq!(key.partition(1), 0);
         assert!(StateKey::decode(br#"{"kind":"pane"}"#).is_err());
         assert!(StateKey::decode(br#"{"kind":"complaint","id":"k","part":0,"x":1}"#).is_err());
+        // Written by earlier versions for the complaint tables: still read.
+        assert_eq!(
+            StateKey::decode(br#"{"kind":"complaint","id":"k","part":0}"#),
+            Ok((
+                StateKey::Kept {
+                    source: "complaints".into(),
+                    key: "k".into()
+                },
+                0
+            ))
+        );
     }
 }

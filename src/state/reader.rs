@@ -332,16 +332,31 @@ mod tests {
     #[test]
     fn the_fold_keeps_the_latest_value_and_joins_parts() {
         let mut writer = ChangelogWriter::new("g-changelog", 1);
-        let big = StateKey::Complaint { id: "big".into() };
-        let small = StateKey::Complaint { id: "small".into() };
+        let big = StateKey::Kept {
+            source: "complaints".into(),
+            key: "big".into(),
+        };
+        let small = StateKey::Kept {
+            source: "complaints".into(),
+            key: "small".into(),
+        };
         let large_value: Vec<u8> = (0..(3 * crate::state::writer::MAX_RECORD_BYTES / 2))
             .map(|i| (i % 251) as u8)
             .collect();
         let mut records = writer.put(big.clone(), &large_value);
         records.extend(writer.put(small.clone(), b"one"));
         records.extend(writer.put(small.clone(), b"two"));
-        records.extend(writer.put(StateKey::Complaint { id: "gone".into() }, b"x"));
-        records.extend(writer.delete(&StateKey::Complaint { id: "gone".into() }));
+        records.extend(writer.put(
+            StateKey::Kept {
+                source: "complaints".into(),
+                key: "gone".into(),
+            },
+            b"x",
+        ));
+        records.extend(writer.delete(&StateKey::Kept {
+            source: "complaints".into(),
+            key: "gone".into(),
+        }));
         let mut fold = Fold::default();
         for (offset, r) in records.iter().enumerate() {
             fold.add(r.key.as_deref(), r.payload.as_deref(), at(offset as i64))
@@ -362,7 +377,10 @@ mod tests {
     #[test]
     fn a_checkpoint_reads_back_as_the_live_state() {
         let mut writer = ChangelogWriter::new("g-changelog", 2);
-        let key = StateKey::Complaint { id: "k".into() };
+        let key = StateKey::Kept {
+            source: "complaints".into(),
+            key: "k".into(),
+        };
         let mut records = writer.put(key.clone(), b"old");
         records.extend(writer.begin_checkpoint());
         records.extend(writer.put(key.clone(), b"new"));
@@ -395,7 +413,11 @@ mod tests {
                 .starts_with("corrupt changelog record at topic g-changelog partition 0 offset 41: unreadable changelog key"),
             "{err}"
         );
-        let key = StateKey::Complaint { id: "k".into() }.encode(0);
+        let key = StateKey::Kept {
+            source: "complaints".into(),
+            key: "k".into(),
+        }
+        .encode(0);
         fold.add(Some(&key), Some(b"no magic"), at(42))
             .expect("values are checked at the end");
         let err = fold.finish().expect_err("bad value");
@@ -408,7 +430,13 @@ mod tests {
         let parts = value::split(&[1; 100], 20);
         fold.add(Some(&key), Some(&parts[0]), at(7)).expect("ok");
         fold.add(
-            Some(&StateKey::Complaint { id: "k".into() }.encode(2)),
+            Some(
+                &StateKey::Kept {
+                    source: "complaints".into(),
+                    key: "k".into(),
+                }
+                .encode(2),
+            ),
             Some(&parts[2]),
             at(8),
         )

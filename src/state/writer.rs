@@ -190,7 +190,10 @@ mod tests {
     use super::*;
 
     fn complaint(id: &str) -> StateKey {
-        StateKey::Complaint { id: id.into() }
+        StateKey::Kept {
+            source: "complaints".into(),
+            key: id.into(),
+        }
     }
 
     /// (part, tombstone?) of each record.
