@@ -23,10 +23,10 @@
 //! events are 2.6 GB of JSON, and one uncompressed answer would pass the
 //! 2 GiB a Kafka response can hold (librdkafka then reports "Bad message
 //! format"). Both the ceiling and the engine pay for decompression.
-//! noida-db keeps everything in memory: on a 24 GiB machine, 10 M events
-//! and the outputs of q0 and q1 (every bid, in transactions) were as much
-//! as it could hold, so larger runs take the queries a few at a time
-//! (`--queries`).
+//! noida-db keeps everything in memory, so each run's output and changelog
+//! topics are deleted after it (10 M events and the outputs of q0 and q1,
+//! every bid each, were more than a 24 GiB machine holds); `--queries`
+//! runs only some of the queries.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,6 +40,8 @@ use cxpulse::config::Config;
 use cxpulse::local_broker::LocalBroker;
 use cxpulse::metrics::Metrics;
 use cxpulse::schema::Source;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -122,6 +124,13 @@ async fn main() {
         run.kafka.instance_id = "bench".to_owned();
         run.topics.output_prefix = format!("nexmark.{name}.");
         let measured = engine_run(&run, &topics, events).await;
+        // noida-db keeps every topic in memory: the run's output and
+        // changelog go before the next run.
+        drop_topics(
+            &run,
+            &[format!("nexmark.{name}.{name}"), run.changelog_topic()],
+        )
+        .await;
         println!(
             "| {name} | {:.0} | {:.0} | {:.2} |",
             measured.rate,
@@ -166,6 +175,22 @@ async fn preload(config: &Config, events: usize) -> usize {
         }
     }
     bytes
+}
+
+/// Deletes `topics`.
+async fn drop_topics(config: &Config, topics: &[String]) {
+    let admin: AdminClient<DefaultClientContext> =
+        config.client_config().create().expect("admin client");
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    for result in admin
+        .delete_topics(&names, &AdminOptions::new())
+        .await
+        .expect("delete topics")
+    {
+        if let Err((topic, code)) = result {
+            eprintln!("could not delete {topic}: {code}");
+        }
+    }
 }
 
 /// One measured run.
