@@ -10,17 +10,17 @@
 //! | stage | module | what it does |
 //! |---|---|---|
 //! | configuration | [`config`] | embedded default → file → `CXPULSE__*` env, all problems at once |
-//! | sources | [`schema`] | the four input sources, their fields and Arrow schemas |
+//! | sources | [`schema`] | the declared sources (`[[sources]]`): streams and tables, their fields and Arrow schemas |
 //! | consume | [`source`] | the Kafka consumer group, micro-batch assembly, offsets |
 //! | decode | [`decode`] | JSON payload → validated cells → Arrow batches, rejections |
-//! | lookup | [`lookup`] | lookup tables: `customers` (latest profile per customer), `complaint_status` and `complaint_history` |
+//! | lookup | [`lookup`] | lookup tables: every table source (latest row per key, e.g. `customers`) and the tables kept from a stream (e.g. `complaint_status`, `complaint_history`) |
 //! | queries | [`query`] | `queries/*.sql`: job name, `-- @option` headers |
 //! | event time | [`watermark`] | per-source watermarks over partitions, idle partitions |
 //! | windows | [`window`] | `TUMBLE` / `HOP` / `SESSION`, the plan split, pane and session stores (**where windows close**) |
 //! | jobs | [`job`] | a query planned once, executed on every micro-batch; windowed jobs fire on the watermark |
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
 //! | wiring | [`engine`] | the batch loop, one Kafka transaction per epoch, restore after failures, draining |
-//! | state | [`state`], [`brokers`], [`drop_aside`] | the changelog topic: window state, watermarks and complaint tables as Arrow IPC deltas, checkpoints, restore, `cxpulse reset`; noticing a lost cluster or fencing; closing clients without waiting for it |
+//! | state | [`state`], [`brokers`], [`drop_aside`] | the changelog topic: window state, watermarks and kept tables as Arrow IPC deltas, checkpoints, restore, `cxpulse reset`; noticing a lost cluster or fencing; closing clients without waiting for it |
 //! | observe | [`metrics`], [`gauges`], [`http`], [`logging`] | Prometheus metrics, `@gauge` job results, `/metrics` `/healthz` `/readyz`, tracing |
 //! | simulate | [`generate`] | deterministic, realistic customer events; publishing them in compressed real time (`cxpulse generate`) |
 //! | operate | [`check`], [`admin`], [`topic_io`], [`tail`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; `tail JOB`; the local noida-db broker |

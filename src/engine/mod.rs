@@ -8,8 +8,8 @@
 //!   and starts again from the changelog. Only a fenced instance, a broker
 //!   without transactions, invalid queries or a corrupt changelog stop it.
 //! * [`start`] fences the previous instance, restores window state,
-//!   watermarks and complaint tables from the changelog, reads the customers
-//!   table to its end, then subscribes.
+//!   watermarks and kept tables from the changelog, reads the table
+//!   sources (by default `customers`) to their end, then subscribes.
 //! * [`batches`] runs micro-batches and timer ticks; [`epoch`] commits
 //!   outputs, dead letters, state changes ([`changelog`]) and consumer
 //!   offsets in one transaction every `engine.commit_interval_ms`.

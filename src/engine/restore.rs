@@ -1,5 +1,5 @@
 //! Putting restored changelog records back into the jobs, the watermarks
-//! and the complaint tables.
+//! and the kept tables (by default the complaint tables).
 //!
 //! State of a job that no longer exists, or whose query changed since (a
 //! different fingerprint), is not restored: it is deleted from the

@@ -1,6 +1,6 @@
 //! State that survives anything: the changelog topic.
 //!
-//! Every change to window state, the watermarks, the complaint tables and
+//! Every change to window state, the watermarks, the kept tables and
 //! the lookup positions is written as a record of a compacted Kafka topic,
 //! in the same transaction as the outputs and the consumer offsets it goes
 //! with. After a crash, any instance reads it back and carries on exactly
