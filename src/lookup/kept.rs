@@ -251,17 +251,42 @@ impl KeptTable {
         self.history_snapshot = None;
     }
 
-    /// Applies a batch of the stream's events, in any order; an event
-    /// already known (same time and state) is ignored.
-    pub fn apply(&mut self, events: &RecordBatch) -> Result<(), ArrowError> {
-        let keys = text(events, &self.spec.key)?;
-        let states = text(events, &self.spec.state)?;
+    /// The state column and the carried columns of `events`.
+    fn state_columns<'b>(
+        &self,
+        events: &'b RecordBatch,
+    ) -> Result<(&'b StringArray, Vec<&'b StringArray>), ArrowError> {
         let carried = self
             .spec
             .carry
             .iter()
             .map(|c| text(events, c))
             .collect::<Result<Vec<_>, _>>()?;
+        Ok((text(events, &self.spec.state)?, carried))
+    }
+
+    /// The event at `row` (whose state is set), at time `ts`.
+    fn event(
+        &self,
+        ts: i64,
+        states: &StringArray,
+        carried: &[&StringArray],
+        row: usize,
+    ) -> StateEvent {
+        let state = states.value(row);
+        StateEvent {
+            ts,
+            rank: self.spec.rank(state),
+            state: state.to_owned(),
+            carried: carried.iter().map(|c| optional(c, row)).collect(),
+        }
+    }
+
+    /// Applies a batch of the stream's events, in any order; an event
+    /// already known (same time and state) is ignored.
+    pub fn apply(&mut self, events: &RecordBatch) -> Result<(), ArrowError> {
+        let keys = text(events, &self.spec.key)?;
+        let (states, carried) = self.state_columns(events)?;
         let times = epoch_millis(events.column_by_name(&self.spec.time).ok_or_else(|| {
             ArrowError::SchemaError(format!("events without `{}`", self.spec.time))
         })?)?;
@@ -269,13 +294,7 @@ impl KeptTable {
             if keys.is_null(row) || states.is_null(row) || times.is_null(row) {
                 continue;
             }
-            let state = states.value(row);
-            let event = StateEvent {
-                ts: times.value(row),
-                rank: self.spec.rank(state),
-                state: state.to_owned(),
-                carried: carried.iter().map(|c| optional(c, row)).collect(),
-            };
+            let event = self.event(times.value(row), states, &carried, row);
             let key = keys.value(row);
             let history = self.events.entry(key.to_owned()).or_default();
             let at = history.partition_point(|e| (e.ts, e.rank) < (event.ts, event.rank));
@@ -349,21 +368,10 @@ impl KeptTable {
             .column_by_name("ts")
             .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
             .ok_or_else(|| ArrowError::SchemaError("kept events without an Int64 `ts`".into()))?;
-        let state = text(events, &self.spec.state)?;
-        let carried = self
-            .spec
-            .carry
-            .iter()
-            .map(|c| text(events, c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (state, carried) = self.state_columns(events)?;
         let mut history: Vec<StateEvent> = (0..events.num_rows())
             .filter(|&row| ts.is_valid(row) && state.is_valid(row))
-            .map(|row| StateEvent {
-                ts: ts.value(row),
-                rank: self.spec.rank(state.value(row)),
-                state: state.value(row).to_owned(),
-                carried: carried.iter().map(|c| optional(c, row)).collect(),
-            })
+            .map(|row| self.event(ts.value(row), state, &carried, row))
             .collect();
         history.sort();
         self.events.insert(key.to_owned(), history);
