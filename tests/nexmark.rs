@@ -131,9 +131,22 @@ async fn nexmark_queries_publish_what_datafusion_computes_in_batch_mode() {
         let expected = rows_of(&ctx.sql(sql).await.expect(sql).collect().await.expect(sql));
         assert!(!expected.is_empty(), "{query}: no rows to compare");
         let topic = format!("{}{query}", config.topics.output_prefix);
-        let published = read_rows(broker.bootstrap(), &topic, expected.len()).await;
+        // The last bid adds one row to q0 and q1.
+        let published = read_committed_until(
+            broker.bootstrap(),
+            &topic,
+            expected.len(),
+            Duration::from_secs(60),
+        )
+        .await;
         let mut got: Vec<String> = published
             .into_iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Map<String, Value>>(
+                    r.value.as_deref().unwrap_or("{}"),
+                )
+                .expect("row")
+            })
             .filter(|row| row.get("bidder") != Some(&Value::from(LAST_BIDDER)))
             .map(|mut row| {
                 row.remove("job");
@@ -244,24 +257,4 @@ fn epoch_ms(text: &str) -> Option<i64> {
                 .ok()
                 .map(|t| t.and_utc().timestamp_millis())
         })
-}
-
-/// At least `n` rows of `topic` (the last bid adds one to q0 and q1), each
-/// try with a fresh read_committed reader (see tests/sources.rs).
-async fn read_rows(bootstrap: &str, topic: &str, n: usize) -> Vec<serde_json::Map<String, Value>> {
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let began = std::time::Instant::now();
-        loop {
-            let got = read_topic(&bootstrap, &topic, n, Duration::from_secs(5));
-            if got.len() >= n || began.elapsed() > Duration::from_secs(60) {
-                return got
-                    .into_iter()
-                    .map(|r| serde_json::from_str(r.value.as_deref().unwrap_or("{}")).expect("row"))
-                    .collect();
-            }
-        }
-    })
-    .await
-    .expect("reader")
 }

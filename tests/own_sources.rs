@@ -143,7 +143,7 @@ async fn a_new_stream_joins_a_new_table_and_every_declared_source_is_consumed() 
     // Window 10:00: two email clicks (c1), one social (c2); c3 was deleted,
     // k5 has no campaign (a dead letter), k6 is in a later window.
     let out = format!("{}clicks_by_channel", config.topics.output_prefix);
-    let rows = read_until(broker.bootstrap(), &out, 2).await;
+    let rows = read_committed_until(broker.bootstrap(), &out, 2, Duration::from_secs(30)).await;
     let mut got: Vec<(String, i64, i64)> = rows
         .iter()
         .map(|r| {
@@ -165,7 +165,13 @@ async fn a_new_stream_joins_a_new_table_and_every_declared_source_is_consumed() 
 
     // Dead letters from the read stream and from the unread one, none from
     // the disabled one.
-    let letters = read_until(broker.bootstrap(), &config.topics.deadletter, 2).await;
+    let letters = read_committed_until(
+        broker.bootstrap(),
+        &config.topics.deadletter,
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
     let mut from: Vec<(String, String)> = letters
         .iter()
         .map(|l| {
@@ -205,21 +211,4 @@ async fn a_new_stream_joins_a_new_table_and_every_declared_source_is_consumed() 
         "{metrics}"
     );
     engine.stop().await;
-}
-
-/// At least `n` records of `topic`, each try with a fresh read_committed
-/// reader (see tests/sources.rs), for up to 30 s.
-async fn read_until(bootstrap: &str, topic: &str, n: usize) -> Vec<ReadRecord> {
-    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let began = std::time::Instant::now();
-        loop {
-            let got = read_topic(&bootstrap, &topic, n, Duration::from_secs(2));
-            if got.len() >= n || began.elapsed() > Duration::from_secs(30) {
-                return got;
-            }
-        }
-    })
-    .await
-    .expect("reader")
 }

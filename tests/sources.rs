@@ -54,32 +54,18 @@ async fn a_column_added_to_transactions_in_config_reaches_the_query_and_is_check
         &[(0, None, Some(&good)), (0, None, Some(&bad))],
     )
     .await;
-    // Each read starts a fresh read_committed reader: one that starts at
-    // the end of a partition before the commit may not see it on noida-db
-    // (seen with the tests' reader, not with a confluent-kafka consumer; not
-    // yet understood).
-    let read = |topic: String| {
-        let bootstrap = broker.bootstrap().to_owned();
-        tokio::task::spawn_blocking(move || {
-            let began = std::time::Instant::now();
-            loop {
-                let got = read_topic(&bootstrap, &topic, 1, Duration::from_secs(2));
-                if !got.is_empty() || began.elapsed() > Duration::from_secs(30) {
-                    return got;
-                }
-            }
-        })
+    let bootstrap = broker.bootstrap();
+    let read = |topic: String| async move {
+        read_committed_until(bootstrap, &topic, 1, Duration::from_secs(30)).await
     };
-    let rows = read(format!("{}by_store", config.topics.output_prefix))
-        .await
-        .expect("read");
+    let rows = read(format!("{}by_store", config.topics.output_prefix)).await;
     let row: Value =
         serde_json::from_str(rows[0].value.as_deref().expect("value")).expect("json row");
     assert_eq!(
         (&row["event_id"], &row["store_id"], &row["amount"]),
         (&Value::from("t1"), &Value::from("S12"), &Value::from(5.0))
     );
-    let letters = read(config.topics.deadletter.clone()).await.expect("read");
+    let letters = read(config.topics.deadletter.clone()).await;
     assert_eq!(letters.len(), 1, "{letters:#?}");
     assert_eq!(letters[0].value.as_deref(), Some(bad.as_str()));
     let detail = letters[0]
