@@ -32,6 +32,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -317,28 +319,6 @@ async fn preload(config: &Config, records: &[cxpulse::generate::Generated]) {
     }
 }
 
-/// `cxpulse::engine::run` on `config` in this process: its metrics, the
-/// sender that stops it, and its task.
-fn start_in_process(
-    config: &Config,
-) -> (
-    Arc<Metrics>,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), cxpulse::engine::EngineError>>,
-) {
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = tokio::spawn(cxpulse::engine::run(
-        config.clone(),
-        Arc::clone(&metrics),
-        async move {
-            let _ = stopped.await;
-        },
-        |_| {},
-    ));
-    (metrics, stop, engine)
-}
-
 /// Waits until `topic` exists (the engine creates its output topics).
 async fn wait_for_topic(config: &Config, topic: &str) {
     while cxpulse::admin::partition_counts(config, &[topic.to_owned()])
@@ -382,22 +362,10 @@ impl Run {
     }
 }
 
-/// CPU seconds (user and system) process `pid` (`self` for this one) has
-/// used so far, from `/proc/PID/stat` (whose clock ticks are 1/100 s).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which may hold spaces: the third
-    // field of the line first, so utime (14th) and stime (15th) are 11, 12.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
-}
-
 /// Runs the engine over every preloaded event.
 async fn throughput(config: Config, events: u64, broker_pid: u32) -> Run {
     let broker = broker_pid.to_string();
-    let (metrics, stop, engine) = start_in_process(&config);
+    let (metrics, stop, engine) = support::start_in_process(&config);
     let t = &config.topics;
     let consumed = || {
         [&t.transactions, &t.feedback, &t.complaints]
@@ -409,16 +377,23 @@ async fn throughput(config: Config, events: u64, broker_pid: u32) -> Run {
     let deadline = Instant::now() + Duration::from_secs(1_800);
     while consumed() < events {
         if first.is_none() && consumed() > 0 {
-            first = Some((Instant::now(), cpu_seconds("self"), cpu_seconds(&broker)));
+            first = Some((
+                Instant::now(),
+                support::cpu_seconds("self"),
+                support::cpu_seconds(&broker),
+            ));
         }
         assert!(Instant::now() < deadline, "the run did not finish");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (began, engine_cpu, broker_cpu) =
-        first.unwrap_or((Instant::now(), cpu_seconds("self"), cpu_seconds(&broker)));
+    let (began, engine_cpu, broker_cpu) = first.unwrap_or((
+        Instant::now(),
+        support::cpu_seconds("self"),
+        support::cpu_seconds(&broker),
+    ));
     let elapsed = began.elapsed();
-    let engine_cpu = cpu_seconds("self") - engine_cpu;
-    let broker_cpu = cpu_seconds(&broker) - broker_cpu;
+    let engine_cpu = support::cpu_seconds("self") - engine_cpu;
+    let broker_cpu = support::cpu_seconds(&broker) - broker_cpu;
     let commits = total(&metrics, "cxpulse_transactions_total");
     let _ = stop.send(());
     engine
@@ -438,7 +413,7 @@ async fn throughput(config: Config, events: u64, broker_pid: u32) -> Run {
 /// Produces paced transactions while the engine runs; the latency of each
 /// from its send to its row becoming visible to an `isolation` reader.
 async fn latency(config: Config, isolation: &str) -> Vec<Duration> {
-    let (_, stop, engine) = start_in_process(&config);
+    let (_, stop, engine) = support::start_in_process(&config);
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", format!("{}-reader", config.kafka.group_id))

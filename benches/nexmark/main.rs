@@ -31,14 +31,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod events;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cxpulse::config::Config;
 use cxpulse::local_broker::LocalBroker;
-use cxpulse::metrics::Metrics;
 use cxpulse::schema::Source;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -224,7 +224,7 @@ fn count_all(config: &Config, topics: &[String], events: usize) -> Measured {
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             let message = message.expect("message");
             if first.is_none() {
-                first = Some((Instant::now(), cpu_seconds()));
+                first = Some((Instant::now(), support::cpu_seconds("self")));
             }
             count += 1;
             bytes += message.payload().map_or(0, <[u8]>::len);
@@ -234,7 +234,7 @@ fn count_all(config: &Config, topics: &[String], events: usize) -> Measured {
     let seconds = began.elapsed().as_secs_f64();
     Measured {
         rate: count as f64 / seconds,
-        per_cpu_second: count as f64 / (cpu_seconds() - cpu),
+        per_cpu_second: count as f64 / (support::cpu_seconds("self") - cpu),
         seconds,
         bytes,
     }
@@ -242,16 +242,7 @@ fn count_all(config: &Config, topics: &[String], events: usize) -> Measured {
 
 /// The engine over every preloaded event.
 async fn engine_run(config: &Config, topics: &[String], events: usize) -> Measured {
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = tokio::spawn(cxpulse::engine::run(
-        config.clone(),
-        Arc::clone(&metrics),
-        async move {
-            let _ = stopped.await;
-        },
-        |_| {},
-    ));
+    let (metrics, stop, engine) = support::start_in_process(config);
     let consumed = || {
         topics
             .iter()
@@ -262,15 +253,15 @@ async fn engine_run(config: &Config, topics: &[String], events: usize) -> Measur
     let deadline = Instant::now() + Duration::from_secs(3_600);
     while consumed() < events {
         if first.is_none() && consumed() > 0 {
-            first = Some((Instant::now(), cpu_seconds()));
+            first = Some((Instant::now(), support::cpu_seconds("self")));
         }
         assert!(Instant::now() < deadline, "the run did not finish");
         assert!(!engine.is_finished(), "the engine stopped");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (began, cpu) = first.unwrap_or((Instant::now(), cpu_seconds()));
+    let (began, cpu) = first.unwrap_or((Instant::now(), support::cpu_seconds("self")));
     let seconds = began.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu;
+    let cpu = support::cpu_seconds("self") - cpu;
     let _ = stop.send(());
     engine
         .await
@@ -282,14 +273,4 @@ async fn engine_run(config: &Config, topics: &[String], events: usize) -> Measur
         seconds,
         bytes: 0,
     }
-}
-
-/// CPU seconds (user and system) this process has used so far, from
-/// `/proc/self/stat` (clock ticks of 1/100 s).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
 }
