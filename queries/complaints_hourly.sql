@@ -19,7 +19,9 @@ SELECT g.window_start, g.window_end, g.category, g.severity,
 FROM (
     SELECT window_start, window_end, is_transaction, category, severity,
            opened, resolved, escalated, median_resolution_hours, p90_resolution_hours,
-           sum(transactions) OVER ()                             AS window_transactions
+           sum(transactions) OVER ()                             AS window_transactions,
+           -- once per group, not once per (group, history row) in the join
+           window_end - INTERVAL '30 days'                       AS open_since
     FROM (
         SELECT window_start, window_end, is_transaction, category, severity,
                count(*) FILTER (WHERE status = 'opened')         AS opened,
@@ -52,7 +54,7 @@ LEFT JOIN complaint_history h
       AND h.opened_ts < g.window_end
       AND h.valid_from < g.window_end
       AND (h.valid_until IS NULL OR h.valid_until >= g.window_end)
-      AND h.valid_from >= g.window_end - INTERVAL '30 days'
+      AND h.valid_from >= g.open_since
       AND h.status <> 'resolved'
 WHERE NOT g.is_transaction
 GROUP BY g.window_start, g.window_end, g.category, g.severity, g.opened, g.resolved,

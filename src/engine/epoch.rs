@@ -2,6 +2,8 @@
 //! letters, changelog records) and the consumer offsets of the events it
 //! came from are committed in one Kafka transaction, or not at all.
 //!
+//! Records are handed to the producer as they are made and the engine reads
+//! on; their acknowledgements are awaited once, just before the commit.
 //! Metrics that count outputs are updated when their epoch commits, so an
 //! aborted epoch, replayed after a restore, is not counted twice.
 
@@ -14,8 +16,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::changelog::Scope;
 use super::{Engine, EngineError, JobOutput};
 use crate::decode::RejectKind;
-use crate::sink::OutRecord;
 use crate::sink::transaction::TxnFailure;
+use crate::sink::{InFlight, OutRecord};
 
 /// The open transaction and what its commit will count.
 #[derive(Debug, Default)]
@@ -27,6 +29,9 @@ pub(super) struct Epoch {
     invalid: BTreeMap<(String, RejectKind), u64>,
     /// Rows published per job.
     rows: BTreeMap<String, u64>,
+    /// Everything sent in the epoch whose acknowledgement is still to be
+    /// awaited (before the commit).
+    in_flight: InFlight,
 }
 
 impl Epoch {
@@ -63,19 +68,39 @@ impl Engine {
                 .into_iter()
                 .map(|d| d.into_record(&self.config.topics.deadletter)),
         );
-        self.send(records).await.map(|_| ())
+        self.send(records).await
     }
 
-    /// Sends records in the open transaction, opening one if needed.
-    async fn send(&mut self, records: Vec<OutRecord>) -> Result<Vec<(i32, i64)>, EngineError> {
+    /// Hands records to the producer in the open transaction (opening one
+    /// if needed); their acknowledgements are awaited when the epoch
+    /// commits, so the engine reads on meanwhile.
+    async fn send(&mut self, records: Vec<OutRecord>) -> Result<(), EngineError> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
+        self.open_transaction().await?;
+        Ok(self
+            .sink
+            .enqueue(&records, &mut self.epoch.in_flight)
+            .await?)
+    }
+
+    /// Sends records in the open transaction and waits until they are
+    /// delivered; returns where each one landed.
+    async fn send_delivered(
+        &mut self,
+        records: Vec<OutRecord>,
+    ) -> Result<Vec<(i32, i64)>, EngineError> {
+        self.open_transaction().await?;
+        Ok(self.sink.send_all(records).await?)
+    }
+
+    async fn open_transaction(&mut self) -> Result<(), EngineError> {
         if !self.epoch.open {
             self.sink.begin().await?;
             self.epoch.open = true;
         }
-        Ok(self.sink.send_all(records).await?)
+        Ok(())
     }
 
     /// Commits the epoch: its state changes go to the changelog (or, when
@@ -87,7 +112,7 @@ impl Engine {
         let mut offsets = TopicPartitionList::new();
         if self.changelog.checkpoint_due() {
             let markers = self.changelog.begin_checkpoint();
-            let positions = self.send(markers).await?;
+            let positions = self.send_delivered(markers).await?;
             let topic = self.changelog.topic().to_owned();
             for (partition, offset) in positions {
                 offsets
@@ -109,10 +134,9 @@ impl Engine {
         if !self.epoch.open && self.epoch.offsets.is_empty() {
             return Ok(());
         }
-        if !self.epoch.open {
-            self.sink.begin().await?;
-            self.epoch.open = true;
-        }
+        self.open_transaction().await?;
+        let in_flight = std::mem::take(&mut self.epoch.in_flight);
+        self.sink.delivered(in_flight).await?;
         for ((topic, partition), next) in &self.epoch.offsets {
             offsets
                 .add_partition_offset(topic, *partition, Offset::Offset(*next))

@@ -3,14 +3,13 @@
 use std::sync::Arc;
 
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use arrow::json::LineDelimitedWriter;
 use arrow::json::writer::LineDelimited;
 use arrow::json::writer::WriterBuilder;
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use chrono::{DateTime, SecondsFormat};
-use serde_json::{Map, Value};
 
 use super::OutRecord;
 use crate::schema::timestamp_type;
@@ -64,55 +63,112 @@ pub struct RowEncoder {
 
 impl RowEncoder {
     /// One record per row: `{"job", <columns…>, "emitted_at"}`, keyed by
-    /// `{"job", <key columns…>}` when the job has `@key` columns.
+    /// `{"job", <key columns…>}` when the job has `@key` columns. Arrow's
+    /// JSON writer writes each row's columns once; the job and
+    /// `emitted_at` fields are spliced around them, with no JSON value
+    /// built per row.
     pub fn encode(
         &self,
         batches: &[RecordBatch],
         emitted_at_ms: i64,
     ) -> Result<Vec<OutRecord>, ArrowError> {
-        let emitted_at = Value::String(format_timestamp_millis(emitted_at_ms));
-        let mut lines = Vec::new();
-        {
-            let mut writer: LineDelimitedWriter<&mut Vec<u8>> = WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_owned())
-                .build::<_, LineDelimited>(&mut lines);
-            for batch in batches {
-                writer.write(&timestamps_as_utc_millis(batch)?)?;
-            }
-            writer.finish()?;
-        }
+        let job =
+            serde_json::to_string(&self.job).map_err(|e| ArrowError::JsonError(e.to_string()))?;
+        let emitted_at = format!(
+            "\"emitted_at\":\"{}\"}}",
+            format_timestamp_millis(emitted_at_ms)
+        );
         let mut records = Vec::new();
-        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let columns: Map<String, Value> =
-                serde_json::from_slice(line).map_err(|e| ArrowError::JsonError(e.to_string()))?;
-            let key = if self.key_columns.is_empty() {
+        for batch in batches {
+            let batch = timestamps_as_utc_millis(batch)?;
+            let rows = json_lines(&batch)?;
+            let keys = if self.key_columns.is_empty() {
                 None
             } else {
-                let mut key = Map::new();
-                key.insert("job".to_owned(), Value::String(self.job.clone()));
-                for column in &self.key_columns {
-                    key.insert(
-                        column.clone(),
-                        columns.get(column).cloned().unwrap_or(Value::Null),
-                    );
-                }
-                Some(Value::Object(key).to_string().into_bytes())
+                Some(json_lines(&self.key_batch(&batch)?)?)
             };
-            let mut row = Map::with_capacity(columns.len() + 2);
-            row.insert("job".to_owned(), Value::String(self.job.clone()));
-            row.extend(columns);
-            row.insert("emitted_at".to_owned(), emitted_at.clone());
-            records.push(OutRecord {
-                topic: self.topic.clone(),
-                partition: None,
-                key,
-                payload: Some(Value::Object(row).to_string().into_bytes()),
-                headers: Vec::new(),
-            });
+            let mut keys = keys.as_deref().map(lines);
+            for row in lines(&rows) {
+                let key = keys
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .map(|columns| object_with(&job, columns, "}"));
+                records.push(OutRecord {
+                    topic: self.topic.clone(),
+                    partition: None,
+                    key,
+                    payload: Some(object_with(&job, row, &emitted_at)),
+                    headers: Vec::new(),
+                });
+            }
         }
         Ok(records)
     }
+
+    /// The `@key` columns of `batch`, in `@key` order; a key column the
+    /// rows lack is null.
+    fn key_batch(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let schema = batch.schema();
+        let mut fields = Vec::with_capacity(self.key_columns.len());
+        let mut columns = Vec::with_capacity(self.key_columns.len());
+        for name in &self.key_columns {
+            match schema.index_of(name) {
+                Ok(i) => {
+                    fields.push(schema.field(i).clone());
+                    columns.push(Arc::clone(batch.column(i)));
+                }
+                Err(_) => {
+                    fields.push(Field::new(name, DataType::Null, true));
+                    columns.push(arrow::array::new_null_array(
+                        &DataType::Null,
+                        batch.num_rows(),
+                    ));
+                }
+            }
+        }
+        RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )
+    }
+}
+
+/// Every row of `batch` as one JSON object per line, nulls written out.
+fn json_lines(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+    let mut out = Vec::with_capacity(batch.num_rows() * 128);
+    let mut writer: LineDelimitedWriter<&mut Vec<u8>> = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_owned())
+        .build::<_, LineDelimited>(&mut out);
+    writer.write(batch)?;
+    writer.finish()?;
+    Ok(out)
+}
+
+/// The lines of `json_lines`' output.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split(|b| *b == b'\n').filter(|l| !l.is_empty())
+}
+
+/// `{"job":<job>, <the fields of object>` then `end` (which closes it).
+fn object_with(job: &str, object: &[u8], end: &str) -> Vec<u8> {
+    let fields = object
+        .strip_prefix(b"{")
+        .and_then(|o| o.strip_suffix(b"}"))
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(fields.len() + job.len() + end.len() + 10);
+    out.extend_from_slice(b"{\"job\":");
+    out.extend_from_slice(job.as_bytes());
+    if !fields.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(fields);
+    }
+    if end != "}" {
+        out.push(b',');
+    }
+    out.extend_from_slice(end.as_bytes());
+    out
 }
 
 #[cfg(test)]
@@ -120,7 +176,7 @@ mod tests {
     use arrow::array::{
         Float64Array, StringArray, TimestampMillisecondArray, TimestampSecondArray,
     };
-    use arrow::datatypes::Field;
+    use serde_json::Value;
 
     use super::*;
 

@@ -2,8 +2,9 @@
 //! changelog records.
 //!
 //! Everything the engine produces goes into the open transaction (see
-//! [`transaction`]); [`Sink::send_all`] returns once Kafka has acknowledged
-//! every record of a call, or reports the failure: a record that cannot be
+//! [`transaction`]). [`Sink::enqueue`] hands records to the producer and
+//! returns at once; their acknowledgements are awaited together, by
+//! [`Sink::delivered`], before the epoch commits. A record that cannot be
 //! delivered fails the whole epoch, which is aborted and replayed from the
 //! last committed one.
 
@@ -15,11 +16,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
+use rdkafka::types::RDKafkaErrorCode;
 
 pub use deadletter::{DeadLetter, headers as deadletter_headers};
 pub use encode::{RowEncoder, format_timestamp_millis};
@@ -53,6 +53,42 @@ pub struct SinkError {
     pub topic: String,
     /// The error of the first undelivered record.
     pub cause: KafkaError,
+}
+
+/// How long [`Sink::enqueue`] waits before it offers a record again to a
+/// producer whose queue is full.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
+
+/// Records handed to the producer whose acknowledgements have not been
+/// awaited yet: an epoch's outputs, awaited before it commits.
+#[derive(Default)]
+pub struct InFlight {
+    /// Topics of the records, each once.
+    topics: Vec<String>,
+    /// Each record's topic (an index into `topics`) and acknowledgement.
+    deliveries: Vec<(usize, DeliveryFuture)>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("topics", &self.topics)
+            .field("records", &self.deliveries.len())
+            .finish()
+    }
+}
+
+impl InFlight {
+    fn push(&mut self, topic: &str, delivery: DeliveryFuture) {
+        let index = match self.topics.iter().rposition(|t| t == topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push(topic.to_owned());
+                self.topics.len() - 1
+            }
+        };
+        self.deliveries.push((index, delivery));
+    }
 }
 
 /// The engine's transactional producer.
@@ -100,38 +136,118 @@ impl Sink {
     /// waiting as soon as the producer is fenced or every broker is lost;
     /// sends nothing once they are.
     pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<Vec<(i32, i64)>, SinkError> {
-        let failed = |cause| SinkError {
-            count: records.len(),
-            topic: records.first().map(|r| r.topic.clone()).unwrap_or_default(),
+        let mut in_flight = InFlight::default();
+        self.enqueue(&records, &mut in_flight).await?;
+        self.delivered(in_flight).await
+    }
+
+    /// Hands every record to the producer without waiting for Kafka's
+    /// acknowledgements, which join `in_flight` (see [`Sink::delivered`]).
+    /// Waits only while the producer's queue is full (backpressure), up to
+    /// `kafka.message_timeout_ms`. A record the producer refuses at once
+    /// (too large, for one) fails the call.
+    pub async fn enqueue(
+        &self,
+        records: &[OutRecord],
+        in_flight: &mut InFlight,
+    ) -> Result<(), SinkError> {
+        if self.watch.lost() {
+            return Err(SinkError {
+                count: records.len(),
+                topic: records.first().map(|r| r.topic.clone()).unwrap_or_default(),
+                cause: brokers_lost(),
+            });
+        }
+        for record in records {
+            let refused = |cause| SinkError {
+                count: 1,
+                topic: record.topic.clone(),
+                cause,
+            };
+            let deadline = tokio::time::Instant::now() + self.queue_timeout;
+            let mut out = future_record(record);
+            let delivery = loop {
+                match self.producer.send_result(out) {
+                    Ok(delivery) => break delivery,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        out = back;
+                        tokio::select! {
+                            cause = self.watch.until_fenced() => return Err(refused(cause)),
+                            () = self.watch.until_lost() => {
+                                self.discard_queued();
+                                return Err(refused(brokers_lost()));
+                            }
+                            () = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
+                        }
+                    }
+                    Err((cause, _)) => {
+                        self.metrics
+                            .produce_errors
+                            .with_label_values(&[record.topic.as_str()])
+                            .inc();
+                        return Err(refused(cause));
+                    }
+                }
+            };
+            in_flight.push(&record.topic, delivery);
+        }
+        Ok(())
+    }
+
+    /// Waits for Kafka's acknowledgement of every record of `in_flight`;
+    /// returns where each one landed, as (partition, offset), in the order
+    /// they were enqueued. Stops waiting as soon as the producer is fenced
+    /// or every broker is lost.
+    pub async fn delivered(&self, in_flight: InFlight) -> Result<Vec<(i32, i64)>, SinkError> {
+        let InFlight { topics, deliveries } = in_flight;
+        let count = deliveries.len();
+        let first_topic = deliveries
+            .first()
+            .map(|(t, _)| topics[*t].clone())
+            .unwrap_or_default();
+        let everything = |cause| SinkError {
+            count,
+            topic: first_topic.clone(),
             cause,
         };
-        if self.watch.lost() {
-            return Err(failed(brokers_lost()));
-        }
+        let awaited = async {
+            let mut results = Vec::with_capacity(deliveries.len());
+            for (topic, delivery) in deliveries {
+                let result = match delivery.await {
+                    Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_) => Err(KafkaError::Canceled),
+                };
+                results.push((topic, result));
+            }
+            results
+        };
         let results = tokio::select! {
-            results = join_all(records.iter().map(|r| self.send_one(r))) => results,
-            cause = self.watch.until_fenced() => return Err(failed(cause)),
+            results = awaited => results,
+            cause = self.watch.until_fenced() => return Err(everything(cause)),
             () = self.watch.until_lost() => {
                 self.discard_queued();
-                return Err(failed(brokers_lost()));
+                return Err(everything(brokers_lost()));
             }
         };
-        let mut failed: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut failed: BTreeMap<usize, u64> = BTreeMap::new();
         let mut first_failure = None;
-        let mut positions = Vec::with_capacity(records.len());
-        for (record, result) in records.iter().zip(results) {
+        let mut positions = Vec::with_capacity(results.len());
+        for (topic, result) in results {
             match result {
                 Ok(position) => positions.push(position),
                 Err(e) => {
-                    *failed.entry(record.topic.as_str()).or_default() += 1;
-                    first_failure.get_or_insert((record.topic.clone(), e));
+                    *failed.entry(topic).or_default() += 1;
+                    first_failure.get_or_insert((topics[topic].clone(), e));
                 }
             }
         }
         for (topic, n) in &failed {
             self.metrics
                 .produce_errors
-                .with_label_values(&[topic])
+                .with_label_values(&[topics[*topic].as_str()])
                 .inc_by(*n);
         }
         match first_failure {
@@ -142,31 +258,6 @@ impl Sink {
                 cause,
             }),
         }
-    }
-
-    async fn send_one(&self, record: &OutRecord) -> Result<(i32, i64), KafkaError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (name, value) in &record.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value),
-            });
-        }
-        let mut out = FutureRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
-        if let Some(partition) = record.partition {
-            out = out.partition(partition);
-        }
-        if let Some(key) = &record.key {
-            out = out.key(key);
-        }
-        if let Some(payload) = &record.payload {
-            out = out.payload(payload);
-        }
-        self.producer
-            .send(out, Timeout::After(self.queue_timeout))
-            .await
-            .map(|delivery| (delivery.partition, delivery.offset))
-            .map_err(|(e, _)| e)
     }
 
     /// Drops every record the producer has not delivered, failing the open
@@ -187,6 +278,28 @@ impl Drop for Sink {
     fn drop(&mut self) {
         self.discard_queued();
     }
+}
+
+/// The producer record of `record`.
+fn future_record(record: &OutRecord) -> FutureRecord<'_, [u8], [u8]> {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (name, value) in &record.headers {
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(value),
+        });
+    }
+    let mut out = FutureRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
+    if let Some(partition) = record.partition {
+        out = out.partition(partition);
+    }
+    if let Some(key) = &record.key {
+        out = out.key(key);
+    }
+    if let Some(payload) = &record.payload {
+        out = out.payload(payload);
+    }
+    out
 }
 
 /// The error of a send or call given up because every broker was lost.

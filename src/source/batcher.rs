@@ -109,6 +109,10 @@ pub struct Batcher {
     topics: TopicsConfig,
     builders: BTreeMap<(Source, i32), (BatchBuilder, Vec<RawRecord>)>,
     batch: MicroBatch,
+    /// Records read per source, and the next offset per (source,
+    /// partition), kept by source so no topic name is copied per record.
+    consumed: BTreeMap<Source, u64>,
+    next_offsets: BTreeMap<(Source, i32), i64>,
     records: usize,
 }
 
@@ -119,6 +123,8 @@ impl Batcher {
             topics,
             builders: BTreeMap::new(),
             batch: MicroBatch::default(),
+            consumed: BTreeMap::new(),
+            next_offsets: BTreeMap::new(),
             records: 0,
         }
     }
@@ -141,18 +147,9 @@ impl Batcher {
             return;
         };
         self.records += 1;
-        *self.batch.consumed.entry(topic.to_owned()).or_default() += 1;
-        if kind.is_stream() {
-            self.batch.next_offsets.insert(
-                (topic.to_owned(), message.partition()),
-                message.offset() + 1,
-            );
-        } else {
-            self.batch.lookup_offsets.insert(
-                (topic.to_owned(), message.partition()),
-                message.offset() + 1,
-            );
-        }
+        *self.consumed.entry(kind).or_default() += 1;
+        self.next_offsets
+            .insert((kind, message.partition()), message.offset() + 1);
 
         let payload = message.payload();
         let result = if !kind.is_stream() {
@@ -184,6 +181,19 @@ impl Batcher {
     /// Closes the micro-batch and starts a new one.
     pub fn take(&mut self) -> Result<MicroBatch, ArrowError> {
         let mut batch = std::mem::take(&mut self.batch);
+        for (source, n) in std::mem::take(&mut self.consumed) {
+            batch
+                .consumed
+                .insert(self.topics.source_topic(source).to_owned(), n);
+        }
+        for ((source, partition), next) in std::mem::take(&mut self.next_offsets) {
+            let at = (self.topics.source_topic(source).to_owned(), partition);
+            if source.is_stream() {
+                batch.next_offsets.insert(at, next);
+            } else {
+                batch.lookup_offsets.insert(at, next);
+            }
+        }
         for ((kind, partition), (builder, raw)) in &mut self.builders {
             if !builder.is_empty() {
                 batch.events.entry(*kind).or_default().push(SourceBatch {

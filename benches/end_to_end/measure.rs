@@ -1,0 +1,358 @@
+//! The two measured runs every workload shares: the raw consume ceiling,
+//! and the `cxpulse` binary running some query files over the preloaded
+//! events, watched from outside (its `/metrics`, its consumer group's
+//! committed offsets, and `/proc`).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+/// noida-db ignores `fetch.max.bytes` and answers a fetch with a
+/// partition's whole backlog: every client here accepts answers this big.
+pub const RECEIVE_MAX: &str = "2000000000";
+
+/// How long one engine run may take before the bench gives up.
+const RUN_LIMIT: Duration = Duration::from_secs(3_600);
+
+/// One measured run.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// Events processed.
+    pub events: u64,
+    /// Wall-clock seconds from the first event to the last.
+    pub seconds: f64,
+    /// CPU seconds (user + system) of the measured process in that span.
+    pub cpu_seconds: f64,
+    /// Peak resident set of the measured process, bytes.
+    pub peak_rss: u64,
+    /// Rows published per job (engine runs) or computed (batch runs).
+    pub rows: BTreeMap<String, u64>,
+}
+
+impl Measured {
+    /// Events per second of wall-clock time.
+    pub fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+
+    /// CPU seconds per million events.
+    pub fn cpu_per_million(&self) -> f64 {
+        self.cpu_seconds / (self.events as f64 / 1e6)
+    }
+
+    /// The figures as JSON; `ceiling` adds the ratio to it.
+    pub fn json(&self, ceiling: Option<&Measured>) -> Value {
+        json!({
+            "events": self.events,
+            "seconds": self.seconds,
+            "events_per_second": self.rate(),
+            "cpu_seconds": self.cpu_seconds,
+            "cpu_seconds_per_million_events": self.cpu_per_million(),
+            "events_per_cpu_second": self.events as f64 / self.cpu_seconds,
+            "peak_rss_bytes": self.peak_rss,
+            "ratio_to_ceiling": ceiling.map(|c| self.rate() / c.rate()),
+            "rows": self.rows,
+        })
+    }
+
+    /// One Markdown table row.
+    pub fn row(&self, name: &str, ceiling: Option<&Measured>) -> String {
+        format!(
+            "| {name} | {:.0} | {:.2} | {:.0} | {} | {} |",
+            self.rate(),
+            self.cpu_per_million(),
+            self.events as f64 / self.cpu_seconds,
+            self.peak_rss / 1_048_576,
+            ceiling.map_or("—".to_owned(), |c| format!(
+                "{:.2}",
+                self.rate() / c.rate()
+            )),
+        )
+    }
+}
+
+/// The header of [`Measured::row`]'s table.
+pub const TABLE_HEADER: &str = "| run | events/s | CPU s per M events | events per CPU s | peak RSS MiB | vs ceiling |\n|---|---|---|---|---|---|";
+
+/// CPU seconds (user and system) process `pid` (`self` for this one) has
+/// used so far, from `/proc/PID/stat` (whose clock ticks are 1/100 s).
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which may hold spaces: the third
+    // field of the line first, so utime (14th) and stime (15th) are 11, 12.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
+}
+
+/// Peak resident set of process `pid` so far (`VmHWM`), bytes.
+pub fn peak_rss(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resets this process's peak resident set to its current one.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The raw consume ceiling: an rdkafka consumer that only counts the
+/// messages and bytes of `topics` (each with `partitions` partitions), from
+/// the beginning until it has seen `events`; returns the run and the bytes.
+pub fn ceiling(
+    bootstrap: &str,
+    topics: &[String],
+    partitions: i32,
+    events: u64,
+) -> (Measured, u64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-ceiling")
+        .set("enable.auto.commit", "false")
+        .set("receive.message.max.bytes", RECEIVE_MAX)
+        .create()
+        .expect("consumer");
+    let mut all = TopicPartitionList::new();
+    for topic in topics {
+        for p in 0..partitions {
+            all.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    consumer.assign(&all).expect("assign");
+    reset_peak_rss();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut first = None;
+    while count < events {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("message");
+            if first.is_none() {
+                first = Some((Instant::now(), cpu_seconds("self")));
+            }
+            count += 1;
+            bytes += message.payload().map_or(0, <[u8]>::len) as u64;
+        }
+    }
+    let (began, cpu) = first.expect("a message");
+    let measured = Measured {
+        events: count,
+        seconds: began.elapsed().as_secs_f64(),
+        cpu_seconds: cpu_seconds("self") - cpu,
+        peak_rss: peak_rss("self"),
+        rows: BTreeMap::new(),
+    };
+    (measured, bytes)
+}
+
+/// One run of the `cxpulse` binary.
+pub struct EngineRun<'a> {
+    /// Configuration file layered over the default, if any.
+    pub config: Option<&'a Path>,
+    /// Settings as `CXPULSE__…` environment variables.
+    pub env: Vec<(String, String)>,
+    /// The consumer group (also set through `env`).
+    pub group: String,
+    /// The source topics whose events are counted.
+    pub topics: &'a [String],
+    /// Partitions per source topic.
+    pub partitions: i32,
+    /// Events preloaded in `topics`.
+    pub events: u64,
+    /// Where to write a `perf record` profile of the run, if anywhere.
+    pub profile: Option<PathBuf>,
+}
+
+impl EngineRun<'_> {
+    /// Starts `cxpulse run` and measures it from its first consumed event
+    /// until its group has committed the end of every partition of
+    /// `topics`; then stops it with SIGTERM.
+    pub fn measure(&self, bootstrap: &str) -> Measured {
+        let port = free_port();
+        let logs = tempfile::NamedTempFile::new().expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cxpulse"));
+        command.arg("run");
+        if let Some(config) = self.config {
+            command.arg("--config").arg(config);
+        }
+        command
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("CXPULSE__KAFKA__BROKERS", bootstrap)
+            .env("CXPULSE__KAFKA__GROUP_ID", &self.group)
+            .env("CXPULSE__KAFKA__INSTANCE_ID", "bench")
+            .env(
+                "CXPULSE__KAFKA__PROPERTIES__RECEIVE_MESSAGE_MAX_BYTES",
+                RECEIVE_MAX,
+            )
+            .env("CXPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("CXPULSE__ENGINE__RELOAD_INTERVAL_MS", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(logs.reopen().expect("log file"));
+        let mut child = command.spawn().expect("cxpulse run");
+        let pid = child.id().to_string();
+        let mut perf = self.profile.as_ref().map(|out| {
+            Command::new("perf")
+                .args([
+                    "record",
+                    "-F",
+                    "199",
+                    "--call-graph",
+                    "dwarf,8192",
+                    "-p",
+                    &pid,
+                    "-o",
+                ])
+                .arg(out)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("perf (Debian package linux-perf)")
+        });
+        let ends = end_offsets(bootstrap, self.topics, self.partitions);
+        let offsets: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", &self.group)
+            .create()
+            .expect("consumer");
+        let started = Instant::now();
+        let mut first = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if let Ok(Some(status)) = child.try_wait() {
+                let logs = std::fs::read_to_string(logs.path()).unwrap_or_default();
+                panic!("cxpulse run stopped ({status}):\n{logs}");
+            }
+            assert!(started.elapsed() < RUN_LIMIT, "the run did not finish");
+            if first.is_none() {
+                let consumed: f64 = metric(port, "cxpulse_records_consumed_total")
+                    .iter()
+                    .filter(|(labels, _)| self.topics.iter().any(|t| labels.contains(t.as_str())))
+                    .map(|(_, v)| v)
+                    .sum();
+                if consumed > 0.0 {
+                    first = Some((Instant::now(), cpu_seconds(&pid)));
+                }
+                continue;
+            }
+            if committed_through(&offsets, &ends) {
+                break;
+            }
+        }
+        let (began, cpu) = first.expect("started");
+        let seconds = began.elapsed().as_secs_f64();
+        let cpu_seconds = cpu_seconds(&pid) - cpu;
+        let peak_rss = peak_rss(&pid);
+        let rows = metric(port, "cxpulse_output_records_total")
+            .into_iter()
+            .filter_map(|(labels, v)| {
+                let job = labels.split("job=\"").nth(1)?.split('"').next()?.to_owned();
+                Some((job, v as u64))
+            })
+            .collect();
+        if let Some(perf) = &mut perf {
+            let _ = Command::new("kill")
+                .args(["-INT", &perf.id().to_string()])
+                .status();
+            let _ = perf.wait();
+        }
+        stop(&mut child);
+        Measured {
+            events: self.events,
+            seconds,
+            cpu_seconds,
+            peak_rss,
+            rows,
+        }
+    }
+}
+
+/// A port free on 127.0.0.1 a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Each series of metric `name` on the engine's `/metrics`: (labels, value).
+fn metric(port: u16, name: &str) -> Vec<(String, f64)> {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Vec::new();
+    };
+    let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series[name.len()..].to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The end offset of every partition of `topics`.
+fn end_offsets(
+    bootstrap: &str,
+    topics: &[String],
+    partitions: i32,
+) -> BTreeMap<(String, i32), i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("consumer");
+    let mut ends = BTreeMap::new();
+    for topic in topics {
+        for p in 0..partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            ends.insert((topic.clone(), p), high);
+        }
+    }
+    ends
+}
+
+/// Whether the group of `consumer` has committed `ends` (or beyond) for every partition.
+fn committed_through(consumer: &BaseConsumer, ends: &BTreeMap<(String, i32), i64>) -> bool {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in ends.keys() {
+        list.add_partition(topic, *partition);
+    }
+    let Ok(committed) = consumer.committed_offsets(list, Duration::from_secs(10)) else {
+        return false;
+    };
+    committed.elements().iter().all(|e| match e.offset() {
+        Offset::Offset(at) => at >= ends[&(e.topic().to_owned(), e.partition())],
+        _ => false,
+    })
+}
+
+/// SIGTERM, then the wait for a clean stop (SIGKILL after a minute).
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
