@@ -1,6 +1,8 @@
 -- Loyalty per customer, daily over the trailing 365 days (RFM).
 --   recency_days  whole days from the last purchase to the window end
---   frequency     purchases; monetary: amount spent
+--   frequency     purchases; monetary: amount spent, rounded to the cent
+--                 (so that a score never depends on the order in which
+--                 the engine happened to add the amounts up)
 --   r/f/m_score   1-5 by quintile among the window's customers: ceil(5 x the
 --                 cumulative distribution), so ties share a score; 5 = most
 --                 recent, most frequent, highest spend
@@ -37,7 +39,7 @@ FROM (
         SELECT window_start, window_end, customer_id,
                (CAST(window_end AS BIGINT) - CAST(max(ts) AS BIGINT)) / 86400000 AS recency_days,
                count(*)                                                       AS frequency,
-               sum(amount)                                                    AS monetary
+               round(sum(amount), 2)                                          AS monetary
         FROM HOP(transactions, ts, INTERVAL '1 day', INTERVAL '365 days')
         GROUP BY window_start, window_end, customer_id
     ) AS rfm

@@ -32,7 +32,7 @@ FROM (
             SELECT window_start, window_end, customer_id,
                    (CAST(window_end AS BIGINT) - CAST(max(ts) AS BIGINT)) / 86400000 AS recency_days,
                    count(*)                                                       AS frequency,
-                   sum(amount)                                                    AS monetary
+                   round(sum(amount), 2)                                          AS monetary
             FROM HOP(transactions, ts, INTERVAL '1 day', INTERVAL '365 days')
             GROUP BY window_start, window_end, customer_id
         ) AS rfm

@@ -507,6 +507,10 @@ fn loyalty_rfm(records: &[Generated], last: i64) -> BTreeMap<(String, String), R
             c.1 += 1;
             c.2 += tx["amount"].as_f64().unwrap_or_default();
         }
+        // The query rounds the amount spent to the cent, as SQL round(x, 2).
+        for c in per_customer.values_mut() {
+            c.2 = (c.2 * 100.0).round() / 100.0;
+        }
         let n = per_customer.len() as f64;
         let stats: Vec<(i64, i64, f64)> = per_customer
             .values()
