@@ -255,13 +255,7 @@ impl EngineRun<'_> {
         let seconds = began.elapsed().as_secs_f64();
         let cpu_seconds = cpu_seconds(&pid) - cpu;
         let peak_rss = peak_rss(&pid);
-        let rows = metric(port, "cxpulse_output_records_total")
-            .into_iter()
-            .filter_map(|(labels, v)| {
-                let job = labels.split("job=\"").nth(1)?.split('"').next()?.to_owned();
-                Some((job, v as u64))
-            })
-            .collect();
+        let rows = settled_rows(port);
         if let Some(perf) = &mut perf {
             let _ = Command::new("kill")
                 .args(["-INT", &perf.id().to_string()])
@@ -277,6 +271,31 @@ impl EngineRun<'_> {
             rows,
         }
     }
+}
+
+/// Rows published per job, once no count has changed for two seconds (a
+/// watermark that jumps at the end closes its windows over several ticks,
+/// after the last offsets are committed); at most a minute.
+fn settled_rows(port: u16) -> BTreeMap<String, u64> {
+    let read = || -> BTreeMap<String, u64> {
+        metric(port, "cxpulse_output_records_total")
+            .into_iter()
+            .filter_map(|(labels, v)| {
+                let job = labels.split("job=\"").nth(1)?.split('"').next()?.to_owned();
+                Some((job, v as u64))
+            })
+            .collect()
+    };
+    let mut rows = read();
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = read();
+        if now == rows {
+            break;
+        }
+        rows = now;
+    }
+    rows
 }
 
 /// A port free on 127.0.0.1 a moment ago.

@@ -1,7 +1,10 @@
 //! The engine's loop: micro-batches of consumed records, timer ticks,
 //! epoch commits, query reloads, and the drain at shutdown.
 //!
-//! A micro-batch is processed to the end before the next one starts:
+//! Consumed records are decoded on a thread of their own
+//! ([`DecodeStage`]), which hands micro-batches back while the engine runs
+//! the previous one. A micro-batch is processed to the end before the next
+//! one starts:
 //! table-source changes are applied, kept tables updated, every job that
 //! reads a source of the batch runs (windowed jobs add the batch to their
 //! state), the watermarks advance and windowed jobs fire the windows they
@@ -21,7 +24,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::{Engine, EngineError, TICK, jobs, millis};
 use crate::schema::Source;
 use crate::sink::transaction::TxnFailure;
-use crate::source::{self, Batcher, MicroBatch};
+use crate::source::{self, Batcher, DecodeStage, MicroBatch};
 
 /// How long a clean stop waits for its consumers to close.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -61,7 +64,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let max_rows = usize::try_from(self.config.engine.batch_max_rows).unwrap_or(1);
         let linger = millis(self.config.engine.batch_linger_ms);
-        let mut batcher = Batcher::new(self.config.topics.clone());
+        let mut stage = DecodeStage::start(self.config.topics.clone())
+            .map_err(|source| EngineError::Thread { source })?;
+        let mut lookup_batcher = Batcher::new(self.config.topics.clone());
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,21 +98,21 @@ impl Engine {
                 biased;
                 () = &mut shutdown => break,
                 () = linger_elapsed => {
-                    self.process(batcher.take()?).await?;
+                    stage.cut();
                     deadline = None;
                 }
+                room = stage.room(), if stage.has_chunk() => stage.hand_over(room),
+                batch = stage.next_batch() => self.process(batch?).await?,
                 _ = commit_timer.tick() => self.commit().await?,
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading queries");
                     self.reload().await;
                 }
                 _ = ticker.tick() => {
-                    match self.lookup.take(&mut batcher, Instant::now()) {
-                        Ok(n) if n > 0 && deadline.is_none() => {
-                            deadline = Some(tokio::time::Instant::now() + linger);
-                        }
+                    match self.lookup.take(&mut lookup_batcher, Instant::now()) {
+                        Ok(n) if n > 0 => self.process(lookup_batcher.take()?).await?,
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "reading the customers topic"),
+                        Err(e) => tracing::warn!(error = %e, "reading the table sources"),
                     }
                     self.tick().await?;
                     if let (Some(at), Some(every)) = (next_reload, reload_every)
@@ -117,12 +122,12 @@ impl Engine {
                         next_reload = Some(tokio::time::Instant::now() + every);
                     }
                 }
-                received = self.consumer.recv() => match received {
+                received = self.consumer.recv(), if !stage.has_chunk() => match received {
                     Ok(message) => {
-                        batcher.push(&message);
+                        stage.push(&message);
                         drop(message);
-                        if batcher.len() >= max_rows {
-                            self.process(batcher.take()?).await?;
+                        if stage.open_len() >= max_rows {
+                            stage.cut();
                             deadline = None;
                         } else if deadline.is_none() {
                             deadline = Some(tokio::time::Instant::now() + linger);
@@ -141,22 +146,26 @@ impl Engine {
                 },
             }
         }
-        self.drain(batcher).await
+        self.drain(stage).await
     }
 
-    /// Finishes the open micro-batch and commits the last epoch, within the
-    /// drain time. A failure here loses nothing (the epoch is replayed on
-    /// restart) and is logged; the engine stops either way.
-    async fn drain(&mut self, mut batcher: Batcher) -> Result<(), EngineError> {
+    /// Finishes the micro-batches read so far and commits the last epoch,
+    /// within the drain time. A failure here loses nothing (the epoch is
+    /// replayed on restart) and is logged; the engine stops either way.
+    async fn drain(&mut self, mut stage: DecodeStage) -> Result<(), EngineError> {
         let drain = millis(self.config.engine.shutdown_drain_ms);
         tracing::info!(
-            pending = batcher.len(),
+            pending = stage.open_len(),
             drain_ms = drain.as_millis() as u64,
             "stopping: draining"
         );
         let finished = tokio::time::timeout(drain, async {
-            if !batcher.is_empty() {
-                self.process(batcher.take()?).await?;
+            stage.cut();
+            while stage.busy() {
+                tokio::select! {
+                    room = stage.room(), if stage.has_chunk() => stage.hand_over(room),
+                    batch = stage.next_batch() => self.process(batch?).await?,
+                }
             }
             self.commit().await
         })

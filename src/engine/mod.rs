@@ -104,6 +104,12 @@ pub enum EngineError {
     /// A micro-batch could not be assembled (a bug).
     #[error("assembling a micro-batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The decoding thread could not be started.
+    #[error("starting the decoding thread: {source}")]
+    Thread {
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The SIGHUP handler could not be installed.
     #[error("installing the SIGHUP handler: {source}")]
     Signal {
@@ -150,6 +156,7 @@ impl EngineError {
             | EngineError::Metrics(_)
             | EngineError::Arrow(_)
             | EngineError::Signal { .. }
+            | EngineError::Thread { .. }
             | EngineError::Sources(_) => true,
         }
     }

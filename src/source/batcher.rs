@@ -72,6 +72,37 @@ impl RawRecord {
     }
 }
 
+/// A consumed record of a source, copied out of the consumer, ready to be
+/// decoded anywhere.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    /// The source whose topic it came from.
+    pub source: Source,
+    /// Kafka partition.
+    pub partition: i32,
+    /// The record.
+    pub raw: RawRecord,
+}
+
+impl Consumed {
+    /// Copies `message`; `None` (with a warning) for a topic that is not a
+    /// source's.
+    pub fn of<M: Message>(message: &M, topics: &TopicsConfig) -> Option<Self> {
+        let Some(source) = topics.source_of(message.topic()) else {
+            tracing::warn!(
+                topic = message.topic(),
+                "message from a topic that is not a source, skipped"
+            );
+            return None;
+        };
+        Some(Self {
+            source,
+            partition: message.partition(),
+            raw: RawRecord::of(message),
+        })
+    }
+}
+
 /// One partition's valid events of one source.
 #[derive(Debug, Clone)]
 pub struct SourceBatch {
@@ -141,40 +172,53 @@ impl Batcher {
 
     /// Decodes one message into the current micro-batch.
     pub fn push<M: Message>(&mut self, message: &M) {
-        let topic = message.topic();
-        let Some(kind) = self.topics.source_of(topic) else {
-            tracing::warn!(topic, "message from a topic that is not a source, skipped");
-            return;
-        };
+        if let Some(consumed) = Consumed::of(message, &self.topics) {
+            self.add(consumed);
+        }
+    }
+
+    /// Decodes one record already copied out of the consumer.
+    pub fn add(&mut self, consumed: Consumed) {
+        let Consumed {
+            source: kind,
+            partition,
+            raw,
+        } = consumed;
         self.records += 1;
         *self.consumed.entry(kind).or_default() += 1;
-        self.next_offsets
-            .insert((kind, message.partition()), message.offset() + 1);
+        self.next_offsets.insert((kind, partition), raw.offset + 1);
 
-        let payload = message.payload();
         let result = if !kind.is_stream() {
-            row_change(kind, message.key(), payload)
+            row_change(kind, raw.key.as_deref(), raw.payload.as_deref())
                 .map(|change| self.batch.table_changes.push((kind, change)))
         } else {
-            match payload {
+            match raw.payload.as_deref() {
                 None => Err(Rejection::new(
                     RejectKind::InvalidJson,
                     "the message has no value",
                 )),
                 Some(bytes) => parse_record(kind, bytes).map(|cells| {
-                    let (builder, raw) = self
+                    let (builder, _) = self
                         .builders
-                        .entry((kind, message.partition()))
+                        .entry((kind, partition))
                         .or_insert_with(|| (BatchBuilder::new(kind), Vec::new()));
                     builder.append(&cells);
-                    raw.push(RawRecord::of(message));
                 }),
             }
         };
-        if let Err(rejection) = result {
-            self.batch
-                .dead_letters
-                .push(dead_letter(message, rejection));
+        match result {
+            Ok(()) if kind.is_stream() => {
+                if let Some((_, raws)) = self.builders.get_mut(&(kind, partition)) {
+                    raws.push(raw);
+                }
+            }
+            Ok(()) => {}
+            Err(rejection) => self.batch.dead_letters.push(raw.into_dead_letter(
+                self.topics.source_topic(kind),
+                partition,
+                rejection,
+                None,
+            )),
         }
     }
 
@@ -232,10 +276,6 @@ fn row_change(
     }
     let cells = parse_record(source, payload.unwrap_or_default())?;
     Ok(RowChange::Upsert(owned_cells(cells)))
-}
-
-fn dead_letter<M: Message>(message: &M, rejection: Rejection) -> DeadLetter {
-    RawRecord::of(message).into_dead_letter(message.topic(), message.partition(), rejection, None)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! [`BrokerWatch`](crate::brokers::BrokerWatch).
 
 mod batcher;
+mod decode_stage;
 pub mod lookup_topic;
 
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 
-pub use batcher::{Batcher, MicroBatch, RawRecord, SourceBatch};
+pub use batcher::{Batcher, Consumed, MicroBatch, RawRecord, SourceBatch};
+pub use decode_stage::DecodeStage;
 pub use lookup_topic::LookupConsumer;
 
 use crate::brokers::BrokerWatch;
