@@ -15,7 +15,8 @@
 //! 3-partition topics. The engine is this build's `cxpulse` binary
 //! (`cxpulse run`, each run a fresh consumer group), measured from its
 //! first consumed event until its group has committed the end of every
-//! source partition; its CPU time and peak RSS come from `/proc`. noida-db
+//! source partition and no window has closed for five seconds (the end is
+//! the last closing); its CPU time and peak RSS come from `/proc`. noida-db
 //! ignores `fetch.max.bytes` and answers a fetch with a partition's whole
 //! backlog, so every client here raises `receive.message.max.bytes`
 //! (`kafka.properties` for the engine), as a deployment on noida-db must.

@@ -178,7 +178,8 @@ pub struct EngineRun<'a> {
 impl EngineRun<'_> {
     /// Starts `cxpulse run` and measures it from its first consumed event
     /// until its group has committed the end of every partition of
-    /// `topics`; then stops it with SIGTERM.
+    /// `topics` and its windows have stopped closing; then stops it with
+    /// SIGTERM.
     pub fn measure(&self, bootstrap: &str) -> Measured {
         let port = free_port();
         let logs = tempfile::NamedTempFile::new().expect("log file");
@@ -251,11 +252,29 @@ impl EngineRun<'_> {
                 break;
             }
         }
+        // The last offsets are committed before the windows the final
+        // watermark closes have all fired (firing is budgeted per round):
+        // the run ends when windows stop closing.
+        let (ended, cpu_at_end) = windows_settled(port, &pid);
         let (began, cpu) = first.expect("started");
-        let seconds = began.elapsed().as_secs_f64();
-        let cpu_seconds = cpu_seconds(&pid) - cpu;
+        let seconds = ended.duration_since(began).as_secs_f64();
+        let cpu_seconds = cpu_at_end - cpu;
         let peak_rss = peak_rss(&pid);
-        let rows = settled_rows(port);
+        let rows = per_job(port, "cxpulse_output_records_total");
+        let errors: u64 = per_job(port, "cxpulse_job_errors_total").values().sum();
+        let restarts: f64 = metric(port, "cxpulse_restores_total")
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        if errors > 0 || restarts > 1.0 {
+            let kept = std::env::temp_dir().join(format!("{}.log", self.group));
+            let _ = std::fs::copy(logs.path(), &kept);
+            eprintln!(
+                "warning: {} had {errors} job error(s) and {restarts} restore(s); its log is in {}",
+                self.group,
+                kept.display()
+            );
+        }
         if let Some(perf) = &mut perf {
             let _ = Command::new("kill")
                 .args(["-INT", &perf.id().to_string()])
@@ -273,29 +292,31 @@ impl EngineRun<'_> {
     }
 }
 
-/// Rows published per job, once no count has changed for two seconds (a
-/// watermark that jumps at the end closes its windows over several ticks,
-/// after the last offsets are committed); at most a minute.
-fn settled_rows(port: u16) -> BTreeMap<String, u64> {
-    let read = || -> BTreeMap<String, u64> {
-        metric(port, "cxpulse_output_records_total")
-            .into_iter()
-            .filter_map(|(labels, v)| {
-                let job = labels.split("job=\"").nth(1)?.split('"').next()?.to_owned();
-                Some((job, v as u64))
-            })
-            .collect()
-    };
-    let mut rows = read();
-    for _ in 0..30 {
-        std::thread::sleep(Duration::from_secs(2));
-        let now = read();
-        if now == rows {
-            break;
+/// When windows stopped closing (no job's `cxpulse_windows_fired_total`
+/// changed for five seconds), and this process's CPU seconds then.
+fn windows_settled(port: u16, pid: &str) -> (Instant, f64) {
+    let mut fired = per_job(port, "cxpulse_windows_fired_total");
+    let mut last_change = (Instant::now(), cpu_seconds(pid));
+    while last_change.0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = per_job(port, "cxpulse_windows_fired_total");
+        if now != fired {
+            fired = now;
+            last_change = (Instant::now(), cpu_seconds(pid));
         }
-        rows = now;
     }
-    rows
+    last_change
+}
+
+/// Metric `name`'s value per `job` label.
+fn per_job(port: u16, name: &str) -> BTreeMap<String, u64> {
+    metric(port, name)
+        .into_iter()
+        .filter_map(|(labels, v)| {
+            let job = labels.split("job=\"").nth(1)?.split('"').next()?.to_owned();
+            Some((job, v as u64))
+        })
+        .collect()
 }
 
 /// A port free on 127.0.0.1 a moment ago.
