@@ -75,7 +75,7 @@ impl RowEncoder {
         let job =
             serde_json::to_string(&self.job).map_err(|e| ArrowError::JsonError(e.to_string()))?;
         let emitted_at = format!(
-            "\"emitted_at\":\"{}\"}}",
+            "\"emitted_at\":\"{}\"",
             format_timestamp_millis(emitted_at_ms)
         );
         let mut records = Vec::new();
@@ -92,12 +92,12 @@ impl RowEncoder {
                 let key = keys
                     .as_mut()
                     .and_then(Iterator::next)
-                    .map(|columns| object_with(&job, columns, "}"));
+                    .map(|columns| object_with(&job, columns, None));
                 records.push(OutRecord {
                     topic: self.topic.clone(),
                     partition: None,
                     key,
-                    payload: Some(object_with(&job, row, &emitted_at)),
+                    payload: Some(object_with(&job, row, Some(&emitted_at))),
                     headers: Vec::new(),
                 });
             }
@@ -151,23 +151,23 @@ fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     text.split(|b| *b == b'\n').filter(|l| !l.is_empty())
 }
 
-/// `{"job":<job>, <the fields of object>` then `end` (which closes it).
-fn object_with(job: &str, object: &[u8], end: &str) -> Vec<u8> {
+/// `{"job":<job>, <the fields of object>, <last field>}`.
+fn object_with(job: &str, object: &[u8], last_field: Option<&str>) -> Vec<u8> {
     let fields = object
         .strip_prefix(b"{")
         .and_then(|o| o.strip_suffix(b"}"))
         .unwrap_or_default();
-    let mut out = Vec::with_capacity(fields.len() + job.len() + end.len() + 10);
+    let last = last_field.unwrap_or_default();
+    let mut out = Vec::with_capacity(fields.len() + job.len() + last.len() + 10);
     out.extend_from_slice(b"{\"job\":");
     out.extend_from_slice(job.as_bytes());
-    if !fields.is_empty() {
-        out.push(b',');
-        out.extend_from_slice(fields);
+    for part in [fields, last.as_bytes()] {
+        if !part.is_empty() {
+            out.push(b',');
+            out.extend_from_slice(part);
+        }
     }
-    if end != "}" {
-        out.push(b',');
-    }
-    out.extend_from_slice(end.as_bytes());
+    out.push(b'}');
     out
 }
 

@@ -188,38 +188,37 @@ impl Batcher {
         *self.consumed.entry(kind).or_default() += 1;
         self.next_offsets.insert((kind, partition), raw.offset + 1);
 
-        let result = if !kind.is_stream() {
-            row_change(kind, raw.key.as_deref(), raw.payload.as_deref())
-                .map(|change| self.batch.table_changes.push((kind, change)))
+        let rejection = if !kind.is_stream() {
+            match row_change(kind, raw.key.as_deref(), raw.payload.as_deref()) {
+                Ok(change) => return self.batch.table_changes.push((kind, change)),
+                Err(rejection) => rejection,
+            }
         } else {
-            match raw.payload.as_deref() {
+            let parsed = match raw.payload.as_deref() {
                 None => Err(Rejection::new(
                     RejectKind::InvalidJson,
                     "the message has no value",
                 )),
-                Some(bytes) => parse_record(kind, bytes).map(|cells| {
-                    let (builder, _) = self
+                Some(bytes) => parse_record(kind, bytes),
+            };
+            match parsed {
+                Ok(cells) => {
+                    let (builder, raws) = self
                         .builders
                         .entry((kind, partition))
                         .or_insert_with(|| (BatchBuilder::new(kind), Vec::new()));
                     builder.append(&cells);
-                }),
+                    return raws.push(raw);
+                }
+                Err(rejection) => rejection,
             }
         };
-        match result {
-            Ok(()) if kind.is_stream() => {
-                if let Some((_, raws)) = self.builders.get_mut(&(kind, partition)) {
-                    raws.push(raw);
-                }
-            }
-            Ok(()) => {}
-            Err(rejection) => self.batch.dead_letters.push(raw.into_dead_letter(
-                self.topics.source_topic(kind),
-                partition,
-                rejection,
-                None,
-            )),
-        }
+        self.batch.dead_letters.push(raw.into_dead_letter(
+            self.topics.source_topic(kind),
+            partition,
+            rejection,
+            None,
+        ));
     }
 
     /// Closes the micro-batch and starts a new one.
