@@ -305,17 +305,7 @@ fn producer(config: &Config) -> FutureProducer {
 async fn preload(config: &Config, records: &[cxpulse::generate::Generated]) {
     let kafka = producer(config);
     for chunk in records.chunks(20_000) {
-        let acks = chunk.iter().map(|r| {
-            kafka.send(
-                FutureRecord::to(config.topics.source_topic(r.kind))
-                    .key(&r.key)
-                    .payload(&r.value),
-                Duration::from_secs(60),
-            )
-        });
-        for ack in futures::future::join_all(acks).await {
-            ack.map_err(|(e, _)| e).expect("acknowledged");
-        }
+        support::preload::send_generated(&kafka, &config.topics, chunk).await;
     }
 }
 
@@ -379,8 +369,8 @@ async fn throughput(config: Config, events: u64, broker_pid: u32) -> Run {
         if first.is_none() && consumed() > 0 {
             first = Some((
                 Instant::now(),
-                support::cpu_seconds("self"),
-                support::cpu_seconds(&broker),
+                support::cpu::cpu_seconds("self"),
+                support::cpu::cpu_seconds(&broker),
             ));
         }
         assert!(Instant::now() < deadline, "the run did not finish");
@@ -388,12 +378,12 @@ async fn throughput(config: Config, events: u64, broker_pid: u32) -> Run {
     }
     let (began, engine_cpu, broker_cpu) = first.unwrap_or((
         Instant::now(),
-        support::cpu_seconds("self"),
-        support::cpu_seconds(&broker),
+        support::cpu::cpu_seconds("self"),
+        support::cpu::cpu_seconds(&broker),
     ));
     let elapsed = began.elapsed();
-    let engine_cpu = support::cpu_seconds("self") - engine_cpu;
-    let broker_cpu = support::cpu_seconds(&broker) - broker_cpu;
+    let engine_cpu = support::cpu::cpu_seconds("self") - engine_cpu;
+    let broker_cpu = support::cpu::cpu_seconds(&broker) - broker_cpu;
     let commits = total(&metrics, "cxpulse_transactions_total");
     let _ = stop.send(());
     engine

@@ -18,9 +18,10 @@ use cxpulse::job::Job;
 use cxpulse::lookup::{Lookups, RowChange, owned_cells};
 use cxpulse::schema::Source;
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
-use crate::measure::{Measured, cpu_seconds, peak_rss, reset_peak_rss};
+use crate::cpu::cpu_seconds;
+use crate::measure::{Measured, peak_rss, reset_peak_rss};
 
 /// 2026-01-01T00:00:00Z: the generated events' start.
 const START: i64 = 1_767_225_600_000;
@@ -62,17 +63,7 @@ pub async fn preload(config: &Config, customers: usize, events: u64, dir: &Path)
             writeln!(file, "{}", record.value).expect("write events");
             chunk.push(record);
         }
-        let acks = chunk.iter().map(|r| {
-            kafka.send(
-                FutureRecord::to(config.topics.source_topic(r.kind))
-                    .key(&r.key)
-                    .payload(&r.value),
-                Duration::from_secs(120),
-            )
-        });
-        for ack in futures::future::join_all(acks).await {
-            ack.map_err(|(e, _)| e).expect("acknowledged");
-        }
+        crate::preload::send_generated(&kafka, &config.topics, &chunk).await;
     }
     for file in files.values_mut() {
         file.flush().expect("flush");

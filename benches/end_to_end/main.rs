@@ -23,11 +23,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/cpu.rs"]
+mod cpu;
 mod cx;
 #[path = "../nexmark/events.rs"]
 mod events;
 mod measure;
 mod nexmark;
+#[path = "../support/preload.rs"]
+mod preload;
 
 use std::path::{Path, PathBuf};
 

@@ -15,6 +15,8 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
+use crate::cpu::cpu_seconds;
+
 /// noida-db ignores `fetch.max.bytes` and answers a fetch with a
 /// partition's whole backlog: every client here accepts answers this big.
 pub const RECEIVE_MAX: &str = "2000000000";
@@ -81,18 +83,6 @@ impl Measured {
 
 /// The header of [`Measured::row`]'s table.
 pub const TABLE_HEADER: &str = "| run | events/s | CPU s per M events | events per CPU s | peak RSS MiB | vs ceiling |\n|---|---|---|---|---|---|";
-
-/// CPU seconds (user and system) process `pid` (`self` for this one) has
-/// used so far, from `/proc/PID/stat` (whose clock ticks are 1/100 s).
-pub fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which may hold spaces: the third
-    // field of the line first, so utime (14th) and stime (15th) are 11, 12.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
-}
 
 /// Peak resident set of process `pid` so far (`VmHWM`), bytes.
 pub fn peak_rss(pid: &str) -> u64 {
