@@ -73,9 +73,11 @@ pub async fn preload(config: &Config, customers: usize, events: u64, dir: &Path)
 
 /// The no-streaming ceiling: the jobs of `queries` planned as the engine
 /// plans them, the events of `dir` decoded from their files and fed to
-/// them `BATCH_ROWS` at a time, source by source, then the windows the
-/// engine's last watermark closes, closed at once. No Kafka, no
-/// micro-batches, no changelog, no output encoding.
+/// them `BATCH_ROWS` at a time, source by source, then every window up to
+/// each source's latest event time less its out-of-orderness closed at
+/// once (the engine's watermark follows the slowest partition, so it may
+/// close a few windows fewer). No Kafka, no micro-batches, no changelog,
+/// no output encoding.
 pub async fn batch(config: &Config, dir: &Path, queries: &Path, events: u64) -> Measured {
     reset_peak_rss();
     let began = Instant::now();
@@ -118,9 +120,8 @@ pub async fn batch(config: &Config, dir: &Path, queries: &Path, events: u64) -> 
             }
         }
     }
-    // The windows the engine's last watermark closes: each source's latest
-    // event time less its allowed out-of-orderness, the slowest source of
-    // the job.
+    // Close to the engine's last watermark: each source's latest event time
+    // less its allowed out-of-orderness, the slowest source of the job.
     let watermark = |source: &Source| {
         let (out_of_orderness, _) = source.event_time_settings();
         latest.get(source).copied().unwrap_or(i64::MIN)
