@@ -112,12 +112,24 @@ pub fn wait_finished(config: &Config, engine: &EngineProcess, timeout: Duration)
     println!("every event committed after {:?}", started.elapsed());
     loop {
         let body = engine.metrics();
-        let lags: Vec<f64> = body
-            .lines()
-            .filter(|l| l.starts_with("cxpulse_window_close_lag_seconds{"))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
-            .collect();
-        if !lags.is_empty() && lags.iter().all(|l| *l == 0.0) {
+        let series = |name: &str| -> BTreeMap<String, f64> {
+            body.lines()
+                .filter_map(|l| l.strip_prefix(name)?.strip_prefix("{job=\""))
+                .filter_map(|l| {
+                    let (job, value) = l.split_once("\"} ")?;
+                    Some((job.to_owned(), value.parse().ok()?))
+                })
+                .collect()
+        };
+        // Each windowed job has a `windows_fired` series from its start; its
+        // lag appears once it has fired, job by job within a firing round.
+        let windowed: Vec<String> = series("cxpulse_windows_fired_total").into_keys().collect();
+        let lags = series("cxpulse_window_close_lag_seconds");
+        if !windowed.is_empty()
+            && windowed
+                .iter()
+                .all(|job| lags.get(job).is_some_and(|lag| *lag == 0.0))
+        {
             return;
         }
         assert!(
