@@ -3,7 +3,8 @@
 //! Each partition's watermark is the largest event time it has delivered
 //! minus the allowed out-of-orderness. A source's watermark is the smallest
 //! over its active partitions, so one slow partition holds it back; a
-//! partition that delivered nothing for `idle_timeout` stops counting. When
+//! partition that delivered nothing for `idle_timeout`, while it had nothing
+//! left to read, stops counting. When
 //! every partition is idle, the source's watermark is the largest of theirs,
 //! so the last windows still close at the end of a stream. Watermarks never
 //! move backwards.
@@ -66,6 +67,14 @@ impl SourceWatermark {
                 max_event_time,
                 last_active: now,
             });
+        }
+    }
+
+    /// Records that `partition` still has records to read: it is slow, not
+    /// idle, so it keeps counting (if assigned).
+    pub fn keep_active(&mut self, partition: i32, now: Instant) {
+        if let Some(clock) = self.partitions.get_mut(&partition) {
+            clock.last_active = now;
         }
     }
 
@@ -211,6 +220,31 @@ mod tests {
         // Everything idle: the largest partition watermark.
         tokio::time::advance(IDLE).await;
         assert_eq!(w.watermark(Instant::now()), Some(105_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_partition_with_records_left_to_read_is_not_idle() {
+        let mut w = SourceWatermark::new(0, IDLE);
+        let t0 = Instant::now();
+        w.assign(&[0, 1], t0);
+        w.observe(0, 100_000, t0);
+        w.observe(1, 20_000, t0);
+        // Partition 1's next records wait behind partition 0's for a minute.
+        for _ in 0..6 {
+            tokio::time::advance(Duration::from_secs(10)).await;
+            w.observe(0, 100_000, Instant::now());
+            w.keep_active(1, Instant::now());
+            assert_eq!(w.watermark(Instant::now()), Some(20_000));
+        }
+        // Caught up and silent: idle once the timeout has passed.
+        tokio::time::advance(IDLE).await;
+        w.observe(0, 100_000, Instant::now());
+        assert_eq!(w.watermark(Instant::now()), Some(100_000));
+        // An unassigned partition is not brought back.
+        w.assign(&[0], Instant::now());
+        w.keep_active(1, Instant::now());
+        assert_eq!(w.partition_times()[&1], 20_000);
+        assert_eq!(w.watermark(Instant::now()), Some(100_000));
     }
 
     #[tokio::test(start_paused = true)]

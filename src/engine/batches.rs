@@ -313,5 +313,7 @@ impl Engine {
                 .collect();
             self.event_time.assign(&assigned, now);
         }
+        let behind = self.consumer.context().backlog.behind();
+        self.event_time.keep_active(&behind, now);
     }
 }

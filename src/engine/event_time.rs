@@ -54,6 +54,17 @@ impl EventTime {
         }
     }
 
+    /// Keeps the `(topic, partition)`s that still have records to read from
+    /// going idle.
+    pub fn keep_active(&mut self, behind: &[(String, i32)], now: Instant) {
+        for (kind, watermark) in &mut self.sources {
+            let topic = self.topics.source_topic(*kind);
+            for (_, p) in behind.iter().filter(|(t, _)| t == topic) {
+                watermark.keep_active(*p, now);
+            }
+        }
+    }
+
     /// Advances the partitions that delivered events in a micro-batch.
     pub fn observe(&mut self, events: &BTreeMap<Source, Vec<SourceBatch>>, now: Instant) {
         for (kind, batches) in events {

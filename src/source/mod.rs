@@ -8,6 +8,7 @@
 //! into the consumer-lag metric, and reports errors to the
 //! [`BrokerWatch`](crate::brokers::BrokerWatch).
 
+mod backlog;
 mod batcher;
 mod decode_stage;
 pub mod lookup_topic;
@@ -20,6 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 
+pub use backlog::Backlog;
 pub use batcher::{Batcher, Consumed, MicroBatch, RawRecord, SourceBatch};
 pub use decode_stage::DecodeStage;
 pub use lookup_topic::LookupConsumer;
@@ -39,6 +41,8 @@ pub struct SourceContext {
     metrics: Arc<Metrics>,
     source_topics: Vec<String>,
     watch: BrokerWatch,
+    /// Records left to read per assigned partition.
+    pub backlog: Backlog,
 }
 
 impl ClientContext for SourceContext {
@@ -58,18 +62,16 @@ impl ClientContext for SourceContext {
             for (partition, p) in &stats.partitions {
                 // librdkafka's own consumer_lag counts from the consumer's
                 // commits, and offsets are committed by the producer's
-                // transactions: measure from the position instead, to the
-                // last stable offset (read_committed).
-                let end = if p.ls_offset >= 0 {
-                    p.ls_offset
-                } else {
-                    p.hi_offset
-                };
-                if *partition >= 0 && p.app_offset >= 0 && end >= 0 {
+                // transactions: the backlog counts from the position. Only
+                // assigned ("desired") partitions count; -1 is internal.
+                if *partition < 0 || !p.desired {
+                    continue;
+                }
+                if let Some(left) = self.backlog.update(topic, *partition, p) {
                     self.metrics
                         .consumer_lag
                         .with_label_values(&[topic.as_str(), &partition.to_string()])
-                        .set((end - p.app_offset).max(0));
+                        .set(left);
                 }
             }
         }
@@ -86,6 +88,7 @@ impl ConsumerContext for SourceContext {
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
         }
         self.metrics.consumer_lag.reset();
+        self.backlog.clear();
         self.metrics.assigned_partitions.set(assigned as i64);
         self.health.set_partitions_assigned(assigned > 0);
     }
@@ -138,6 +141,7 @@ pub fn subscribe(
         metrics,
         source_topics: source_topics.clone(),
         watch,
+        backlog: Backlog::default(),
     })?;
     let names: Vec<&str> = source_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
