@@ -1,12 +1,15 @@
 //! End to end, side by side, in one run: the raw consume ceiling, the
 //! engine with every bundled job, the engine with one trivial stateless
 //! job, and DataFusion in batch mode over the same events read from files;
-//! then the Nexmark queries the same way.
+//! then the Nexmark queries the same way; and, on request, the latency of
+//! early results at a steady rate (`latency`).
 //!
 //! `cargo bench --bench end_to_end [-- --events N] [--customers C]
-//! [--workloads cx,nexmark] [--nexmark-events M] [--queries q5,q11]
-//! [--json PATH] [--perf DIR]` (defaults: 5,000,000 events of 100,000 generated
-//! customers, then 5,000,000 Nexmark events, every query; figures written
+//! [--workloads cx,nexmark,latency] [--nexmark-events M] [--queries q5,q11]
+//! [--rate R] [--seconds S] [--json PATH] [--perf DIR]` (defaults: 5,000,000
+//! events of 100,000 generated customers, then 5,000,000 Nexmark events,
+//! every query; the latency workload, only when named, produces 100,000
+//! events/s for 60 s; figures written
 //! to `target/end_to_end.json`; `--perf` records each engine run with
 //! `perf record -g` into DIR/<group>.perf.data).
 //!
@@ -28,6 +31,7 @@ mod cpu;
 mod cx;
 #[path = "../nexmark/events.rs"]
 mod events;
+mod latency;
 mod measure;
 mod nexmark;
 #[path = "../support/preload.rs"]
@@ -80,6 +84,15 @@ async fn main() {
     });
     if workloads.split(',').any(|w| w == "cx") {
         report["cx"] = customer_analytics(events, customers, profiles.as_deref()).await;
+    }
+    if workloads.split(',').any(|w| w == "latency") {
+        let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
+        report["latency"] = latency::run(
+            &broker.bootstrap(),
+            number("--rate", 100_000),
+            number("--seconds", 60),
+        )
+        .await;
     }
     if workloads.split(',').any(|w| w == "nexmark") {
         let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");

@@ -166,11 +166,8 @@ pub struct EngineRun<'a> {
 }
 
 impl EngineRun<'_> {
-    /// Starts `cxpulse run` and measures it from its first consumed event
-    /// until its group has committed the end of every partition of
-    /// `topics` and its windows have stopped closing; then stops it with
-    /// SIGTERM.
-    pub fn measure(&self, bootstrap: &str) -> Measured {
+    /// Starts `cxpulse run` on this run's settings.
+    pub fn spawn(&self, bootstrap: &str) -> Spawned {
         let port = free_port();
         let logs = tempfile::NamedTempFile::new().expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_cxpulse"));
@@ -192,7 +189,20 @@ impl EngineRun<'_> {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(logs.reopen().expect("log file"));
-        let mut child = command.spawn().expect("cxpulse run");
+        let child = command.spawn().expect("cxpulse run");
+        Spawned { child, port, logs }
+    }
+
+    /// Starts `cxpulse run` and measures it from its first consumed event
+    /// until its group has committed the end of every partition of
+    /// `topics` and its windows have stopped closing; then stops it with
+    /// SIGTERM.
+    pub fn measure(&self, bootstrap: &str) -> Measured {
+        let Spawned {
+            mut child,
+            port,
+            logs,
+        } = self.spawn(bootstrap);
         let pid = child.id().to_string();
         let mut perf = self.profile.as_ref().map(|out| {
             Command::new("perf")
@@ -280,6 +290,50 @@ impl EngineRun<'_> {
             rows,
         }
     }
+}
+
+/// A running `cxpulse run`.
+pub struct Spawned {
+    /// The process.
+    pub child: Child,
+    /// Its HTTP port.
+    pub port: u16,
+    /// Its log (stderr).
+    pub logs: tempfile::NamedTempFile,
+}
+
+impl Spawned {
+    /// Waits until `/readyz` says ready; panics with the log if it exits.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let logs = std::fs::read_to_string(self.logs.path()).unwrap_or_default();
+                panic!("cxpulse run stopped ({status}):\n{logs}");
+            }
+            assert!(Instant::now() < deadline, "cxpulse run never got ready");
+            if http_status(self.port, "/readyz") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops it with SIGTERM (SIGKILL after a minute).
+    pub fn stop(mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// The status code of `GET path` on the engine's port.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// When windows stopped closing (no job's `cxpulse_windows_fired_total`

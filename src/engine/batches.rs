@@ -8,7 +8,7 @@
 //! table-source changes are applied, kept tables updated, every job that
 //! reads a source of the batch runs (windowed jobs add the batch to their
 //! state), the watermarks advance and windowed jobs fire the windows they
-//! closed; rows and dead letters are sent in the open transaction. A 200 ms
+//! closed (the jobs run side by side, each on a task of its own); rows and dead letters are sent in the open transaction. A 200 ms
 //! timer also fires windows when partitions go idle and emits early
 //! results; every `engine.commit_interval_ms` the epoch commits.
 
@@ -212,10 +212,15 @@ impl Engine {
 
         let now = tokio::time::Instant::now();
         self.refresh_assignment(now);
-        let mut output = jobs::process(&mut self.jobs, &events, &self.metrics).await;
+        let events = std::sync::Arc::new(events);
+        let mut output = jobs::process(&mut self.jobs, &events, &self.metrics)
+            .await
+            .map_err(EngineError::JobPanicked)?;
         self.event_time.observe(&events, now);
         self.event_time.refresh(now, &self.metrics);
-        let fired = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
+        let fired = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now)
+            .await
+            .map_err(EngineError::JobPanicked)?;
         output.records.extend(fired.records);
         for (job, n) in fired.rows {
             *output.rows.entry(job).or_default() += n;
@@ -264,7 +269,9 @@ impl Engine {
         let now = tokio::time::Instant::now();
         self.refresh_assignment(now);
         self.event_time.refresh(now, &self.metrics);
-        let output = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now).await;
+        let output = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now)
+            .await
+            .map_err(EngineError::JobPanicked)?;
         self.expire_kept();
         self.publish(output).await?;
         self.check_memory();

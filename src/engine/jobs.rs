@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::compute::{filter_record_batch, not};
@@ -131,31 +132,72 @@ fn reject_all(batch: &SourceBatch, job: &str, rejection: &Rejection) -> Vec<Dead
         .collect()
 }
 
-/// Runs every job on one micro-batch. Windowed jobs first route the events
-/// that are late for all their windows to the dead-letter topic, then add
-/// the rest to their state; nothing fires here (see [`fire`]).
-pub async fn process(
-    jobs: &mut [RunningJob],
-    events: &BTreeMap<Source, Vec<SourceBatch>>,
-    metrics: &Metrics,
-) -> JobOutput {
+/// Runs `work` on every job, each on a task of its own, and merges their
+/// outputs in job order. Jobs are independent, so on several cores they
+/// run in parallel. A job whose task panicked (a bug) is lost: the error
+/// names it, and the engine stops.
+async fn on_every_job<F, Fut>(jobs: &mut Vec<RunningJob>, work: F) -> Result<JobOutput, String>
+where
+    F: Fn(usize, RunningJob) -> Fut,
+    Fut: Future<Output = (RunningJob, JobOutput)> + Send + 'static,
+{
+    let names: Vec<String> = jobs.iter().map(|j| j.job.name.clone()).collect();
+    let tasks: Vec<_> = std::mem::take(jobs)
+        .into_iter()
+        .enumerate()
+        .map(|(index, running)| tokio::spawn(work(index, running)))
+        .collect();
     let mut out = JobOutput::default();
-    for running in jobs.iter_mut() {
-        if !running.job.sources().iter().any(|k| events.contains_key(k)) {
-            continue;
+    let mut panicked = Vec::new();
+    for (task, name) in tasks.into_iter().zip(names) {
+        match task.await {
+            Ok((running, output)) => {
+                jobs.push(running);
+                out.records.extend(output.records);
+                out.dead_letters.extend(output.dead_letters);
+                for (job, n) in output.rows {
+                    *out.rows.entry(job).or_default() += n;
+                }
+            }
+            Err(e) => panicked.push(format!("job {name} panicked: {e}")),
         }
-        let started = std::time::Instant::now();
-        if running.job.windowed().is_some() {
-            accumulate(running, events, metrics, &mut out).await;
-        } else {
-            run_stateless(running, events, metrics, &mut out).await;
-        }
-        metrics
-            .job_duration
-            .with_label_values(&[running.job.name.as_str(), "batch"])
-            .observe(started.elapsed().as_secs_f64());
     }
-    out
+    if panicked.is_empty() {
+        Ok(out)
+    } else {
+        Err(panicked.join("; "))
+    }
+}
+
+/// Runs every job on one micro-batch, each on a task of its own. Windowed
+/// jobs first route the events that are late for all their windows to the
+/// dead-letter topic, then add the rest to their state; nothing fires here
+/// (see [`fire`]).
+pub async fn process(
+    jobs: &mut Vec<RunningJob>,
+    events: &Arc<BTreeMap<Source, Vec<SourceBatch>>>,
+    metrics: &Arc<Metrics>,
+) -> Result<JobOutput, String> {
+    on_every_job(jobs, |_, mut running| {
+        let (events, metrics) = (Arc::clone(events), Arc::clone(metrics));
+        async move {
+            let mut out = JobOutput::default();
+            if running.job.sources().iter().any(|k| events.contains_key(k)) {
+                let started = std::time::Instant::now();
+                if running.job.windowed().is_some() {
+                    accumulate(&mut running, &events, &metrics, &mut out).await;
+                } else {
+                    run_stateless(&mut running, &events, &metrics, &mut out).await;
+                }
+                metrics
+                    .job_duration
+                    .with_label_values(&[running.job.name.as_str(), "batch"])
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            (running, out)
+        }
+    })
+    .await
 }
 
 /// A stateless job on one micro-batch: its rows, or its events as dead
@@ -247,76 +289,100 @@ async fn accumulate(
 }
 
 /// Fires the windows each windowed job's watermark has closed, and the
-/// early results that are due. A job stops closing windows once
-/// [`FIRING_BUDGET`] has passed since this call began; the next call goes on.
+/// early results that are due, each job on a task of its own. A job stops
+/// closing windows once [`FIRING_BUDGET`] has passed since this call began;
+/// the next call goes on.
 pub async fn fire(
-    jobs: &mut [RunningJob],
+    jobs: &mut Vec<RunningJob>,
     event_time: &EventTime,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
     now: Instant,
-) -> JobOutput {
+) -> Result<JobOutput, String> {
     let deadline = std::time::Instant::now() + FIRING_BUDGET;
-    let mut out = JobOutput::default();
-    for running in jobs.iter_mut() {
-        let started = std::time::Instant::now();
-        let every = running.job.emit_every;
-        let early_due = running.next_early.is_some_and(|at| now >= at);
-        let Some(windowed) = running.job.windowed_mut() else {
-            continue;
-        };
-        let mut rows = Vec::new();
-        let mut failure = None;
-        let closed_before = windowed.windows_closed();
-        let watermark = event_time.of_sources(&windowed.info.sources);
-        if let Some(watermark) = watermark {
-            match windowed.fire(watermark, deadline).await {
-                Ok(fired) => rows.extend(fired),
-                Err(e) => failure = Some(e),
-            }
+    let watermarks: Vec<Option<i64>> = jobs
+        .iter()
+        .map(|j| {
+            j.job
+                .windowed()
+                .and_then(|w| event_time.of_sources(&w.info.sources))
+        })
+        .collect();
+    on_every_job(jobs, |index, mut running| {
+        let (watermark, metrics) = (watermarks[index], Arc::clone(metrics));
+        async move {
+            let mut out = JobOutput::default();
+            fire_job(&mut running, watermark, deadline, now, &metrics, &mut out).await;
+            (running, out)
         }
-        let fired = windowed.windows_closed() - closed_before;
-        if early_due && failure.is_none() {
-            match windowed.early().await {
-                Ok(early) => rows.extend(early),
-                Err(e) => failure = Some(e),
-            }
+    })
+    .await
+}
+
+/// One windowed job's part of [`fire`].
+async fn fire_job(
+    running: &mut RunningJob,
+    watermark: Option<i64>,
+    deadline: std::time::Instant,
+    now: Instant,
+    metrics: &Metrics,
+    out: &mut JobOutput,
+) {
+    let started = std::time::Instant::now();
+    let every = running.job.emit_every;
+    let early_due = running.next_early.is_some_and(|at| now >= at);
+    let Some(windowed) = running.job.windowed_mut() else {
+        return;
+    };
+    let mut rows = Vec::new();
+    let mut failure = None;
+    let closed_before = windowed.windows_closed();
+    if let Some(watermark) = watermark {
+        match windowed.fire(watermark, deadline).await {
+            Ok(fired) => rows.extend(fired),
+            Err(e) => failure = Some(e),
         }
-        let state_bytes = windowed.state_bytes();
-        let lag = watermark.zip(windowed.closed_through()).map(|(w, closed)| {
-            w.saturating_sub(windowed.lateness)
-                .saturating_sub(closed)
-                .max(0)
-        });
-        let name = running.job.name.clone();
-        if let Some(lag) = lag {
-            metrics
-                .window_close_lag
-                .with_label_values(&[name.as_str()])
-                .set(lag as f64 / 1000.0);
-        }
-        if early_due {
-            running.next_early = every.map(|e| now + e);
-        }
-        metrics
-            .window_state_bytes
-            .with_label_values(&[name.as_str()])
-            .set(state_bytes as i64);
-        if fired > 0 {
-            metrics
-                .windows_fired
-                .with_label_values(&[name.as_str()])
-                .inc_by(fired);
-        }
-        if let Some(e) = failure {
-            job_failed(running, &e.to_string(), metrics);
-        }
-        if !rows.is_empty() {
-            out.publish(running, &rows, metrics);
-        }
-        metrics
-            .job_duration
-            .with_label_values(&[name.as_str(), "fire"])
-            .observe(started.elapsed().as_secs_f64());
     }
-    out
+    let fired = windowed.windows_closed() - closed_before;
+    if early_due && failure.is_none() {
+        match windowed.early().await {
+            Ok(early) => rows.extend(early),
+            Err(e) => failure = Some(e),
+        }
+    }
+    let state_bytes = windowed.state_bytes();
+    let lag = watermark.zip(windowed.closed_through()).map(|(w, closed)| {
+        w.saturating_sub(windowed.lateness)
+            .saturating_sub(closed)
+            .max(0)
+    });
+    let name = running.job.name.clone();
+    if let Some(lag) = lag {
+        metrics
+            .window_close_lag
+            .with_label_values(&[name.as_str()])
+            .set(lag as f64 / 1000.0);
+    }
+    if early_due {
+        running.next_early = every.map(|e| now + e);
+    }
+    metrics
+        .window_state_bytes
+        .with_label_values(&[name.as_str()])
+        .set(state_bytes as i64);
+    if fired > 0 {
+        metrics
+            .windows_fired
+            .with_label_values(&[name.as_str()])
+            .inc_by(fired);
+    }
+    if let Some(e) = failure {
+        job_failed(running, &e.to_string(), metrics);
+    }
+    if !rows.is_empty() {
+        out.publish(running, &rows, metrics);
+    }
+    metrics
+        .job_duration
+        .with_label_values(&[name.as_str(), "fire"])
+        .observe(started.elapsed().as_secs_f64());
 }

@@ -10,7 +10,8 @@
 //! * [`start`] fences the previous instance, restores window state,
 //!   watermarks and kept tables from the changelog, reads the table
 //!   sources (by default `customers`) to their end, then subscribes.
-//! * [`batches`] runs micro-batches and timer ticks; [`epoch`] commits
+//! * [`batches`] runs micro-batches and timer ticks, every job on a task of
+//!   its own ([`jobs`]); [`epoch`] commits
 //!   outputs, dead letters, state changes ([`changelog`]) and consumer
 //!   offsets in one transaction every `engine.commit_interval_ms`.
 //! * [`memory`] pauses consumption while window state is over its limit.
@@ -104,6 +105,9 @@ pub enum EngineError {
     /// A micro-batch could not be assembled (a bug).
     #[error("assembling a micro-batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A job's task panicked (a bug); the job is lost.
+    #[error("{0}")]
+    JobPanicked(String),
     /// The decoding thread could not be started.
     #[error("starting the decoding thread: {source}")]
     Thread {
@@ -157,6 +161,7 @@ impl EngineError {
             | EngineError::Arrow(_)
             | EngineError::Signal { .. }
             | EngineError::Thread { .. }
+            | EngineError::JobPanicked(_)
             | EngineError::Sources(_) => true,
         }
     }

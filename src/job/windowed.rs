@@ -167,7 +167,7 @@ impl WindowedJob {
         slot.set(vec![events]);
         let partial = run(&self.split.batch_plan, &self.task_ctx).await;
         slot.set(Vec::new());
-        let partial = partial?;
+        let partial = exact(partial?)?;
         match &mut self.state {
             WindowState::Panes(store) => {
                 for batch in &partial {
@@ -176,7 +176,9 @@ impl WindowedJob {
                 for key in store.fragmented(MAX_PANE_BATCHES) {
                     let batches = store.take_pane(key);
                     self.split.reduce_slot.set(batches.clone());
-                    let reduced = run(&self.split.reduce_plan, &self.task_ctx).await;
+                    let reduced = run(&self.split.reduce_plan, &self.task_ctx)
+                        .await
+                        .and_then(exact);
                     self.split.reduce_slot.set(Vec::new());
                     match reduced {
                         Ok(reduced) => store.put_pane(key, reduced),
@@ -203,6 +205,14 @@ impl WindowedJob {
     /// that jumps a long way does not hold the engine up.
     pub async fn fire(&mut self, watermark: i64, deadline: Instant) -> Result<Vec<RecordBatch>> {
         let through = watermark.saturating_sub(self.lateness);
+        if let WindowState::Panes(store) = &mut self.state {
+            for (block, batches) in store.blocks_due(through) {
+                self.split.reduce_slot.set(batches);
+                let merged = run(&self.split.reduce_plan, &self.task_ctx).await;
+                self.split.reduce_slot.set(Vec::new());
+                store.put_block(block, exact(merged?)?);
+            }
+        }
         let mut rows = Vec::new();
         loop {
             let windows = match &mut self.state {
@@ -357,6 +367,21 @@ impl WindowedJob {
 
 async fn run(plan: &Arc<dyn ExecutionPlan>, ctx: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
     collect(reset_plan_states(Arc::clone(plan))?, Arc::clone(ctx)).await
+}
+
+/// State rows as one batch of their own. An aggregate hands its output
+/// out in slices of one allocation, each of which would keep (and count,
+/// in `state_bytes`) the whole; a copy holds exactly its rows.
+fn exact(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(batches);
+    };
+    let one = arrow::compute::concat_batches(&first.schema(), &batches)?;
+    Ok(if one.num_rows() == 0 {
+        Vec::new()
+    } else {
+        vec![one]
+    })
 }
 
 /// The event-time column as epoch milliseconds.

@@ -11,16 +11,23 @@
 //! was compacted) is journaled: the journal is what the state changelog
 //! records ([`PaneStore::drain_changes`]), and [`PaneStore::restore`] puts
 //! the records back after a restart.
+//!
+//! A window of many panes (a year of days) would merge every pane at every
+//! firing. So panes are also grouped in blocks of [`BLOCK_PANES`]: once a
+//! block's panes are complete, their state is merged once (the job's reduce
+//! plan) and cached, and a window covering the whole block reads the merged
+//! rows instead of its panes. A block is derived state: not journaled,
+//! rebuilt after a restart, and dropped when one of its panes changes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use arrow::array::RecordBatch;
 use arrow::compute::take_record_batch;
 use arrow::error::ArrowError;
 
 use super::WindowSpec;
-use super::epoch_millis;
 use super::exec::set_window;
+use super::{epoch_millis, floor_to};
 use crate::schema::Source;
 
 /// One window's state rows, ready for the `Final` aggregate.
@@ -82,6 +89,11 @@ pub enum PaneChange {
     },
 }
 
+/// Panes per block. Blocks are used by windows of at least twice as many
+/// panes; 32 daily panes keep a 365-day window to at most 11 blocks and 62
+/// panes.
+pub const BLOCK_PANES: i64 = 32;
+
 /// The smallest [`StatePartition`], for ranges over pane starts.
 const FIRST_PARTITION: StatePartition = (Source::FIRST, i32::MIN);
 
@@ -95,6 +107,10 @@ pub struct PaneStore {
     closed_through: Option<i64>,
     next_seq: u64,
     journal: Vec<PaneChange>,
+    /// Merged state of whole blocks, by (block start, source partition).
+    blocks: BTreeMap<PaneKey, Vec<RecordBatch>>,
+    /// Memory held by the panes' and blocks' batches.
+    bytes: usize,
 }
 
 impl PaneStore {
@@ -108,6 +124,8 @@ impl PaneStore {
             closed_through: None,
             next_seq: 0,
             journal: Vec::new(),
+            blocks: BTreeMap::new(),
+            bytes: 0,
         }
     }
 
@@ -150,6 +168,8 @@ impl PaneStore {
 
     /// Adds one batch to a pane, under a new sequence number, and journals it.
     fn add(&mut self, pane: PaneKey, batch: RecordBatch) {
+        self.bytes += batch.get_array_memory_size();
+        self.drop_block_of(pane);
         let batch = StateBatch {
             seq: self.next_seq,
             batch,
@@ -217,13 +237,25 @@ impl PaneStore {
         self.closed_through = Some(self.closed_through.map_or(through, |c| c.max(through)));
         let spec = self.spec;
         let journal = &mut self.journal;
+        let mut freed = 0;
         self.panes.retain(|&key, pane| {
             let keep = spec.last_window_end(key.0) > through;
             if !keep {
                 Self::journal_removal(journal, key, &pane.batches);
+                freed += memory(pane.batches.iter().map(|b| &b.batch));
             }
             keep
         });
+        // A block starting before the next window no future window covers.
+        let next_start = floor_to(through, slide) + slide - size;
+        self.blocks.retain(|&(block_start, _), block| {
+            let keep = block_start >= next_start;
+            if !keep {
+                freed += memory(block.iter());
+            }
+            keep
+        });
+        self.bytes -= freed;
         due
     }
 
@@ -252,11 +284,29 @@ impl PaneStore {
 
     /// State rows of `[start, end)` with the window columns set to it.
     fn window(&self, start: i64, end: i64) -> WindowContents {
-        let batches = self
+        let mut rows: Vec<&RecordBatch> = Vec::new();
+        let mut blocks_used = BTreeSet::new();
+        for (&(pane_start, partition), pane) in self
             .panes
             .range((start, FIRST_PARTITION)..(end, FIRST_PARTITION))
-            .flat_map(|(_, pane)| pane.batches.iter())
-            .filter_map(|b| set_window(&b.batch, self.window_columns, start, end).ok())
+        {
+            let block = self.block_of(pane_start).and_then(|(block_start, width)| {
+                let inside = block_start >= start && block_start + width <= end;
+                let key = (block_start, partition);
+                inside.then(|| self.blocks.get(&key).map(|b| (key, b)))?
+            });
+            match block {
+                Some((key, merged)) => {
+                    if blocks_used.insert(key) {
+                        rows.extend(merged);
+                    }
+                }
+                None => rows.extend(pane.batches.iter().map(|b| &b.batch)),
+            }
+        }
+        let batches = rows
+            .into_iter()
+            .filter_map(|b| set_window(b, self.window_columns, start, end).ok())
             .collect();
         WindowContents {
             start,
@@ -283,6 +333,8 @@ impl PaneStore {
             .map(|p| std::mem::take(&mut p.batches))
             .unwrap_or_default();
         Self::journal_removal(&mut self.journal, key, &taken);
+        self.bytes -= memory(taken.iter().map(|b| &b.batch));
+        self.drop_block_of(key);
         taken.into_iter().map(|b| b.batch).collect()
     }
 
@@ -335,6 +387,8 @@ impl PaneStore {
             return;
         }
         self.next_seq = self.next_seq.max(batch.seq + 1);
+        self.bytes += batch.batch.get_array_memory_size();
+        self.drop_block_of(pane);
         let batches = &mut self.panes.entry(pane).or_default().batches;
         let at = batches.partition_point(|b| b.seq < batch.seq);
         batches.insert(at, batch);
@@ -350,19 +404,82 @@ impl PaneStore {
         self.panes.values().map(Pane::rows).sum()
     }
 
-    /// Memory held by state rows, in bytes.
+    /// Memory held by state rows (panes and merged blocks), in bytes; kept
+    /// up to date as batches come and go, so reading it costs nothing.
     pub fn bytes(&self) -> usize {
-        self.panes
-            .values()
-            .flat_map(|p| &p.batches)
-            .map(|b| b.batch.get_array_memory_size())
-            .sum()
+        self.bytes
+    }
+
+    /// The start and width of the block `pane_start` belongs to, if this
+    /// store's windows are long enough to use blocks.
+    fn block_of(&self, pane_start: i64) -> Option<(i64, i64)> {
+        let pane = self.spec.pane()?;
+        let width = pane * BLOCK_PANES;
+        (self.spec.size() >= 2 * width).then(|| (floor_to(pane_start, width), width))
+    }
+
+    /// Drops the merged block holding `pane`, which changed.
+    fn drop_block_of(&mut self, pane: PaneKey) {
+        if let Some((block_start, _)) = self.block_of(pane.0)
+            && let Some(block) = self.blocks.remove(&(block_start, pane.1))
+        {
+            self.bytes -= memory(block.iter());
+        }
+    }
+
+    /// Blocks to merge before closing the windows that end at or before
+    /// `through`: whole blocks inside them, complete by then and not yet
+    /// merged. Each comes with its panes' batches, window columns set to
+    /// the block's bounds, ready for the reduce plan.
+    pub fn blocks_due(&self, through: i64) -> Vec<(PaneKey, Vec<RecordBatch>)> {
+        let (slide, size) = (self.spec.slide(), self.spec.size());
+        let first_start = self
+            .closed_through
+            .map_or(i64::MIN, |c| floor_to(c, slide) + slide - size);
+        let mut due: BTreeMap<PaneKey, Vec<RecordBatch>> = BTreeMap::new();
+        for (&(pane_start, partition), pane) in &self.panes {
+            let Some((block_start, width)) = self.block_of(pane_start) else {
+                return Vec::new();
+            };
+            let key = (block_start, partition);
+            if block_start < first_start
+                || block_start + width > through
+                || self.blocks.contains_key(&key)
+            {
+                continue;
+            }
+            due.entry(key)
+                .or_default()
+                .extend(pane.batches.iter().filter_map(|b| {
+                    set_window(
+                        &b.batch,
+                        self.window_columns,
+                        block_start,
+                        block_start + width,
+                    )
+                    .ok()
+                }));
+        }
+        due.into_iter().collect()
+    }
+
+    /// Caches the merged state of a block from [`Self::blocks_due`].
+    pub fn put_block(&mut self, key: PaneKey, merged: Vec<RecordBatch>) {
+        self.bytes += memory(merged.iter());
+        if let Some(old) = self.blocks.insert(key, merged) {
+            self.bytes -= memory(old.iter());
+        }
     }
 
     /// Number of panes held (all partitions).
     pub fn panes(&self) -> usize {
         self.panes.len()
     }
+}
+
+/// Memory held by `batches`, in bytes.
+fn memory<'a>(batches: impl Iterator<Item = &'a RecordBatch>) -> usize {
+    batches.map(RecordBatch::get_array_memory_size).sum()
 }
 
 #[cfg(test)]
@@ -586,5 +703,88 @@ mod tests {
         let end = batch.column(1).as_primitive::<TimestampMillisecondType>();
         assert_eq!((start.value(0), end.value(0)), (0, 10));
         assert_eq!(batch.schema(), state_schema());
+    }
+
+    /// What `bytes()` must equal: every batch held, counted afresh.
+    fn counted_bytes(store: &PaneStore) -> usize {
+        memory(
+            store
+                .panes
+                .values()
+                .flat_map(|p| p.batches.iter().map(|b| &b.batch)),
+        ) + memory(store.blocks.values().flatten())
+    }
+
+    /// What the reduce plan does to a block here: one row, the sum.
+    fn merge(batches: &[RecordBatch]) -> Vec<RecordBatch> {
+        let start = batches[0]
+            .column(0)
+            .as_primitive::<TimestampMillisecondType>()
+            .value(0);
+        let end = batches[0]
+            .column(1)
+            .as_primitive::<TimestampMillisecondType>()
+            .value(0);
+        let total: i64 = batches
+            .iter()
+            .map(|b| {
+                b.column(2)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .values()
+                    .iter()
+                    .sum::<i64>()
+            })
+            .sum();
+        vec![states(&[start], end - start, &[total])]
+    }
+
+    #[test]
+    fn long_windows_read_merged_blocks_instead_of_their_panes() {
+        // 100 panes per window: blocks of 32 panes are used.
+        let mut store = PaneStore::new(
+            WindowSpec::Hop {
+                size: 100,
+                slide: 1,
+            },
+            (0, 1),
+        );
+        for p in [P0, P1] {
+            let starts: Vec<i64> = (0..140).collect();
+            store
+                .insert(p, &states(&starts, 1, &vec![1; 140]))
+                .expect("insert");
+        }
+        assert_eq!(store.bytes(), counted_bytes(&store));
+        // The windows ending at 1 to 99 have closed (no block is whole in
+        // them). Closing through 100: blocks [0,32), [32,64), [64,96) of
+        // both partitions are complete and inside the window [0,100).
+        assert_eq!(store.close(99, usize::MAX).len(), 99);
+        assert!(store.blocks.is_empty());
+        let due = store.blocks_due(100);
+        let keys: Vec<(i64, i32)> = due.iter().map(|((start, p), _)| (*start, p.1)).collect();
+        assert_eq!(keys, [(0, 0), (0, 1), (32, 0), (32, 1), (64, 0), (64, 1)]);
+        for (key, batches) in due {
+            assert_eq!(batches.len(), 32);
+            store.put_block(key, merge(&batches));
+        }
+        assert!(store.blocks_due(100).is_empty(), "merged once");
+        assert_eq!(store.bytes(), counted_bytes(&store));
+        let windows = store.close(100, 1);
+        assert_eq!(summary(&windows), [(0, 100, 200)]);
+        // 3 blocks and 4 panes per partition instead of 100 panes.
+        assert_eq!(windows[0].batches.len(), 2 * (3 + 4));
+        // A pane that changes drops its block; the next window, [1, 101),
+        // cannot use block [0, 32) and reads block [32, 64) of P0 pane by
+        // pane until it is merged again.
+        store.insert(P0, &states(&[40], 1, &[5])).expect("insert");
+        assert_eq!(store.bytes(), counted_bytes(&store));
+        let windows = store.close(101, 1);
+        assert_eq!(summary(&windows), [(1, 101, 205)]);
+        assert_eq!(windows[0].batches.len(), 31 * 2 + (33 + 1) + 2 + 5 * 2);
+        // Blocks no later window covers are freed with their panes.
+        assert_eq!(store.close(133, usize::MAX).len(), 32);
+        let kept: Vec<PaneKey> = store.blocks.keys().copied().collect();
+        assert_eq!(kept, [(64, P0), (64, P1)]);
+        assert_eq!(store.bytes(), counted_bytes(&store));
     }
 }

@@ -67,6 +67,8 @@ pub struct SessionStore {
     removed: HashSet<SessionId>,
     /// Sessions the changelog holds.
     persisted: HashSet<SessionId>,
+    /// Memory held by the sessions' batches.
+    bytes: usize,
 }
 
 impl SessionStore {
@@ -81,6 +83,7 @@ impl SessionStore {
             touched: HashSet::new(),
             removed: HashSet::new(),
             persisted: HashSet::new(),
+            bytes: 0,
         }
     }
 
@@ -139,6 +142,7 @@ impl SessionStore {
         for ((key, owner), rows) in routes {
             let part = take_record_batch(batch, &UInt32Array::from(rows))?;
             if let Some(session) = self.sessions.get_mut(&key).and_then(|s| s.get_mut(&owner)) {
+                self.bytes += part.get_array_memory_size();
                 session.batches.push(part);
                 self.touched.insert((key, owner));
             }
@@ -202,6 +206,7 @@ impl SessionStore {
                 continue;
             };
             if let Some(session) = sessions.remove(&start) {
+                self.bytes -= memory(&session.batches);
                 due.push(contents(start, &session, self.window_columns));
                 self.removed.insert((key, start));
             }
@@ -255,6 +260,7 @@ impl SessionStore {
     /// Puts back a session read from the changelog (not journaled).
     pub fn restore(&mut self, key: ScalarValue, start: i64, end: i64, batches: Vec<RecordBatch>) {
         self.persisted.insert((key.clone(), start));
+        self.bytes += memory(&batches);
         self.sessions
             .entry(key)
             .or_default()
@@ -284,11 +290,10 @@ impl SessionStore {
         self.all_batches().map(RecordBatch::num_rows).sum()
     }
 
-    /// Memory held by state rows, in bytes.
+    /// Memory held by state rows, in bytes; kept up to date as batches
+    /// come and go, so reading it costs nothing.
     pub fn bytes(&self) -> usize {
-        self.all_batches()
-            .map(RecordBatch::get_array_memory_size)
-            .sum()
+        self.bytes
     }
 
     /// Open sessions.
@@ -307,6 +312,11 @@ impl SessionStore {
             .flat_map(|s| s.values())
             .flat_map(|s| s.batches.iter())
     }
+}
+
+/// Memory held by `batches`, in bytes.
+fn memory(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::get_array_memory_size).sum()
 }
 
 fn contents(start: i64, session: &Session, columns: (usize, usize)) -> WindowContents {
@@ -509,10 +519,14 @@ mod tests {
                 restored.restore(key, start, end, batches);
             }
         }
+        let counted = |s: &SessionStore| memory(&s.all_batches().cloned().collect::<Vec<_>>());
+        assert_eq!(store.bytes(), counted(&store));
+        assert_eq!(restored.bytes(), store.bytes());
         assert_eq!(
             summary(&restored.close(40, usize::MAX)),
             summary(&store.close(40, usize::MAX))
         );
+        assert_eq!((store.bytes(), restored.bytes()), (0, 0));
         assert_eq!(
             changes(restored.drain_changes()),
             [("delete", "a".into(), 0, 0, 0)],
