@@ -1,10 +1,10 @@
 //! The engine's loop: micro-batches of consumed records, timer ticks,
 //! epoch commits, query reloads, and the drain at shutdown.
 //!
-//! Consumed records are decoded on a thread of their own
-//! ([`DecodeStage`]), which hands micro-batches back while the engine runs
-//! the previous one. A micro-batch is processed to the end before the next
-//! one starts:
+//! Consumed records are decoded on threads of their own, one per core, by
+//! partition ([`DecodeStage`]), which hand micro-batches back while the
+//! engine runs the previous one. A micro-batch is processed to the end
+//! before the next one starts:
 //! table-source changes are applied, kept tables updated, every job that
 //! reads a source of the batch runs (windowed jobs add the batch to their
 //! state), the watermarks advance and windowed jobs fire the windows they
@@ -64,7 +64,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let max_rows = usize::try_from(self.config.engine.batch_max_rows).unwrap_or(1);
         let linger = millis(self.config.engine.batch_linger_ms);
-        let mut stage = DecodeStage::start(self.config.topics.clone())
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut stage = DecodeStage::start(self.config.topics.clone(), threads)
             .map_err(|source| EngineError::Thread { source })?;
         let mut lookup_batcher = Batcher::new(self.config.topics.clone());
         let mut deadline: Option<tokio::time::Instant> = None;

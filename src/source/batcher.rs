@@ -135,6 +135,25 @@ pub struct MicroBatch {
     pub lookup_offsets: BTreeMap<(String, i32), i64>,
 }
 
+impl MicroBatch {
+    /// Adds the records of `other`, decoded from other partitions in
+    /// parallel; each source's batches stay in partition order.
+    pub fn absorb(&mut self, other: MicroBatch) {
+        for (source, batches) in other.events {
+            let mine = self.events.entry(source).or_default();
+            mine.extend(batches);
+            mine.sort_by_key(|b| b.partition);
+        }
+        self.table_changes.extend(other.table_changes);
+        self.dead_letters.extend(other.dead_letters);
+        for (topic, n) in other.consumed {
+            *self.consumed.entry(topic).or_default() += n;
+        }
+        self.next_offsets.extend(other.next_offsets);
+        self.lookup_offsets.extend(other.lookup_offsets);
+    }
+}
+
 /// Collects messages until the engine closes the micro-batch.
 pub struct Batcher {
     topics: TopicsConfig,
