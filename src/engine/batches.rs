@@ -115,7 +115,12 @@ impl Engine {
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "reading the table sources"),
                     }
-                    self.tick().await?;
+                    if self.tick().await? {
+                        // Early results are for now: commit them now, and
+                        // the next epoch a whole interval later.
+                        self.commit().await?;
+                        commit_timer.reset();
+                    }
                     if let (Some(at), Some(every)) = (next_reload, reload_every)
                         && tokio::time::Instant::now() >= at
                     {
@@ -222,6 +227,7 @@ impl Engine {
         let fired = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now)
             .await
             .map_err(EngineError::JobPanicked)?;
+        let early = fired.early;
         output.records.extend(fired.records);
         for (job, n) in fired.rows {
             *output.rows.entry(job).or_default() += n;
@@ -233,6 +239,10 @@ impl Engine {
         self.epoch.advance(next_offsets);
         self.lookup_positions.extend(lookup_offsets);
         self.check_memory();
+        if early {
+            // Early results are for now: commit them now.
+            self.commit().await?;
+        }
 
         for (topic, n) in consumed {
             self.metrics
@@ -266,17 +276,20 @@ impl Engine {
 
     /// Timer work: idle partitions may move watermarks, early results may
     /// be due, state may have shrunk under its limit.
-    async fn tick(&mut self) -> Result<(), EngineError> {
+    /// Returns whether early results were published: the caller commits
+    /// them at once rather than at the next commit interval.
+    async fn tick(&mut self) -> Result<bool, EngineError> {
         let now = tokio::time::Instant::now();
         self.refresh_assignment(now);
         self.event_time.refresh(now, &self.metrics);
         let output = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now)
             .await
             .map_err(EngineError::JobPanicked)?;
+        let early = output.early;
         self.expire_kept();
         self.publish(output).await?;
         self.check_memory();
-        Ok(())
+        Ok(early)
     }
 
     /// Forgets the keys of each stream's kept tables whose last event is

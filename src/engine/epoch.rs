@@ -52,6 +52,7 @@ impl Engine {
             mut records,
             dead_letters,
             rows,
+            early: _,
         } = output;
         for letter in &dead_letters {
             *self

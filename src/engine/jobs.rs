@@ -91,6 +91,8 @@ pub struct JobOutput {
     pub dead_letters: Vec<DeadLetter>,
     /// Rows published, per job.
     pub rows: BTreeMap<String, u64>,
+    /// Whether early results are among the rows (worth committing soon).
+    pub early: bool,
 }
 
 impl JobOutput {
@@ -158,6 +160,7 @@ where
                 for (job, n) in output.rows {
                     *out.rows.entry(job).or_default() += n;
                 }
+                out.early |= output.early;
             }
             Err(e) => panicked.push(format!("job {name} panicked: {e}")),
         }
@@ -345,7 +348,10 @@ async fn fire_job(
     let fired = windowed.windows_closed() - closed_before;
     if early_due && failure.is_none() {
         match windowed.early().await {
-            Ok(early) => rows.extend(early),
+            Ok(early) => {
+                out.early |= !early.is_empty();
+                rows.extend(early);
+            }
             Err(e) => failure = Some(e),
         }
     }
