@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::PoisonError;
 use std::time::Instant;
 
+use futures::FutureExt;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -128,28 +129,24 @@ impl Engine {
                         next_reload = Some(tokio::time::Instant::now() + every);
                     }
                 }
-                received = self.consumer.recv(), if !stage.has_chunk() => match received {
-                    Ok(message) => {
-                        stage.push(&message);
-                        drop(message);
-                        if stage.open_len() >= max_rows {
-                            stage.cut();
-                            deadline = None;
-                        } else if deadline.is_none() {
-                            deadline = Some(tokio::time::Instant::now() + linger);
+                received = self.consumer.recv(), if !stage.has_chunk() => {
+                    // Take what the consumer already holds without going
+                    // round the loop for every record.
+                    let mut next = Some(received);
+                    while let Some(received) = next.take() {
+                        receive(received, &mut stage)?;
+                        if stage.has_chunk() || stage.open_len() >= max_rows {
+                            break;
                         }
+                        next = self.consumer.recv().now_or_never();
                     }
-                    Err(KafkaError::MessageConsumptionFatal(code)) => {
-                        return Err(if code == RDKafkaErrorCode::FencedInstanceId {
-                            EngineError::Transaction(TxnFailure::Fenced(
-                                KafkaError::MessageConsumptionFatal(code),
-                            ))
-                        } else {
-                            EngineError::kafka("consuming")(KafkaError::MessageConsumptionFatal(code))
-                        });
+                    if stage.open_len() >= max_rows {
+                        stage.cut();
+                        deadline = None;
+                    } else if deadline.is_none() && stage.open_len() > 0 {
+                        deadline = Some(tokio::time::Instant::now() + linger);
                     }
-                    Err(e) => tracing::warn!(error = %e, "consumer error"),
-                },
+                }
             }
         }
         self.drain(stage).await
@@ -337,4 +334,25 @@ impl Engine {
         let behind = self.consumer.context().backlog.behind();
         self.event_time.keep_active(&behind, now);
     }
+}
+
+/// Hands a consumed record to the decode stage; a consumer error is
+/// logged, or stops the engine when it is fatal (a fenced instance).
+fn receive(
+    received: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+    stage: &mut DecodeStage,
+) -> Result<(), EngineError> {
+    match received {
+        Ok(message) => stage.push(&message),
+        Err(KafkaError::MessageConsumptionFatal(code)) => {
+            let error = KafkaError::MessageConsumptionFatal(code);
+            return Err(if code == RDKafkaErrorCode::FencedInstanceId {
+                EngineError::Transaction(TxnFailure::Fenced(error))
+            } else {
+                EngineError::kafka("consuming")(error)
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "consumer error"),
+    }
+    Ok(())
 }
