@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, AsArray, StringBuilder};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, TimestampMillisecondType};
 use arrow::error::ArrowError;
 use arrow::json::LineDelimitedWriter;
 use arrow::json::writer::LineDelimited;
@@ -14,12 +15,12 @@ use chrono::{DateTime, SecondsFormat};
 use super::OutRecord;
 use crate::schema::timestamp_type;
 
-/// How every timestamp in an output row is written: RFC 3339, UTC, milliseconds.
-const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
-
-/// Casts every timestamp column to `Timestamp(Millisecond, UTC)` so that all
-/// output timestamps share one format (naive timestamps are taken as UTC).
-fn timestamps_as_utc_millis(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+/// Writes every timestamp column as text, RFC 3339 in UTC with
+/// milliseconds (naive timestamps are taken as UTC), so that all output
+/// timestamps share one format. Formatted here rather than by the JSON writer (chrono's
+/// `strftime` per value): a value equal to the row before's (a window's
+/// bounds) is formatted once.
+fn timestamps_as_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     if !batch
         .schema()
         .fields()
@@ -33,14 +34,70 @@ fn timestamps_as_utc_millis(batch: &RecordBatch) -> Result<RecordBatch, ArrowErr
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         if matches!(field.data_type(), DataType::Timestamp(..)) {
-            fields.push(field.as_ref().clone().with_data_type(target.clone()));
-            columns.push(cast(column, &target)?);
+            fields.push(field.as_ref().clone().with_data_type(DataType::Utf8));
+            columns.push(utc_millis_text(&cast(column, &target)?));
         } else {
             fields.push(field.as_ref().clone());
             columns.push(Arc::clone(column));
         }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// A `Timestamp(Millisecond, _)` column as `YYYY-MM-DDTHH:MM:SS.mmmZ` text.
+fn utc_millis_text(column: &ArrayRef) -> ArrayRef {
+    let millis = column.as_primitive::<TimestampMillisecondType>();
+    let mut text = StringBuilder::with_capacity(millis.len(), millis.len() * 24);
+    let mut last: Option<(i64, String)> = None;
+    for value in millis {
+        match value {
+            None => text.append_null(),
+            Some(ms) => {
+                if last.as_ref().is_none_or(|(at, _)| *at != ms) {
+                    let mut formatted = String::with_capacity(24);
+                    write_utc_millis(ms, &mut formatted);
+                    last = Some((ms, formatted));
+                }
+                text.append_value(last.as_ref().map_or("", |(_, f)| f.as_str()));
+            }
+        }
+    }
+    Arc::new(text.finish())
+}
+
+/// Appends epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (chrono
+/// outside years 0 to 9999).
+fn write_utc_millis(ms: i64, out: &mut String) {
+    use std::fmt::Write;
+    let (days, of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        out.push_str(&format_timestamp_millis(ms));
+        return;
+    }
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3_600_000,
+        of_day / 60_000 % 60,
+        of_day / 1_000 % 60,
+        of_day % 1_000
+    );
+}
+
+/// The proleptic Gregorian (year, month, day) of a day count from
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds.
@@ -80,7 +137,7 @@ impl RowEncoder {
         );
         let mut records = Vec::new();
         for batch in batches {
-            let batch = timestamps_as_utc_millis(batch)?;
+            let batch = timestamps_as_text(batch)?;
             let rows = json_lines(&batch)?;
             let keys = if self.key_columns.is_empty() {
                 None
@@ -139,7 +196,6 @@ fn json_lines(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     let mut out = Vec::with_capacity(batch.num_rows() * 128);
     let mut writer: LineDelimitedWriter<&mut Vec<u8>> = WriterBuilder::new()
         .with_explicit_nulls(true)
-        .with_timestamp_tz_format(TIMESTAMP_FORMAT.to_owned())
         .build::<_, LineDelimited>(&mut out);
     writer.write(batch)?;
     writer.finish()?;
@@ -173,6 +229,36 @@ fn object_with(job: &str, object: &[u8], last_field: Option<&str>) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    /// How output timestamps were written before, by chrono.
+    const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        // Spread over years 0 to 9999 and beyond, with every millisecond
+        // field exercised, against chrono's own formatting.
+        let mut ms: i64 = -62_167_219_200_000 - 86_400_000 * 400;
+        let mut step: i64 = 1;
+        while ms < 253_402_300_800_000 + 86_400_000 * 400 {
+            let mut fast = String::new();
+            write_utc_millis(ms, &mut fast);
+            let reference = DateTime::from_timestamp_millis(ms)
+                .expect("in range")
+                .format(TIMESTAMP_FORMAT)
+                .to_string();
+            let reference = if (0..=9999).contains(&civil_from_days(ms.div_euclid(86_400_000)).0) {
+                reference
+            } else {
+                format_timestamp_millis(ms)
+            };
+            assert_eq!(fast, reference, "{ms}");
+            ms += step;
+            step = step * 3 + 7_919;
+            if step > 86_400_000 * 97 {
+                step = 1 + step % 86_400_017;
+            }
+        }
+    }
+
     use arrow::array::{
         Float64Array, StringArray, TimestampMillisecondArray, TimestampSecondArray,
     };
