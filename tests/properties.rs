@@ -89,6 +89,17 @@ proptest! {
     }
 
     #[test]
+    fn timestamps_read_as_chrono_reads_them(
+        text in "[0-9]{4}-[0-1][0-9]-[0-3][0-9][Tt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9](\\.[0-9]{0,11})?([Zz]|[+-][0-2][0-9]:[0-5][0-9])"
+    ) {
+        let chrono = chrono::DateTime::parse_from_rfc3339(&text)
+            .ok()
+            .map(|t| t.timestamp_millis())
+            .filter(|ms| (0..=MAX_EPOCH_MILLIS).contains(ms));
+        prop_assert_eq!(parse_rfc3339_millis(&text), chrono, "{}", text);
+    }
+
+    #[test]
     fn timestamps_round_trip(ms in 0..=MAX_EPOCH_MILLIS) {
         prop_assert_eq!(parse_rfc3339_millis(&format_timestamp_millis(ms)), Some(ms));
     }

@@ -45,7 +45,19 @@ impl Layout {
 
     /// What `key` holds, if anything.
     pub fn get(&self, key: &str) -> Option<&Slot> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, slot)| slot)
+        self.find_from(key, 0).map(|(_, slot)| slot)
+    }
+
+    /// Where `key` is and what it holds, looking from position `hint` on
+    /// (then from the start): objects of one source mostly list their keys
+    /// in the same order, so the key after the last one found is tried
+    /// first.
+    pub fn find_from(&self, key: &str, hint: usize) -> Option<(usize, &Slot)> {
+        let start = hint.min(self.0.len());
+        (start..self.0.len())
+            .chain(0..start)
+            .find(|&i| self.0[i].0 == key)
+            .map(|i| (i, &self.0[i].1))
     }
 }
 
@@ -79,5 +91,8 @@ mod tests {
             (Some(&Slot::Column(1)), Some(&Slot::Column(2)))
         );
         assert_eq!(layout.get("os"), None);
+        assert_eq!(layout.find_from("id", 1), Some((0, &Slot::Column(0))));
+        assert_eq!(layout.find_from("device", 1).map(|(i, _)| i), Some(1));
+        assert_eq!(layout.find_from("device", 7).map(|(i, _)| i), Some(1));
     }
 }

@@ -141,14 +141,14 @@ fn quoted(names: &[impl AsRef<str>]) -> String {
 }
 
 /// Checks one JSON value against its field spec.
-fn validate<'a>(spec: &FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rejection> {
+fn validate<'a>(spec: &'a FieldSpec, value: JsonScalar<'a>) -> Result<Cell<'a>, Rejection> {
     check(&spec.name, &spec.ty, spec.required, value)
 }
 
 /// Checks one JSON value against the type of the field `name`.
 fn check<'a>(
     name: &str,
-    ty: &FieldType,
+    ty: &'a FieldType,
     required: bool,
     value: JsonScalar<'a>,
 ) -> Result<Cell<'a>, Rejection> {
@@ -230,7 +230,7 @@ fn check<'a>(
         },
         FieldType::Enum(allowed) => match value {
             JsonScalar::Str(s) => match allowed.iter().find(|a| a.eq_ignore_ascii_case(s.trim())) {
-                Some(canonical) => Ok(Cell::Str(Cow::Owned(canonical.clone()))),
+                Some(canonical) => Ok(Cell::Str(Cow::Borrowed(canonical))),
                 None => Err(Rejection::new(
                     RejectKind::OutOfRange,
                     format!(
@@ -344,7 +344,11 @@ fn fill<'de, A: MapAccess<'de>>(
     values: &mut [JsonScalar<'de>],
     mut map: A,
 ) -> Result<(), A::Error> {
-    while let Some(slot) = map.next_key_seed(KeySeed(layout))? {
+    let mut hint = 0;
+    while let Some(slot) = map.next_key_seed(KeySeed {
+        layout,
+        hint: &mut hint,
+    })? {
         match slot {
             Some(Slot::Column(i)) => values[*i] = map.next_value()?,
             Some(Slot::Object(inner)) => map.next_value_seed(Nested {
@@ -416,10 +420,13 @@ impl<'de> Visitor<'de> for Nested<'_, '_, 'de> {
 }
 
 /// Maps an object key to what the layout keeps there (`None` for keys it
-/// does not name).
-struct KeySeed<'s>(&'s Layout);
+/// does not name), looking first after the key found last (`hint`).
+struct KeySeed<'s, 'h> {
+    layout: &'s Layout,
+    hint: &'h mut usize,
+}
 
-impl<'s, 'de> DeserializeSeed<'de> for KeySeed<'s> {
+impl<'s, 'de> DeserializeSeed<'de> for KeySeed<'s, '_> {
     type Value = Option<&'s Slot>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -427,7 +434,7 @@ impl<'s, 'de> DeserializeSeed<'de> for KeySeed<'s> {
     }
 }
 
-impl<'s, 'de> Visitor<'de> for KeySeed<'s> {
+impl<'s, 'de> Visitor<'de> for KeySeed<'s, '_> {
     type Value = Option<&'s Slot>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -435,7 +442,10 @@ impl<'s, 'de> Visitor<'de> for KeySeed<'s> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.0.get(key))
+        Ok(self.layout.find_from(key, *self.hint).map(|(i, slot)| {
+            *self.hint = i + 1;
+            slot
+        }))
     }
 }
 
