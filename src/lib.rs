@@ -23,6 +23,7 @@
 //! | state | [`state`], [`brokers`], [`drop_aside`] | the changelog topic: window state, watermarks and kept tables as Arrow IPC deltas, checkpoints, restore, `cxpulse reset`; noticing a lost cluster or fencing; closing clients without waiting for it |
 //! | observe | [`metrics`], [`gauges`], [`http`], [`logging`] | Prometheus metrics, `@gauge` job results, `/metrics` `/healthz` `/readyz`, tracing |
 //! | simulate | [`generate`] | deterministic, realistic customer events; publishing them in compressed real time (`cxpulse generate`) |
+//! | test offline | [`testcase`] | `cxpulse test`: query test cases from files, run through the engine's own steps with no broker, compared with their expected rows |
 //! | operate | [`check`], [`admin`], [`topic_io`], [`tail`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; `tail JOB`; the local noida-db broker |
 //! | demo | [`demo`], [`dashboard`], [`bundled`] | `cxpulse demo`: broker, generator and every bundled job; the live view; the queries built into the binary |
 
@@ -50,6 +51,7 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod tail;
+pub mod testcase;
 pub mod topic_io;
 pub mod watermark;
 pub mod window;

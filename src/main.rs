@@ -71,6 +71,17 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run the query test cases of queries/tests/ offline, with no broker; exit 1 if any fails.
+    Test {
+        /// Only this job's cases (its query file name without .sql).
+        job: Option<String>,
+        /// Write each case's current output as its expected files, for review.
+        #[arg(long)]
+        update: bool,
+        /// Configuration file layered over the embedded default (for the queries directory and sources).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Validate the configuration and every query; exit 1 listing every problem.
     Check {
         /// Configuration file layered over the embedded default.
@@ -215,6 +226,18 @@ fn main() -> ExitCode {
             cxpulse::tail::tail(&config, &job, !no_follow, Duration::from_secs(3)).await
         }),
         Command::Run { config } => runtime.block_on(run(config)),
+        Command::Test {
+            job,
+            update,
+            config,
+        } => runtime.block_on(async move {
+            let config = load_config(config.as_deref())?;
+            if cxpulse::testcase::run_all(&config, job.as_deref(), update).await {
+                Ok(())
+            } else {
+                anyhow::bail!("some test cases failed")
+            }
+        }),
         Command::Check { config } => runtime.block_on(check(config)),
         Command::CreateTopics { config, partitions } => {
             runtime.block_on(create_topics(config, partitions))

@@ -120,6 +120,11 @@ impl SourceWatermark {
         self.current
     }
 
+    /// How long a partition may be silent before it stops counting.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     /// The last computed watermark.
     pub fn current(&self) -> Option<i64> {
         self.current

@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 /// The largest accepted event time (9999-12-31T23:59:59.999Z).
-const MAX_EPOCH_MILLIS: i64 = 253_402_300_799_999;
+use cxpulse::decode::MAX_EPOCH_MILLIS;
 
 fn kinds() -> impl Strategy<Value = Source> {
     prop::sample::select(Source::all().collect::<Vec<_>>())

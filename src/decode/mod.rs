@@ -20,7 +20,7 @@ pub use batch::BatchBuilder;
 pub use json_scalar::JsonScalar;
 pub use layout::{Layout, Slot, path_keys};
 pub use rejection::{RejectKind, Rejection};
-pub use timestamp::parse_rfc3339_millis;
+pub use timestamp::{MAX_EPOCH_MILLIS, parse_rfc3339_millis};
 
 use crate::schema::{FieldSpec, FieldType, Source};
 

@@ -12,9 +12,7 @@
 //! timer also fires windows when partitions go idle and emits early
 //! results; every `engine.commit_interval_ms` the epoch commits.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::PoisonError;
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -22,10 +20,9 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{Engine, EngineError, TICK, jobs, millis};
-use crate::schema::Source;
+use super::{Core, Engine, EngineError, TICK, millis};
 use crate::sink::transaction::TxnFailure;
-use crate::source::{self, Batcher, DecodeStage, MicroBatch};
+use crate::source::{Batcher, DecodeStage, MicroBatch};
 
 /// How long a clean stop waits for its consumers to close.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -210,27 +207,11 @@ impl Engine {
                 );
             }
         }
-        self.lookups.apply(table_changes);
-        self.update_kept_tables(&events)?;
-
         let now = tokio::time::Instant::now();
         self.refresh_assignment(now);
-        let events = std::sync::Arc::new(events);
-        let mut output = jobs::process(&mut self.jobs, &events, &self.metrics)
-            .await
-            .map_err(EngineError::JobPanicked)?;
-        self.event_time.observe(&events, now);
-        self.event_time.refresh(now, &self.metrics);
-        let fired = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now)
-            .await
-            .map_err(EngineError::JobPanicked)?;
-        let early = fired.early;
-        output.records.extend(fired.records);
-        for (job, n) in fired.rows {
-            *output.rows.entry(job).or_default() += n;
-        }
+        let mut output = self.core().micro_batch(events, table_changes, now).await?;
+        let early = output.early;
         output.dead_letters.extend(dead_letters);
-        self.expire_kept();
 
         self.publish(output).await?;
         self.epoch.advance(next_offsets);
@@ -253,24 +234,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Feeds each stream's events of a micro-batch to its kept tables,
-    /// before the jobs run (so a complaint's resolution sees its opening).
-    fn update_kept_tables(
-        &self,
-        events: &BTreeMap<Source, Vec<source::SourceBatch>>,
-    ) -> Result<(), EngineError> {
-        for (source, table) in self.lookups.all_kept() {
-            let Some(batches) = events.get(&source) else {
-                continue;
-            };
-            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
-            for batch in batches {
-                table.apply(&batch.rows)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Timer work: idle partitions may move watermarks, early results may
     /// be due, state may have shrunk under its limit.
     /// Returns whether early results were published: the caller commits
@@ -278,47 +241,20 @@ impl Engine {
     async fn tick(&mut self) -> Result<bool, EngineError> {
         let now = tokio::time::Instant::now();
         self.refresh_assignment(now);
-        self.event_time.refresh(now, &self.metrics);
-        let output = jobs::fire(&mut self.jobs, &self.event_time, &self.metrics, now)
-            .await
-            .map_err(EngineError::JobPanicked)?;
+        let output = self.core().tick(now).await?;
         let early = output.early;
-        self.expire_kept();
         self.publish(output).await?;
         self.check_memory();
         Ok(early)
     }
 
-    /// Forgets the keys of each stream's kept tables whose last event is
-    /// the retention older than every window that has yet to fire in a job
-    /// joining those tables (so the result of a window never depends on
-    /// when it fired); without such a job, the retention behind the slowest
-    /// source.
-    fn expire_kept(&mut self) {
-        for (_, table) in self.lookups.all_kept() {
-            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
-            let spec = table.spec();
-            let readers: Vec<Option<i64>> = self
-                .jobs
-                .iter()
-                .filter(|j| {
-                    spec.latest
-                        .iter()
-                        .chain(&spec.history)
-                        .any(|name| j.job.reads_table(name))
-                })
-                .filter_map(|j| j.job.windowed())
-                .map(|w| w.closed_through())
-                .collect();
-            let now = if readers.is_empty() {
-                self.event_time
-                    .of_sources(&Source::streams().collect::<Vec<_>>())
-            } else {
-                readers.into_iter().min().flatten()
-            };
-            if let Some(now) = now {
-                table.expire(now);
-            }
+    /// The jobs, tables and watermarks, for one step.
+    fn core(&mut self) -> Core<'_> {
+        Core {
+            jobs: &mut self.jobs,
+            lookups: &self.lookups,
+            event_time: &mut self.event_time,
+            metrics: &self.metrics,
         }
     }
 

@@ -14,6 +14,10 @@ use crate::schema::Source;
 use crate::source::SourceBatch;
 use crate::watermark::SourceWatermark;
 
+/// The watermark of a source whose input has ended: twice the largest
+/// event time accepted, past any window's end and lateness.
+const END_OF_INPUT: i64 = 2 * crate::decode::MAX_EPOCH_MILLIS;
+
 /// Watermarks of the event sources.
 #[derive(Debug)]
 pub struct EventTime {
@@ -102,6 +106,23 @@ impl EventTime {
                     .with_label_values(&[source])
                     .set((wall - mark) as f64 / 1000.0);
             }
+        }
+    }
+
+    /// The longest idle timeout of any source.
+    pub fn longest_idle_timeout(&self) -> Duration {
+        self.sources
+            .values()
+            .map(SourceWatermark::idle_timeout)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The input has ended (a bounded run): every source's watermark jumps
+    /// past every window, so they all close.
+    pub fn end_of_input(&mut self) {
+        for watermark in self.sources.values_mut() {
+            watermark.restore_current(END_OF_INPUT);
         }
     }
 

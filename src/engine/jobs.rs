@@ -70,6 +70,12 @@ impl RunningJob {
         })
     }
 
+    /// Stops this job's early results (`@emit every`) for good: offline
+    /// runs keep their own clock, on which wall-clock timers mean nothing.
+    pub fn without_early_results(&mut self) {
+        self.next_early = None;
+    }
+
     /// Removes this job's per-job metric series and gauges.
     pub fn forget_metrics(&self, metrics: &Metrics) {
         let name = self.job.name.as_str();
@@ -96,6 +102,16 @@ pub struct JobOutput {
 }
 
 impl JobOutput {
+    /// Adds `other`'s records, dead letters and row counts to these.
+    pub fn absorb(&mut self, other: JobOutput) {
+        self.records.extend(other.records);
+        self.dead_letters.extend(other.dead_letters);
+        for (job, n) in other.rows {
+            *self.rows.entry(job).or_default() += n;
+        }
+        self.early |= other.early;
+    }
+
     fn publish(&mut self, running: &mut RunningJob, batches: &[RecordBatch], metrics: &Metrics) {
         let emitted_at = chrono::Utc::now().timestamp_millis();
         match running.encoder.encode(batches, emitted_at) {
@@ -155,12 +171,7 @@ where
         match task.await {
             Ok((running, output)) => {
                 jobs.push(running);
-                out.records.extend(output.records);
-                out.dead_letters.extend(output.dead_letters);
-                for (job, n) in output.rows {
-                    *out.rows.entry(job).or_default() += n;
-                }
-                out.early |= output.early;
+                out.absorb(output);
             }
             Err(e) => panicked.push(format!("job {name} panicked: {e}")),
         }

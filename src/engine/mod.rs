@@ -22,9 +22,11 @@ mod epoch;
 mod event_time;
 mod jobs;
 mod memory;
+mod offline;
 mod reload;
 mod restore;
 mod start;
+mod step;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -51,6 +53,9 @@ use event_time::EventTime;
 use jobs::{JobOutput, RunningJob};
 use memory::MemoryGate;
 use reload::QueryWatcher;
+use step::Core;
+
+pub use offline::{OfflineOutput, run_offline};
 
 /// How often idle partitions and early results are checked.
 const TICK: Duration = Duration::from_millis(200);

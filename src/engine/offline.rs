@@ -1,0 +1,133 @@
+//! Jobs run on files with no broker, for `cxpulse test`: the engine's own
+//! steps ([`Core`]) on a test case's records, on a clock of the run's own.
+//!
+//! Table-source records are applied first, in one micro-batch. Stream
+//! records then arrive one per micro-batch, in the order given, one
+//! millisecond apart, so the watermarks move (and events turn late)
+//! exactly as the order says. At the end every partition goes idle, then
+//! the input ends: the watermarks jump past every window, so every window
+//! closes. Early results (`@emit every`) are not emitted: their timing
+//! depends on the wall clock.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::event_time::EventTime;
+use super::jobs::RunningJob;
+use super::step::Core;
+use super::{EngineError, gauge_limit};
+use crate::config::Config;
+use crate::job::Job;
+use crate::lookup::Lookups;
+use crate::metrics::Metrics;
+use crate::sink::{DeadLetter, OutRecord};
+use crate::source::{Batcher, Consumed};
+
+/// What the jobs published and rejected over a whole offline run.
+#[derive(Debug, Default)]
+pub struct OfflineOutput {
+    /// Result records, in the order they were published.
+    pub records: Vec<OutRecord>,
+    /// Records rejected by the decoder or by a job.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Runs `jobs` (planned over `lookups`) on `tables` (table-source records)
+/// then `events` (stream records, in arrival order).
+pub async fn run_offline(
+    config: &Config,
+    lookups: &Lookups,
+    jobs: Vec<(Job, PathBuf)>,
+    tables: Vec<Consumed>,
+    events: Vec<Consumed>,
+) -> Result<OfflineOutput, EngineError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let start = Instant::now();
+    let mut jobs = jobs
+        .into_iter()
+        .map(|(job, path)| {
+            let mut running = RunningJob::new(job, path, &metrics, gauge_limit(config), start)?;
+            running.without_early_results();
+            Ok(running)
+        })
+        .collect::<Result<Vec<_>, prometheus::Error>>()?;
+    let mut event_time = EventTime::new(config);
+    let idle = event_time.longest_idle_timeout();
+    // Partitions that will deliver are assigned when the run starts; the
+    // other sources' partition 0 has been silent for an idle timeout, so
+    // that a source without records holds no job back.
+    let delivering: BTreeSet<(String, i32)> = events
+        .iter()
+        .map(|c| (config.topics.source_topic(c.source).to_owned(), c.partition))
+        .collect();
+    let silent: Vec<(String, i32)> = crate::schema::Source::streams()
+        .map(|s| (config.topics.source_topic(s).to_owned(), 0))
+        .filter(|at| !delivering.contains(at))
+        .collect();
+    event_time.assign(&silent, start);
+    let mut now = start + idle + Duration::from_secs(1);
+    event_time.assign(
+        &silent.into_iter().chain(delivering).collect::<Vec<_>>(),
+        now,
+    );
+    let mut core = Core {
+        jobs: &mut jobs,
+        lookups,
+        event_time: &mut event_time,
+        metrics: &metrics,
+    };
+    let mut out = OfflineOutput::default();
+    let mut batcher = Batcher::new(config.topics.clone());
+    for record in tables {
+        batcher.add(record);
+    }
+    let first = batcher.take()?;
+    out.dead_letters.extend(first.dead_letters);
+    core.lookups.apply(first.table_changes);
+    for record in events {
+        batcher.add(record);
+        let batch = batcher.take()?;
+        out.dead_letters.extend(batch.dead_letters);
+        let output = core
+            .micro_batch(batch.events, batch.table_changes, now)
+            .await?;
+        out.records.extend(output.records);
+        out.dead_letters.extend(output.dead_letters);
+        now += Duration::from_millis(1);
+    }
+    // Every partition goes idle, then the input ends.
+    now += idle + Duration::from_secs(1);
+    fire_all(&mut core, now, &mut out).await?;
+    core.event_time.end_of_input();
+    fire_all(&mut core, now, &mut out).await?;
+    Ok(out)
+}
+
+/// Ticks until a tick closes no more windows (a tick stops closing after
+/// its firing budget; the engine's next tick would go on).
+async fn fire_all(
+    core: &mut Core<'_>,
+    now: Instant,
+    out: &mut OfflineOutput,
+) -> Result<(), EngineError> {
+    let closed = |core: &Core<'_>| -> u64 {
+        core.jobs
+            .iter()
+            .filter_map(|j| j.job.windowed())
+            .map(|w| w.windows_closed())
+            .sum()
+    };
+    loop {
+        let before = closed(core);
+        let output = core.tick(now).await?;
+        out.records.extend(output.records);
+        out.dead_letters.extend(output.dead_letters);
+        if closed(core) == before {
+            return Ok(());
+        }
+    }
+}
