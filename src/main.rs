@@ -82,6 +82,14 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print what the engine will do with a job's query: sources, window and panes, state, plans, output, gauges.
+    Explain {
+        /// Job name (its query file name without .sql).
+        job: String,
+        /// Configuration file layered over the embedded default (for the queries directory and topics).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Validate the configuration and every query; exit 1 listing every problem.
     Check {
         /// Configuration file layered over the embedded default.
@@ -237,6 +245,19 @@ fn main() -> ExitCode {
             } else {
                 anyhow::bail!("some test cases failed")
             }
+        }),
+        Command::Explain { job, config } => runtime.block_on(async move {
+            let config = load_config(config.as_deref())?;
+            let path = config.engine.queries_dir.join(format!("{job}.sql"));
+            let query = cxpulse::query::QueryFile::read(&path)?;
+            let job = cxpulse::job::Job::plan(
+                query,
+                &cxpulse::lookup::Lookups::default(),
+                &config.topics.output_prefix,
+            )
+            .await?;
+            print!("{}", job.explain(&config.topics));
+            Ok(())
         }),
         Command::Check { config } => runtime.block_on(check(config)),
         Command::CreateTopics { config, partitions } => {

@@ -6,6 +6,7 @@
 //! ([`windowed`]) keep partial aggregates until the watermark closes a window.
 
 pub mod codings;
+mod explain;
 mod session;
 mod tables;
 pub mod windowed;

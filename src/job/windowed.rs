@@ -65,7 +65,7 @@ pub struct WindowedJob {
     /// How long after its end a window still accepts events (ms).
     pub lateness: i64,
     source_slots: BTreeMap<Source, Arc<BatchSlot>>,
-    split: SplitPlan,
+    pub(super) split: SplitPlan,
     state: WindowState,
     task_ctx: Arc<TaskContext>,
     windows_closed: u64,

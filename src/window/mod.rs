@@ -89,9 +89,34 @@ impl WindowSpec {
     }
 }
 
+/// A duration in days, hours, minutes, seconds and milliseconds, largest
+/// first, zero parts left out: `365d`, `1h 30m`, `500ms`.
+pub fn plain_duration(ms: i64) -> String {
+    let units = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+        (1, "ms"),
+    ];
+    let mut rest = ms.max(0);
+    let mut parts = Vec::new();
+    for (unit, suffix) in units {
+        if rest >= unit {
+            parts.push(format!("{}{suffix}", rest / unit));
+            rest %= unit;
+        }
+    }
+    if parts.is_empty() {
+        "0s".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
 impl fmt::Display for WindowSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = |ms: i64| humantime::format_duration(std::time::Duration::from_millis(ms as u64));
+        let d = plain_duration;
         match *self {
             WindowSpec::Tumble { size } => write!(f, "TUMBLE({})", d(size)),
             WindowSpec::Hop { size, slide } => {
@@ -124,6 +149,14 @@ fn gcd(a: i64, b: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_in_days_hours_minutes_seconds() {
+        assert_eq!(plain_duration(365 * 86_400_000), "365d");
+        assert_eq!(plain_duration(5_400_000), "1h 30m");
+        assert_eq!(plain_duration(86_400_000 + 1_500), "1d 1s 500ms");
+        assert_eq!(plain_duration(0), "0s");
+    }
 
     const MIN: i64 = 60_000;
 

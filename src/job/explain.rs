@@ -1,0 +1,249 @@
+//! `cxpulse explain JOB`: what the engine does with a query, in words and
+//! physical plans.
+
+use std::fmt::Write;
+
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+
+use super::{Job, Runner};
+use crate::config::TopicsConfig;
+use crate::window::panes::BLOCK_PANES;
+use crate::window::{WindowSpec, plain_duration};
+
+impl Job {
+    /// A plain account of this job: sources, window and panes, state per
+    /// pane, plans, output topic and key, gauges.
+    pub fn explain(&self, topics: &TopicsConfig) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "job {}", self.name);
+        let sources: Vec<String> = self
+            .sources()
+            .into_iter()
+            .map(|s| format!("{} (topic {})", s.name(), topics.source_topic(s)))
+            .collect();
+        let _ = writeln!(out, "\nsources: {}", sources.join(", "));
+        let lookups: Vec<&String> = self
+            .tables
+            .iter()
+            .filter(|t| !self.sources().iter().any(|s| s.name() == t.as_str()))
+            .collect();
+        if !lookups.is_empty() {
+            let names: Vec<&str> = lookups.iter().map(|t| t.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "tables: {} (looked up as they are when each micro-batch runs)",
+                names.join(", ")
+            );
+        }
+        match &self.runner {
+            Runner::Stateless(plan) => {
+                let _ = writeln!(
+                    out,
+                    "\nwindow: none. The job is stateless: the whole query runs on each \
+                     micro-batch and publishes its rows at once; nothing is kept."
+                );
+                section(&mut out, "plan (each micro-batch)", plan);
+            }
+            Runner::Windowed(w) => {
+                let info = &w.info;
+                let over: Vec<&str> = info.sources.iter().map(|s| s.name()).collect();
+                let _ = writeln!(
+                    out,
+                    "\nwindow: {} over {} by event time `{}`",
+                    info.spec,
+                    over.join(" + "),
+                    info.time_col
+                );
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    panes_in_words(&info.spec, info.key_col.as_deref())
+                );
+                let _ = writeln!(
+                    out,
+                    "lateness: {}; a window closes when the watermark passes its end plus the lateness",
+                    duration(w.lateness)
+                );
+                let _ = match self.emit_every {
+                    Some(every) => writeln!(
+                        out,
+                        "early results: every {} for the open windows (final = false)",
+                        duration(i64::try_from(every.as_millis()).unwrap_or(i64::MAX))
+                    ),
+                    None => writeln!(out, "early results: none (only final rows)"),
+                };
+                let columns: Vec<String> = w
+                    .split
+                    .partial_schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "\nstate per pane and source partition: one row per group of the query's \
+                     GROUP BY, holding the partial aggregates:\n  {}",
+                    columns.join("\n  ")
+                );
+                section(
+                    &mut out,
+                    "batch plan (each micro-batch and source partition, into the panes)",
+                    &w.split.batch_plan,
+                );
+                section(
+                    &mut out,
+                    "reduce plan (merges state rows of equal groups: pane compaction, blocks, sessions)",
+                    &w.split.reduce_plan,
+                );
+                section(
+                    &mut out,
+                    "fire plan (each closed window: the final aggregate and the rest of the query)",
+                    &w.split.fire_plan,
+                );
+            }
+        }
+        let mut key = vec!["job".to_owned()];
+        key.extend(self.record_key_columns());
+        let _ = writeln!(
+            out,
+            "\noutput: topic {}, one JSON record per row, key {{{}}}{}",
+            self.output_topic,
+            key.join(", "),
+            if self.record_key_columns().is_empty() && self.windowed().is_none() {
+                " (no key: the job has no @key)"
+            } else {
+                ""
+            }
+        );
+        if self.gauges.is_empty() {
+            let _ = writeln!(out, "gauges: none");
+        }
+        for gauge in &self.gauges {
+            let labels = if gauge.by.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", gauge.by.join(", "))
+            };
+            for column in &gauge.columns {
+                let name = format!("cxpulse_{}_{column}", self.name);
+                let _ = writeln!(
+                    out,
+                    "gauge: {name}{labels} (latest final value), {name}_early{labels} (latest early value)"
+                );
+            }
+        }
+        out
+    }
+}
+
+/// How a window's state is cut into panes, in words.
+fn panes_in_words(spec: &WindowSpec, session_key: Option<&str>) -> String {
+    match (*spec, spec.pane()) {
+        (WindowSpec::Session { gap }, _) => format!(
+            "state: per key `{}`, one mini-session per run of events less than {} apart; \
+             sessions that touch are merged, and a session closes {} after its last event",
+            session_key.unwrap_or("?"),
+            duration(gap),
+            duration(gap)
+        ),
+        (_, Some(pane)) => {
+            let per_window = spec.size() / pane;
+            let blocks = if per_window >= 2 * BLOCK_PANES {
+                format!(
+                    "; complete blocks of {BLOCK_PANES} panes are merged once and reused, so a \
+                     window reads at most {} blocks and {} single panes",
+                    per_window / BLOCK_PANES,
+                    2 * (BLOCK_PANES - 1)
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "panes: {} each; an event is stored in one pane, and a window merges its {} \
+                 pane(s) when it closes{blocks}",
+                duration(pane),
+                per_window
+            )
+        }
+        (_, None) => String::new(),
+    }
+}
+
+fn duration(ms: i64) -> String {
+    plain_duration(ms)
+}
+
+fn section(out: &mut String, title: &str, plan: &std::sync::Arc<dyn ExecutionPlan>) {
+    let _ = writeln!(out, "\n{title}:");
+    for line in displayable(plan.as_ref()).indent(false).to_string().lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::job::Job;
+    use crate::lookup::Lookups;
+    use crate::query::QueryFile;
+
+    async fn explained(name: &str) -> String {
+        let config = Config::load(None).expect("default config");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{name}.sql"));
+        let query = QueryFile::read(&path).expect("query");
+        let job = Job::plan(query, &Lookups::default(), &config.topics.output_prefix)
+            .await
+            .expect("plans");
+        job.explain(&config.topics)
+    }
+
+    #[tokio::test]
+    async fn a_tumbling_job_is_explained_pane_state_plans_key_and_gauges() {
+        let text = explained("need_by_category").await;
+        for line in [
+            "sources: transactions (topic cx.transactions)",
+            "window: TUMBLE(1h) over transactions by event time `ts`",
+            "panes: 1h each; an event is stored in one pane, and a window merges its 1 pane(s) when it closes",
+            "early results: every 1m for the open windows (final = false)",
+            "  category Utf8",
+            "  sum(transactions.amount)[sum] Float64",
+            "output: topic cx.metrics.need_by_category, one JSON record per row, key {job, window_start, window_end, category}",
+            "gauge: cxpulse_need_by_category_orders{category} (latest final value), cxpulse_need_by_category_orders_early{category} (latest early value)",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in:\n{text}"
+            );
+        }
+        let batch = text.find("batch plan").expect("batch plan");
+        let fire = text.find("fire plan").expect("fire plan");
+        assert!(
+            text[batch..].contains("AggregateExec: mode=Partial,"),
+            "{text}"
+        );
+        assert!(
+            text[fire..].contains("AggregateExec: mode=Final,"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_year_long_hop_reads_blocks_and_a_stateless_job_keeps_nothing() {
+        let text = explained("loyalty_rfm").await;
+        assert!(
+            text.contains("window: HOP(slide 1d, size 365d) over transactions"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a window merges its 365 pane(s) when it closes; complete blocks of 32 panes are merged once and reused, so a window reads at most 11 blocks and 62 single panes"),
+            "{text}"
+        );
+        let text = explained("complaint_alerts").await;
+        assert!(
+            text.contains("window: none. The job is stateless"),
+            "{text}"
+        );
+        assert!(text.contains("tables: customers"), "{text}");
+    }
+}
