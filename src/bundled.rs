@@ -45,10 +45,28 @@ pub const QUERIES: [(&str, &str); 11] = [
     ),
 ];
 
-/// Writes every bundled query into `dir` as `<job>.sql`.
+/// Every bundled shared view: `(view name, SQL file text)`.
+pub const VIEWS: [(&str, &str); 1] = [(
+    "rfm_segments",
+    include_str!("../queries/views/rfm_segments.sql"),
+)];
+
+/// Writes every bundled query into `dir` as `<job>.sql`, and the shared
+/// views they read into `dir/views/`.
 pub fn write_queries(dir: &Path) -> std::io::Result<()> {
     for (job, sql) in QUERIES {
         std::fs::write(dir.join(format!("{job}.sql")), sql)?;
+    }
+    write_views(dir)
+}
+
+/// Writes the bundled shared views into `dir/views/` (for a queries
+/// directory `dir` holding some of the bundled queries).
+pub fn write_views(dir: &Path) -> std::io::Result<()> {
+    let views = crate::query::views::views_dir(dir);
+    std::fs::create_dir_all(&views)?;
+    for (name, sql) in VIEWS {
+        std::fs::write(views.join(format!("{name}.sql")), sql)?;
     }
     Ok(())
 }
@@ -72,6 +90,19 @@ mod tests {
         for (job, sql) in QUERIES {
             let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{job}.sql"));
             assert_eq!(std::fs::read_to_string(file).expect("read"), sql, "{job}");
+        }
+        let views: BTreeSet<String> =
+            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/views"))
+                .expect("queries/views/")
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|name| name.strip_suffix(".sql").map(str::to_owned))
+                .collect();
+        let bundled: BTreeSet<String> = VIEWS.iter().map(|(v, _)| (*v).to_owned()).collect();
+        assert_eq!(bundled, views);
+        for (view, sql) in VIEWS {
+            let file =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/views/{view}.sql"));
+            assert_eq!(std::fs::read_to_string(file).expect("read"), sql, "{view}");
         }
     }
 }

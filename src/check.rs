@@ -4,13 +4,18 @@ use std::fmt;
 use std::path::Path;
 
 use crate::config::Config;
-use crate::job;
+use crate::job::{self, Job};
+use crate::lookup::Lookups;
+use crate::query::views;
+use crate::query::{QueryError, QueryFile};
 
 /// The outcome of a check: jobs that planned and every problem found.
 #[derive(Debug, Default)]
 pub struct CheckReport {
     /// `(job, output topic)` of every query that planned.
     pub jobs: Vec<(String, String)>,
+    /// Shared views that planned.
+    pub views: Vec<String>,
     /// Every problem, each prefixed with where it is (file:line or env var).
     pub problems: Vec<String>,
 }
@@ -24,6 +29,9 @@ impl CheckReport {
 
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for view in &self.views {
+            writeln!(f, "ok      view {view}")?;
+        }
         for (job, topic) in &self.jobs {
             writeln!(f, "ok      {job} -> {topic}")?;
         }
@@ -48,8 +56,43 @@ pub async fn check(config_file: Option<&Path>) -> CheckReport {
         report.problems = vec![format!("[[sources]]: {e}")];
         return report;
     }
+    let (views, view_problems) = check_views(&config).await;
     let (jobs, problems) = job::plan_configured(&config).await;
+    report.views = views;
     report.jobs = jobs.into_iter().map(|j| (j.name, j.output_topic)).collect();
-    report.problems = problems.iter().map(ToString::to_string).collect();
+    report.problems = view_problems
+        .iter()
+        .chain(&problems)
+        .map(ToString::to_string)
+        .collect();
     report
+}
+
+/// Plans each shared view on its own, as a query reading it would, so that
+/// a problem in a view is reported at the view file's line; returns the
+/// views that planned and the problems.
+async fn check_views(config: &Config) -> (Vec<String>, Vec<QueryError>) {
+    let (all, mut problems) = views::load(&config.engine.queries_dir);
+    let mut planned = Vec::new();
+    for view in &all {
+        let line = views::first_sql_line(&view.text);
+        let checked = match views::as_query_text(view, &all) {
+            Ok(text) => match QueryFile::parse(&view.path, text) {
+                Ok(query) => Job::plan(query, &Lookups::default(), &config.topics.output_prefix)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            },
+            Err(message) => Err(QueryError {
+                file: view.path.clone(),
+                line,
+                message,
+            }),
+        };
+        match checked {
+            Ok(()) => planned.push(view.name.clone()),
+            Err(e) => problems.push(e),
+        }
+    }
+    (planned, problems)
 }

@@ -157,3 +157,101 @@ fn a_case_for_a_job_without_a_query_names_the_missing_file() {
     assert!(!ok, "{text}");
     assert!(text.contains("no test case for job no_such_job"), "{text}");
 }
+
+/// A queries directory with a shared view `big_tx` (transactions of at
+/// least 20, category upper-cased) and a job windowing it.
+fn view_and_job() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    write(
+        "views/big_tx.sql",
+        "-- Transactions of at least 20.\nCREATE VIEW big_tx AS\nSELECT customer_id, ts, amount, upper(category) AS category\nFROM transactions\nWHERE amount >= 20\n",
+    );
+    write(
+        "big_by_category.sql",
+        "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue\nFROM TUMBLE(big_tx, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n",
+    );
+    let tx = |customer: &str, time: &str, amount: f64, category: &str| {
+        format!(
+            r#"{{"event_id": "{customer}-{time}", "customer_id": "{customer}", "ts": "2026-01-01T{time}:00Z", "amount": {amount}, "category": "{category}"}}"#
+        )
+    };
+    let input = [
+        tx("a", "10:05", 10.0, "books"),
+        tx("b", "10:10", 30.0, "books"),
+        tx("a", "10:20", 20.0, "toys"),
+        tx("c", "10:50", 25.0, "books"),
+        tx("d", "11:05", 5.0, "toys"),
+        tx("e", "11:30", 40.0, "books"),
+    ];
+    write(
+        "tests/big_by_category/two_hours/transactions.ndjson",
+        &input.join("\n"),
+    );
+    // 10:00-11:00: books 30 + 25 (the 10 is filtered out), toys 20;
+    // 11:00-12:00: books 40 (the 5 is filtered out).
+    let row = |start: &str, end: &str, category: &str, orders: i64, revenue: f64| {
+        format!(
+            r#"{{"job": "big_by_category", "window_start": "2026-01-01T{start}:00:00.000Z", "window_end": "2026-01-01T{end}:00:00.000Z", "category": "{category}", "orders": {orders}, "revenue": {revenue:.1}, "final": true}}"#
+        )
+    };
+    let expected = [
+        row("10", "11", "BOOKS", 2, 55.0),
+        row("10", "11", "TOYS", 1, 20.0),
+        row("11", "12", "BOOKS", 1, 40.0),
+    ];
+    write(
+        "tests/big_by_category/two_hours/expected.ndjson",
+        &expected.join("\n"),
+    );
+    dir
+}
+
+#[test]
+fn a_window_over_a_shared_view_publishes_the_rows_worked_out_by_hand() {
+    let dir = view_and_job();
+    let (ok, text) = cxpulse_test(dir.path(), &[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("big_by_category/two_hours ... ok (3 rows)"),
+        "{text}"
+    );
+    let explain = Command::new(BIN)
+        .args(["explain", "big_by_category"])
+        .env("CXPULSE__ENGINE__QUERIES_DIR", dir.path())
+        .output()
+        .expect("explain");
+    let explain = String::from_utf8_lossy(&explain.stdout);
+    assert!(explain.contains("views: big_tx"), "{explain}");
+    assert!(
+        explain.contains("window: TUMBLE(1h) over transactions"),
+        "{explain}"
+    );
+}
+
+#[test]
+fn check_reports_a_mistake_in_a_view_at_the_view_files_line() {
+    let dir = view_and_job();
+    std::fs::write(
+        dir.path().join("views/big_tx.sql"),
+        "-- Transactions of at least 20.\nCREATE VIEW big_tx AS\nSELECT customer_id, ts, amout\nFROM transactions\n",
+    )
+    .expect("write");
+    let output = Command::new(BIN)
+        .arg("check")
+        .env("CXPULSE__ENGINE__QUERIES_DIR", dir.path())
+        .output()
+        .expect("check");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{text}");
+    let at = format!("{}:3:", dir.path().join("views/big_tx.sql").display());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("error") && l.contains(&at) && l.contains("amout")),
+        "no error at {at} in:\n{text}"
+    );
+}

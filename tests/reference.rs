@@ -779,6 +779,7 @@ async fn every_bundled_job_matches_the_reference() {
         )
         .expect("copy query");
     }
+    cxpulse::bundled::write_views(queries.path()).expect("views");
     let mut config = test_config(&broker, &prefix, queries.path());
     config.engine.max_out_of_orderness_ms = 0;
     // Long enough that no partition counts as idle while the events are being

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{Engine, RunningJob, gauge_limit};
 use crate::admin::{ensure_topics, sink_topics};
 use crate::job::Job;
-use crate::query::{QueryFile, list_query_files};
+use crate::query::{QueryFile, list_query_files, views};
 
 /// A change to the queries directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,9 +45,18 @@ impl QueryWatcher {
             // "every query removed": keep what was seen.
             return self.seen.clone();
         };
+        // A job reading a view changes when the view does: its text is
+        // compared with the views it reads.
+        let (views, _) = views::load(&self.dir);
         files
             .into_iter()
-            .filter_map(|path| std::fs::read_to_string(&path).ok().map(|text| (path, text)))
+            .filter_map(|path| {
+                let mut text = std::fs::read_to_string(&path).ok()?;
+                for view in views::used(&text, &views).unwrap_or_default() {
+                    text.push_str(&view.text);
+                }
+                Some((path, text))
+            })
             .collect()
     }
 
@@ -182,6 +191,28 @@ mod tests {
         );
         std::fs::remove_file(&a).expect("remove");
         assert_eq!(watcher.changes(), vec![QueryChange::Removed(a)]);
+        assert_eq!(watcher.changes(), vec![]);
+    }
+
+    #[test]
+    fn a_changed_view_changes_the_queries_that_read_it_and_no_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let views = dir.path().join("views");
+        std::fs::create_dir(&views).expect("mkdir");
+        let view = views.join("big_tx.sql");
+        std::fs::write(&view, "CREATE VIEW big_tx AS SELECT * FROM transactions").expect("write");
+        let reads = dir.path().join("reads.sql");
+        let other = dir.path().join("other.sql");
+        std::fs::write(&reads, "SELECT * FROM big_tx").expect("write");
+        std::fs::write(&other, "SELECT * FROM transactions").expect("write");
+        let mut watcher = QueryWatcher::new(dir.path());
+        assert_eq!(watcher.changes(), vec![]);
+        std::fs::write(
+            &view,
+            "CREATE VIEW big_tx AS SELECT * FROM transactions WHERE amount > 10",
+        )
+        .expect("write");
+        assert_eq!(watcher.changes(), vec![QueryChange::Changed(reads)]);
         assert_eq!(watcher.changes(), vec![]);
     }
 }

@@ -22,6 +22,13 @@ impl Job {
             .map(|s| format!("{} (topic {})", s.name(), topics.source_topic(s)))
             .collect();
         let _ = writeln!(out, "\nsources: {}", sources.join(", "));
+        if !self.views.is_empty() {
+            let _ = writeln!(
+                out,
+                "views: {} (queries/views/, expanded into the query)",
+                self.views.join(", ")
+            );
+        }
         let lookups: Vec<&String> = self
             .tables
             .iter()

@@ -64,6 +64,8 @@ pub struct Job {
     /// Names the query file's content and the shape of its state: state
     /// in the changelog under another fingerprint is not restored.
     pub fingerprint: String,
+    /// The shared views the query reads.
+    pub views: Vec<String>,
     /// Every table the query reads, lookup tables included.
     tables: BTreeSet<String>,
     slots: BTreeMap<Source, Arc<BatchSlot>>,
@@ -242,6 +244,7 @@ impl Job {
             schema,
             emit_every,
             fingerprint,
+            views: query.views.clone(),
             tables: tables_read,
             slots,
             runner,

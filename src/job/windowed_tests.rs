@@ -313,7 +313,7 @@ async fn queries_that_cannot_run_continuously_are_explained() {
         ),
         (
             "SELECT window_start, window_end, count(*) FROM TUMBLE(customers, signup_ts, INTERVAL '1 minute') GROUP BY window_start, window_end",
-            "not an event source",
+            "`customers` is neither an event source nor a view over one",
         ),
         (
             "SELECT window_start, window_end, count(*) FROM SESSION(transactions, ts, INTERVAL '1 minute', customer_id) GROUP BY window_start, window_end",

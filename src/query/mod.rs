@@ -5,6 +5,7 @@
 //! happens in [`crate::job`].
 
 mod options;
+pub mod views;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -40,17 +41,40 @@ pub struct QueryFile {
     pub sql: String,
     /// Options from the header lines.
     pub options: JobOptions,
+    /// The shared views the query reads (`queries/views/`), expanded into
+    /// [`Self::sql`] as a `WITH` clause.
+    pub views: Vec<String>,
 }
 
 impl QueryFile {
-    /// Reads and parses one query file.
+    /// Reads and parses one query file, with the shared views of the
+    /// `views/` folder beside it expanded.
     pub fn read(path: &Path) -> Result<QueryFile, QueryError> {
         let text = std::fs::read_to_string(path).map_err(|e| QueryError {
             file: path.to_path_buf(),
             line: 1,
             message: format!("cannot read the query file: {e}"),
         })?;
-        Self::parse(path, text)
+        let mut query = Self::parse(path, text)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let (views, problems) = views::load(dir);
+        let error = |message: String| QueryError {
+            file: path.to_path_buf(),
+            line: views::first_sql_line(&query.sql),
+            message,
+        };
+        let words = views::words(&query.sql);
+        if let Some(problem) = problems.iter().find(|p| {
+            p.file
+                .file_stem()
+                .is_some_and(|stem| words.contains(&stem.to_string_lossy().to_ascii_lowercase()))
+        }) {
+            return Err(error(format!("reads a view that has an error: {problem}")));
+        }
+        let (sql, used) = views::expand(&query.sql, &views).map_err(error)?;
+        query.sql = sql;
+        query.views = used;
+        Ok(query)
     }
 
     /// Parses a query file's text; `path` names the job and locates errors.
@@ -94,6 +118,7 @@ impl QueryFile {
             path: path.to_path_buf(),
             sql: text,
             options,
+            views: Vec::new(),
         })
     }
 }

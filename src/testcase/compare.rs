@@ -5,6 +5,10 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+/// A field whose values differ: its name, the expected and the published
+/// value.
+pub type FieldDiff = (String, Value, Value);
+
 /// How two sets of rows differ; empty when they match.
 #[derive(Debug, Default, PartialEq)]
 pub struct Diff {
@@ -15,7 +19,7 @@ pub struct Diff {
     /// Expected and published rows with the same key but other values:
     /// the key, then each differing field with its expected and
     /// published value.
-    pub changed: Vec<(Value, Vec<(String, Value, Value)>)>,
+    pub changed: Vec<(Value, Vec<FieldDiff>)>,
 }
 
 impl Diff {
@@ -76,7 +80,7 @@ fn key_of(row: &Value, fields: &[String]) -> Value {
 }
 
 /// The fields of either row whose values differ (absent reads as null).
-fn differing_fields(want: &Value, got: &Value, tolerance: f64) -> Vec<(String, Value, Value)> {
+fn differing_fields(want: &Value, got: &Value, tolerance: f64) -> Vec<FieldDiff> {
     let (empty_a, empty_b) = (Map::new(), Map::new());
     let a = want.as_object().unwrap_or(&empty_a);
     let b = got.as_object().unwrap_or(&empty_b);
@@ -166,7 +170,12 @@ mod tests {
     #[test]
     fn rows_are_matched_one_to_one() {
         let row = json!({"job": "j", "k": 1});
-        let diff = compare(&[row.clone()], &[row.clone(), row.clone()], &key(), 1e-9);
+        let diff = compare(
+            std::slice::from_ref(&row),
+            &[row.clone(), row.clone()],
+            &key(),
+            1e-9,
+        );
         assert_eq!(diff.unexpected, vec![row]);
         assert!(diff.missing.is_empty() && diff.changed.is_empty());
     }

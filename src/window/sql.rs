@@ -18,6 +18,18 @@ use super::WindowSpec;
 use super::assign::{SessionSpans, WindowAssign};
 use crate::schema::Source;
 
+/// Plans the relation `name` names where the statement stands (a `WITH`
+/// query, e.g. an expanded shared view), if it names one.
+fn plan_named(name: &str, context: &mut dyn RelationPlannerContext) -> Option<LogicalPlan> {
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    let factor = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(name)
+        .ok()?
+        .parse_table_factor()
+        .ok()?;
+    context.plan(factor).ok()
+}
+
 /// Plans the window table functions; every other relation is left to
 /// DataFusion.
 #[derive(Debug, Default)]
@@ -104,6 +116,7 @@ impl RelationPlanner for WindowRelationPlanner {
             )));
         }
 
+        let mut derived = matches!(exprs[0], ast::Expr::Subquery(_));
         let (source, input) = match &exprs[0] {
             // Several sources in one window: `(SELECT … FROM a UNION ALL SELECT … FROM b)`.
             ast::Expr::Subquery(query) => {
@@ -125,20 +138,31 @@ impl RelationPlanner for WindowRelationPlanner {
                     Some(kind) if kind.is_stream() => self.sources.get(&source),
                     _ => None,
                 };
-                let Some(provider) = provider else {
-                    let streams: Vec<&str> = Source::streams().map(Source::name).collect();
-                    return Err(fail(format!(
-                        "{signature}: `{source}` is not an event source; window one of the streams: {}",
-                        streams.join(", ")
-                    )));
-                };
-                let input = LogicalPlanBuilder::scan(
-                    source.as_str(),
-                    provider_as_source(Arc::clone(provider)),
-                    None,
-                )?
-                .build()?;
-                (format!("`{source}`"), input)
+                match provider {
+                    Some(provider) => {
+                        let input = LogicalPlanBuilder::scan(
+                            source.as_str(),
+                            provider_as_source(Arc::clone(provider)),
+                            None,
+                        )?
+                        .build()?;
+                        (format!("`{source}`"), input)
+                    }
+                    // A shared view (a `WITH` query): windowed like a subquery.
+                    None => match plan_named(&source, context) {
+                        Some(input) if !crate::window::split::streams_in(&input).is_empty() => {
+                            derived = true;
+                            (format!("view `{source}`"), input)
+                        }
+                        _ => {
+                            let streams: Vec<&str> = Source::streams().map(Source::name).collect();
+                            return Err(fail(format!(
+                                "{signature}: `{source}` is neither an event source nor a view over one; window one of the streams ({}) or a view of queries/views/",
+                                streams.join(", ")
+                            )));
+                        }
+                    },
+                }
             }
         };
         let column = |index: usize, what: &str, context: &mut dyn RelationPlannerContext| {
@@ -159,11 +183,11 @@ impl RelationPlanner for WindowRelationPlanner {
             Ok(name)
         };
         let time_col = column(1, "time column", context)?;
-        if matches!(exprs[0], ast::Expr::Subquery(_)) {
+        if derived {
             let streams = crate::window::split::streams_in(&input);
             if let Some(other) = streams.iter().find(|s| s.time_or_key() != time_col) {
                 return Err(fail(format!(
-                    "{signature}: over a subquery, the time column must be the sources' `{}` \
+                    "{signature}: over a subquery or view, the time column must be the sources' `{}` \
                      (the event-time column of `{}`), not `{time_col}`",
                     other.time_or_key(),
                     other.name()

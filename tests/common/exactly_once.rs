@@ -271,6 +271,7 @@ pub fn copy_bundled(dir: &Path) -> Vec<String> {
             jobs.push(name.to_owned());
         }
     }
+    cxpulse::bundled::write_views(dir).expect("views");
     jobs.sort();
     jobs
 }
