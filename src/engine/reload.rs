@@ -120,6 +120,15 @@ impl Engine {
                     continue;
                 }
             };
+            // The same plan as the running job's (a view edited and put
+            // back, a comment changed in a view): the job keeps its state.
+            if let Some(running) = self.jobs.iter().find(|j| &j.path == path)
+                && running.job.fingerprint == job.fingerprint
+            {
+                self.invalid_queries.remove(path);
+                tracing::info!(job = %job.name, "query file changed, its plan did not: job kept with its state");
+                continue;
+            }
             if let Err(e) = ensure_topics(
                 &self.config,
                 &sink_topics(&self.config, std::slice::from_ref(&job)),

@@ -25,7 +25,7 @@ pub struct View {
     pub text: String,
     /// The `SELECT …` on one line, as SQL.
     pub select: String,
-    /// The words of the `SELECT` (lower case): the views it reads are
+    /// The tables the `SELECT` reads (lower case): the views it reads are
     /// among them.
     words: BTreeSet<String>,
 }
@@ -80,7 +80,31 @@ fn read(path: &Path) -> Result<View, QueryError> {
             "a view file holds one statement: CREATE VIEW name AS SELECT …".to_owned(),
         ));
     };
-    let name = create.name.to_string().to_ascii_lowercase();
+    if create.materialized || !create.columns.is_empty() {
+        return Err(error(
+            start,
+            "write CREATE VIEW name AS SELECT … (no column list, not MATERIALIZED): name the \
+             columns in the SELECT"
+                .to_owned(),
+        ));
+    }
+    let name = match create.name.0.as_slice() {
+        [part] => match part.as_ident() {
+            Some(ident) if ident.quote_style.is_none() => ident.value.to_ascii_lowercase(),
+            _ => {
+                return Err(error(
+                    start,
+                    "write the view's name without quotes (letters, digits and _)".to_owned(),
+                ));
+            }
+        },
+        _ => {
+            return Err(error(
+                start,
+                "a view's name has no schema or catalog part".to_owned(),
+            ));
+        }
+    };
     if Source::named(&name).is_some() {
         return Err(error(
             start,
@@ -113,18 +137,40 @@ pub fn first_sql_line(text: &str) -> usize {
         .map_or(1, |i| i + 1)
 }
 
-/// The words and quoted identifiers of `sql`, lower case (comments and
-/// string literals left out).
+/// The tables `sql` reads (lower case): the names after `FROM` and `JOIN`,
+/// and the first argument of `TUMBLE`, `HOP` and `SESSION`, less the names
+/// its own `WITH` queries define (`name AS (`). Comments, string literals,
+/// columns and aliases are not among them.
 pub fn words(sql: &str) -> BTreeSet<String> {
-    Tokenizer::new(&GenericDialect {}, sql)
+    let tokens: Vec<Token> = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize()
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|t| match t {
-            Token::Word(w) => Some(w.value.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let word = |i: usize| match tokens.get(i) {
+        Some(Token::Word(w)) => Some(w),
+        _ => None,
+    };
+    let upper = |i: usize| word(i).map(|w| w.value.to_ascii_uppercase());
+    let mut read = BTreeSet::new();
+    let mut defined = BTreeSet::new();
+    for i in 0..tokens.len() {
+        let Some(w) = word(i) else { continue };
+        let name = w.value.to_ascii_lowercase();
+        let after_from = i > 0 && matches!(upper(i - 1).as_deref(), Some("FROM" | "JOIN"));
+        let window_table = i > 1
+            && tokens.get(i - 1) == Some(&Token::LParen)
+            && matches!(upper(i - 2).as_deref(), Some("TUMBLE" | "HOP" | "SESSION"));
+        if after_from || window_table {
+            read.insert(name.clone());
+        }
+        if upper(i + 1).as_deref() == Some("AS") && tokens.get(i + 2) == Some(&Token::LParen) {
+            defined.insert(name);
+        }
+    }
+    read.retain(|name| !defined.contains(name));
+    read
 }
 
 /// The views `sql` reads, directly or through other views, each after the
@@ -233,7 +279,10 @@ fn first_token_offset(sql: &str) -> usize {
 /// point at the view file's lines), with the views it reads expanded.
 pub fn as_query_text(view: &View, views: &[View]) -> Result<String, String> {
     let upper = view.text.to_ascii_uppercase();
-    let create = upper.find("CREATE").ok_or("no CREATE VIEW")?;
+    let create = first_token_offset(&view.text);
+    if !upper[create..].starts_with("CREATE") {
+        return Err("a view file starts with CREATE VIEW".to_owned());
+    }
     let as_at = find_word(&upper[create..], "AS").ok_or("no AS after CREATE VIEW")? + create;
     let mut text = String::with_capacity(view.text.len());
     text.push_str(&view.text[..create]);
@@ -304,6 +353,29 @@ mod tests {
         let (same, names) = expand("SELECT 'v' FROM transactions -- v", &views).expect("expands");
         assert_eq!(same, "SELECT 'v' FROM transactions -- v");
         assert!(names.is_empty());
+    }
+
+    #[test]
+    fn only_tables_read_count_not_columns_aliases_strings_or_own_ctes() {
+        let views = [
+            view("segment", "SELECT * FROM transactions"),
+            view("big_tx", "SELECT * FROM transactions"),
+        ];
+        let sql = "WITH big_tx AS (SELECT * FROM transactions) SELECT segment, 'segment', sum(amount) AS segment FROM big_tx";
+        let (same, names) = expand(sql, &views).expect("expands");
+        assert_eq!(same, sql);
+        assert!(names.is_empty(), "{names:?}");
+        let (_, names) = expand("SELECT * FROM HOP(big_tx, ts, INTERVAL '1 day', INTERVAL '7 days') JOIN segment ON true", &views)
+            .expect("expands");
+        assert_eq!(names, vec!["segment", "big_tx"]);
+        let daily = view(
+            "daily_spend",
+            "SELECT sum(amount) AS daily_spend FROM transactions",
+        );
+        assert_eq!(
+            expand("SELECT * FROM daily_spend", &[daily]).map(|(_, n)| n),
+            Ok(vec!["daily_spend".to_owned()])
+        );
     }
 
     #[test]

@@ -97,12 +97,16 @@ fn differing_fields(want: &Value, got: &Value, tolerance: f64) -> Vec<FieldDiff>
         .collect()
 }
 
-/// JSON equality with numbers equal within `tolerance`, relative to the
-/// larger magnitude.
+/// JSON equality: integers exactly, other numbers within `tolerance`
+/// relative to the larger magnitude (and to 1 near zero, so that a
+/// computed -2.7e-17 matches an expected 0.0).
 pub fn same(a: &Value, b: &Value, tolerance: f64) -> bool {
     match (a, b) {
+        (Value::Number(x), Value::Number(y)) if !x.is_f64() && !y.is_f64() => x == y,
         (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => x == y || (x - y).abs() <= tolerance * x.abs().max(y.abs()),
+            (Some(x), Some(y)) => {
+                x == y || (x - y).abs() <= tolerance * x.abs().max(y.abs()).max(1.0)
+            }
             _ => x == y,
         },
         (Value::Array(x), Value::Array(y)) => {
@@ -165,6 +169,13 @@ mod tests {
         ];
         assert!(compare(&expected, &actual, &key(), 1e-9).is_empty());
         assert!(!compare(&expected, &actual, &key(), 1e-13).is_empty());
+        assert!(same(&json!(0.0), &json!(-2.7e-17), 1e-9));
+        assert!(!same(&json!(0.0), &json!(1e-6), 1e-9));
+        assert!(
+            !same(&json!(1_000_000), &json!(1_000_001), 1e-3),
+            "integers match exactly"
+        );
+        assert!(same(&json!(2), &json!(2.0), 1e-9));
     }
 
     #[test]
