@@ -314,3 +314,68 @@ async fn a_query_file_added_while_running_starts_its_job() {
     );
     engine.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_edit_that_leaves_the_plan_unchanged_keeps_the_jobs_state() {
+    let broker = TestBroker::start();
+    let prefix = unique_prefix("viewedit");
+    let queries = tempfile::tempdir().expect("tempdir");
+    let view = queries.path().join("views/big_tx.sql");
+    std::fs::create_dir(queries.path().join("views")).expect("mkdir");
+    std::fs::write(
+        &view,
+        "CREATE VIEW big_tx AS SELECT * FROM transactions WHERE amount >= 1\n",
+    )
+    .expect("write view");
+    std::fs::write(
+        queries.path().join("per_minute.sql"),
+        "SELECT window_start, window_end, count(*) AS n\n\
+         FROM TUMBLE(big_tx, ts, INTERVAL '1 minute')\n\
+         GROUP BY window_start, window_end\n",
+    )
+    .expect("write query");
+    let mut config = test_config(&broker, &prefix, queries.path());
+    config.engine.max_out_of_orderness_ms = 0;
+    config.engine.reload_interval_ms = 200;
+    create_source_topics(&config, 1).await;
+    let engine = RunningEngine::start(config.clone()).await;
+    let kafka = producer(broker.bootstrap());
+    let tx = |id: &str, ts: &str| {
+        format!(r#"{{"event_id":"{id}","customer_id":"c","ts":"{ts}","amount":1,"category":"x"}}"#)
+    };
+    let a = tx("a", "2026-01-01T00:00:10Z");
+    produce(&kafka, &config.topics.transactions, &[(0, None, Some(&a))]).await;
+    wait_for_metric(
+        engine.addr,
+        &format!(
+            "cxpulse_records_consumed_total{{topic=\"{}\"}}",
+            config.topics.transactions
+        ),
+        1.0,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // A comment added to the view: the job's plan is the same, so the job
+    // keeps running with `a` in its open window. Restarted with empty
+    // state, it would have forgotten `a`, and the window would publish
+    // nothing when `b` closes it.
+    std::fs::write(
+        &view,
+        "-- Transactions of at least 1.\nCREATE VIEW big_tx AS SELECT * FROM transactions WHERE amount >= 1\n",
+    )
+    .expect("edit view");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = tx("b", "2026-01-01T00:01:00Z");
+    produce(&kafka, &config.topics.transactions, &[(0, None, Some(&b))]).await;
+    let mut tail = Tail::new(
+        broker.bootstrap(),
+        &format!("{}per_minute", config.topics.output_prefix),
+    );
+    tokio::task::block_in_place(|| tail.until("the first window", |rows| !rows.is_empty()));
+    assert_eq!(
+        tail.rows[0].value.to_string(),
+        r#"{"job":"per_minute","window_start":"2026-01-01T00:00:00.000Z","window_end":"2026-01-01T00:01:00.000Z","n":1,"final":true}"#
+    );
+    engine.stop().await;
+}
