@@ -77,32 +77,26 @@ mod tests {
 
     use super::*;
 
+    /// Asserts that `bundle` holds exactly the `.sql` files of `folder`
+    /// (relative to the crate), by name and content.
+    fn assert_bundles(folder: &str, bundle: &[(&str, &str)]) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+        let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
+            .expect(folder)
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|name| name.strip_suffix(".sql").map(str::to_owned))
+            .collect();
+        let bundled: BTreeSet<String> = bundle.iter().map(|(n, _)| (*n).to_owned()).collect();
+        assert_eq!(bundled, on_disk, "{folder}");
+        for (name, sql) in bundle {
+            let file = dir.join(format!("{name}.sql"));
+            assert_eq!(&std::fs::read_to_string(file).expect("read"), sql, "{name}");
+        }
+    }
+
     #[test]
     fn the_bundle_is_exactly_the_queries_directory() {
-        let on_disk: BTreeSet<String> =
-            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("queries"))
-                .expect("queries/")
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter_map(|name| name.strip_suffix(".sql").map(str::to_owned))
-                .collect();
-        let bundled: BTreeSet<String> = QUERIES.iter().map(|(j, _)| (*j).to_owned()).collect();
-        assert_eq!(bundled, on_disk);
-        for (job, sql) in QUERIES {
-            let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{job}.sql"));
-            assert_eq!(std::fs::read_to_string(file).expect("read"), sql, "{job}");
-        }
-        let views: BTreeSet<String> =
-            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/views"))
-                .expect("queries/views/")
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter_map(|name| name.strip_suffix(".sql").map(str::to_owned))
-                .collect();
-        let bundled: BTreeSet<String> = VIEWS.iter().map(|(v, _)| (*v).to_owned()).collect();
-        assert_eq!(bundled, views);
-        for (view, sql) in VIEWS {
-            let file =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/views/{view}.sql"));
-            assert_eq!(std::fs::read_to_string(file).expect("read"), sql, "{view}");
-        }
+        assert_bundles("queries", &QUERIES);
+        assert_bundles("queries/views", &VIEWS);
     }
 }

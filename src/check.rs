@@ -75,22 +75,17 @@ async fn check_views(config: &Config) -> (Vec<String>, Vec<QueryError>) {
     let (all, mut problems) = views::load(&config.engine.queries_dir);
     let mut planned = Vec::new();
     for view in &all {
-        let line = views::first_sql_line(&view.text);
-        let checked = match views::as_query_text(view, &all) {
-            Ok(text) => match QueryFile::parse(&view.path, text) {
-                Ok(query) => Job::plan(query, &Lookups::default(), &config.topics.output_prefix)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            },
-            Err(message) => Err(QueryError {
+        let checked = async {
+            let text = views::as_query_text(view, &all).map_err(|message| QueryError {
                 file: view.path.clone(),
-                line,
+                line: crate::query::first_sql_line(&view.text),
                 message,
-            }),
+            })?;
+            let query = QueryFile::parse(&view.path, text)?;
+            Job::plan(query, &Lookups::default(), &config.topics.output_prefix).await
         };
-        match checked {
-            Ok(()) => planned.push(view.name.clone()),
+        match checked.await {
+            Ok(_) => planned.push(view.name.clone()),
             Err(e) => problems.push(e),
         }
     }

@@ -61,6 +61,12 @@ pub struct JobGauges {
     limit: usize,
 }
 
+/// The name of the gauge of `column` of `job`'s results (its early values'
+/// gauge adds `_early`).
+pub fn gauge_name(job: &str, column: &str) -> String {
+    format!("cxpulse_{job}_{column}")
+}
+
 impl JobGauges {
     /// Registers the gauge families of `job`'s `@gauge` lines.
     pub fn register(
@@ -73,7 +79,7 @@ impl JobGauges {
         for spec in specs {
             for column in &spec.columns {
                 let labels: Vec<&str> = spec.by.iter().map(String::as_str).collect();
-                let name = format!("cxpulse_{job}_{column}");
+                let name = gauge_name(job, column);
                 let latest = GaugeVec::new(
                     Opts::new(&name, format!("Latest final `{column}` of job {job}.")),
                     &labels,

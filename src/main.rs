@@ -248,14 +248,8 @@ fn main() -> ExitCode {
         }),
         Command::Explain { job, config } => runtime.block_on(async move {
             let config = load_config(config.as_deref())?;
-            let path = config.engine.queries_dir.join(format!("{job}.sql"));
-            let query = cxpulse::query::QueryFile::read(&path)?;
-            let job = cxpulse::job::Job::plan(
-                query,
-                &cxpulse::lookup::Lookups::default(),
-                &config.topics.output_prefix,
-            )
-            .await?;
+            let lookups = cxpulse::lookup::Lookups::default();
+            let (job, _) = cxpulse::job::plan_named(&config, &job, &lookups).await?;
             print!("{}", job.explain(&config.topics));
             Ok(())
         }),

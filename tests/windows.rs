@@ -256,6 +256,25 @@ async fn session_merges_across_partitions_and_late_events() {
     run_case("session").await;
 }
 
+/// A transaction of amount 1 at `ts`.
+fn amount_one(id: &str, ts: &str) -> String {
+    format!(r#"{{"event_id":"{id}","customer_id":"c","ts":"{ts}","amount":1,"category":"x"}}"#)
+}
+
+/// Waits for the first row of the `per_minute` job (transactions per
+/// minute) and checks it counts one event in 00:00-00:01.
+fn assert_first_minute_counted_once(bootstrap: &str, config: &cxpulse::config::Config) {
+    let mut tail = Tail::new(
+        bootstrap,
+        &format!("{}per_minute", config.topics.output_prefix),
+    );
+    tokio::task::block_in_place(|| tail.until("the first window", |rows| !rows.is_empty()));
+    assert_eq!(
+        tail.rows[0].value.to_string(),
+        r#"{"job":"per_minute","window_start":"2026-01-01T00:00:00.000Z","window_end":"2026-01-01T00:01:00.000Z","n":1,"final":true}"#
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_file_added_while_running_starts_its_job() {
     let broker = TestBroker::start();
@@ -290,12 +309,9 @@ async fn a_query_file_added_while_running_starts_its_job() {
     )
     .await;
     let kafka = producer(broker.bootstrap());
-    let tx = |id: &str, ts: &str| {
-        format!(r#"{{"event_id":"{id}","customer_id":"c","ts":"{ts}","amount":1,"category":"x"}}"#)
-    };
     let (a, b) = (
-        tx("a", "2026-01-01T00:00:10Z"),
-        tx("b", "2026-01-01T00:01:00Z"),
+        amount_one("a", "2026-01-01T00:00:10Z"),
+        amount_one("b", "2026-01-01T00:01:00Z"),
     );
     produce(
         &kafka,
@@ -303,15 +319,7 @@ async fn a_query_file_added_while_running_starts_its_job() {
         &[(0, None, Some(&a)), (0, None, Some(&b))],
     )
     .await;
-    let mut tail = Tail::new(
-        broker.bootstrap(),
-        &format!("{}per_minute", config.topics.output_prefix),
-    );
-    tokio::task::block_in_place(|| tail.until("the first window", |rows| !rows.is_empty()));
-    assert_eq!(
-        tail.rows[0].value.to_string(),
-        r#"{"job":"per_minute","window_start":"2026-01-01T00:00:00.000Z","window_end":"2026-01-01T00:01:00.000Z","n":1,"final":true}"#
-    );
+    assert_first_minute_counted_once(broker.bootstrap(), &config);
     engine.stop().await;
 }
 
@@ -340,10 +348,7 @@ async fn a_view_edit_that_leaves_the_plan_unchanged_keeps_the_jobs_state() {
     create_source_topics(&config, 1).await;
     let engine = RunningEngine::start(config.clone()).await;
     let kafka = producer(broker.bootstrap());
-    let tx = |id: &str, ts: &str| {
-        format!(r#"{{"event_id":"{id}","customer_id":"c","ts":"{ts}","amount":1,"category":"x"}}"#)
-    };
-    let a = tx("a", "2026-01-01T00:00:10Z");
+    let a = amount_one("a", "2026-01-01T00:00:10Z");
     produce(&kafka, &config.topics.transactions, &[(0, None, Some(&a))]).await;
     wait_for_metric(
         engine.addr,
@@ -366,16 +371,8 @@ async fn a_view_edit_that_leaves_the_plan_unchanged_keeps_the_jobs_state() {
     )
     .expect("edit view");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let b = tx("b", "2026-01-01T00:01:00Z");
+    let b = amount_one("b", "2026-01-01T00:01:00Z");
     produce(&kafka, &config.topics.transactions, &[(0, None, Some(&b))]).await;
-    let mut tail = Tail::new(
-        broker.bootstrap(),
-        &format!("{}per_minute", config.topics.output_prefix),
-    );
-    tokio::task::block_in_place(|| tail.until("the first window", |rows| !rows.is_empty()));
-    assert_eq!(
-        tail.rows[0].value.to_string(),
-        r#"{"job":"per_minute","window_start":"2026-01-01T00:00:00.000Z","window_end":"2026-01-01T00:01:00.000Z","n":1,"final":true}"#
-    );
+    assert_first_minute_counted_once(broker.bootstrap(), &config);
     engine.stop().await;
 }

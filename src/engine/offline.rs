@@ -9,7 +9,7 @@
 //! closes. Early results (`@emit every`) are not emitted: their timing
 //! depends on the wall clock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::event_time::EventTime;
-use super::jobs::RunningJob;
+use super::jobs::{JobOutput, RunningJob};
 use super::step::Core;
 use super::{EngineError, gauge_limit};
 use crate::config::Config;
@@ -34,6 +34,13 @@ pub struct OfflineOutput {
     pub records: Vec<OutRecord>,
     /// Records rejected by the decoder or by a job.
     pub dead_letters: Vec<DeadLetter>,
+}
+
+impl OfflineOutput {
+    fn add(&mut self, output: JobOutput) {
+        self.records.extend(output.records);
+        self.dead_letters.extend(output.dead_letters);
+    }
 }
 
 /// Runs `jobs` (planned over `lookups`) on `tables` (table-source records)
@@ -57,23 +64,25 @@ pub async fn run_offline(
         .collect::<Result<Vec<_>, prometheus::Error>>()?;
     let mut event_time = EventTime::new(config);
     let idle = event_time.longest_idle_timeout();
+    let partition_of =
+        |c: &Consumed| (config.topics.source_topic(c.source).to_owned(), c.partition);
+    // Records still to come per partition: such a partition is slow, not
+    // idle, however long the run.
+    let mut ahead: BTreeMap<(String, i32), usize> = BTreeMap::new();
+    for c in &events {
+        *ahead.entry(partition_of(c)).or_default() += 1;
+    }
     // Partitions that will deliver are assigned when the run starts; the
     // other sources' partition 0 has been silent for an idle timeout, so
     // that a source without records holds no job back.
-    let delivering: BTreeSet<(String, i32)> = events
-        .iter()
-        .map(|c| (config.topics.source_topic(c.source).to_owned(), c.partition))
-        .collect();
     let silent: Vec<(String, i32)> = crate::schema::Source::streams()
         .map(|s| (config.topics.source_topic(s).to_owned(), 0))
-        .filter(|at| !delivering.contains(at))
+        .filter(|at| !ahead.contains_key(at))
         .collect();
     event_time.assign(&silent, start);
     let mut now = start + idle + Duration::from_secs(1);
-    event_time.assign(
-        &silent.into_iter().chain(delivering).collect::<Vec<_>>(),
-        now,
-    );
+    let assigned: Vec<(String, i32)> = silent.into_iter().chain(ahead.keys().cloned()).collect();
+    event_time.assign(&assigned, now);
     let mut core = Core {
         jobs: &mut jobs,
         lookups,
@@ -88,20 +97,8 @@ pub async fn run_offline(
     let first = batcher.take()?;
     out.dead_letters.extend(first.dead_letters);
     core.lookups.apply(first.table_changes);
-    // Records still to come per partition: such a partition is slow, not
-    // idle, however long the run.
-    let mut ahead: BTreeMap<(String, i32), usize> = BTreeMap::new();
-    for c in &events {
-        *ahead
-            .entry((config.topics.source_topic(c.source).to_owned(), c.partition))
-            .or_default() += 1;
-    }
     for record in events {
-        let at = (
-            config.topics.source_topic(record.source).to_owned(),
-            record.partition,
-        );
-        if let Some(n) = ahead.get_mut(&at) {
+        if let Some(n) = ahead.get_mut(&partition_of(&record)) {
             *n -= 1;
         }
         ahead.retain(|_, n| *n > 0);
@@ -110,11 +107,10 @@ pub async fn run_offline(
         batcher.add(record);
         let batch = batcher.take()?;
         out.dead_letters.extend(batch.dead_letters);
-        let output = core
-            .micro_batch(batch.events, batch.table_changes, now)
-            .await?;
-        out.records.extend(output.records);
-        out.dead_letters.extend(output.dead_letters);
+        out.add(
+            core.micro_batch(batch.events, batch.table_changes, now)
+                .await?,
+        );
         // Close every due window now, however long it takes (a micro-batch
         // stops closing after its wall-clock budget), so that the next
         // record meets the same closed windows on any machine.
@@ -145,9 +141,7 @@ async fn fire_all(
     };
     loop {
         let before = closed(core);
-        let output = core.tick(now).await?;
-        out.records.extend(output.records);
-        out.dead_letters.extend(output.dead_letters);
+        out.add(core.tick(now).await?);
         if closed(core) == before {
             return Ok(());
         }

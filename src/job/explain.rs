@@ -7,7 +7,7 @@ use datafusion::physical_plan::{ExecutionPlan, displayable};
 
 use super::{Job, Runner};
 use crate::config::TopicsConfig;
-use crate::window::panes::BLOCK_PANES;
+use crate::window::panes::{BLOCK_PANES, block_width};
 use crate::window::{WindowSpec, plain_duration};
 
 impl Job {
@@ -16,12 +16,12 @@ impl Job {
     pub fn explain(&self, topics: &TopicsConfig) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "job {}", self.name);
-        let sources: Vec<String> = self
-            .sources()
-            .into_iter()
-            .map(|s| format!("{} (topic {})", s.name(), topics.source_topic(s)))
+        let sources = self.sources();
+        let described: Vec<String> = sources
+            .iter()
+            .map(|s| format!("{} (topic {})", s.name(), topics.source_topic(*s)))
             .collect();
-        let _ = writeln!(out, "\nsources: {}", sources.join(", "));
+        let _ = writeln!(out, "\nsources: {}", described.join(", "));
         if !self.views.is_empty() {
             let _ = writeln!(
                 out,
@@ -29,17 +29,17 @@ impl Job {
                 self.views.join(", ")
             );
         }
-        let lookups: Vec<&String> = self
+        let lookups: Vec<&str> = self
             .tables
             .iter()
-            .filter(|t| !self.sources().iter().any(|s| s.name() == t.as_str()))
+            .map(String::as_str)
+            .filter(|t| !sources.iter().any(|s| s.name() == *t))
             .collect();
         if !lookups.is_empty() {
-            let names: Vec<&str> = lookups.iter().map(|t| t.as_str()).collect();
             let _ = writeln!(
                 out,
                 "tables: {} (looked up as they are when each micro-batch runs)",
-                names.join(", ")
+                lookups.join(", ")
             );
         }
         match &self.runner {
@@ -69,13 +69,13 @@ impl Job {
                 let _ = writeln!(
                     out,
                     "lateness: {}; a window closes when the watermark passes its end plus the lateness",
-                    duration(w.lateness)
+                    plain_duration(w.lateness)
                 );
                 let _ = match self.emit_every {
                     Some(every) => writeln!(
                         out,
                         "early results: every {} for the open windows (final = false)",
-                        duration(i64::try_from(every.as_millis()).unwrap_or(i64::MAX))
+                        plain_duration(i64::try_from(every.as_millis()).unwrap_or(i64::MAX))
                     ),
                     None => writeln!(out, "early results: none (only final rows)"),
                 };
@@ -109,14 +109,16 @@ impl Job {
                 );
             }
         }
-        let mut key = vec!["job".to_owned()];
-        key.extend(self.record_key_columns());
+        let key_columns = self.record_key_columns();
+        let key: Vec<&str> = std::iter::once("job")
+            .chain(key_columns.iter().map(String::as_str))
+            .collect();
         let _ = writeln!(
             out,
             "\noutput: topic {}, one JSON record per row, key {{{}}}{}",
             self.output_topic,
             key.join(", "),
-            if self.record_key_columns().is_empty() && self.windowed().is_none() {
+            if key_columns.is_empty() && self.windowed().is_none() {
                 " (no key: the job has no @key)"
             } else {
                 ""
@@ -132,7 +134,7 @@ impl Job {
                 format!("{{{}}}", gauge.by.join(", "))
             };
             for column in &gauge.columns {
-                let name = format!("cxpulse_{}_{column}", self.name);
+                let name = crate::gauges::gauge_name(&self.name, column);
                 let _ = writeln!(
                     out,
                     "gauge: {name}{labels} (latest final value), {name}_early{labels} (latest early value)"
@@ -150,34 +152,29 @@ fn panes_in_words(spec: &WindowSpec, session_key: Option<&str>) -> String {
             "state: per key `{}`, one mini-session per run of events less than {} apart; \
              sessions that touch are merged, and a session closes {} after its last event",
             session_key.unwrap_or("?"),
-            duration(gap),
-            duration(gap)
+            plain_duration(gap),
+            plain_duration(gap)
         ),
         (_, Some(pane)) => {
             let per_window = spec.size() / pane;
-            let blocks = if per_window >= 2 * BLOCK_PANES {
-                format!(
+            let blocks = match block_width(spec) {
+                Some(width) => format!(
                     "; complete blocks of {BLOCK_PANES} panes are merged once and reused, so a \
                      window reads at most {} blocks and {} single panes",
-                    per_window / BLOCK_PANES,
+                    spec.size() / width,
                     2 * (BLOCK_PANES - 1)
-                )
-            } else {
-                String::new()
+                ),
+                None => String::new(),
             };
             format!(
                 "panes: {} each; an event is stored in one pane, and a window merges its {} \
                  pane(s) when it closes{blocks}",
-                duration(pane),
+                plain_duration(pane),
                 per_window
             )
         }
         (_, None) => String::new(),
     }
-}
-
-fn duration(ms: i64) -> String {
-    plain_duration(ms)
 }
 
 fn section(out: &mut String, title: &str, plan: &std::sync::Arc<dyn ExecutionPlan>) {

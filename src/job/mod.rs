@@ -29,7 +29,7 @@ pub use tables::{BatchSlot, LookupStream};
 pub use windowed::{FINAL_COLUMN, WindowedJob};
 
 use crate::lookup::Lookups;
-use crate::query::{QueryError, QueryFile};
+use crate::query::{QueryError, QueryFile, first_sql_line, line_from_message};
 use crate::schema::Source;
 use crate::window::assign::SessionSpans;
 use crate::window::split::{check_windowed, split_physical, streams_in, tables_in};
@@ -354,6 +354,19 @@ pub async fn load_all(
     (jobs, problems)
 }
 
+/// Plans the job `name` of the configured queries directory over
+/// `lookups`; returns it with the path of its file.
+pub async fn plan_named(
+    config: &crate::config::Config,
+    name: &str,
+    lookups: &Lookups,
+) -> Result<(Job, std::path::PathBuf), QueryError> {
+    let path = config.engine.queries_dir.join(format!("{name}.sql"));
+    let query = QueryFile::read(&path)?;
+    let job = Job::plan(query, lookups, &config.topics.output_prefix).await?;
+    Ok((job, path))
+}
+
 /// Plans every query of the configured queries directory against an empty
 /// customers table: for validation and topic set-up, not for running.
 pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<QueryError>) {
@@ -455,20 +468,6 @@ fn function_line(message: &str, sql: &str) -> Option<usize> {
             !l.trim_start().starts_with("--") && l.contains(&call)
         })
         .map(|i| i + 1)
-}
-
-/// "… at Line: 3, Column: 7" in sqlparser messages.
-fn line_from_message(message: &str) -> Option<usize> {
-    let rest = &message[message.find("Line: ")? + 6..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-/// The first line that is neither blank nor a comment.
-fn first_sql_line(sql: &str) -> usize {
-    sql.lines()
-        .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
-        .map_or(1, |i| i + 1)
 }
 
 #[cfg(test)]

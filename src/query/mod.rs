@@ -60,14 +60,14 @@ impl QueryFile {
         let (views, problems) = views::load(dir);
         let error = |message: String| QueryError {
             file: path.to_path_buf(),
-            line: views::first_sql_line(&query.sql),
+            line: first_sql_line(&query.sql),
             message,
         };
-        let words = views::words(&query.sql);
+        let reads = views::tables_read(&query.sql);
         if let Some(problem) = problems.iter().find(|p| {
             p.file
                 .file_stem()
-                .is_some_and(|stem| words.contains(&stem.to_string_lossy().to_ascii_lowercase()))
+                .is_some_and(|stem| reads.contains(&stem.to_string_lossy().to_ascii_lowercase()))
         }) {
             return Err(error(format!("reads a view that has an error: {problem}")));
         }
@@ -133,9 +133,34 @@ pub fn list_query_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The 1-based line of the first line that is neither blank nor a `--`
+/// comment.
+pub fn first_sql_line(sql: &str) -> usize {
+    sql.lines()
+        .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+        .map_or(1, |i| i + 1)
+}
+
+/// The line of a sqlparser message ("… at Line: 3, Column: 7").
+pub fn line_from_message(message: &str) -> Option<usize> {
+    let rest = &message[message.find("Line: ")? + 6..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_come_from_parser_messages_and_the_first_sql_line() {
+        assert_eq!(
+            line_from_message("sql parser error: Expected: x at Line: 3, Column: 5"),
+            Some(3)
+        );
+        assert_eq!(line_from_message("no position"), None);
+        assert_eq!(first_sql_line("-- header\n\n  SELECT 1\n"), 3);
+    }
 
     fn parse(name: &str, text: &str) -> Result<QueryFile, QueryError> {
         QueryFile::parse(Path::new(name), text.to_owned())

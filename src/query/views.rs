@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
-use super::QueryError;
+use super::{QueryError, first_sql_line, line_from_message};
 use crate::schema::Source;
 
 /// One view file.
@@ -27,7 +27,7 @@ pub struct View {
     pub select: String,
     /// The tables the `SELECT` reads (lower case): the views it reads are
     /// among them.
-    words: BTreeSet<String>,
+    reads: BTreeSet<String>,
 }
 
 /// The folder of views next to the query files of `queries_dir`.
@@ -72,8 +72,12 @@ fn read(path: &Path) -> Result<View, QueryError> {
         message,
     };
     let start = first_sql_line(&text);
-    let statements = Parser::parse_sql(&GenericDialect {}, &text)
-        .map_err(|e| error(parser_line(&e.to_string()).unwrap_or(start), e.to_string()))?;
+    let statements = Parser::parse_sql(&GenericDialect {}, &text).map_err(|e| {
+        error(
+            line_from_message(&e.to_string()).unwrap_or(start),
+            e.to_string(),
+        )
+    })?;
     let [Statement::CreateView(create)] = statements.as_slice() else {
         return Err(error(
             start,
@@ -115,33 +119,17 @@ fn read(path: &Path) -> Result<View, QueryError> {
     Ok(View {
         name,
         path: path.to_path_buf(),
-        words: words(&select),
+        reads: tables_read(&select),
         text,
         select,
     })
-}
-
-/// The line of a sqlparser error (`… at Line: 3, Column: 5`).
-fn parser_line(message: &str) -> Option<usize> {
-    let rest = &message[message.find("Line: ")? + 6..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// The 1-based line of the first token that is not a comment.
-pub fn first_sql_line(text: &str) -> usize {
-    text.lines()
-        .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
-        .map_or(1, |i| i + 1)
 }
 
 /// The tables `sql` reads (lower case): the names after `FROM` and `JOIN`,
 /// and the first argument of `TUMBLE`, `HOP` and `SESSION`, less the names
 /// its own `WITH` queries define (`name AS (`). Comments, string literals,
 /// columns and aliases are not among them.
-pub fn words(sql: &str) -> BTreeSet<String> {
+pub fn tables_read(sql: &str) -> BTreeSet<String> {
     let tokens: Vec<Token> = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize()
         .unwrap_or_default()
@@ -196,18 +184,18 @@ pub fn used<'v>(sql: &str, views: &'v [View]) -> Result<Vec<&'v View>, String> {
         path.push(view.name.clone());
         for inner in views
             .iter()
-            .filter(|v| v.name != view.name && view.words.contains(&v.name))
+            .filter(|v| v.name != view.name && view.reads.contains(&v.name))
         {
             visit(inner, views, path, out)?;
         }
-        if view.words.contains(&view.name) {
+        if view.reads.contains(&view.name) {
             return Err(format!("view {} reads itself", view.name));
         }
         path.pop();
         out.push(view);
         Ok(())
     }
-    let named = words(sql);
+    let named = tables_read(sql);
     let mut out = Vec::new();
     for view in views.iter().filter(|v| named.contains(&v.name)) {
         visit(view, views, &mut Vec::new(), &mut out)?;
@@ -320,7 +308,7 @@ mod tests {
             path: PathBuf::from(format!("queries/views/{name}.sql")),
             text: format!("CREATE VIEW {name} AS {select}"),
             select: select.to_owned(),
-            words: words(select),
+            reads: tables_read(select),
         }
     }
 
@@ -394,10 +382,6 @@ mod tests {
         assert_eq!(
             text,
             "-- big ones\n                  \nWITH enriched AS (SELECT * FROM transactions) SELECT *\nFROM enriched\n"
-        );
-        assert_eq!(
-            parser_line("sql parser error: Expected: x at Line: 3, Column: 5"),
-            Some(3)
         );
     }
 }

@@ -16,9 +16,8 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::engine::run_offline;
-use crate::job::Job;
+use crate::job::plan_named;
 use crate::lookup::Lookups;
-use crate::query::QueryFile;
 pub use compare::{Diff, compare};
 use input::CaseInput;
 
@@ -130,10 +129,8 @@ impl CaseRun {
 /// Runs one case of the job in `config`'s queries directory.
 pub async fn run_case(config: &Config, case: &CaseDir) -> Result<CaseRun, CaseError> {
     let settings = input::settings(&case.dir)?;
-    let query_path = config.engine.queries_dir.join(format!("{}.sql", case.job));
-    let query = QueryFile::read(&query_path).map_err(query_error)?;
     let lookups = Lookups::default();
-    let job = Job::plan(query, &lookups, &config.topics.output_prefix)
+    let (job, query_path) = plan_named(config, &case.job, &lookups)
         .await
         .map_err(query_error)?;
     let key_fields: Vec<String> = std::iter::once("job".to_owned())

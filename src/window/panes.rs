@@ -94,6 +94,13 @@ pub enum PaneChange {
 /// panes.
 pub const BLOCK_PANES: i64 = 32;
 
+/// The width of a block of panes for windows of `spec`, if they are long
+/// enough to use blocks (at least two blocks' worth of panes).
+pub fn block_width(spec: &WindowSpec) -> Option<i64> {
+    let width = spec.pane()? * BLOCK_PANES;
+    (spec.size() >= 2 * width).then_some(width)
+}
+
 /// The smallest [`StatePartition`], for ranges over pane starts.
 const FIRST_PARTITION: StatePartition = (Source::FIRST, i32::MIN);
 
@@ -413,9 +420,8 @@ impl PaneStore {
     /// The start and width of the block `pane_start` belongs to, if this
     /// store's windows are long enough to use blocks.
     fn block_of(&self, pane_start: i64) -> Option<(i64, i64)> {
-        let pane = self.spec.pane()?;
-        let width = pane * BLOCK_PANES;
-        (self.spec.size() >= 2 * width).then(|| (floor_to(pane_start, width), width))
+        let width = block_width(&self.spec)?;
+        Some((floor_to(pane_start, width), width))
     }
 
     /// Drops the merged block holding `pane`, which changed.
