@@ -2,6 +2,7 @@
 //! fails with a readable diff; `--update` writes the expected files. No
 //! broker: the cases run offline.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -254,4 +255,34 @@ fn check_reports_a_mistake_in_a_view_at_the_view_files_line() {
             .any(|l| l.starts_with("error") && l.contains(&at) && l.contains("amout")),
         "no error at {at} in:\n{text}"
     );
+}
+
+#[test]
+fn update_writes_the_expected_rows_of_a_case_that_has_none_yet() {
+    let dir = view_and_job();
+    let expected = dir
+        .path()
+        .join("tests/big_by_category/two_hours/expected.ndjson");
+    let by_hand = std::fs::read_to_string(&expected).expect("expected");
+    std::fs::remove_file(&expected).expect("rm");
+    let (ok, text) = cxpulse_test(dir.path(), &[]);
+    assert!(!ok, "a case without expected rows fails: {text}");
+    assert!(text.contains("expected.ndjson: cannot read"), "{text}");
+    let (ok, text) = cxpulse_test(dir.path(), &["--update"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("big_by_category/two_hours ... updated (3 rows, 0 dead letters)"),
+        "{text}"
+    );
+    let values = |text: &str| -> BTreeSet<String> {
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .expect("json")
+                    .to_string()
+            })
+            .collect()
+    };
+    let written = std::fs::read_to_string(&expected).expect("written");
+    assert_eq!(values(&written), values(&by_hand));
 }

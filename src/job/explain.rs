@@ -110,19 +110,15 @@ impl Job {
             }
         }
         let key_columns = self.record_key_columns();
-        let key: Vec<&str> = std::iter::once("job")
-            .chain(key_columns.iter().map(String::as_str))
-            .collect();
+        let key = if key_columns.is_empty() && self.windowed().is_none() {
+            "no key (the job has no @key)".to_owned()
+        } else {
+            format!("key {{job, {}}}", key_columns.join(", "))
+        };
         let _ = writeln!(
             out,
-            "\noutput: topic {}, one JSON record per row, key {{{}}}{}",
-            self.output_topic,
-            key.join(", "),
-            if key_columns.is_empty() && self.windowed().is_none() {
-                " (no key: the job has no @key)"
-            } else {
-                ""
-            }
+            "\noutput: topic {}, one JSON record per row, {key}",
+            self.output_topic
         );
         if self.gauges.is_empty() {
             let _ = writeln!(out, "gauges: none");
@@ -242,6 +238,21 @@ mod tests {
         assert!(
             text.contains("a window merges its 365 pane(s) when it closes; complete blocks of 32 panes are merged once and reused, so a window reads at most 11 blocks and 62 single panes"),
             "{text}"
+        );
+        let config = Config::load(None).expect("default config");
+        let query = QueryFile::parse(
+            std::path::Path::new("q/big_orders.sql"),
+            "SELECT customer_id, amount FROM transactions WHERE amount > 100".to_owned(),
+        )
+        .expect("query");
+        let job = Job::plan(query, &Lookups::default(), "cx.metrics.")
+            .await
+            .expect("plans");
+        assert!(
+            job.explain(&config.topics)
+                .contains("output: topic cx.metrics.big_orders, one JSON record per row, no key (the job has no @key)"),
+            "{}",
+            job.explain(&config.topics)
         );
         let text = explained("complaint_alerts").await;
         assert!(

@@ -230,7 +230,10 @@ pub fn expand(sql: &str, views: &[View]) -> Result<(String, Vec<String>), String
         Some(with) => {
             let after = start + with;
             let rest_after = sql[after..].trim_start();
-            if rest_after.len() >= 9 && rest_after[..9].eq_ignore_ascii_case("RECURSIVE") {
+            if rest_after
+                .get(..9)
+                .is_some_and(|w| w.eq_ignore_ascii_case("RECURSIVE"))
+            {
                 return Err("a query reading views cannot use WITH RECURSIVE".to_owned());
             }
             format!("{} {ctes},{}", &sql[..after], &sql[after..])
@@ -337,6 +340,13 @@ mod tests {
         assert_eq!(
             expanded,
             "WITH v AS (SELECT 1 AS a), w AS (SELECT a FROM v) SELECT * FROM w"
+        );
+        // A name after WITH whose ninth byte falls inside a character.
+        let (expanded, _) =
+            expand("WITH ääääää AS (SELECT a FROM v) SELECT 1", &views).expect("expands");
+        assert_eq!(
+            expanded,
+            "WITH v AS (SELECT 1 AS a), ääääää AS (SELECT a FROM v) SELECT 1"
         );
         let (same, names) = expand("SELECT 'v' FROM transactions -- v", &views).expect("expands");
         assert_eq!(same, "SELECT 'v' FROM transactions -- v");

@@ -196,14 +196,10 @@ fn event_time(record: &Consumed) -> Option<i64> {
     }
 }
 
-/// The JSON objects of an NDJSON file, `emitted_at` left out; a missing
-/// file is an error only if `required`.
-pub fn rows(path: &Path, required: bool) -> Result<Vec<Value>, CaseError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(CaseError::new(path, None, format!("cannot read: {e}"))),
-    };
+/// The JSON objects of an NDJSON file, `emitted_at` left out.
+pub fn rows(path: &Path) -> Result<Vec<Value>, CaseError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CaseError::new(path, None, format!("cannot read: {e}")))?;
     let mut rows = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
