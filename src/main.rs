@@ -90,6 +90,20 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Rebuild a running job's state from its sources' history, then let it go live again (asks the running engine over HTTP).
+    Backfill {
+        /// Job name (its query file name without .sql).
+        job: String,
+        /// Where the history starts: `earliest`, a duration back from now such as `90d`, or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// Configuration file layered over the embedded default (for `http.listen`, the engine's address).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The engine's HTTP address, e.g. http://cxpulse:9464 (default: from `http.listen`).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Validate the configuration and every query; exit 1 listing every problem.
     Check {
         /// Configuration file layered over the embedded default.
@@ -253,6 +267,12 @@ fn main() -> ExitCode {
             print!("{}", job.explain(&config.topics));
             Ok(())
         }),
+        Command::Backfill {
+            job,
+            from,
+            config,
+            url,
+        } => request_backfill(&job, &from, config.as_deref(), url),
         Command::Check { config } => runtime.block_on(check(config)),
         Command::CreateTopics { config, partitions } => {
             runtime.block_on(create_topics(config, partitions))
@@ -424,6 +444,52 @@ fn progress_message(progress: &cxpulse::generate::publish::Progress, elapsed: Du
 
 /// Loads the configuration and fixes this process's sources from its
 /// `[[sources]]`.
+/// Asks the engine at `url` (default: the configured `http.listen`) to
+/// backfill `job` from `from`, and prints its answer.
+fn request_backfill(
+    job: &str,
+    from: &str,
+    config: Option<&std::path::Path>,
+    url: Option<String>,
+) -> anyhow::Result<()> {
+    cxpulse::query::BackfillFrom::parse(from).map_err(|e| anyhow::anyhow!("--from {e}"))?;
+    let base = match url {
+        Some(url) => url,
+        None => engine_url(&load_config(config)?.http.listen),
+    };
+    let endpoint = format!("{}/jobs/{job}/backfill", base.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut response = agent
+        .post(&endpoint)
+        .send(from)
+        .map_err(|e| anyhow::anyhow!("cannot reach the engine at {base}: {e}"))?;
+    let answer = response.body_mut().read_to_string()?;
+    if response.status().is_success() {
+        print!("{answer}");
+        Ok(())
+    } else {
+        anyhow::bail!("{}: {}", response.status(), answer.trim_end())
+    }
+}
+
+/// The URL of an engine listening on `listen`: a wildcard address is
+/// reached on the loopback interface.
+fn engine_url(listen: &str) -> String {
+    let local = listen
+        .strip_prefix("0.0.0.0:")
+        .map(|port| format!("127.0.0.1:{port}"))
+        .or_else(|| {
+            listen
+                .strip_prefix("[::]:")
+                .map(|port| format!("[::1]:{port}"))
+        });
+    format!("http://{}", local.as_deref().unwrap_or(listen))
+}
+
 fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
     let config = Config::load(file)?;
     cxpulse::schema::declare(&config.sources).map_err(|e| anyhow::anyhow!("[[sources]]: {e}"))?;

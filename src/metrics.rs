@@ -77,6 +77,13 @@ pub const STATE_MEMORY_LIMIT: &str = "cxpulse_state_memory_limit_bytes";
 /// 1 while consumption is paused because window state reached its limit,
 /// labelled with the job holding the most.
 pub const CONSUMPTION_PAUSED: &str = "cxpulse_consumption_paused";
+/// Records a job's backfill has read from its sources' history, by job.
+pub const BACKFILL_RECORDS: &str = "cxpulse_backfill_records_total";
+/// Records a running backfill has left to read before the job goes live,
+/// by job (the series goes when it does).
+pub const BACKFILL_LAG: &str = "cxpulse_backfill_lag_records";
+/// Backfills running.
+pub const BACKFILLS_RUNNING: &str = "cxpulse_backfills_running";
 
 /// The engine's metrics and the registry that exposes them.
 pub struct Metrics {
@@ -143,6 +150,12 @@ pub struct Metrics {
     pub state_memory_limit: IntGauge,
     /// See [`CONSUMPTION_PAUSED`].
     pub consumption_paused: IntGaugeVec,
+    /// See [`BACKFILL_RECORDS`].
+    pub backfill_records: IntCounterVec,
+    /// See [`BACKFILL_LAG`].
+    pub backfill_lag: IntGaugeVec,
+    /// See [`BACKFILLS_RUNNING`].
+    pub backfills_running: IntGauge,
 }
 
 impl Metrics {
@@ -338,6 +351,23 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            backfill_records: counter(
+                BACKFILL_RECORDS,
+                "Records a job's backfill has read from its sources' history.",
+                &["job"],
+            )?,
+            backfill_lag: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        BACKFILL_LAG,
+                        "Records a running backfill has left to read before the job goes live.",
+                    ),
+                    &["job"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            backfills_running: gauge(BACKFILLS_RUNNING, "Backfills running.")?,
             registry,
         };
         for outcome in ["committed", "aborted"] {

@@ -135,6 +135,9 @@ pub struct EngineConfig {
     pub state_memory_limit: String,
     /// Maximum records per micro-batch.
     pub batch_max_rows: i64,
+    /// Most records one backfill micro-batch reads: how long a live record
+    /// may wait behind a backfill.
+    pub backfill_batch_rows: i64,
     /// Maximum time from a micro-batch's first record to its processing, in milliseconds.
     pub batch_linger_ms: i64,
     /// Time allowed for draining at shutdown, in milliseconds.

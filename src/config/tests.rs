@@ -61,7 +61,7 @@ fn every_problem_is_reported_at_once_with_its_origin() {
         assert_eq!(
             lines,
             vec![
-                "bad.toml:6: `engine.batch_lingr_ms`: unknown key; known keys here: batch_linger_ms, batch_max_rows, commit_interval_ms, gauge_series_limit, idle_timeout_ms, max_out_of_orderness_ms, queries_dir, reload_interval_ms, shutdown_drain_ms, state_memory_limit",
+                "bad.toml:6: `engine.batch_lingr_ms`: unknown key; known keys here: backfill_batch_rows, batch_linger_ms, batch_max_rows, commit_interval_ms, gauge_series_limit, idle_timeout_ms, max_out_of_orderness_ms, queries_dir, reload_interval_ms, shutdown_drain_ms, state_memory_limit",
                 "bad.toml:7: `engine.max_out_of_orderness_ms`: must be an integer, got a string",
                 "bad.toml:9: `log.format`: is \"yaml\", expected one of text, json",
                 "bad.toml:2: `kafka.brokers`: \"nohost\" must be a comma-separated list of host:port",

@@ -53,6 +53,11 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             1,
         ),
         ("engine.batch_max_rows", config.engine.batch_max_rows, 1),
+        (
+            "engine.backfill_batch_rows",
+            config.engine.backfill_batch_rows,
+            1,
+        ),
         ("engine.batch_linger_ms", config.engine.batch_linger_ms, 1),
         (
             "engine.shutdown_drain_ms",

@@ -20,7 +20,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{Core, Engine, EngineError, TICK, millis};
+use super::{BackfillRequest, Core, Engine, EngineError, TICK, millis};
 use crate::sink::transaction::TxnFailure;
 use crate::source::{Batcher, DecodeStage, MicroBatch};
 
@@ -32,9 +32,10 @@ impl Engine {
     /// failed engine unregisters its jobs' gauges, for the next one.
     pub(super) async fn run(
         mut self,
+        requests: &mut tokio::sync::mpsc::Receiver<BackfillRequest>,
         shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), EngineError> {
-        let mut result = self.run_until_stopped(shutdown).await;
+        let mut result = self.run_until_stopped(requests, shutdown).await;
         // Once fenced, whatever failed first (often records purged by the
         // fenced producer) is that fencing: retrying would fence the
         // instance that took over.
@@ -42,9 +43,10 @@ impl Engine {
             result = Err(EngineError::Transaction(TxnFailure::Fenced(error)));
         }
         if result.is_err() {
-            for job in &self.jobs {
+            for job in self.all_jobs() {
                 job.forget_metrics(&self.metrics);
             }
+            self.metrics.backfill_lag.reset();
             return result;
         }
         // A clean stop closes its consumers before saying it stopped.
@@ -58,6 +60,7 @@ impl Engine {
 
     async fn run_until_stopped(
         &mut self,
+        requests: &mut tokio::sync::mpsc::Receiver<BackfillRequest>,
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), EngineError> {
         let max_rows = usize::try_from(self.config.engine.batch_max_rows).unwrap_or(1);
@@ -105,7 +108,11 @@ impl Engine {
                 _ = commit_timer.tick() => self.commit().await?,
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading queries");
-                    self.reload().await;
+                    self.reload().await?;
+                }
+                Some(request) = requests.recv() => {
+                    let answer = self.request_backfill(&request.job, request.from).await;
+                    let _ = request.reply.send(answer);
                 }
                 _ = ticker.tick() => {
                     match self.lookup.take(&mut lookup_batcher, Instant::now()) {
@@ -122,7 +129,7 @@ impl Engine {
                     if let (Some(at), Some(every)) = (next_reload, reload_every)
                         && tokio::time::Instant::now() >= at
                     {
-                        self.reload().await;
+                        self.reload().await?;
                         next_reload = Some(tokio::time::Instant::now() + every);
                     }
                 }
@@ -143,6 +150,12 @@ impl Engine {
                     } else if deadline.is_none() && stage.open_len() > 0 {
                         deadline = Some(tokio::time::Instant::now() + linger);
                     }
+                }
+                // Last: history is read only when nothing live is waiting.
+                () = tokio::time::sleep_until(self.next_backfill),
+                    if !self.backfills.is_empty() =>
+                {
+                    self.backfill_step().await?;
                 }
             }
         }
@@ -214,6 +227,10 @@ impl Engine {
         output.dead_letters.extend(dead_letters);
 
         self.publish(output).await?;
+        for (at, &next) in &next_offsets {
+            let live = self.live_positions.entry(at.clone()).or_insert(next);
+            *live = (*live).max(next);
+        }
         self.epoch.advance(next_offsets);
         self.lookup_positions.extend(lookup_offsets);
         self.check_memory();
@@ -255,6 +272,7 @@ impl Engine {
             lookups: &self.lookups,
             event_time: &mut self.event_time,
             metrics: &self.metrics,
+            history: false,
         }
     }
 

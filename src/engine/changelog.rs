@@ -26,7 +26,8 @@ impl Engine {
     /// commit (tombstones of removed jobs).
     pub(super) fn state_records(&mut self, scope: Scope) -> Result<Vec<OutRecord>, EngineError> {
         let mut records = std::mem::take(&mut self.pending_state);
-        for running in &mut self.jobs {
+        let backfilling = self.backfills.iter_mut().flat_map(|b| b.jobs.iter_mut());
+        for running in self.jobs.iter_mut().chain(backfilling) {
             let (name, fingerprint) = (running.job.name.clone(), running.job.fingerprint.clone());
             let Some(windowed) = running.job.windowed_mut() else {
                 continue;
@@ -52,6 +53,7 @@ impl Engine {
                 records.extend(self.changelog.put_int(key, "closed_through", closed));
             }
         }
+        records.extend(self.backfill_records());
         for ((kind, partition), t) in self.event_time.partition_times() {
             let key = StateKey::Watermark {
                 source: kind.name().to_owned(),

@@ -23,6 +23,9 @@ const END_OF_INPUT: i64 = 2 * crate::decode::MAX_EPOCH_MILLIS;
 pub struct EventTime {
     topics: TopicsConfig,
     sources: BTreeMap<Source, SourceWatermark>,
+    /// Whether the watermarks are the engine's, exported as metrics (a
+    /// backfill's own are not).
+    exported: bool,
 }
 
 impl EventTime {
@@ -41,6 +44,16 @@ impl EventTime {
         Self {
             topics: config.topics.clone(),
             sources,
+            exported: true,
+        }
+    }
+
+    /// Watermarks like [`Self::new`]'s that are not exported as metrics: a
+    /// backfill's, over history.
+    pub fn unexported(config: &Config) -> Self {
+        Self {
+            exported: false,
+            ..Self::new(config)
         }
     }
 
@@ -92,7 +105,9 @@ impl EventTime {
         let wall = chrono::Utc::now().timestamp_millis();
         for (kind, watermark) in &mut self.sources {
             let before = watermark.current();
-            if let Some(mark) = watermark.watermark(now) {
+            if let Some(mark) = watermark.watermark(now)
+                && self.exported
+            {
                 let source = kind.name();
                 if before != Some(mark) {
                     tracing::debug!(source, watermark = mark, partitions = ?watermark.partition_times(), waiting = watermark.waiting(), "watermark advanced");

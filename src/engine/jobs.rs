@@ -33,6 +33,9 @@ pub struct RunningJob {
     encoder: RowEncoder,
     gauges: JobGauges,
     next_early: Option<Instant>,
+    /// When this job's backfill caught up (ms since the epoch), kept in the
+    /// changelog so that a restart does not backfill it again.
+    pub backfilled_at: Option<i64>,
 }
 
 impl RunningJob {
@@ -65,15 +68,23 @@ impl RunningJob {
             },
             gauges,
             next_early: job.emit_every.map(|every| now + every),
+            backfilled_at: None,
             job,
             path,
         })
     }
 
-    /// Stops this job's early results (`@emit every`) for good: offline
-    /// runs keep their own clock, on which wall-clock timers mean nothing.
-    pub fn without_early_results(&mut self) {
+    /// Stops this job's early results (`@emit every`) until
+    /// [`Self::restart_early_results`]: offline runs and backfills read
+    /// history, on which wall-clock timers mean nothing.
+    pub fn stop_early_results(&mut self) {
         self.next_early = None;
+    }
+
+    /// Starts this job's early results again, the first an interval after
+    /// `now`.
+    pub fn restart_early_results(&mut self, now: Instant) {
+        self.next_early = self.job.emit_every.map(|every| now + every);
     }
 
     /// Removes this job's per-job metric series and gauges.

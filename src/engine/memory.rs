@@ -51,9 +51,10 @@ impl MemoryGate {
 impl Engine {
     /// Measures window state and pauses or resumes consumption.
     pub(super) fn check_memory(&mut self) {
+        // A backfill's state counts, but it is not paused: it frees its
+        // state only by reading on, so that its windows close.
         let sizes: Vec<(&str, u64)> = self
-            .jobs
-            .iter()
+            .all_jobs()
             .filter_map(|j| {
                 j.job
                     .windowed()

@@ -16,6 +16,8 @@
 //!   offsets in one transaction every `engine.commit_interval_ms`.
 //! * [`memory`] pauses consumption while window state is over its limit.
 
+mod backfill;
+mod backfills;
 mod batches;
 mod changelog;
 mod epoch;
@@ -55,6 +57,7 @@ use memory::MemoryGate;
 use reload::QueryWatcher;
 use step::Core;
 
+pub use backfills::{BackfillRequest, Refusal};
 pub use offline::{OfflineOutput, run_offline};
 
 /// How often idle partitions and early results are checked.
@@ -198,9 +201,11 @@ pub async fn run(
         .listen
         .parse()
         .map_err(|e| http_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    let (backfill_requests, mut requests) = tokio::sync::mpsc::channel(8);
     let server = HttpServer::bind(addr, Arc::clone(&metrics), Arc::clone(&health))
         .await
-        .map_err(http_error)?;
+        .map_err(http_error)?
+        .with_backfills(backfill_requests);
     let bound = server.local_addr().map_err(http_error)?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
     on_listening(bound);
@@ -209,7 +214,7 @@ pub async fn run(
     }));
 
     tokio::pin!(shutdown);
-    let result = supervise(&config, &metrics, &health, shutdown).await;
+    let result = supervise(&config, &metrics, &health, &mut requests, shutdown).await;
     let _ = stop_http.send(true);
     let _ = http.await;
     if result.is_ok() {
@@ -224,6 +229,7 @@ async fn supervise(
     config: &Config,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
+    requests: &mut tokio::sync::mpsc::Receiver<BackfillRequest>,
     shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), EngineError> {
     // Fused: the engine's drain may already have seen it complete.
@@ -238,13 +244,14 @@ async fn supervise(
             started = Engine::start(config, metrics, health, reason) => started,
         };
         let error = match started {
-            Ok(engine) => match engine.run(Pin::new(&mut shutdown)).await {
+            Ok(engine) => match engine.run(requests, Pin::new(&mut shutdown)).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             },
             Err(e) => e,
         };
         metrics.restore_in_progress.set(0);
+        metrics.backfills_running.set(0);
         if error.is_fatal() {
             tracing::error!(error = %error, "stopping");
             return Err(error);
@@ -285,7 +292,15 @@ struct Engine {
     config: Config,
     metrics: Arc<Metrics>,
     lookups: Lookups,
+    /// The live jobs.
     jobs: Vec<RunningJob>,
+    /// Jobs reading history before they go live.
+    backfills: Vec<backfill::Backfill>,
+    /// When the backfills may take their next step.
+    next_backfill: tokio::time::Instant,
+    /// Next offset per event (topic, partition) the live jobs have
+    /// processed: where backfills hand over.
+    live_positions: BTreeMap<(String, i32), i64>,
     event_time: EventTime,
     watcher: QueryWatcher,
     invalid_queries: BTreeSet<PathBuf>,

@@ -58,7 +58,7 @@ pub async fn run_offline(
         .into_iter()
         .map(|(job, path)| {
             let mut running = RunningJob::new(job, path, &metrics, gauge_limit(config), start)?;
-            running.without_early_results();
+            running.stop_early_results();
             Ok(running)
         })
         .collect::<Result<Vec<_>, prometheus::Error>>()?;
@@ -88,6 +88,7 @@ pub async fn run_offline(
         lookups,
         event_time: &mut event_time,
         metrics: &metrics,
+        history: false,
     };
     let mut out = OfflineOutput::default();
     let mut batcher = Batcher::new(config.topics.clone());

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{Engine, RunningJob, gauge_limit};
+use super::{Engine, EngineError, RunningJob, gauge_limit};
 use crate::admin::{ensure_topics, sink_topics};
 use crate::job::Job;
 use crate::query::{QueryFile, list_query_files, views};
@@ -83,21 +83,23 @@ impl QueryWatcher {
 
 impl Engine {
     /// Applies query file changes: new files start jobs, removed files stop
-    /// them, changed files restart them with empty state. The state of a
-    /// stopped or restarted job is deleted from the changelog. A file that
-    /// does not plan is reported, and the job it would replace keeps running.
-    pub(super) async fn reload(&mut self) {
+    /// them, changed files restart them with empty state; a new or changed
+    /// job with `@backfill` first reads its history. The state of a stopped
+    /// or restarted job is deleted from the changelog. A file that does not
+    /// plan is reported, and the job it would replace keeps running. Fails
+    /// only when Kafka does (a backfill's offsets cannot be read): the
+    /// restart that follows starts the job as the file says.
+    pub(super) async fn reload(&mut self) -> Result<(), EngineError> {
         let changes = self.watcher.changes();
         if changes.is_empty() {
-            return;
+            return Ok(());
         }
         let now = tokio::time::Instant::now();
         for change in changes {
             let path = match &change {
                 QueryChange::Removed(path) => {
                     self.invalid_queries.remove(path);
-                    if let Some(i) = self.jobs.iter().position(|j| &j.path == path) {
-                        let removed = self.jobs.remove(i);
+                    if let Some(removed) = self.take_job(path) {
                         removed.forget_metrics(&self.metrics);
                         self.forget_job_state(&removed.job.name, &removed.job.fingerprint);
                         tracing::info!(job = %removed.job.name, "query file removed: job stopped, its state deleted");
@@ -122,9 +124,10 @@ impl Engine {
             };
             // The same plan as the running job's (a view edited and put
             // back, a comment changed in a view): the job keeps its state.
-            if let Some(running) = self.jobs.iter().find(|j| &j.path == path)
-                && running.job.fingerprint == job.fingerprint
-            {
+            let unchanged = self
+                .all_jobs()
+                .any(|j| &j.path == path && j.job.fingerprint == job.fingerprint);
+            if unchanged {
                 self.invalid_queries.remove(path);
                 tracing::info!(job = %job.name, "query file changed, its plan did not: job kept with its state");
                 continue;
@@ -139,40 +142,42 @@ impl Engine {
                 tracing::error!(job = %job.name, error = %e, "cannot create the output topic; job not started");
                 continue;
             }
-            let existing = self.jobs.iter().position(|j| &j.path == path);
-            if let Some(i) = existing {
-                self.jobs[i].forget_metrics(&self.metrics);
+            let old = self.take_job(path);
+            if let Some(old) = &old {
+                old.forget_metrics(&self.metrics);
+                self.forget_job_state(&old.job.name, &old.job.fingerprint);
             }
             let limit = gauge_limit(&self.config);
+            let from = job.backfill;
             let running = match RunningJob::new(job, path.clone(), &self.metrics, limit, now) {
                 Ok(running) => running,
                 Err(e) => {
                     self.invalid_queries.insert(path.clone());
                     tracing::error!(path = %path.display(), error = %e, "cannot register the job's gauges; job not started");
-                    if let Some(i) = existing {
-                        let stopped = self.jobs.remove(i);
-                        self.forget_job_state(&stopped.job.name, &stopped.job.fingerprint);
-                    }
                     continue;
                 }
             };
             self.invalid_queries.remove(path);
-            match existing {
-                Some(i) => {
-                    let old = std::mem::replace(&mut self.jobs[i], running);
-                    self.forget_job_state(&old.job.name, &old.job.fingerprint);
+            match &old {
+                Some(old) => {
                     tracing::info!(job = %old.job.name, "query file changed: job restarted with empty state, its old state deleted");
+                }
+                None if from.is_some() => {
+                    tracing::info!(job = %running.job.name, output = %running.job.output_topic, "query file added: job started; it reads its sources' history first (@backfill)");
                 }
                 None => {
                     tracing::info!(job = %running.job.name, output = %running.job.output_topic, "query file added: job started");
-                    self.jobs.push(running);
                 }
             }
+            self.add_job(running, from).await?;
         }
-        self.metrics.jobs_loaded.set(self.jobs.len() as i64);
+        self.metrics
+            .jobs_loaded
+            .set((self.jobs.len() + self.backfills.len()) as i64);
         self.metrics
             .query_files_invalid
             .set(self.invalid_queries.len() as i64);
+        Ok(())
     }
 }
 

@@ -33,6 +33,26 @@ pub(super) struct Restore {
     /// Next offset per table-source (topic, partition) dead-lettered
     /// before the restart.
     pub lookup_positions: BTreeMap<(String, i32), i64>,
+    /// Where each job's backfill stood, by job name.
+    pub backfills: BTreeMap<String, BackfillState>,
+}
+
+/// A job's backfill as the changelog holds it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct BackfillState {
+    /// Next offset to read per source partition, while it runs.
+    pub offsets: BTreeMap<(Source, i32), i64>,
+    /// Largest event time read per source partition, while it runs.
+    pub event_times: BTreeMap<(Source, i32), i64>,
+    /// When it caught up (ms since the epoch): the job runs live.
+    pub done: Option<i64>,
+}
+
+impl BackfillState {
+    /// Whether a backfill was running when the state was saved.
+    pub fn running(&self) -> bool {
+        self.done.is_none() && !self.offsets.is_empty()
+    }
 }
 
 /// Puts `restored` back; registers every live key with `changelog`.
@@ -63,6 +83,33 @@ pub(super) fn apply(
                     None => false,
                 }
             }
+            StateKey::BackfillOffset {
+                source, partition, ..
+            }
+            | StateKey::BackfillEventTime {
+                source, partition, ..
+            } => match (Source::named(source), current_job(jobs, &key)) {
+                (Some(kind), Some(job)) => {
+                    let state = outcome.backfills.entry(job).or_default();
+                    if matches!(key, StateKey::BackfillOffset { .. }) {
+                        let next = read_int(&restored, "next_offset")?;
+                        state.offsets.insert((kind, *partition), next);
+                    } else {
+                        let t = read_int(&restored, "max_event_time")?;
+                        state.event_times.insert((kind, *partition), t);
+                    }
+                    true
+                }
+                _ => false,
+            },
+            StateKey::BackfillDone { .. } => match current_job(jobs, &key) {
+                Some(job) => {
+                    let at = read_int(&restored, "finished_at")?;
+                    outcome.backfills.entry(job).or_default().done = Some(at);
+                    true
+                }
+                None => false,
+            },
             StateKey::Watermark { source, partition } => match Source::named(source) {
                 Some(kind) => {
                     let t = read_int(&restored, "max_event_time")?;
@@ -137,6 +184,15 @@ fn job_of<'a>(
         return None;
     }
     job.windowed_mut()
+}
+
+/// The name of the job `key` belongs to, if it exists with the same
+/// fingerprint.
+fn current_job(jobs: &[Job], key: &StateKey) -> Option<String> {
+    let (name, fingerprint) = key.job()?;
+    jobs.iter()
+        .any(|j| j.name == name && j.fingerprint == fingerprint)
+        .then(|| name.to_owned())
 }
 
 /// Restores one record of a windowed job; `false` if it does not fit the

@@ -112,6 +112,7 @@ impl Engine {
         let Restore {
             stale,
             lookup_positions,
+            backfills,
         } = restore::apply(
             restored,
             &mut jobs,
@@ -183,6 +184,7 @@ impl Engine {
             })
             .collect::<Result<_, _>>()?;
         metrics.jobs_loaded.set(jobs.len() as i64);
+        let (jobs, backfills) = super::backfills::resume(config, metrics, jobs, backfills).await?;
         metrics.query_files_invalid.set(0);
         metrics
             .state_memory_limit
@@ -194,6 +196,9 @@ impl Engine {
             metrics: Arc::clone(metrics),
             lookups,
             jobs,
+            backfills,
+            next_backfill: now,
+            live_positions: BTreeMap::new(),
             watcher,
             invalid_queries: BTreeSet::new(),
             sink,

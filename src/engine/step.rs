@@ -26,6 +26,9 @@ pub struct Core<'a> {
     pub event_time: &'a mut EventTime,
     /// The metrics registry.
     pub metrics: &'a Arc<Metrics>,
+    /// A backfill's step: its events are history, so the shared tables
+    /// (table sources, kept tables) are left as they are.
+    pub history: bool,
 }
 
 impl Core<'_> {
@@ -38,8 +41,10 @@ impl Core<'_> {
         table_changes: Vec<(Source, RowChange)>,
         now: Instant,
     ) -> Result<JobOutput, EngineError> {
-        self.lookups.apply(table_changes);
-        self.update_kept_tables(&events)?;
+        if !self.history {
+            self.lookups.apply(table_changes);
+            self.update_kept_tables(&events)?;
+        }
         let events = Arc::new(events);
         let mut output = jobs::process(self.jobs, &events, self.metrics)
             .await
@@ -89,6 +94,9 @@ impl Core<'_> {
     /// when it fired); without such a job, the retention behind the slowest
     /// source.
     fn expire_kept(&mut self) {
+        if self.history {
+            return;
+        }
         for (_, table) in self.lookups.all_kept() {
             let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
             let spec = table.spec();

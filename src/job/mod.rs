@@ -66,6 +66,8 @@ pub struct Job {
     pub fingerprint: String,
     /// The shared views the query reads.
     pub views: Vec<String>,
+    /// `@backfill`: where a new or changed job starts reading history.
+    pub backfill: Option<crate::query::BackfillFrom>,
     /// Every table the query reads, lookup tables included.
     tables: BTreeSet<String>,
     slots: BTreeMap<Source, Arc<BatchSlot>>,
@@ -175,6 +177,11 @@ impl Job {
                 return Err(error_at(gauge.line, problem));
             }
         }
+        if let Some((_, line)) = &query.options.backfill
+            && let Some(kept) = kept_table_read(&tables_read)
+        {
+            return Err(error_at(*line, backfill_refused(kept)));
+        }
         if window.is_none() {
             for (option, line) in [
                 ("@emit", query.options.emit.as_ref().map(|e| e.1)),
@@ -245,6 +252,7 @@ impl Job {
             emit_every,
             fingerprint,
             views: query.views.clone(),
+            backfill: query.options.backfill.map(|(from, _)| from),
             tables: tables_read,
             slots,
             runner,
@@ -293,6 +301,12 @@ impl Job {
     /// table).
     pub fn reads_table(&self, name: &str) -> bool {
         self.tables.contains(name)
+    }
+
+    /// The kept table (e.g. `complaint_history`) this job reads, if any: such
+    /// a job cannot be backfilled.
+    pub fn kept_table_read(&self) -> Option<&'static str> {
+        kept_table_read(&self.tables)
     }
 
     /// Whether this job reads `kind`.
@@ -376,6 +390,22 @@ pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<Q
         &config.topics.output_prefix,
     )
     .await
+}
+
+/// The first kept table among `tables`.
+fn kept_table_read(tables: &BTreeSet<String>) -> Option<&'static str> {
+    Source::streams()
+        .filter_map(|s| s.keep())
+        .flat_map(|spec| spec.latest.iter().chain(&spec.history))
+        .find(|name| tables.contains(name.as_str()))
+        .map(String::as_str)
+}
+
+/// Why a job reading kept table `kept` cannot be backfilled.
+pub fn backfill_refused(kept: &str) -> String {
+    format!(
+        "a job reading the kept table `{kept}` cannot be backfilled: the table holds today's events, not those of the history read"
+    )
 }
 
 /// Version of the state layout; part of every fingerprint, so a cxpulse

@@ -106,6 +106,26 @@ async fn the_lookup_join_sees_the_current_customers() {
 }
 
 #[tokio::test]
+async fn a_job_keeps_its_backfill_start_and_says_which_kept_table_it_reads() {
+    let job = plan(
+        "q/j.sql",
+        "-- @backfill earliest\nSELECT channel FROM feedback",
+    )
+    .await
+    .expect("plans");
+    assert_eq!(job.backfill, Some(crate::query::BackfillFrom::Earliest));
+    assert_eq!(job.kept_table_read(), None);
+    let reader = plan(
+        "q/k.sql",
+        "SELECT c.complaint_id FROM complaints c JOIN complaint_status s ON c.complaint_id = s.complaint_id",
+    )
+    .await
+    .expect("plans");
+    assert_eq!(reader.backfill, None);
+    assert_eq!(reader.kept_table_read(), Some("complaint_status"));
+}
+
+#[tokio::test]
 async fn planning_errors_point_at_file_and_line() {
     let cases = [
         (
@@ -146,6 +166,12 @@ async fn planning_errors_point_at_file_and_line() {
         ),
         ("q/g.sql", "CREATE TABLE t AS SELECT 1", 1, "not supported"),
         ("q/h.sql", "SELECT channel FROM orders", 1, "orders"),
+        (
+            "q/i.sql",
+            "-- x\n-- @backfill 30d\nSELECT c.complaint_id FROM complaints c JOIN complaint_history h ON c.complaint_id = h.complaint_id",
+            2,
+            "a job reading the kept table `complaint_history` cannot be backfilled",
+        ),
     ];
     for (file, sql, line, message) in cases {
         let err = plan(file, sql).await.expect_err(sql);

@@ -10,7 +10,7 @@ pub mod views;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use options::{EmitMode, GaugeSpec, JobOptions};
+pub use options::{BackfillFrom, EmitMode, GaugeSpec, JobOptions};
 
 /// A problem in a query file, located at file:line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,6 +12,64 @@ pub enum EmitMode {
     Every(Duration),
 }
 
+/// Where a backfill starts reading its sources' history: `@backfill` and
+/// `cxpulse backfill --from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackfillFrom {
+    /// The oldest record each partition still holds.
+    Earliest,
+    /// This long before the backfill starts (`90d`).
+    Ago(Duration),
+    /// A point in time, in milliseconds since the epoch (RFC 3339 in the
+    /// header).
+    At(i64),
+}
+
+impl BackfillFrom {
+    /// Reads `earliest`, a duration such as `90d`, or an RFC 3339 time.
+    pub fn parse(value: &str) -> Result<BackfillFrom, String> {
+        if value.eq_ignore_ascii_case("earliest") {
+            return Ok(BackfillFrom::Earliest);
+        }
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(value) {
+            return Ok(BackfillFrom::At(at.timestamp_millis()));
+        }
+        match humantime::parse_duration(value) {
+            Ok(d) if !d.is_zero() => Ok(BackfillFrom::Ago(d)),
+            _ => Err(format!(
+                "{value:?} is not a start; write `earliest`, a duration such as `90d`, or an RFC 3339 time such as `2026-01-01T00:00:00Z`"
+            )),
+        }
+    }
+
+    /// The event-log time to start from, in milliseconds since the epoch,
+    /// given the time now; `None` for the earliest record.
+    pub fn start_millis(self, now_millis: i64) -> Option<i64> {
+        match self {
+            BackfillFrom::Earliest => None,
+            BackfillFrom::Ago(d) => {
+                Some(now_millis.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+            }
+            BackfillFrom::At(at) => Some(at),
+        }
+    }
+}
+
+impl std::fmt::Display for BackfillFrom {
+    /// `earliest`, `90d ago`, `2026-01-01T00:00:00.000Z`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackfillFrom::Earliest => f.write_str("earliest"),
+            BackfillFrom::Ago(d) => match (d.as_secs(), d.subsec_nanos()) {
+                (s, 0) if s % 86_400 == 0 => write!(f, "{}d ago", s / 86_400),
+                (s, 0) if s % 3_600 == 0 => write!(f, "{}h ago", s / 3_600),
+                _ => write!(f, "{} ago", humantime::format_duration(*d)),
+            },
+            BackfillFrom::At(ms) => f.write_str(&crate::sink::format_timestamp_millis(*ms)),
+        }
+    }
+}
+
 /// `@gauge col, … BY label, …`: columns exported as Prometheus gauges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GaugeSpec {
@@ -39,6 +97,9 @@ pub struct JobOptions {
     pub lateness: Option<(Duration, usize)>,
     /// `@gauge` lines (several allowed).
     pub gauges: Vec<GaugeSpec>,
+    /// `@backfill`: a new or changed job first reads its sources' history
+    /// from here.
+    pub backfill: Option<(BackfillFrom, usize)>,
 }
 
 impl JobOptions {
@@ -99,11 +160,17 @@ impl JobOptions {
                     options.lateness = Some((d, line));
                 }
                 "gauge" => options.gauges.push(parse_gauge(value, line)?),
+                "backfill" => {
+                    once(options.backfill.is_some())?;
+                    let from =
+                        BackfillFrom::parse(value).map_err(|m| (line, format!("@backfill {m}")))?;
+                    options.backfill = Some((from, line));
+                }
                 other => {
                     return Err((
                         line,
                         format!(
-                            "unknown option @{other}; the options are @output, @key, @emit, @lateness and @gauge"
+                            "unknown option @{other}; the options are @output, @key, @emit, @lateness, @gauge and @backfill"
                         ),
                     ));
                 }
@@ -207,6 +274,7 @@ mod tests {
         assert_eq!(o.emit, Some((EmitMode::Every(Duration::from_secs(30)), 3)));
         assert_eq!(o.lateness, Some((Duration::from_secs(600), 4)));
         assert_eq!(o.output, Some(("cx.alerts".to_owned(), 5)));
+        assert_eq!(o.backfill, None);
         assert_eq!(
             o.gauges,
             vec![
@@ -222,6 +290,36 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_backfill_starts_at_earliest_a_duration_ago_or_a_time() {
+        let from = |text: &str| JobOptions::parse(text).expect(text).backfill;
+        assert_eq!(
+            from("-- @backfill earliest\nSELECT 1"),
+            Some((BackfillFrom::Earliest, 1))
+        );
+        let ago = from("\n-- @backfill 90d").expect("set");
+        assert_eq!(
+            ago,
+            (BackfillFrom::Ago(Duration::from_secs(90 * 86_400)), 2)
+        );
+        assert_eq!(ago.0.start_millis(100 * 86_400_000), Some(10 * 86_400_000));
+        let at = from("-- @backfill 2026-01-02T00:00:00Z").expect("set").0;
+        // 2026-01-02 is day 20,455 since 1970-01-01.
+        assert_eq!(at, BackfillFrom::At(20_455 * 86_400_000));
+        assert_eq!(at.start_millis(0), Some(20_455 * 86_400_000));
+        assert_eq!(BackfillFrom::Earliest.start_millis(5), None);
+        assert_eq!(ago.0.to_string(), "90d ago");
+        assert_eq!(
+            BackfillFrom::Ago(Duration::from_secs(7_200)).to_string(),
+            "2h ago"
+        );
+        assert_eq!(
+            BackfillFrom::Ago(Duration::from_secs(90)).to_string(),
+            "1m 30s ago"
+        );
+        assert_eq!(at.to_string(), "2026-01-02T00:00:00.000Z");
     }
 
     #[test]
@@ -247,6 +345,17 @@ mod tests {
                 "@output topic \"bad topic\" may only contain",
             ),
             ("-- @gauge", 1, "@gauge needs a value"),
+            (
+                "-- @backfill yesterday",
+                1,
+                "@backfill \"yesterday\" is not a start",
+            ),
+            ("-- @backfill 0s", 1, "is not a start"),
+            (
+                "-- @backfill 1d\n-- @backfill 2d",
+                2,
+                "@backfill is set twice",
+            ),
         ];
         for (text, line, message) in cases {
             let (got_line, got) = JobOptions::parse(text).expect_err(text);

@@ -44,6 +44,38 @@ pub enum StateKey {
         /// The job's plan fingerprint.
         fingerprint: String,
     },
+    /// Where a running backfill of a job stands in one source partition:
+    /// the next offset to read.
+    BackfillOffset {
+        /// Job name.
+        job: String,
+        /// The job's plan fingerprint.
+        fingerprint: String,
+        /// Source table.
+        source: String,
+        /// Source partition.
+        partition: i32,
+    },
+    /// The largest event time a running backfill has read from one source
+    /// partition (its own watermarks, apart from the live ones).
+    BackfillEventTime {
+        /// Job name.
+        job: String,
+        /// The job's plan fingerprint.
+        fingerprint: String,
+        /// Source table.
+        source: String,
+        /// Source partition.
+        partition: i32,
+    },
+    /// A job's backfill has caught up and the job runs live: a restart does
+    /// not backfill it again.
+    BackfillDone {
+        /// Job name.
+        job: String,
+        /// The job's plan fingerprint.
+        fingerprint: String,
+    },
     /// The largest event time a source partition has delivered.
     Watermark {
         /// Source table.
@@ -123,6 +155,8 @@ impl StateKey {
         let partitions = partitions.max(1);
         match self {
             StateKey::Pane { partition, .. }
+            | StateKey::BackfillOffset { partition, .. }
+            | StateKey::BackfillEventTime { partition, .. }
             | StateKey::Watermark { partition, .. }
             | StateKey::LookupPosition { partition, .. }
             | StateKey::Checkpoint { partition } => partition.rem_euclid(partitions),
@@ -142,7 +176,14 @@ impl StateKey {
             | StateKey::Session {
                 job, fingerprint, ..
             }
-            | StateKey::Closed { job, fingerprint } => Some((job, fingerprint)),
+            | StateKey::BackfillOffset {
+                job, fingerprint, ..
+            }
+            | StateKey::BackfillEventTime {
+                job, fingerprint, ..
+            }
+            | StateKey::Closed { job, fingerprint }
+            | StateKey::BackfillDone { job, fingerprint } => Some((job, fingerprint)),
             _ => None,
         }
     }
@@ -171,6 +212,33 @@ mod tests {
         assert_eq!(key.partition(3), 2);
         assert_eq!(key.partition(2), 0);
         assert_eq!(key.job(), Some(("need_by_category", "00ff")));
+    }
+
+    #[test]
+    fn backfill_keys_belong_to_their_job_and_follow_their_partition() {
+        let key = StateKey::BackfillOffset {
+            job: "loyalty".into(),
+            fingerprint: "00ff".into(),
+            source: "transactions".into(),
+            partition: 5,
+        };
+        let bytes = key.encode(0);
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            r#"{"kind":"backfill_offset","job":"loyalty","fingerprint":"00ff","source":"transactions","partition":5,"part":0}"#
+        );
+        assert_eq!(StateKey::decode(&bytes), Ok((key.clone(), 0)));
+        assert_eq!(key.partition(4), 1);
+        assert_eq!(key.job(), Some(("loyalty", "00ff")));
+        let done = StateKey::BackfillDone {
+            job: "loyalty".into(),
+            fingerprint: "00ff".into(),
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&done.encode(0)),
+            r#"{"kind":"backfill_done","job":"loyalty","fingerprint":"00ff","part":0}"#
+        );
+        assert_eq!(done.job(), Some(("loyalty", "00ff")));
     }
 
     #[test]

@@ -1,0 +1,317 @@
+//! One job's backfill: it reads its sources' history with a reader of its
+//! own (assigned partitions, no group membership) from a start time up to
+//! where the live consumer has processed, with watermarks of its own, then
+//! hands the job over to the live stream.
+//!
+//! The live position moves while the backfill reads: each partition is read
+//! up to the next offset the live jobs have processed (before the first
+//! live micro-batch, the group's committed offset, where the live consumer
+//! starts). Records read beyond it are held until the live position passes
+//! them; a partition with nothing left to read is paused, so the reader
+//! does not keep fetching. Once every partition has reached the live
+//! position, between two micro-batches, the job joins the live jobs: the
+//! records after that position reach it through the live consumer, so none
+//! is missed and none is read twice.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::time::Instant;
+
+use super::event_time::EventTime;
+use super::jobs::RunningJob;
+use super::restore::BackfillState;
+use crate::config::{Config, TopicsConfig};
+use crate::query::BackfillFrom;
+use crate::schema::Source;
+use crate::source::{Batcher, Consumed, MicroBatch, ReadToEndContext};
+
+/// How long a metadata, offset or watermark request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `(topic, partition)`.
+pub type TopicPartition = (String, i32);
+
+/// One source partition of a backfill.
+#[derive(Debug)]
+struct Reading {
+    source: Source,
+    /// Next offset to feed the job.
+    next: i64,
+    /// Where the live consumer stood when the backfill started: the group's
+    /// committed offset, else the partition's first offset.
+    floor: i64,
+    /// Records read at or past the live position, fed once it passes them.
+    held: VecDeque<Consumed>,
+    paused: bool,
+}
+
+/// Where a backfill's reader starts in each partition, found with Kafka.
+pub struct Opened {
+    reader: BaseConsumer<ReadToEndContext>,
+    partitions: BTreeMap<TopicPartition, Reading>,
+}
+
+/// Creates the reader of `sources` and finds, per partition, where to start
+/// (`resumed` offsets first, else `from`) and where the live consumer
+/// starts. Blocking: Kafka requests.
+pub fn open(
+    config: &Config,
+    sources: &[Source],
+    from: Option<BackfillFrom>,
+    resumed: &BackfillState,
+) -> Result<Opened, KafkaError> {
+    let mut client = config.client_config();
+    client
+        // The engine's group, only to read its committed offsets: the
+        // reader is assigned its partitions and never joins or commits.
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed");
+    let reader: BaseConsumer<ReadToEndContext> = client.create_with_context(ReadToEndContext)?;
+    let mut all = TopicPartitionList::new();
+    for &source in sources {
+        let topic = config.topics.source_topic(source);
+        let metadata = reader.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                all.add_partition(t.name(), p.id());
+            }
+        }
+    }
+    let committed = reader.committed_offsets(all.clone(), REQUEST_TIMEOUT)?;
+    let start_at = from.and_then(|f| f.start_millis(chrono::Utc::now().timestamp_millis()));
+    let by_time = match start_at {
+        Some(ms) => {
+            let mut times = TopicPartitionList::new();
+            for e in all.elements() {
+                times.add_partition_offset(e.topic(), e.partition(), Offset::Offset(ms))?;
+            }
+            Some(reader.offsets_for_times(times, REQUEST_TIMEOUT)?)
+        }
+        None => None,
+    };
+    let mut partitions = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for e in all.elements() {
+        let (topic, partition) = (e.topic().to_owned(), e.partition());
+        let Some(source) = config.topics.source_of(&topic) else {
+            continue;
+        };
+        let (low, high) = reader.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)?;
+        let floor = match committed
+            .find_partition(&topic, partition)
+            .map(|c| c.offset())
+        {
+            Some(Offset::Offset(n)) => n.max(low),
+            _ => low,
+        };
+        let next = match resumed.offsets.get(&(source, partition)) {
+            Some(&n) => n,
+            None => match by_time
+                .as_ref()
+                .and_then(|t| t.find_partition(&topic, partition))
+                .map(|t| t.offset())
+            {
+                Some(Offset::Offset(n)) => n,
+                // No record at or after the start time.
+                Some(_) => high,
+                None => low,
+            },
+        };
+        assignment.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+        partitions.insert(
+            (topic, partition),
+            Reading {
+                source,
+                next,
+                floor,
+                held: VecDeque::new(),
+                paused: false,
+            },
+        );
+    }
+    reader.assign(&assignment)?;
+    Ok(Opened { reader, partitions })
+}
+
+/// A job reading history before it joins the live stream.
+pub struct Backfill {
+    /// The job, alone (in a `Vec`, as steps take their jobs).
+    pub jobs: Vec<RunningJob>,
+    /// Its own watermarks over the history it reads.
+    pub event_time: EventTime,
+    reader: BaseConsumer<ReadToEndContext>,
+    partitions: BTreeMap<TopicPartition, Reading>,
+    topics: TopicsConfig,
+    batcher: Batcher,
+    /// Records fed to the job so far (this run).
+    pub read: u64,
+    /// When the backfill started (this run).
+    pub started: std::time::Instant,
+    /// When progress is next logged.
+    pub next_log: std::time::Instant,
+}
+
+impl Backfill {
+    /// A backfill of `running` from what [`open`] found; `resumed` holds the
+    /// event times of a backfill interrupted by a restart.
+    pub fn new(
+        config: &Config,
+        mut running: RunningJob,
+        opened: Opened,
+        resumed: &BackfillState,
+        now: Instant,
+    ) -> Self {
+        running.stop_early_results();
+        let mut event_time = EventTime::unexported(config);
+        for (&(source, partition), &t) in &resumed.event_times {
+            event_time.restore_partition(source, partition, t);
+        }
+        let assigned: Vec<TopicPartition> = opened.partitions.keys().cloned().collect();
+        event_time.assign(&assigned, now);
+        Self {
+            jobs: vec![running],
+            event_time,
+            reader: opened.reader,
+            partitions: opened.partitions,
+            topics: config.topics.clone(),
+            batcher: Batcher::new(config.topics.clone()),
+            read: 0,
+            started: std::time::Instant::now(),
+            next_log: std::time::Instant::now() + super::backfills::PROGRESS_EVERY,
+        }
+    }
+
+    /// The job being backfilled.
+    pub fn job(&self) -> &RunningJob {
+        &self.jobs[0]
+    }
+
+    /// The job, to run live.
+    pub fn into_job(self) -> RunningJob {
+        let Self { mut jobs, .. } = self;
+        jobs.remove(0)
+    }
+
+    /// Where the live jobs stand in a partition: `live`'s processed
+    /// position, or where the live consumer started.
+    fn target(live: &BTreeMap<TopicPartition, i64>, at: &TopicPartition, r: &Reading) -> i64 {
+        live.get(at).copied().unwrap_or(r.floor).max(r.floor)
+    }
+
+    /// Reads up to `max_rows` records below the live position into a
+    /// micro-batch (`None` if there were none).
+    pub fn read(
+        &mut self,
+        live: &BTreeMap<TopicPartition, i64>,
+        max_rows: usize,
+    ) -> Result<Option<MicroBatch>, KafkaError> {
+        let mut fed = 0;
+        for (at, r) in &mut self.partitions {
+            let target = Self::target(live, at, r);
+            while fed < max_rows
+                && let Some(front) = r.held.front()
+                && front.raw.offset < target
+            {
+                r.next = front.raw.offset + 1;
+                if let Some(record) = r.held.pop_front() {
+                    self.batcher.add(record);
+                }
+                fed += 1;
+            }
+            if r.held.front().is_some_and(|h| h.raw.offset >= target) {
+                // Nothing visible below the held record (aborted
+                // transactions, control records): the partition is there.
+                r.next = r.next.max(target);
+            }
+            let wanted = r.held.is_empty() && r.next < target;
+            if wanted == r.paused {
+                let mut one = TopicPartitionList::new();
+                one.add_partition(&at.0, at.1);
+                if wanted {
+                    self.reader.resume(&one)?;
+                } else {
+                    self.reader.pause(&one)?;
+                }
+                r.paused = !wanted;
+            }
+        }
+        while fed < max_rows {
+            let message = match self.reader.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(message)) => message,
+                Some(Err(e)) => {
+                    tracing::warn!(job = %self.job().job.name, error = %e, "backfill reader");
+                    break;
+                }
+            };
+            let at = (message.topic().to_owned(), message.partition());
+            let (Some(r), Some(consumed)) = (
+                self.partitions.get_mut(&at),
+                Consumed::of(&message, &self.topics),
+            ) else {
+                continue;
+            };
+            let target = Self::target(live, &at, r);
+            if consumed.raw.offset < r.next {
+                continue;
+            }
+            if consumed.raw.offset < target {
+                r.next = consumed.raw.offset + 1;
+                self.batcher.add(consumed);
+                fed += 1;
+            } else {
+                // Records come in offset order: nothing visible is left
+                // below the live position.
+                r.next = r.next.max(target);
+                r.held.push_back(consumed);
+                if !r.paused {
+                    let mut one = TopicPartitionList::new();
+                    one.add_partition(&at.0, at.1);
+                    self.reader.pause(&one)?;
+                    r.paused = true;
+                }
+            }
+        }
+        self.read += fed as u64;
+        if fed == 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.batcher.take().map_err(|e| {
+            tracing::error!(job = %self.job().job.name, error = %e, "assembling a backfill micro-batch");
+            KafkaError::Canceled
+        })?))
+    }
+
+    /// The partitions with records left below the live position.
+    pub fn behind(&self, live: &BTreeMap<TopicPartition, i64>) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|(at, r)| r.next < Self::target(live, at, r))
+            .map(|(at, _)| at.clone())
+            .collect()
+    }
+
+    /// Records left to read before the job can go live.
+    pub fn lag(&self, live: &BTreeMap<TopicPartition, i64>) -> i64 {
+        self.partitions
+            .iter()
+            .map(|(at, r)| (Self::target(live, at, r) - r.next).max(0))
+            .sum()
+    }
+
+    /// Next offset to read per source partition, for the changelog.
+    pub fn positions(&self) -> BTreeMap<(Source, i32), i64> {
+        self.partitions
+            .iter()
+            .map(|((_, p), r)| ((r.source, *p), r.next))
+            .collect()
+    }
+}

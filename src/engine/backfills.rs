@@ -1,0 +1,384 @@
+//! The engine's backfills ([`super::backfill`]): started for new or changed
+//! jobs with `@backfill`, resumed after a restart where the changelog says
+//! they stood, requested for a running job by `cxpulse backfill`, stepped
+//! when the engine has nothing live to do, and handed over to the live jobs
+//! once caught up.
+//!
+//! Throttling: the engine loop runs a backfill step only when no live
+//! record, commit, timer or signal is waiting (it is the last branch of a
+//! biased select), and a step reads at most `engine.backfill_batch_rows`
+//! records per backfill: a live record waits at most one such micro-batch.
+//! A backfill's outputs and state changes join the open epoch, with its
+//! positions, so a crash resumes it where the last commit left it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::backfill::{self, Backfill};
+use super::restore::BackfillState;
+use super::{Core, Engine, EngineError, RunningJob, gauge_limit};
+use crate::config::Config;
+use crate::job::{Job, backfill_refused};
+use crate::metrics::Metrics;
+use crate::query::{BackfillFrom, QueryFile};
+use crate::state::key::StateKey;
+
+/// How often a running backfill logs its progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// How long the engine waits before reading again when no backfill found
+/// anything to read.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// A `cxpulse backfill JOB --from TIME` request, from `POST
+/// /jobs/{job}/backfill`.
+#[derive(Debug)]
+pub struct BackfillRequest {
+    /// The running job to backfill.
+    pub job: String,
+    /// Where its history starts.
+    pub from: BackfillFrom,
+    /// The answer: what started, or why not.
+    pub reply: oneshot::Sender<Result<String, Refusal>>,
+}
+
+/// Why a backfill request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No running job has that name.
+    #[error("{0}")]
+    UnknownJob(String),
+    /// The job cannot be backfilled now or at all.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Finds where a backfill of a job reading `sources` starts (from `from`,
+/// or where `resumed` stood) and where the live consumer stands, off the
+/// engine's thread.
+async fn open(
+    config: &Config,
+    sources: Vec<crate::schema::Source>,
+    from: Option<BackfillFrom>,
+    resumed: &BackfillState,
+) -> Result<backfill::Opened, rdkafka::error::KafkaError> {
+    let (config, resumed) = (config.clone(), resumed.clone());
+    tokio::task::spawn_blocking(move || backfill::open(&config, &sources, from, &resumed))
+        .await
+        .map_err(|_| rdkafka::error::KafkaError::Canceled)?
+}
+
+/// A backfill of `running` over what [`open`] found.
+fn begin(
+    config: &Config,
+    running: RunningJob,
+    opened: backfill::Opened,
+    resumed: &BackfillState,
+    metrics: &Metrics,
+) -> Backfill {
+    let backfill = Backfill::new(config, running, opened, resumed, Instant::now());
+    let name = backfill.job().job.name.as_str();
+    metrics.backfill_records.with_label_values(&[name]);
+    if resumed.running() {
+        tracing::info!(
+            job = %name,
+            resumed = true,
+            "backfill resumed where the last commit left it"
+        );
+    } else {
+        let from = backfill.job().job.backfill.map(|f| f.to_string());
+        tracing::info!(
+            job = %name,
+            from = from.as_deref().unwrap_or("earliest"),
+            "backfill started: the job reads its sources' history, then goes live"
+        );
+    }
+    backfill
+}
+
+impl Engine {
+    /// Every job, live or backfilling.
+    pub(super) fn all_jobs(&self) -> impl Iterator<Item = &RunningJob> {
+        self.jobs
+            .iter()
+            .chain(self.backfills.iter().map(Backfill::job))
+    }
+
+    /// Starts a backfill of `running` from `from`, or runs it live when it
+    /// has none.
+    pub(super) async fn add_job(
+        &mut self,
+        running: RunningJob,
+        from: Option<BackfillFrom>,
+    ) -> Result<(), EngineError> {
+        match from {
+            Some(from) => {
+                let fresh = BackfillState::default();
+                let opened = open(&self.config, running.job.sources(), Some(from), &fresh)
+                    .await
+                    .inspect_err(|_| running.forget_metrics(&self.metrics))
+                    .map_err(EngineError::kafka("starting a backfill"))?;
+                let backfill = begin(&self.config, running, opened, &fresh, &self.metrics);
+                self.backfills.push(backfill);
+                self.metrics
+                    .backfills_running
+                    .set(self.backfills.len() as i64);
+            }
+            None => self.jobs.push(running),
+        }
+        Ok(())
+    }
+
+    /// Removes the job read from `path`, live or backfilling.
+    pub(super) fn take_job(&mut self, path: &std::path::Path) -> Option<RunningJob> {
+        if let Some(i) = self.jobs.iter().position(|j| j.path == path) {
+            return Some(self.jobs.remove(i));
+        }
+        let i = self.backfills.iter().position(|b| b.job().path == path)?;
+        let backfill = self.backfills.remove(i);
+        let _ = self
+            .metrics
+            .backfill_lag
+            .remove_label_values(&[backfill.job().job.name.as_str()]);
+        self.metrics
+            .backfills_running
+            .set(self.backfills.len() as i64);
+        Some(backfill.into_job())
+    }
+
+    /// One step of every backfill: a micro-batch of history records below
+    /// the live position (or timer work when there are none), its outputs
+    /// into the open epoch; a backfill that has caught up hands its job
+    /// over to the live jobs.
+    pub(super) async fn backfill_step(&mut self) -> Result<(), EngineError> {
+        let max_rows = usize::try_from(self.config.engine.backfill_batch_rows).unwrap_or(1);
+        let now = Instant::now();
+        let mut read_any = false;
+        for i in 0..self.backfills.len() {
+            let backfill = &mut self.backfills[i];
+            let behind = backfill.behind(&self.live_positions);
+            backfill.event_time.keep_active(&behind, now);
+            let batch = backfill
+                .read(&self.live_positions, max_rows)
+                .map_err(EngineError::kafka("reading history for a backfill"))?;
+            let name = backfill.job().job.name.clone();
+            let mut core = Core {
+                jobs: &mut backfill.jobs,
+                lookups: &self.lookups,
+                event_time: &mut backfill.event_time,
+                metrics: &self.metrics,
+                history: true,
+            };
+            let output = match batch {
+                Some(batch) => {
+                    read_any = true;
+                    let read: u64 = batch.consumed.values().sum();
+                    self.metrics
+                        .backfill_records
+                        .with_label_values(&[name.as_str()])
+                        .inc_by(read);
+                    // Invalid records were sent to the dead-letter topic
+                    // when the live consumer read them.
+                    core.micro_batch(batch.events, Vec::new(), now).await?
+                }
+                None => core.tick(now).await?,
+            };
+            self.publish(output).await?;
+            let backfill = &mut self.backfills[i];
+            let lag = backfill.lag(&self.live_positions);
+            self.metrics
+                .backfill_lag
+                .with_label_values(&[name.as_str()])
+                .set(lag);
+            if std::time::Instant::now() >= backfill.next_log {
+                backfill.next_log = std::time::Instant::now() + PROGRESS_EVERY;
+                let seconds = backfill.started.elapsed().as_secs_f64();
+                tracing::info!(
+                    job = %name,
+                    read = backfill.read,
+                    left = lag,
+                    per_second = (backfill.read as f64 / seconds.max(0.001)) as u64,
+                    watermark = ?backfill.event_time.of_sources(&backfill.job().job.sources()),
+                    "backfilling"
+                );
+            }
+        }
+        let mut i = 0;
+        while i < self.backfills.len() {
+            if self.backfills[i].lag(&self.live_positions) == 0 {
+                let backfill = self.backfills.remove(i);
+                self.go_live(backfill, now);
+            } else {
+                i += 1;
+            }
+        }
+        self.next_backfill = if read_any { now } else { now + IDLE_WAIT };
+        Ok(())
+    }
+
+    /// Hands a caught-up backfill's job to the live jobs, between two
+    /// micro-batches: the live consumer has processed exactly the records
+    /// the backfill read, and the job gets every record after them.
+    fn go_live(&mut self, backfill: Backfill, now: Instant) {
+        let (read, seconds) = (backfill.read, backfill.started.elapsed().as_secs_f64());
+        let mut running = backfill.into_job();
+        running.restart_early_results(now);
+        running.backfilled_at = Some(chrono::Utc::now().timestamp_millis());
+        let (name, fingerprint) = (running.job.name.clone(), running.job.fingerprint.clone());
+        let positions = self.changelog.delete_where(|key| {
+            matches!(
+                key,
+                StateKey::BackfillOffset { .. } | StateKey::BackfillEventTime { .. }
+            ) && key.job() == Some((name.as_str(), fingerprint.as_str()))
+        });
+        self.pending_state.extend(positions);
+        let _ = self
+            .metrics
+            .backfill_lag
+            .remove_label_values(&[name.as_str()]);
+        self.metrics
+            .backfills_running
+            .set(self.backfills.len() as i64);
+        tracing::info!(job = %name, read, seconds, "backfill caught up: the job runs live");
+        self.jobs.push(running);
+    }
+
+    /// Starts a backfill of a running job (`cxpulse backfill`): its state is
+    /// deleted and rebuilt from history, then it goes live again.
+    pub(super) async fn request_backfill(
+        &mut self,
+        job: &str,
+        from: BackfillFrom,
+    ) -> Result<String, Refusal> {
+        if self.backfills.iter().any(|b| b.job().job.name == job) {
+            return Err(Refusal::Conflict(format!(
+                "job {job} is already backfilling"
+            )));
+        }
+        let Some(i) = self.jobs.iter().position(|j| j.job.name == job) else {
+            let names: Vec<&str> = self.jobs.iter().map(|j| j.job.name.as_str()).collect();
+            return Err(Refusal::UnknownJob(format!(
+                "no running job is named {job}; running: {}",
+                names.join(", ")
+            )));
+        };
+        if let Some(kept) = self.jobs[i].job.kept_table_read() {
+            return Err(Refusal::Conflict(backfill_refused(kept)));
+        }
+        let path = self.jobs[i].path.clone();
+        let planned = match QueryFile::read(&path) {
+            Ok(query) => Job::plan(query, &self.lookups, &self.config.topics.output_prefix).await,
+            Err(e) => Err(e),
+        };
+        let fresh = planned.map_err(|e| Refusal::Conflict(format!("cannot plan {job}: {e}")))?;
+        if fresh.fingerprint != self.jobs[i].job.fingerprint {
+            return Err(Refusal::Conflict(format!(
+                "{} changed since job {job} started; the next reload restarts it (with its @backfill, if any)",
+                path.display()
+            )));
+        }
+        let fresh_state = BackfillState::default();
+        let opened = open(&self.config, fresh.sources(), Some(from), &fresh_state)
+            .await
+            .map_err(|e| Refusal::Conflict(format!("reading the history's offsets: {e}")))?;
+        let old = self.jobs.remove(i);
+        old.forget_metrics(&self.metrics);
+        self.forget_job_state(&old.job.name, &old.job.fingerprint);
+        let now = Instant::now();
+        let running =
+            RunningJob::new(fresh, path, &self.metrics, gauge_limit(&self.config), now)
+                .map_err(|e| Refusal::Conflict(format!("registering the job's metrics: {e}")))?;
+        let backfill = begin(&self.config, running, opened, &fresh_state, &self.metrics);
+        let lag = backfill.lag(&self.live_positions);
+        self.backfills.push(backfill);
+        self.metrics
+            .backfills_running
+            .set(self.backfills.len() as i64);
+        tracing::info!(job = %job, from = %from, records = lag, "backfill requested: the job's state is deleted and rebuilt from history");
+        Ok(format!(
+            "backfill of {job} started: {lag} records to read; its state is rebuilt, then it goes live (progress: cxpulse_backfill_lag_records{{job=\"{job}\"}})\n"
+        ))
+    }
+
+    /// Changelog records of the running backfills' positions and event times.
+    pub(super) fn backfill_records(&mut self) -> Vec<crate::sink::OutRecord> {
+        let mut records = Vec::new();
+        for backfill in &self.backfills {
+            let (job, fingerprint) = (&backfill.job().job.name, &backfill.job().job.fingerprint);
+            for ((source, partition), next) in backfill.positions() {
+                let key = StateKey::BackfillOffset {
+                    job: job.clone(),
+                    fingerprint: fingerprint.clone(),
+                    source: source.name().to_owned(),
+                    partition,
+                };
+                records.extend(self.changelog.put_int(key, "next_offset", next));
+            }
+            for ((source, partition), t) in backfill.event_time.partition_times() {
+                let key = StateKey::BackfillEventTime {
+                    job: job.clone(),
+                    fingerprint: fingerprint.clone(),
+                    source: source.name().to_owned(),
+                    partition,
+                };
+                records.extend(self.changelog.put_int(key, "max_event_time", t));
+            }
+        }
+        for running in &self.jobs {
+            if let Some(at) = running.backfilled_at {
+                let key = StateKey::BackfillDone {
+                    job: running.job.name.clone(),
+                    fingerprint: running.job.fingerprint.clone(),
+                };
+                records.extend(self.changelog.put_int(key, "finished_at", at));
+            }
+        }
+        records
+    }
+}
+
+/// Splits restored jobs into live ones and backfills: a job whose backfill
+/// was running resumes it; a job with `@backfill` that never finished one
+/// starts it; the others run live.
+pub(super) async fn resume(
+    config: &Config,
+    metrics: &Metrics,
+    jobs: Vec<RunningJob>,
+    mut states: BTreeMap<String, BackfillState>,
+) -> Result<(Vec<RunningJob>, Vec<Backfill>), EngineError> {
+    let (mut live, mut to_open) = (Vec::new(), Vec::new());
+    for mut running in jobs {
+        let state = states.remove(&running.job.name).unwrap_or_default();
+        if let Some(at) = state.done {
+            running.backfilled_at = Some(at);
+            live.push(running);
+        } else if state.running() || running.job.backfill.is_some() {
+            to_open.push((running, state));
+        } else {
+            live.push(running);
+        }
+    }
+    let mut opened = Vec::new();
+    for (running, state) in &to_open {
+        match open(config, running.job.sources(), running.job.backfill, state).await {
+            Ok(o) => opened.push(o),
+            Err(e) => {
+                // Nothing stays registered for the next start to collide with.
+                for running in live.iter().chain(to_open.iter().map(|(r, _)| r)) {
+                    running.forget_metrics(metrics);
+                }
+                return Err(EngineError::kafka("starting a backfill")(e));
+            }
+        }
+    }
+    let backfills: Vec<Backfill> = to_open
+        .into_iter()
+        .zip(opened)
+        .map(|((running, state), opened)| begin(config, running, opened, &state, metrics))
+        .collect();
+    metrics.backfills_running.set(backfills.len() as i64);
+    Ok((live, backfills))
+}
