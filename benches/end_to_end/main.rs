@@ -6,10 +6,11 @@
 //!
 //! `cargo bench --bench end_to_end [-- --events N] [--customers C]
 //! [--workloads cx,nexmark,latency] [--nexmark-events M] [--queries q5,q11]
-//! [--rate R] [--seconds S] [--json PATH] [--perf DIR]` (defaults: 5,000,000
+//! [--rate R] [--seconds S] [--backfill N] [--json PATH] [--perf DIR]` (defaults: 5,000,000
 //! events of 100,000 generated customers, then 5,000,000 Nexmark events,
 //! every query; the latency workload, only when named, produces 100,000
-//! events/s for 60 s; figures written
+//! events/s for 60 s, with `--backfill N` while a job added with
+//! `@backfill earliest` reads N past transactions; figures written
 //! to `target/end_to_end.json`; `--perf` records each engine run with
 //! `perf record -g` into DIR/<group>.perf.data).
 //!
@@ -91,6 +92,7 @@ async fn main() {
             &broker.bootstrap(),
             number("--rate", 100_000),
             number("--seconds", 60),
+            number("--backfill", 0),
         )
         .await;
     }

@@ -372,7 +372,7 @@ fn free_port() -> u16 {
 }
 
 /// Each series of metric `name` on the engine's `/metrics`: (labels, value).
-fn metric(port: u16, name: &str) -> Vec<(String, f64)> {
+pub fn metric(port: u16, name: &str) -> Vec<(String, f64)> {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return Vec::new();
     };

@@ -71,11 +71,11 @@ async fn open(
         .map_err(|_| rdkafka::error::KafkaError::Canceled)?
 }
 
-/// A backfill of `running` over what [`open`] found.
+/// A backfill of `running` from `from` over what [`open`] found.
 fn begin(
     config: &Config,
     running: RunningJob,
-    opened: backfill::Opened,
+    (from, opened): (Option<BackfillFrom>, backfill::Opened),
     resumed: &BackfillState,
     metrics: &Metrics,
 ) -> Backfill {
@@ -89,10 +89,9 @@ fn begin(
             "backfill resumed where the last commit left it"
         );
     } else {
-        let from = backfill.job().job.backfill.map(|f| f.to_string());
         tracing::info!(
             job = %name,
-            from = from.as_deref().unwrap_or("earliest"),
+            from = %from.unwrap_or(BackfillFrom::Earliest),
             "backfill started: the job reads its sources' history, then goes live"
         );
     }
@@ -121,7 +120,13 @@ impl Engine {
                     .await
                     .inspect_err(|_| running.forget_metrics(&self.metrics))
                     .map_err(EngineError::kafka("starting a backfill"))?;
-                let backfill = begin(&self.config, running, opened, &fresh, &self.metrics);
+                let backfill = begin(
+                    &self.config,
+                    running,
+                    (Some(from), opened),
+                    &fresh,
+                    &self.metrics,
+                );
                 self.backfills.push(backfill);
                 self.metrics
                     .backfills_running
@@ -291,13 +296,19 @@ impl Engine {
         let running =
             RunningJob::new(fresh, path, &self.metrics, gauge_limit(&self.config), now)
                 .map_err(|e| Refusal::Conflict(format!("registering the job's metrics: {e}")))?;
-        let backfill = begin(&self.config, running, opened, &fresh_state, &self.metrics);
+        tracing::info!(job = %job, "backfill requested: the job's state is deleted and rebuilt from history");
+        let backfill = begin(
+            &self.config,
+            running,
+            (Some(from), opened),
+            &fresh_state,
+            &self.metrics,
+        );
         let lag = backfill.lag(&self.live_positions);
         self.backfills.push(backfill);
         self.metrics
             .backfills_running
             .set(self.backfills.len() as i64);
-        tracing::info!(job = %job, from = %from, records = lag, "backfill requested: the job's state is deleted and rebuilt from history");
         Ok(format!(
             "backfill of {job} started: {lag} records to read; its state is rebuilt, then it goes live (progress: cxpulse_backfill_lag_records{{job=\"{job}\"}})\n"
         ))
@@ -377,7 +388,10 @@ pub(super) async fn resume(
     let backfills: Vec<Backfill> = to_open
         .into_iter()
         .zip(opened)
-        .map(|((running, state), opened)| begin(config, running, opened, &state, metrics))
+        .map(|((running, state), opened)| {
+            let from = running.job.backfill;
+            begin(config, running, (from, opened), &state, metrics)
+        })
         .collect();
     metrics.backfills_running.set(backfills.len() as i64);
     Ok((live, backfills))

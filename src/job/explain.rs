@@ -120,6 +120,20 @@ impl Job {
             "\noutput: topic {}, one JSON record per row, {key}",
             self.output_topic
         );
+        let _ = match (self.backfill, self.kept_table_read()) {
+            (Some(from), _) => writeln!(
+                out,
+                "backfill: when added or changed, reads its sources' history from {from} (Kafka record time), then goes live"
+            ),
+            (None, Some(kept)) => writeln!(
+                out,
+                "backfill: none, and not possible (it reads the kept table `{kept}`)"
+            ),
+            (None, None) => writeln!(
+                out,
+                "backfill: none (starts from the live position; `@backfill` or `cxpulse backfill` reads history)"
+            ),
+        };
         if self.gauges.is_empty() {
             let _ = writeln!(out, "gauges: none");
         }
@@ -206,6 +220,7 @@ mod tests {
             "window: TUMBLE(1h) over transactions by event time `ts`",
             "panes: 1h each; an event is stored in one pane, and a window merges its 1 pane(s) when it closes",
             "early results: every 1m for the open windows (final = false)",
+            "backfill: none (starts from the live position; `@backfill` or `cxpulse backfill` reads history)",
             "  category Utf8",
             "  sum(transactions.amount)[sum] Float64",
             "output: topic cx.metrics.need_by_category, one JSON record per row, key {job, window_start, window_end, category}",
@@ -242,18 +257,20 @@ mod tests {
         let config = Config::load(None).expect("default config");
         let query = QueryFile::parse(
             std::path::Path::new("q/big_orders.sql"),
-            "SELECT customer_id, amount FROM transactions WHERE amount > 100".to_owned(),
+            "-- @backfill 30d\nSELECT customer_id, amount FROM transactions WHERE amount > 100"
+                .to_owned(),
         )
         .expect("query");
         let job = Job::plan(query, &Lookups::default(), "cx.metrics.")
             .await
             .expect("plans");
-        assert!(
-            job.explain(&config.topics)
-                .contains("output: topic cx.metrics.big_orders, one JSON record per row, no key (the job has no @key)"),
-            "{}",
-            job.explain(&config.topics)
-        );
+        let big_orders = job.explain(&config.topics);
+        for line in [
+            "output: topic cx.metrics.big_orders, one JSON record per row, no key (the job has no @key)",
+            "backfill: when added or changed, reads its sources' history from 30d ago (Kafka record time), then goes live",
+        ] {
+            assert!(big_orders.lines().any(|l| l == line), "{line:?} in {big_orders}");
+        }
         let text = explained("complaint_alerts").await;
         assert!(
             text.contains("window: none. The job is stateless"),
