@@ -250,7 +250,9 @@ async fn preload_history(producer: &FutureProducer, topic: &str, history: u64) {
             })
             .collect();
         for ack in futures::future::join_all(acks).await {
-            ack.expect("delivery").map_err(|(e, _)| e).expect("acknowledged");
+            ack.expect("delivery")
+                .map_err(|(e, _)| e)
+                .expect("acknowledged");
         }
     }
 }
@@ -260,11 +262,7 @@ async fn preload_history(producer: &FutureProducer, topic: &str, history: u64) {
 /// went live (`None` if it did not).
 fn watch_backfill(port: u16) -> std::thread::JoinHandle<(f64, Option<f64>)> {
     std::thread::spawn(move || {
-        let value = |name: &str| {
-            crate::measure::metric(port, name)
-                .first()
-                .map(|(_, v)| *v)
-        };
+        let value = |name: &str| crate::measure::metric(port, name).first().map(|(_, v)| *v);
         let began = Instant::now();
         let mut started = None;
         while began.elapsed() < Duration::from_secs(600) {

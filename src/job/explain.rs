@@ -269,7 +269,10 @@ mod tests {
             "output: topic cx.metrics.big_orders, one JSON record per row, no key (the job has no @key)",
             "backfill: when added or changed, reads its sources' history from 30d ago (Kafka record time), then goes live",
         ] {
-            assert!(big_orders.lines().any(|l| l == line), "{line:?} in {big_orders}");
+            assert!(
+                big_orders.lines().any(|l| l == line),
+                "{line:?} in {big_orders}"
+            );
         }
         let text = explained("complaint_alerts").await;
         assert!(
