@@ -122,8 +122,13 @@ async fn main() {
     let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/loyalty_rfm.sql");
     std::fs::copy(&bundled, queries.path().join("loyalty_rfm.sql")).expect("copy the query");
     cxpulse::bundled::write_views(queries.path()).expect("the views it reads");
-    let (mut jobs, problems) =
-        cxpulse::job::load_all(queries.path(), &Lookups::default(), "bench.").await;
+    let (mut jobs, problems) = cxpulse::job::load_all(
+        queries.path(),
+        &cxpulse::query::views::views_dir(queries.path()),
+        &Lookups::default(),
+        "bench.",
+    )
+    .await;
     assert!(problems.is_empty(), "{problems:?}");
     let mut job = jobs.pop().expect("loyalty_rfm");
 

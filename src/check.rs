@@ -72,7 +72,7 @@ pub async fn check(config_file: Option<&Path>) -> CheckReport {
 /// a problem in a view is reported at the view file's line; returns the
 /// views that planned and the problems.
 async fn check_views(config: &Config) -> (Vec<String>, Vec<QueryError>) {
-    let (all, mut problems) = views::load(&config.engine.queries_dir);
+    let (all, mut problems) = views::load(&config.views_dir());
     let mut planned = Vec::new();
     for view in &all {
         let checked = async {

@@ -84,6 +84,13 @@ pub const BACKFILL_RECORDS: &str = "cxpulse_backfill_records_total";
 pub const BACKFILL_LAG: &str = "cxpulse_backfill_lag_records";
 /// Backfills running.
 pub const BACKFILLS_RUNNING: &str = "cxpulse_backfills_running";
+/// How often a TUMBLE or HOP job's windows close (the window size, or the
+/// HOP slide), by job: with [`LAST_OUTPUT`], what "silent for N windows"
+/// means per job.
+pub const WINDOW_SLIDE: &str = "cxpulse_window_slide_seconds";
+/// When a job last had rows committed (or, before its first, when it
+/// started), seconds since the epoch, by job.
+pub const LAST_OUTPUT: &str = "cxpulse_last_output_timestamp_seconds";
 
 /// The engine's metrics and the registry that exposes them.
 pub struct Metrics {
@@ -156,6 +163,10 @@ pub struct Metrics {
     pub backfill_lag: IntGaugeVec,
     /// See [`BACKFILLS_RUNNING`].
     pub backfills_running: IntGauge,
+    /// See [`WINDOW_SLIDE`].
+    pub window_slide: GaugeVec,
+    /// See [`LAST_OUTPUT`].
+    pub last_output: GaugeVec,
 }
 
 impl Metrics {
@@ -368,6 +379,28 @@ impl Metrics {
                 g
             },
             backfills_running: gauge(BACKFILLS_RUNNING, "Backfills running.")?,
+            window_slide: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        WINDOW_SLIDE,
+                        "How often a TUMBLE or HOP job's windows close, in seconds.",
+                    ),
+                    &["job"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            last_output: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        LAST_OUTPUT,
+                        "When a job last had rows committed (before its first, when it started), seconds since the epoch.",
+                    ),
+                    &["job"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             registry,
         };
         for outcome in ["committed", "aborted"] {

@@ -36,7 +36,8 @@ async fn bundled_with(name: &str, profiles: &[Value], lookups: &Lookups) -> Job 
             .apply([RowChange::Upsert(owned_cells(cells))]);
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{name}.sql"));
-    let query = QueryFile::read(&path).expect("query file");
+    let views = cxpulse::query::views::views_dir(path.parent().expect("queries folder"));
+    let query = QueryFile::read(&path, &views).expect("query file");
     Job::plan(query, lookups, "cx.metrics.")
         .await
         .unwrap_or_else(|e| panic!("{e}"))

@@ -90,7 +90,8 @@ pub async fn batch(config: &Config, dir: &Path, queries: &Path, events: u64) -> 
         });
         lookups.apply(changes);
     }
-    let (mut jobs, problems) = cxpulse::job::load_all(queries, &lookups, "bench.").await;
+    let views = cxpulse::query::views::views_dir(queries);
+    let (mut jobs, problems) = cxpulse::job::load_all(queries, &views, &lookups, "bench.").await;
     assert!(problems.is_empty(), "{problems:?}");
     let mut rows: BTreeMap<String, u64> = jobs.iter().map(|j| (j.name.clone(), 0)).collect();
     let mut latest: BTreeMap<Source, i64> = BTreeMap::new();

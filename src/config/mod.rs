@@ -125,6 +125,8 @@ impl TopicsConfig {
 pub struct EngineConfig {
     /// Directory of `*.sql` query files.
     pub queries_dir: PathBuf,
+    /// Directory of the shared views; empty: `views/` in `queries_dir`.
+    pub views_dir: PathBuf,
     /// Watermark lag behind the maximum event time, in milliseconds.
     pub max_out_of_orderness_ms: i64,
     /// Silence after which a partition no longer holds the watermark back, in milliseconds.
@@ -285,6 +287,16 @@ impl Config {
     /// The producer's `transactional.id`: group and instance.
     pub fn transactional_id(&self) -> String {
         format!("{}-{}", self.kafka.group_id, self.instance_id())
+    }
+
+    /// The directory of the shared views: `engine.views_dir`, or `views/`
+    /// in the queries directory.
+    pub fn views_dir(&self) -> PathBuf {
+        if self.engine.views_dir.as_os_str().is_empty() {
+            crate::query::views::views_dir(&self.engine.queries_dir)
+        } else {
+            self.engine.views_dir.clone()
+        }
     }
 
     /// The state changelog topic.

@@ -16,6 +16,20 @@ fn default_config_loads() {
         assert_eq!(config.state_memory_limit_bytes(), 1 << 30);
         assert_eq!(config.changelog_topic(), "cxpulse-changelog");
         assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(config.views_dir(), std::path::Path::new("queries/views"));
+        Ok(())
+    });
+}
+
+#[test]
+fn views_can_live_apart_from_the_queries() {
+    Jail::expect_with(|jail| {
+        jail.set_env("CXPULSE__ENGINE__VIEWS_DIR", "/etc/cxpulse/views");
+        let config = Config::load(None).expect("valid");
+        assert_eq!(
+            config.views_dir(),
+            std::path::Path::new("/etc/cxpulse/views")
+        );
         Ok(())
     });
 }
@@ -61,7 +75,7 @@ fn every_problem_is_reported_at_once_with_its_origin() {
         assert_eq!(
             lines,
             vec![
-                "bad.toml:6: `engine.batch_lingr_ms`: unknown key; known keys here: backfill_batch_rows, batch_linger_ms, batch_max_rows, commit_interval_ms, gauge_series_limit, idle_timeout_ms, max_out_of_orderness_ms, queries_dir, reload_interval_ms, shutdown_drain_ms, state_memory_limit",
+                "bad.toml:6: `engine.batch_lingr_ms`: unknown key; known keys here: backfill_batch_rows, batch_linger_ms, batch_max_rows, commit_interval_ms, gauge_series_limit, idle_timeout_ms, max_out_of_orderness_ms, queries_dir, reload_interval_ms, shutdown_drain_ms, state_memory_limit, views_dir",
                 "bad.toml:7: `engine.max_out_of_orderness_ms`: must be an integer, got a string",
                 "bad.toml:9: `log.format`: is \"yaml\", expected one of text, json",
                 "bad.toml:2: `kafka.brokers`: \"nohost\" must be a comma-separated list of host:port",

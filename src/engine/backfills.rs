@@ -274,7 +274,7 @@ impl Engine {
             return Err(Refusal::Conflict(backfill_refused(kept)));
         }
         let path = self.jobs[i].path.clone();
-        let planned = match QueryFile::read(&path) {
+        let planned = match QueryFile::read(&path, &self.config.views_dir()) {
             Ok(query) => Job::plan(query, &self.lookups, &self.config.topics.output_prefix).await,
             Err(e) => Err(e),
         };

@@ -172,11 +172,18 @@ impl Engine {
                 .with_label_values(&[topic.as_str(), kind.as_str()])
                 .inc_by(n);
         }
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         for (job, n) in epoch.rows {
             self.metrics
                 .output_records
                 .with_label_values(&[job.as_str()])
                 .inc_by(n);
+            if n > 0 {
+                self.metrics
+                    .last_output
+                    .with_label_values(&[job.as_str()])
+                    .set(now);
+            }
         }
         self.metrics
             .commit_duration

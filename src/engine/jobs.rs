@@ -19,6 +19,7 @@ use crate::schema::Source;
 use crate::sink::format_timestamp_millis;
 use crate::sink::{DeadLetter, OutRecord, RowEncoder};
 use crate::source::SourceBatch;
+use crate::window::WindowSpec;
 
 /// How long one firing round may close windows before it lets the engine
 /// take in signals, commits and records again.
@@ -51,6 +52,10 @@ impl RunningJob {
         let name = job.name.as_str();
         metrics.output_records.with_label_values(&[name]);
         metrics.job_errors.with_label_values(&[name]);
+        metrics
+            .last_output
+            .with_label_values(&[name])
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         if let Some(w) = job.windowed() {
             metrics.windows_fired.with_label_values(&[name]);
             for source in &w.info.sources {
@@ -59,6 +64,17 @@ impl RunningJob {
                     .with_label_values(&[source.name(), name]);
             }
             metrics.window_state_bytes.with_label_values(&[name]).set(0);
+            let slide = match w.info.spec {
+                WindowSpec::Tumble { size } => Some(size),
+                WindowSpec::Hop { slide, .. } => Some(slide),
+                WindowSpec::Session { .. } => None,
+            };
+            if let Some(slide) = slide {
+                metrics
+                    .window_slide
+                    .with_label_values(&[name])
+                    .set(slide as f64 / 1000.0);
+            }
         }
         Ok(Self {
             encoder: RowEncoder {
@@ -92,6 +108,8 @@ impl RunningJob {
         let name = self.job.name.as_str();
         let _ = metrics.window_state_bytes.remove_label_values(&[name]);
         let _ = metrics.window_close_lag.remove_label_values(&[name]);
+        let _ = metrics.window_slide.remove_label_values(&[name]);
+        let _ = metrics.last_output.remove_label_values(&[name]);
         for phase in ["batch", "fire"] {
             let _ = metrics.job_duration.remove_label_values(&[name, phase]);
         }
@@ -413,4 +431,71 @@ async fn fire_job(
         .job_duration
         .with_label_values(&[name.as_str(), "fire"])
         .observe(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::lookup::Lookups;
+    use crate::query::QueryFile;
+
+    async fn running(name: &str, sql: &str, metrics: &Metrics) -> RunningJob {
+        let query = QueryFile::parse(Path::new(name), sql.to_owned()).expect("parses");
+        let job = Job::plan(query, &Lookups::default(), "cx.metrics.")
+            .await
+            .expect("plans");
+        RunningJob::new(job, name.into(), metrics, 10, Instant::now()).expect("registers")
+    }
+
+    #[tokio::test]
+    async fn a_job_exports_how_often_its_windows_close_and_when_it_last_published() {
+        let metrics = Metrics::new().expect("metrics");
+        let before = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        let tumble = running(
+            "q/hourly.sql",
+            "SELECT window_start, window_end, count(*) AS n FROM TUMBLE(transactions, ts, INTERVAL '1 hour') GROUP BY window_start, window_end",
+            &metrics,
+        )
+        .await;
+        running(
+            "q/daily.sql",
+            "SELECT window_start, window_end, count(*) AS n FROM HOP(transactions, ts, INTERVAL '1 day', INTERVAL '7 days') GROUP BY window_start, window_end",
+            &metrics,
+        )
+        .await;
+        running(
+            "q/visits.sql",
+            "SELECT window_start, window_end, customer_id, count(*) AS n FROM SESSION(transactions, ts, INTERVAL '30 minutes', customer_id) GROUP BY window_start, window_end, customer_id",
+            &metrics,
+        )
+        .await;
+        let slide = |job: &str| {
+            metrics
+                .window_slide
+                .get_metric_with_label_values(&[job])
+                .map(|g| g.get())
+        };
+        assert_eq!(slide("hourly").ok(), Some(3_600.0));
+        assert_eq!(slide("daily").ok(), Some(86_400.0));
+        let text = metrics.encode();
+        assert!(
+            !text.contains("cxpulse_window_slide_seconds{job=\"visits\"}"),
+            "{text}"
+        );
+        let started = metrics.last_output.with_label_values(&["hourly"]).get();
+        assert!(
+            started >= before.floor() && started <= before + 60.0,
+            "{started}"
+        );
+        tumble.forget_metrics(&metrics);
+        let text = metrics.encode();
+        for gone in [
+            "cxpulse_window_slide_seconds{job=\"hourly\"}",
+            "cxpulse_last_output_timestamp_seconds{job=\"hourly\"}",
+        ] {
+            assert!(!text.contains(gone), "{gone} in {text}");
+        }
+    }
 }

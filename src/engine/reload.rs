@@ -25,14 +25,17 @@ pub enum QueryChange {
 #[derive(Debug, Default)]
 pub struct QueryWatcher {
     dir: PathBuf,
+    views_dir: PathBuf,
     seen: BTreeMap<PathBuf, String>,
 }
 
 impl QueryWatcher {
-    /// A watcher that has seen the current contents of `dir`.
-    pub fn new(dir: &Path) -> Self {
+    /// A watcher that has seen the current contents of `dir` (and of the
+    /// views in `views_dir`).
+    pub fn new(dir: &Path, views_dir: &Path) -> Self {
         let mut watcher = Self {
             dir: dir.to_path_buf(),
+            views_dir: views_dir.to_path_buf(),
             seen: BTreeMap::new(),
         };
         watcher.seen = watcher.snapshot();
@@ -47,7 +50,7 @@ impl QueryWatcher {
         };
         // A job reading a view changes when the view does: its text is
         // compared with the views it reads.
-        let (views, _) = views::load(&self.dir);
+        let (views, _) = views::load(&self.views_dir);
         files
             .into_iter()
             .filter_map(|path| {
@@ -108,7 +111,7 @@ impl Engine {
                 }
                 QueryChange::Added(path) | QueryChange::Changed(path) => path,
             };
-            let planned = match QueryFile::read(path) {
+            let planned = match QueryFile::read(path, &self.config.views_dir()) {
                 Ok(query) => {
                     Job::plan(query, &self.lookups, &self.config.topics.output_prefix).await
                 }
@@ -191,7 +194,7 @@ mod tests {
         let a = dir.path().join("a.sql");
         let b = dir.path().join("b.sql");
         std::fs::write(&a, "SELECT 1").expect("write");
-        let mut watcher = QueryWatcher::new(dir.path());
+        let mut watcher = QueryWatcher::new(dir.path(), &views::views_dir(dir.path()));
         assert_eq!(watcher.changes(), vec![]);
         std::fs::write(&b, "SELECT 2").expect("write");
         std::fs::write(&a, "SELECT 3").expect("write");
@@ -219,7 +222,7 @@ mod tests {
         let other = dir.path().join("other.sql");
         std::fs::write(&reads, "SELECT * FROM big_tx").expect("write");
         std::fs::write(&other, "SELECT * FROM transactions").expect("write");
-        let mut watcher = QueryWatcher::new(dir.path());
+        let mut watcher = QueryWatcher::new(dir.path(), &views::views_dir(dir.path()));
         assert_eq!(watcher.changes(), vec![]);
         std::fs::write(
             &view,

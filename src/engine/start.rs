@@ -32,9 +32,11 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         health.set_blocker(Some("loading queries".to_owned()));
         let lookups = Lookups::default();
-        let watcher = QueryWatcher::new(&config.engine.queries_dir);
+        let views_dir = config.views_dir();
+        let watcher = QueryWatcher::new(&config.engine.queries_dir, &views_dir);
         let (jobs, problems) = job::load_all(
             &config.engine.queries_dir,
+            &views_dir,
             &lookups,
             &config.topics.output_prefix,
         )

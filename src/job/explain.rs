@@ -205,7 +205,7 @@ mod tests {
         let config = Config::load(None).expect("default config");
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{name}.sql"));
-        let query = QueryFile::read(&path).expect("query");
+        let query = QueryFile::read(&path, &config.views_dir()).expect("query");
         let job = Job::plan(query, &Lookups::default(), &config.topics.output_prefix)
             .await
             .expect("plans");

@@ -335,10 +335,11 @@ impl Job {
     }
 }
 
-/// Plans every query file of `dir`; returns the jobs that planned and the
-/// problems of those that did not.
+/// Plans every query file of `dir`, with the views of `views_dir`; returns
+/// the jobs that planned and the problems of those that did not.
 pub async fn load_all(
     dir: &std::path::Path,
+    views_dir: &std::path::Path,
     lookups: &Lookups,
     output_prefix: &str,
 ) -> (Vec<Job>, Vec<QueryError>) {
@@ -356,7 +357,7 @@ pub async fn load_all(
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
     for path in files {
-        let planned = match QueryFile::read(&path) {
+        let planned = match QueryFile::read(&path, views_dir) {
             Ok(query) => Job::plan(query, lookups, output_prefix).await,
             Err(e) => Err(e),
         };
@@ -376,7 +377,7 @@ pub async fn plan_named(
     lookups: &Lookups,
 ) -> Result<(Job, std::path::PathBuf), QueryError> {
     let path = config.engine.queries_dir.join(format!("{name}.sql"));
-    let query = QueryFile::read(&path)?;
+    let query = QueryFile::read(&path, &config.views_dir())?;
     let job = Job::plan(query, lookups, &config.topics.output_prefix).await?;
     Ok((job, path))
 }
@@ -386,6 +387,7 @@ pub async fn plan_named(
 pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<QueryError>) {
     load_all(
         &config.engine.queries_dir,
+        &config.views_dir(),
         &Lookups::default(),
         &config.topics.output_prefix,
     )

@@ -47,17 +47,16 @@ pub struct QueryFile {
 }
 
 impl QueryFile {
-    /// Reads and parses one query file, with the shared views of the
-    /// `views/` folder beside it expanded.
-    pub fn read(path: &Path) -> Result<QueryFile, QueryError> {
+    /// Reads and parses one query file, with the shared views of
+    /// `views_dir` expanded.
+    pub fn read(path: &Path, views_dir: &Path) -> Result<QueryFile, QueryError> {
         let text = std::fs::read_to_string(path).map_err(|e| QueryError {
             file: path.to_path_buf(),
             line: 1,
             message: format!("cannot read the query file: {e}"),
         })?;
         let mut query = Self::parse(path, text)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let (views, problems) = views::load(dir);
+        let (views, problems) = views::load(views_dir);
         let error = |message: String| QueryError {
             file: path.to_path_buf(),
             line: first_sql_line(&query.sql),
@@ -164,6 +163,30 @@ mod tests {
 
     fn parse(name: &str, text: &str) -> Result<QueryFile, QueryError> {
         QueryFile::parse(Path::new(name), text.to_owned())
+    }
+
+    #[test]
+    fn views_are_read_from_the_views_folder_given() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (queries, views) = (root.path().join("q"), root.path().join("v"));
+        std::fs::create_dir_all(&queries).expect("mkdir");
+        std::fs::create_dir_all(&views).expect("mkdir");
+        let job = queries.join("big.sql");
+        std::fs::write(&job, "SELECT * FROM big_tx").expect("write");
+        std::fs::write(
+            views.join("big_tx.sql"),
+            "CREATE VIEW big_tx AS SELECT * FROM transactions WHERE amount > 100",
+        )
+        .expect("write");
+        let q = QueryFile::read(&job, &views).expect("reads");
+        assert_eq!(q.views, vec!["big_tx".to_owned()]);
+        assert!(q.sql.starts_with("WITH big_tx AS ("), "{}", q.sql);
+        // Not beside the queries: there the query reads a table of that name.
+        let beside = QueryFile::read(&job, &views::views_dir(&queries)).expect("reads");
+        assert_eq!(
+            (beside.views.len(), beside.sql.as_str()),
+            (0, "SELECT * FROM big_tx")
+        );
     }
 
     #[test]

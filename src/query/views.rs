@@ -35,12 +35,11 @@ pub fn views_dir(queries_dir: &Path) -> PathBuf {
     queries_dir.join("views")
 }
 
-/// Reads every view of `queries_dir/views/` (none when the folder is
-/// absent); returns the views that parsed and the problems of the others,
-/// each at its file and line.
-pub fn load(queries_dir: &Path) -> (Vec<View>, Vec<QueryError>) {
-    let dir = views_dir(queries_dir);
-    let Ok(files) = super::list_query_files(&dir) else {
+/// Reads every view of `dir` (none when the folder is absent); returns the
+/// views that parsed and the problems of the others, each at its file and
+/// line.
+pub fn load(dir: &Path) -> (Vec<View>, Vec<QueryError>) {
+    let Ok(files) = super::list_query_files(dir) else {
         return (Vec::new(), Vec::new());
     };
     let mut views: Vec<View> = Vec::new();
