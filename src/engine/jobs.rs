@@ -53,6 +53,9 @@ impl RunningJob {
         metrics.output_records.with_label_values(&[name]);
         metrics.job_errors.with_label_values(&[name]);
         metrics
+            .produce_errors
+            .with_label_values(&[job.output_topic.as_str()]);
+        metrics
             .last_output
             .with_label_values(&[name])
             .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);

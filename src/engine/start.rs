@@ -108,6 +108,9 @@ impl Engine {
         for source in Source::all() {
             metrics.init_topic(config.topics.source_topic(source));
         }
+        for sink in [config.topics.deadletter.as_str(), topic.as_str()] {
+            metrics.produce_errors.with_label_values(&[sink]);
+        }
         let mut jobs = jobs;
         let mut event_time = EventTime::new(config);
         let mut changelog = ChangelogWriter::new(&topic, partitions);
