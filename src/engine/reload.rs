@@ -211,6 +211,38 @@ mod tests {
         assert_eq!(watcher.changes(), vec![]);
     }
 
+    /// Writes `files` the way the kubelet writes a ConfigMap volume: into a
+    /// timestamped folder, `..data` linked to it, each file a link through
+    /// `..data`; a new version swaps the `..data` link at once.
+    fn configmap_version(dir: &Path, version: &str, files: &[(&str, &str)]) {
+        let folder = dir.join(version);
+        std::fs::create_dir(&folder).expect("mkdir");
+        for (name, text) in files {
+            std::fs::write(folder.join(name), text).expect("write");
+            let link = dir.join(name);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(Path::new("..data").join(name), &link).expect("link");
+            }
+        }
+        let tmp = dir.join("..data_tmp");
+        std::os::unix::fs::symlink(version, &tmp).expect("link");
+        std::fs::rename(&tmp, dir.join("..data")).expect("swap");
+    }
+
+    #[test]
+    fn a_configmap_update_is_seen_like_an_edit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        configmap_version(dir.path(), "..2026_12_01_v1", &[("a.sql", "SELECT 1")]);
+        let mut watcher = QueryWatcher::new(dir.path(), &views::views_dir(dir.path()));
+        assert_eq!(watcher.changes(), vec![]);
+        configmap_version(dir.path(), "..2026_12_01_v2", &[("a.sql", "SELECT 2")]);
+        assert_eq!(
+            watcher.changes(),
+            vec![QueryChange::Changed(dir.path().join("a.sql"))]
+        );
+        assert_eq!(watcher.changes(), vec![]);
+    }
+
     #[test]
     fn a_changed_view_changes_the_queries_that_read_it_and_no_other() {
         let dir = tempfile::tempdir().expect("tempdir");
