@@ -486,9 +486,15 @@ async fn events_flow_to_outputs_dead_letters_and_metrics() {
         "every bundled query is a job"
     );
     assert_eq!(metric(&body, "cxpulse_assigned_partitions"), Some(6.0));
+    // A zero series per output, dead-letter and changelog topic, none above.
+    let produce_errors: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("cxpulse_produce_errors_total{"))
+        .collect();
+    assert!(produce_errors.len() > bundled, "{produce_errors:?}");
     assert!(
-        !body.contains("cxpulse_produce_errors_total{"),
-        "no produce errors"
+        produce_errors.iter().all(|l| l.ends_with(" 0")),
+        "no produce errors: {produce_errors:?}"
     );
     let batches = metric(&body, "cxpulse_batch_duration_seconds_count").expect("histogram");
     assert!(
