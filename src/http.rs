@@ -155,7 +155,7 @@ async fn backfill_handler(
     Path(job): Path<String>,
     body: String,
 ) -> (StatusCode, String) {
-    if !peer.ip().is_loopback() {
+    if !peer.ip().to_canonical().is_loopback() {
         return (
             StatusCode::FORBIDDEN,
             "backfill requests are accepted from the engine's own host only: run `cxpulse backfill` there (e.g. with kubectl exec)\n".to_owned(),

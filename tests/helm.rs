@@ -23,6 +23,9 @@ use yaml_serde::Value;
 
 const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
+/// The tests that run a broker and engines run one at a time (two cores).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -166,7 +169,26 @@ fn rendered(values: &str) -> Vec<Value> {
         !out.contains("ERROR") && !err.contains("ERROR"),
         "{out}{err}"
     );
-    documents(&manifests)
+    let docs = documents(&manifests);
+    // The engine accepts the configuration file the chart wrote.
+    let config = text(&find(&docs, "ConfigMap", "cx-cxpulse-config")["data"]["cxpulse.toml"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cxpulse.toml");
+    std::fs::write(&path, config).expect("write");
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("CXPULSE__ENGINE__QUERIES_DIR", repo("queries"))
+        .env("CXPULSE__ENGINE__VIEWS_DIR", repo("queries/views"))
+        .output()
+        .expect("cxpulse check");
+    assert!(
+        check.status.success(),
+        "{values}: cxpulse check refuses the rendered configuration:\n{config}\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    docs
 }
 
 #[test]
@@ -327,6 +349,21 @@ fn monitoring_renders_only_where_the_cluster_serves_it() {
         monitor["spec"]["endpoints"][0]["honorLabels"].as_bool(),
         Some(true)
     );
+    // It selects one Service: each pod is scraped once.
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .expect("matchLabels");
+    let selected: Vec<&str> = docs
+        .iter()
+        .filter(|d| kind(d) == "Service")
+        .filter(|d| {
+            selector
+                .iter()
+                .all(|(k, v)| d["metadata"]["labels"][text(k)] == *v)
+        })
+        .map(name)
+        .collect();
+    assert_eq!(selected, ["cx-cxpulse"]);
     for dashboard in [
         "cx-cxpulse-dashboard-cxpulse-sre",
         "cx-cxpulse-dashboard-cxpulse-marketing",
@@ -422,6 +459,7 @@ fn sasl_and_tls_come_from_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_secret_reaches_the_engine_and_no_manifest_or_log_line() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let planted = format!("planted-{:016x}", rand::random::<u64>());
     let manifests = template(&[
         "--set",
@@ -673,6 +711,7 @@ fn exposed(exposition: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboards_and_alerts_query_is_one_the_engine_exports() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in ["cxpulse-sre.json", "cxpulse-marketing.json"] {
         let dashboard: serde_json::Value = serde_json::from_str(

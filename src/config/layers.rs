@@ -206,6 +206,11 @@ impl Layered {
             }
             Value::Num(..) => match &actual {
                 Value::Num(_, n) if integer(*n).is_some() => Some(actual),
+                // Whole floats (`500.0`, what Helm's toToml writes for a
+                // number from a values file) are integers.
+                Value::Num(tag, n) if let Some(i) = whole(*n) => {
+                    Some(Value::Num(*tag, figment::value::Num::I64(i)))
+                }
                 other => {
                     problems.push(
                         self.problem(path, format!("must be an integer, got {}", kind(other))),
@@ -368,6 +373,12 @@ fn kind(value: &Value) -> &'static str {
 fn integer(n: figment::value::Num) -> Option<i128> {
     n.to_i128()
         .or_else(|| n.to_u128().and_then(|u| i128::try_from(u).ok()))
+}
+
+/// A float without a fraction, as an integer.
+fn whole(n: figment::value::Num) -> Option<i64> {
+    let f = n.to_f64()?;
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
 }
 
 fn num_text(n: figment::value::Num) -> String {

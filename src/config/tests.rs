@@ -284,3 +284,17 @@ fn a_source_topic_set_two_different_ways_is_a_problem() {
         Ok(())
     });
 }
+
+#[test]
+fn whole_floats_are_integers_and_fractions_are_refused() {
+    // Helm's toToml writes numbers from a values file as floats.
+    Jail::expect_with(|jail| {
+        jail.create_file("helm.toml", "[engine]\ncommit_interval_ms = 500.0\n")?;
+        let config = Config::load(Some(Path::new("helm.toml"))).expect("valid");
+        assert_eq!(config.engine.commit_interval_ms, 500);
+        jail.create_file("half.toml", "[engine]\ncommit_interval_ms = 500.5\n")?;
+        let error = Config::load(Some(Path::new("half.toml"))).expect_err("a fraction");
+        assert!(error.to_string().contains("must be an integer"), "{error}");
+        Ok(())
+    });
+}

@@ -65,15 +65,20 @@ pub fn open(
     from: Option<BackfillFrom>,
     resumed: &BackfillState,
 ) -> Result<Opened, KafkaError> {
-    let mut client = config.client_config();
+    let mut client = rdkafka::ClientConfig::new();
+    client
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed");
+    // The user's properties over the defaults, as for the live consumer.
+    for (k, v) in config.client_properties() {
+        client.set(k, v);
+    }
     client
         // The engine's group, only to read its committed offsets: the
         // reader is assigned its partitions and never joins or commits.
         .set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed");
+        .set("enable.auto.commit", "false");
     let reader: BaseConsumer<ReadToEndContext> = client.create_with_context(ReadToEndContext)?;
     let mut all = TopicPartitionList::new();
     for &source in sources {
@@ -282,12 +287,36 @@ impl Backfill {
         }
         self.read += fed as u64;
         if fed == 0 {
+            self.skip_invisible_tails(live)?;
             return Ok(None);
         }
         Ok(Some(self.batcher.take().map_err(|e| {
             tracing::error!(job = %self.job().job.name, error = %e, "assembling a backfill micro-batch");
             KafkaError::Canceled
         })?))
+    }
+
+    /// A partition whose reader has passed the live position without a
+    /// record to show for it (commit markers or aborted records at its end)
+    /// has nothing left to read below that position.
+    fn skip_invisible_tails(
+        &mut self,
+        live: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), KafkaError> {
+        let position = self.reader.position()?;
+        for (at, r) in &mut self.partitions {
+            let target = Self::target(live, at, r);
+            if r.next >= target || !r.held.is_empty() {
+                continue;
+            }
+            if let Some(Offset::Offset(p)) =
+                position.find_partition(&at.0, at.1).map(|e| e.offset())
+                && p >= target
+            {
+                r.next = target;
+            }
+        }
+        Ok(())
     }
 
     /// The partitions with records left below the live position.

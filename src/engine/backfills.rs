@@ -4,10 +4,12 @@
 //! when the engine has nothing live to do, and handed over to the live jobs
 //! once caught up.
 //!
-//! Throttling: the engine loop runs a backfill step only when no live
-//! record, commit, timer or signal is waiting (it is the last branch of a
-//! biased select), and a step reads at most `engine.backfill_batch_rows`
-//! records per backfill: a live record waits at most one such micro-batch.
+//! Throttling: the engine loop runs a backfill step when no live record,
+//! commit, timer or signal is waiting (it is the last branch of a biased
+//! select), and after every [`BACKFILL_EVERY`] live micro-batches (so that
+//! a live stream that never lets the loop idle does not starve it); a step
+//! reads at most `engine.backfill_batch_rows` records per backfill: a live
+//! record waits at most one such micro-batch.
 //! A backfill's outputs and state changes join the open epoch, with its
 //! positions, so a crash resumes it where the last commit left it.
 
@@ -28,6 +30,10 @@ use crate::state::key::StateKey;
 
 /// How often a running backfill logs its progress.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Under a live stream that never lets the engine loop idle, the backfills
+/// still take a step after this many live micro-batches.
+pub const BACKFILL_EVERY: u32 = 8;
 
 /// How long the engine waits before reading again when no backfill found
 /// anything to read.
@@ -161,6 +167,7 @@ impl Engine {
     pub(super) async fn backfill_step(&mut self) -> Result<(), EngineError> {
         let max_rows = usize::try_from(self.config.engine.backfill_batch_rows).unwrap_or(1);
         let now = Instant::now();
+        self.live_batches_since_backfill = 0;
         let mut read_any = false;
         for i in 0..self.backfills.len() {
             let backfill = &mut self.backfills[i];

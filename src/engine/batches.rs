@@ -104,15 +104,27 @@ impl Engine {
                     deadline = None;
                 }
                 room = stage.room(), if stage.has_chunk() => stage.hand_over(room),
-                batch = stage.next_batch() => self.process(batch?).await?,
+                batch = stage.next_batch() => {
+                    self.process(batch?).await?;
+                    self.live_batches_since_backfill += 1;
+                    if !self.backfills.is_empty()
+                        && self.live_batches_since_backfill >= super::backfills::BACKFILL_EVERY
+                    {
+                        self.backfill_step().await?;
+                    }
+                }
                 _ = commit_timer.tick() => self.commit().await?,
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading queries");
                     self.reload().await?;
                 }
                 Some(request) = requests.recv() => {
-                    let answer = self.request_backfill(&request.job, request.from).await;
-                    let _ = request.reply.send(answer);
+                    // One whose asker gave up (the engine was restarting)
+                    // was answered "try again": it must not run later.
+                    if !request.reply.is_closed() {
+                        let answer = self.request_backfill(&request.job, request.from).await;
+                        let _ = request.reply.send(answer);
+                    }
                 }
                 _ = ticker.tick() => {
                     match self.lookup.take(&mut lookup_batcher, Instant::now()) {

@@ -298,6 +298,8 @@ struct Engine {
     backfills: Vec<backfill::Backfill>,
     /// When the backfills may take their next step.
     next_backfill: tokio::time::Instant,
+    /// Live micro-batches since the backfills' last step.
+    live_batches_since_backfill: u32,
     /// Next offset per event (topic, partition) the live jobs have
     /// processed: where backfills hand over.
     live_positions: BTreeMap<(String, i32), i64>,

@@ -203,6 +203,7 @@ impl Engine {
             jobs,
             backfills,
             next_backfill: now,
+            live_batches_since_backfill: 0,
             live_positions: BTreeMap::new(),
             watcher,
             invalid_queries: BTreeSet::new(),

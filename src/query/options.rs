@@ -47,10 +47,13 @@ impl BackfillFrom {
     pub fn start_millis(self, now_millis: i64) -> Option<i64> {
         match self {
             BackfillFrom::Earliest => None,
-            BackfillFrom::Ago(d) => {
-                Some(now_millis.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
-            }
-            BackfillFrom::At(at) => Some(at),
+            // Kafka reads negative times as "latest" and "earliest".
+            BackfillFrom::Ago(d) => Some(
+                now_millis
+                    .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                    .max(0),
+            ),
+            BackfillFrom::At(at) => Some(at.max(0)),
         }
     }
 }
