@@ -381,8 +381,10 @@ async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result(
         limit / 1024.0
     );
     assert!(paused_commits >= 1.0, "epochs committed while paused");
-    // A micro-batch (1,000 events) may take it over before the pause.
-    assert!(peak < limit * 2.0, "state peaked at {peak} bytes");
+    // A micro-batch (1,000 events) may take it over before the pause, and
+    // the micro-batches already decoded when it pauses (one per decoding
+    // thread, two here) still run: peaks of 8.6 to 10.9 MB were seen.
+    assert!(peak < limit * 2.5, "state peaked at {peak} bytes");
     assert_same_rows("state limited", &b.want, &final_rows(&run, &b.jobs));
 }
 
