@@ -53,6 +53,20 @@ fn as_job(rows: BTreeMap<RowId, Vec<Value>>, from: &str, to: &str) -> BTreeMap<R
         .collect()
 }
 
+/// The final rows of the job run from the start, and those of the
+/// backfilled job renamed as the first's.
+fn live_and_backfilled(
+    config: &Config,
+) -> (BTreeMap<RowId, Vec<Value>>, BTreeMap<RowId, Vec<Value>>) {
+    let live = final_rows(config, &["revenue".to_owned()]);
+    let backfilled = as_job(
+        final_rows(config, &["revenue_history".to_owned()]),
+        "revenue_history",
+        "revenue",
+    );
+    (live, backfilled)
+}
+
 /// Polls `engine`'s metrics until `done` holds for them.
 fn wait_metrics(engine: &EngineProcess, what: &str, done: impl Fn(&str) -> bool) {
     let started = Instant::now();
@@ -145,12 +159,7 @@ async fn a_job_added_with_backfill_earliest_publishes_the_rows_of_a_job_run_from
         "the backfill read {read} records; the history holds {history_tx} transactions, {later_tx} came later"
     );
 
-    let live = final_rows(&config, &["revenue".to_owned()]);
-    let backfilled = as_job(
-        final_rows(&config, &["revenue_history".to_owned()]),
-        "revenue_history",
-        "revenue",
-    );
+    let (live, backfilled) = live_and_backfilled(&config);
     // Windows of the history and of the events that came during the
     // backfill, published once each.
     let last_window = |rows: &BTreeMap<RowId, Vec<Value>>| rows.keys().map(|k| k.3.clone()).max();
@@ -214,12 +223,7 @@ async fn a_backfill_killed_midway_resumes_where_it_stood() {
         resumed <= history_tx - 20_000.0,
         "the restart read {resumed} of {history_tx} records: it resumed, it did not start again"
     );
-    let live = final_rows(&config, &["revenue".to_owned()]);
-    let backfilled = as_job(
-        final_rows(&config, &["revenue_history".to_owned()]),
-        "revenue_history",
-        "revenue",
-    );
+    let (live, backfilled) = live_and_backfilled(&config);
     assert_same_rows("killed mid-backfill", &live, &backfilled);
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::exactly_once::preload;
-use common::process::{BIN, EngineProcess, engine_env, free_port};
+use common::process::{BIN, EngineProcess, engine_env};
 use common::{TestBroker, create_source_topics, test_config, unique_prefix};
 use cxpulse::generate::Generator;
 use promql_parser::parser::Expr;
@@ -147,6 +147,27 @@ fn the_chart_lints_and_refuses_mistyped_or_unsafe_values() {
     }
 }
 
+/// `cxpulse check --config file` over the bundled queries and views: its
+/// output when it refuses.
+fn check_config(file: &Path) -> Result<(), String> {
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(file)
+        .env("CXPULSE__ENGINE__QUERIES_DIR", repo("queries"))
+        .env("CXPULSE__ENGINE__VIEWS_DIR", repo("queries/views"))
+        .output()
+        .expect("cxpulse check");
+    if check.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        ))
+    }
+}
+
 /// Renders the chart with `values` (a file of `ci/`) for a cluster that
 /// serves the Prometheus operator's API, validates every manifest with
 /// `kubernetes-validate --strict`, and returns them.
@@ -175,19 +196,9 @@ fn rendered(values: &str) -> Vec<Value> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cxpulse.toml");
     std::fs::write(&path, config).expect("write");
-    let check = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .env("CXPULSE__ENGINE__QUERIES_DIR", repo("queries"))
-        .env("CXPULSE__ENGINE__VIEWS_DIR", repo("queries/views"))
-        .output()
-        .expect("cxpulse check");
-    assert!(
-        check.status.success(),
-        "{values}: cxpulse check refuses the rendered configuration:\n{config}\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    if let Err(refused) = check_config(&path) {
+        panic!("{values}: cxpulse check refuses the rendered configuration:\n{config}\n{refused}");
+    }
     docs
 }
 
@@ -530,58 +541,21 @@ async fn a_planted_secret_reaches_the_engine_and_no_manifest_or_log_line() {
         queries.join("views").display().to_string(),
     ));
     env.push(("RUST_LOG".into(), "debug".into()));
-    let log = dir.path().join("engine.log");
-    let port = free_port();
-    let spawn = |extra: &[(String, String)]| {
-        let file = std::fs::File::create(&log).expect("log");
-        Command::new(BIN)
-            .args(["run", "--config", config_file.to_str().expect("path")])
-            .envs(
-                env.iter()
-                    .chain(extra)
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .env("CXPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("cxpulse run")
-    };
+    let args = ["--config", config_file.to_str().expect("path")];
 
     // Without the Secret's variables, librdkafka refuses SASL at once.
-    let mut without = spawn(&[]);
-    let status = wait_exit(&mut without, Duration::from_secs(60));
-    let refused = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(status, Some(1), "{refused}");
+    let mut without = EngineProcess::start_with(&args, &env);
+    let status = without.wait_exit(Duration::from_secs(60));
+    let refused = without.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{refused}");
     assert!(refused.contains("sasl.username"), "{refused}");
 
     // With them, it connects, restores and runs.
-    let mut engine = spawn(&pod_env);
-    let ready = Instant::now();
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && common::http_get(
-                format!("127.0.0.1:{port}").parse().expect("addr"),
-                "/readyz",
-            )
-            .0 == 200
-        {
-            break;
-        }
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(
-            ready.elapsed() < Duration::from_secs(90),
-            "never ready:\n{log}"
-        );
-        assert!(engine.try_wait().expect("wait").is_none(), "exited:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &engine.id().to_string()])
-        .status();
-    assert_eq!(wait_exit(&mut engine, Duration::from_secs(30)), Some(0));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    env.extend(pod_env);
+    let mut engine = EngineProcess::start_with(&args, &env);
+    engine.wait_ready(Duration::from_secs(90));
+    let (code, text) = engine.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("state restored"), "{text}");
     assert!(
         text.lines().count() > 20,
@@ -589,19 +563,6 @@ async fn a_planted_secret_reaches_the_engine_and_no_manifest_or_log_line() {
     );
     assert!(!text.contains(&planted), "the password is in the log");
     assert!(!text.contains(&encoded), "the password is in the log");
-}
-
-/// Waits up to `timeout` for `child` to exit; its exit code.
-fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    None
 }
 
 #[test]
@@ -855,16 +816,7 @@ fn the_dockerfile_copies_what_the_repository_has_and_runs_as_a_user() {
     );
     assert!(dockerfile.contains(&format!("COPY queries/views/*.sql {queries}/views/")));
     // And the binary accepts it.
-    let check = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(repo("config/image/cxpulse.toml"))
-        .env("CXPULSE__ENGINE__QUERIES_DIR", repo("queries"))
-        .output()
-        .expect("cxpulse check");
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    if let Err(refused) = check_config(&repo("config/image/cxpulse.toml")) {
+        panic!("cxpulse check refuses the image's configuration:\n{refused}");
+    }
 }

@@ -169,6 +169,7 @@ impl Engine {
         let now = Instant::now();
         self.live_batches_since_backfill = 0;
         let mut read_any = false;
+        let mut caught_up = Vec::new();
         for i in 0..self.backfills.len() {
             let backfill = &mut self.backfills[i];
             let behind = backfill.behind(&self.live_positions);
@@ -217,15 +218,14 @@ impl Engine {
                     "backfilling"
                 );
             }
-        }
-        let mut i = 0;
-        while i < self.backfills.len() {
-            if self.backfills[i].lag(&self.live_positions) == 0 {
-                let backfill = self.backfills.remove(i);
-                self.go_live(backfill, now);
-            } else {
-                i += 1;
+            if lag == 0 {
+                caught_up.push(i);
             }
+        }
+        // From the last, so that the indexes before stay valid.
+        for i in caught_up.into_iter().rev() {
+            let backfill = self.backfills.remove(i);
+            self.go_live(backfill, now);
         }
         self.next_backfill = if read_any { now } else { now + IDLE_WAIT };
         Ok(())

@@ -36,6 +36,12 @@ impl EngineProcess {
     /// Starts `cxpulse run` with `env`, in a new empty working directory
     /// (so no local file survives between two processes).
     pub fn start(env: &[(String, String)]) -> EngineProcess {
+        Self::start_with(&[], env)
+    }
+
+    /// Starts `cxpulse run` with `args` after `run` (e.g. `--config FILE`)
+    /// and `env`; a `RUST_LOG` in `env` wins over the test's own.
+    pub fn start_with(args: &[&str], env: &[(String, String)]) -> EngineProcess {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let workdir = tempfile::tempdir().expect("workdir");
         let log = std::env::temp_dir().join(format!(
@@ -46,13 +52,14 @@ impl EngineProcess {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(BIN)
             .arg("run")
+            .args(args)
             .current_dir(workdir.path())
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("CXPULSE__HTTP__LISTEN", addr.to_string())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("CXPULSE__HTTP__LISTEN", addr.to_string())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
