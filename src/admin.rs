@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -134,6 +134,65 @@ pub async fn create_engine_topics(
     specs.push(changelog_topic(config, partitions));
     ensure_topics(config, &specs).await?;
     Ok(specs.into_iter().map(|s| s.name).collect())
+}
+
+/// What a topic accepts, as its configuration says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLimit {
+    /// `max.message.bytes`: the largest record batch, so the largest record.
+    pub max_message_bytes: usize,
+    /// `cleanup.policy` includes `compact`: a record without a key is refused.
+    pub compacted: bool,
+}
+
+impl Default for TopicLimit {
+    /// Kafka's default topic: 1 MiB plus batch framing, not compacted.
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1_048_588,
+            compacted: false,
+        }
+    }
+}
+
+/// The limits of each of `topics` that the cluster describes; a topic it
+/// cannot describe (or a broker without DescribeConfigs) is left out, and
+/// its writers assume [`TopicLimit::default`].
+pub async fn topic_limits(
+    config: &Config,
+    topics: &[String],
+) -> Result<BTreeMap<String, TopicLimit>, KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let specifiers: Vec<ResourceSpecifier<'_>> = topics
+        .iter()
+        .map(|t| ResourceSpecifier::Topic(t.as_str()))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let described = match admin.describe_configs(&specifiers, &options).await {
+        Ok(described) => described,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot describe the output topics; assuming Kafka's default max.message.bytes");
+            return Ok(BTreeMap::new());
+        }
+    };
+    let mut limits = BTreeMap::new();
+    for (topic, result) in topics.iter().zip(described) {
+        let Ok(resource) = result else { continue };
+        let mut limit = TopicLimit::default();
+        if let Some(bytes) = resource
+            .get("max.message.bytes")
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            limit.max_message_bytes = bytes;
+        }
+        limit.compacted = resource
+            .get("cleanup.policy")
+            .and_then(|e| e.value.as_deref())
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"));
+        limits.insert(topic.clone(), limit);
+    }
+    Ok(limits)
 }
 
 /// Creates every topic of `specs` that does not exist yet.

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::State;
-use axum::extract::{ConnectInfo, Path};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use std::time::Duration;
@@ -65,6 +65,8 @@ struct AppState {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     backfills: Option<mpsc::Sender<BackfillRequest>>,
+    /// The bearer token of the admin endpoints; `None`: they are off.
+    admin_token: Option<Arc<str>>,
 }
 
 /// How long a backfill request waits for the engine (which may be
@@ -89,13 +91,20 @@ impl HttpServer {
             metrics,
             health,
             backfills: None,
+            admin_token: None,
         };
         Ok(Self { listener, state })
     }
 
-    /// Accepts backfill requests and hands them to `engine`.
-    pub fn with_backfills(mut self, engine: mpsc::Sender<BackfillRequest>) -> Self {
+    /// Accepts backfill requests bearing `token` (none: the admin endpoints
+    /// are off) and hands them to `engine`.
+    pub fn with_backfills(
+        mut self,
+        engine: mpsc::Sender<BackfillRequest>,
+        token: Option<&str>,
+    ) -> Self {
         self.state.backfills = Some(engine);
+        self.state.admin_token = token.filter(|t| !t.is_empty()).map(Arc::from);
         self
     }
 
@@ -115,12 +124,9 @@ impl HttpServer {
             .route("/readyz", get(ready_handler))
             .route("/jobs/{job}/backfill", post(backfill_handler))
             .with_state(self.state);
-        axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        axum::serve(self.listener, router.into_make_service())
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }
 
@@ -145,28 +151,43 @@ async fn ready_handler(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `POST /jobs/{job}/backfill` with the start (`earliest`, `90d`, an RFC
-/// 3339 time) as the body: 202 once the backfill has started, 400 for a bad
-/// start, 403 from another host (it deletes state: run `cxpulse backfill`
-/// on the engine's host), 404 for an unknown job, 409 when the job cannot
-/// be backfilled now, 503 when no engine answers.
+/// 3339 time) as the body and `Authorization: Bearer <http.admin_token>`:
+/// 202 once the backfill has started, 400 for a bad start (or one in the
+/// future), 401 without the token, 403 when no token is configured (the
+/// admin endpoints are off), 404 for an unknown job, 409 when the job
+/// cannot be backfilled now, 503 when no engine answers.
 async fn backfill_handler(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(job): Path<String>,
+    headers: HeaderMap,
     body: String,
-) -> (StatusCode, String) {
-    if !peer.ip().to_canonical().is_loopback() {
-        return (
+) -> (StatusCode, HeaderMap, String) {
+    let plain = |status, text: String| (status, HeaderMap::new(), text);
+    let Some(token) = &state.admin_token else {
+        return plain(
             StatusCode::FORBIDDEN,
-            "backfill requests are accepted from the engine's own host only: run `cxpulse backfill` there (e.g. with kubectl exec)\n".to_owned(),
+            "the admin endpoints are off: set http.admin_token (CXPULSE__HTTP__ADMIN_TOKEN) on the engine, and give cxpulse backfill the same\n".to_owned(),
+        );
+    };
+    if !bearer_matches(&headers, token) {
+        let mut challenge = HeaderMap::new();
+        challenge.insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"cxpulse admin\""),
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            challenge,
+            "a backfill deletes a job's state: send Authorization: Bearer <http.admin_token> (cxpulse backfill does, from CXPULSE__HTTP__ADMIN_TOKEN)\n".to_owned(),
         );
     }
-    let from = match BackfillFrom::parse(body.trim()) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let from = match BackfillFrom::parse(body.trim()).and_then(|f| f.not_after(now)) {
         Ok(from) => from,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("--from {e}\n")),
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("--from {e}\n")),
     };
     let Some(engine) = state.backfills else {
-        return (
+        return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "this server runs no engine\n".to_owned(),
         );
@@ -174,7 +195,7 @@ async fn backfill_handler(
     let (reply, answer) = oneshot::channel();
     let request = BackfillRequest { job, from, reply };
     let unavailable = || {
-        (
+        plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "the engine did not answer (it may be restarting); try again\n".to_owned(),
         )
@@ -183,43 +204,98 @@ async fn backfill_handler(
         return unavailable();
     }
     match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
-        Ok(Ok(Ok(started))) => (StatusCode::ACCEPTED, started),
+        Ok(Ok(Ok(started))) => plain(StatusCode::ACCEPTED, started),
         Ok(Ok(Err(refusal))) => {
             let status = match refusal {
                 Refusal::UnknownJob(_) => StatusCode::NOT_FOUND,
                 Refusal::Conflict(_) => StatusCode::CONFLICT,
             };
-            (status, format!("{refusal}\n"))
+            plain(status, format!("{refusal}\n"))
         }
         _ => unavailable(),
     }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`, compared in
+/// constant time.
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+    else {
+        return false;
+    };
+    let (given, token) = (given.trim().as_bytes(), token.as_bytes());
+    let differences = given
+        .iter()
+        .zip(token)
+        .fold(given.len() ^ token.len(), |acc, (a, b)| {
+            acc | usize::from(a ^ b)
+        });
+    differences == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn backfill_requests_come_from_this_host_with_a_valid_start() {
-        let (engine, mut requests) = mpsc::channel(1);
+    fn with_token(token: Option<&str>) -> (AppState, mpsc::Receiver<BackfillRequest>) {
+        let (engine, requests) = mpsc::channel(1);
         let state = AppState {
             metrics: Arc::new(Metrics::new().expect("metrics")),
             health: Arc::new(Health::default()),
             backfills: Some(engine),
+            admin_token: token.map(Arc::from),
         };
-        let ask = |peer: &str, body: &str| {
-            backfill_handler(
-                State(state.clone()),
-                ConnectInfo(peer.parse().expect("address")),
-                Path("revenue".to_owned()),
-                body.to_owned(),
-            )
-        };
-        let (status, answer) = ask("10.1.2.3:5000", "earliest").await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
-        let (status, answer) = ask("127.0.0.1:5000", "last week").await;
+        (state, requests)
+    }
+
+    fn ask(
+        state: &AppState,
+        authorization: Option<&str>,
+        body: &str,
+    ) -> impl Future<Output = (StatusCode, HeaderMap, String)> + use<> {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(
+                header::AUTHORIZATION,
+                header::HeaderValue::from_str(value).expect("header"),
+            );
+        }
+        backfill_handler(
+            State(state.clone()),
+            Path("revenue".to_owned()),
+            headers,
+            body.to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn backfill_requests_need_the_token_and_a_start_not_in_the_future() {
+        let token = "s3cret-token-0123456789";
+        let (state, mut requests) = with_token(Some(token));
+        let (status, challenge, _) = ask(&state, None, "earliest").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(challenge.contains_key(header::WWW_AUTHENTICATE));
+        let (status, _, _) = ask(&state, Some("Bearer wrong-token-0123456789"), "earliest").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, _) = ask(&state, Some(&format!("Bearer {token}x")), "earliest").await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "a longer token is another token"
+        );
+        let bearer = format!("Bearer {token}");
+        let (status, _, answer) = ask(&state, Some(&bearer), "last week").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert!(answer.contains("is not a start"), "{answer}");
+        let (status, _, answer) = ask(&state, Some(&bearer), "2999-01-01T00:00:00Z").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(answer.contains("is in the future"), "{answer}");
         assert!(requests.try_recv().is_err(), "nothing reached the engine");
 
         let engine = tokio::spawn(async move {
@@ -232,9 +308,19 @@ mod tests {
                 .reply
                 .send(Err(Refusal::Conflict("busy".to_owned())));
         });
-        let (status, answer) = ask("127.0.0.1:5000", " earliest\n").await;
+        let (status, _, answer) = ask(&state, Some(&bearer), " earliest\n").await;
         assert_eq!((status, answer.as_str()), (StatusCode::CONFLICT, "busy\n"));
         engine.await.expect("engine task");
+    }
+
+    #[tokio::test]
+    async fn without_a_token_the_admin_endpoints_are_off() {
+        let (state, mut requests) = with_token(None);
+        let (status, _, answer) =
+            ask(&state, Some("Bearer anything-at-all-here"), "earliest").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert!(answer.contains("http.admin_token"), "{answer}");
+        assert!(requests.try_recv().is_err());
     }
 
     #[test]

@@ -452,11 +452,17 @@ fn request_backfill(
     config: Option<&std::path::Path>,
     url: Option<String>,
 ) -> anyhow::Result<()> {
-    cxpulse::query::BackfillFrom::parse(from).map_err(|e| anyhow::anyhow!("--from {e}"))?;
-    let base = match url {
-        Some(url) => url,
-        None => engine_url(&load_config(config)?.http.listen),
-    };
+    cxpulse::query::BackfillFrom::parse(from)
+        .and_then(|f| f.not_after(chrono::Utc::now().timestamp_millis()))
+        .map_err(|e| anyhow::anyhow!("--from {e}"))?;
+    let config = load_config(config)?;
+    let token = config.http.admin_token.clone();
+    if token.is_empty() {
+        anyhow::bail!(
+            "a backfill needs the engine's admin token: set CXPULSE__HTTP__ADMIN_TOKEN (its http.admin_token)"
+        );
+    }
+    let base = url.unwrap_or_else(|| engine_url(&config.http.listen));
     let endpoint = format!("{}/jobs/{job}/backfill", base.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -465,6 +471,7 @@ fn request_backfill(
         .into();
     let mut response = agent
         .post(&endpoint)
+        .header("Authorization", &format!("Bearer {token}"))
         .send(from)
         .map_err(|e| anyhow::anyhow!("cannot reach the engine at {base}: {e}"))?;
     let answer = response.body_mut().read_to_string()?;

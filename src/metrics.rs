@@ -70,7 +70,8 @@ pub const RESTORE_RECORDS: &str = "cxpulse_restore_records";
 pub const RESTORE_BYTES: &str = "cxpulse_restore_bytes";
 /// Wall time of the last restore (changelog and lookup tables).
 pub const RESTORE_DURATION: &str = "cxpulse_restore_duration_seconds";
-/// Memory held by all window state.
+/// Memory held by all window state and by the tables kept from streams:
+/// what `engine.state_memory_limit` bounds.
 pub const STATE_MEMORY: &str = "cxpulse_state_memory_bytes";
 /// `engine.state_memory_limit`.
 pub const STATE_MEMORY_LIMIT: &str = "cxpulse_state_memory_limit_bytes";
@@ -91,6 +92,18 @@ pub const WINDOW_SLIDE: &str = "cxpulse_window_slide_seconds";
 /// When a job last had rows committed (or, before its first, when it
 /// started), seconds since the epoch, by job.
 pub const LAST_OUTPUT: &str = "cxpulse_last_output_timestamp_seconds";
+
+/// 1 while a job is stopped because it panicked (its state is kept), by job.
+pub const JOBS_STOPPED: &str = "cxpulse_job_stopped";
+/// Memory held by each table source and each table kept from a stream, by
+/// table.
+pub const TABLE_MEMORY: &str = "cxpulse_table_memory_bytes";
+/// `engine.table_memory_limit`.
+pub const TABLE_MEMORY_LIMIT: &str = "cxpulse_table_memory_limit_bytes";
+/// Failed reads of the table sources' topics (by default `cx.customers`).
+pub const TABLE_READ_ERRORS: &str = "cxpulse_table_read_errors_total";
+/// Seconds since the table sources' topics were last read without error.
+pub const TABLE_READ_AGE: &str = "cxpulse_table_read_age_seconds";
 
 /// The engine's metrics and the registry that exposes them.
 pub struct Metrics {
@@ -167,6 +180,16 @@ pub struct Metrics {
     pub window_slide: GaugeVec,
     /// See [`LAST_OUTPUT`].
     pub last_output: GaugeVec,
+    /// See [`JOBS_STOPPED`].
+    pub jobs_stopped: IntGaugeVec,
+    /// See [`TABLE_MEMORY`].
+    pub table_memory: IntGaugeVec,
+    /// See [`TABLE_MEMORY_LIMIT`].
+    pub table_memory_limit: IntGauge,
+    /// See [`TABLE_READ_ERRORS`].
+    pub table_read_errors: IntCounter,
+    /// See [`TABLE_READ_AGE`].
+    pub table_read_age: Gauge,
 }
 
 impl Metrics {
@@ -348,7 +371,10 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
-            state_memory: gauge(STATE_MEMORY, "Memory held by all window state.")?,
+            state_memory: gauge(
+                STATE_MEMORY,
+                "Memory held by all window state and the tables kept from streams.",
+            )?,
             state_memory_limit: gauge(STATE_MEMORY_LIMIT, "engine.state_memory_limit.")?,
             consumption_paused: {
                 let g = IntGaugeVec::new(
@@ -397,6 +423,41 @@ impl Metrics {
                         "When a job last had rows committed (before its first, when it started), seconds since the epoch.",
                     ),
                     &["job"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            jobs_stopped: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        JOBS_STOPPED,
+                        "1 while a job is stopped because it panicked; its state is kept.",
+                    ),
+                    &["job"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            table_memory: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        TABLE_MEMORY,
+                        "Memory held by a table source or a table kept from a stream.",
+                    ),
+                    &["table"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            table_memory_limit: gauge(TABLE_MEMORY_LIMIT, "engine.table_memory_limit.")?,
+            table_read_errors: plain_counter(
+                TABLE_READ_ERRORS,
+                "Failed reads of the table sources' topics.",
+            )?,
+            table_read_age: {
+                let g = Gauge::new(
+                    TABLE_READ_AGE,
+                    "Seconds since the table sources' topics were last read without error.",
                 )?;
                 registry.register(Box::new(g.clone()))?;
                 g

@@ -79,6 +79,25 @@ impl Source {
         }
     }
 
+    /// How far ahead of the wall clock a stream's event time may be, in
+    /// milliseconds, where declared (else the engine's); `None` for tables.
+    pub fn max_future_ms(self) -> Option<i64> {
+        match self.spec().role {
+            Role::Stream { max_future_ms, .. } => max_future_ms,
+            Role::Table { .. } => None,
+        }
+    }
+
+    /// The position of a stream's event-time column (a table's key column)
+    /// among [`Self::fields`].
+    pub fn time_or_key_index(self) -> usize {
+        let name = self.time_or_key();
+        self.fields()
+            .iter()
+            .position(|f| f.name == name)
+            .unwrap_or_default()
+    }
+
     /// A stream's own watermark lag and idle timeout, in milliseconds,
     /// where declared (else the engine's).
     pub fn event_time_settings(self) -> (Option<i64>, Option<i64>) {
@@ -137,12 +156,17 @@ pub enum FieldType {
     /// `true` or `false`.
     Bool,
     /// A decimal number (JSON number or string), exact to `scale` digits
-    /// after the point, `precision` digits in all.
+    /// after the point, `precision` digits in all, within bounds compared
+    /// exactly (in units of `10^-scale`).
     Decimal {
         /// Digits in all.
         precision: u8,
         /// Digits after the point.
         scale: i8,
+        /// Smallest accepted value, in units of `10^-scale`.
+        min: Option<i128>,
+        /// Largest accepted value, in units of `10^-scale`.
+        max: Option<i128>,
     },
     /// Text that must match a regular expression.
     Matching(Pattern),
@@ -173,7 +197,9 @@ impl FieldType {
             | FieldType::Enum(_)
             | FieldType::Matching(_) => DataType::Utf8,
             FieldType::Bool => DataType::Boolean,
-            FieldType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
+            FieldType::Decimal {
+                precision, scale, ..
+            } => DataType::Decimal128(*precision, *scale),
             FieldType::List(item) => list_type(item.data_type()),
             FieldType::Timestamp => timestamp_type(),
             FieldType::Float { .. } => DataType::Float64,
@@ -233,6 +259,7 @@ enum Role {
         event_time: String,
         max_out_of_orderness_ms: Option<i64>,
         idle_timeout_ms: Option<i64>,
+        max_future_ms: Option<i64>,
     },
     Table {
         key: String,
@@ -294,6 +321,7 @@ fn declared_source(entry: &SourceEntry) -> Result<Declared, String> {
             event_time: named(&entry.event_time, "event_time")?,
             max_out_of_orderness_ms: entry.max_out_of_orderness_ms,
             idle_timeout_ms: entry.idle_timeout_ms,
+            max_future_ms: entry.max_future_ms,
         },
         "table" => Role::Table {
             key: named(&entry.key, "key")?,
@@ -337,43 +365,55 @@ fn declared_source(entry: &SourceEntry) -> Result<Declared, String> {
     })
 }
 
-/// The decoder's view of a declared column.
+/// The decoder's view of a declared column: its type with every check it
+/// declares (a list's checks apply to its items). The checks were
+/// validated with the configuration ([`crate::config::sources::problems`]).
 fn field_spec(column: &ColumnEntry) -> Result<FieldSpec, String> {
-    let ty = match (&column.values, &column.regex) {
-        (Some(values), _) => FieldType::Enum(values.clone()),
-        (None, Some(pattern)) => regex::Regex::new(pattern)
-            .map(|re| FieldType::Matching(Pattern(re)))
-            .map_err(|e| format!("column {}: {e}", column.name))?,
-        (None, None) => match ColumnType::parse(&column.ty)? {
-            ColumnType::String if column.lowercase => FieldType::Coded,
-            ty => field_type(&ty, column.min, column.max),
-        },
-    };
     Ok(FieldSpec {
         name: column.name.clone(),
-        ty,
+        ty: checked_type(&ColumnType::parse(&column.ty)?, column)?,
         required: column.required,
     })
 }
 
-/// The decoder's type for a declared type, with a number's bounds.
-fn field_type(ty: &ColumnType, min: Option<f64>, max: Option<f64>) -> FieldType {
-    match ty {
+/// `ty` with the column's checks.
+fn checked_type(ty: &ColumnType, column: &ColumnEntry) -> Result<FieldType, String> {
+    let at = |e: String| format!("column {}: {e}", column.name);
+    Ok(match ty {
+        ColumnType::List(item) => FieldType::List(Box::new(checked_type(item, column)?)),
+        ColumnType::String => match (&column.values, &column.regex) {
+            (Some(values), _) => FieldType::Enum(values.clone()),
+            (None, Some(pattern)) => regex::Regex::new(pattern)
+                .map(|re| FieldType::Matching(Pattern(re)))
+                .map_err(|e| at(e.to_string()))?,
+            (None, None) if column.lowercase => FieldType::Coded,
+            (None, None) => FieldType::Text,
+        },
         ColumnType::Id => FieldType::Id,
-        ColumnType::String => FieldType::Text,
         ColumnType::Timestamp => FieldType::Timestamp,
         ColumnType::Bool => FieldType::Bool,
-        &ColumnType::Decimal { precision, scale } => FieldType::Decimal { precision, scale },
+        &ColumnType::Decimal { precision, scale } => {
+            let bound = |b: Option<f64>| {
+                b.map(|v| crate::decode::decimal_units(v, scale))
+                    .transpose()
+                    .map_err(at)
+            };
+            FieldType::Decimal {
+                precision,
+                scale,
+                min: bound(column.min)?,
+                max: bound(column.max)?,
+            }
+        }
         ColumnType::Float => FieldType::Float {
-            min: min.unwrap_or(f64::NEG_INFINITY),
-            max: max.unwrap_or(f64::INFINITY),
+            min: column.min.unwrap_or(f64::NEG_INFINITY),
+            max: column.max.unwrap_or(f64::INFINITY),
         },
         ColumnType::Int => FieldType::Int {
-            min: min.map_or(i64::MIN, |m| m as i64),
-            max: max.map_or(i64::MAX, |m| m as i64),
+            min: column.min.map_or(i64::MIN, |m| m as i64),
+            max: column.max.map_or(i64::MAX, |m| m as i64),
         },
-        ColumnType::List(item) => FieldType::List(Box::new(field_type(item, min, max))),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ async fn need_by_category_per_hour_with_shares_early_then_final() {
                "order_share": share, "revenue_share": share, "final": is_final})
         };
     let windowed = job.windowed_mut().expect("windowed");
-    let early = windowed.early().await.expect("early");
+    let early = windowed.early().await.into_result().expect("early");
     let late_window = json!({"job": "need_by_category", "window_start": "2026-01-01T11:00:00.000Z",
         "window_end": "2026-01-01T12:00:00.000Z", "category": "toys", "orders": 1, "customers": 1,
         "revenue": 20.0, "avg_basket": 20.0, "order_share": 1.0, "revenue_share": 1.0, "final": false});
@@ -144,6 +144,7 @@ async fn need_by_category_per_hour_with_shares_early_then_final() {
     let fired = windowed
         .fire(ms("2026-01-01T11:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     assert_eq!(
         published(&job, &fired),
@@ -186,6 +187,7 @@ async fn satisfaction_hourly_csat_nps_and_ces() {
     let fired = windowed
         .fire(ms("2026-01-01T11:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     // web/delivery: 4 responses; CSAT (5 + 4 + 2) / 3; 2 of 3 ratings are 4-5;
     // NPS: promoters 10, 9, detractor 6, of 3 answers → 100 · (2 - 1) / 3; CES (2 + 4) / 2.
@@ -240,6 +242,7 @@ async fn need_by_segment_uses_age_as_of_the_window_end_and_shares_within_the_seg
     let fired = windowed
         .fire(ms("2026-01-02T00:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     // Ages at the window end (2026): a 36 → 35-44, b 26 → 25-34, c has no profile.
     // Segment 35-44/f: books 10 and toys 30 → each half the orders, 1/4 and 3/4 of revenue.
@@ -302,6 +305,7 @@ async fn need_trend_slope_of_daily_orders_and_week_over_week_change() {
     let fired = windowed
         .fire(ms("2026-01-29T00:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     let rows = published(&job, &fired);
     let row = row_where(&rows, &[("window_end", json!("2026-01-29T00:00:00.000Z"))]);
@@ -370,6 +374,7 @@ async fn need_correlation_needs_30_pairs() {
     let fired = windowed
         .fire(ms("2026-01-06T00:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     let rows = published(&job, &fired);
     let books = row_where(&rows, &[("category", json!("books"))]);
@@ -432,6 +437,7 @@ async fn need_correlation_reads_genders_as_crms_code_them_and_counts_the_rest() 
     let fired = windowed
         .fire(ms("2026-01-06T00:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     let rows = published(&job, &fired);
     let books = row_where(&rows, &[("category", json!("books"))]);
@@ -465,6 +471,7 @@ async fn need_by_segment_groups_a_gender_however_it_is_written() {
     let fired = windowed
         .fire(ms("2026-01-02T00:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     let genders: BTreeMap<String, (Value, Value)> = published(&job, &fired)
         .iter()
@@ -539,6 +546,7 @@ async fn satisfaction_trend_slopes_and_week_over_week_change() {
     let fired = windowed
         .fire(ms("2026-01-29T00:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     let rows = published(&job, &fired);
     let row = row_where(&rows, &[("window_end", json!("2026-01-29T00:00:00.000Z"))]);
@@ -590,6 +598,7 @@ async fn satisfaction_correlation_of_age_and_gender_with_rating_and_nps() {
     let fired = windowed
         .fire(ms("2026-01-06T00:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     let rows = published(&job, &fired);
     let web = row_where(&rows, &[("channel", json!("web"))]);
@@ -644,6 +653,7 @@ async fn loyalty_rfm_scores_by_quintile_and_segments_by_the_rule_table() {
     let fired = windowed
         .fire(ms("2026-01-11T00:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     let rows = published(&job, &fired);
     // Window [2025-01-11, 2026-01-11). Recency in whole days to 2026-01-11:
@@ -715,6 +725,7 @@ async fn loyalty_summary_counts_segments_repeat_rate_and_at_risk_share() {
     let fired = windowed
         .fire(ms("2026-01-11T00:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     let rows: Vec<Value> = published(&job, &fired)
         .into_iter()
@@ -813,6 +824,7 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
     let fired = windowed
         .fire(ms("2026-01-01T11:00:00Z"), unhurried())
         .await
+        .into_result()
         .expect("fire");
     let rows: Vec<Value> = published(&job, &fired)
         .into_iter()

@@ -32,11 +32,19 @@ fn record(topic: &str, value: &str) -> OutRecord {
         key: Some(value.as_bytes().to_vec()),
         payload: Some(value.as_bytes().to_vec()),
         headers: Vec::new(),
+        job: None,
     }
 }
 
 fn new_sink(config: &Config, transactional_id: &str, metrics: &Arc<Metrics>) -> Sink {
-    Sink::new(config, transactional_id, Arc::clone(metrics), watch()).expect("producer")
+    Sink::new(
+        config,
+        transactional_id,
+        cxpulse::sink::Limits::default(),
+        Arc::clone(metrics),
+        watch(),
+    )
+    .expect("producer")
 }
 
 /// A consumer of the test's group, for its group metadata (offsets are
@@ -113,33 +121,100 @@ async fn committed_epochs_are_read_committed_and_aborted_ones_are_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undeliverable_record_is_reported_and_counted() {
+async fn a_record_its_topic_cannot_take_is_handed_back_and_the_transaction_goes_on() {
     let broker = TestBroker::start();
     let prefix = unique_prefix("sink-fail");
     let mut config = Config::load(None).expect("default config");
     config.kafka.brokers = broker.bootstrap().to_owned();
+    config.kafka.group_id = format!("{prefix}group");
     let topic = format!("{prefix}out");
-    ensure_topics(&config, &[TopicSpec::new(&topic, 1)])
-        .await
-        .expect("topic");
+    let small = format!("{prefix}small");
+    let compacted = format!("{prefix}compacted");
+    ensure_topics(
+        &config,
+        &[
+            TopicSpec::new(&topic, 1),
+            TopicSpec::new(&small, 1).with_config("max.message.bytes", "10000"),
+            TopicSpec::new(&compacted, 1).with_config("cleanup.policy", "compact"),
+        ],
+    )
+    .await
+    .expect("topics");
+    let limits =
+        cxpulse::admin::topic_limits(&config, &[topic.clone(), small.clone(), compacted.clone()])
+            .await
+            .expect("describe");
+    assert_eq!(limits[&small].max_message_bytes, 10_000, "{limits:?}");
+    assert!(limits[&compacted].compacted, "{limits:?}");
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let sink = new_sink(&config, &format!("{prefix}tx"), &metrics);
+    let member = group_member(&config);
+    let sink = Sink::new(
+        &config,
+        &format!("{prefix}tx"),
+        cxpulse::sink::Limits::new(limits, &Default::default()),
+        Arc::clone(&metrics),
+        watch(),
+    )
+    .expect("producer");
     sink.init().await.expect("init");
     sink.begin().await.expect("begin");
-    // Larger than the producer's message.max.bytes (1 MB by default).
+    // Over the default topic's 1 MiB; over the small topic's 10,000 bytes;
+    // without a key for the compacted topic.
     let huge = "x".repeat(2_000_000);
-    let err = sink
-        .send_all(vec![record(&topic, "ok"), record(&topic, &huge)])
+    let mut keyless = record(&compacted, "no key");
+    keyless.key = None;
+    let mut in_flight = cxpulse::sink::InFlight::default();
+    let refused = sink
+        .enqueue(
+            vec![
+                record(&topic, "ok"),
+                record(&topic, &huge),
+                record(&small, &"y".repeat(20_000)),
+                record(&small, "fits"),
+                keyless,
+                record(&compacted, "keyed"),
+            ],
+            &mut in_flight,
+        )
         .await
-        .expect_err("too large");
-    assert_eq!((err.count, err.topic.as_str()), (1, topic.as_str()));
-    assert!(
-        err.to_string()
-            .starts_with(&format!("1 record(s) to topic {topic} were not delivered")),
-        "{err}"
+        .expect("enqueued");
+    let refused: Vec<(String, usize)> = refused
+        .iter()
+        .map(|r| {
+            (
+                r.record.topic.clone(),
+                r.record.payload.as_ref().map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (topic.clone(), 2_000_000),
+            (small.clone(), 20_000),
+            (compacted.clone(), 6)
+        ]
     );
     assert_eq!(metrics.produce_errors.with_label_values(&[&topic]).get(), 1);
-    sink.abort().await.expect("abort");
+    sink.delivered(in_flight).await.expect("the rest delivered");
+    let group = member.group_metadata().expect("group metadata");
+    sink.commit(TopicPartitionList::new(), group)
+        .await
+        .expect("the transaction commits without the refused records");
+    let read = |t: &str| -> Vec<String> {
+        read_topic_with(
+            broker.bootstrap(),
+            t,
+            "read_committed",
+            Duration::from_secs(10),
+        )
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect()
+    };
+    assert_eq!(read(&topic), ["ok"]);
+    assert_eq!(read(&small), ["fits"]);
+    assert_eq!(read(&compacted), ["keyed"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +233,14 @@ async fn a_producer_that_lost_every_broker_sends_nothing_more() {
     let group = || member.group_metadata().expect("group metadata");
 
     let watch = watch();
-    let old = Sink::new(&config, "lost-tx", Arc::clone(&metrics), watch.clone()).expect("producer");
+    let old = Sink::new(
+        &config,
+        "lost-tx",
+        cxpulse::sink::Limits::default(),
+        Arc::clone(&metrics),
+        watch.clone(),
+    )
+    .expect("producer");
     old.init().await.expect("init");
     old.begin().await.expect("begin");
     old.send_all(vec![record(topic, "before")])

@@ -86,12 +86,17 @@ pub async fn batch(config: &Config, dir: &Path, queries: &Path, events: u64) -> 
     for table in Source::tables() {
         let changes = read_lines(dir, table, |line| {
             let cells = parse_record(table, line.as_bytes()).expect("a valid row");
-            (table, RowChange::Upsert(owned_cells(cells)))
+            RowChange::Upsert(owned_cells(cells))
         });
-        lookups.apply(changes);
+        if let Some(rows) = lookups.table(table) {
+            rows.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .apply(changes);
+        }
     }
     let views = cxpulse::query::views::views_dir(queries);
-    let (mut jobs, problems) = cxpulse::job::load_all(queries, &views, &lookups, "bench.").await;
+    let (mut jobs, problems) =
+        cxpulse::job::load_all(queries, &views, &lookups, "bench.", None).await;
     assert!(problems.is_empty(), "{problems:?}");
     let mut rows: BTreeMap<String, u64> = jobs.iter().map(|j| (j.name.clone(), 0)).collect();
     let mut latest: BTreeMap<Source, i64> = BTreeMap::new();
@@ -133,12 +138,10 @@ pub async fn batch(config: &Config, dir: &Path, queries: &Path, events: u64) -> 
         let name = job.name.clone();
         if let Some(windowed) = job.windowed_mut() {
             let through = windowed.info.sources.iter().map(watermark).min();
-            let fired = windowed
-                .fire(through.unwrap_or(i64::MIN), far)
-                .await
-                .expect("fire");
+            let fired = windowed.fire(through.unwrap_or(i64::MIN), far).await;
+            assert!(fired.failures.is_empty(), "{:?}", fired.failures);
             *rows.entry(name).or_default() +=
-                fired.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                fired.rows.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         }
     }
     Measured {

@@ -257,6 +257,9 @@ impl Layered {
         {
             return self.source_origin(name, key);
         }
+        if let Some(property) = path.strip_prefix("kafka.properties.") {
+            return self.property_origin(path, property);
+        }
         let metadata = self.figment.find_metadata(path);
         if let (Some(Source::File(file)), Some((_, text))) =
             (metadata.and_then(|m| m.source.as_ref()), &self.file)
@@ -277,6 +280,38 @@ impl Layered {
 }
 
 impl Layered {
+    /// Where a librdkafka property is set: the environment wins over the
+    /// file, where it may be written as dotted keys or as one quoted key.
+    fn property_origin(&self, path: &str, property: &str) -> String {
+        let var = env_var_name(path);
+        if std::env::var_os(&var).is_some() {
+            return format!("env {var}");
+        }
+        if let Some((file, text)) = &self.file {
+            let quoted = toml_edit::ImDocument::parse(text.as_str())
+                .ok()
+                .and_then(|doc| {
+                    let (key, _) = doc
+                        .as_table()
+                        .get("kafka")?
+                        .as_table_like()?
+                        .get("properties")?
+                        .as_table_like()?
+                        .get_key_value(property)?;
+                    let offset = key.span()?.start;
+                    Some(text.get(..offset)?.matches('\n').count() + 1)
+                });
+            return match quoted.or_else(|| line_of(text, path)) {
+                Some(line) => format!("{}:{line}", file.display()),
+                None => file.display().to_string(),
+            };
+        }
+        match line_of(DEFAULT_TOML, path) {
+            Some(line) => format!("config/default.toml:{line} (default)"),
+            None => "config/default.toml (default)".to_owned(),
+        }
+    }
+
     /// Where `key` of the source `name` is written: the file's
     /// `[[sources]]` entry of that name if it has one, else the default's.
     fn source_origin(&self, name: &str, key: &str) -> String {

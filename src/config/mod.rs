@@ -131,12 +131,25 @@ pub struct EngineConfig {
     pub max_out_of_orderness_ms: i64,
     /// Silence after which a partition no longer holds the watermark back, in milliseconds.
     pub idle_timeout_ms: i64,
+    /// How far ahead of the wall clock an event time may be, in
+    /// milliseconds; later events are dead letters (`future`). 0: no check.
+    pub max_future_ms: i64,
+    /// Largest record (key, value and headers) decoded: bytes, or a size
+    /// with a unit; larger ones are dead letters (`too_large`).
+    pub max_record_bytes: String,
     /// Length of an epoch (one Kafka transaction), in milliseconds.
     pub commit_interval_ms: i64,
-    /// Most memory window state may hold: bytes, or a size with a unit.
+    /// Most memory window state and kept tables may hold: bytes, or a
+    /// size with a unit.
     pub state_memory_limit: String,
+    /// Most memory the table sources may hold: bytes, or a size with a unit.
+    pub table_memory_limit: String,
+    /// Most memory DataFusion may use for one job's plans at a time.
+    pub job_memory_limit: String,
     /// Maximum records per micro-batch.
     pub batch_max_rows: i64,
+    /// Maximum bytes of records per micro-batch: bytes, or a size with a unit.
+    pub batch_max_bytes: String,
     /// Most records one backfill micro-batch reads: how long a live record
     /// may wait behind a backfill.
     pub backfill_batch_rows: i64,
@@ -152,11 +165,30 @@ pub struct EngineConfig {
 }
 
 /// `[http]`: the metrics and probe endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Listen address, `host:port` (port 0 picks a free port).
     pub listen: String,
+    /// Bearer token of the admin endpoints; empty: they are off.
+    pub admin_token: String,
+}
+
+impl fmt::Debug for HttpConfig {
+    /// The token is never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field(
+                "admin_token",
+                &if self.admin_token.is_empty() {
+                    "(none)"
+                } else {
+                    "(set)"
+                },
+            )
+            .finish()
+    }
 }
 
 /// Log output format.
@@ -310,10 +342,27 @@ impl Config {
 
     /// `engine.state_memory_limit` in bytes (validated at load).
     pub fn state_memory_limit_bytes(&self) -> u64 {
-        self.engine
-            .state_memory_limit
-            .parse::<bytesize::ByteSize>()
-            .map_or(u64::MAX, |b| b.as_u64())
+        size_bytes(&self.engine.state_memory_limit)
+    }
+
+    /// `engine.table_memory_limit` in bytes (validated at load).
+    pub fn table_memory_limit_bytes(&self) -> u64 {
+        size_bytes(&self.engine.table_memory_limit)
+    }
+
+    /// `engine.job_memory_limit` in bytes (validated at load).
+    pub fn job_memory_limit(&self) -> usize {
+        usize::try_from(size_bytes(&self.engine.job_memory_limit)).unwrap_or(usize::MAX)
+    }
+
+    /// `engine.max_record_bytes` in bytes (validated at load).
+    pub fn max_record_bytes(&self) -> usize {
+        usize::try_from(size_bytes(&self.engine.max_record_bytes)).unwrap_or(usize::MAX)
+    }
+
+    /// `engine.batch_max_bytes` in bytes (validated at load).
+    pub fn batch_max_bytes(&self) -> usize {
+        usize::try_from(size_bytes(&self.engine.batch_max_bytes)).unwrap_or(usize::MAX)
     }
 
     /// The librdkafka properties common to consumer, producer and admin clients.
@@ -334,6 +383,13 @@ impl Config {
         }
         client
     }
+}
+
+/// A size written as bytes or with a unit (`512MiB`); `u64::MAX` when it is
+/// not one (validation reports it).
+fn size_bytes(text: &str) -> u64 {
+    text.parse::<bytesize::ByteSize>()
+        .map_or(u64::MAX, |b| b.as_u64())
 }
 
 #[cfg(test)]

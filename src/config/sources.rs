@@ -41,6 +41,11 @@ pub struct SourceEntry {
     /// `engine.idle_timeout_ms`).
     #[serde(default)]
     pub idle_timeout_ms: Option<i64>,
+    /// Streams: how far ahead of the wall clock this source's event times
+    /// may be, in milliseconds; 0: no check (default:
+    /// `engine.max_future_ms`).
+    #[serde(default)]
+    pub max_future_ms: Option<i64>,
     /// Tables: the key column.
     #[serde(default)]
     pub key: Option<String>,
@@ -264,8 +269,13 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
                     format!("duplicate column name {:?}", column.name),
                 ));
             }
-            if let Err(message) = ColumnType::parse(&column.ty) {
-                found.push((at_column("type"), message));
+            match ColumnType::parse(&column.ty) {
+                Err(message) => found.push((at_column("type"), message)),
+                Ok(ty) => {
+                    for (key, message) in check_problems(column, &ty) {
+                        found.push((at_column(key), message));
+                    }
+                }
             }
             if let Some(path) = &column.path
                 && path
@@ -303,9 +313,14 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
                         ),
                     ));
                 }
-                for key in ["max_out_of_orderness_ms", "idle_timeout_ms"] {
+                for key in [
+                    "max_out_of_orderness_ms",
+                    "idle_timeout_ms",
+                    "max_future_ms",
+                ] {
                     let value = match key {
                         "idle_timeout_ms" => source.idle_timeout_ms,
+                        "max_future_ms" => source.max_future_ms,
                         _ => source.max_out_of_orderness_ms,
                     };
                     if value.is_some_and(|ms| ms < 0) {
@@ -356,6 +371,89 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
                 ));
             }
         }
+    }
+    found
+}
+
+/// The checks of `column` (of type `ty`) that its type cannot enforce, as
+/// (key, message): every declared check is enforced or refused, never
+/// accepted and ignored. A list's checks apply to its items.
+fn check_problems(column: &ColumnEntry, ty: &ColumnType) -> Vec<(&'static str, String)> {
+    let mut item = ty;
+    while let ColumnType::List(inner) = item {
+        item = inner;
+    }
+    let type_name = match item {
+        ColumnType::Id => "id",
+        ColumnType::String => "string",
+        ColumnType::Int => "int",
+        ColumnType::Float => "float",
+        ColumnType::Bool => "bool",
+        ColumnType::Timestamp => "timestamp",
+        ColumnType::Decimal { .. } => "decimal",
+        ColumnType::List(_) => "list",
+    };
+    let mut found = Vec::new();
+    let applies_to = |check: &str, types: &str| {
+        format!(
+            "{check} applies to {types} columns, not to {type_name} (the check would never run)"
+        )
+    };
+    let string = matches!(item, ColumnType::String);
+    if column.values.is_some() && !string {
+        found.push(("values", applies_to("values", "string")));
+    }
+    if column.regex.is_some() && !string {
+        found.push(("regex", applies_to("regex", "string")));
+    }
+    if column.lowercase && !string {
+        found.push(("lowercase", applies_to("lowercase", "string")));
+    }
+    if let Some(pattern) = &column.regex
+        && let Err(e) = regex::Regex::new(pattern)
+    {
+        found.push((
+            "regex",
+            format!("{pattern:?} is not a regular expression: {e}"),
+        ));
+    }
+    if string && column.values.is_some() && column.regex.is_some() {
+        found.push((
+            "regex",
+            "set values or regex, not both: a value from the list is all that is accepted"
+                .to_owned(),
+        ));
+    }
+    if string && column.lowercase && (column.values.is_some() || column.regex.is_some()) {
+        found.push((
+            "lowercase",
+            "lowercase cannot be combined with values or regex: values already match in any \
+             case and keep the listed spelling; a regex sees the text as written"
+                .to_owned(),
+        ));
+    }
+    let bounds = [("min", column.min), ("max", column.max)];
+    for (key, bound) in bounds {
+        let Some(value) = bound else { continue };
+        match item {
+            ColumnType::Float => {}
+            ColumnType::Int if value.fract() != 0.0 || value.abs() >= 9.0e15 => found.push((
+                key,
+                format!("{value} is not an integer; an int column's bounds are integers"),
+            )),
+            ColumnType::Int => {}
+            &ColumnType::Decimal { scale, .. } => {
+                if let Err(e) = crate::decode::decimal_units(value, scale) {
+                    found.push((key, e));
+                }
+            }
+            _ => found.push((key, applies_to(key, "int, float and decimal"))),
+        }
+    }
+    if let (Some(min), Some(max)) = (column.min, column.max)
+        && min > max
+    {
+        found.push(("max", format!("{max} is below min {min}")));
     }
     found
 }
@@ -534,6 +632,7 @@ mod tests {
             event_time: Some("ts".to_owned()),
             max_out_of_orderness_ms: None,
             idle_timeout_ms: None,
+            max_future_ms: None,
             key: Some("id".to_owned()),
             enabled: true,
             columns,

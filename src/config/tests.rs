@@ -75,7 +75,7 @@ fn every_problem_is_reported_at_once_with_its_origin() {
         assert_eq!(
             lines,
             vec![
-                "bad.toml:6: `engine.batch_lingr_ms`: unknown key; known keys here: backfill_batch_rows, batch_linger_ms, batch_max_rows, commit_interval_ms, gauge_series_limit, idle_timeout_ms, max_out_of_orderness_ms, queries_dir, reload_interval_ms, shutdown_drain_ms, state_memory_limit, views_dir",
+                "bad.toml:6: `engine.batch_lingr_ms`: unknown key; known keys here: backfill_batch_rows, batch_linger_ms, batch_max_bytes, batch_max_rows, commit_interval_ms, gauge_series_limit, idle_timeout_ms, job_memory_limit, max_future_ms, max_out_of_orderness_ms, max_record_bytes, queries_dir, reload_interval_ms, shutdown_drain_ms, state_memory_limit, table_memory_limit, views_dir",
                 "bad.toml:7: `engine.max_out_of_orderness_ms`: must be an integer, got a string",
                 "bad.toml:9: `log.format`: is \"yaml\", expected one of text, json",
                 "bad.toml:2: `kafka.brokers`: \"nohost\" must be a comma-separated list of host:port",
@@ -197,6 +197,127 @@ retention_ms = 1000
                 "keep.toml:15: sources.tickets.keep.state: state \"stage\" is not a text (`id` or `string`) column of tickets",
                 "keep.toml:16: sources.tickets.keep.latest: \"complaint_status\" is already the name of a source or of a kept table",
             ]
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn every_declared_check_is_enforced_or_refused_with_its_line() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "checks.toml",
+            r#"
+[[sources]]
+name = "orders"
+topic = "shop.orders"
+kind = "stream"
+event_time = "ts"
+max_future_ms = -1
+columns = [
+  { name = "ts", type = "timestamp", required = true, min = 0 },
+  { name = "total", type = "decimal(10,2)", min = 0, max = 99999.999 },
+  { name = "items", type = "int", min = 0.5 },
+  { name = "sku", type = "int", regex = "^[0-9]+$" },
+  { name = "kind", type = "string", values = ["a", "b"], regex = "^[ab]$" },
+  { name = "tier", type = "string", values = ["gold"], lowercase = true },
+  { name = "paid", type = "bool", lowercase = true },
+  { name = "tags", type = "list<int>", values = ["x"] },
+  { name = "score", type = "float", min = 5, max = 1 },
+]
+"#,
+        )?;
+        let problems = Config::load(Some(Path::new("checks.toml")))
+            .expect_err("invalid")
+            .0;
+        let found: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}: {}", p.origin, p.key, p.message))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "checks.toml:9: sources.orders.columns[0].min: min applies to int, float and decimal columns, not to timestamp (the check would never run)",
+                "checks.toml:10: sources.orders.columns[1].max: bound 99999.999 has more than 2 digits after the point (the column's scale)",
+                "checks.toml:11: sources.orders.columns[2].min: 0.5 is not an integer; an int column's bounds are integers",
+                "checks.toml:12: sources.orders.columns[3].regex: regex applies to string columns, not to int (the check would never run)",
+                "checks.toml:13: sources.orders.columns[4].regex: set values or regex, not both: a value from the list is all that is accepted",
+                "checks.toml:14: sources.orders.columns[5].lowercase: lowercase cannot be combined with values or regex: values already match in any case and keep the listed spelling; a regex sees the text as written",
+                "checks.toml:15: sources.orders.columns[6].lowercase: lowercase applies to string columns, not to bool (the check would never run)",
+                "checks.toml:16: sources.orders.columns[7].values: values applies to string columns, not to int (the check would never run)",
+                "checks.toml:17: sources.orders.columns[8].max: 1 is below min 5",
+                "checks.toml:7: sources.orders.max_future_ms: must be 0 or more",
+            ]
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_decimal_column_compares_its_bounds_exactly() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "orders.toml",
+            r#"
+[[sources]]
+name = "transactions"
+columns = [
+  { name = "event_id", type = "id", required = true },
+  { name = "customer_id", type = "id", required = true },
+  { name = "ts", type = "timestamp", required = true },
+  { name = "amount", type = "decimal(10,2)", required = true, min = 0, max = 0.3 },
+  { name = "category", type = "string", required = true },
+]
+"#,
+        )?;
+        let config = Config::load(Some(Path::new("orders.toml"))).expect("valid");
+        let entry = config
+            .sources
+            .iter()
+            .find(|s| s.name == "transactions")
+            .expect("transactions");
+        let amount = &entry.columns[3];
+        let ty = crate::config::sources::ColumnType::parse(&amount.ty).expect("type");
+        let crate::config::sources::ColumnType::Decimal { scale, .. } = ty else {
+            panic!("a decimal");
+        };
+        // 0.3 as a binary float is 0.299999…: read as written, it is 30 cents.
+        assert_eq!(crate::decode::decimal_units(0.3, scale), Ok(30));
+        assert_eq!(crate::decode::decimal_units(0.0, scale), Ok(0));
+        assert_eq!(crate::decode::decimal_units(-5.0, scale), Ok(-500));
+        Ok(())
+    });
+}
+
+#[test]
+fn exactly_once_settings_cannot_be_overridden_and_the_admin_token_is_long() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "eos.toml",
+            "[kafka.properties]\nenable.auto.commit = \"true\"\n\"isolation.level\" = \"read_uncommitted\"\nsecurity.protocol = \"SASL_SSL\"\n",
+        )?;
+        jail.set_env("CXPULSE__KAFKA__PROPERTIES__TRANSACTIONAL_ID", "mine");
+        jail.set_env("CXPULSE__HTTP__ADMIN_TOKEN", "short");
+        let problems = Config::load(Some(Path::new("eos.toml")))
+            .expect_err("invalid")
+            .0;
+        let found: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            found,
+            [
+                "eos.toml:2: `kafka.properties.enable.auto.commit`: cannot be set: cxpulse sets enable.auto.commit itself (offsets are committed only inside each epoch's transaction, with its outputs)",
+                "eos.toml:3: `kafka.properties.isolation.level`: cannot be set: cxpulse sets isolation.level itself (the engine reads read_committed, so that aborted epochs and transactions are never read)",
+                "env CXPULSE__KAFKA__PROPERTIES__TRANSACTIONAL_ID: `kafka.properties.transactional.id`: cannot be set: cxpulse sets transactional.id itself (it is <kafka.group_id>-<kafka.instance_id>, so that a restarted instance fences its previous self)",
+                "env CXPULSE__HTTP__ADMIN_TOKEN: `http.admin_token`: is 5 characters long, at least 16 are needed (e.g. `openssl rand -hex 32`)",
+            ]
+        );
+        jail.clear_env();
+        jail.set_env("CXPULSE__HTTP__ADMIN_TOKEN", "0123456789abcdef");
+        let config = Config::load(None).expect("a long enough token");
+        assert_eq!(config.http.admin_token, "0123456789abcdef");
+        assert!(
+            !format!("{config:?}").contains("0123456789abcdef"),
+            "the token is never printed"
         );
         Ok(())
     });

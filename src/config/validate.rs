@@ -10,6 +10,59 @@ use super::{Config, ConfigProblem};
 /// timeout (15 minutes by default) with room to spare.
 const MAX_COMMIT_INTERVAL_MS: i64 = 300_000;
 
+/// Shortest admin token accepted.
+const MIN_ADMIN_TOKEN: usize = 16;
+
+/// librdkafka properties the engine sets itself, and why `kafka.properties`
+/// may not: exactly-once depends on them (or a key of its own sets them).
+const ENGINE_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set kafka.brokers instead"),
+    ("metadata.broker.list", "set kafka.brokers instead"),
+    ("group.id", "set kafka.group_id instead"),
+    (
+        "group.instance.id",
+        "set kafka.instance_id instead: it is also the transactional id that fences an earlier instance",
+    ),
+    (
+        "transactional.id",
+        "it is <kafka.group_id>-<kafka.instance_id>, so that a restarted instance fences its previous self",
+    ),
+    (
+        "enable.auto.commit",
+        "offsets are committed only inside each epoch's transaction, with its outputs",
+    ),
+    (
+        "auto.commit.enable",
+        "offsets are committed only inside each epoch's transaction, with its outputs",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are committed only inside each epoch's transaction, with its outputs",
+    ),
+    (
+        "isolation.level",
+        "the engine reads read_committed, so that aborted epochs and transactions are never read",
+    ),
+    (
+        "enable.idempotence",
+        "the transactional producer needs idempotence",
+    ),
+    ("acks", "the transactional producer needs acks=all"),
+    (
+        "request.required.acks",
+        "the transactional producer needs acks=all",
+    ),
+    (
+        "transaction.timeout.ms",
+        "it follows engine.commit_interval_ms",
+    ),
+    ("message.timeout.ms", "set kafka.message_timeout_ms instead"),
+    (
+        "delivery.timeout.ms",
+        "set kafka.message_timeout_ms instead",
+    ),
+];
+
 /// Every semantic problem of `config`, each with the origin of its value.
 pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
@@ -31,6 +84,30 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
     }
     for (key, message) in super::sources::problems(&config.sources) {
         fail(&key, message);
+    }
+    for name in config.kafka.properties.keys() {
+        if let Some((_, why)) = ENGINE_PROPERTIES.iter().find(|(p, _)| p == name) {
+            fail(
+                &format!("kafka.properties.{name}"),
+                format!("cannot be set: cxpulse sets {name} itself ({why})"),
+            );
+        }
+    }
+    let token = &config.http.admin_token;
+    if !token.is_empty() && token.chars().count() < MIN_ADMIN_TOKEN {
+        fail(
+            "http.admin_token",
+            format!(
+                "is {} characters long, at least {MIN_ADMIN_TOKEN} are needed (e.g. `openssl rand -hex 32`)",
+                token.chars().count()
+            ),
+        );
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        fail(
+            "http.admin_token",
+            "must not contain spaces or control characters".to_owned(),
+        );
     }
     if config.kafka.group_id.trim().is_empty() {
         fail("kafka.group_id", "must not be empty".to_owned());
@@ -74,6 +151,7 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             config.engine.gauge_series_limit,
             0,
         ),
+        ("engine.max_future_ms", config.engine.max_future_ms, 0),
     ] {
         if value < min {
             fail(key, format!("is {value}, must be at least {min}"));
@@ -121,18 +199,43 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             ),
         );
     }
-    if let Err(e) = config
-        .engine
-        .state_memory_limit
-        .parse::<bytesize::ByteSize>()
-    {
-        fail(
+    for (key, text, least) in [
+        (
             "engine.state_memory_limit",
-            format!(
-                "{:?} is not a size: {e} (write bytes, or e.g. 512MiB, 2GiB)",
-                config.engine.state_memory_limit
+            &config.engine.state_memory_limit,
+            0,
+        ),
+        (
+            "engine.table_memory_limit",
+            &config.engine.table_memory_limit,
+            0,
+        ),
+        (
+            "engine.job_memory_limit",
+            &config.engine.job_memory_limit,
+            MIN_JOB_MEMORY,
+        ),
+        (
+            "engine.max_record_bytes",
+            &config.engine.max_record_bytes,
+            MIN_RECORD_BYTES,
+        ),
+        ("engine.batch_max_bytes", &config.engine.batch_max_bytes, 1),
+    ] {
+        match text.parse::<bytesize::ByteSize>() {
+            Err(e) => fail(
+                key,
+                format!("{text:?} is not a size: {e} (write bytes, or e.g. 512MiB, 2GiB)"),
             ),
-        );
+            Ok(size) if size.as_u64() < least => fail(
+                key,
+                format!(
+                    "is {text}, must be at least {}",
+                    bytesize::ByteSize::b(least)
+                ),
+            ),
+            Ok(_) => {}
+        }
     }
     if config.http.listen.parse::<SocketAddr>().is_err() {
         fail(
@@ -145,6 +248,12 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
     }
     problems
 }
+
+/// Smallest `engine.job_memory_limit`: DataFusion needs room for a batch.
+const MIN_JOB_MEMORY: u64 = 1 << 20;
+
+/// Smallest `engine.max_record_bytes`.
+const MIN_RECORD_BYTES: u64 = 1 << 10;
 
 fn is_host_port(text: &str) -> bool {
     match text.rsplit_once(':') {

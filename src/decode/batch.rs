@@ -183,6 +183,8 @@ mod tests {
         let ty = FieldType::Decimal {
             precision: 6,
             scale: 2,
+            min: None,
+            max: None,
         };
         let mut decimals = ColumnBuilder::new(&ty);
         decimals.append(&Cell::Decimal(1999));

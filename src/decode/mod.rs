@@ -19,7 +19,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 pub use batch::BatchBuilder;
 pub use json_scalar::JsonScalar;
 pub use layout::{Layout, Slot, path_keys};
-pub use rejection::{RejectKind, Rejection};
+pub use rejection::{RejectKind, Rejection, quote};
 pub use timestamp::{MAX_EPOCH_MILLIS, parse_rfc3339_millis};
 
 use crate::schema::{FieldSpec, FieldType, Source};
@@ -122,6 +122,45 @@ fn parse_decimal(text: &str, precision: u8, scale: i8) -> Option<i128> {
     Some(if negative { -units } else { units })
 }
 
+/// A bound written as a number (`min = 0`, `max = 9.99`), exactly, in units
+/// of `10^-scale` of a decimal column: its shortest decimal form is read,
+/// never its binary float value.
+pub fn decimal_units(bound: f64, scale: i8) -> Result<i128, String> {
+    if !bound.is_finite() {
+        return Err(format!("bound {bound} is not a number"));
+    }
+    let text = bound.to_string();
+    let scale = usize::try_from(scale).unwrap_or(0);
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.as_str()),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > scale {
+        return Err(format!(
+            "bound {text} has more than {scale} digits after the point (the column's scale)"
+        ));
+    }
+    let units = format!("{whole}{fraction:0<scale$}")
+        .parse::<i128>()
+        .map_err(|_| format!("bound {text} is too large for a decimal"))?;
+    Ok(if negative { -units } else { units })
+}
+
+/// A decimal count of `10^-scale` units as text (`-500`, 2 → `-5.00`).
+fn decimal_text(units: i128, scale: i8) -> String {
+    let scale = usize::try_from(scale).unwrap_or(0);
+    let digits = format!("{:0>width$}", units.unsigned_abs(), width = scale + 1);
+    let (whole, fraction) = digits.split_at(digits.len() - scale);
+    let sign = if units < 0 { "-" } else { "" };
+    if scale == 0 {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{fraction}")
+    }
+}
+
 /// `text` trimmed and lower-cased, borrowed when it already is.
 fn lower_trimmed(text: Cow<'_, str>) -> Cow<'_, str> {
     let trimmed = text.trim();
@@ -194,32 +233,63 @@ fn check<'a>(
             JsonScalar::Bool(b) => Ok(Cell::Bool(b)),
             other => Err(wrong_type("true or false", &other)),
         },
-        &FieldType::Decimal { precision, scale } => {
+        &FieldType::Decimal {
+            precision,
+            scale,
+            min,
+            max,
+        } => {
             let text = match value {
                 JsonScalar::Int(i) => i.to_string(),
                 JsonScalar::Float(f) if f.is_finite() => f.to_string(),
                 JsonScalar::Str(s) => s.trim().to_owned(),
                 other => return Err(wrong_type("a number or a decimal string", &other)),
             };
-            parse_decimal(&text, precision, scale)
-                .map(Cell::Decimal)
-                .ok_or_else(|| {
-                    Rejection::new(
-                        RejectKind::OutOfRange,
-                        format!(
-                            "field `{name}` is {text:?}, not a decimal of at most {precision} \
-                             digits with at most {scale} after the point"
+            let units = parse_decimal(&text, precision, scale).ok_or_else(|| {
+                Rejection::new(
+                    RejectKind::OutOfRange,
+                    format!(
+                        "field `{name}` is {}, not a decimal of at most {precision} \
+                         digits with at most {scale} after the point",
+                        quote(&text)
+                    ),
+                )
+            })?;
+            let below = min.filter(|m| units < *m);
+            let above = max.filter(|m| units > *m);
+            match (below, above) {
+                (None, None) => Ok(Cell::Decimal(units)),
+                _ => Err(Rejection::new(
+                    RejectKind::OutOfRange,
+                    match (min, max) {
+                        (Some(lo), Some(hi)) => format!(
+                            "field `{name}` is {}, must be between {} and {}",
+                            decimal_text(units, scale),
+                            decimal_text(lo, scale),
+                            decimal_text(hi, scale)
                         ),
-                    )
-                })
+                        (Some(lo), None) => format!(
+                            "field `{name}` is {}, must be at least {}",
+                            decimal_text(units, scale),
+                            decimal_text(lo, scale)
+                        ),
+                        _ => format!(
+                            "field `{name}` is {}, must be at most {}",
+                            decimal_text(units, scale),
+                            decimal_text(max.unwrap_or_default(), scale)
+                        ),
+                    },
+                )),
+            }
         }
         FieldType::Matching(pattern) => match value {
             JsonScalar::Str(s) if pattern.0.is_match(&s) => Ok(Cell::Str(s)),
             JsonScalar::Str(s) => Err(Rejection::new(
                 RejectKind::OutOfRange,
                 format!(
-                    "field `{name}` is {s:?}, which does not match {}",
-                    pattern.0.as_str()
+                    "field `{name}` is {}, which does not match {}",
+                    quote(&s),
+                    quote(pattern.0.as_str())
                 ),
             )),
             other => Err(wrong_type("a string", &other)),
@@ -234,7 +304,8 @@ fn check<'a>(
                 None => Err(Rejection::new(
                     RejectKind::OutOfRange,
                     format!(
-                        "field `{name}` is {s:?}, expected one of {} (any case)",
+                        "field `{name}` is {}, expected one of {} (any case)",
+                        quote(&s),
                         quoted(allowed)
                     ),
                 )),
@@ -245,7 +316,7 @@ fn check<'a>(
             JsonScalar::Str(s) => parse_rfc3339_millis(&s).map(Cell::Ts).ok_or_else(|| {
                 Rejection::new(
                     RejectKind::BadTimestamp,
-                    format!("field `{name}` is {s:?}, not an RFC 3339 timestamp"),
+                    format!("field `{name}` is {}, not an RFC 3339 timestamp", quote(&s)),
                 )
             }),
             JsonScalar::Int(ms) if (0..=timestamp::MAX_EPOCH_MILLIS).contains(&ms) => {
@@ -586,6 +657,8 @@ mod tests {
         let decimal = spec(FieldType::Decimal {
             precision: 6,
             scale: 2,
+            min: None,
+            max: None,
         });
         assert_eq!(
             validate(&decimal, JsonScalar::Float(19.99)),

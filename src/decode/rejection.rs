@@ -22,13 +22,24 @@ pub enum RejectKind {
     MissingKey,
     /// The event is late for every window of a job.
     Late,
-    /// A job failed to execute on the micro-batch holding the event.
+    /// A job failed to execute on the micro-batch holding the event, or
+    /// to fire a window (the dead letter names the job and the window).
     JobError,
+    /// The record is larger than `engine.max_record_bytes` (never
+    /// decoded), or a job's output row is larger than its topic accepts.
+    TooLarge,
+    /// The event time is further ahead of the wall clock than the source
+    /// allows (`max_future_ms`).
+    Future,
+    /// A new key of a table source beyond `engine.table_memory_limit`.
+    TableFull,
+    /// Decoding the record failed inside cxpulse (a bug, contained).
+    DecodeError,
 }
 
 impl RejectKind {
     /// Every kind, for pre-registering metric series.
-    pub const ALL: [RejectKind; 9] = [
+    pub const ALL: [RejectKind; 13] = [
         RejectKind::InvalidJson,
         RejectKind::NotObject,
         RejectKind::MissingField,
@@ -38,6 +49,10 @@ impl RejectKind {
         RejectKind::MissingKey,
         RejectKind::Late,
         RejectKind::JobError,
+        RejectKind::TooLarge,
+        RejectKind::Future,
+        RejectKind::TableFull,
+        RejectKind::DecodeError,
     ];
 
     /// The stable snake_case label of this kind.
@@ -52,6 +67,10 @@ impl RejectKind {
             RejectKind::MissingKey => "missing_key",
             RejectKind::Late => "late",
             RejectKind::JobError => "job_error",
+            RejectKind::TooLarge => "too_large",
+            RejectKind::Future => "future",
+            RejectKind::TableFull => "table_full",
+            RejectKind::DecodeError => "decode_error",
         }
     }
 }
@@ -81,8 +100,34 @@ impl Rejection {
     }
 }
 
+/// Characters of a bad value a reason quotes at most.
+const QUOTED_CHARS: usize = 64;
+
+/// `text` quoted for a reason: at most its first [`QUOTED_CHARS`]
+/// characters, and its size when it is longer, so that a reason never
+/// copies a large bad value.
+pub fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind, self.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_value_is_quoted_by_its_prefix_and_size() {
+        assert_eq!(quote("2026-01-01"), "\"2026-01-01\"");
+        let long = "é".repeat(100);
+        let quoted = quote(&long);
+        assert_eq!(quoted, format!("{:?}… (200 bytes)", "é".repeat(64)));
     }
 }

@@ -28,7 +28,7 @@ use super::restore::BackfillState;
 use crate::config::{Config, TopicsConfig};
 use crate::query::BackfillFrom;
 use crate::schema::Source;
-use crate::source::{Batcher, Consumed, MicroBatch, ReadToEndContext};
+use crate::source::{Admission, Batcher, Consumed, MicroBatch, ReadToEndContext};
 
 /// How long a metadata, offset or watermark request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,16 +65,12 @@ pub fn open(
     from: Option<BackfillFrom>,
     resumed: &BackfillState,
 ) -> Result<Opened, KafkaError> {
-    let mut client = rdkafka::ClientConfig::new();
+    // The user's properties, then the engine's, as for the live consumer.
+    let mut client = config.client_config();
     client
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed");
-    // The user's properties over the defaults, as for the live consumer.
-    for (k, v) in config.client_properties() {
-        client.set(k, v);
-    }
-    client
+        .set("isolation.level", "read_committed")
         // The engine's group, only to read its committed offsets: the
         // reader is assigned its partitions and never joins or commits.
         .set("group.id", &config.kafka.group_id)
@@ -155,6 +151,7 @@ pub struct Backfill {
     reader: BaseConsumer<ReadToEndContext>,
     partitions: BTreeMap<TopicPartition, Reading>,
     topics: TopicsConfig,
+    max_record_bytes: usize,
     batcher: Batcher,
     /// Records fed to the job so far (this run).
     pub read: u64,
@@ -187,7 +184,8 @@ impl Backfill {
             reader: opened.reader,
             partitions: opened.partitions,
             topics: config.topics.clone(),
-            batcher: Batcher::new(config.topics.clone()),
+            max_record_bytes: config.max_record_bytes(),
+            batcher: Batcher::new(config.topics.clone(), Admission::new(config)),
             read: 0,
             started: std::time::Instant::now(),
             next_log: std::time::Instant::now() + super::backfills::PROGRESS_EVERY,
@@ -260,7 +258,7 @@ impl Backfill {
             let at = (message.topic().to_owned(), message.partition());
             let (Some(r), Some(consumed)) = (
                 self.partitions.get_mut(&at),
-                Consumed::of(&message, &self.topics),
+                Consumed::of(&message, &self.topics, self.max_record_bytes),
             ) else {
                 continue;
             };

@@ -51,6 +51,17 @@ pub struct BackfillRequest {
     pub reply: oneshot::Sender<Result<String, Refusal>>,
 }
 
+/// A backfill request whose job was planned again and whose history's
+/// offsets were found, off the engine loop.
+pub(super) struct PreparedBackfill {
+    job: String,
+    fingerprint: String,
+    from: BackfillFrom,
+    path: std::path::PathBuf,
+    outcome: Result<(Job, backfill::Opened), Refusal>,
+    reply: oneshot::Sender<Result<String, Refusal>>,
+}
+
 /// Why a backfill request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -140,6 +151,25 @@ impl Engine {
             }
             None => self.jobs.push(running),
         }
+        Ok(())
+    }
+
+    /// Starts `running` as a backfill from where `state` says it stood (a
+    /// stopped job taken up again), then live.
+    pub(super) async fn resume_job(
+        &mut self,
+        running: RunningJob,
+        state: BackfillState,
+    ) -> Result<(), EngineError> {
+        let opened = open(&self.config, running.job.sources(), None, &state)
+            .await
+            .inspect_err(|_| running.forget_metrics(&self.metrics))
+            .map_err(EngineError::kafka("resuming a stopped job"))?;
+        let backfill = begin(&self.config, running, (None, opened), &state, &self.metrics);
+        self.backfills.push(backfill);
+        self.metrics
+            .backfills_running
+            .set(self.backfills.len() as i64);
         Ok(())
     }
 
@@ -258,67 +288,141 @@ impl Engine {
         self.jobs.push(running);
     }
 
-    /// Starts a backfill of a running job (`cxpulse backfill`): its state is
-    /// deleted and rebuilt from history, then it goes live again.
-    pub(super) async fn request_backfill(
-        &mut self,
-        job: &str,
-        from: BackfillFrom,
-    ) -> Result<String, Refusal> {
+    /// Takes a backfill request (`cxpulse backfill`) for a running job: what
+    /// can be checked at once is, then planning the job again and finding
+    /// where its history starts run on a task of their own, off the engine
+    /// loop, which finishes the request when they are done
+    /// ([`Engine::finish_backfill_request`]).
+    pub(super) fn take_backfill_request(
+        &self,
+        request: BackfillRequest,
+        prepared: tokio::sync::mpsc::Sender<PreparedBackfill>,
+    ) {
+        let BackfillRequest { job, from, reply } = request;
+        let running = match self.backfill_candidate(&job) {
+            Ok(running) => running,
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+                return;
+            }
+        };
+        let path = running.path.clone();
+        let fingerprint = running.job.fingerprint.clone();
+        let (config, lookups) = (self.config.clone(), self.lookups.clone());
+        tokio::spawn(async move {
+            let outcome = async {
+                let planned = match QueryFile::read(&path, &config.views_dir()) {
+                    Ok(query) => {
+                        Job::plan_bounded(
+                            query,
+                            &lookups,
+                            &config.topics.output_prefix,
+                            Some(config.job_memory_limit()),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let fresh = planned
+                    .map_err(|e| Refusal::Conflict(format!("cannot plan {job}: {e}")))?;
+                if fresh.fingerprint != fingerprint {
+                    return Err(Refusal::Conflict(format!(
+                        "{} changed since job {job} started; the next reload restarts it (with its @backfill, if any)",
+                        path.display()
+                    )));
+                }
+                let opened = open(&config, fresh.sources(), Some(from), &BackfillState::default())
+                    .await
+                    .map_err(|e| Refusal::Conflict(format!("reading the history's offsets: {e}")))?;
+                Ok((fresh, opened))
+            }
+            .await;
+            let _ = prepared
+                .send(PreparedBackfill {
+                    job,
+                    fingerprint,
+                    from,
+                    path,
+                    outcome,
+                    reply,
+                })
+                .await;
+        });
+    }
+
+    /// The running job `job`, if it can be backfilled now.
+    fn backfill_candidate(&self, job: &str) -> Result<&RunningJob, Refusal> {
         if self.backfills.iter().any(|b| b.job().job.name == job) {
             return Err(Refusal::Conflict(format!(
                 "job {job} is already backfilling"
             )));
         }
-        let Some(i) = self.jobs.iter().position(|j| j.job.name == job) else {
+        let Some(running) = self.jobs.iter().find(|j| j.job.name == job) else {
             let names: Vec<&str> = self.jobs.iter().map(|j| j.job.name.as_str()).collect();
             return Err(Refusal::UnknownJob(format!(
                 "no running job is named {job}; running: {}",
                 names.join(", ")
             )));
         };
-        if let Some(kept) = self.jobs[i].job.kept_table_read() {
+        if let Some(kept) = running.job.kept_table_read() {
             return Err(Refusal::Conflict(backfill_refused(kept)));
         }
-        let path = self.jobs[i].path.clone();
-        let planned = match QueryFile::read(&path, &self.config.views_dir()) {
-            Ok(query) => Job::plan(query, &self.lookups, &self.config.topics.output_prefix).await,
-            Err(e) => Err(e),
-        };
-        let fresh = planned.map_err(|e| Refusal::Conflict(format!("cannot plan {job}: {e}")))?;
-        if fresh.fingerprint != self.jobs[i].job.fingerprint {
-            return Err(Refusal::Conflict(format!(
-                "{} changed since job {job} started; the next reload restarts it (with its @backfill, if any)",
-                path.display()
-            )));
+        Ok(running)
+    }
+
+    /// Finishes a backfill request prepared off the loop: if the job is
+    /// still the one planned, its state is deleted and rebuilt from
+    /// history, then it goes live again.
+    pub(super) fn finish_backfill_request(&mut self, prepared: PreparedBackfill) {
+        let PreparedBackfill {
+            job,
+            fingerprint,
+            from,
+            path,
+            outcome,
+            reply,
+        } = prepared;
+        if reply.is_closed() {
+            // The asker gave up (the engine was busy or restarting).
+            return;
         }
-        let fresh_state = BackfillState::default();
-        let opened = open(&self.config, fresh.sources(), Some(from), &fresh_state)
-            .await
-            .map_err(|e| Refusal::Conflict(format!("reading the history's offsets: {e}")))?;
-        let old = self.jobs.remove(i);
-        old.forget_metrics(&self.metrics);
-        self.forget_job_state(&old.job.name, &old.job.fingerprint);
-        let now = Instant::now();
-        let running =
-            RunningJob::new(fresh, path, &self.metrics, gauge_limit(&self.config), now)
-                .map_err(|e| Refusal::Conflict(format!("registering the job's metrics: {e}")))?;
-        tracing::info!(job = %job, "backfill requested: the job's state is deleted and rebuilt from history");
-        let backfill = begin(
-            &self.config,
-            running,
-            (Some(from), opened),
-            &fresh_state,
-            &self.metrics,
-        );
-        let lag = backfill.lag(&self.live_positions);
-        self.backfills.push(backfill);
-        self.metrics
-            .backfills_running
-            .set(self.backfills.len() as i64);
-        Ok(format!(
-            "backfill of {job} started: {lag} records to read; its state is rebuilt, then it goes live (progress: cxpulse_backfill_lag_records{{job=\"{job}\"}})\n"
-        ))
+        let answer = outcome.and_then(|(fresh, opened)| {
+            self.backfill_candidate(&job)?;
+            let Some(i) = self
+                .jobs
+                .iter()
+                .position(|j| j.job.name == job && j.job.fingerprint == fingerprint)
+            else {
+                return Err(Refusal::Conflict(format!(
+                    "job {job} changed while its backfill was prepared; ask again"
+                )));
+            };
+            let now = Instant::now();
+            let old = self.jobs.remove(i);
+            old.forget_metrics(&self.metrics);
+            self.forget_job_state(&old.job.name, &old.job.fingerprint);
+            let running =
+                RunningJob::new(fresh, path, &self.metrics, gauge_limit(&self.config), now)
+                    .map_err(|e| Refusal::Conflict(format!("registering the job's metrics: {e}")))?;
+            tracing::info!(job = %job, "backfill requested: the job's state is deleted and rebuilt from history");
+            let fresh_state = BackfillState::default();
+            let backfill = begin(
+                &self.config,
+                running,
+                (Some(from), opened),
+                &fresh_state,
+                &self.metrics,
+            );
+            let lag = backfill.lag(&self.live_positions);
+            self.backfills.push(backfill);
+            self.metrics
+                .backfills_running
+                .set(self.backfills.len() as i64);
+            Ok(format!(
+                "backfill of {job} started: {lag} records to read; its state is rebuilt, then it goes live (progress: cxpulse_backfill_lag_records{{job=\"{job}\"}})\n"
+            ))
+        });
+        let _ = reply.send(answer);
     }
 
     /// Changelog records of the running backfills' positions and event times.

@@ -22,7 +22,10 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::{BackfillRequest, Core, Engine, EngineError, TICK, millis};
 use crate::sink::transaction::TxnFailure;
-use crate::source::{Batcher, DecodeStage, MicroBatch};
+use crate::source::{Admission, Batcher, DecodeStage, MicroBatch};
+
+/// How soon a query file absent on one look is looked for again.
+const RECHECK_REMOVED: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a clean stop waits for its consumers to close.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -66,9 +69,11 @@ impl Engine {
         let max_rows = usize::try_from(self.config.engine.batch_max_rows).unwrap_or(1);
         let linger = millis(self.config.engine.batch_linger_ms);
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let mut stage = DecodeStage::start(self.config.topics.clone(), threads)
+        let max_bytes = self.config.batch_max_bytes();
+        let admission = Admission::new(&self.config);
+        let mut stage = DecodeStage::start(self.config.topics.clone(), admission.clone(), threads)
             .map_err(|source| EngineError::Thread { source })?;
-        let mut lookup_batcher = Batcher::new(self.config.topics.clone());
+        let mut lookup_batcher = Batcher::new(self.config.topics.clone(), admission);
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -81,6 +86,7 @@ impl Engine {
         let mut next_reload = reload_every.map(|every| tokio::time::Instant::now() + every);
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|source| EngineError::Signal { source })?;
+        let (prepared_tx, mut prepared_rx) = tokio::sync::mpsc::channel(4);
         let pending = std::mem::take(&mut self.pending_output);
         self.publish(pending).await?;
         loop {
@@ -117,15 +123,16 @@ impl Engine {
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading queries");
                     self.reload().await?;
+                    next_reload = self.next_reload(reload_every);
                 }
                 Some(request) = requests.recv() => {
                     // One whose asker gave up (the engine was restarting)
                     // was answered "try again": it must not run later.
                     if !request.reply.is_closed() {
-                        let answer = self.request_backfill(&request.job, request.from).await;
-                        let _ = request.reply.send(answer);
+                        self.take_backfill_request(request, prepared_tx.clone());
                     }
                 }
+                Some(prepared) = prepared_rx.recv() => self.finish_backfill_request(prepared),
                 _ = ticker.tick() => {
                     match self.lookup.take(&mut lookup_batcher, Instant::now()) {
                         Ok(n) if n > 0 => self.process(lookup_batcher.take()?).await?,
@@ -138,25 +145,26 @@ impl Engine {
                         self.commit().await?;
                         commit_timer.reset();
                     }
-                    if let (Some(at), Some(every)) = (next_reload, reload_every)
-                        && tokio::time::Instant::now() >= at
-                    {
+                    if next_reload.is_some_and(|at| tokio::time::Instant::now() >= at) {
                         self.reload().await?;
-                        next_reload = Some(tokio::time::Instant::now() + every);
+                        next_reload = self.next_reload(reload_every);
                     }
                 }
                 received = self.consumer.recv(), if !stage.has_chunk() => {
                     // Take what the consumer already holds without going
                     // round the loop for every record.
                     let mut next = Some(received);
+                    let full = |stage: &DecodeStage| {
+                        stage.open_len() >= max_rows || stage.open_bytes() >= max_bytes
+                    };
                     while let Some(received) = next.take() {
                         receive(received, &mut stage)?;
-                        if stage.has_chunk() || stage.open_len() >= max_rows {
+                        if stage.has_chunk() || full(&stage) {
                             break;
                         }
                         next = self.consumer.recv().now_or_never();
                     }
-                    if stage.open_len() >= max_rows {
+                    if full(&stage) {
                         stage.cut();
                         deadline = None;
                     } else if deadline.is_none() && stage.open_len() > 0 {
@@ -174,9 +182,26 @@ impl Engine {
         self.drain(stage).await
     }
 
+    /// When the queries directory is looked at next: after the reload
+    /// interval, or sooner when a file was absent on the last look (a
+    /// second look decides whether it was removed, SIGHUP-only reloads
+    /// included).
+    fn next_reload(&self, every: Option<std::time::Duration>) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        let recheck = self
+            .watcher
+            .removal_pending()
+            .then(|| now + RECHECK_REMOVED);
+        match (every.map(|e| now + e), recheck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Finishes the micro-batches read so far and commits the last epoch,
     /// within the drain time. A failure here loses nothing (the epoch is
-    /// replayed on restart) and is logged; the engine stops either way.
+    /// replayed on restart); the engine stops either way, and says it
+    /// failed (exit code 1).
     async fn drain(&mut self, mut stage: DecodeStage) -> Result<(), EngineError> {
         let drain = millis(self.config.engine.shutdown_drain_ms);
         tracing::info!(
@@ -195,18 +220,28 @@ impl Engine {
             self.commit().await
         })
         .await;
-        match finished {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(
-                error = %e,
-                "the last epoch could not be committed; it will be replayed on restart"
-            ),
-            Err(_) => tracing::warn!(
-                "drain time elapsed; the last epoch is aborted and will be replayed on restart"
-            ),
-        }
         self.consumer.unsubscribe();
-        Ok(())
+        match finished {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::error!(
+                    error = %e,
+                    "the last epoch could not be committed; it will be replayed on restart"
+                );
+                Err(EngineError::Drain(format!(
+                    "the last epoch could not be committed (it will be replayed on restart): {e}"
+                )))
+            }
+            Err(_) => {
+                tracing::error!(
+                    "drain time elapsed; the last epoch is aborted and will be replayed on restart"
+                );
+                Err(EngineError::Drain(format!(
+                    "engine.shutdown_drain_ms ({} ms) elapsed before the last epoch committed; it will be replayed on restart",
+                    drain.as_millis()
+                )))
+            }
+        }
     }
 
     /// Runs one micro-batch: its outputs join the open epoch.

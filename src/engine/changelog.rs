@@ -26,10 +26,16 @@ impl Engine {
     /// commit (tombstones of removed jobs).
     pub(super) fn state_records(&mut self, scope: Scope) -> Result<Vec<OutRecord>, EngineError> {
         let mut records = std::mem::take(&mut self.pending_state);
-        let backfilling = self.backfills.iter_mut().flat_map(|b| b.jobs.iter_mut());
-        for running in self.jobs.iter_mut().chain(backfilling) {
-            let (name, fingerprint) = (running.job.name.clone(), running.job.fingerprint.clone());
-            let Some(windowed) = running.job.windowed_mut() else {
+        let live = self.jobs.iter_mut().map(|r| &mut r.job);
+        let backfilling = self
+            .backfills
+            .iter_mut()
+            .flat_map(|b| b.jobs.iter_mut())
+            .map(|r| &mut r.job);
+        let stopped = self.stopped.iter_mut().map(|s| &mut s.job);
+        for job in live.chain(backfilling).chain(stopped) {
+            let (name, fingerprint) = (job.name.clone(), job.fingerprint.clone());
+            let Some(windowed) = job.windowed_mut() else {
                 continue;
             };
             let changes = windowed.drain_changes();
@@ -54,6 +60,7 @@ impl Engine {
             }
         }
         records.extend(self.backfill_records());
+        records.extend(self.stopped_records());
         for ((kind, partition), t) in self.event_time.partition_times() {
             let key = StateKey::Watermark {
                 source: kind.name().to_owned(),

@@ -15,9 +15,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::changelog::Scope;
 use super::{Engine, EngineError, JobOutput};
-use crate::decode::RejectKind;
+use crate::decode::{RejectKind, Rejection};
 use crate::sink::transaction::TxnFailure;
-use crate::sink::{InFlight, OutRecord};
+use crate::sink::{InFlight, JobFailure, OutRecord, deadletter_headers};
 
 /// The open transaction and what its commit will count.
 #[derive(Debug, Default)]
@@ -44,13 +44,37 @@ impl Epoch {
     }
 }
 
+/// A dead letter cut to its cxpulse headers: no key, value or original
+/// headers.
+fn metadata_only(mut record: OutRecord) -> OutRecord {
+    let original = crate::sink::record_bytes(&record);
+    record.key = None;
+    record.payload = None;
+    record.headers.retain(|(name, _)| {
+        name.starts_with("cxpulse.")
+            && name != deadletter_headers::ORIGINAL_BYTES
+            && name != deadletter_headers::TRUNCATED
+    });
+    record.headers.push((
+        deadletter_headers::ORIGINAL_BYTES.to_owned(),
+        original.to_string().into_bytes(),
+    ));
+    record.headers.push((
+        deadletter_headers::TRUNCATED.to_owned(),
+        b"metadata".to_vec(),
+    ));
+    record
+}
+
 impl Engine {
-    /// Sends job rows and dead letters in the open transaction (opening one
-    /// if needed); they are counted when the epoch commits.
+    /// Sends job rows, dead letters and job failures in the open
+    /// transaction (opening one if needed); they are counted when the
+    /// epoch commits.
     pub(super) async fn publish(&mut self, output: JobOutput) -> Result<(), EngineError> {
         let JobOutput {
             mut records,
             dead_letters,
+            failures,
             rows,
             early: _,
         } = output;
@@ -64,26 +88,91 @@ impl Engine {
         for (job, n) in rows {
             *self.epoch.rows.entry(job).or_default() += n;
         }
+        let topic = self.config.topics.deadletter.clone();
+        let limit = self.sink.limits().record_bytes(&topic);
         records.extend(
             dead_letters
                 .into_iter()
-                .map(|d| d.into_record(&self.config.topics.deadletter)),
+                .map(|d| d.into_record(&topic, limit)),
         );
+        records.extend(failures.into_iter().map(|f| f.into_record(&topic, limit)));
         self.send(records).await
     }
 
     /// Hands records to the producer in the open transaction (opening one
     /// if needed); their acknowledgements are awaited when the epoch
-    /// commits, so the engine reads on meanwhile.
+    /// commits, so the engine reads on meanwhile. A row its topic cannot
+    /// take becomes a dead letter naming its job; a dead letter the
+    /// dead-letter topic cannot take keeps only its metadata.
     async fn send(&mut self, records: Vec<OutRecord>) -> Result<(), EngineError> {
         if records.is_empty() {
             return Ok(());
         }
         self.open_transaction().await?;
-        Ok(self
+        let refused = self
             .sink
-            .enqueue(&records, &mut self.epoch.in_flight)
-            .await?)
+            .enqueue(records, &mut self.epoch.in_flight)
+            .await?;
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let letters = self.refused_as_dead_letters(refused)?;
+        let still = self
+            .sink
+            .enqueue(letters, &mut self.epoch.in_flight)
+            .await?;
+        for lost in still {
+            // Not even the metadata fits the dead-letter topic (its
+            // max.message.bytes is tiny): said, counted, and dropped.
+            tracing::error!(topic = %lost.record.topic, reason = %lost.reason, "a dead letter cannot be published, even cut to its metadata");
+        }
+        Ok(())
+    }
+
+    /// The dead letters of records the sink refused: a job's row becomes a
+    /// `too_large` failure of its job (no longer counted as published), a
+    /// dead letter keeps only its metadata. A refused state record is an
+    /// error: state cannot be dropped.
+    fn refused_as_dead_letters(
+        &mut self,
+        refused: Vec<crate::sink::Refused>,
+    ) -> Result<Vec<OutRecord>, EngineError> {
+        let topic = self.config.topics.deadletter.clone();
+        let limit = self.sink.limits().record_bytes(&topic);
+        let mut letters = Vec::with_capacity(refused.len());
+        for crate::sink::Refused { record, reason } in refused {
+            if let Some(job) = &record.job {
+                tracing::error!(job = %job, topic = %record.topic, %reason, "a result row cannot be published; it goes to the dead-letter topic");
+                self.metrics.job_errors.with_label_values(&[job]).inc();
+                if let Some(n) = self.epoch.rows.get_mut(&**job) {
+                    *n = n.saturating_sub(1);
+                }
+                let failure = JobFailure {
+                    job: job.to_string(),
+                    output_topic: record.topic,
+                    rejection: Rejection::new(
+                        RejectKind::TooLarge,
+                        format!("a result row of job {job} cannot be published: {reason}"),
+                    ),
+                    window: None,
+                    key: record.key,
+                    payload: record.payload,
+                };
+                letters.push(failure.into_record(&topic, limit));
+            } else if record.topic == topic {
+                letters.push(metadata_only(record));
+            } else {
+                return Err(EngineError::Sink(Box::new(crate::sink::SinkError {
+                    count: 1,
+                    topic: record.topic,
+                    cause: rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
+                    ),
+                    learned: Default::default(),
+                })));
+            }
+        }
+        Ok(letters)
     }
 
     /// Sends records in the open transaction and waits until they are

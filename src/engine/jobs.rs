@@ -14,10 +14,11 @@ use super::event_time::EventTime;
 use crate::decode::{RejectKind, Rejection};
 use crate::gauges::JobGauges;
 use crate::job::Job;
+use crate::job::windowed::{Fired, WindowFailure};
 use crate::metrics::Metrics;
 use crate::schema::Source;
 use crate::sink::format_timestamp_millis;
-use crate::sink::{DeadLetter, OutRecord, RowEncoder};
+use crate::sink::{DeadLetter, JobFailure, OutRecord, RowEncoder};
 use crate::source::SourceBatch;
 use crate::window::WindowSpec;
 
@@ -127,6 +128,9 @@ pub struct JobOutput {
     pub records: Vec<OutRecord>,
     /// Events rejected by jobs (late, or a failed job).
     pub dead_letters: Vec<DeadLetter>,
+    /// Failures of jobs that hold no event: windows that could not fire,
+    /// rows that could not be encoded.
+    pub failures: Vec<JobFailure>,
     /// Rows published, per job.
     pub rows: BTreeMap<String, u64>,
     /// Whether early results are among the rows (worth committing soon).
@@ -138,6 +142,7 @@ impl JobOutput {
     pub fn absorb(&mut self, other: JobOutput) {
         self.records.extend(other.records);
         self.dead_letters.extend(other.dead_letters);
+        self.failures.extend(other.failures);
         for (job, n) in other.rows {
             *self.rows.entry(job).or_default() += n;
         }
@@ -152,7 +157,11 @@ impl JobOutput {
                 *self.rows.entry(running.job.name.clone()).or_default() += records.len() as u64;
                 self.records.extend(records);
             }
-            Err(e) => job_failed(running, &e.to_string(), metrics),
+            Err(e) => {
+                let error = format!("encoding the job's rows failed: {e}");
+                job_failed(running, &error, metrics);
+                self.failures.push(running.failure(error, None));
+            }
         }
     }
 }
@@ -163,6 +172,20 @@ fn job_failed(running: &RunningJob, error: &str, metrics: &Metrics) {
         .with_label_values(&[running.job.name.as_str()])
         .inc();
     tracing::error!(job = %running.job.name, %error, "job failed");
+}
+
+impl RunningJob {
+    /// A failure of this job that holds no event (`job_error`).
+    fn failure(&self, reason: String, window: Option<(i64, i64)>) -> JobFailure {
+        JobFailure {
+            job: self.job.name.clone(),
+            output_topic: self.job.output_topic.clone(),
+            rejection: Rejection::new(RejectKind::JobError, reason),
+            window,
+            key: None,
+            payload: None,
+        }
+    }
 }
 
 /// Every raw record of `batch` as a dead letter of `job`.
@@ -182,37 +205,80 @@ fn reject_all(batch: &SourceBatch, job: &str, rejection: &Rejection) -> Vec<Dead
         .collect()
 }
 
+/// A job whose work panicked (a bug, in cxpulse or a library it calls, on
+/// some input): the engine stops the job and goes on without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPanic {
+    /// The job.
+    pub job: String,
+    /// Its plan fingerprint.
+    pub fingerprint: String,
+    /// What the panic said.
+    pub message: String,
+}
+
+impl std::fmt::Display for JobPanic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "job {} panicked: {}", self.job, self.message)
+    }
+}
+
 /// Runs `work` on every job, each on a task of its own, and merges their
 /// outputs in job order. Jobs are independent, so on several cores they
-/// run in parallel. A job whose task panicked (a bug) is lost: the error
-/// names it, and the engine stops.
-async fn on_every_job<F, Fut>(jobs: &mut Vec<RunningJob>, work: F) -> Result<JobOutput, String>
+/// run in parallel. A job whose work panicked is reported (the others'
+/// outputs are dropped with the epoch, which the engine aborts).
+async fn on_every_job<F, Fut>(jobs: &mut Vec<RunningJob>, work: F) -> Result<JobOutput, JobPanic>
 where
     F: Fn(usize, RunningJob) -> Fut,
-    Fut: Future<Output = (RunningJob, JobOutput)> + Send + 'static,
+    Fut: Future<Output = (RunningJob, Result<JobOutput, String>)> + Send + 'static,
 {
-    let names: Vec<String> = jobs.iter().map(|j| j.job.name.clone()).collect();
+    let names: Vec<(String, String)> = jobs
+        .iter()
+        .map(|j| (j.job.name.clone(), j.job.fingerprint.clone()))
+        .collect();
     let tasks: Vec<_> = std::mem::take(jobs)
         .into_iter()
         .enumerate()
         .map(|(index, running)| tokio::spawn(work(index, running)))
         .collect();
     let mut out = JobOutput::default();
-    let mut panicked = Vec::new();
-    for (task, name) in tasks.into_iter().zip(names) {
-        match task.await {
-            Ok((running, output)) => {
+    let mut panicked = None;
+    for (task, (job, fingerprint)) in tasks.into_iter().zip(names) {
+        let outcome = match task.await {
+            Ok((running, outcome)) => {
                 jobs.push(running);
-                out.absorb(output);
+                outcome
             }
-            Err(e) => panicked.push(format!("job {name} panicked: {e}")),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(output) => out.absorb(output),
+            Err(message) => {
+                panicked.get_or_insert(JobPanic {
+                    job,
+                    fingerprint,
+                    message,
+                });
+            }
         }
     }
-    if panicked.is_empty() {
-        Ok(out)
-    } else {
-        Err(panicked.join("; "))
+    match panicked {
+        None => Ok(out),
+        Some(panic) => Err(panic),
     }
+}
+
+/// Runs `work` on one job, turning a panic into its message.
+async fn contained(work: impl Future<Output = JobOutput>) -> Result<JobOutput, String> {
+    futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .await
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned())
+        })
 }
 
 /// Runs every job on one micro-batch, each on a task of its own. Windowed
@@ -223,31 +289,37 @@ pub async fn process(
     jobs: &mut Vec<RunningJob>,
     events: &Arc<BTreeMap<Source, Vec<SourceBatch>>>,
     metrics: &Arc<Metrics>,
-) -> Result<JobOutput, String> {
+) -> Result<JobOutput, JobPanic> {
     on_every_job(jobs, |_, mut running| {
         let (events, metrics) = (Arc::clone(events), Arc::clone(metrics));
         async move {
-            let mut out = JobOutput::default();
-            if running.job.sources().iter().any(|k| events.contains_key(k)) {
-                let started = std::time::Instant::now();
-                if running.job.windowed().is_some() {
-                    accumulate(&mut running, &events, &metrics, &mut out).await;
-                } else {
-                    run_stateless(&mut running, &events, &metrics, &mut out).await;
+            let outcome = contained(async {
+                let mut out = JobOutput::default();
+                if running.job.sources().iter().any(|k| events.contains_key(k)) {
+                    let started = std::time::Instant::now();
+                    if running.job.windowed().is_some() {
+                        accumulate(&mut running, &events, &metrics, &mut out).await;
+                    } else {
+                        run_stateless(&mut running, &events, &metrics, &mut out).await;
+                    }
+                    metrics
+                        .job_duration
+                        .with_label_values(&[running.job.name.as_str(), "batch"])
+                        .observe(started.elapsed().as_secs_f64());
                 }
-                metrics
-                    .job_duration
-                    .with_label_values(&[running.job.name.as_str(), "batch"])
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            (running, out)
+                out
+            })
+            .await;
+            (running, outcome)
         }
     })
     .await
 }
 
-/// A stateless job on one micro-batch: its rows, or its events as dead
-/// letters if it fails.
+/// A stateless job on one micro-batch: its rows. Where the plan fails,
+/// each source partition's events are run in halves until the failing
+/// events are alone: those are dead letters (`job_error`), the others'
+/// rows are published.
 async fn run_stateless(
     running: &mut RunningJob,
     events: &BTreeMap<Source, Vec<SourceBatch>>,
@@ -258,16 +330,35 @@ async fn run_stateless(
         .iter()
         .map(|(k, batches)| (*k, batches.iter().map(|b| b.rows.clone()).collect()))
         .collect();
-    match running.job.run(&inputs).await {
-        Ok(rows) => out.publish(running, &rows, metrics),
-        Err(e) => {
-            job_failed(running, &e.to_string(), metrics);
-            let name = running.job.name.clone();
-            let rejection = Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
-            for kind in running.job.sources() {
-                for batch in events.get(&kind).into_iter().flatten() {
-                    out.dead_letters
-                        .extend(reject_all(batch, &name, &rejection));
+    let error = match running.job.run(&inputs).await {
+        Ok(rows) => return out.publish(running, &rows, metrics),
+        Err(e) => e,
+    };
+    job_failed(running, &error.to_string(), metrics);
+    let name = running.job.name.clone();
+    for kind in running.job.sources() {
+        for batch in events.get(&kind).into_iter().flatten() {
+            let mut pending = vec![(0, batch.rows.num_rows())];
+            while let Some((offset, len)) = pending.pop() {
+                let input = BTreeMap::from([(kind, vec![batch.rows.slice(offset, len)])]);
+                match running.job.run(&input).await {
+                    Ok(rows) => out.publish(running, &rows, metrics),
+                    Err(e) if len == 1 => {
+                        let rejection =
+                            Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
+                        out.dead_letters
+                            .push(batch.raw[offset].clone().into_dead_letter(
+                                &batch.topic,
+                                batch.partition,
+                                rejection,
+                                Some(name.clone()),
+                            ));
+                    }
+                    Err(_) => {
+                        let half = len / 2;
+                        pending.push((offset + half, len - half));
+                        pending.push((offset, half));
+                    }
                 }
             }
         }
@@ -275,7 +366,9 @@ async fn run_stateless(
 }
 
 /// A windowed job on one micro-batch: late events to the dead-letter
-/// topic, the others into its state, one source partition at a time.
+/// topic, the others into its state, one source partition at a time; an
+/// event the job's plan fails on is a dead letter (`job_error`), the
+/// others count.
 async fn accumulate(
     running: &mut RunningJob,
     events: &BTreeMap<Source, Vec<SourceBatch>>,
@@ -313,22 +406,51 @@ async fn accumulate(
                         .with_label_values(&[source.name(), name.as_str()])
                         .inc_by(late.true_count() as u64);
                 }
+                let on_time_rows: Vec<usize> = late
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| *l != Some(true))
+                    .map(|(row, _)| row)
+                    .collect();
                 let on_time = filter_record_batch(&batch.rows, &not(&late)?)?;
-                if on_time.num_rows() > 0 {
+                let failed = if on_time.num_rows() > 0 {
                     windowed
                         .accumulate(source, batch.partition, on_time)
-                        .await?;
-                }
-                Ok::<_, datafusion::error::DataFusionError>(())
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, datafusion::error::DataFusionError>((on_time_rows, failed))
             }
             .await;
-            if let Err(e) = result {
-                metrics.job_errors.with_label_values(&[name.as_str()]).inc();
-                tracing::error!(job = %name, error = %e, "windowed job failed on a micro-batch");
-                let rejection =
-                    Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
-                out.dead_letters
-                    .extend(reject_all(batch, &name, &rejection));
+            match result {
+                Ok((_, failed)) if failed.is_empty() => {}
+                Ok((on_time_rows, failed)) => {
+                    metrics.job_errors.with_label_values(&[name.as_str()]).inc();
+                    tracing::error!(job = %name, events = failed.len(), error = %failed[0].error, "events the job's plan failed on go to the dead-letter topic; the others count");
+                    for failure in failed {
+                        let row = on_time_rows[failure.row];
+                        let rejection = Rejection::new(
+                            RejectKind::JobError,
+                            format!("job {name} failed: {}", failure.error),
+                        );
+                        out.dead_letters
+                            .push(batch.raw[row].clone().into_dead_letter(
+                                &batch.topic,
+                                batch.partition,
+                                rejection,
+                                Some(name.clone()),
+                            ));
+                    }
+                }
+                Err(e) => {
+                    metrics.job_errors.with_label_values(&[name.as_str()]).inc();
+                    tracing::error!(job = %name, error = %e, "windowed job failed on a micro-batch");
+                    let rejection =
+                        Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
+                    out.dead_letters
+                        .extend(reject_all(batch, &name, &rejection));
+                }
             }
         }
     }
@@ -343,7 +465,7 @@ pub async fn fire(
     event_time: &EventTime,
     metrics: &Arc<Metrics>,
     now: Instant,
-) -> Result<JobOutput, String> {
+) -> Result<JobOutput, JobPanic> {
     let deadline = std::time::Instant::now() + FIRING_BUDGET;
     let watermarks: Vec<Option<i64>> = jobs
         .iter()
@@ -356,15 +478,21 @@ pub async fn fire(
     on_every_job(jobs, |index, mut running| {
         let (watermark, metrics) = (watermarks[index], Arc::clone(metrics));
         async move {
-            let mut out = JobOutput::default();
-            fire_job(&mut running, watermark, deadline, now, &metrics, &mut out).await;
-            (running, out)
+            let outcome = contained(async {
+                let mut out = JobOutput::default();
+                fire_job(&mut running, watermark, deadline, now, &metrics, &mut out).await;
+                out
+            })
+            .await;
+            (running, outcome)
         }
     })
     .await
 }
 
-/// One windowed job's part of [`fire`].
+/// One windowed job's part of [`fire`]. A window whose rows fail is a
+/// failure of the job (a dead letter naming the window), and the job's
+/// other windows and groups are published.
 async fn fire_job(
     running: &mut RunningJob,
     watermark: Option<i64>,
@@ -379,24 +507,18 @@ async fn fire_job(
     let Some(windowed) = running.job.windowed_mut() else {
         return;
     };
-    let mut rows = Vec::new();
-    let mut failure = None;
+    let mut fired = Fired::default();
     let closed_before = windowed.windows_closed();
     if let Some(watermark) = watermark {
-        match windowed.fire(watermark, deadline).await {
-            Ok(fired) => rows.extend(fired),
-            Err(e) => failure = Some(e),
-        }
+        fired = windowed.fire(watermark, deadline).await;
     }
-    let fired = windowed.windows_closed() - closed_before;
-    if early_due && failure.is_none() {
-        match windowed.early().await {
-            Ok(early) => {
-                out.early |= !early.is_empty();
-                rows.extend(early);
-            }
-            Err(e) => failure = Some(e),
-        }
+    let closed = windowed.windows_closed() - closed_before;
+    let mut early_failures = Vec::new();
+    if early_due {
+        let early = windowed.early().await;
+        out.early |= !early.rows.is_empty();
+        fired.rows.extend(early.rows);
+        early_failures = early.failures;
     }
     let state_bytes = windowed.state_bytes();
     let lag = watermark.zip(windowed.closed_through()).map(|(w, closed)| {
@@ -418,17 +540,44 @@ async fn fire_job(
         .window_state_bytes
         .with_label_values(&[name.as_str()])
         .set(state_bytes as i64);
-    if fired > 0 {
+    if closed > 0 {
         metrics
             .windows_fired
             .with_label_values(&[name.as_str()])
-            .inc_by(fired);
+            .inc_by(closed);
     }
-    if let Some(e) = failure {
-        job_failed(running, &e.to_string(), metrics);
+    let failures = fired
+        .failures
+        .into_iter()
+        .map(|f| (f, "its state is dropped with the window"))
+        .chain(
+            early_failures
+                .into_iter()
+                .map(|f| (f, "early results; the window stays open")),
+        );
+    for (failure, what) in failures {
+        let WindowFailure {
+            start,
+            end,
+            group,
+            error,
+        } = failure;
+        let window = format!(
+            "[{}, {})",
+            format_timestamp_millis(start),
+            format_timestamp_millis(end)
+        );
+        let which = match &group {
+            Some(group) => format!("the group {group} of window {window}"),
+            None => format!("window {window}"),
+        };
+        let reason = format!("job {name} failed to compute {which} ({what}): {error}");
+        job_failed(running, &reason, metrics);
+        out.failures
+            .push(running.failure(reason, Some((start, end))));
     }
-    if !rows.is_empty() {
-        out.publish(running, &rows, metrics);
+    if !fired.rows.is_empty() {
+        out.publish(running, &fired.rows, metrics);
     }
     metrics
         .job_duration

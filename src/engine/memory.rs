@@ -52,14 +52,37 @@ impl Engine {
     /// Measures window state and pauses or resumes consumption.
     pub(super) fn check_memory(&mut self) {
         // A backfill's state counts, but it is not paused: it frees its
-        // state only by reading on, so that its windows close.
-        let sizes: Vec<(&str, u64)> = self
-            .all_jobs()
-            .filter_map(|j| {
-                j.job
-                    .windowed()
-                    .map(|w| (j.job.name.as_str(), w.state_bytes() as u64))
+        // state only by reading on, so that its windows close. A stopped
+        // job's state counts too. The tables kept from streams count: they
+        // shrink as windows close. Table sources have a limit of their own.
+        let tables = self.lookups.memory();
+        for (table, bytes) in &tables {
+            self.metrics
+                .table_memory
+                .with_label_values(&[table.as_str()])
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+        }
+        let kept: Vec<(String, u64)> = tables
+            .into_iter()
+            .filter(|(name, _)| {
+                crate::schema::Source::streams()
+                    .filter_map(crate::schema::Source::keep)
+                    .any(|k| {
+                        k.latest.as_deref() == Some(name) || k.history.as_deref() == Some(name)
+                    })
             })
+            .map(|(name, bytes)| (name, bytes as u64))
+            .collect();
+        let jobs = self
+            .all_jobs()
+            .map(|j| &j.job)
+            .chain(self.stopped.iter().map(|s| &s.job));
+        let sizes: Vec<(String, u64)> = jobs
+            .filter_map(|j| {
+                j.windowed()
+                    .map(|w| (j.name.clone(), w.state_bytes() as u64))
+            })
+            .chain(kept)
             .collect();
         let total: u64 = sizes.iter().map(|(_, b)| b).sum();
         self.metrics
@@ -77,13 +100,13 @@ impl Engine {
                 let (job, bytes) = sizes
                     .iter()
                     .max_by_key(|(_, b)| *b)
-                    .map_or(("", 0), |(j, b)| (*j, *b));
+                    .map_or(("", 0), |(j, b)| (j.as_str(), *b));
                 tracing::warn!(
                     state_bytes = total,
                     limit = self.memory.limit,
                     largest_job = job,
                     largest_job_bytes = bytes,
-                    "window state is over engine.state_memory_limit: consumption paused until windows close"
+                    "window state and kept tables are over engine.state_memory_limit: consumption paused until windows close"
                 );
                 self.metrics
                     .consumption_paused

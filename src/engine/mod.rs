@@ -29,6 +29,7 @@ mod reload;
 mod restore;
 mod start;
 mod step;
+mod stopped;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -96,7 +97,7 @@ pub enum EngineError {
     },
     /// Records of the epoch were not delivered; it is aborted.
     #[error(transparent)]
-    Sink(SinkError),
+    Sink(Box<SinkError>),
     /// A transactional call failed.
     #[error("transaction: {0}")]
     Transaction(#[from] TxnFailure),
@@ -113,9 +114,10 @@ pub enum EngineError {
     /// A micro-batch could not be assembled (a bug).
     #[error("assembling a micro-batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    /// A job's task panicked (a bug); the job is lost.
+    /// A job's work panicked (a bug, on some input): the epoch is aborted,
+    /// and the engine restarts without the job, whose state is kept.
     #[error("{0}")]
-    JobPanicked(String),
+    JobPanicked(jobs::JobPanic),
     /// The decoding thread could not be started.
     #[error("starting the decoding thread: {source}")]
     Thread {
@@ -131,6 +133,10 @@ pub enum EngineError {
     /// The configuration's `[[sources]]` cannot be used (yet).
     #[error("[[sources]]: {0}")]
     Sources(String),
+    /// The last epoch did not commit at shutdown (it is replayed at the
+    /// next start): the stop was not clean.
+    #[error("stopping: {0}")]
+    Drain(String),
 }
 
 impl From<SinkError> for EngineError {
@@ -140,7 +146,7 @@ impl From<SinkError> for EngineError {
     fn from(error: SinkError) -> Self {
         match TxnFailure::of(error.cause.clone()) {
             failure if failure.is_fatal() => EngineError::Transaction(failure),
-            _ => EngineError::Sink(error),
+            _ => EngineError::Sink(Box::new(error)),
         }
     }
 }
@@ -162,14 +168,14 @@ impl EngineError {
             EngineError::Kafka { source, .. } => matches!(source, KafkaError::ClientCreation(_)),
             EngineError::Transaction(failure) => failure.is_fatal(),
             EngineError::Restore(e) => matches!(e, ReadError::Corrupt { .. }),
-            EngineError::Sink(_) | EngineError::BrokersLost => false,
+            EngineError::Sink(_) | EngineError::BrokersLost | EngineError::JobPanicked(_) => false,
             EngineError::Queries(_)
             | EngineError::Http { .. }
             | EngineError::Metrics(_)
             | EngineError::Arrow(_)
             | EngineError::Signal { .. }
             | EngineError::Thread { .. }
-            | EngineError::JobPanicked(_)
+            | EngineError::Drain(_)
             | EngineError::Sources(_) => true,
         }
     }
@@ -205,7 +211,7 @@ pub async fn run(
     let server = HttpServer::bind(addr, Arc::clone(&metrics), Arc::clone(&health))
         .await
         .map_err(http_error)?
-        .with_backfills(backfill_requests);
+        .with_backfills(backfill_requests, Some(config.http.admin_token.as_str()));
     let bound = server.local_addr().map_err(http_error)?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
     on_listening(bound);
@@ -236,12 +242,13 @@ async fn supervise(
     let mut shutdown = futures::FutureExt::fuse(shutdown);
     let mut failures = 0u32;
     let mut reason = "start";
+    let mut lessons = Lessons::default();
     loop {
         let began = tokio::time::Instant::now();
         let started = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
-            started = Engine::start(config, metrics, health, reason) => started,
+            started = Engine::start(config, metrics, health, reason, &mut lessons) => started,
         };
         let error = match started {
             Ok(engine) => match engine.run(requests, Pin::new(&mut shutdown)).await {
@@ -255,6 +262,25 @@ async fn supervise(
         if error.is_fatal() {
             tracing::error!(error = %error, "stopping");
             return Err(error);
+        }
+        if let EngineError::Sink(e) = &error {
+            lessons.learned.absorb(e.learned.clone());
+        }
+        if let EngineError::JobPanicked(panic) = &error {
+            tracing::error!(
+                job = %panic.job,
+                panic = %panic.message,
+                "a job panicked: it is stopped (its state is kept, and it resumes where it stopped \
+                 once the engine runs a build without the bug, or its query file is fixed); the \
+                 open epoch is aborted and the other jobs go on from the last commit"
+            );
+            metrics
+                .job_errors
+                .with_label_values(&[panic.job.as_str()])
+                .inc();
+            lessons.stop(panic.clone());
+            reason = "recovery";
+            continue;
         }
         if began.elapsed() > HEALTHY_RUN {
             failures = 0;
@@ -280,6 +306,40 @@ async fn supervise(
     }
 }
 
+/// What the engine learns and keeps across its restarts within one
+/// process: the limits the broker's refusals taught, and the jobs stopped
+/// because they panicked.
+#[derive(Debug, Default)]
+pub(super) struct Lessons {
+    /// Topic limits learned from refused records.
+    pub learned: crate::sink::Learned,
+    /// Jobs that panicked, by (name, fingerprint): they stay stopped in
+    /// this process.
+    pub stopped: Vec<jobs::JobPanic>,
+    /// The panics not yet published as dead letters.
+    pub unreported: Vec<jobs::JobPanic>,
+}
+
+impl Lessons {
+    fn stop(&mut self, panic: jobs::JobPanic) {
+        if !self
+            .stopped
+            .iter()
+            .any(|p| p.job == panic.job && p.fingerprint == panic.fingerprint)
+        {
+            self.stopped.push(panic.clone());
+            self.unreported.push(panic);
+        }
+    }
+
+    /// Whether the job `name` with `fingerprint` panicked in this process.
+    pub fn is_stopped(&self, name: &str, fingerprint: &str) -> Option<&jobs::JobPanic> {
+        self.stopped
+            .iter()
+            .find(|p| p.job == name && p.fingerprint == fingerprint)
+    }
+}
+
 /// The wait before attempt `failures + 1`: doubling, capped.
 fn backoff(failures: u32) -> Duration {
     FIRST_BACKOFF
@@ -294,6 +354,9 @@ struct Engine {
     lookups: Lookups,
     /// The live jobs.
     jobs: Vec<RunningJob>,
+    /// Jobs stopped because they panicked: their state is kept (and
+    /// checkpointed), nothing runs them.
+    stopped: Vec<StoppedJob>,
     /// Jobs reading history before they go live.
     backfills: Vec<backfill::Backfill>,
     /// When the backfills may take their next step.
@@ -322,6 +385,17 @@ struct Engine {
     /// bootstrap).
     pending_output: JobOutput,
     memory: MemoryGate,
+}
+
+/// A job stopped because it panicked.
+struct StoppedJob {
+    /// The job, with its restored state.
+    job: crate::job::Job,
+    /// Its query file.
+    path: PathBuf,
+    /// Where it stopped: the next offset per source partition, and the
+    /// largest event time read there (what a backfill resumes from).
+    resume: restore::BackfillState,
 }
 
 /// Most `@gauge` series one job may export.

@@ -24,8 +24,8 @@ use crate::config::Config;
 use crate::job::Job;
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;
-use crate::sink::{DeadLetter, OutRecord};
-use crate::source::{Batcher, Consumed};
+use crate::sink::{DeadLetter, JobFailure, OutRecord};
+use crate::source::{Admission, Batcher, Consumed};
 
 /// What the jobs published and rejected over a whole offline run.
 #[derive(Debug, Default)]
@@ -34,12 +34,15 @@ pub struct OfflineOutput {
     pub records: Vec<OutRecord>,
     /// Records rejected by the decoder or by a job.
     pub dead_letters: Vec<DeadLetter>,
+    /// Failures of jobs that hold no record (windows that did not fire).
+    pub failures: Vec<JobFailure>,
 }
 
 impl OfflineOutput {
     fn add(&mut self, output: JobOutput) {
         self.records.extend(output.records);
         self.dead_letters.extend(output.dead_letters);
+        self.failures.extend(output.failures);
     }
 }
 
@@ -91,13 +94,17 @@ pub async fn run_offline(
         history: false,
     };
     let mut out = OfflineOutput::default();
-    let mut batcher = Batcher::new(config.topics.clone());
+    let mut batcher = Batcher::new(
+        config.topics.clone(),
+        Admission::new(config).without_wall_clock(),
+    );
     for record in tables {
         batcher.add(record);
     }
     let first = batcher.take()?;
     out.dead_letters.extend(first.dead_letters);
-    core.lookups.apply(first.table_changes);
+    out.dead_letters
+        .extend(core.lookups.apply(first.table_changes));
     for record in events {
         if let Some(n) = ahead.get_mut(&partition_of(&record)) {
             *n -= 1;

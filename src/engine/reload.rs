@@ -1,12 +1,19 @@
 //! Watching `queries/`: which query files were added, changed or removed
 //! since the last look. Files are compared by content, so Kubernetes
 //! ConfigMap updates (an atomic symlink swap) are seen like any edit.
+//!
+//! A look that cannot read everything changes nothing it could not read: a
+//! directory that cannot be listed, a query or view file that cannot be read
+//! (a ConfigMap's `..data` link being swapped, a file being written) keep
+//! what was seen before. A query file counts as removed only when it has
+//! been absent on two looks in a row, so that a file that disappears for a
+//! moment does not stop its job and delete its state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::{Engine, EngineError, RunningJob, gauge_limit};
-use crate::admin::{ensure_topics, sink_topics};
+use crate::admin::{ensure_topics, sink_topics, topic_limits};
 use crate::job::Job;
 use crate::query::{QueryFile, list_query_files, views};
 
@@ -17,7 +24,7 @@ pub enum QueryChange {
     Added(PathBuf),
     /// A query file whose content changed.
     Changed(PathBuf),
-    /// A query file that is gone.
+    /// A query file that is gone (absent on two looks in a row).
     Removed(PathBuf),
 }
 
@@ -27,6 +34,19 @@ pub struct QueryWatcher {
     dir: PathBuf,
     views_dir: PathBuf,
     seen: BTreeMap<PathBuf, String>,
+    /// Files seen before and absent on the last look: removed if they are
+    /// still absent on the next.
+    absent: BTreeSet<PathBuf>,
+    /// Files seen before that could not be read, already logged.
+    unreadable: BTreeSet<PathBuf>,
+}
+
+/// What one look found.
+struct Look {
+    /// Each readable query file's text, with the views it reads.
+    texts: BTreeMap<PathBuf, String>,
+    /// Query files listed but not read this time.
+    unreadable: BTreeSet<PathBuf>,
 }
 
 impl QueryWatcher {
@@ -37,50 +57,89 @@ impl QueryWatcher {
             dir: dir.to_path_buf(),
             views_dir: views_dir.to_path_buf(),
             seen: BTreeMap::new(),
+            absent: BTreeSet::new(),
+            unreadable: BTreeSet::new(),
         };
-        watcher.seen = watcher.snapshot();
+        if let Some(look) = watcher.look() {
+            watcher.seen = look.texts;
+        }
         watcher
     }
 
-    fn snapshot(&self) -> BTreeMap<PathBuf, String> {
-        let Ok(files) = list_query_files(&self.dir) else {
-            // A directory that is briefly missing (during a swap) is not
-            // "every query removed": keep what was seen.
-            return self.seen.clone();
-        };
+    /// The files and their texts now; `None` when the directory cannot be
+    /// listed (briefly missing during a swap: not "every query removed").
+    fn look(&self) -> Option<Look> {
+        let files = list_query_files(&self.dir).ok()?;
         // A job reading a view changes when the view does: its text is
-        // compared with the views it reads.
+        // compared with the views it reads. A view file that cannot be read
+        // now makes every query unreadable for this look.
+        let views_readable = list_query_files(&self.views_dir)
+            .map(|views| views.iter().all(|v| std::fs::read(v).is_ok()))
+            .unwrap_or(true);
         let (views, _) = views::load(&self.views_dir);
-        files
-            .into_iter()
-            .filter_map(|path| {
-                let mut text = std::fs::read_to_string(&path).ok()?;
-                for view in views::used(&text, &views).unwrap_or_default() {
-                    text.push_str(&view.text);
+        let mut look = Look {
+            texts: BTreeMap::new(),
+            unreadable: BTreeSet::new(),
+        };
+        for path in files {
+            match std::fs::read_to_string(&path) {
+                Ok(mut text) if views_readable => {
+                    for view in views::used(&text, &views).unwrap_or_default() {
+                        text.push_str(&view.text);
+                    }
+                    look.texts.insert(path, text);
                 }
-                Some((path, text))
-            })
-            .collect()
+                _ => {
+                    look.unreadable.insert(path);
+                }
+            }
+        }
+        Some(look)
     }
 
     /// The changes since the last call, in file name order.
     pub fn changes(&mut self) -> Vec<QueryChange> {
-        let now = self.snapshot();
+        let Some(look) = self.look() else {
+            tracing::warn!(dir = %self.dir.display(), "the queries directory cannot be listed now; nothing changes until it can");
+            return Vec::new();
+        };
         let mut changes = Vec::new();
-        for (path, text) in &now {
+        for (path, text) in &look.texts {
             match self.seen.get(path) {
                 None => changes.push(QueryChange::Added(path.clone())),
                 Some(old) if old != text => changes.push(QueryChange::Changed(path.clone())),
                 Some(_) => {}
             }
         }
-        for path in self.seen.keys() {
-            if !now.contains_key(path) {
-                changes.push(QueryChange::Removed(path.clone()));
+        self.unreadable.retain(|p| look.unreadable.contains(p));
+        let mut now = look.texts;
+        let mut absent = BTreeSet::new();
+        for (path, text) in std::mem::take(&mut self.seen) {
+            if now.contains_key(&path) {
+                continue;
+            }
+            if look.unreadable.contains(&path) {
+                if self.unreadable.insert(path.clone()) {
+                    tracing::warn!(path = %path.display(), "a query file cannot be read now; its job is unchanged until it can");
+                }
+                now.insert(path, text);
+            } else if self.absent.contains(&path) {
+                changes.push(QueryChange::Removed(path));
+            } else {
+                // Absent once: kept as it was until the next look.
+                absent.insert(path.clone());
+                now.insert(path, text);
             }
         }
         self.seen = now;
+        self.absent = absent;
         changes
+    }
+
+    /// Whether a file was absent on the last look: the next look decides
+    /// whether it was removed.
+    pub fn removal_pending(&self) -> bool {
+        !self.absent.is_empty()
     }
 }
 
@@ -107,16 +166,44 @@ impl Engine {
                         self.forget_job_state(&removed.job.name, &removed.job.fingerprint);
                         tracing::info!(job = %removed.job.name, "query file removed: job stopped, its state deleted");
                     }
+                    if let Some(removed) = self.take_stopped(path) {
+                        self.forget_job_state(&removed.job.name, &removed.job.fingerprint);
+                        tracing::info!(job = %removed.job.name, "query file of a stopped job removed: its state deleted");
+                    }
                     continue;
                 }
                 QueryChange::Added(path) | QueryChange::Changed(path) => path,
             };
             let planned = match QueryFile::read(path, &self.config.views_dir()) {
                 Ok(query) => {
-                    Job::plan(query, &self.lookups, &self.config.topics.output_prefix).await
+                    Job::plan_bounded(
+                        query,
+                        &self.lookups,
+                        &self.config.topics.output_prefix,
+                        Some(self.config.job_memory_limit()),
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             };
+            let planned = planned.and_then(|job| {
+                let running: Vec<&Job> = self
+                    .all_jobs()
+                    .map(|j| &j.job)
+                    .chain(self.stopped.iter().map(|s| &s.job))
+                    .collect();
+                match crate::job::output_problems(
+                    std::slice::from_ref(&job),
+                    &running,
+                    &self.config,
+                )
+                .into_iter()
+                .next()
+                {
+                    Some((_, problem)) => Err(problem),
+                    None => Ok(job),
+                }
+            });
             let job = match planned {
                 Ok(job) => job,
                 Err(problem) => {
@@ -135,6 +222,14 @@ impl Engine {
                 tracing::info!(job = %job.name, "query file changed, its plan did not: job kept with its state");
                 continue;
             }
+            if self
+                .stopped
+                .iter()
+                .any(|s| &s.path == path && s.job.fingerprint == job.fingerprint)
+            {
+                tracing::info!(job = %job.name, "query file changed, its plan did not: the job stays stopped (it panicked in this process)");
+                continue;
+            }
             if let Err(e) = ensure_topics(
                 &self.config,
                 &sink_topics(&self.config, std::slice::from_ref(&job)),
@@ -145,11 +240,36 @@ impl Engine {
                 tracing::error!(job = %job.name, error = %e, "cannot create the output topic; job not started");
                 continue;
             }
+            match topic_limits(&self.config, std::slice::from_ref(&job.output_topic)).await {
+                Ok(limits) => self.sink.learn_limits(limits),
+                Err(e) => {
+                    tracing::warn!(job = %job.name, error = %e, "cannot describe the output topic; assuming Kafka's default limits")
+                }
+            }
             let old = self.take_job(path);
             if let Some(old) = &old {
                 old.forget_metrics(&self.metrics);
                 self.forget_job_state(&old.job.name, &old.job.fingerprint);
             }
+            let mut job = job;
+            let resumed = match self.take_stopped(path) {
+                Some(mut stopped) => {
+                    self.forget_job_state(&stopped.job.name, &stopped.job.fingerprint);
+                    let adopted = match (job.windowed_mut(), stopped.job.windowed_mut()) {
+                        (Some(new), Some(old)) => new.adopt_state(old),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if adopted {
+                        tracing::info!(job = %job.name, "query file of a stopped job changed: the job resumes with its state (the same state columns) from where it stopped");
+                        Some(stopped.resume)
+                    } else {
+                        tracing::info!(job = %job.name, "query file of a stopped job changed: its state has other columns, so the job starts anew and its old state is deleted");
+                        None
+                    }
+                }
+                None => None,
+            };
             let limit = gauge_limit(&self.config);
             let from = job.backfill;
             let running = match RunningJob::new(job, path.clone(), &self.metrics, limit, now) {
@@ -172,7 +292,10 @@ impl Engine {
                     tracing::info!(job = %running.job.name, output = %running.job.output_topic, "query file added: job started");
                 }
             }
-            self.add_job(running, from).await?;
+            match resumed {
+                Some(state) => self.resume_job(running, state).await?,
+                None => self.add_job(running, from).await?,
+            }
         }
         self.metrics
             .jobs_loaded
@@ -207,8 +330,37 @@ mod tests {
             ]
         );
         std::fs::remove_file(&a).expect("remove");
+        assert_eq!(watcher.changes(), vec![], "absent once: not removed yet");
+        assert!(watcher.removal_pending());
         assert_eq!(watcher.changes(), vec![QueryChange::Removed(a)]);
+        assert!(!watcher.removal_pending());
         assert_eq!(watcher.changes(), vec![]);
+    }
+
+    #[test]
+    fn a_file_absent_for_one_look_or_unreadable_is_not_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.sql");
+        std::fs::write(&a, "SELECT 1").expect("write");
+        let mut watcher = QueryWatcher::new(dir.path(), &views::views_dir(dir.path()));
+        std::fs::remove_file(&a).expect("remove");
+        assert_eq!(watcher.changes(), vec![]);
+        std::fs::write(&a, "SELECT 1").expect("back");
+        assert_eq!(
+            watcher.changes(),
+            vec![],
+            "back unchanged: nothing happened"
+        );
+        assert!(!watcher.removal_pending());
+        // A file that cannot be read (here: not UTF-8 text, as a file being
+        // written can be) keeps its job as it was, however many looks it
+        // lasts; once readable, it is compared as usual.
+        std::fs::write(&a, [0xff, 0xfe, 0x00]).expect("write");
+        for _ in 0..3 {
+            assert_eq!(watcher.changes(), vec![]);
+        }
+        std::fs::write(&a, "SELECT 2").expect("write");
+        assert_eq!(watcher.changes(), vec![QueryChange::Changed(a)]);
     }
 
     /// Writes `files` the way the kubelet writes a ConfigMap volume: into a

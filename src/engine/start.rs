@@ -6,8 +6,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use super::restore::{self, Restore};
+use super::stopped;
 use super::{Engine, EngineError, EventTime, JobOutput, MemoryGate, QueryWatcher, RunningJob};
-use crate::admin::{ensure_changelog, ensure_topics, partition_counts, sink_topics};
+use crate::admin::{ensure_changelog, ensure_topics, partition_counts, sink_topics, topic_limits};
 use crate::brokers::BrokerWatch;
 use crate::config::Config;
 use crate::drop_aside::DropAside;
@@ -16,8 +17,8 @@ use crate::job;
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;
 use crate::schema::Source;
-use crate::sink::Sink;
-use crate::source::{self, Batcher, LookupConsumer};
+use crate::sink::{Limits, Sink};
+use crate::source::{self, Admission, Batcher, LookupConsumer};
 use crate::state::reader;
 use crate::state::writer::ChangelogWriter;
 
@@ -29,18 +30,25 @@ impl Engine {
         metrics: &Arc<Metrics>,
         health: &Arc<Health>,
         reason: &'static str,
+        lessons: &mut super::Lessons,
     ) -> Result<Engine, EngineError> {
         health.set_blocker(Some("loading queries".to_owned()));
         let lookups = Lookups::default();
         let views_dir = config.views_dir();
         let watcher = QueryWatcher::new(&config.engine.queries_dir, &views_dir);
-        let (jobs, problems) = job::load_all(
+        let (jobs, mut problems) = job::load_all(
             &config.engine.queries_dir,
             &views_dir,
             &lookups,
             &config.topics.output_prefix,
+            Some(config.job_memory_limit()),
         )
         .await;
+        problems.extend(
+            job::output_problems(&jobs, &[], config)
+                .into_iter()
+                .map(|(_, problem)| problem),
+        );
         if !problems.is_empty() {
             return Err(EngineError::Queries(problems));
         }
@@ -56,22 +64,34 @@ impl Engine {
             .await
             .map_err(EngineError::kafka("connecting"))?;
         let watch = BrokerWatch::new(Arc::clone(health));
-        let transactional_id = config.transactional_id();
-        let sink = Sink::new(
-            config,
-            &transactional_id,
-            Arc::clone(metrics),
-            watch.clone(),
-        )
-        .map_err(EngineError::kafka("creating the producer"))?;
-        sink.init().await?;
-        tracing::info!(%transactional_id, "transactions initialised (an earlier instance with this id, if any, is now fenced and its open transaction aborted)");
         ensure_topics(config, &sink_topics(config, &jobs))
             .await
             .map_err(EngineError::kafka("creating output topics"))?;
         let partitions = ensure_changelog(config)
             .await
             .map_err(EngineError::kafka("creating the changelog topic"))?;
+        let mut written: Vec<String> = sink_topics(config, &jobs)
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        written.push(config.changelog_topic());
+        let limits = Limits::new(
+            topic_limits(config, &written)
+                .await
+                .map_err(EngineError::kafka("describing the output topics"))?,
+            &lessons.learned,
+        );
+        let transactional_id = config.transactional_id();
+        let sink = Sink::new(
+            config,
+            &transactional_id,
+            limits,
+            Arc::clone(metrics),
+            watch.clone(),
+        )
+        .map_err(EngineError::kafka("creating the producer"))?;
+        sink.init().await?;
+        tracing::info!(%transactional_id, "transactions initialised (an earlier instance with this id, if any, is now fenced and its open transaction aborted)");
 
         health.set_blocker(Some("restoring state from the changelog".to_owned()));
         metrics.restore_in_progress.set(1);
@@ -91,7 +111,7 @@ impl Engine {
         };
         let (read_records, read_bytes) = (restored.records, restored.bytes);
 
-        let mut batcher = Batcher::new(config.topics.clone());
+        let mut batcher = Batcher::new(config.topics.clone(), Admission::new(config));
         let table_topics = config.topics.of(Source::tables());
         let lookup = LookupConsumer::read_to_end(config, &table_topics, &mut batcher)
             .await
@@ -103,7 +123,13 @@ impl Engine {
                 .with_label_values(&[topic.as_str()])
                 .inc_by(*n);
         }
-        lookups.apply(bootstrap.table_changes);
+        lookups.set_table_limit(
+            usize::try_from(config.table_memory_limit_bytes()).unwrap_or(usize::MAX),
+        );
+        let refused = lookups.apply(bootstrap.table_changes);
+        metrics
+            .table_memory_limit
+            .set(i64::try_from(config.table_memory_limit_bytes()).unwrap_or(i64::MAX));
 
         for source in Source::all() {
             metrics.init_topic(config.topics.source_topic(source));
@@ -113,11 +139,12 @@ impl Engine {
         }
         let mut jobs = jobs;
         let mut event_time = EventTime::new(config);
-        let mut changelog = ChangelogWriter::new(&topic, partitions);
+        let mut changelog = ChangelogWriter::new(&topic, partitions)
+            .with_record_limit(sink.limits().record_bytes(&topic));
         let Restore {
             stale,
             lookup_positions,
-            backfills,
+            mut backfills,
         } = restore::apply(
             restored,
             &mut jobs,
@@ -129,10 +156,11 @@ impl Engine {
         changelog.restore_read(read_bytes as usize);
         // Invalid table records dead-lettered before the restart are not
         // sent again.
-        let pending_output = JobOutput {
+        let mut pending_output = JobOutput {
             dead_letters: bootstrap
                 .dead_letters
                 .into_iter()
+                .chain(refused)
                 .filter(|d| {
                     lookup_positions
                         .get(&(d.topic.clone(), d.partition))
@@ -169,6 +197,18 @@ impl Engine {
             "state restored"
         );
 
+        // Jobs that panicked in this process stay stopped, their state kept.
+        let (stopped_jobs, jobs): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .partition(|j| lessons.is_stopped(&j.name, &j.fingerprint).is_some());
+        let stopped = stopped::stop(config, stopped_jobs, &mut backfills, &event_time, metrics)
+            .await
+            .map_err(EngineError::kafka("reading where a stopped job stopped"))?;
+        for panic in lessons.unreported.drain(..) {
+            pending_output
+                .failures
+                .push(stopped::dead_letter(&panic, &stopped));
+        }
         let consumer = source::subscribe(
             config,
             Arc::clone(health),
@@ -201,6 +241,7 @@ impl Engine {
             metrics: Arc::clone(metrics),
             lookups,
             jobs,
+            stopped,
             backfills,
             next_backfill: now,
             live_batches_since_backfill: 0,

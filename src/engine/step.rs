@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::EngineError;
 use super::event_time::EventTime;
 use super::jobs::{self, JobOutput, RunningJob};
-use crate::lookup::{Lookups, RowChange};
+use crate::lookup::{Lookups, TableChange};
 use crate::metrics::Metrics;
 use crate::schema::Source;
 use crate::source::SourceBatch;
@@ -38,17 +38,19 @@ impl Core<'_> {
     pub async fn micro_batch(
         &mut self,
         events: BTreeMap<Source, Vec<SourceBatch>>,
-        table_changes: Vec<(Source, RowChange)>,
+        table_changes: Vec<TableChange>,
         now: Instant,
     ) -> Result<JobOutput, EngineError> {
+        let mut refused = Vec::new();
         if !self.history {
-            self.lookups.apply(table_changes);
+            refused = self.lookups.apply(table_changes);
             self.update_kept_tables(&events)?;
         }
         let events = Arc::new(events);
         let mut output = jobs::process(self.jobs, &events, self.metrics)
             .await
             .map_err(EngineError::JobPanicked)?;
+        output.dead_letters.extend(refused);
         self.event_time.observe(&events, now);
         self.event_time.refresh(now, self.metrics);
         let fired = jobs::fire(self.jobs, self.event_time, self.metrics, now)

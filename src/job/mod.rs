@@ -51,6 +51,11 @@ pub struct Job {
     pub name: String,
     /// Output topic.
     pub output_topic: String,
+    /// `@output … SHARED`: other jobs may write to the output topic too.
+    pub output_shared: bool,
+    /// The query file, and the line that sets the output topic (`@output`,
+    /// else the first SQL line).
+    pub output_at: (std::path::PathBuf, usize),
     /// `@key` columns.
     pub key_columns: Vec<String>,
     /// `@key … WITHOUT WINDOW`: the window bounds are not part of the key.
@@ -86,11 +91,24 @@ impl std::fmt::Debug for Job {
 }
 
 impl Job {
-    /// Plans `query` once against the source schemas.
+    /// Plans `query` once against the source schemas, its plans with no
+    /// memory pool (for checks, explain and tests).
     pub async fn plan(
         query: QueryFile,
         lookups: &Lookups,
         output_prefix: &str,
+    ) -> Result<Job, QueryError> {
+        Self::plan_bounded(query, lookups, output_prefix, None).await
+    }
+
+    /// Plans `query` once against the source schemas; its plans run in a
+    /// memory pool of `memory_limit` bytes, if given
+    /// (`engine.job_memory_limit`).
+    pub async fn plan_bounded(
+        query: QueryFile,
+        lookups: &Lookups,
+        output_prefix: &str,
+        memory_limit: Option<usize>,
     ) -> Result<Job, QueryError> {
         let error_at = |line: usize, message: String| QueryError {
             file: query.path.clone(),
@@ -116,7 +134,7 @@ impl Job {
                 .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
             tables.push((view.name, Arc::new(table)));
         }
-        let ctx = session::job_context(SessionSpans::default(), sources);
+        let ctx = session::job_context(SessionSpans::default(), sources, memory_limit);
         for (name, table) in tables {
             ctx.register_table(name, table)
                 .map_err(|e| error_at(1, format!("internal error registering tables: {e}")))?;
@@ -242,12 +260,19 @@ impl Job {
             || format!("{output_prefix}{}", query.name),
             |(t, _)| t.clone(),
         );
+        let output_line = query
+            .options
+            .output
+            .as_ref()
+            .map_or_else(|| first_sql_line(&query.sql), |(_, line)| *line);
         Ok(Job {
             key_columns: query.options.key_columns().to_vec(),
             key_without_window: query.options.key_without_window,
             gauges: query.options.gauges.clone(),
             name: query.name,
             output_topic,
+            output_shared: query.options.output_shared,
+            output_at: (query.path.clone(), output_line),
             schema,
             emit_every,
             fingerprint,
@@ -335,13 +360,15 @@ impl Job {
     }
 }
 
-/// Plans every query file of `dir`, with the views of `views_dir`; returns
-/// the jobs that planned and the problems of those that did not.
+/// Plans every query file of `dir`, with the views of `views_dir`, each in
+/// a memory pool of `memory_limit` bytes if given; returns the jobs that
+/// planned and the problems of those that did not.
 pub async fn load_all(
     dir: &std::path::Path,
     views_dir: &std::path::Path,
     lookups: &Lookups,
     output_prefix: &str,
+    memory_limit: Option<usize>,
 ) -> (Vec<Job>, Vec<QueryError>) {
     let files = match crate::query::list_query_files(dir) {
         Ok(files) => files,
@@ -358,7 +385,7 @@ pub async fn load_all(
     let mut problems = Vec::new();
     for path in files {
         let planned = match QueryFile::read(&path, views_dir) {
-            Ok(query) => Job::plan(query, lookups, output_prefix).await,
+            Ok(query) => Job::plan_bounded(query, lookups, output_prefix, memory_limit).await,
             Err(e) => Err(e),
         };
         match planned {
@@ -378,20 +405,112 @@ pub async fn plan_named(
 ) -> Result<(Job, std::path::PathBuf), QueryError> {
     let path = config.engine.queries_dir.join(format!("{name}.sql"));
     let query = QueryFile::read(&path, &config.views_dir())?;
-    let job = Job::plan(query, lookups, &config.topics.output_prefix).await?;
+    let job = Job::plan_bounded(
+        query,
+        lookups,
+        &config.topics.output_prefix,
+        Some(config.job_memory_limit()),
+    )
+    .await?;
     Ok((job, path))
 }
 
 /// Plans every query of the configured queries directory against an empty
 /// customers table: for validation and topic set-up, not for running.
+/// Jobs whose output topic is refused ([`output_problems`]) are problems.
 pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<QueryError>) {
-    load_all(
+    let (jobs, mut problems) = load_all(
         &config.engine.queries_dir,
         &config.views_dir(),
         &Lookups::default(),
         &config.topics.output_prefix,
+        None,
     )
-    .await
+    .await;
+    let refused = output_problems(&jobs, &[], config);
+    problems.extend(refused.iter().map(|(_, e)| e.clone()));
+    let jobs = jobs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !refused.iter().any(|(r, _)| r == i))
+        .map(|(_, j)| j)
+        .collect();
+    (jobs, problems)
+}
+
+/// Why a job may not write to `topic`: it is a source's topic (a feedback
+/// loop), the dead-letter topic, a changelog (this engine's, or any topic
+/// named `…-changelog`) or one of Kafka's internal topics.
+pub fn output_refusal(topic: &str, config: &crate::config::Config) -> Option<String> {
+    let source = config
+        .sources
+        .iter()
+        .find(|s| s.topic == topic)
+        .map(|s| s.name.clone())
+        .or_else(|| config.topics.source_of(topic).map(|s| s.name().to_owned()));
+    if let Some(source) = source {
+        return Some(format!(
+            "the output topic {topic} is the topic of source {source}: the job would read its own rows back (a feedback loop)"
+        ));
+    }
+    if topic == config.topics.deadletter {
+        return Some(format!(
+            "the output topic {topic} is the dead-letter topic (topics.deadletter); rows and dead letters must stay apart"
+        ));
+    }
+    if topic == config.changelog_topic() || topic.ends_with("-changelog") {
+        return Some(format!(
+            "the output topic {topic} is a state changelog topic; rows written there would corrupt state"
+        ));
+    }
+    if topic.starts_with("__") {
+        return Some(format!(
+            "the output topic {topic} is one of Kafka's internal topics"
+        ));
+    }
+    None
+}
+
+/// Jobs among `jobs` (indexes, with the problem) whose output is refused
+/// ([`output_refusal`]), or that share an output topic with another job
+/// of `jobs` or of `running` without both saying `@output … SHARED`.
+pub fn output_problems(
+    jobs: &[Job],
+    running: &[&Job],
+    config: &crate::config::Config,
+) -> Vec<(usize, QueryError)> {
+    let mut problems = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let (file, line) = job.output_at.clone();
+        let at = |message: String| QueryError {
+            file: file.clone(),
+            line,
+            message,
+        };
+        if let Some(why) = output_refusal(&job.output_topic, config) {
+            problems.push((i, at(why)));
+            continue;
+        }
+        let others = jobs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, o)| o)
+            .chain(running.iter().copied().filter(|r| r.name != job.name));
+        let clash = others
+            .filter(|o| o.output_topic == job.output_topic)
+            .find(|o| !(o.output_shared && job.output_shared));
+        if let Some(other) = clash {
+            problems.push((
+                i,
+                at(format!(
+                    "job {} also writes to {}: two jobs write to one topic only when both say so, with `-- @output {} SHARED`",
+                    other.name, job.output_topic, job.output_topic
+                )),
+            ));
+        }
+    }
+    problems
 }
 
 /// The first kept table among `tables`.

@@ -10,6 +10,8 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::optimizer::Optimizer;
@@ -33,10 +35,13 @@ const SKIPPED_RULES: &[&str] = &[
 ];
 
 /// A session for planning one job over `sources` (the event source tables,
-/// which window functions read); SESSION windows report to `spans`.
+/// which window functions read); SESSION windows report to `spans`. With
+/// `memory_limit`, the job's plans share a memory pool of that many bytes:
+/// a plan that needs more fails (a job error), never the process.
 pub fn job_context(
     spans: SessionSpans,
     sources: HashMap<String, Arc<dyn TableProvider>>,
+    memory_limit: Option<usize>,
 ) -> SessionContext {
     let optimizer_rules = Optimizer::new()
         .rules
@@ -44,14 +49,25 @@ pub fn job_context(
         .filter(|r| !SKIPPED_RULES.contains(&r.name()))
         .collect();
     let physical_rules = PhysicalOptimizer::new().rules;
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = memory_limit {
+        runtime = runtime.with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)));
+    }
     let state = SessionStateBuilder::new()
         .with_config(session_config())
         .with_default_features()
         .with_optimizer_rules(optimizer_rules)
         .with_physical_optimizer_rules(physical_rules)
         .with_relation_planners(vec![Arc::new(WindowRelationPlanner::new(spans, sources))])
-        .with_query_planner(Arc::new(JobQueryPlanner))
-        .build();
+        .with_query_planner(Arc::new(JobQueryPlanner));
+    let state = match runtime.build_arc() {
+        Ok(runtime) => state.with_runtime_env(runtime),
+        Err(e) => {
+            tracing::warn!(error = %e, "a job's memory pool could not be set up; it runs without one");
+            state
+        }
+    }
+    .build();
     let context = SessionContext::new_with_state(state);
     context.register_udf(codings::gender_code_udf());
     context

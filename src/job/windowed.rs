@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -56,6 +58,54 @@ impl StateChanges {
             StateChanges::Sessions(c) => c.is_empty(),
         }
     }
+}
+
+/// A window whose rows could not be computed (or one group of it, when the
+/// failure could be narrowed down to it).
+#[derive(Debug)]
+pub struct WindowFailure {
+    /// Window (or session) start, ms.
+    pub start: i64,
+    /// Window (or session) end, ms.
+    pub end: i64,
+    /// The failing group, as `column=value, …`, when the window's other
+    /// groups were published.
+    pub group: Option<String>,
+    /// What failed.
+    pub error: DataFusionError,
+}
+
+/// What firing (or early results) produced: the rows of the windows that
+/// computed, and the windows that failed.
+#[derive(Debug, Default)]
+pub struct Fired {
+    /// Result rows, `final` set.
+    pub rows: Vec<RecordBatch>,
+    /// Windows (or groups) whose rows failed.
+    pub failures: Vec<WindowFailure>,
+}
+
+impl Fired {
+    /// The rows if no window failed, else what failed.
+    pub fn into_result(self) -> std::result::Result<Vec<RecordBatch>, String> {
+        match self.failures.as_slice() {
+            [] => Ok(self.rows),
+            failures => Err(failures
+                .iter()
+                .map(|f| format!("[{}, {}): {}", f.start, f.end, f.error))
+                .collect::<Vec<_>>()
+                .join("; ")),
+        }
+    }
+}
+
+/// One event of a micro-batch that the job's plan failed on, alone.
+#[derive(Debug)]
+pub struct RowFailure {
+    /// The event's row in the batch handed to [`WindowedJob::accumulate`].
+    pub row: usize,
+    /// What failed.
+    pub error: DataFusionError,
 }
 
 /// Plans and state of one windowed job.
@@ -151,23 +201,46 @@ impl WindowedJob {
     }
 
     /// Aggregates the on-time events of one partition of `source` into the
-    /// job's state (the job's other sources read nothing in this run).
+    /// job's state (the job's other sources read nothing in this run). When
+    /// the plan fails, the batch is halved until the failing events are
+    /// found alone: the others count, and those are returned.
     pub async fn accumulate(
         &mut self,
         source: Source,
         partition: i32,
         events: RecordBatch,
-    ) -> Result<()> {
+    ) -> Result<Vec<RowFailure>> {
         let Some(slot) = self.source_slots.get(&source) else {
             return Err(DataFusionError::Internal(format!(
                 "the window does not read {}",
                 source.name()
             )));
         };
-        slot.set(vec![events]);
-        let partial = run(&self.split.batch_plan, &self.task_ctx).await;
-        slot.set(Vec::new());
-        let partial = exact(partial?)?;
+        let mut partial = Vec::new();
+        let mut spans = Vec::new();
+        let mut failures = Vec::new();
+        let mut pending = vec![(0, events.num_rows())];
+        while let Some((offset, len)) = pending.pop() {
+            slot.set(vec![events.slice(offset, len)]);
+            let result = run(&self.split.batch_plan, &self.task_ctx)
+                .await
+                .and_then(exact);
+            slot.set(Vec::new());
+            // Mini-sessions the assignment reported count only if their run did.
+            let reported = self.info.spans.take();
+            match result {
+                Ok(states) => {
+                    partial.extend(states);
+                    spans.extend(reported);
+                }
+                Err(error) if len == 1 => failures.push(RowFailure { row: offset, error }),
+                Err(_) => {
+                    let half = len / 2;
+                    pending.push((offset + half, len - half));
+                    pending.push((offset, half));
+                }
+            }
+        }
         match &mut self.state {
             WindowState::Panes(store) => {
                 for batch in &partial {
@@ -183,37 +256,45 @@ impl WindowedJob {
                     match reduced {
                         Ok(reduced) => store.put_pane(key, reduced),
                         Err(e) => {
+                            // The pane stays as it was: every batch still counts.
+                            tracing::warn!(error = %e, "compacting a pane failed; it is kept uncompacted");
                             store.put_pane(key, batches);
-                            return Err(e);
                         }
                     }
                 }
             }
             WindowState::Sessions(store) => {
-                store.add_spans(self.info.spans.take());
+                store.add_spans(spans);
                 for batch in &partial {
                     store.insert(batch)?;
                 }
             }
         }
-        Ok(())
+        Ok(failures)
     }
 
     /// Closes the windows the watermark has passed (plus lateness), in
-    /// order, and returns their rows, `final = true`. Stops after
-    /// `deadline`: the windows left close on the next call, so a watermark
-    /// that jumps a long way does not hold the engine up.
-    pub async fn fire(&mut self, watermark: i64, deadline: Instant) -> Result<Vec<RecordBatch>> {
+    /// order, and returns their rows, `final = true`, and the windows whose
+    /// rows failed (their state is dropped with the window either way).
+    /// Stops after `deadline`: the windows left close on the next call, so
+    /// a watermark that jumps a long way does not hold the engine up.
+    pub async fn fire(&mut self, watermark: i64, deadline: Instant) -> Fired {
         let through = watermark.saturating_sub(self.lateness);
         if let WindowState::Panes(store) = &mut self.state {
             for (block, batches) in store.blocks_due(through) {
                 self.split.reduce_slot.set(batches);
-                let merged = run(&self.split.reduce_plan, &self.task_ctx).await;
+                let merged = run(&self.split.reduce_plan, &self.task_ctx)
+                    .await
+                    .and_then(exact);
                 self.split.reduce_slot.set(Vec::new());
-                store.put_block(block, exact(merged?)?);
+                match merged {
+                    Ok(merged) => store.put_block(block, merged),
+                    // Its windows read the block's panes instead.
+                    Err(e) => tracing::warn!(error = %e, "merging a block of panes failed"),
+                }
             }
         }
-        let mut rows = Vec::new();
+        let mut fired = Fired::default();
         loop {
             let windows = match &mut self.state {
                 WindowState::Panes(store) => store.close(through, WINDOWS_PER_STEP),
@@ -223,47 +304,109 @@ impl WindowedJob {
                 break;
             }
             self.windows_closed += windows.len() as u64;
-            rows.extend(self.finish(windows, true).await?);
+            self.finish(windows, true, &mut fired).await;
             if Instant::now() >= deadline {
                 break;
             }
         }
-        Ok(rows)
+        fired
     }
 
     /// Results of every open window so far, `final = false`.
-    pub async fn early(&mut self) -> Result<Vec<RecordBatch>> {
+    pub async fn early(&mut self) -> Fired {
         let windows = match &self.state {
             WindowState::Panes(store) => store.open_windows(),
             WindowState::Sessions(store) => store.open_windows(),
         };
-        self.finish(windows, false).await
+        let mut fired = Fired::default();
+        self.finish(windows, false, &mut fired).await;
+        fired
     }
 
     /// Runs the fire plan: once per window for TUMBLE and HOP (so ORDER BY,
-    /// LIMIT and OVER apply per window), once for all due sessions.
-    async fn finish(
-        &self,
-        windows: Vec<WindowContents>,
-        is_final: bool,
-    ) -> Result<Vec<RecordBatch>> {
-        let groups: Vec<Vec<RecordBatch>> = match self.state {
+    /// LIMIT and OVER apply per window), once for all due sessions. Where a
+    /// run fails and the plan is row-wise, its groups are fired in halves
+    /// until the failing ones are alone, so that every other row is
+    /// published.
+    async fn finish(&self, windows: Vec<WindowContents>, is_final: bool, fired: &mut Fired) {
+        let units: Vec<Vec<RecordBatch>> = match self.state {
             WindowState::Panes(_) => windows.into_iter().map(|w| w.batches).collect(),
             WindowState::Sessions(_) if windows.is_empty() => Vec::new(),
             WindowState::Sessions(_) => vec![windows.into_iter().flat_map(|w| w.batches).collect()],
         };
-        let mut out = Vec::new();
-        for batches in groups {
-            self.split.pane_slot.set(batches);
+        let mut pending = units;
+        pending.reverse();
+        while let Some(batches) = pending.pop() {
+            self.split.pane_slot.set(batches.clone());
             let rows = run(&self.split.fire_plan, &self.task_ctx).await;
             self.split.pane_slot.set(Vec::new());
-            for batch in rows? {
-                if batch.num_rows() > 0 {
-                    out.push(with_final(&batch, is_final)?);
+            let error = match rows.and_then(|rows| {
+                rows.iter()
+                    .filter(|b| b.num_rows() > 0)
+                    .map(|b| with_final(b, is_final))
+                    .collect::<Result<Vec<_>>>()
+            }) {
+                Ok(rows) => {
+                    fired.rows.extend(rows);
+                    continue;
                 }
+                Err(error) => error,
+            };
+            let halves = self
+                .split
+                .fire_row_wise
+                .then(|| split_groups(&batches, self.split.group_columns))
+                .flatten();
+            match halves {
+                Some((first, second)) => {
+                    pending.push(second);
+                    pending.push(first);
+                }
+                None => fired.failures.push(self.failure(&batches, error)),
             }
         }
-        Ok(out)
+    }
+
+    /// The failure of the state rows `batches`: their window's bounds, and
+    /// their group when they are one.
+    fn failure(&self, batches: &[RecordBatch], error: DataFusionError) -> WindowFailure {
+        let (start_col, end_col) = self.split.window_columns;
+        let bound = |col: usize, pick: fn(i64, i64) -> i64| {
+            batches
+                .iter()
+                .filter_map(|b| crate::window::epoch_millis(b.column(col)).ok())
+                .flat_map(|t| t.iter().flatten().collect::<Vec<_>>())
+                .reduce(pick)
+                .unwrap_or_default()
+        };
+        let group = (self.split.fire_row_wise && groups_in(batches, self.split.group_columns) == 1)
+            .then(|| group_text(batches, self.split.group_columns, self.split.window_columns))
+            .flatten();
+        WindowFailure {
+            start: bound(start_col, i64::min),
+            end: bound(end_col, i64::max),
+            group,
+            error,
+        }
+    }
+
+    /// Takes over the state of `other` (a stopped job whose query changed)
+    /// when it has the same window and state columns; all of it is then
+    /// written to the changelog again, under this job's fingerprint.
+    /// Returns whether it did.
+    pub fn adopt_state(&mut self, other: &mut WindowedJob) -> bool {
+        let same = self.info.spec == other.info.spec
+            && self.split.partial_schema == other.split.partial_schema
+            && self.lateness == other.lateness;
+        if !same {
+            return false;
+        }
+        std::mem::swap(&mut self.state, &mut other.state);
+        match &mut self.state {
+            WindowState::Panes(store) => store.journal_everything(),
+            WindowState::Sessions(store) => store.journal_everything(),
+        }
+        true
     }
 
     /// Windows fired so far are those ending at or before this.
@@ -363,6 +506,75 @@ impl WindowedJob {
             WindowState::Sessions(store) => store.bytes(),
         }
     }
+}
+
+/// The group keys (the first `group_columns` columns) of `batches`' rows,
+/// in order, each once.
+fn group_keys(
+    batches: &[RecordBatch],
+    group_columns: usize,
+) -> Option<(Vec<Vec<u32>>, Vec<RecordBatch>)> {
+    let first = batches.first()?;
+    let one = arrow::compute::concat_batches(&first.schema(), batches).ok()?;
+    let fields = one
+        .schema()
+        .fields()
+        .iter()
+        .take(group_columns)
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields).ok()?;
+    let rows = converter
+        .convert_columns(&one.columns()[..group_columns.min(one.num_columns())])
+        .ok()?;
+    let mut groups: BTreeMap<arrow::row::Row<'_>, Vec<u32>> = BTreeMap::new();
+    for i in 0..rows.num_rows() {
+        groups.entry(rows.row(i)).or_default().push(i as u32);
+    }
+    Some((groups.into_values().collect(), vec![one]))
+}
+
+/// How many groups `batches` hold.
+fn groups_in(batches: &[RecordBatch], group_columns: usize) -> usize {
+    group_keys(batches, group_columns).map_or(0, |(groups, _)| groups.len())
+}
+
+/// `batches` split into two halves of whole groups; `None` for one group.
+fn split_groups(
+    batches: &[RecordBatch],
+    group_columns: usize,
+) -> Option<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+    let (groups, one) = group_keys(batches, group_columns)?;
+    if groups.len() < 2 {
+        return None;
+    }
+    let (first, second) = groups.split_at(groups.len() / 2);
+    let take = |part: &[Vec<u32>]| {
+        let indices = UInt32Array::from(part.concat());
+        take_record_batch(&one[0], &indices).ok().map(|b| vec![b])
+    };
+    Some((take(first)?, take(second)?))
+}
+
+/// The group of `batches` (one group's state rows) as `column=value, …`,
+/// window bounds left out.
+fn group_text(
+    batches: &[RecordBatch],
+    group_columns: usize,
+    window_columns: (usize, usize),
+) -> Option<String> {
+    let batch = batches.iter().find(|b| b.num_rows() > 0)?;
+    let schema = batch.schema();
+    let options = arrow::util::display::FormatOptions::default().with_null("null");
+    let parts: Vec<String> = (0..group_columns.min(batch.num_columns()))
+        .filter(|i| *i != window_columns.0 && *i != window_columns.1)
+        .filter_map(|i| {
+            let formatter =
+                arrow::util::display::ArrayFormatter::try_new(batch.column(i), &options).ok()?;
+            Some(format!("{}={}", schema.field(i).name(), formatter.value(0)))
+        })
+        .collect();
+    Some(parts.join(", "))
 }
 
 async fn run(plan: &Arc<dyn ExecutionPlan>, ctx: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {

@@ -94,10 +94,18 @@ async fn tumble_merges_partitions_and_fires_each_window_once() {
     accumulate(&mut job, 0, tx(&[("d", 9 * MIN, 2.5, "books")])).await;
     let w = job.windowed_mut().expect("windowed");
     assert!(
-        w.fire(9 * MIN, unhurried()).await.expect("fire").is_empty(),
+        w.fire(9 * MIN, unhurried())
+            .await
+            .into_result()
+            .expect("fire")
+            .is_empty(),
         "[0, 10 min) is still open"
     );
-    let rows = w.fire(10 * MIN, unhurried()).await.expect("fire");
+    let rows = w
+        .fire(10 * MIN, unhurried())
+        .await
+        .into_result()
+        .expect("fire");
     assert_eq!(
         table(&rows),
         vec![
@@ -112,6 +120,7 @@ async fn tumble_merges_partitions_and_fires_each_window_once() {
     assert!(
         w.fire(15 * MIN, unhurried())
             .await
+            .into_result()
             .expect("fire")
             .is_empty()
     );
@@ -126,7 +135,11 @@ async fn tumble_merges_partitions_and_fires_each_window_once() {
         late.iter().collect::<Vec<_>>(),
         vec![Some(true), Some(false)]
     );
-    let rows = w.fire(20 * MIN, unhurried()).await.expect("fire");
+    let rows = w
+        .fire(20 * MIN, unhurried())
+        .await
+        .into_result()
+        .expect("fire");
     assert_eq!(
         table(&rows)[3],
         "| 1970-01-01T00:10:00Z | 1970-01-01T00:20:00Z | books    | 1      | 7.0     | 1         | true  |"
@@ -161,7 +174,7 @@ async fn hop_stores_each_event_once_and_counts_it_in_every_window() {
         2,
         "one state row per 5-minute pane, not per window"
     );
-    let early = w.early().await.expect("early");
+    let early = w.early().await.into_result().expect("early");
     assert_eq!(
         table(&early)[3..7],
         [
@@ -173,7 +186,11 @@ async fn hop_stores_each_event_once_and_counts_it_in_every_window() {
         "four open windows, not final"
     );
     assert_eq!(w.state_rows(), 2, "early results leave the state in place");
-    let rows = w.fire(20 * MIN, unhurried()).await.expect("fire");
+    let rows = w
+        .fire(20 * MIN, unhurried())
+        .await
+        .into_result()
+        .expect("fire");
     assert_eq!(
         table(&rows)[3..7],
         [
@@ -210,7 +227,11 @@ async fn sessions_merge_across_micro_batches_and_partitions() {
     // amount 0 is filtered out, but the event still bridges the sessions.
     accumulate(&mut job, 1, tx(&[("a", 20 * MIN, 0.0, "x")])).await;
     let w = job.windowed_mut().expect("windowed");
-    let rows = w.fire(20 * MIN, unhurried()).await.expect("fire");
+    let rows = w
+        .fire(20 * MIN, unhurried())
+        .await
+        .into_result()
+        .expect("fire");
     assert_eq!(
         table(&rows)[3..5],
         [
@@ -218,7 +239,11 @@ async fn sessions_merge_across_micro_batches_and_partitions() {
             "| 1970-01-01T00:03:00Z | 1970-01-01T00:13:00Z | b           | 1      | 5.0   | true  |",
         ]
     );
-    let rows = w.fire(35 * MIN, unhurried()).await.expect("fire");
+    let rows = w
+        .fire(35 * MIN, unhurried())
+        .await
+        .into_result()
+        .expect("fire");
     assert_eq!(
         table(&rows)[3],
         "| 1970-01-01T00:12:00Z | 1970-01-01T00:35:00Z | a           | 2      | 6.0   | true  |"
@@ -273,7 +298,11 @@ async fn statistics_lookups_and_functions_over_the_window_result() {
     )
     .await;
     let w = job.windowed_mut().expect("windowed");
-    let rows = w.fire(3_600_000, unhurried()).await.expect("fire");
+    let rows = w
+        .fire(3_600_000, unhurried())
+        .await
+        .into_result()
+        .expect("fire");
     // x: amounts 10 (1990), 20 (1980), 60 (1970): median 20; corr(year, amount) =
     // corr([1990,1980,1970],[10,20,60]) = -500 / sqrt(200 · 1400) = -0.9449111825230679.
     // y: 30 (1970), 1 (1990): corr -1.
@@ -365,7 +394,11 @@ async fn order_by_limit_and_over_apply_per_window() {
     )
     .await;
     let w = job.windowed_mut().expect("windowed");
-    let rows = w.fire(2 * MIN, unhurried()).await.expect("fire");
+    let rows = w
+        .fire(2 * MIN, unhurried())
+        .await
+        .into_result()
+        .expect("fire");
     // Window 1: x 5, y 3, z 2 (total 10) → x 0.5, y 0.3. Window 2: y 4, x 1 (total 5) → y 0.8, x 0.2.
     assert_eq!(
         table(&rows)[3..7],
@@ -428,7 +461,7 @@ async fn one_window_over_two_sources() {
     .await
     .expect("complaints");
     // 2 complaints for 8 transactions: 250 per 1,000.
-    let rows = w.fire(MIN, unhurried()).await.expect("fire");
+    let rows = w.fire(MIN, unhurried()).await.into_result().expect("fire");
     assert_eq!(
         table(&rows)[3],
         "| 1970-01-01T00:00:00Z | 1970-01-01T00:01:00Z | 2          | 8            | 250.0    | true  |"

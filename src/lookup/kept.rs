@@ -153,6 +153,27 @@ impl<'a> Standing<'a> {
     }
 }
 
+impl StateEvent {
+    /// Memory held by this event (its strings included).
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.state.capacity()
+            + self.carried.capacity() * std::mem::size_of::<Option<String>>()
+            + self
+                .carried
+                .iter()
+                .map(|c| c.as_ref().map_or(0, String::capacity))
+                .sum::<usize>()
+    }
+}
+
+/// Memory a key's entry holds besides its events: the key, its list and
+/// the map's node.
+fn key_bytes(key: &str) -> usize {
+    const MAP_ENTRY: usize = 48;
+    MAP_ENTRY + std::mem::size_of::<String>() + key.len() + std::mem::size_of::<Vec<StateEvent>>()
+}
+
 /// Every key's events, in event-time order, with cached snapshots of both
 /// tables.
 #[derive(Debug)]
@@ -163,6 +184,8 @@ pub struct KeptTable {
     history_snapshot: Option<RecordBatch>,
     /// Keys added, changed or forgotten since the last drain.
     changed: BTreeSet<String>,
+    /// Memory held by the keys and their events.
+    event_bytes: usize,
 }
 
 fn text<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, ArrowError> {
@@ -238,7 +261,16 @@ impl KeptTable {
             latest_snapshot: None,
             history_snapshot: None,
             changed: BTreeSet::new(),
+            event_bytes: 0,
         }
+    }
+
+    /// Memory held by the table: its keys and events, and the snapshots
+    /// jobs read.
+    pub fn bytes(&self) -> usize {
+        let snapshot =
+            |b: &Option<RecordBatch>| b.as_ref().map_or(0, RecordBatch::get_array_memory_size);
+        self.event_bytes + snapshot(&self.latest_snapshot) + snapshot(&self.history_snapshot)
     }
 
     /// What this table keeps.
@@ -296,12 +328,16 @@ impl KeptTable {
             }
             let event = self.event(times.value(row), states, &carried, row);
             let key = keys.value(row);
+            if !self.events.contains_key(key) {
+                self.event_bytes += key_bytes(key);
+            }
             let history = self.events.entry(key.to_owned()).or_default();
             let at = history.partition_point(|e| (e.ts, e.rank) < (event.ts, event.rank));
             if history
                 .get(at)
                 .is_none_or(|e| (e.ts, e.rank) != (event.ts, event.rank))
             {
+                self.event_bytes += event.bytes();
                 history.insert(at, event);
                 self.changed.insert(key.to_owned());
                 self.forget_snapshots();
@@ -316,13 +352,16 @@ impl KeptTable {
         let before = self.events.len();
         let horizon = now.saturating_sub(self.spec.retention_ms);
         let changed = &mut self.changed;
+        let mut freed = 0;
         self.events.retain(|key, history| {
             let keep = history.last().is_some_and(|e| e.ts > horizon);
             if !keep {
                 changed.insert(key.clone());
+                freed += key_bytes(key) + history.iter().map(StateEvent::bytes).sum::<usize>();
             }
             keep
         });
+        self.event_bytes = self.event_bytes.saturating_sub(freed);
         if self.events.len() != before {
             self.forget_snapshots();
         }
@@ -374,7 +413,13 @@ impl KeptTable {
             .map(|row| self.event(ts.value(row), state, &carried, row))
             .collect();
         history.sort();
-        self.events.insert(key.to_owned(), history);
+        let added = key_bytes(key) + history.iter().map(StateEvent::bytes).sum::<usize>();
+        if let Some(old) = self.events.insert(key.to_owned(), history) {
+            self.event_bytes = self
+                .event_bytes
+                .saturating_sub(key_bytes(key) + old.iter().map(StateEvent::bytes).sum::<usize>());
+        }
+        self.event_bytes += added;
         self.forget_snapshots();
         Ok(())
     }
@@ -575,6 +620,22 @@ mod tests {
         live.expire(300 + THIRTY_DAYS);
         assert_eq!(live.drain_changes().into_iter().collect::<Vec<_>>(), ["k2"]);
         assert!(live.events_of("k2").is_none(), "forgotten: a tombstone");
+    }
+
+    #[test]
+    fn the_memory_held_follows_the_keys_kept() {
+        let mut table = table();
+        let two_keys = table.bytes();
+        assert!(two_keys > 2 * key_bytes("k1"), "{two_keys}");
+        let with_snapshot = {
+            table.history_snapshot().expect("snapshot");
+            table.bytes()
+        };
+        assert!(with_snapshot > two_keys, "the snapshot counts");
+        table.expire(300 + THIRTY_DAYS);
+        assert!(table.bytes() < two_keys, "k2 forgotten, snapshots dropped");
+        table.expire(500 + THIRTY_DAYS);
+        assert_eq!(table.bytes(), 0);
     }
 
     #[test]

@@ -16,8 +16,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use crate::decode::{BatchBuilder, Cell};
+use crate::decode::{BatchBuilder, Cell, RejectKind, Rejection};
 use crate::schema::Source;
+use crate::sink::DeadLetter;
+use crate::source::RawRecord;
 
 /// One change to a table source, in topic order.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,20 @@ pub enum RowChange {
     Upsert(Vec<Cell<'static>>),
     /// Remove the row with this key.
     Delete(String),
+}
+
+/// A change to a table source with the record it came from (for its dead
+/// letter, should the table refuse it).
+#[derive(Debug, Clone)]
+pub struct TableChange {
+    /// The table source.
+    pub source: Source,
+    /// The change.
+    pub change: RowChange,
+    /// The topic and partition it was read from.
+    pub at: (String, i32),
+    /// The record.
+    pub raw: RawRecord,
 }
 
 /// The text of a key cell, as a tombstone's Kafka key writes it.
@@ -44,6 +60,35 @@ pub struct KeyedTable {
     key_index: usize,
     rows: BTreeMap<String, Vec<Cell<'static>>>,
     snapshot: Option<RecordBatch>,
+    /// Memory held by the rows (the snapshot apart).
+    row_bytes: usize,
+    /// Most memory rows and snapshot may hold: a row of a new key beyond
+    /// it is refused.
+    limit: usize,
+}
+
+/// Memory one row holds: its key, its cells and the map's node.
+fn row_bytes(key: &str, cells: &[Cell<'_>]) -> usize {
+    const MAP_ENTRY: usize = 48;
+    MAP_ENTRY
+        + std::mem::size_of::<String>()
+        + key.len()
+        + std::mem::size_of::<Vec<Cell<'_>>>()
+        + cells_bytes(cells)
+}
+
+fn cells_bytes(cells: &[Cell<'_>]) -> usize {
+    cells
+        .iter()
+        .map(|c| {
+            std::mem::size_of::<Cell<'_>>()
+                + match c {
+                    Cell::Str(s) => s.len(),
+                    Cell::List(items) => cells_bytes(items),
+                    _ => 0,
+                }
+        })
+        .sum()
 }
 
 impl KeyedTable {
@@ -59,24 +104,57 @@ impl KeyedTable {
             key_index,
             rows: BTreeMap::new(),
             snapshot: None,
+            row_bytes: 0,
+            limit: usize::MAX,
         }
     }
 
-    /// Applies changes in order.
-    pub fn apply(&mut self, changes: impl IntoIterator<Item = RowChange>) {
-        for change in changes {
+    /// Sets the most memory the table may hold (`engine.table_memory_limit`).
+    pub fn set_limit(&mut self, bytes: usize) {
+        self.limit = bytes;
+    }
+
+    /// Memory held by the rows and the snapshot jobs read.
+    pub fn bytes(&self) -> usize {
+        self.row_bytes
+            + self
+                .snapshot
+                .as_ref()
+                .map_or(0, RecordBatch::get_array_memory_size)
+    }
+
+    /// Applies changes in order; returns the positions of those refused: a
+    /// row of a new key while the table holds its limit (changes to known
+    /// keys and deletes always apply).
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = RowChange>) -> Vec<usize> {
+        let mut refused = Vec::new();
+        for (i, change) in changes.into_iter().enumerate() {
             match change {
                 RowChange::Upsert(cells) => {
-                    if let Some(key) = cells.get(self.key_index).and_then(key_text) {
-                        self.rows.insert(key, cells);
+                    let Some(key) = cells.get(self.key_index).and_then(key_text) else {
+                        continue;
+                    };
+                    let bytes = row_bytes(&key, &cells);
+                    match self.rows.get(&key) {
+                        Some(old) => self.row_bytes -= row_bytes(&key, old),
+                        None if self.row_bytes + bytes > self.limit => {
+                            refused.push(i);
+                            continue;
+                        }
+                        None => {}
                     }
+                    self.row_bytes += bytes;
+                    self.rows.insert(key, cells);
                 }
                 RowChange::Delete(key) => {
-                    self.rows.remove(&key);
+                    if let Some(old) = self.rows.remove(&key) {
+                        self.row_bytes -= row_bytes(&key, &old);
+                    }
                 }
             }
             self.snapshot = None;
         }
+        refused
     }
 
     /// Number of rows.
@@ -158,13 +236,72 @@ impl Lookups {
         self.kept.iter().map(|(s, t)| (*s, t))
     }
 
-    /// Applies changes to table sources, in order.
-    pub fn apply(&self, changes: Vec<(Source, RowChange)>) {
-        for (source, change) in changes {
-            if let Some(table) = self.tables.get(&source) {
-                lock(table).apply([change]);
+    /// Applies changes to table sources, in order; returns the dead
+    /// letters of those refused (`table_full`: a new key beyond
+    /// `engine.table_memory_limit`).
+    pub fn apply(&self, changes: Vec<TableChange>) -> Vec<DeadLetter> {
+        let mut refused = Vec::new();
+        for TableChange {
+            source,
+            change,
+            at,
+            raw,
+        } in changes
+        {
+            let Some(table) = self.tables.get(&source) else {
+                continue;
+            };
+            let mut table = lock(table);
+            if !table.apply([change]).is_empty() {
+                let reason = format!(
+                    "table {} holds {} bytes, its limit (engine.table_memory_limit); rows of new keys are refused until rows are deleted or the limit is raised",
+                    source.name(),
+                    table.bytes()
+                );
+                refused.push(raw.into_dead_letter(
+                    &at.0,
+                    at.1,
+                    Rejection::new(RejectKind::TableFull, reason),
+                    None,
+                ));
             }
         }
+        if !refused.is_empty() {
+            tracing::error!(
+                refused = refused.len(),
+                "table source full: rows of new keys go to the dead-letter topic (table_full); raise engine.table_memory_limit"
+            );
+        }
+        refused
+    }
+
+    /// Sets the most memory each table source may hold.
+    pub fn set_table_limit(&self, bytes: usize) {
+        for table in self.tables.values() {
+            lock(table).set_limit(bytes);
+        }
+    }
+
+    /// Memory held by each table source and each kept table, by table name.
+    pub fn memory(&self) -> Vec<(String, usize)> {
+        let sources = self
+            .tables
+            .iter()
+            .map(|(source, table)| (source.name().to_owned(), lock(table).bytes()));
+        let kept = self.kept.iter().map(|(source, table)| {
+            let spec = source.keep();
+            let name = spec
+                .and_then(|k| k.latest.clone().or_else(|| k.history.clone()))
+                .unwrap_or_else(|| source.name().to_owned());
+            (name, lock(table).bytes())
+        });
+        sources.chain(kept).collect()
+    }
+
+    /// Memory held by the tables kept from streams: it counts against
+    /// `engine.state_memory_limit`, and shrinks as windows close.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept.values().map(|t| lock(t).bytes()).sum()
     }
 
     /// The tables jobs can join with: every table source and every kept
@@ -244,6 +381,34 @@ mod tests {
     fn upsert(json: &str) -> RowChange {
         let cells = parse_record(customers(), json.as_bytes()).expect("valid");
         RowChange::Upsert(owned_cells(cells))
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_keys_and_takes_changes_to_known_ones() {
+        let mut table = KeyedTable::new(customers());
+        assert_eq!(
+            table.apply([upsert(r#"{"customer_id":"a","birth_year":1980}"#)]),
+            Vec::<usize>::new()
+        );
+        table.set_limit(table.bytes());
+        assert_eq!(
+            table.apply([
+                upsert(r#"{"customer_id":"b","birth_year":1990}"#),
+                upsert(r#"{"customer_id":"a","birth_year":1981}"#),
+            ]),
+            [0],
+            "b is new and does not fit; a is known"
+        );
+        assert_eq!(table.len(), 1);
+        let batch = table.snapshot().expect("snapshot");
+        assert_eq!(batch.column(1).as_primitive::<Int64Type>().value(0), 1981);
+        table.apply([RowChange::Delete("a".to_owned())]);
+        assert_eq!(table.bytes(), 0, "{}", table.bytes());
+        assert_eq!(
+            table.apply([upsert(r#"{"customer_id":"b","birth_year":1990}"#)]),
+            Vec::<usize>::new(),
+            "room again"
+        );
     }
 
     #[test]

@@ -42,6 +42,17 @@ impl BackfillFrom {
         }
     }
 
+    /// `self`, unless it is a time after `now_millis`: a backfill from the
+    /// future would read nothing and only delete the job's state.
+    pub fn not_after(self, now_millis: i64) -> Result<BackfillFrom, String> {
+        match self {
+            BackfillFrom::At(at) if at > now_millis => Err(format!(
+                "{self} is in the future: a backfill from it would read nothing (and delete the job's state)"
+            )),
+            other => Ok(other),
+        }
+    }
+
     /// The event-log time to start from, in milliseconds since the epoch,
     /// given the time now; `None` for the earliest record.
     pub fn start_millis(self, now_millis: i64) -> Option<i64> {
@@ -89,6 +100,9 @@ pub struct GaugeSpec {
 pub struct JobOptions {
     /// `@output`: output topic (default: prefix + job name).
     pub output: Option<(String, usize)>,
+    /// `@output … SHARED`: other jobs may write to the same topic (each of
+    /// them says SHARED too).
+    pub output_shared: bool,
     /// `@key`: columns that, with the job and window, form the Kafka key.
     pub key: Option<(Vec<String>, usize)>,
     /// `@key … WITHOUT WINDOW`: the window bounds are left out of the key,
@@ -138,10 +152,15 @@ impl JobOptions {
             match name {
                 "output" => {
                     once(options.output.is_some())?;
-                    if let Some(problem) = crate::config::topic_name_problem(value) {
+                    let (topic, shared) = match strip_suffix_ignore_case(value, " SHARED") {
+                        Some(topic) => (topic.trim_end(), true),
+                        None => (value, false),
+                    };
+                    if let Some(problem) = crate::config::topic_name_problem(topic) {
                         return Err((line, format!("@output topic {problem}")));
                     }
-                    options.output = Some((value.to_owned(), line));
+                    options.output = Some((topic.to_owned(), line));
+                    options.output_shared = shared;
                 }
                 "key" => {
                     once(options.key.is_some())?;

@@ -135,6 +135,7 @@ impl RowEncoder {
             "\"emitted_at\":\"{}\"",
             format_timestamp_millis(emitted_at_ms)
         );
+        let origin: Arc<str> = Arc::from(self.job.as_str());
         let mut records = Vec::new();
         for batch in batches {
             let batch = timestamps_as_text(batch)?;
@@ -156,6 +157,7 @@ impl RowEncoder {
                     key,
                     payload: Some(object_with(&job, row, Some(&emitted_at))),
                     headers: Vec::new(),
+                    job: Some(Arc::clone(&origin)),
                 });
             }
         }

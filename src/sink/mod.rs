@@ -4,9 +4,16 @@
 //! Everything the engine produces goes into the open transaction (see
 //! [`transaction`]). [`Sink::enqueue`] hands records to the producer and
 //! returns at once; their acknowledgements are awaited together, by
-//! [`Sink::delivered`], before the epoch commits. A record that cannot be
-//! delivered fails the whole epoch, which is aborted and replayed from the
-//! last committed one.
+//! [`Sink::delivered`], before the epoch commits.
+//!
+//! A record its topic cannot take (larger than the topic's
+//! `max.message.bytes`, or without a key for a compacted topic) is never
+//! sent: [`Sink::enqueue`] hands it back, refused, and the engine makes it a
+//! dead letter. A broker that refuses a record anyway fails the whole
+//! transaction (a Kafka rule): the epoch is aborted and replayed, and the
+//! error says what the topic took, so the next attempt refuses that record
+//! up front ([`Learned`]). Only broker and transaction errors restore and
+//! retry; no single record can stall the engine.
 
 mod deadletter;
 mod encode;
@@ -17,13 +24,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 
-pub use deadletter::{DeadLetter, headers as deadletter_headers};
+pub use deadletter::{DeadLetter, JobFailure, headers as deadletter_headers, record_bytes};
 pub use encode::{RowEncoder, format_timestamp_millis};
 
+use crate::admin::TopicLimit;
 use crate::brokers::{BrokerWatch, ProducerWatch};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -41,6 +49,9 @@ pub struct OutRecord {
     pub payload: Option<Vec<u8>>,
     /// Message headers.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The job whose result row this is (`None` for dead letters and
+    /// state).
+    pub job: Option<Arc<str>>,
 }
 
 /// Records that Kafka did not acknowledge.
@@ -53,6 +64,135 @@ pub struct SinkError {
     pub topic: String,
     /// The error of the first undelivered record.
     pub cause: KafkaError,
+    /// What the broker's refusal of single records taught about their
+    /// topics, for the next attempt.
+    pub learned: Learned,
+}
+
+/// What refusals by the broker taught about topics whose configuration
+/// could not be read: a smaller `max.message.bytes`, or compaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Learned {
+    /// Per topic, the smallest record size the broker refused as too large.
+    pub too_large: BTreeMap<String, usize>,
+    /// Topics that refused a record without a key (compacted).
+    pub needs_key: Vec<String>,
+}
+
+impl Learned {
+    /// Adds what `other` taught.
+    pub fn absorb(&mut self, other: Learned) {
+        for (topic, bytes) in other.too_large {
+            let at = self.too_large.entry(topic).or_insert(bytes);
+            *at = (*at).min(bytes);
+        }
+        for topic in other.needs_key {
+            if !self.needs_key.contains(&topic) {
+                self.needs_key.push(topic);
+            }
+        }
+    }
+
+    /// Whether nothing was learned.
+    pub fn is_empty(&self) -> bool {
+        self.too_large.is_empty() && self.needs_key.is_empty()
+    }
+}
+
+/// A record the sink would not send, and why: its topic cannot take it.
+#[derive(Debug)]
+pub struct Refused {
+    /// The record.
+    pub record: OutRecord,
+    /// Why, for the dead letter.
+    pub reason: String,
+}
+
+/// The limits of the topics the sink writes to.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    topics: BTreeMap<String, TopicLimit>,
+}
+
+impl Limits {
+    /// Limits as described by the cluster ([`crate::admin::topic_limits`]),
+    /// corrected by what refusals taught.
+    pub fn new(topics: BTreeMap<String, TopicLimit>, learned: &Learned) -> Self {
+        let mut limits = Self { topics };
+        limits.learn(learned);
+        limits
+    }
+
+    /// Adds the limits of more topics (outputs of jobs added later).
+    pub fn extend(&mut self, topics: BTreeMap<String, TopicLimit>) {
+        self.topics.extend(topics);
+    }
+
+    fn learn(&mut self, learned: &Learned) {
+        for (topic, &bytes) in &learned.too_large {
+            let limit = self.topics.entry(topic.clone()).or_default();
+            limit.max_message_bytes = limit.max_message_bytes.min(bytes.saturating_sub(1));
+        }
+        for topic in &learned.needs_key {
+            self.topics.entry(topic.clone()).or_default().compacted = true;
+        }
+    }
+
+    /// What `topic` accepts.
+    pub fn of(&self, topic: &str) -> TopicLimit {
+        self.topics.get(topic).copied().unwrap_or_default()
+    }
+
+    /// The largest record (key, value and headers, as
+    /// [`record_bytes`] counts them) sent to `topic`: its
+    /// `max.message.bytes`, less room for batch framing and compression.
+    pub fn record_bytes(&self, topic: &str) -> usize {
+        record_room(self.of(topic).max_message_bytes)
+    }
+
+    /// Why `record` cannot be sent, if it cannot.
+    fn refusal(&self, record: &OutRecord) -> Option<String> {
+        let limit = self.of(&record.topic);
+        let bytes = record_bytes(record);
+        let room = record_room(limit.max_message_bytes);
+        if bytes > room {
+            return Some(format!(
+                "the record is {bytes} bytes; topic {} takes at most {room} (max.message.bytes {})",
+                record.topic, limit.max_message_bytes
+            ));
+        }
+        if limit.compacted && record.key.is_none() {
+            return Some(format!(
+                "topic {} is compacted and takes only records with a key; give the job a @key",
+                record.topic
+            ));
+        }
+        None
+    }
+
+    /// The producer's `message.max.bytes` (the largest record of any topic
+    /// it writes) and `batch.size` (the smallest topic's limit, so that a
+    /// batch of small records fits every topic), within librdkafka's range.
+    fn producer_sizes(&self) -> (usize, usize) {
+        let sizes = self
+            .topics
+            .values()
+            .map(|l| l.max_message_bytes)
+            .chain([TopicLimit::default().max_message_bytes]);
+        let largest = sizes.clone().max().unwrap_or(1_000_000);
+        let smallest = sizes.min().unwrap_or(1_000_000);
+        (
+            largest.clamp(1_000, 1_000_000_000),
+            record_room(smallest).clamp(1_000, 1_000_000_000),
+        )
+    }
+}
+
+/// Room for one record in a batch of at most `max_message_bytes`: less the
+/// batch's framing and what compression can add to data that does not
+/// compress.
+fn record_room(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_sub(max_message_bytes / 100 + 512)
 }
 
 /// How long [`Sink::enqueue`] waits before it offers a record again to a
@@ -97,22 +237,28 @@ pub struct Sink {
     queue_timeout: Duration,
     metrics: Arc<Metrics>,
     watch: BrokerWatch,
+    limits: Limits,
 }
 
 impl Sink {
     /// Creates the transactional producer with `transactional_id` (it is
-    /// not registered with the broker until [`Sink::init`]).
+    /// not registered with the broker until [`Sink::init`]), for topics
+    /// with `limits`.
     pub fn new(
         config: &Config,
         transactional_id: &str,
+        limits: Limits,
         metrics: Arc<Metrics>,
         watch: BrokerWatch,
     ) -> Result<Sink, KafkaError> {
+        let (message_max, batch_size) = limits.producer_sizes();
         let mut client = config.client_config();
         client
             .set("transactional.id", transactional_id)
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
+            .set("message.max.bytes", message_max.to_string())
+            .set("batch.size", batch_size.to_string())
             .set(
                 "message.timeout.ms",
                 config.kafka.message_timeout_ms.to_string(),
@@ -128,72 +274,122 @@ impl Sink {
                 u64::try_from(config.kafka.message_timeout_ms).unwrap_or(30_000),
             ),
             metrics,
+            limits,
         })
+    }
+
+    /// The limits of the topics written.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Adds the limits of topics written from now on.
+    pub fn learn_limits(&mut self, topics: BTreeMap<String, TopicLimit>) {
+        self.limits.extend(topics);
     }
 
     /// Publishes every record and waits for Kafka's acknowledgement of
     /// each; returns where each one landed, as (partition, offset). Stops
     /// waiting as soon as the producer is fenced or every broker is lost;
-    /// sends nothing once they are.
+    /// sends nothing once they are. A record its topic cannot take fails
+    /// the call.
     pub async fn send_all(&self, records: Vec<OutRecord>) -> Result<Vec<(i32, i64)>, SinkError> {
         let mut in_flight = InFlight::default();
-        self.enqueue(&records, &mut in_flight).await?;
+        if let Some(refused) = self
+            .enqueue(records, &mut in_flight)
+            .await?
+            .into_iter()
+            .next()
+        {
+            return Err(SinkError {
+                count: 1,
+                topic: refused.record.topic,
+                cause: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                learned: Learned::default(),
+            });
+        }
         self.delivered(in_flight).await
     }
 
     /// Hands every record to the producer without waiting for Kafka's
     /// acknowledgements, which join `in_flight` (see [`Sink::delivered`]).
     /// Waits only while the producer's queue is full (backpressure), up to
-    /// `kafka.message_timeout_ms`. A record the producer refuses at once
-    /// (too large, for one) fails the call.
+    /// `kafka.message_timeout_ms`. Returns the records not sent because
+    /// their topic cannot take them (too large, or keyless on a compacted
+    /// topic), whether the limits or the producer said so; they are not
+    /// part of the transaction.
     pub async fn enqueue(
         &self,
-        records: &[OutRecord],
+        records: Vec<OutRecord>,
         in_flight: &mut InFlight,
-    ) -> Result<(), SinkError> {
+    ) -> Result<Vec<Refused>, SinkError> {
         if self.watch.lost() {
             return Err(SinkError {
                 count: records.len(),
                 topic: records.first().map(|r| r.topic.clone()).unwrap_or_default(),
                 cause: brokers_lost(),
+                learned: Learned::default(),
             });
         }
+        let mut refused = Vec::new();
         for record in records {
-            let refused = |cause| SinkError {
+            if let Some(reason) = self.limits.refusal(&record) {
+                self.metrics
+                    .produce_errors
+                    .with_label_values(&[record.topic.as_str()])
+                    .inc();
+                refused.push(Refused { record, reason });
+                continue;
+            }
+            let failed = |cause| SinkError {
                 count: 1,
                 topic: record.topic.clone(),
                 cause,
+                learned: Learned::default(),
             };
             let deadline = tokio::time::Instant::now() + self.queue_timeout;
-            let mut out = future_record(record);
-            let delivery = loop {
+            let mut out = future_record(&record);
+            let sent = loop {
                 match self.producer.send_result(out) {
-                    Ok(delivery) => break delivery,
+                    Ok(delivery) => break Ok(delivery),
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                         if tokio::time::Instant::now() < deadline =>
                     {
                         out = back;
                         tokio::select! {
-                            cause = self.watch.until_fenced() => return Err(refused(cause)),
+                            cause = self.watch.until_fenced() => return Err(failed(cause)),
                             () = self.watch.until_lost() => {
                                 self.discard_queued();
-                                return Err(refused(brokers_lost()));
+                                return Err(failed(brokers_lost()));
                             }
                             () = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
                         }
                     }
-                    Err((cause, _)) => {
-                        self.metrics
-                            .produce_errors
-                            .with_label_values(&[record.topic.as_str()])
-                            .inc();
-                        return Err(refused(cause));
-                    }
+                    Err((cause, _)) => break Err(cause),
                 }
             };
-            in_flight.push(&record.topic, delivery);
+            match sent {
+                Ok(delivery) => in_flight.push(&record.topic, delivery),
+                // The producer's own check, before anything is sent: the
+                // transaction goes on without the record.
+                Err(cause) if refused_alone(&cause) => {
+                    self.metrics
+                        .produce_errors
+                        .with_label_values(&[record.topic.as_str()])
+                        .inc();
+                    let reason = format!("the producer refused the record: {cause}");
+                    refused.push(Refused { record, reason });
+                }
+                Err(cause) => {
+                    self.metrics
+                        .produce_errors
+                        .with_label_values(&[record.topic.as_str()])
+                        .inc();
+                    return Err(failed(cause));
+                }
+            }
         }
-        Ok(())
+        Ok(refused)
     }
 
     /// Waits for Kafka's acknowledgement of every record of `in_flight`;
@@ -211,14 +407,19 @@ impl Sink {
             count,
             topic: first_topic.clone(),
             cause,
+            learned: Learned::default(),
         };
         let awaited = async {
             let mut results = Vec::with_capacity(deliveries.len());
             for (topic, delivery) in deliveries {
                 let result = match delivery.await {
                     Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
-                    Ok(Err((e, _))) => Err(e),
-                    Err(_) => Err(KafkaError::Canceled),
+                    Ok(Err((e, message))) => {
+                        let bytes = message.key().map_or(0, <[u8]>::len)
+                            + message.payload().map_or(0, <[u8]>::len);
+                        Err((e, bytes, message.key().is_none()))
+                    }
+                    Err(_) => Err((KafkaError::Canceled, 0, false)),
                 };
                 results.push((topic, result));
             }
@@ -234,12 +435,26 @@ impl Sink {
         };
         let mut failed: BTreeMap<usize, u64> = BTreeMap::new();
         let mut first_failure = None;
+        let mut learned = Learned::default();
         let mut positions = Vec::with_capacity(results.len());
         for (topic, result) in results {
             match result {
                 Ok(position) => positions.push(position),
-                Err(e) => {
+                Err((e, bytes, keyless)) => {
                     *failed.entry(topic).or_default() += 1;
+                    match e.rdkafka_error_code() {
+                        Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                            let at = learned
+                                .too_large
+                                .entry(topics[topic].clone())
+                                .or_insert(bytes);
+                            *at = (*at).min(bytes);
+                        }
+                        Some(RDKafkaErrorCode::InvalidRecord) if keyless => {
+                            learned.needs_key.push(topics[topic].clone());
+                        }
+                        _ => {}
+                    }
                     first_failure.get_or_insert((topics[topic].clone(), e));
                 }
             }
@@ -256,6 +471,7 @@ impl Sink {
                 count: failed.values().sum::<u64>() as usize,
                 topic,
                 cause,
+                learned,
             }),
         }
     }
@@ -300,6 +516,19 @@ fn future_record(record: &OutRecord) -> FutureRecord<'_, [u8], [u8]> {
         out = out.payload(payload);
     }
     out
+}
+
+/// Whether the producer refused a record on its own, before sending it
+/// (its size against `message.max.bytes`): the transaction is unharmed.
+fn refused_alone(cause: &KafkaError) -> bool {
+    matches!(
+        cause,
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidArgument
+        )
+    )
 }
 
 /// The error of a send or call given up because every broker was lost.

@@ -8,9 +8,10 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use rdkafka::message::{Headers, Message};
 
+use super::Admission;
 use crate::config::TopicsConfig;
 use crate::decode::{BatchBuilder, RejectKind, Rejection, parse_record};
-use crate::lookup::{RowChange, owned_cells};
+use crate::lookup::{RowChange, TableChange, owned_cells};
 use crate::schema::Source;
 use crate::sink::DeadLetter;
 
@@ -26,28 +27,55 @@ pub struct RawRecord {
     pub payload: Option<Vec<u8>>,
     /// Original headers.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The record's size (key, value and headers) when it was larger than
+    /// `engine.max_record_bytes`: then only a prefix of it was copied, and
+    /// it is never decoded.
+    pub oversized: Option<usize>,
 }
 
+/// The most of an oversized record's key that is copied.
+const OVERSIZED_KEY_BYTES: usize = 1_024;
+
 impl RawRecord {
-    fn of<M: Message>(message: &M) -> Self {
-        let headers = message
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|header| {
-                        (
-                            header.key.to_owned(),
-                            header.value.unwrap_or_default().to_vec(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// Copies `message`; one larger than `max_bytes` is copied only in part
+    /// (for its dead letter), never whole.
+    fn of<M: Message>(message: &M, max_bytes: usize) -> Self {
+        let header_bytes: usize = message.headers().map_or(0, |h| {
+            h.iter()
+                .map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len))
+                .sum()
+        });
+        let size = message.key().map_or(0, <[u8]>::len)
+            + message.payload().map_or(0, <[u8]>::len)
+            + header_bytes;
+        let oversized = (size > max_bytes).then_some(size);
+        let cut = |bytes: &[u8], most: usize| bytes[..bytes.len().min(most)].to_vec();
+        let (key_most, payload_most, keep_headers) = match oversized {
+            None => (usize::MAX, usize::MAX, true),
+            Some(_) => (
+                OVERSIZED_KEY_BYTES,
+                max_bytes / 2,
+                header_bytes <= max_bytes / 4,
+            ),
+        };
+        let headers = match message.headers() {
+            Some(h) if keep_headers => h
+                .iter()
+                .map(|header| {
+                    (
+                        header.key.to_owned(),
+                        header.value.unwrap_or_default().to_vec(),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Self {
             offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
+            key: message.key().map(|k| cut(k, key_most)),
+            payload: message.payload().map(|p| cut(p, payload_most)),
             headers,
+            oversized,
         }
     }
 
@@ -68,6 +96,8 @@ impl RawRecord {
             headers: self.headers,
             rejection,
             job,
+            original_bytes: self.oversized,
+            window: None,
         }
     }
 }
@@ -85,9 +115,9 @@ pub struct Consumed {
 }
 
 impl Consumed {
-    /// Copies `message`; `None` (with a warning) for a topic that is not a
-    /// source's.
-    pub fn of<M: Message>(message: &M, topics: &TopicsConfig) -> Option<Self> {
+    /// Copies `message` (only in part when it is over `max_bytes`); `None`
+    /// (with a warning) for a topic that is not a source's.
+    pub fn of<M: Message>(message: &M, topics: &TopicsConfig, max_bytes: usize) -> Option<Self> {
         let Some(source) = topics.source_of(message.topic()) else {
             tracing::warn!(
                 topic = message.topic(),
@@ -98,7 +128,21 @@ impl Consumed {
         Some(Self {
             source,
             partition: message.partition(),
-            raw: RawRecord::of(message),
+            raw: RawRecord::of(message, max_bytes),
+        })
+    }
+
+    /// The record's size as consumed (key, value and headers).
+    pub fn bytes(&self) -> usize {
+        let raw = &self.raw;
+        raw.oversized.unwrap_or_else(|| {
+            raw.key.as_ref().map_or(0, Vec::len)
+                + raw.payload.as_ref().map_or(0, Vec::len)
+                + raw
+                    .headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
         })
     }
 }
@@ -122,7 +166,7 @@ pub struct MicroBatch {
     /// Valid events per source, one batch per partition.
     pub events: BTreeMap<Source, Vec<SourceBatch>>,
     /// Changes to table sources, in topic order.
-    pub table_changes: Vec<(Source, RowChange)>,
+    pub table_changes: Vec<TableChange>,
     /// Rejected records.
     pub dead_letters: Vec<DeadLetter>,
     /// Records read, per topic.
@@ -157,6 +201,7 @@ impl MicroBatch {
 /// Collects messages until the engine closes the micro-batch.
 pub struct Batcher {
     topics: TopicsConfig,
+    admission: Admission,
     builders: BTreeMap<(Source, i32), (BatchBuilder, Vec<RawRecord>)>,
     batch: MicroBatch,
     /// Records read per source, and the next offset per (source,
@@ -167,10 +212,12 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// An empty batcher for the configured source topics.
-    pub fn new(topics: TopicsConfig) -> Self {
+    /// An empty batcher for the configured source topics, making the
+    /// `admission` checks.
+    pub fn new(topics: TopicsConfig, admission: Admission) -> Self {
         Self {
             topics,
+            admission,
             builders: BTreeMap::new(),
             batch: MicroBatch::default(),
             consumed: BTreeMap::new(),
@@ -191,7 +238,9 @@ impl Batcher {
 
     /// Decodes one message into the current micro-batch.
     pub fn push<M: Message>(&mut self, message: &M) {
-        if let Some(consumed) = Consumed::of(message, &self.topics) {
+        if let Some(consumed) =
+            Consumed::of(message, &self.topics, self.admission.max_record_bytes())
+        {
             self.add(consumed);
         }
     }
@@ -207,9 +256,26 @@ impl Batcher {
         *self.consumed.entry(kind).or_default() += 1;
         self.next_offsets.insert((kind, partition), raw.offset + 1);
 
-        let rejection = if !kind.is_stream() {
-            match row_change(kind, raw.key.as_deref(), raw.payload.as_deref()) {
-                Ok(change) => return self.batch.table_changes.push((kind, change)),
+        let rejection = if let Some(size) = raw.oversized {
+            Rejection::new(
+                RejectKind::TooLarge,
+                format!(
+                    "the record is {size} bytes (key, value and headers), over \
+                     engine.max_record_bytes ({} bytes); it was not decoded",
+                    self.admission.max_record_bytes()
+                ),
+            )
+        } else if !kind.is_stream() {
+            match contained(|| row_change(kind, raw.key.as_deref(), raw.payload.as_deref())) {
+                Ok(change) => {
+                    let at = (self.topics.source_topic(kind).to_owned(), partition);
+                    return self.batch.table_changes.push(TableChange {
+                        source: kind,
+                        change,
+                        at,
+                        raw,
+                    });
+                }
                 Err(rejection) => rejection,
             }
         } else {
@@ -218,7 +284,10 @@ impl Batcher {
                     RejectKind::InvalidJson,
                     "the message has no value",
                 )),
-                Some(bytes) => parse_record(kind, bytes),
+                Some(bytes) => contained(|| parse_record(kind, bytes)).and_then(|cells| {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    self.admission.check_time(kind, &cells, now).map(|()| cells)
+                }),
             };
             match parsed {
                 Ok(cells) => {
@@ -269,6 +338,24 @@ impl Batcher {
         self.records = 0;
         Ok(batch)
     }
+}
+
+/// Runs `decode`, turning a panic (a bug in cxpulse, or in a library it
+/// calls, on some input) into the record's rejection: the record becomes a
+/// dead letter and the decoding thread goes on.
+fn contained<T>(decode: impl FnOnce() -> Result<T, Rejection>) -> Result<T, Rejection> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        tracing::error!(panic = %what, "decoding a record panicked; the record is a dead letter (decode_error)");
+        Err(Rejection::new(
+            RejectKind::DecodeError,
+            format!("decoding the record failed inside cxpulse (a bug; please report it): {}", crate::decode::quote(&what)),
+        ))
+    })
 }
 
 /// A table source's message: an upsert, or a delete for a null value.
@@ -325,7 +412,8 @@ mod tests {
 
     #[test]
     fn splits_by_source_and_partition_and_tracks_offsets() {
-        let mut batcher = Batcher::new(Config::embedded_default().topics);
+        let config = Config::embedded_default();
+        let mut batcher = Batcher::new(config.topics.clone(), Admission::new(&config));
         let good = r#"{"event_id":"e","customer_id":"c","ts":1,"amount":3,"category":"x"}"#;
         batcher.push(&message("cx.transactions", 0, 10, None, Some(good)));
         batcher.push(&message("cx.transactions", 1, 4, None, Some(good)));
@@ -360,13 +448,16 @@ mod tests {
                 .contains_key(&("cx.customers".to_owned(), 0))
         );
         assert!(
-            matches!(&batch.table_changes[0].1, RowChange::Upsert(cells) if cells[0] == Cell::Str("c9".into()))
+            matches!(&batch.table_changes[0].change, RowChange::Upsert(cells) if cells[0] == Cell::Str("c9".into()))
         );
         assert_eq!(
-            batch.table_changes[1],
             (
-                Source::named("customers").expect("declared"),
-                RowChange::Delete("c9".to_owned())
+                &batch.table_changes[1].source,
+                &batch.table_changes[1].change
+            ),
+            (
+                &Source::named("customers").expect("declared"),
+                &RowChange::Delete("c9".to_owned())
             )
         );
         let reasons: Vec<(i64, RejectKind)> = batch

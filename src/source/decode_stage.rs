@@ -13,6 +13,7 @@ use arrow::error::ArrowError;
 use rdkafka::message::Message;
 use tokio::sync::mpsc::{self, OwnedPermit};
 
+use super::Admission;
 use super::batcher::{Batcher, Consumed, MicroBatch};
 use crate::config::TopicsConfig;
 
@@ -51,23 +52,31 @@ pub type Room = (usize, Option<OwnedPermit<Chunk>>);
 /// The engine's end of the decoding threads.
 pub struct DecodeStage {
     topics: TopicsConfig,
+    max_record_bytes: usize,
     workers: Vec<Worker>,
     /// Records of the open micro-batch (handed over or pending).
     open: usize,
+    /// Their bytes (key, value and headers, as consumed).
+    open_bytes: usize,
     /// A decoding thread is gone (it panicked).
     stopped: bool,
 }
 
 impl DecodeStage {
     /// Starts `threads` decoding threads (at least one, at most
-    /// [`MAX_WORKERS`]) for the configured source topics. They end when
-    /// the stage is dropped.
-    pub fn start(topics: TopicsConfig, threads: usize) -> std::io::Result<Self> {
+    /// [`MAX_WORKERS`]) for the configured source topics, making the
+    /// `admission` checks. They end when the stage is dropped.
+    pub fn start(
+        topics: TopicsConfig,
+        admission: Admission,
+        threads: usize,
+    ) -> std::io::Result<Self> {
+        let max_record_bytes = admission.max_record_bytes();
         let workers = (0..threads.clamp(1, MAX_WORKERS))
             .map(|index| {
                 let (chunks, mut chunks_in) = mpsc::channel::<Chunk>(CHUNKS_QUEUED);
                 let (batches_out, batches) = mpsc::channel(BATCHES_QUEUED);
-                let mut batcher = Batcher::new(topics.clone());
+                let mut batcher = Batcher::new(topics.clone(), admission.clone());
                 std::thread::Builder::new()
                     .name(format!("cxpulse-decode-{index}"))
                     .spawn(move || {
@@ -92,8 +101,10 @@ impl DecodeStage {
             .collect::<std::io::Result<_>>()?;
         Ok(Self {
             topics,
+            max_record_bytes,
             workers,
             open: 0,
+            open_bytes: 0,
             stopped: false,
         })
     }
@@ -101,8 +112,9 @@ impl DecodeStage {
     /// Copies one consumed message for decoding, by the thread of its
     /// partition.
     pub fn push<M: Message>(&mut self, message: &M) {
-        if let Some(consumed) = Consumed::of(message, &self.topics) {
+        if let Some(consumed) = Consumed::of(message, &self.topics, self.max_record_bytes) {
             let n = self.workers.len() as i32;
+            self.open_bytes += consumed.bytes();
             let worker = &mut self.workers[consumed.partition.rem_euclid(n) as usize];
             worker.pending.push(consumed);
             self.open += 1;
@@ -114,6 +126,11 @@ impl DecodeStage {
         self.open
     }
 
+    /// Bytes of the records in the open micro-batch, as consumed.
+    pub fn open_bytes(&self) -> usize {
+        self.open_bytes
+    }
+
     /// Closes the open micro-batch (if it has records): every thread hands
     /// its part back once it has decoded it.
     pub fn cut(&mut self) {
@@ -122,6 +139,7 @@ impl DecodeStage {
                 worker.cut = true;
             }
             self.open = 0;
+            self.open_bytes = 0;
         }
     }
 
@@ -238,8 +256,9 @@ mod tests {
     #[tokio::test]
     async fn micro_batches_end_where_the_engine_cuts_them_across_chunks() {
         // Two threads: partition 0 decodes on one, partition 1 on the other.
+        let config = Config::load(None).expect("config");
         let mut stage =
-            DecodeStage::start(Config::load(None).expect("config").topics, 2).expect("threads");
+            DecodeStage::start(config.topics.clone(), Admission::new(&config), 2).expect("threads");
         // 2,500 records: three chunks, then a cut; then 2 more and a cut.
         for offset in 0..2_500 {
             stage.push(&transaction(offset as i32 % 2, offset));

@@ -8,6 +8,7 @@
 //! into the consumer-lag metric, and reports errors to the
 //! [`BrokerWatch`](crate::brokers::BrokerWatch).
 
+mod admission;
 mod backlog;
 mod batcher;
 mod decode_stage;
@@ -21,6 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 
+pub use admission::Admission;
 pub use backlog::Backlog;
 pub use batcher::{Batcher, Consumed, MicroBatch, RawRecord, SourceBatch};
 pub use decode_stage::DecodeStage;
@@ -124,17 +126,21 @@ pub fn subscribe(
     watch: BrokerWatch,
 ) -> Result<SourceConsumer, KafkaError> {
     let source_topics = config.topics.of(Source::streams());
-    let mut client = rdkafka::ClientConfig::new();
+    // The user's properties first: those exactly-once depends on are the
+    // engine's (the configuration refuses them in `kafka.properties`).
+    let mut client = config.client_config();
     client
         .set("group.id", &config.kafka.group_id)
         .set("group.instance.id", config.instance_id())
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("statistics.interval.ms", "1000");
-    // The user's properties last, so that they can override the defaults.
-    for (k, v) in config.client_properties() {
-        client.set(k, v);
+        .set("isolation.level", "read_committed");
+    for (key, value) in [
+        ("auto.offset.reset", "earliest"),
+        ("statistics.interval.ms", "1000"),
+    ] {
+        if client.get(key).is_none() {
+            client.set(key, value);
+        }
     }
     let consumer: SourceConsumer = client.create_with_context(SourceContext {
         health,

@@ -39,7 +39,12 @@ pub struct ChangelogWriter {
     written_since_checkpoint: usize,
     /// The last integer value written per key, to skip unchanged ones.
     ints: HashMap<StateKey, i64>,
+    /// Most value bytes per record.
+    part_bytes: usize,
 }
+
+/// Room kept in a record for its key and framing.
+const KEY_ROOM: usize = 16 * 1024;
 
 impl ChangelogWriter {
     /// A writer for `topic`, which has `partitions` partitions.
@@ -51,7 +56,17 @@ impl ChangelogWriter {
             live_bytes: 0,
             written_since_checkpoint: 0,
             ints: HashMap::new(),
+            part_bytes: MAX_RECORD_BYTES,
         }
+    }
+
+    /// The same writer for a topic whose records take at most `limit`
+    /// bytes: values are split into smaller parts if need be.
+    pub fn with_record_limit(mut self, limit: usize) -> Self {
+        self.part_bytes = MAX_RECORD_BYTES
+            .min(limit.saturating_sub(KEY_ROOM))
+            .max(1_024);
+        self
     }
 
     /// The changelog topic.
@@ -79,7 +94,7 @@ impl ChangelogWriter {
 
     /// Records that `key` now holds `value`.
     pub fn put(&mut self, key: StateKey, value: &[u8]) -> Vec<OutRecord> {
-        let parts = value::split(value, MAX_RECORD_BYTES);
+        let parts = value::split(value, self.part_bytes);
         let count = parts.len() as u32;
         let old = self.forget(&key);
         let mut records: Vec<OutRecord> = parts
@@ -154,7 +169,7 @@ impl ChangelogWriter {
         (0..self.partitions)
             .flat_map(|partition| {
                 let key = StateKey::Checkpoint { partition };
-                value::split(&written_at, MAX_RECORD_BYTES)
+                value::split(&written_at, self.part_bytes)
                     .into_iter()
                     .enumerate()
                     .map(move |(i, part)| (key.clone(), i as u32, part))
@@ -181,6 +196,7 @@ impl ChangelogWriter {
             key: Some(key.encode(part)),
             payload,
             headers: Vec::new(),
+            job: None,
         }
     }
 }

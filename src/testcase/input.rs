@@ -176,6 +176,7 @@ fn records(path: &Path, source: Source) -> Result<Vec<Consumed>, CaseError> {
                 key: None,
                 payload: Some(payload),
                 headers: Vec::new(),
+                oversized: None,
             },
         });
     }

@@ -171,6 +171,18 @@ pub async fn run_case(config: &Config, case: &CaseDir) -> Result<CaseOutput, Cas
             }
             letter
         })
+        .chain(output.failures.iter().map(|f| {
+            let mut failure = serde_json::json!({
+                "job": f.job,
+                "reason": f.rejection.kind.as_str(),
+            });
+            if let Some((start, end)) = f.window {
+                failure["window_start"] =
+                    Value::String(crate::sink::format_timestamp_millis(start));
+                failure["window_end"] = Value::String(crate::sink::format_timestamp_millis(end));
+            }
+            failure
+        }))
         .collect();
     dead_letters.sort_by_key(Value::to_string);
     Ok(CaseOutput {

@@ -387,6 +387,13 @@ impl PaneStore {
             .collect()
     }
 
+    /// Journals every batch held as added: the store is to be written
+    /// whole under another job's name (a stopped job's state taken over).
+    pub fn journal_everything(&mut self) {
+        let everything = self.contents();
+        self.journal = everything;
+    }
+
     /// Puts back a batch read from the changelog (not journaled). Batches of
     /// panes whose windows have all closed are ignored.
     pub fn restore(&mut self, pane: PaneKey, batch: StateBatch) {

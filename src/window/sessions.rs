@@ -257,6 +257,19 @@ impl SessionStore {
             .collect()
     }
 
+    /// Marks every open session as changed and none as written: the store
+    /// is to be written whole under another job's name (a stopped job's
+    /// state taken over).
+    pub fn journal_everything(&mut self) {
+        self.persisted.clear();
+        self.removed.clear();
+        self.touched = self
+            .sessions
+            .iter()
+            .flat_map(|(key, sessions)| sessions.keys().map(move |start| (key.clone(), *start)))
+            .collect();
+    }
+
     /// Puts back a session read from the changelog (not journaled).
     pub fn restore(&mut self, key: ScalarValue, start: i64, end: i64, batches: Vec<RecordBatch>) {
         self.persisted.insert((key.clone(), start));

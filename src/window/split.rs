@@ -62,6 +62,15 @@ pub struct SplitPlan {
     pub window_columns: (usize, usize),
     /// Index of the SESSION key in the state rows.
     pub key_column: Option<usize>,
+    /// How many leading columns of the state rows are the GROUP BY
+    /// columns (the window bounds among them).
+    pub group_columns: usize,
+    /// Whether the fire plan computes each group's row from that group's
+    /// state alone (projections and filters over the final aggregate, no
+    /// LIMIT, window function or other aggregate across groups): then the
+    /// groups of a window can be fired apart, so that one failing group
+    /// does not keep the others from being published.
+    pub fire_row_wise: bool,
 }
 
 /// Finds the query's window, if any, and checks that the query can run
@@ -445,6 +454,8 @@ pub fn split_physical(plan: &Arc<dyn ExecutionPlan>) -> Result<SplitPlan> {
         .and_then(|(_, key)| key)
         .map(|key| group_index(&key))
         .transpose()?;
+    let fire_row_wise = row_wise(&fire_plan);
+    let group_columns = group_names.len();
     Ok(SplitPlan {
         batch_plan: partial,
         fire_plan,
@@ -454,7 +465,43 @@ pub fn split_physical(plan: &Arc<dyn ExecutionPlan>) -> Result<SplitPlan> {
         partial_schema,
         window_columns,
         key_column,
+        group_columns,
+        fire_row_wise,
     })
+}
+
+/// Whether every operator of the fire plan maps each group's row on its
+/// own: projections, filters, repartitioning, sorting without a limit, and
+/// the one final aggregate (over the groups' states, fed by the slot).
+fn row_wise(fire_plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut aggregates = 0;
+    let mut row_wise = true;
+    let _ = fire_plan.apply(|node| {
+        let ok = match node.name() {
+            "ProjectionExec"
+            | "FilterExec"
+            | "CoalesceBatchesExec"
+            | "CoalescePartitionsExec"
+            | "RepartitionExec"
+            | "DataSourceExec"
+            | "StreamingTableExec"
+            | "MemoryExec"
+            | "CooperativeExec" => true,
+            "SortExec" | "SortPreservingMergeExec" => node.fetch().is_none(),
+            "AggregateExec" => {
+                aggregates += 1;
+                aggregates == 1
+            }
+            _ => false,
+        };
+        if ok {
+            Ok(TreeNodeRecursion::Continue)
+        } else {
+            row_wise = false;
+            Ok(TreeNodeRecursion::Stop)
+        }
+    });
+    row_wise
 }
 
 /// The lowest aggregate above the window assignment.
