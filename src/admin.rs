@@ -167,7 +167,7 @@ pub async fn topic_limits(
         .iter()
         .map(|t| ResourceSpecifier::Topic(t.as_str()))
         .collect();
-    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let described = match admin.describe_configs(&specifiers, &options).await {
         Ok(described) => described,
         Err(e) => {

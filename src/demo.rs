@@ -57,6 +57,10 @@ enum Ending {
     PublisherStopped,
 }
 
+/// How far ahead of the wall clock the demo's events may be: a century of
+/// simulated time (about ten days of the demo at its default speed).
+const DEMO_MAX_FUTURE_MS: i64 = 100 * 365 * 86_400_000;
+
 /// Runs the demo until `interrupt` resolves (ctrl-c, SIGTERM), `q` in the
 /// full-screen view, or `duration`. The full-screen view is used when stdout
 /// is a terminal; otherwise status lines are printed.
@@ -93,6 +97,12 @@ pub async fn run(options: DemoOptions, interrupt: impl Future<Output = ()>) -> a
     crate::generate::check_sources().map_err(anyhow::Error::msg)?;
     config.kafka.brokers.clone_from(&bootstrap);
     config.engine.queries_dir = queries.path().to_owned();
+    // Simulated time runs `speed` times faster than the clock and soon
+    // passes it: the demo takes events up to a century ahead, which still
+    // refuses a year-9999 event.
+    if config.engine.max_future_ms != 0 {
+        config.engine.max_future_ms = config.engine.max_future_ms.max(DEMO_MAX_FUTURE_MS);
+    }
     config.http.listen.clone_from(&options.listen);
     let (jobs, _) = crate::job::plan_configured(&config).await;
     crate::admin::create_engine_topics(&config, &jobs, 3)

@@ -25,6 +25,8 @@ pub struct Health {
     partitions_assigned: AtomicBool,
     /// What keeps the engine from running, if anything.
     blocker: Mutex<Option<String>>,
+    /// Why the table sources cannot be read, while they cannot.
+    tables: Mutex<Option<String>>,
 }
 
 impl Default for Health {
@@ -32,6 +34,7 @@ impl Default for Health {
         Self {
             partitions_assigned: AtomicBool::new(false),
             blocker: Mutex::new(Some("starting".to_owned())),
+            tables: Mutex::new(None),
         }
     }
 }
@@ -48,9 +51,17 @@ impl Health {
         *self.blocker.lock().unwrap_or_else(PoisonError::into_inner) = why;
     }
 
+    /// Records why the table sources have not been read for a while, or
+    /// `None` once they are read again.
+    pub fn set_tables_failing(&self, why: Option<String>) {
+        *self.tables.lock().unwrap_or_else(PoisonError::into_inner) = why;
+    }
+
     /// `Ok` when ready, otherwise what is still missing.
     pub fn readiness(&self) -> Result<(), String> {
         if let Some(why) = &*self.blocker.lock().unwrap_or_else(PoisonError::into_inner) {
+            Err(why.clone())
+        } else if let Some(why) = &*self.tables.lock().unwrap_or_else(PoisonError::into_inner) {
             Err(why.clone())
         } else if !self.partitions_assigned.load(Ordering::Relaxed) {
             Err("no partitions assigned yet".to_owned())
@@ -331,6 +342,13 @@ mod tests {
         health.set_blocker(Some("restoring state".to_owned()));
         assert_eq!(health.readiness(), Err("restoring state".to_owned()));
         health.set_blocker(None);
+        assert_eq!(health.readiness(), Ok(()));
+        health.set_tables_failing(Some("reading the table sources has failed".to_owned()));
+        assert_eq!(
+            health.readiness(),
+            Err("reading the table sources has failed".to_owned())
+        );
+        health.set_tables_failing(None);
         assert_eq!(health.readiness(), Ok(()));
         health.set_partitions_assigned(false);
         assert_eq!(

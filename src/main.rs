@@ -119,10 +119,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         partitions: i32,
     },
-    /// Forget a job's window state; the engine's next start begins the job empty (a running engine of this instance is fenced and stops).
+    /// Forget a job's window state, or repair event time (--event-time); the engine's next start goes on from there (a running engine of this instance is fenced and stops).
     Reset {
         /// Job name (its query file name without .sql).
-        job: String,
+        #[arg(required_unless_present = "event_time", conflicts_with = "event_time")]
+        job: Option<String>,
+        /// Forget the sources' watermarks and how far the windows of the jobs reading them have closed (after a far-future event moved them), instead of a job's state.
+        #[arg(long)]
+        event_time: bool,
+        /// With --event-time: only this source's (e.g. transactions).
+        #[arg(long, requires = "event_time")]
+        source: Option<String>,
         /// Configuration file layered over the embedded default.
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -177,6 +184,15 @@ struct EventOptions {
     /// First instant of simulated time (RFC 3339).
     #[arg(long, default_value = "2026-01-01T00:00:00Z", value_parser = parse_start)]
     start: i64,
+}
+
+/// How long after the start a simulation from `start_ms`, at `speed`
+/// simulated seconds per second, passes the wall clock by more than a day
+/// (the engine's default `max_future_ms`), if it does within `duration`.
+fn future_after(start_ms: i64, speed: f64, duration: Option<Duration>) -> Option<Duration> {
+    let limit = chrono::Utc::now().timestamp_millis() + 86_400_000;
+    let after = Duration::from_secs_f64(((limit - start_ms) as f64 / speed / 1000.0).max(0.0));
+    duration.is_none_or(|d| d > after).then_some(after)
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -277,13 +293,23 @@ fn main() -> ExitCode {
         Command::CreateTopics { config, partitions } => {
             runtime.block_on(create_topics(config, partitions))
         }
-        Command::Reset { job, config } => runtime.block_on(async move {
+        Command::Reset {
+            job,
+            event_time,
+            source,
+            config,
+        } => runtime.block_on(async move {
             let config = load_config(config.as_deref())?;
-            let report = cxpulse::state::reset::reset_job(&config, &job).await?;
-            println!(
-                "reset {job}: {} state entries removed ({} tombstones in {})",
-                report.entries, report.tombstones, report.topic
-            );
+            match job {
+                Some(job) if !event_time => {
+                    let report = cxpulse::state::reset::reset_job(&config, &job).await?;
+                    println!(
+                        "reset {job}: {} state entries removed ({} tombstones in {})",
+                        report.entries, report.tombstones, report.topic
+                    );
+                }
+                _ => reset_event_time(&config, source.as_deref()).await?,
+            }
             Ok(())
         }),
         Command::Produce {
@@ -391,6 +417,14 @@ async fn generate(
         humantime::format_duration(events.speed),
         config.kafka.brokers
     );
+    if let Some(after) = future_after(events.start, speed, duration) {
+        eprintln!(
+            "note: simulated time runs {speed:.0}x faster than the clock and passes it by more than a day after {}; \
+             a cxpulse run with the default engine.max_future_ms (1 day) sends the later events to the dead-letter topic \
+             as `future`: run it with CXPULSE__ENGINE__MAX_FUTURE_MS=0, or start the simulation earlier (--start)",
+            humantime::format_duration(Duration::from_secs(after.as_secs()))
+        );
+    }
     let started = tokio::time::Instant::now();
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
     let deadline = async {
@@ -444,6 +478,40 @@ fn progress_message(progress: &cxpulse::generate::publish::Progress, elapsed: Du
 
 /// Loads the configuration and fixes this process's sources from its
 /// `[[sources]]`.
+/// `cxpulse reset --event-time`: forgets the watermarks of `source` (every
+/// source when `None`) and the closed-through marks of the jobs reading it.
+async fn reset_event_time(config: &Config, source: Option<&str>) -> anyhow::Result<()> {
+    if let Some(name) = source
+        && cxpulse::schema::Source::named(name).is_none_or(|s| !s.is_stream())
+    {
+        anyhow::bail!("--source {name}: not an event source of the configuration");
+    }
+    let (jobs, problems) = cxpulse::job::plan_configured(config).await;
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "the queries must plan, to know which jobs read the source:\n  {}",
+            list.join("\n  ")
+        );
+    }
+    let readers = jobs
+        .iter()
+        .map(|j| {
+            let sources = j.sources().iter().map(|s| s.name().to_owned()).collect();
+            (j.name.clone(), sources)
+        })
+        .collect();
+    let report = cxpulse::state::reset::reset_event_time(config, source, &readers).await?;
+    println!(
+        "reset event time of {}: {} entries removed ({} tombstones in {}); the next start computes the watermarks from the events it reads. To recompute windows that closed too early: cxpulse backfill JOB --from <a time before the bad event>",
+        source.unwrap_or("every source"),
+        report.entries,
+        report.tombstones,
+        report.topic
+    );
+    Ok(())
+}
+
 /// Asks the engine at `url` (default: the configured `http.listen`) to
 /// backfill `job` from `from`, and prints its answer.
 fn request_backfill(

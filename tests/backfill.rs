@@ -227,11 +227,16 @@ async fn a_backfill_killed_midway_resumes_where_it_stood() {
     assert_same_rows("killed mid-backfill", &live, &backfilled);
 }
 
-/// `cxpulse backfill` with `args`: exit code and output.
-fn backfill_command(args: &[&str]) -> (Option<i32>, String) {
+/// The engine's admin token in these tests.
+const TOKEN: &str = "backfill-test-token-0123456789";
+
+/// `cxpulse backfill` with `args` and the admin token `token`: exit code
+/// and output.
+fn backfill_command(args: &[&str], token: &str) -> (Option<i32>, String) {
     let out = Command::new(BIN)
         .arg("backfill")
         .args(args)
+        .env("CXPULSE__HTTP__ADMIN_TOKEN", token)
         .output()
         .expect("run cxpulse backfill");
     (
@@ -248,23 +253,53 @@ fn backfill_command(args: &[&str]) -> (Option<i32>, String) {
 async fn cxpulse_backfill_rebuilds_a_running_job_from_history() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let (_broker, config, _dir, history_tx) = history("backfill-command").await;
-    let mut engine = EngineProcess::start(&engine_env(&config, &[]));
+    let mut engine = EngineProcess::start(&engine_env(
+        &config,
+        &[("CXPULSE__HTTP__ADMIN_TOKEN", TOKEN)],
+    ));
     engine.wait_ready(READY);
     wait_finished(&config, &engine, Duration::from_secs(600));
     let before = final_rows(&config, &["revenue".to_owned()]);
     let url = format!("http://{}", engine.addr);
 
-    let (code, out) = backfill_command(&["nosuchjob", "--from", "earliest", "--url", &url]);
+    // No token, a wrong one, a start in the future: refused, and nothing
+    // happens to the job.
+    let post = |authorization: Option<&str>, body: &str| {
+        common::http_post(engine.addr, "/jobs/revenue/backfill", authorization, body)
+    };
+    let (status, answer) = post(None, "earliest");
+    assert_eq!(status, 401, "{answer}");
+    let (status, answer) = post(Some("Bearer not-the-token-0123456789"), "earliest");
+    assert_eq!(status, 401, "{answer}");
+    let (status, answer) = post(Some(&format!("Bearer {TOKEN}")), "2999-01-01T00:00:00Z");
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("is in the future"), "{answer}");
+    let (code, out) = backfill_command(&["revenue", "--from", "earliest", "--url", &url], "");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("CXPULSE__HTTP__ADMIN_TOKEN"), "{out}");
+    let (code, out) = backfill_command(
+        &["revenue", "--from", "earliest", "--url", &url],
+        "a-wrong-token-0123456789",
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("401"), "{out}");
+
+    let (code, out) = backfill_command(&["nosuchjob", "--from", "earliest", "--url", &url], TOKEN);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("404") && out.contains("no running job is named nosuchjob"),
         "{out}"
     );
-    let (code, out) = backfill_command(&["revenue", "--from", "yesterday", "--url", &url]);
+    let (code, out) = backfill_command(&["revenue", "--from", "yesterday", "--url", &url], TOKEN);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("is not a start"), "{out}");
+    assert_eq!(
+        metric(&engine.metrics(), "cxpulse_backfills_running"),
+        Some(0.0),
+        "no refused request started anything"
+    );
 
-    let (code, out) = backfill_command(&["revenue", "--from", "earliest", "--url", &url]);
+    let (code, out) = backfill_command(&["revenue", "--from", "earliest", "--url", &url], TOKEN);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("backfill of revenue started"), "{out}");
     wait_metrics(&engine, "the hand-over", |m| {

@@ -140,6 +140,26 @@ fn the_chart_lints_and_refuses_mistyped_or_unsafe_values() {
             vec!["--set", "kafka.sasl.enabled=true"],
             "kafka.sasl.enabled needs kafka.sasl.existingSecret",
         ),
+        (
+            vec![
+                "--set",
+                "admin.token.create=true",
+                "--set-string",
+                "admin.token.value=short",
+            ],
+            "admin.token.value must be at least 16 characters long, it has 5",
+        ),
+        (
+            vec!["--set-string", "config.http.admin_token=0123456789abcdef"],
+            "http.admin_token must not be set in values",
+        ),
+        (
+            vec![
+                "--set",
+                "extraEnv[0].name=CXPULSE__HTTP__ADMIN_TOKEN,extraEnv[0].value=0123456789abcdef",
+            ],
+            "CXPULSE__HTTP__ADMIN_TOKEN must not be set in extraEnv",
+        ),
     ];
     for (args, message) in refused {
         let error = template(&args).expect_err(&format!("{args:?} refused"));
@@ -213,6 +233,7 @@ fn every_ci_values_file_renders_manifests_that_kubernetes_accepts() {
         "monitoring-values.yaml",
         "sasl-values.yaml",
         "existing-queries-values.yaml",
+        "admin-networkpolicy-values.yaml",
     ] {
         assert!(files.contains(wanted), "ci/{wanted} missing: {files:?}");
     }
@@ -226,6 +247,7 @@ fn the_default_rendering_runs_one_hardened_pod_with_the_bundled_queries() {
     let docs = rendered("default-values.yaml");
     let mut kinds_seen: Vec<String> = kinds(&docs);
     kinds_seen.sort();
+    // No Secret (no SASL, no admin token), no NetworkPolicy.
     assert_eq!(
         kinds_seen,
         [
@@ -266,7 +288,10 @@ fn the_default_rendering_runs_one_hardened_pod_with_the_bundled_queries() {
     let allowed = startup["periodSeconds"].as_u64().unwrap_or(0)
         * startup["failureThreshold"].as_u64().unwrap_or(0);
     assert!(allowed >= 600, "{allowed} s to restore");
-    assert!(container["env"].is_null(), "no environment without SASL");
+    assert!(
+        container["env"].is_null(),
+        "no environment without SASL or an admin token (no CXPULSE__HTTP__ADMIN_TOKEN: the admin endpoints are off)"
+    );
 
     // The configuration: over the embedded defaults, queries and views
     // where the volumes are.
@@ -466,6 +491,121 @@ fn sasl_and_tls_come_from_secrets() {
         .find(|v| text(&v["name"]) == "tls")
         .expect("a tls volume");
     assert_eq!(text(&tls["secret"]["secretName"]), "kafka-ca");
+}
+
+#[test]
+fn the_admin_token_comes_from_a_secret_and_only_the_given_peers_reach_the_port() {
+    let values: Value = yaml_serde::from_str(
+        &std::fs::read_to_string(chart().join("ci/admin-networkpolicy-values.yaml"))
+            .expect("values"),
+    )
+    .expect("YAML");
+    let token = text(&values["admin"]["token"]["value"]);
+    assert!(token.len() >= 16, "{token}");
+    let docs = rendered("admin-networkpolicy-values.yaml");
+
+    // The token: in the Secret the chart created, to the engine as
+    // CXPULSE__HTTP__ADMIN_TOKEN from a secretKeyRef, nowhere else.
+    let secret = find(&docs, "Secret", "cx-cxpulse-admin");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(text(&secret["data"]["admin-token"]))
+        .expect("base64");
+    assert_eq!(decoded, token.as_bytes());
+    let set = find(&docs, "StatefulSet", "cx-cxpulse");
+    let container = &set["spec"]["template"]["spec"]["containers"][0];
+    let admin: Vec<&Value> = container["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .filter(|e| text(&e["name"]) == "CXPULSE__HTTP__ADMIN_TOKEN")
+        .collect();
+    assert_eq!(admin.len(), 1, "{admin:?}");
+    assert!(admin[0]["value"].is_null(), "a plain value: {:?}", admin[0]);
+    let key = &admin[0]["valueFrom"]["secretKeyRef"];
+    assert_eq!(
+        (text(&key["name"]), text(&key["key"])),
+        ("cx-cxpulse-admin", "admin-token")
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(token);
+    for doc in &docs {
+        let yaml = yaml_serde::to_string(doc).expect("YAML");
+        assert!(
+            !yaml.contains(token),
+            "{} holds the admin token in clear",
+            name(doc)
+        );
+        if kind(doc) != "Secret" {
+            assert!(
+                !yaml.contains(&encoded),
+                "{} holds the admin token",
+                name(doc)
+            );
+        }
+    }
+    let config = text(&find(&docs, "ConfigMap", "cx-cxpulse-config")["data"]["cxpulse.toml"]);
+    let parsed: toml_edit::DocumentMut = config.parse().expect("TOML");
+    assert!(
+        parsed["http"].get("admin_token").is_none(),
+        "the ConfigMap sets http.admin_token:\n{config}"
+    );
+
+    // The NetworkPolicy: the engine's pods, ingress only to the http port,
+    // only from the peers of networkPolicy.metricsFrom; egress untouched.
+    let policy = &find(&docs, "NetworkPolicy", "cx-cxpulse")["spec"];
+    assert_eq!(
+        policy["podSelector"]["matchLabels"],
+        set["spec"]["selector"]["matchLabels"]
+    );
+    let types: Vec<&str> = policy["policyTypes"]
+        .as_sequence()
+        .expect("policyTypes")
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(types, ["Ingress"], "egress (Kafka) is not restricted");
+    assert!(policy["egress"].is_null(), "{policy:?}");
+    let rules = policy["ingress"].as_sequence().expect("ingress");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["from"], values["networkPolicy"]["metricsFrom"]);
+    let ports = rules[0]["ports"].as_sequence().expect("ports");
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(text(&ports[0]["protocol"]), "TCP");
+    assert_eq!(ports[0]["port"].as_u64(), Some(9464));
+    assert_eq!(
+        ports[0]["port"], container["ports"][0]["containerPort"],
+        "the container's http port"
+    );
+
+    // With no peers, nothing reaches the port.
+    let closed = documents(&template(&["--set", "networkPolicy.enabled=true"]).expect("renders"));
+    let closed = &find(&closed, "NetworkPolicy", "cx-cxpulse")["spec"];
+    assert_eq!(text(&closed["policyTypes"][0]), "Ingress");
+    assert!(
+        closed["ingress"]
+            .as_sequence()
+            .is_some_and(|rules| rules.is_empty()),
+        "{closed:?}"
+    );
+
+    // An existing Secret: referenced, none created.
+    let existing =
+        documents(&template(&["--set", "admin.token.existingSecret=ops-admin"]).expect("renders"));
+    assert!(
+        !existing.iter().any(|d| kind(d) == "Secret"),
+        "{:?}",
+        kinds(&existing)
+    );
+    let env = &find(&existing, "StatefulSet", "cx-cxpulse")["spec"]["template"]["spec"]["containers"]
+        [0]["env"];
+    assert_eq!(text(&env[0]["name"]), "CXPULSE__HTTP__ADMIN_TOKEN");
+    assert_eq!(
+        text(&env[0]["valueFrom"]["secretKeyRef"]["name"]),
+        "ops-admin"
+    );
+    assert_eq!(
+        text(&env[0]["valueFrom"]["secretKeyRef"]["key"]),
+        "admin-token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

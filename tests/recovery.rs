@@ -371,8 +371,9 @@ async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result(
     let (code, log) = engine.terminate(DRAIN);
     assert_eq!(code, Some(0), "{log}");
     assert!(
-        log.contains("window state is over engine.state_memory_limit: consumption paused")
-            && log.contains("largest_job="),
+        log.contains(
+            "window state and kept tables are over engine.state_memory_limit: consumption paused"
+        ) && log.contains("largest_job="),
         "paused, naming the largest job:\n{log}"
     );
     println!(

@@ -289,7 +289,7 @@ fn check<'a>(
                 format!(
                     "field `{name}` is {}, which does not match {}",
                     quote(&s),
-                    quote(pattern.0.as_str())
+                    pattern.0.as_str()
                 ),
             )),
             other => Err(wrong_type("a string", &other)),

@@ -134,11 +134,7 @@ impl Engine {
                 }
                 Some(prepared) = prepared_rx.recv() => self.finish_backfill_request(prepared),
                 _ = ticker.tick() => {
-                    match self.lookup.take(&mut lookup_batcher, Instant::now()) {
-                        Ok(n) if n > 0 => self.process(lookup_batcher.take()?).await?,
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "reading the table sources"),
-                    }
+                    self.follow_tables(&mut lookup_batcher).await?;
                     if self.tick().await? {
                         // Early results are for now: commit them now, and
                         // the next epoch a whole interval later.
@@ -245,7 +241,7 @@ impl Engine {
     }
 
     /// Runs one micro-batch: its outputs join the open epoch.
-    async fn process(&mut self, batch: MicroBatch) -> Result<(), EngineError> {
+    pub(super) async fn process(&mut self, batch: MicroBatch) -> Result<(), EngineError> {
         let started = Instant::now();
         let MicroBatch {
             events,

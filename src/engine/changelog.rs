@@ -7,10 +7,11 @@ use super::{Engine, EngineError};
 use crate::job::windowed::StateChanges;
 use crate::sink::OutRecord;
 use crate::state::codec;
-use crate::state::key::StateKey;
+use crate::state::key::{StateKey, key_text};
 use crate::state::writer::ChangelogWriter;
 use crate::window::panes::PaneChange;
 use crate::window::sessions::SessionChange;
+use datafusion::common::ScalarValue;
 
 /// Whether to write what changed in the epoch, or everything that lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,15 +84,18 @@ impl Engine {
             };
             for key in keys {
                 let events = table.events_of(&key);
-                let key = StateKey::Kept {
+                let text = key_text(&key);
+                let long_key = (text != key).then_some(key.as_str());
+                let state = StateKey::Kept {
                     source: source.name().to_owned(),
-                    key,
+                    key: text.clone(),
                 };
                 match events {
                     Some(events) => {
-                        records.extend(self.changelog.put(key, &codec::kept_events(&events?)?));
+                        let value = codec::kept_events(&events?, long_key)?;
+                        records.extend(self.changelog.put(state, &value));
                     }
-                    None => records.extend(self.changelog.delete(&key)),
+                    None => records.extend(self.changelog.delete(&state)),
                 }
             }
         }
@@ -147,28 +151,45 @@ fn job_records(
             }
         }
         StateChanges::Sessions(changes) => {
+            let header = |key: &ScalarValue, start| StateKey::Session {
+                job: job.to_owned(),
+                fingerprint: fingerprint.to_owned(),
+                key: key_text(&format!("{key:?}")),
+                start,
+            };
+            let part = |key: &ScalarValue, start, seq| StateKey::SessionPart {
+                job: job.to_owned(),
+                fingerprint: fingerprint.to_owned(),
+                key: key_text(&format!("{key:?}")),
+                start,
+                seq,
+            };
             for change in changes {
-                let session_key =
-                    |key: &datafusion::common::ScalarValue, start| StateKey::Session {
-                        job: job.to_owned(),
-                        fingerprint: fingerprint.to_owned(),
-                        key: format!("{key:?}"),
-                        start,
-                    };
-                records.extend(match change {
-                    SessionChange::Put {
-                        key,
-                        start,
-                        end,
-                        batches,
-                    } => {
-                        let value = codec::session(&key, start, end, schema, &batches)?;
-                        changelog.put(session_key(&key, start), &value)
+                match change {
+                    SessionChange::Header { key, start, end } => {
+                        let value = codec::session(&key, start, end, schema, &[])?;
+                        records.extend(changelog.put(header(&key, start), &value));
                     }
-                    SessionChange::Delete { key, start } => {
-                        changelog.delete(&session_key(&key, start))
+                    SessionChange::Part { key, start, batch } => {
+                        let value = codec::session(
+                            &key,
+                            start,
+                            start,
+                            schema,
+                            std::slice::from_ref(&batch.batch),
+                        )?;
+                        records.extend(changelog.put(part(&key, start, batch.seq), &value));
                     }
-                });
+                    SessionChange::DropPart { key, start, seq } => {
+                        records.extend(changelog.delete(&part(&key, start, seq)));
+                    }
+                    SessionChange::Delete { key, start, seqs } => {
+                        records.extend(changelog.delete(&header(&key, start)));
+                        for seq in seqs {
+                            records.extend(changelog.delete(&part(&key, start, seq)));
+                        }
+                    }
+                }
             }
         }
     }

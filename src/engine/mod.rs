@@ -30,6 +30,7 @@ mod restore;
 mod start;
 mod step;
 mod stopped;
+mod tables;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -374,6 +375,10 @@ struct Engine {
     /// Says when every broker connection was lost.
     watch: crate::brokers::BrokerWatch,
     lookup: DropAside<LookupConsumer>,
+    /// Whether reading the table sources keeps failing.
+    table_reads: tables::TableReads,
+    /// Readiness, for the table sources' reads.
+    health: Arc<Health>,
     changelog: ChangelogWriter,
     epoch: epoch::Epoch,
     /// Next offset of each customers partition applied so far.

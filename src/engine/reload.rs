@@ -127,6 +127,7 @@ impl QueryWatcher {
                 changes.push(QueryChange::Removed(path));
             } else {
                 // Absent once: kept as it was until the next look.
+                tracing::info!(path = %path.display(), "a query file is absent; its job stops if it is still absent at the next look");
                 absent.insert(path.clone());
                 now.insert(path, text);
             }

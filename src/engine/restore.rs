@@ -77,12 +77,13 @@ pub(super) fn apply(
     for (key, restored) in closed.into_iter().chain(rest) {
         changelog.restored(key.clone(), restored.value.len(), restored.parts);
         let applied = match &key {
-            StateKey::Pane { .. } | StateKey::Session { .. } | StateKey::Closed { .. } => {
-                match job_of(jobs, &key, &mut changed_jobs) {
-                    Some(windowed) => restore_job_state(windowed, &key, &restored)?,
-                    None => false,
-                }
-            }
+            StateKey::Pane { .. }
+            | StateKey::Session { .. }
+            | StateKey::SessionPart { .. }
+            | StateKey::Closed { .. } => match job_of(jobs, &key, &mut changed_jobs) {
+                Some(windowed) => restore_job_state(windowed, &key, &restored)?,
+                None => false,
+            },
             StateKey::BackfillOffset {
                 source, partition, ..
             }
@@ -129,10 +130,12 @@ pub(super) fn apply(
                 match Source::named(source).and_then(|s| lookups.kept(s)) {
                     Some(table) => {
                         let events = frame(&restored, 0)?;
+                        let long_key = codec::kept_long_key(&restored.value)
+                            .map_err(|reason| corrupt(&restored, reason))?;
                         table
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .restore(key, &events)
+                            .restore(long_key.as_deref().unwrap_or(key), &events)
                             .map_err(|e| corrupt(&restored, e.to_string()))?;
                         true
                     }
@@ -237,6 +240,16 @@ fn restore_job_state(
                 .map_err(|reason| corrupt(restored, reason))?;
             windowed
                 .restore_session(session.key, session.start, session.end, session.batches)
+                .map(|()| true)
+                .map_err(|e| corrupt(restored, e.to_string()))
+        }
+        StateKey::SessionPart { seq, .. } => {
+            let part = codec::decode_session(&restored.value, &windowed.state_schema())
+                .map_err(|reason| corrupt(restored, reason))?;
+            let batch = concat_batches(&windowed.state_schema(), &part.batches)
+                .map_err(|e| corrupt(restored, e.to_string()))?;
+            windowed
+                .restore_session_part(part.key, part.start, StateBatch { seq: *seq, batch })
                 .map(|()| true)
                 .map_err(|e| corrupt(restored, e.to_string()))
         }

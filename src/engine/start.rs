@@ -33,6 +33,7 @@ impl Engine {
         lessons: &mut super::Lessons,
     ) -> Result<Engine, EngineError> {
         health.set_blocker(Some("loading queries".to_owned()));
+        health.set_tables_failing(None);
         let lookups = Lookups::default();
         let views_dir = config.views_dir();
         let watcher = QueryWatcher::new(&config.engine.queries_dir, &views_dir);
@@ -64,34 +65,38 @@ impl Engine {
             .await
             .map_err(EngineError::kafka("connecting"))?;
         let watch = BrokerWatch::new(Arc::clone(health));
-        ensure_topics(config, &sink_topics(config, &jobs))
-            .await
-            .map_err(EngineError::kafka("creating output topics"))?;
-        let partitions = ensure_changelog(config)
-            .await
-            .map_err(EngineError::kafka("creating the changelog topic"))?;
+        // What the topics written take (those that exist already; a topic
+        // created below has the broker's defaults).
         let mut written: Vec<String> = sink_topics(config, &jobs)
             .into_iter()
             .map(|t| t.name)
             .collect();
         written.push(config.changelog_topic());
-        let limits = Limits::new(
-            topic_limits(config, &written)
-                .await
-                .map_err(EngineError::kafka("describing the output topics"))?,
-            &lessons.learned,
-        );
+        let described = topic_limits(config, &written)
+            .await
+            .map_err(EngineError::kafka("describing the output topics"))?;
         let transactional_id = config.transactional_id();
-        let sink = Sink::new(
+        let mut sink = Sink::new(
             config,
             &transactional_id,
-            limits,
+            Limits::new(described, &lessons.learned),
             Arc::clone(metrics),
             watch.clone(),
         )
         .map_err(EngineError::kafka("creating the producer"))?;
         sink.init().await?;
         tracing::info!(%transactional_id, "transactions initialised (an earlier instance with this id, if any, is now fenced and its open transaction aborted)");
+        ensure_topics(config, &sink_topics(config, &jobs))
+            .await
+            .map_err(EngineError::kafka("creating output topics"))?;
+        let partitions = ensure_changelog(config)
+            .await
+            .map_err(EngineError::kafka("creating the changelog topic"))?;
+        sink.learn_limits(
+            topic_limits(config, &written)
+                .await
+                .map_err(EngineError::kafka("describing the output topics"))?,
+        );
 
         health.set_blocker(Some("restoring state from the changelog".to_owned()));
         metrics.restore_in_progress.set(1);
@@ -252,6 +257,8 @@ impl Engine {
             consumer: DropAside::new(consumer),
             watch,
             lookup: DropAside::new(lookup),
+            table_reads: Default::default(),
+            health: Arc::clone(health),
             changelog,
             epoch: super::epoch::Epoch::default(),
             lookup_positions: positions,

@@ -7,6 +7,7 @@
 
 pub mod codings;
 mod explain;
+mod faults;
 mod session;
 mod tables;
 pub mod windowed;

@@ -70,6 +70,9 @@ pub fn job_context(
     .build();
     let context = SessionContext::new_with_state(state);
     context.register_udf(codings::gender_code_udf());
+    if super::faults::enabled() {
+        context.register_udf(super::faults::panic_udf());
+    }
     context
 }
 

@@ -20,7 +20,7 @@ use super::BatchSlot;
 use crate::schema::Source;
 use crate::window::WindowSpec;
 use crate::window::panes::{PaneChange, PaneKey, PaneStore, StateBatch, WindowContents};
-use crate::window::sessions::{SessionChange, SessionStore};
+use crate::window::sessions::{MAX_SESSION_BATCHES, SessionChange, SessionStore};
 use crate::window::split::{SplitPlan, WindowInfo};
 
 /// Name of the column the engine adds to windowed rows.
@@ -268,6 +268,19 @@ impl WindowedJob {
                 for batch in &partial {
                     store.insert(batch)?;
                 }
+                for id in store.fragmented(MAX_SESSION_BATCHES) {
+                    self.split.reduce_slot.set(store.batches_of(&id));
+                    let reduced = run(&self.split.reduce_plan, &self.task_ctx)
+                        .await
+                        .and_then(exact);
+                    self.split.reduce_slot.set(Vec::new());
+                    match reduced {
+                        Ok(reduced) => store.replace(&id, reduced),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "compacting a session failed; it is kept uncompacted");
+                        }
+                    }
+                }
             }
         }
         Ok(failures)
@@ -474,6 +487,24 @@ impl WindowedJob {
             }
             WindowState::Panes(_) => Err(DataFusionError::Internal(
                 "a session record for a TUMBLE or HOP job".into(),
+            )),
+        }
+    }
+
+    /// Puts back one part of a session read from the changelog.
+    pub fn restore_session_part(
+        &mut self,
+        key: ScalarValue,
+        start: i64,
+        part: StateBatch,
+    ) -> Result<()> {
+        match &mut self.state {
+            WindowState::Sessions(store) => {
+                store.restore_part(key, start, part);
+                Ok(())
+            }
+            WindowState::Panes(_) => Err(DataFusionError::Internal(
+                "a session part for a TUMBLE or HOP job".into(),
             )),
         }
     }

@@ -112,23 +112,30 @@ pub struct Refused {
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
     topics: BTreeMap<String, TopicLimit>,
+    learned: Learned,
 }
 
 impl Limits {
     /// Limits as described by the cluster ([`crate::admin::topic_limits`]),
     /// corrected by what refusals taught.
     pub fn new(topics: BTreeMap<String, TopicLimit>, learned: &Learned) -> Self {
-        let mut limits = Self { topics };
-        limits.learn(learned);
+        let mut limits = Self {
+            topics,
+            learned: learned.clone(),
+        };
+        limits.learn();
         limits
     }
 
-    /// Adds the limits of more topics (outputs of jobs added later).
+    /// Adds the limits of more topics (described again, or outputs of jobs
+    /// added later), still corrected by what refusals taught.
     pub fn extend(&mut self, topics: BTreeMap<String, TopicLimit>) {
         self.topics.extend(topics);
+        self.learn();
     }
 
-    fn learn(&mut self, learned: &Learned) {
+    fn learn(&mut self) {
+        let learned = &self.learned;
         for (topic, &bytes) in &learned.too_large {
             let limit = self.topics.entry(topic.clone()).or_default();
             limit.max_message_bytes = limit.max_message_bytes.min(bytes.saturating_sub(1));

@@ -15,9 +15,39 @@ pub fn pane(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
     value::encode(&[(&batch.schema(), std::slice::from_ref(batch))])
 }
 
-/// One key's events of a stream's kept tables.
-pub fn kept_events(events: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
-    pane(events)
+/// One key's events of a stream's kept tables, and the key itself when
+/// the record's key holds only its prefix and hash
+/// ([`super::key::key_text`]).
+pub fn kept_events(events: &RecordBatch, long_key: Option<&str>) -> Result<Vec<u8>, ArrowError> {
+    match long_key {
+        None => pane(events),
+        Some(key) => {
+            let schema = Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, false)]));
+            let key = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(arrow::array::StringArray::from(vec![key]))],
+            )?;
+            value::encode(&[
+                (&events.schema(), std::slice::from_ref(events)),
+                (&schema, std::slice::from_ref(&key)),
+            ])
+        }
+    }
+}
+
+/// The whole key a kept table's record holds, if it holds one (see
+/// [`kept_events`]).
+pub fn kept_long_key(value: &[u8]) -> Result<Option<String>, String> {
+    let frames = value::decode(value)?;
+    let Some((_, batches)) = frames.get(1) else {
+        return Ok(None);
+    };
+    batches
+        .first()
+        .and_then(|b| b.column(0).as_string_opt::<i32>())
+        .filter(|keys| keys.len() == 1 && keys.is_valid(0))
+        .map(|keys| Some(keys.value(0).to_owned()))
+        .ok_or_else(|| "a kept table's long key frame without its key".to_owned())
 }
 
 /// A session as read back.

@@ -37,6 +37,21 @@ pub enum StateKey {
         /// Session start (ms).
         start: i64,
     },
+    /// One batch of state rows of an open session (the session's key and
+    /// bounds are in its [`StateKey::Session`] record, the typed key in the
+    /// value of both).
+    SessionPart {
+        /// Job name.
+        job: String,
+        /// The job's plan fingerprint.
+        fingerprint: String,
+        /// The session key, as text.
+        key: String,
+        /// Session start (ms).
+        start: i64,
+        /// The batch's sequence number in the job's session store.
+        seq: u64,
+    },
     /// How far a job's windows have closed.
     Closed {
         /// Job name.
@@ -115,6 +130,25 @@ pub enum StateKey {
     },
 }
 
+/// Characters of a key value (a session key, a kept table's key) written
+/// into a changelog key as they are; a longer value is written as its
+/// prefix and a hash, so that no key outgrows a Kafka record (the whole
+/// value is in the record's value).
+pub const KEY_TEXT_CHARS: usize = 200;
+
+/// `text` as a changelog key holds it: whole up to [`KEY_TEXT_CHARS`]
+/// characters, else its prefix, `…#` and 16 hex digits of its xxHash64.
+pub fn key_text(text: &str) -> String {
+    match text.char_indices().nth(KEY_TEXT_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!(
+            "{}…#{:016x}",
+            &text[..cut],
+            twox_hash::XxHash64::oneshot(0, text.as_bytes())
+        ),
+    }
+}
+
 /// A record key as stored: the state key and which part of its value
 /// (values larger than a Kafka message are split).
 /// The stream of [`StateKey::Kept`] records written before streams other
@@ -174,6 +208,9 @@ impl StateKey {
                 job, fingerprint, ..
             }
             | StateKey::Session {
+                job, fingerprint, ..
+            }
+            | StateKey::SessionPart {
                 job, fingerprint, ..
             }
             | StateKey::BackfillOffset {
@@ -239,6 +276,19 @@ mod tests {
             r#"{"kind":"backfill_done","job":"loyalty","fingerprint":"00ff","part":0}"#
         );
         assert_eq!(done.job(), Some(("loyalty", "00ff")));
+    }
+
+    #[test]
+    fn a_long_key_value_is_written_as_its_prefix_and_hash() {
+        assert_eq!(key_text("c-42"), "c-42");
+        let long = "x".repeat(700_000);
+        let text = key_text(&long);
+        assert_eq!(text.chars().count(), KEY_TEXT_CHARS + 2 + 16);
+        assert!(text.starts_with(&"x".repeat(KEY_TEXT_CHARS)));
+        assert_eq!(key_text(&long), text, "deterministic");
+        let mut other = long.clone();
+        other.push('y');
+        assert_ne!(key_text(&other), text);
     }
 
     #[test]

@@ -1,11 +1,21 @@
-//! `cxpulse reset JOB`: forgetting one job's window state.
+//! `cxpulse reset`: forgetting one job's window state, or repairing event
+//! time.
 //!
-//! Every live changelog record of the job (any query version) gets a
-//! tombstone, in one transaction under the engine's own `transactional.id`
-//! (group and instance): starting it fences an engine of that instance
-//! that still runs, which stops instead of writing the state back. The
-//! next start finds no state for the job and starts it empty, from the
-//! group's committed offsets: events already consumed are not read again.
+//! * `cxpulse reset JOB`: every live changelog record of the job (any query
+//!   version) gets a tombstone. The next start finds no state for the job
+//!   and starts it empty, from the group's committed offsets: events
+//!   already consumed are not read again.
+//! * `cxpulse reset --event-time [--source S]`: the watermarks of every
+//!   source (or of `S`), and how far the windows of the jobs reading them
+//!   have closed, get tombstones. This repairs event time that a far-future
+//!   event moved before `max_future_ms` existed (or with the check off):
+//!   the next start computes the watermarks again from the events it reads,
+//!   and the jobs accept events for windows that had closed too early.
+//!
+//! Tombstones are written in one transaction under the engine's own
+//! `transactional.id` (group and instance): starting it fences an engine of
+//! that instance that still runs, which stops instead of writing the state
+//! back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -59,32 +69,8 @@ pub struct ResetReport {
 
 /// Writes a tombstone for every live changelog record of `job`.
 pub async fn reset_job(config: &Config, job: &str) -> Result<ResetReport, ResetError> {
-    let kafka = |context| move |source| ResetError::Kafka { context, source };
-    let topic = config.changelog_topic();
-    let partitions = crate::admin::partition_counts(config, std::slice::from_ref(&topic))
-        .await
-        .map_err(kafka("fetching the cluster metadata"))?
-        .get(&topic)
-        .copied();
-    let Some(partitions) = partitions else {
-        return Err(ResetError::NoState {
-            job: job.to_owned(),
-            topic,
-            others: "none (the changelog topic does not exist)".to_owned(),
-        });
-    };
-    let client = config.client_config();
-    let group = config.kafka.group_id.clone();
-    let read_topic = topic.clone();
-    let live = tokio::task::spawn_blocking(move || {
-        reader::live_keys(&client, &group, &read_topic, partitions, |key| {
-            key.job().is_some()
-        })
-        .map_err(ResetError::from)
-    })
-    .await
-    .map_err(|_| kafka("reading the changelog")(KafkaError::Canceled))??;
-
+    let (topic, partitions) = changelog(config, job).await?;
+    let live = live_keys(config, &topic, partitions, |key| key.job().is_some()).await?;
     let mut by_job: BTreeMap<String, Vec<(StateKey, u32)>> = BTreeMap::new();
     for (key, part) in live {
         if let Some((name, _)) = key.job() {
@@ -103,6 +89,84 @@ pub async fn reset_job(config: &Config, job: &str) -> Result<ResetReport, ResetE
             },
         });
     };
+    tombstone(config, topic, partitions, doomed).await
+}
+
+/// Writes a tombstone for the watermarks of `source` (every source when
+/// `None`) and for the closed-through marks of the jobs reading it, and of
+/// their backfills' event times; `jobs` names the jobs reading each source.
+pub async fn reset_event_time(
+    config: &Config,
+    source: Option<&str>,
+    readers: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<ResetReport, ResetError> {
+    let (topic, partitions) = changelog(config, "event time").await?;
+    let only = source.map(str::to_owned);
+    let wanted_source = move |name: &str| only.as_deref().is_none_or(|s| s == name);
+    let affected: BTreeSet<String> = readers
+        .iter()
+        .filter(|(_, sources)| sources.iter().any(|s| wanted_source(s)))
+        .map(|(job, _)| job.clone())
+        .collect();
+    let live = live_keys(config, &topic, partitions, move |key| match key {
+        StateKey::Watermark { source, .. }
+        | StateKey::SourceWatermark { source }
+        | StateKey::BackfillEventTime { source, .. } => wanted_source(source),
+        StateKey::Closed { job, .. } => affected.contains(job),
+        _ => false,
+    })
+    .await?;
+    tombstone(config, topic, partitions, live.into_iter().collect()).await
+}
+
+/// The changelog topic and its partition count; `NoState` for `what` when
+/// it does not exist.
+async fn changelog(config: &Config, what: &str) -> Result<(String, i32), ResetError> {
+    let topic = config.changelog_topic();
+    let partitions = crate::admin::partition_counts(config, std::slice::from_ref(&topic))
+        .await
+        .map_err(kafka("fetching the cluster metadata"))?
+        .get(&topic)
+        .copied();
+    match partitions {
+        Some(partitions) => Ok((topic, partitions)),
+        None => Err(ResetError::NoState {
+            job: what.to_owned(),
+            topic,
+            others: "none (the changelog topic does not exist)".to_owned(),
+        }),
+    }
+}
+
+fn kafka(context: &'static str) -> impl FnOnce(KafkaError) -> ResetError {
+    move |source| ResetError::Kafka { context, source }
+}
+
+/// The live record keys `wanted` picks.
+async fn live_keys(
+    config: &Config,
+    topic: &str,
+    partitions: i32,
+    wanted: impl Fn(&StateKey) -> bool + Send + 'static,
+) -> Result<BTreeSet<(StateKey, u32)>, ResetError> {
+    let client = config.client_config();
+    let group = config.kafka.group_id.clone();
+    let read_topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        reader::live_keys(&client, &group, &read_topic, partitions, wanted)
+            .map_err(ResetError::from)
+    })
+    .await
+    .map_err(|_| kafka("reading the changelog")(KafkaError::Canceled))?
+}
+
+/// Writes a tombstone for each of `doomed`, in one transaction.
+async fn tombstone(
+    config: &Config,
+    topic: String,
+    partitions: i32,
+    doomed: Vec<(StateKey, u32)>,
+) -> Result<ResetReport, ResetError> {
     let entries = doomed
         .iter()
         .map(|(key, _)| key)

@@ -5,9 +5,15 @@
 //! Sessions are kept per key across all partitions, so a key whose events
 //! arrive on several partitions still forms one session.
 //!
-//! The store remembers which sessions changed or disappeared since the
-//! changelog last recorded it ([`SessionStore::drain_changes`]); a session
-//! is recorded whole, as Kafka Streams records its session stores.
+//! The store journals its changes for the changelog
+//! ([`SessionStore::drain_changes`]) as deltas: a session's key and bounds
+//! (its header), each batch of state rows added to it (a part, with a
+//! sequence number), parts removed by compaction, and sessions gone. A
+//! session that grows is never written whole again; only a merge (which
+//! moves its rows under another start) or a compaction rewrites its rows.
+//! A session holding more than [`MAX_SESSION_BATCHES`] batches is due for
+//! compaction ([`SessionStore::fragmented`]): its rows are merged into one
+//! batch by the job's reduce plan.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -19,13 +25,24 @@ use datafusion::common::ScalarValue;
 use super::assign::SessionSpan;
 use super::epoch_millis;
 use super::exec::set_window;
-use super::panes::WindowContents;
+use super::panes::{StateBatch, WindowContents};
+
+/// A session holding more batches than this is compacted.
+pub const MAX_SESSION_BATCHES: usize = 16;
+
+/// Memory a session holds besides its rows' arrays: its map entries, key,
+/// bounds and batch list, and each batch's own structures (schema pointer,
+/// column list). Counted so that the state limit follows the process's
+/// memory even with a million sessions of one row each (measured:
+/// `tests/memory.rs`).
+const SESSION_OVERHEAD: usize = 768;
+const BATCH_OVERHEAD: usize = 192;
 
 /// One open session of one key.
 #[derive(Debug, Default)]
 struct Session {
     end: i64,
-    batches: Vec<RecordBatch>,
+    batches: Vec<StateBatch>,
 }
 
 /// A session: its key and start.
@@ -34,23 +51,42 @@ pub type SessionId = (ScalarValue, i64);
 /// A change to a session store, as the changelog records it.
 #[derive(Debug, Clone)]
 pub enum SessionChange {
-    /// A session as it is now (new, grown or merged).
-    Put {
+    /// A session's key and bounds: new, or its end moved.
+    Header {
         /// Session key.
         key: ScalarValue,
         /// Start (ms).
         start: i64,
         /// End (ms, exclusive).
         end: i64,
-        /// Its state rows.
-        batches: Vec<RecordBatch>,
     },
-    /// A session that no longer exists: closed, or merged into another.
+    /// A batch of state rows added to a session.
+    Part {
+        /// Session key.
+        key: ScalarValue,
+        /// Session start (ms).
+        start: i64,
+        /// The batch.
+        batch: StateBatch,
+    },
+    /// A batch removed from a session (compacted).
+    DropPart {
+        /// Session key.
+        key: ScalarValue,
+        /// Session start (ms).
+        start: i64,
+        /// The batch's sequence number.
+        seq: u64,
+    },
+    /// A session that no longer exists (closed, or merged into another),
+    /// with the parts it held.
     Delete {
         /// Session key.
         key: ScalarValue,
         /// Start (ms).
         start: i64,
+        /// Sequence numbers of its parts.
+        seqs: Vec<u64>,
     },
 }
 
@@ -61,13 +97,9 @@ pub struct SessionStore {
     key_column: usize,
     sessions: HashMap<ScalarValue, BTreeMap<i64, Session>>,
     closed_through: Option<i64>,
-    /// Sessions created or changed since the last drain.
-    touched: HashSet<SessionId>,
-    /// Sessions removed since the last drain.
-    removed: HashSet<SessionId>,
-    /// Sessions the changelog holds.
-    persisted: HashSet<SessionId>,
-    /// Memory held by the sessions' batches.
+    next_seq: u64,
+    journal: Vec<SessionChange>,
+    /// Memory held by the sessions.
     bytes: usize,
 }
 
@@ -80,11 +112,16 @@ impl SessionStore {
             key_column,
             sessions: HashMap::new(),
             closed_through: None,
-            touched: HashSet::new(),
-            removed: HashSet::new(),
-            persisted: HashSet::new(),
+            next_seq: 0,
+            journal: Vec::new(),
             bytes: 0,
         }
+    }
+
+    fn state_batch(&mut self, batch: RecordBatch) -> StateBatch {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        StateBatch { seq, batch }
     }
 
     /// Adds mini-sessions, merging every session they touch (a gap of
@@ -99,17 +136,56 @@ impl SessionStore {
                 .take_while(|(_, s)| s.end >= span.start)
                 .map(|(&s, _)| s)
                 .collect();
-            let mut batches = Vec::new();
+            // One session that the span extends without moving its start:
+            // only its end changes.
+            if let [only] = touching.as_slice()
+                && *only <= span.start
+                && let Some(session) = sessions.get_mut(only)
+            {
+                if span.end > session.end {
+                    session.end = span.end;
+                    self.journal.push(SessionChange::Header {
+                        key: span.key,
+                        start: *only,
+                        end: span.end,
+                    });
+                }
+                continue;
+            }
+            let mut moved = Vec::new();
             for s in touching {
                 if let Some(old) = sessions.remove(&s) {
                     start = start.min(s);
                     end = end.max(old.end);
-                    batches.extend(old.batches);
-                    self.removed.insert((span.key.clone(), s));
+                    self.journal.push(SessionChange::Delete {
+                        key: span.key.clone(),
+                        start: s,
+                        seqs: old.batches.iter().map(|b| b.seq).collect(),
+                    });
+                    self.bytes -= SESSION_OVERHEAD;
+                    moved.extend(old.batches.into_iter().map(|b| b.batch));
                 }
             }
-            sessions.insert(start, Session { end, batches });
-            self.touched.insert((span.key, start));
+            self.bytes += SESSION_OVERHEAD;
+            self.journal.push(SessionChange::Header {
+                key: span.key.clone(),
+                start,
+                end,
+            });
+            let mut batches = Vec::with_capacity(moved.len());
+            for batch in moved {
+                let part = self.state_batch(batch);
+                self.journal.push(SessionChange::Part {
+                    key: span.key.clone(),
+                    start,
+                    batch: part.clone(),
+                });
+                batches.push(part);
+            }
+            self.sessions
+                .entry(span.key)
+                .or_default()
+                .insert(start, Session { end, batches });
         }
     }
 
@@ -134,6 +210,12 @@ impl SessionStore {
                             batches: Vec::new(),
                         },
                     );
+                    self.bytes += SESSION_OVERHEAD;
+                    self.journal.push(SessionChange::Header {
+                        key: key.clone(),
+                        start,
+                        end,
+                    });
                     start
                 }
             };
@@ -141,13 +223,78 @@ impl SessionStore {
         }
         for ((key, owner), rows) in routes {
             let part = take_record_batch(batch, &UInt32Array::from(rows))?;
+            if self.get(&key, owner).is_none() {
+                continue;
+            }
+            self.bytes += batch_bytes(&part);
+            let part = self.state_batch(part);
+            self.journal.push(SessionChange::Part {
+                key: key.clone(),
+                start: owner,
+                batch: part.clone(),
+            });
             if let Some(session) = self.sessions.get_mut(&key).and_then(|s| s.get_mut(&owner)) {
-                self.bytes += part.get_array_memory_size();
                 session.batches.push(part);
-                self.touched.insert((key, owner));
             }
         }
         Ok(())
+    }
+
+    /// Sessions holding more than `max_batches` batches: due for
+    /// compaction.
+    pub fn fragmented(&self, max_batches: usize) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .flat_map(|(key, sessions)| {
+                sessions
+                    .iter()
+                    .filter(|(_, s)| s.batches.len() > max_batches)
+                    .map(move |(start, _)| (key.clone(), *start))
+            })
+            .collect()
+    }
+
+    /// The batches of a session, window columns set to its bounds, for
+    /// compaction (the session keeps them until [`Self::replace`]).
+    pub fn batches_of(&self, (key, start): &SessionId) -> Vec<RecordBatch> {
+        self.get(key, *start).map_or_else(Vec::new, |session| {
+            session
+                .batches
+                .iter()
+                .filter_map(|b| set_window(&b.batch, self.window_columns, *start, session.end).ok())
+                .collect()
+        })
+    }
+
+    /// Replaces a session's batches by `merged` (their compaction),
+    /// journaled as parts dropped and added.
+    pub fn replace(&mut self, (key, start): &SessionId, merged: Vec<RecordBatch>) {
+        let Some(session) = self.sessions.get_mut(key).and_then(|s| s.get_mut(start)) else {
+            return;
+        };
+        let old = std::mem::take(&mut session.batches);
+        for batch in &old {
+            self.bytes -= batch_bytes(&batch.batch);
+            self.journal.push(SessionChange::DropPart {
+                key: key.clone(),
+                start: *start,
+                seq: batch.seq,
+            });
+        }
+        let mut parts = Vec::with_capacity(merged.len());
+        for batch in merged {
+            self.bytes += batch_bytes(&batch);
+            let part = self.state_batch(batch);
+            self.journal.push(SessionChange::Part {
+                key: key.clone(),
+                start: *start,
+                batch: part.clone(),
+            });
+            parts.push(part);
+        }
+        if let Some(session) = self.sessions.get_mut(key).and_then(|s| s.get_mut(start)) {
+            session.batches = parts;
+        }
     }
 
     /// Whether an event of `key` at `ts` would join an open session.
@@ -206,9 +353,18 @@ impl SessionStore {
                 continue;
             };
             if let Some(session) = sessions.remove(&start) {
-                self.bytes -= memory(&session.batches);
+                self.bytes -= SESSION_OVERHEAD
+                    + session
+                        .batches
+                        .iter()
+                        .map(|b| batch_bytes(&b.batch))
+                        .sum::<usize>();
                 due.push(contents(start, &session, self.window_columns));
-                self.removed.insert((key, start));
+                self.journal.push(SessionChange::Delete {
+                    key,
+                    start,
+                    seqs: session.batches.iter().map(|b| b.seq).collect(),
+                });
             }
         }
         self.sessions.retain(|_, s| !s.is_empty());
@@ -229,55 +385,139 @@ impl SessionStore {
         open
     }
 
-    /// The changes since the last call: sessions that disappeared (closed,
-    /// or merged into another) and sessions as they are now, whole.
+    /// The changes since the last call, in order. A part added and dropped
+    /// in between (a session that closed, merged or was compacted within
+    /// the epoch) appears in neither; a session's header, once, as it is
+    /// now.
     pub fn drain_changes(&mut self) -> Vec<SessionChange> {
-        let mut changes = Vec::new();
-        for (key, start) in std::mem::take(&mut self.removed) {
-            let live = self.get(&key, start).is_some();
-            if !live && self.persisted.remove(&(key.clone(), start)) {
-                changes.push(SessionChange::Delete { key, start });
+        let journal = std::mem::take(&mut self.journal);
+        let mut added = HashSet::new();
+        let mut dropped = HashSet::new();
+        let mut last_header: HashMap<SessionId, usize> = HashMap::new();
+        let mut gone: HashSet<SessionId> = HashSet::new();
+        for (i, change) in journal.iter().enumerate() {
+            match change {
+                SessionChange::Part { batch, .. } => {
+                    added.insert(batch.seq);
+                }
+                SessionChange::DropPart { seq, .. } => {
+                    dropped.insert(*seq);
+                }
+                SessionChange::Delete {
+                    key, start, seqs, ..
+                } => {
+                    dropped.extend(seqs.iter().copied());
+                    gone.insert((key.clone(), *start));
+                    last_header.remove(&(key.clone(), *start));
+                }
+                SessionChange::Header { key, start, .. } => {
+                    gone.remove(&(key.clone(), *start));
+                    last_header.insert((key.clone(), *start), i);
+                }
             }
         }
-        for (key, start) in std::mem::take(&mut self.touched) {
-            if let Some(change) = self.put(&key, start) {
-                self.persisted.insert((key, start));
-                changes.push(change);
+        journal
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, change)| match change {
+                SessionChange::Part { ref batch, .. } => {
+                    (!dropped.contains(&batch.seq)).then_some(change)
+                }
+                SessionChange::DropPart { seq, .. } => (!added.contains(&seq)).then_some(change),
+                SessionChange::Delete { key, start, seqs } => {
+                    let seqs: Vec<u64> = seqs.into_iter().filter(|s| !added.contains(s)).collect();
+                    Some(SessionChange::Delete { key, start, seqs })
+                }
+                SessionChange::Header { ref key, start, .. } => {
+                    (last_header.get(&(key.clone(), start)) == Some(&i)).then_some(change)
+                }
+            })
+            .collect()
+    }
+
+    /// Every open session, as the changes that rebuild it from empty: what
+    /// a changelog checkpoint writes.
+    pub fn contents(&self) -> Vec<SessionChange> {
+        let mut changes = Vec::new();
+        for (key, sessions) in &self.sessions {
+            for (&start, session) in sessions {
+                changes.push(SessionChange::Header {
+                    key: key.clone(),
+                    start,
+                    end: session.end,
+                });
+                changes.extend(session.batches.iter().map(|batch| SessionChange::Part {
+                    key: key.clone(),
+                    start,
+                    batch: batch.clone(),
+                }));
             }
         }
         changes
     }
 
-    /// Every open session, whole: what a changelog checkpoint writes.
-    pub fn contents(&self) -> Vec<SessionChange> {
-        self.sessions
-            .iter()
-            .flat_map(|(key, sessions)| sessions.keys().map(move |start| (key, *start)))
-            .filter_map(|(key, start)| self.put(key, start))
-            .collect()
-    }
-
-    /// Marks every open session as changed and none as written: the store
-    /// is to be written whole under another job's name (a stopped job's
-    /// state taken over).
+    /// Journals every open session as new: the store is to be written
+    /// whole under another job's name (a stopped job's state taken over).
     pub fn journal_everything(&mut self) {
-        self.persisted.clear();
-        self.removed.clear();
-        self.touched = self
-            .sessions
-            .iter()
-            .flat_map(|(key, sessions)| sessions.keys().map(move |start| (key.clone(), *start)))
-            .collect();
+        self.journal = self.contents();
     }
 
-    /// Puts back a session read from the changelog (not journaled).
+    /// Puts back a session's header read from the changelog; `batches`
+    /// (sessions written whole by earlier versions) are journaled as new
+    /// parts, so that they are written again as parts.
     pub fn restore(&mut self, key: ScalarValue, start: i64, end: i64, batches: Vec<RecordBatch>) {
-        self.persisted.insert((key.clone(), start));
-        self.bytes += memory(&batches);
-        self.sessions
-            .entry(key)
-            .or_default()
-            .insert(start, Session { end, batches });
+        let session = self.sessions.entry(key.clone()).or_default().entry(start);
+        let session = match session {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                self.bytes += SESSION_OVERHEAD;
+                e.insert(Session::default())
+            }
+        };
+        session.end = end;
+        let mut legacy = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.bytes += batch_bytes(&batch);
+            legacy.push(StateBatch { seq, batch });
+        }
+        if !legacy.is_empty() {
+            // Written whole by an earlier version: its header is written
+            // again, without rows, and its rows as parts.
+            self.journal.push(SessionChange::Header {
+                key: key.clone(),
+                start,
+                end,
+            });
+        }
+        if let Some(session) = self.sessions.get_mut(&key).and_then(|s| s.get_mut(&start)) {
+            for part in legacy {
+                self.journal.push(SessionChange::Part {
+                    key: key.clone(),
+                    start,
+                    batch: part.clone(),
+                });
+                session.batches.push(part);
+            }
+        }
+    }
+
+    /// Puts back one part of a session read from the changelog (not
+    /// journaled); its header may come before or after it.
+    pub fn restore_part(&mut self, key: ScalarValue, start: i64, part: StateBatch) {
+        self.next_seq = self.next_seq.max(part.seq + 1);
+        self.bytes += batch_bytes(&part.batch);
+        let sessions = self.sessions.entry(key).or_default();
+        let session = sessions.entry(start).or_insert_with(|| {
+            self.bytes += SESSION_OVERHEAD;
+            Session {
+                end: start,
+                batches: Vec::new(),
+            }
+        });
+        let at = session.batches.partition_point(|b| b.seq < part.seq);
+        session.batches.insert(at, part);
     }
 
     /// Restores how far sessions have closed (not journaled).
@@ -289,22 +529,14 @@ impl SessionStore {
         self.sessions.get(key).and_then(|s| s.get(&start))
     }
 
-    fn put(&self, key: &ScalarValue, start: i64) -> Option<SessionChange> {
-        self.get(key, start).map(|session| SessionChange::Put {
-            key: key.clone(),
-            start,
-            end: session.end,
-            batches: session.batches.clone(),
-        })
-    }
-
     /// State rows held.
     pub fn rows(&self) -> usize {
         self.all_batches().map(RecordBatch::num_rows).sum()
     }
 
-    /// Memory held by state rows, in bytes; kept up to date as batches
-    /// come and go, so reading it costs nothing.
+    /// Memory held by the sessions, in bytes (their rows and what holds
+    /// them); kept up to date as sessions come and go, so reading it costs
+    /// nothing.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -323,13 +555,13 @@ impl SessionStore {
         self.sessions
             .values()
             .flat_map(|s| s.values())
-            .flat_map(|s| s.batches.iter())
+            .flat_map(|s| s.batches.iter().map(|b| &b.batch))
     }
 }
 
-/// Memory held by `batches`, in bytes.
-fn memory(batches: &[RecordBatch]) -> usize {
-    batches.iter().map(RecordBatch::get_array_memory_size).sum()
+/// Memory one batch of state rows holds, its structures included.
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    BATCH_OVERHEAD + batch.get_array_memory_size()
 }
 
 fn contents(start: i64, session: &Session, columns: (usize, usize)) -> WindowContents {
@@ -339,7 +571,7 @@ fn contents(start: i64, session: &Session, columns: (usize, usize)) -> WindowCon
         batches: session
             .batches
             .iter()
-            .filter_map(|b| set_window(b, columns, start, session.end).ok())
+            .filter_map(|b| set_window(&b.batch, columns, start, session.end).ok())
             .collect(),
     }
 }
@@ -461,38 +693,60 @@ mod tests {
         assert_eq!(store.closed_through(), Some(30));
     }
 
-    /// (kind, key, start, end, count) of each change, sorted.
+    /// (kind, key, start, end or seq, count) of each change, sorted.
     fn changes(changes: Vec<SessionChange>) -> Vec<(&'static str, String, i64, i64, i64)> {
+        let count = |b: &RecordBatch| {
+            b.column(3)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .iter()
+                .sum::<i64>()
+        };
         let mut out: Vec<_> = changes
             .into_iter()
             .map(|c| match c {
-                SessionChange::Put {
-                    key,
-                    start,
-                    end,
-                    batches,
-                } => {
-                    let n = batches
-                        .iter()
-                        .map(|b| {
-                            b.column(3)
-                                .as_primitive::<arrow::datatypes::Int64Type>()
-                                .values()
-                                .iter()
-                                .sum::<i64>()
-                        })
-                        .sum();
-                    ("put", key.to_string(), start, end, n)
+                SessionChange::Header { key, start, end } => {
+                    ("header", key.to_string(), start, end, 0)
                 }
-                SessionChange::Delete { key, start } => ("delete", key.to_string(), start, 0, 0),
+                SessionChange::Part { key, start, batch } => (
+                    "part",
+                    key.to_string(),
+                    start,
+                    batch.seq as i64,
+                    count(&batch.batch),
+                ),
+                SessionChange::DropPart { key, start, seq } => {
+                    ("drop", key.to_string(), start, seq as i64, 0)
+                }
+                SessionChange::Delete { key, start, seqs } => {
+                    ("delete", key.to_string(), start, seqs.len() as i64, 0)
+                }
             })
             .collect();
         out.sort();
         out
     }
 
+    /// A store rebuilt from `changes`, as a restore does.
+    fn rebuilt(changes: Vec<SessionChange>, closed_through: i64) -> SessionStore {
+        let mut restored = SessionStore::new((0, 1), 2);
+        restored.restore_closed_through(closed_through);
+        for change in changes {
+            match change {
+                SessionChange::Header { key, start, end } => {
+                    restored.restore(key, start, end, Vec::new());
+                }
+                SessionChange::Part { key, start, batch } => {
+                    restored.restore_part(key, start, batch)
+                }
+                _ => panic!("contents are headers and parts"),
+            }
+        }
+        restored
+    }
+
     #[test]
-    fn merges_and_closes_are_recorded_and_a_restored_store_fires_the_same() {
+    fn merges_and_closes_are_recorded_as_deltas_and_a_restored_store_fires_the_same() {
         let mut store = SessionStore::new((0, 1), 2);
         store.add_spans(vec![span("a", 0, 10), span("a", 30, 40)]);
         store
@@ -501,11 +755,25 @@ mod tests {
         assert_eq!(
             changes(store.drain_changes()),
             [
-                ("put", "a".into(), 0, 10, 1),
-                ("put", "a".into(), 30, 40, 2)
+                ("header", "a".into(), 0, 10, 0),
+                ("header", "a".into(), 30, 40, 0),
+                ("part", "a".into(), 0, 0, 1),
+                ("part", "a".into(), 30, 1, 2),
             ]
         );
-        // A bridge at 10..30 merges both into [0, 40): the session at 30 is gone.
+        // An event at 35..45 only moves the end of [30, 40): its header,
+        // and its rows as one more part; nothing is written again.
+        store.add_spans(vec![span("a", 35, 45)]);
+        store.insert(&states(&[(35, 45, "a", 16)])).expect("insert");
+        assert_eq!(
+            changes(store.drain_changes()),
+            [
+                ("header", "a".into(), 30, 45, 0),
+                ("part", "a".into(), 30, 2, 16),
+            ]
+        );
+        // A bridge at 10..30 merges both into [0, 45): the session at 30 is
+        // gone, its rows move under 0.
         store.add_spans(vec![span("a", 10, 30)]);
         store.insert(&states(&[(10, 30, "a", 4)])).expect("insert");
         // b opens and closes before the next drain: never recorded.
@@ -515,35 +783,77 @@ mod tests {
         assert_eq!(
             changes(store.drain_changes()),
             [
-                ("delete", "a".into(), 30, 0, 0),
-                ("put", "a".into(), 0, 40, 7)
+                ("delete", "a".into(), 0, 1, 0),
+                ("delete", "a".into(), 30, 2, 0),
+                ("delete", "b".into(), 0, 0, 0),
+                ("header", "a".into(), 0, 45, 0),
+                ("part", "a".into(), 0, 3, 2),
+                ("part", "a".into(), 0, 4, 16),
+                ("part", "a".into(), 0, 5, 1),
+                ("part", "a".into(), 0, 6, 4),
             ]
         );
-        let mut restored = SessionStore::new((0, 1), 2);
-        restored.restore_closed_through(5);
-        for change in store.contents() {
-            if let SessionChange::Put {
-                key,
-                start,
-                end,
-                batches,
-            } = change
-            {
-                restored.restore(key, start, end, batches);
-            }
-        }
-        let counted = |s: &SessionStore| memory(&s.all_batches().cloned().collect::<Vec<_>>());
-        assert_eq!(store.bytes(), counted(&store));
+        let mut restored = rebuilt(store.contents(), 5);
         assert_eq!(restored.bytes(), store.bytes());
         assert_eq!(
-            summary(&restored.close(40, usize::MAX)),
-            summary(&store.close(40, usize::MAX))
+            summary(&restored.close(45, usize::MAX)),
+            summary(&store.close(45, usize::MAX))
         );
         assert_eq!((store.bytes(), restored.bytes()), (0, 0));
         assert_eq!(
             changes(restored.drain_changes()),
-            [("delete", "a".into(), 0, 0, 0)],
+            [("delete", "a".into(), 0, 4, 0)],
             "a restored session is in the changelog, so its close is recorded"
         );
+    }
+
+    #[test]
+    fn a_compacted_session_drops_its_parts_for_one() {
+        let mut store = SessionStore::new((0, 1), 2);
+        store.add_spans(vec![span("a", 0, 10)]);
+        for i in 0..3 {
+            store
+                .insert(&states(&[(i, i + 10, "a", 1)]))
+                .expect("insert");
+        }
+        store.drain_changes();
+        assert_eq!(
+            store.fragmented(2),
+            [(ScalarValue::Utf8(Some("a".into())), 0)]
+        );
+        let id = (ScalarValue::Utf8(Some("a".into())), 0);
+        let batches = store.batches_of(&id);
+        assert_eq!(batches.len(), 3);
+        // What the reduce plan makes of them: one row of count 3.
+        store.replace(&id, vec![states(&[(0, 12, "a", 3)])]);
+        assert_eq!(
+            changes(store.drain_changes()),
+            [
+                ("drop", "a".into(), 0, 0, 0),
+                ("drop", "a".into(), 0, 1, 0),
+                ("drop", "a".into(), 0, 2, 0),
+                ("part", "a".into(), 0, 3, 3),
+            ]
+        );
+        assert!(store.fragmented(2).is_empty());
+        assert_eq!(summary(&store.close(100, usize::MAX)), vec![(0, 10, 3)]);
+    }
+
+    #[test]
+    fn the_memory_counted_grows_with_the_sessions_held() {
+        let mut store = SessionStore::new((0, 1), 2);
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        store.add_spans(keys.iter().map(|k| span(k, 0, 10)).collect());
+        let rows: Vec<(i64, i64, &str, i64)> =
+            keys.iter().map(|k| (0, 10, k.as_str(), 1)).collect();
+        store.insert(&states(&rows)).expect("insert");
+        assert_eq!(store.len(), 100);
+        assert!(
+            store.bytes() >= 100 * (SESSION_OVERHEAD + BATCH_OVERHEAD),
+            "{}",
+            store.bytes()
+        );
+        store.close(10, usize::MAX);
+        assert_eq!(store.bytes(), 0);
     }
 }

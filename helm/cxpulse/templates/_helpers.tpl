@@ -45,6 +45,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-sasl" (include "cxpulse.fullname" .)) .Values.kafka.sasl.existingSecret }}
 {{- end }}
 
+{{/* The Secret holding the admin token; empty: no token (the admin endpoints are off). */}}
+{{- define "cxpulse.adminSecretName" -}}
+{{- if .Values.admin.token.existingSecret }}
+{{- .Values.admin.token.existingSecret }}
+{{- else if .Values.admin.token.create }}
+{{- printf "%s-admin" (include "cxpulse.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{/* The ConfigMap of the query files. */}}
 {{- define "cxpulse.queriesConfigMap" -}}
 {{- default (printf "%s-queries" (include "cxpulse.fullname" .)) .Values.queries.existingConfigMap }}
@@ -62,8 +71,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The engine's configuration file: the chart's settings, then
-.Values.config over them. Secrets are not in it: SASL credentials come
-from environment variables, TLS files from a mounted Secret.
+.Values.config over them. Secrets are not in it: SASL credentials and
+the admin token come from environment variables, TLS files from a mounted
+Secret.
 */}}
 {{- define "cxpulse.configToml" -}}
 {{- $properties := deepCopy .Values.kafka.properties }}
