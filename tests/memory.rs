@@ -20,6 +20,7 @@ use cxpulse::window::assign::SessionSpan;
 use cxpulse::window::sessions::SessionStore;
 use datafusion::common::ScalarValue;
 use peak_alloc::PeakAlloc;
+use rdkafka::producer::Producer;
 
 #[global_allocator]
 static ALLOCATOR: PeakAlloc = PeakAlloc;
@@ -142,4 +143,122 @@ fn a_table_source_counts_what_its_rows_hold() {
     assert!(table.apply(changes).is_empty());
     assert_eq!(table.len(), ROWS);
     close_to("table source", table.bytes(), allocated() - before);
+}
+
+/// A changelog of `values` pane batches of about 128 KiB each, every one
+/// written twice (the second time its newer value) and a quarter of them
+/// removed, as an engine writes it over time.
+fn changelog_records(values: usize) -> Vec<cxpulse::sink::OutRecord> {
+    use cxpulse::state::key::StateKey;
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    let batch = |seed: i64| {
+        RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(
+                (0..16_384).map(|i| i * seed),
+            ))],
+        )
+        .expect("batch")
+    };
+    let key = |i: usize| StateKey::Pane {
+        job: "memory".into(),
+        fingerprint: "0".into(),
+        source: "transactions".into(),
+        partition: 0,
+        pane_start: i as i64,
+        seq: i as u64,
+    };
+    let mut writer = cxpulse::state::writer::ChangelogWriter::new("unused", 1);
+    let mut records = Vec::new();
+    for round in 1..=2 {
+        for i in 0..values {
+            let value = cxpulse::state::codec::pane(&batch(round * i as i64)).expect("encode");
+            records.extend(writer.put(key(i), &value));
+        }
+    }
+    for i in (0..values).step_by(4) {
+        records.extend(writer.delete(&key(i)));
+    }
+    records
+}
+
+#[test]
+fn a_restore_holds_the_state_it_restores_and_not_the_changelog_besides() {
+    use cxpulse::state::reader::replay;
+    let _serial = ONE_AT_A_TIME.lock();
+    let broker = cxpulse::local_broker::LocalBroker::start().expect("broker");
+    let topic = "memory-changelog";
+    let records = changelog_records(400);
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("message.max.bytes", "2000000")
+        .create()
+        .expect("producer");
+    for record in &records {
+        let mut out = rdkafka::producer::BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).partition(0);
+        if let Some(key) = &record.key {
+            out = out.key(key);
+        }
+        if let Some(value) = &record.payload {
+            out = out.payload(value);
+        }
+        while let Err((e, back)) = producer.send(out) {
+            assert!(
+                matches!(
+                    e,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ),
+                "{e}"
+            );
+            producer.poll(std::time::Duration::from_millis(10));
+            out = back;
+        }
+    }
+    producer
+        .flush(std::time::Duration::from_secs(60))
+        .expect("flush");
+    let client = {
+        let mut client = rdkafka::ClientConfig::new();
+        client
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("receive.message.max.bytes", "2000000000");
+        client
+    };
+
+    // What the engine's restore does with each final value: decode it into
+    // its batch and keep it.
+    let before = allocated();
+    ALLOCATOR.reset_peak_usage();
+    let mut state: std::collections::HashMap<cxpulse::state::key::StateKey, RecordBatch> =
+        std::collections::HashMap::new();
+    let began = std::time::Instant::now();
+    let read = replay(&client, "memory-restore", topic, 1, |(key, value)| {
+        let (schema, batches) = cxpulse::state::value::decode(&value.value)
+            .expect("decodes")
+            .into_iter()
+            .next()
+            .expect("a frame");
+        let batch = arrow::compute::concat_batches(&schema, &batches).expect("concat");
+        assert!(state.insert(key, batch).is_none(), "each key once");
+        Ok(())
+    })
+    .expect("replay");
+    let took = began.elapsed();
+    let held = allocated() - before;
+    let peak = ALLOCATOR.peak_usage() as f64 - before;
+    assert_eq!(state.len(), 300);
+    assert_eq!(read.records as usize, records.len());
+    let ratio = peak / held;
+    println!(
+        "restore: {} records read twice in {took:?}, {:.1} MiB of state held, peak {:.1} MiB: {ratio:.2}x",
+        read.records,
+        held / f64::from(1 << 20),
+        peak / f64::from(1 << 20)
+    );
+    assert!(
+        ratio <= 1.5,
+        "a restore peaked at {ratio:.2}x the state it restored"
+    );
 }

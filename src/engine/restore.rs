@@ -1,5 +1,7 @@
-//! Putting restored changelog records back into the jobs, the watermarks
-//! and the kept tables (by default the complaint tables).
+//! Putting the changelog back into the jobs, the watermarks and the kept
+//! tables (by default the complaint tables): each key's final value, as
+//! it is read ([`crate::state::reader::replay`]), so that a restore holds
+//! the restored state and not the changelog besides.
 //!
 //! State of a job that no longer exists, or whose query changed since (a
 //! different fingerprint), is not restored: it is deleted from the
@@ -11,7 +13,6 @@ use std::sync::PoisonError;
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 
-use super::EngineError;
 use super::event_time::EventTime;
 use crate::config::TopicsConfig;
 use crate::job::{Job, WindowedJob};
@@ -20,7 +21,7 @@ use crate::schema::Source;
 use crate::sink::OutRecord;
 use crate::state::codec;
 use crate::state::key::StateKey;
-use crate::state::reader::{ReadError, Restored, RestoredValue};
+use crate::state::reader::{Final, ReadError, RestoredValue};
 use crate::state::value;
 use crate::state::writer::ChangelogWriter;
 use crate::window::panes::StateBatch;
@@ -55,33 +56,78 @@ impl BackfillState {
     }
 }
 
-/// Puts `restored` back; registers every live key with `changelog`.
-pub(super) fn apply(
-    restored: Restored,
-    jobs: &mut [Job],
-    event_time: &mut EventTime,
-    lookups: &Lookups,
-    changelog: &mut ChangelogWriter,
-    topics: &TopicsConfig,
-) -> Result<Restore, EngineError> {
-    let mut outcome = Restore::default();
-    let mut stale = Vec::new();
-    let mut changed_jobs = BTreeSet::new();
-    // Closed-through marks first: a pane of a window that has closed is not
-    // put back.
-    let (closed, rest): (Vec<_>, Vec<_>) = restored
-        .values
-        .into_iter()
-        .filter(|(key, _)| !matches!(key, StateKey::Checkpoint { .. }))
-        .partition(|(key, _)| matches!(key, StateKey::Closed { .. }));
-    for (key, restored) in closed.into_iter().chain(rest) {
-        changelog.restored(key.clone(), restored.value.len(), restored.parts);
-        let applied = match &key {
+/// Puts the changelog's changes back, one at a time as they are read:
+/// state into the jobs, watermarks into event time, kept tables into the
+/// lookups; every live key is registered with the changelog writer.
+pub(super) struct Restorer {
+    /// The jobs whose state is put back.
+    pub jobs: Vec<Job>,
+    /// The watermarks.
+    pub event_time: EventTime,
+    /// The writer, which learns every live key.
+    pub changelog: ChangelogWriter,
+    lookups: Lookups,
+    topics: TopicsConfig,
+    outcome: Restore,
+    /// Live keys nobody restores (removed or changed jobs).
+    stale: Vec<StateKey>,
+    /// Jobs whose query changed, logged once each.
+    changed: BTreeSet<(String, String)>,
+}
+
+impl Restorer {
+    /// A restorer into `jobs`, `event_time` and `lookups`.
+    pub(super) fn new(
+        jobs: Vec<Job>,
+        event_time: EventTime,
+        lookups: Lookups,
+        changelog: ChangelogWriter,
+        topics: TopicsConfig,
+    ) -> Self {
+        Self {
+            jobs,
+            event_time,
+            changelog,
+            lookups,
+            topics,
+            outcome: Restore::default(),
+            stale: Vec::new(),
+            changed: BTreeSet::new(),
+        }
+    }
+
+    /// Puts back one key's final value read back.
+    pub(super) fn apply(&mut self, (key, value): Final) -> Result<(), ReadError> {
+        self.changelog
+            .restored(key.clone(), value.value.len(), value.parts);
+        if !self.put(&key, &value)? {
+            self.stale.push(key);
+        }
+        Ok(())
+    }
+
+    /// Ends the restore: what it leaves for the engine, the stale keys
+    /// tombstoned.
+    pub(super) fn finish(mut self) -> (Vec<Job>, EventTime, ChangelogWriter, Restore) {
+        for job in &mut self.jobs {
+            if let Some(windowed) = job.windowed_mut() {
+                windowed.finish_restore();
+            }
+        }
+        for key in std::mem::take(&mut self.stale) {
+            self.outcome.stale.extend(self.changelog.delete(&key));
+        }
+        (self.jobs, self.event_time, self.changelog, self.outcome)
+    }
+
+    /// Puts one value back; `false` if nothing restores it.
+    fn put(&mut self, key: &StateKey, restored: &RestoredValue) -> Result<bool, ReadError> {
+        Ok(match key {
             StateKey::Pane { .. }
             | StateKey::Session { .. }
             | StateKey::SessionPart { .. }
-            | StateKey::Closed { .. } => match job_of(jobs, &key, &mut changed_jobs) {
-                Some(windowed) => restore_job_state(windowed, &key, &restored)?,
+            | StateKey::Closed { .. } => match job_of(&mut self.jobs, key, &mut self.changed) {
+                Some(windowed) => restore_job_state(windowed, key, restored)?,
                 None => false,
             },
             StateKey::BackfillOffset {
@@ -89,64 +135,65 @@ pub(super) fn apply(
             }
             | StateKey::BackfillEventTime {
                 source, partition, ..
-            } => match (Source::named(source), current_job(jobs, &key)) {
+            } => match (Source::named(source), current_job(&self.jobs, key)) {
                 (Some(kind), Some(job)) => {
-                    let state = outcome.backfills.entry(job).or_default();
+                    let state = self.outcome.backfills.entry(job).or_default();
                     if matches!(key, StateKey::BackfillOffset { .. }) {
-                        let next = read_int(&restored, "next_offset")?;
+                        let next = read_int(restored, "next_offset")?;
                         state.offsets.insert((kind, *partition), next);
                     } else {
-                        let t = read_int(&restored, "max_event_time")?;
+                        let t = read_int(restored, "max_event_time")?;
                         state.event_times.insert((kind, *partition), t);
                     }
                     true
                 }
                 _ => false,
             },
-            StateKey::BackfillDone { .. } => match current_job(jobs, &key) {
+            StateKey::BackfillDone { .. } => match current_job(&self.jobs, key) {
                 Some(job) => {
-                    let at = read_int(&restored, "finished_at")?;
-                    outcome.backfills.entry(job).or_default().done = Some(at);
+                    let at = read_int(restored, "finished_at")?;
+                    self.outcome.backfills.entry(job).or_default().done = Some(at);
                     true
                 }
                 None => false,
             },
             StateKey::Watermark { source, partition } => match Source::named(source) {
                 Some(kind) => {
-                    let t = read_int(&restored, "max_event_time")?;
-                    event_time.restore_partition(kind, *partition, t);
+                    let t = read_int(restored, "max_event_time")?;
+                    self.event_time.restore_partition(kind, *partition, t);
                     true
                 }
                 None => false,
             },
             StateKey::SourceWatermark { source } => match Source::named(source) {
                 Some(kind) => {
-                    event_time.restore_source(kind, read_int(&restored, "watermark")?);
+                    self.event_time
+                        .restore_source(kind, read_int(restored, "watermark")?);
                     true
                 }
                 None => false,
             },
             StateKey::Kept { source, key } => {
-                match Source::named(source).and_then(|s| lookups.kept(s)) {
+                match Source::named(source).and_then(|s| self.lookups.kept(s)) {
                     Some(table) => {
-                        let events = frame(&restored, 0)?;
+                        let events = frame(restored, 0)?;
                         let long_key = codec::kept_long_key(&restored.value)
-                            .map_err(|reason| corrupt(&restored, reason))?;
+                            .map_err(|reason| corrupt(restored, reason))?;
                         table
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .restore(long_key.as_deref().unwrap_or(key), &events)
-                            .map_err(|e| corrupt(&restored, e.to_string()))?;
+                            .map_err(|e| corrupt(restored, e.to_string()))?;
                         true
                     }
                     None => false,
                 }
             }
             StateKey::LookupPosition { topic, partition } => {
-                match topics.source_of(topic).filter(|s| !s.is_stream()) {
+                match self.topics.source_of(topic).filter(|s| !s.is_stream()) {
                     Some(_) => {
-                        let next = read_int(&restored, "next_offset")?;
-                        outcome
+                        let next = read_int(restored, "next_offset")?;
+                        self.outcome
                             .lookup_positions
                             .insert((topic.clone(), *partition), next);
                         true
@@ -155,15 +202,8 @@ pub(super) fn apply(
                 }
             }
             StateKey::Checkpoint { .. } => true,
-        };
-        if !applied {
-            stale.push(key);
-        }
+        })
     }
-    for key in &stale {
-        outcome.stale.extend(changelog.delete(key));
-    }
-    Ok(outcome)
 }
 
 /// The windowed job `key` belongs to, if it exists with the same
@@ -204,7 +244,7 @@ fn restore_job_state(
     windowed: &mut WindowedJob,
     key: &StateKey,
     restored: &RestoredValue,
-) -> Result<bool, EngineError> {
+) -> Result<bool, ReadError> {
     match key {
         StateKey::Closed { .. } => {
             windowed.restore_closed_through(read_int(restored, "closed_through")?);
@@ -258,7 +298,7 @@ fn restore_job_state(
 }
 
 /// Frame `index` of a value, as one batch.
-fn frame(restored: &RestoredValue, index: usize) -> Result<RecordBatch, EngineError> {
+fn frame(restored: &RestoredValue, index: usize) -> Result<RecordBatch, ReadError> {
     let frames = value::decode(&restored.value).map_err(|r| corrupt(restored, r))?;
     let (schema, batches) = frames
         .into_iter()
@@ -267,13 +307,13 @@ fn frame(restored: &RestoredValue, index: usize) -> Result<RecordBatch, EngineEr
     concat_batches(&schema, &batches).map_err(|e| corrupt(restored, e.to_string()))
 }
 
-fn read_int(restored: &RestoredValue, name: &str) -> Result<i64, EngineError> {
+fn read_int(restored: &RestoredValue, name: &str) -> Result<i64, ReadError> {
     value::read_int(&restored.value, name).map_err(|r| corrupt(restored, r))
 }
 
-fn corrupt(restored: &RestoredValue, reason: String) -> EngineError {
-    EngineError::Restore(ReadError::Corrupt {
+fn corrupt(restored: &RestoredValue, reason: String) -> ReadError {
+    ReadError::Corrupt {
         location: restored.location.clone(),
         reason,
-    })
+    }
 }

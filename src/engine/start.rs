@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
-use super::restore::{self, Restore};
+use super::restore::{Restore, Restorer};
 use super::stopped;
 use super::{Engine, EngineError, EventTime, JobOutput, MemoryGate, QueryWatcher, RunningJob};
 use crate::admin::{ensure_changelog, ensure_topics, partition_counts, sink_topics, topic_limits};
@@ -102,19 +102,31 @@ impl Engine {
         metrics.restore_in_progress.set(1);
         let began = Instant::now();
         let topic = config.changelog_topic();
-        let restored = {
+        let restorer = Restorer::new(
+            jobs,
+            EventTime::new(config),
+            lookups.clone(),
+            ChangelogWriter::new(&topic, partitions)
+                .with_record_limit(sink.limits().record_bytes(&topic)),
+            config.topics.clone(),
+        );
+        let (restorer, replayed) = {
             let client = config.client_config();
             let group = config.kafka.group_id.clone();
             let topic = topic.clone();
-            tokio::task::spawn_blocking(move || reader::read(&client, &group, &topic, partitions))
-                .await
-                .map_err(|_| {
-                    EngineError::kafka("reading the changelog")(
-                        rdkafka::error::KafkaError::Canceled,
-                    )
-                })??
+            tokio::task::spawn_blocking(move || {
+                let mut restorer = restorer;
+                reader::replay(&client, &group, &topic, partitions, |change| {
+                    restorer.apply(change)
+                })
+                .map(|replayed| (restorer, replayed))
+            })
+            .await
+            .map_err(|_| {
+                EngineError::kafka("reading the changelog")(rdkafka::error::KafkaError::Canceled)
+            })??
         };
-        let (read_records, read_bytes) = (restored.records, restored.bytes);
+        let (read_records, read_bytes) = (replayed.records, replayed.bytes);
 
         let mut batcher = Batcher::new(config.topics.clone(), Admission::new(config));
         let table_topics = config.topics.of(Source::tables());
@@ -142,22 +154,12 @@ impl Engine {
         for sink in [config.topics.deadletter.as_str(), topic.as_str()] {
             metrics.produce_errors.with_label_values(&[sink]);
         }
-        let mut jobs = jobs;
-        let mut event_time = EventTime::new(config);
-        let mut changelog = ChangelogWriter::new(&topic, partitions)
-            .with_record_limit(sink.limits().record_bytes(&topic));
+        let (jobs, event_time, mut changelog, restored) = restorer.finish();
         let Restore {
             stale,
             lookup_positions,
             mut backfills,
-        } = restore::apply(
-            restored,
-            &mut jobs,
-            &mut event_time,
-            &lookups,
-            &mut changelog,
-            &config.topics,
-        )?;
+        } = restored;
         changelog.restore_read(read_bytes as usize);
         // Invalid table records dead-lettered before the restart are not
         // sent again.

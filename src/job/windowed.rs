@@ -517,6 +517,14 @@ impl WindowedJob {
         }
     }
 
+    /// Ends a restore: sessions read from records of earlier versions are
+    /// to be written again in today's form.
+    pub fn finish_restore(&mut self) {
+        if let WindowState::Sessions(store) = &mut self.state {
+            store.finish_restore();
+        }
+    }
+
     /// Windows (or sessions) with data closed so far.
     pub fn windows_closed(&self) -> u64 {
         self.windows_closed

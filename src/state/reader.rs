@@ -3,10 +3,15 @@
 //! The consumer group's committed offsets on the changelog topic say where
 //! the latest checkpoint starts in each partition (the beginning when there
 //! is none). Records are read `read_committed`, so aborted epochs are never
-//! seen, and folded into the latest value per key; a tombstone removes its
-//! key. Reading stops once every partition has reached its end.
+//! seen. A restore reads them twice ([`replay`]): first the keys alone, to
+//! find the record that holds each key's final value (a key whose last
+//! record is a tombstone has none), then the values, handing over only
+//! those final ones, each as soon as its last part is read. So a restore
+//! holds the state it restores and one value more, never the values that
+//! later records replace or remove (`tests/memory.rs` measures it).
+//! Reading stops once every partition has reached its end.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -54,11 +59,12 @@ pub struct RestoredValue {
     pub location: Location,
 }
 
-/// The live state in the changelog.
-#[derive(Debug, Default)]
-pub struct Restored {
-    /// Latest value per key.
-    pub values: BTreeMap<StateKey, RestoredValue>,
+/// A key's final value, read back.
+pub type Final = (StateKey, RestoredValue);
+
+/// How much a replay read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
     /// Records read.
     pub records: u64,
     /// Bytes read (keys and values).
@@ -96,22 +102,51 @@ pub enum ReadError {
 }
 
 /// Reads `topic` (`partitions` partitions) from the checkpoint offsets
-/// committed by `group` to the end. Blocking: run it off the async runtime.
-pub fn read(
+/// committed by `group` to the end, twice: the keys, then each key's final
+/// value, handed to `apply` as soon as it is whole. Blocking: run it off
+/// the async runtime.
+pub fn replay(
     client: &ClientConfig,
     group: &str,
     topic: &str,
     partitions: i32,
-) -> Result<Restored, ReadError> {
-    let mut fold = Fold::default();
+    mut apply: impl FnMut(Final) -> Result<(), ReadError>,
+) -> Result<Replayed, ReadError> {
+    let mut finals = HashMap::new();
     scan(
         client,
         group,
         topic,
         partitions,
-        |key, payload, location| fold.add(key, payload, location),
+        |key, payload, location| {
+            let (state, part) = decode_key(key, &location)?;
+            if part == 0 {
+                match payload {
+                    Some(_) => finals.insert(state, (location.partition, location.offset)),
+                    None => finals.remove(&state),
+                };
+            }
+            Ok(())
+        },
     )?;
-    fold.finish()
+    let mut assembly = Assembly::new(finals);
+    scan(
+        client,
+        group,
+        topic,
+        partitions,
+        |key, payload, location| match assembly.add(key, payload, location)? {
+            Some(value) => apply(value),
+            None => Ok(()),
+        },
+    )?;
+    if let Some(location) = assembly.unfinished() {
+        return Err(ReadError::Corrupt {
+            location: location.clone(),
+            reason: "a value whose last parts are missing".to_owned(),
+        });
+    }
+    Ok(assembly.read)
 }
 
 /// The live record keys (state key and part) whose state `wanted` picks,
@@ -239,86 +274,125 @@ fn decode_key(key: Option<&[u8]>, location: &Location) -> Result<(StateKey, u32)
     })
 }
 
-/// The latest stored part per key, folded record by record.
+/// Puts the final values back together from their parts, record by
+/// record, and passes over the others.
 #[derive(Debug, Default)]
-pub(crate) struct Fold {
-    parts: BTreeMap<(StateKey, u32), (Vec<u8>, Location)>,
-    records: u64,
-    bytes: u64,
+pub(crate) struct Assembly {
+    /// Where each key's final value starts: the (partition, offset) of its
+    /// first part.
+    finals: HashMap<StateKey, (i32, i64)>,
+    /// The parts read so far of final values whose last part is still to
+    /// come.
+    partial: HashMap<StateKey, Partial>,
+    read: Replayed,
 }
 
-impl Fold {
-    /// Applies one record: a value replaces, a tombstone removes.
+/// A value being put together: its part count and the parts read.
+#[derive(Debug)]
+struct Partial {
+    count: u32,
+    parts: Vec<Vec<u8>>,
+    location: Location,
+}
+
+impl Assembly {
+    /// An assembly of the values that start where `finals` says.
+    pub(crate) fn new(finals: HashMap<StateKey, (i32, i64)>) -> Self {
+        Self {
+            finals,
+            ..Self::default()
+        }
+    }
+
+    /// Takes one record; returns the final value it completes, if any. A
+    /// value's parts are written one after the other in one transaction:
+    /// part 0 says how many there are. Tombstones, and values that later
+    /// records replace, are passed over.
     pub(crate) fn add(
         &mut self,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         location: Location,
-    ) -> Result<(), ReadError> {
-        self.records += 1;
-        self.bytes += (key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len)) as u64;
-        let (state, part) = decode_key(key, &location)?;
-        match payload {
-            Some(payload) => {
-                self.parts
-                    .insert((state, part), (payload.to_vec(), location));
-            }
-            None => {
-                self.parts.remove(&(state, part));
-            }
-        }
-        Ok(())
-    }
-
-    /// Joins each key's parts into its value.
-    pub(crate) fn finish(self) -> Result<Restored, ReadError> {
-        let mut restored = Restored {
-            records: self.records,
-            bytes: self.bytes,
-            ..Restored::default()
+    ) -> Result<Option<Final>, ReadError> {
+        self.read.records += 1;
+        self.read.bytes += (key.map_or(0, <[u8]>::len) + payload.map_or(0, <[u8]>::len)) as u64;
+        let Some(payload) = payload else {
+            return Ok(None);
         };
-        let mut by_key: BTreeMap<StateKey, Vec<(u32, Vec<u8>, Location)>> = BTreeMap::new();
-        for ((key, part), (payload, location)) in self.parts {
-            by_key
-                .entry(key)
-                .or_default()
-                .push((part, payload, location));
-        }
-        for (key, parts) in by_key {
-            let Some((_, first, location)) = parts.first() else {
-                continue;
-            };
-            let corrupt = |reason: String| ReadError::Corrupt {
-                location: location.clone(),
-                reason,
-            };
-            let count = value::part_count(first).map_err(corrupt)?;
-            // Parts beyond the count are stale (a value that shrank while a
-            // tombstone was lost); parts below it must all be there.
-            let current: Vec<&[u8]> = parts
-                .iter()
-                .filter(|(part, _, _)| *part < count)
-                .enumerate()
-                .map(|(i, (part, payload, _))| (i as u32 == *part).then_some(payload.as_slice()))
-                .collect::<Option<_>>()
-                .ok_or_else(|| corrupt(format!("a value of {count} parts misses some")))?;
-            let joined = value::join(&current).map_err(corrupt)?;
-            restored.values.insert(
-                key,
-                RestoredValue {
-                    value: joined,
-                    parts: count,
-                    location: location.clone(),
+        let (state, part) = decode_key(key, &location)?;
+        let corrupt = |reason: String| ReadError::Corrupt {
+            location: location.clone(),
+            reason,
+        };
+        if part == 0 {
+            if self.finals.get(&state) != Some(&(location.partition, location.offset)) {
+                return Ok(None);
+            }
+            let count = value::part_count(payload).map_err(corrupt)?;
+            if count == 1 {
+                let value = value::join(&[payload]).map_err(corrupt)?;
+                return Ok(Some((
+                    state,
+                    RestoredValue {
+                        value,
+                        parts: 1,
+                        location,
+                    },
+                )));
+            }
+            self.partial.insert(
+                state,
+                Partial {
+                    count,
+                    parts: vec![payload.to_vec()],
+                    location,
                 },
             );
+            return Ok(None);
         }
-        Ok(restored)
+        let Some(partial) = self.partial.get_mut(&state) else {
+            // A part of a value that a later record replaces.
+            return Ok(None);
+        };
+        if part as usize != partial.parts.len() || part >= partial.count {
+            return Err(corrupt(format!(
+                "part {part} of a value of {} parts, after {} of them",
+                partial.count,
+                partial.parts.len()
+            )));
+        }
+        partial.parts.push(payload.to_vec());
+        if partial.parts.len() < partial.count as usize {
+            return Ok(None);
+        }
+        let Some(whole) = self.partial.remove(&state) else {
+            return Ok(None);
+        };
+        let parts: Vec<&[u8]> = whole.parts.iter().map(Vec::as_slice).collect();
+        let value = value::join(&parts).map_err(|reason| ReadError::Corrupt {
+            location: whole.location.clone(),
+            reason,
+        })?;
+        Ok(Some((
+            state,
+            RestoredValue {
+                value,
+                parts: whole.count,
+                location: whole.location,
+            },
+        )))
+    }
+
+    /// The values started and not finished: a changelog cut short.
+    pub(crate) fn unfinished(&self) -> Option<&Location> {
+        self.partial.values().next().map(|p| &p.location)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::OutRecord;
     use crate::state::writer::ChangelogWriter;
 
     fn at(offset: i64) -> Location {
@@ -329,53 +403,63 @@ mod tests {
         }
     }
 
+    /// The final values `records` replay to, as the two passes of
+    /// [`replay`] find them.
+    fn replayed(records: &[OutRecord]) -> Vec<(StateKey, Vec<u8>)> {
+        let mut finals = HashMap::new();
+        for (offset, r) in records.iter().enumerate() {
+            let (state, part) = decode_key(r.key.as_deref(), &at(offset as i64)).expect("a key");
+            if part == 0 {
+                match r.payload {
+                    Some(_) => finals.insert(state, (0, offset as i64)),
+                    None => finals.remove(&state),
+                };
+            }
+        }
+        let mut assembly = Assembly::new(finals);
+        records
+            .iter()
+            .enumerate()
+            .filter_map(|(offset, r)| {
+                assembly
+                    .add(r.key.as_deref(), r.payload.as_deref(), at(offset as i64))
+                    .expect("valid")
+            })
+            .map(|(key, value)| (key, value.value))
+            .collect()
+    }
+
     #[test]
-    fn the_fold_keeps_the_latest_value_and_joins_parts() {
+    fn a_replay_hands_over_each_final_value_whole_and_nothing_else() {
         let mut writer = ChangelogWriter::new("g-changelog", 1);
-        let big = StateKey::Kept {
+        let kept = |key: &str| StateKey::Kept {
             source: "complaints".into(),
-            key: "big".into(),
-        };
-        let small = StateKey::Kept {
-            source: "complaints".into(),
-            key: "small".into(),
+            key: key.into(),
         };
         let large_value: Vec<u8> = (0..(3 * crate::state::writer::MAX_RECORD_BYTES / 2))
             .map(|i| (i % 251) as u8)
             .collect();
-        let mut records = writer.put(big.clone(), &large_value);
-        records.extend(writer.put(small.clone(), b"one"));
-        records.extend(writer.put(small.clone(), b"two"));
-        records.extend(writer.put(
-            StateKey::Kept {
-                source: "complaints".into(),
-                key: "gone".into(),
-            },
-            b"x",
-        ));
-        records.extend(writer.delete(&StateKey::Kept {
-            source: "complaints".into(),
-            key: "gone".into(),
-        }));
-        let mut fold = Fold::default();
-        for (offset, r) in records.iter().enumerate() {
-            fold.add(r.key.as_deref(), r.payload.as_deref(), at(offset as i64))
-                .expect("valid");
-        }
-        let restored = fold.finish().expect("complete");
-        assert_eq!(restored.records, records.len() as u64);
+        let mut records = writer.put(kept("big"), &large_value);
+        records.extend(writer.put(kept("small"), b"one"));
+        records.extend(writer.put(kept("small"), b"two"));
+        records.extend(writer.put(kept("gone"), b"x"));
+        records.extend(writer.delete(&kept("gone")));
+        records.extend(writer.put(kept("large"), &large_value));
+        // The big value shrinks to one part: its second part's tombstone
+        // changes nothing.
+        records.extend(writer.put(kept("big"), b"small now"));
         assert_eq!(
-            restored.values.keys().cloned().collect::<Vec<_>>(),
-            [big.clone(), small.clone()]
+            replayed(&records),
+            [
+                (kept("small"), b"two".to_vec()),
+                (kept("large"), large_value),
+                (kept("big"), b"small now".to_vec()),
+            ]
         );
-        assert_eq!(restored.values[&big].value, large_value);
-        assert_eq!(restored.values[&big].parts, 2);
-        assert_eq!(restored.values[&small].value, b"two");
-        assert_eq!(restored.values[&small].location.offset, 3);
     }
 
     #[test]
-    fn a_checkpoint_reads_back_as_the_live_state() {
+    fn a_checkpoint_replays_as_the_live_state() {
         let mut writer = ChangelogWriter::new("g-changelog", 2);
         let key = StateKey::Kept {
             source: "complaints".into(),
@@ -384,18 +468,12 @@ mod tests {
         let mut records = writer.put(key.clone(), b"old");
         records.extend(writer.begin_checkpoint());
         records.extend(writer.put(key.clone(), b"new"));
-        let mut fold = Fold::default();
-        for (offset, r) in records.iter().enumerate() {
-            fold.add(r.key.as_deref(), r.payload.as_deref(), at(offset as i64))
-                .expect("valid");
-        }
-        let restored = fold.finish().expect("every record reads back");
-        assert_eq!(restored.values[&key].value, b"new");
+        let finals = replayed(&records);
+        assert_eq!(finals.last(), Some(&(key, b"new".to_vec())));
         assert_eq!(
-            restored
-                .values
-                .keys()
-                .filter(|k| matches!(k, StateKey::Checkpoint { .. }))
+            finals
+                .iter()
+                .filter(|(k, _)| matches!(k, StateKey::Checkpoint { .. }))
                 .count(),
             2,
             "a marker per partition"
@@ -404,8 +482,19 @@ mod tests {
 
     #[test]
     fn corrupt_records_name_where_they_are() {
-        let mut fold = Fold::default();
-        let err = fold
+        let key = |part: u32| {
+            StateKey::Kept {
+                source: "complaints".into(),
+                key: "k".into(),
+            }
+            .encode(part)
+        };
+        let state = StateKey::Kept {
+            source: "complaints".into(),
+            key: "k".into(),
+        };
+        let mut assembly = Assembly::new(HashMap::from([(state, (0, 42))]));
+        let err = assembly
             .add(Some(b"not json"), Some(b"v"), at(41))
             .expect_err("bad key");
         assert!(
@@ -413,39 +502,24 @@ mod tests {
                 .starts_with("corrupt changelog record at topic g-changelog partition 0 offset 41: unreadable changelog key"),
             "{err}"
         );
-        let key = StateKey::Kept {
-            source: "complaints".into(),
-            key: "k".into(),
-        }
-        .encode(0);
-        fold.add(Some(&key), Some(b"no magic"), at(42))
-            .expect("values are checked at the end");
-        let err = fold.finish().expect_err("bad value");
+        let err = assembly
+            .add(Some(&key(0)), Some(b"no magic"), at(42))
+            .expect_err("bad value");
         assert_eq!(
             err.to_string(),
             "corrupt changelog record at topic g-changelog partition 0 offset 42: not a cxpulse state value (bad magic)"
         );
-        // A value whose second part is missing.
-        let mut fold = Fold::default();
+        // A final value whose second part is missing.
         let parts = value::split(&[1; 100], 20);
-        fold.add(Some(&key), Some(&parts[0]), at(7)).expect("ok");
-        fold.add(
-            Some(
-                &StateKey::Kept {
-                    source: "complaints".into(),
-                    key: "k".into(),
-                }
-                .encode(2),
-            ),
-            Some(&parts[2]),
-            at(8),
-        )
-        .expect("ok");
         assert!(
-            fold.finish()
-                .expect_err("incomplete")
-                .to_string()
-                .contains("misses some")
+            assembly
+                .add(Some(&key(0)), Some(&parts[0]), at(42))
+                .expect("ok")
+                .is_none()
         );
+        let err = assembly
+            .add(Some(&key(2)), Some(&parts[2]), at(43))
+            .expect_err("a part missing");
+        assert!(err.to_string().contains("part 2 of a value of"), "{err}");
     }
 }

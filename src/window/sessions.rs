@@ -99,6 +99,9 @@ pub struct SessionStore {
     closed_through: Option<i64>,
     next_seq: u64,
     journal: Vec<SessionChange>,
+    /// Sessions restored from records that held them whole (written by
+    /// earlier versions), to be written again as headers and parts.
+    legacy: HashSet<SessionId>,
     /// Memory held by the sessions.
     bytes: usize,
 }
@@ -114,6 +117,7 @@ impl SessionStore {
             closed_through: None,
             next_seq: 0,
             journal: Vec::new(),
+            legacy: HashSet::new(),
             bytes: 0,
         }
     }
@@ -462,44 +466,49 @@ impl SessionStore {
         self.journal = self.contents();
     }
 
-    /// Puts back a session's header read from the changelog; `batches`
-    /// (sessions written whole by earlier versions) are journaled as new
-    /// parts, so that they are written again as parts.
+    /// Puts back a session's header read from the changelog. A session
+    /// written whole by an earlier version comes with its `batches`;
+    /// [`Self::finish_restore`] writes it again as a header and parts.
     pub fn restore(&mut self, key: ScalarValue, start: i64, end: i64, batches: Vec<RecordBatch>) {
-        let session = self.sessions.entry(key.clone()).or_default().entry(start);
-        let session = match session {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                self.bytes += SESSION_OVERHEAD;
-                e.insert(Session::default())
-            }
-        };
-        session.end = end;
-        let mut legacy = Vec::with_capacity(batches.len());
+        let legacy = !batches.is_empty();
+        let mut parts = Vec::with_capacity(batches.len());
         for batch in batches {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.bytes += batch_bytes(&batch);
-            legacy.push(StateBatch { seq, batch });
+            parts.push(StateBatch { seq, batch });
         }
-        if !legacy.is_empty() {
-            // Written whole by an earlier version: its header is written
-            // again, without rows, and its rows as parts.
-            self.journal.push(SessionChange::Header {
+        let sessions = self.sessions.entry(key.clone()).or_default();
+        let session = sessions.entry(start).or_insert_with(|| {
+            self.bytes += SESSION_OVERHEAD;
+            Session::default()
+        });
+        session.end = end;
+        session.batches.extend(parts);
+        if legacy {
+            self.legacy.insert((key, start));
+        }
+    }
+
+    /// Journals the sessions earlier versions wrote whole, as a header and
+    /// parts, so that the next commit writes them so (and the record that
+    /// held them whole is replaced by the header).
+    pub fn finish_restore(&mut self) {
+        for (key, start) in std::mem::take(&mut self.legacy) {
+            let Some(session) = self.get(&key, start) else {
+                continue;
+            };
+            let mut changes = vec![SessionChange::Header {
                 key: key.clone(),
                 start,
-                end,
-            });
-        }
-        if let Some(session) = self.sessions.get_mut(&key).and_then(|s| s.get_mut(&start)) {
-            for part in legacy {
-                self.journal.push(SessionChange::Part {
-                    key: key.clone(),
-                    start,
-                    batch: part.clone(),
-                });
-                session.batches.push(part);
-            }
+                end: session.end,
+            }];
+            changes.extend(session.batches.iter().map(|batch| SessionChange::Part {
+                key: key.clone(),
+                start,
+                batch: batch.clone(),
+            }));
+            self.journal.extend(changes);
         }
     }
 
