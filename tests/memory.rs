@@ -55,10 +55,10 @@ fn session_schema() -> SchemaRef {
 
 #[test]
 fn the_session_store_counts_what_its_sessions_hold() {
+    let _serial = ONE_AT_A_TIME.lock();
     const SESSIONS: usize = 200_000;
     const BATCH: usize = 2_000;
     let keys: Vec<String> = (0..SESSIONS).map(|i| format!("customer-{i:07}")).collect();
-    let _serial = ONE_AT_A_TIME.lock();
     let before = allocated();
     let mut store = SessionStore::new((0, 1), 2);
     for chunk in keys.chunks(BATCH) {
@@ -93,6 +93,7 @@ fn the_session_store_counts_what_its_sessions_hold() {
 
 #[test]
 fn a_kept_table_counts_what_its_keys_hold() {
+    let _serial = ONE_AT_A_TIME.lock();
     const KEYS: usize = 200_000;
     let complaints = Source::named("complaints").expect("declared");
     let spec = complaints.keep().expect("complaint tables").clone();
@@ -104,7 +105,6 @@ fn a_kept_table_counts_what_its_keys_hold() {
             )
         })
         .collect();
-    let _serial = ONE_AT_A_TIME.lock();
     let before = allocated();
     let mut table = cxpulse::lookup::kept::KeptTable::new(spec);
     for chunk in events.chunks(5_000) {
@@ -123,6 +123,7 @@ fn a_kept_table_counts_what_its_keys_hold() {
 
 #[test]
 fn a_table_source_counts_what_its_rows_hold() {
+    let _serial = ONE_AT_A_TIME.lock();
     const ROWS: usize = 200_000;
     let customers = Source::named("customers").expect("declared");
     let rows: Vec<String> = (0..ROWS)
@@ -132,7 +133,6 @@ fn a_table_source_counts_what_its_rows_hold() {
             )
         })
         .collect();
-    let _serial = ONE_AT_A_TIME.lock();
     let before = allocated();
     let mut table = KeyedTable::new(customers);
     let changes = rows.iter().map(|json| {
@@ -184,8 +184,8 @@ fn changelog_records(values: usize) -> Vec<cxpulse::sink::OutRecord> {
 
 #[test]
 fn a_restore_holds_the_state_it_restores_and_not_the_changelog_besides() {
-    use cxpulse::state::reader::replay;
     let _serial = ONE_AT_A_TIME.lock();
+    use cxpulse::state::reader::replay;
     let broker = cxpulse::local_broker::LocalBroker::start().expect("broker");
     let topic = "memory-changelog";
     let records = changelog_records(400);

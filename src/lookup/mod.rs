@@ -70,7 +70,7 @@ pub struct KeyedTable {
 /// Memory one row holds: its key, its cells and its share of the map's
 /// nodes (measured: `tests/memory.rs`).
 fn row_bytes(key: &str, cells: &[Cell<'_>]) -> usize {
-    const MAP_ENTRY: usize = 180;
+    const MAP_ENTRY: usize = 110;
     MAP_ENTRY
         + std::mem::size_of::<String>()
         + key.len()

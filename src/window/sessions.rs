@@ -35,7 +35,7 @@ pub const MAX_SESSION_BATCHES: usize = 16;
 /// column list). Counted so that the state limit follows the process's
 /// memory even with a million sessions of one row each (measured:
 /// `tests/memory.rs`).
-const SESSION_OVERHEAD: usize = 768;
+const SESSION_OVERHEAD: usize = 1_000;
 const BATCH_OVERHEAD: usize = 192;
 
 /// One open session of one key.
