@@ -1160,3 +1160,81 @@ async fn a_mixed_run_with_bad_records_and_two_kills_publishes_the_good_results_e
         .count();
     assert_eq!(truncated, 2, "the two near-limit blobs were cut to fit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_its_memory_pool_fails_like_any_job_and_the_others_go_on() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    // Distinct customers per hour: the final aggregate's set of customers
+    // grows past a 1 MiB pool; the row count per hour stays small.
+    let distinct = "SELECT window_start, window_end, count(DISTINCT customer_id) AS customers\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end\n";
+    let (_broker, config, _dir) = setup(
+        "faults-pool",
+        &[("distinct", distinct), ("per_hour", PER_HOUR)],
+    )
+    .await;
+    let producer = kafka(&config);
+    let values: Vec<Vec<u8>> = (0..60_000)
+        .map(|i| {
+            json!({"event_id": format!("e{i}"), "customer_id": format!("customer-{i:08}-with-a-long-id"),
+                   "ts": T0 + i as i64 * 50, "amount": 1.0, "category": "a"})
+            .to_string()
+            .into_bytes()
+        })
+        .chain([tx("closer", T0 + 3 * HOUR, 1.0, "z")])
+        .collect();
+    send(&producer, &config.topics.transactions, &values).await;
+    let mut engine = EngineProcess::start(&engine_env(
+        &config,
+        &[("CXPULSE__ENGINE__JOB_MEMORY_LIMIT", "1MiB")],
+    ));
+    engine.wait_ready(READY);
+    wait_finished(&config, &engine, FINISH);
+    let errors = metric(
+        &engine.metrics(),
+        "cxpulse_job_errors_total{job=\"distinct\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(errors >= 1.0, "{}", engine.log_text());
+    assert_no_restart(&engine);
+    let (code, log) = engine.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    let rows = per_hour_rows(&config, "per_hour");
+    assert_eq!(
+        rows.get(&(at(T0), "a".to_owned())),
+        Some(&(60_000, 60_000.0)),
+        "the other job counted every event"
+    );
+    let letters = read_all(&config, &config.topics.deadletter);
+    assert!(!letters.is_empty());
+    for letter in &letters {
+        assert_eq!(header(letter, "cxpulse.job"), "distinct", "{letter:?}");
+        assert_eq!(header(letter, "cxpulse.reason"), "job_error");
+        let detail = header(letter, "cxpulse.reason.detail");
+        assert!(detail.contains("esources exhausted"), "{detail}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_epoch_that_does_not_commit_at_shutdown_exits_1() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (_broker, config, _dir) = setup("faults-drain", &[("per_hour", PER_HOUR)]).await;
+    let producer = kafka(&config);
+    let mut engine = EngineProcess::start(&engine_env(
+        &config,
+        &[("CXPULSE__ENGINE__SHUTDOWN_DRAIN_MS", "1")],
+    ));
+    engine.wait_ready(READY);
+    // Stopped while it reads: its open epoch cannot commit within 1 ms.
+    let topic = config.topics.transactions.clone();
+    let sending = tokio::spawn(async move {
+        send(&producer, &topic, &txs("a", 20_000, T0, "a")).await;
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, log) = engine.terminate(DRAIN);
+    sending.await.expect("sent");
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("drain time elapsed; the last epoch is aborted"),
+        "{log}"
+    );
+}

@@ -268,8 +268,14 @@ mod tests {
             }
         }
         assert_eq!(stage.open_len(), 2_500);
+        let one = transaction(0, 0).payload().map_or(0, <[u8]>::len);
+        assert!(
+            stage.open_bytes() >= 2_500 * one && stage.open_bytes() < 2_600 * one,
+            "the open micro-batch's bytes: {}",
+            stage.open_bytes()
+        );
         stage.cut();
-        assert_eq!(stage.open_len(), 0);
+        assert_eq!((stage.open_len(), stage.open_bytes()), (0, 0));
         while stage.has_chunk() {
             let room = stage.room().await;
             stage.hand_over(room);
