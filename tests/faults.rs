@@ -467,6 +467,74 @@ async fn a_window_whose_sql_fails_is_a_dead_letter_and_the_other_windows_and_gro
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_results_that_fail_on_an_open_window_are_one_dead_letter_until_it_closes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let ratio = "-- @key category\n-- @emit every 1s\nSELECT window_start, window_end, category, count(*) AS n, 100 / (count(*) - 2) AS ratio\nFROM TUMBLE(transactions, ts, INTERVAL '1 hour')\nGROUP BY window_start, window_end, category\n";
+    let (_broker, config, _dir) = setup("faults-early", &[("ratio", ratio)]).await;
+    let producer = kafka(&config);
+    let mut engine = EngineProcess::start(&engine_env(&config, &[]));
+    engine.wait_ready(READY);
+    // The hour stays open: a twice (100 / 0), b three times.
+    let mut values = txs("a0-", 2, T0, "a");
+    values.extend(txs("b0-", 3, T0 + 10 * MINUTE, "b"));
+    send(&producer, &config.topics.transactions, &values).await;
+    let errors = "cxpulse_job_errors_total{job=\"ratio\"}";
+    let started = Instant::now();
+    while metric(&engine.metrics(), errors).unwrap_or(0.0) < 3.0 {
+        assert!(started.elapsed() < FINISH, "{}", engine.log_text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_all_committed(&config, FINISH, || engine.log_text());
+    let letters = read_all(&config, &config.topics.deadletter);
+    assert_eq!(
+        letters.len(),
+        1,
+        "three failed early runs, one dead letter: {letters:?}"
+    );
+    assert!(
+        header(&letters[0], "cxpulse.reason.detail").contains("early results"),
+        "{letters:?}"
+    );
+    send(
+        &producer,
+        &config.topics.transactions,
+        &[tx("closer", T0 + 3 * HOUR, 1.0, "z")],
+    )
+    .await;
+    wait_finished(&config, &engine, FINISH);
+    assert_no_restart(&engine);
+    let (code, log) = engine.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    let letters = read_all(&config, &config.topics.deadletter);
+    assert_eq!(
+        letters.len(),
+        2,
+        "and one when the window closed: {letters:?}"
+    );
+    let last = header(&letters[1], "cxpulse.reason.detail");
+    assert!(
+        last.contains("category=a") && last.contains("dropped with the window"),
+        "{last}"
+    );
+    let topic = format!("{}ratio", config.topics.output_prefix);
+    let finals: Vec<(String, i64, i64)> = read_all(&config, &topic)
+        .into_iter()
+        .filter_map(|r| {
+            let row: Value =
+                serde_json::from_str(r.value.as_deref().unwrap_or("null")).expect("row");
+            (row["final"] == json!(true)).then(|| {
+                (
+                    row["category"].as_str().unwrap_or_default().to_owned(),
+                    row["n"].as_i64().unwrap_or(-1),
+                    row["ratio"].as_i64().unwrap_or(i64::MIN),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(finals, [("b".to_owned(), 3, 100)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_panics_is_stopped_the_others_go_on_and_a_fixed_query_resumes_it() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let fragile = "-- @key event_id\nSELECT event_id, cxpulse_test_panic(category) AS category FROM transactions\n";
@@ -481,11 +549,21 @@ async fn a_job_that_panics_is_stopped_the_others_go_on_and_a_fixed_query_resumes
     engine.wait_ready(READY);
     send(&producer, &topic, &txs("a", 500, T0, "a")).await;
     wait_all_committed(&config, FINISH, || engine.log_text());
+    // An edit that does not plan keeps the running job; the restart that
+    // the panic causes runs it still, with its open window.
+    std::fs::write(dir.path().join("steady.sql"), "SELECT nonsense FROM\n").expect("edit");
+    engine.wait_for_metrics(&[("cxpulse_query_files_invalid", 1.0)], FINISH);
     send(&producer, &topic, &[tx("boom", T0 + 600_000, 1.0, "panic")]).await;
     send(&producer, &topic, &txs("b", 500, T0 + 700_000, "a")).await;
     send(&producer, &topic, &[tx("closer", T0 + 3 * HOUR, 1.0, "z")]).await;
     wait_finished(&config, &engine, FINISH);
-    engine.wait_for_metrics(&[("cxpulse_job_stopped{job=\"fragile\"}", 1.0)], FINISH);
+    engine.wait_for_metrics(
+        &[
+            ("cxpulse_job_stopped{job=\"fragile\"}", 1.0),
+            ("cxpulse_query_files_invalid", 1.0),
+        ],
+        FINISH,
+    );
     let log = engine.log_text();
     assert!(log.contains("a job panicked: it is stopped"), "{log}");
 

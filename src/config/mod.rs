@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// `[kafka]`: connection and client settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Comma-separated bootstrap servers.
@@ -55,6 +55,33 @@ pub struct KafkaConfig {
     pub message_timeout_ms: i64,
     /// librdkafka properties passed through as is.
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    /// Shows the properties that may hold a secret (passwords, keys,
+    /// tokens, JAAS settings) as `<redacted>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |name: &str| {
+            ["password", "secret", "key", "token", "jaas", "credential"]
+                .iter()
+                .any(|word| name.to_ascii_lowercase().contains(word))
+        };
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if secret(k) { "<redacted>" } else { v.as_str() };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("instance_id", &self.instance_id)
+            .field("message_timeout_ms", &self.message_timeout_ms)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 /// `[topics]`: topic names.

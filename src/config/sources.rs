@@ -435,6 +435,10 @@ fn check_problems(column: &ColumnEntry, ty: &ColumnType) -> Vec<(&'static str, S
     let bounds = [("min", column.min), ("max", column.max)];
     for (key, bound) in bounds {
         let Some(value) = bound else { continue };
+        if !value.is_finite() {
+            found.push((key, format!("{value} is not a finite number")));
+            continue;
+        }
         match item {
             ColumnType::Float => {}
             ColumnType::Int if value.fract() != 0.0 || value.abs() >= 9.0e15 => found.push((

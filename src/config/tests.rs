@@ -224,6 +224,7 @@ columns = [
   { name = "paid", type = "bool", lowercase = true },
   { name = "tags", type = "list<int>", values = ["x"] },
   { name = "score", type = "float", min = 5, max = 1 },
+  { name = "weight", type = "float", max = nan },
 ]
 "#,
         )?;
@@ -246,6 +247,7 @@ columns = [
                 "checks.toml:15: sources.orders.columns[6].lowercase: lowercase applies to string columns, not to bool (the check would never run)",
                 "checks.toml:16: sources.orders.columns[7].values: values applies to string columns, not to int (the check would never run)",
                 "checks.toml:17: sources.orders.columns[8].max: 1 is below min 5",
+                "checks.toml:18: sources.orders.columns[9].max: NaN is not a finite number",
                 "checks.toml:7: sources.orders.max_future_ms: must be 0 or more",
             ]
         );
@@ -319,6 +321,28 @@ fn exactly_once_settings_cannot_be_overridden_and_the_admin_token_is_long() {
             !format!("{config:?}").contains("0123456789abcdef"),
             "the token is never printed"
         );
+        jail.set_env("CXPULSE__HTTP__ADMIN_TOKEN", "0123456789abcdéf");
+        let problems = Config::load(None).expect_err("not ASCII").0;
+        assert_eq!(
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "env CXPULSE__HTTP__ADMIN_TOKEN: `http.admin_token`: must be visible ASCII characters (an HTTP header carries it): no spaces, control or non-ASCII characters"
+            ]
+        );
+        jail.set_env("CXPULSE__HTTP__ADMIN_TOKEN", "0123456789abcdef");
+        jail.set_env(
+            "CXPULSE__KAFKA__PROPERTIES__SASL_PASSWORD",
+            "hunter2-secret",
+        );
+        jail.set_env("CXPULSE__KAFKA__PROPERTIES__SASL_USERNAME", "analyst");
+        let config = Config::load(None).expect("valid");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter2-secret")
+                && shown.contains("\"sasl.password\": \"<redacted>\""),
+            "{shown}"
+        );
+        assert!(shown.contains("\"sasl.username\": \"analyst\""), "{shown}");
         Ok(())
     });
 }

@@ -103,10 +103,10 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             ),
         );
     }
-    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if token.chars().any(|c| !c.is_ascii_graphic()) {
         fail(
             "http.admin_token",
-            "must not contain spaces or control characters".to_owned(),
+            "must be visible ASCII characters (an HTTP header carries it): no spaces, control or non-ASCII characters".to_owned(),
         );
     }
     if config.kafka.group_id.trim().is_empty() {

@@ -152,6 +152,8 @@ pub struct Backfill {
     partitions: BTreeMap<TopicPartition, Reading>,
     topics: TopicsConfig,
     max_record_bytes: usize,
+    /// A micro-batch's cap in bytes (`engine.batch_max_bytes`).
+    max_batch_bytes: usize,
     batcher: Batcher,
     /// Records fed to the job so far (this run).
     pub read: u64,
@@ -185,6 +187,7 @@ impl Backfill {
             partitions: opened.partitions,
             topics: config.topics.clone(),
             max_record_bytes: config.max_record_bytes(),
+            max_batch_bytes: config.batch_max_bytes(),
             batcher: Batcher::new(config.topics.clone(), Admission::new(config)),
             read: 0,
             started: std::time::Instant::now(),
@@ -209,22 +212,26 @@ impl Backfill {
         live.get(at).copied().unwrap_or(r.floor).max(r.floor)
     }
 
-    /// Reads up to `max_rows` records below the live position into a
-    /// micro-batch (`None` if there were none).
+    /// Reads up to `max_rows` records, and about `engine.batch_max_bytes`,
+    /// below the live position into a micro-batch (`None` if there were
+    /// none).
     pub fn read(
         &mut self,
         live: &BTreeMap<TopicPartition, i64>,
         max_rows: usize,
     ) -> Result<Option<MicroBatch>, KafkaError> {
-        let mut fed = 0;
+        let (mut fed, mut bytes) = (0, 0);
+        let max_bytes = self.max_batch_bytes;
         for (at, r) in &mut self.partitions {
             let target = Self::target(live, at, r);
             while fed < max_rows
+                && bytes < max_bytes
                 && let Some(front) = r.held.front()
                 && front.raw.offset < target
             {
                 r.next = front.raw.offset + 1;
                 if let Some(record) = r.held.pop_front() {
+                    bytes += record.bytes();
                     self.batcher.add(record);
                 }
                 fed += 1;
@@ -246,7 +253,7 @@ impl Backfill {
                 r.paused = !wanted;
             }
         }
-        while fed < max_rows {
+        while fed < max_rows && bytes < max_bytes {
             let message = match self.reader.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(message)) => message,
@@ -268,6 +275,7 @@ impl Backfill {
             }
             if consumed.raw.offset < target {
                 r.next = consumed.raw.offset + 1;
+                bytes += consumed.bytes();
                 self.batcher.add(consumed);
                 fed += 1;
             } else {

@@ -154,23 +154,88 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts `running` as a backfill from where `state` says it stood (a
-    /// stopped job taken up again), then live.
-    pub(super) async fn resume_job(
+    /// Replaces the stopped job read from `path` by `job`, planned from its
+    /// changed file. With the same window and state columns, `job` takes
+    /// the stopped job's state and resumes from where it stopped (as a
+    /// backfill, then live); otherwise it starts anew and the old state is
+    /// deleted. Whatever can fail (registering the job's gauges, opening
+    /// the reader) happens before the stopped job is touched: on failure it
+    /// stays stopped with its state, and the error is logged.
+    pub(super) async fn replace_stopped(
         &mut self,
-        running: RunningJob,
-        state: BackfillState,
+        path: &std::path::Path,
+        job: Job,
+        now: Instant,
     ) -> Result<(), EngineError> {
-        let opened = open(&self.config, running.job.sources(), None, &state)
-            .await
-            .inspect_err(|_| running.forget_metrics(&self.metrics))
-            .map_err(EngineError::kafka("resuming a stopped job"))?;
-        let backfill = begin(&self.config, running, (None, opened), &state, &self.metrics);
-        self.backfills.push(backfill);
-        self.metrics
-            .backfills_running
-            .set(self.backfills.len() as i64);
-        Ok(())
+        let Some(stopped) = self.stopped.iter().find(|s| s.path == path) else {
+            return Ok(());
+        };
+        let adoptable = match (job.windowed(), stopped.job.windowed()) {
+            (Some(new), Some(old)) => new.can_adopt(old),
+            (None, None) => true,
+            _ => false,
+        };
+        let opened = if adoptable && stopped.resume.running() {
+            match open(&self.config, job.sources(), None, &stopped.resume).await {
+                Ok(opened) => Some(opened),
+                Err(e) => {
+                    self.invalid_queries.insert(path.to_owned());
+                    tracing::error!(job = %job.name, error = %e, "cannot open the reader to resume the stopped job: it stays stopped with its state; save its query file again to retry");
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
+        let from = job.backfill;
+        let limit = gauge_limit(&self.config);
+        let mut running = match RunningJob::new(job, path.to_owned(), &self.metrics, limit, now) {
+            Ok(running) => running,
+            Err(e) => {
+                self.invalid_queries.insert(path.to_owned());
+                tracing::error!(path = %path.display(), error = %e, "cannot register the job's gauges: the stopped job stays stopped with its state");
+                return Ok(());
+            }
+        };
+        let stopped = self
+            .take_stopped(path)
+            .expect("the stopped job was found above");
+        let mut stopped_job = stopped.job;
+        if let (true, Some(new), Some(old)) = (
+            adoptable,
+            running.job.windowed_mut(),
+            stopped_job.windowed_mut(),
+        ) {
+            new.adopt_state(old);
+        }
+        self.invalid_queries.remove(path);
+        self.forget_job_state(&stopped_job.name, &stopped_job.fingerprint);
+        match opened {
+            None if adoptable => {
+                tracing::warn!(job = %running.job.name, "query file of a stopped job changed: the job resumes live with its state; it reads a kept table, so the records it missed while stopped are not read again");
+                self.jobs.push(running);
+                Ok(())
+            }
+            Some(opened) => {
+                tracing::info!(job = %running.job.name, "query file of a stopped job changed: the job resumes with its state (the same state columns) from where it stopped");
+                let backfill = begin(
+                    &self.config,
+                    running,
+                    (None, opened),
+                    &stopped.resume,
+                    &self.metrics,
+                );
+                self.backfills.push(backfill);
+                self.metrics
+                    .backfills_running
+                    .set(self.backfills.len() as i64);
+                Ok(())
+            }
+            None => {
+                tracing::info!(job = %running.job.name, "query file of a stopped job changed: its state has other columns, so the job starts anew and its old state is deleted");
+                self.add_job(running, from).await
+            }
+        }
     }
 
     /// Removes the job read from `path`, live or backfilling.

@@ -37,6 +37,7 @@ impl Engine {
         mut self,
         requests: &mut tokio::sync::mpsc::Receiver<BackfillRequest>,
         shutdown: Pin<&mut impl Future<Output = ()>>,
+        lessons: &mut super::Lessons,
     ) -> Result<(), EngineError> {
         let mut result = self.run_until_stopped(requests, shutdown).await;
         // Once fenced, whatever failed first (often records purged by the
@@ -49,6 +50,15 @@ impl Engine {
             for job in self.all_jobs() {
                 job.forget_metrics(&self.metrics);
             }
+            lessons.queries = Some(super::QueriesRun {
+                files: self
+                    .all_jobs()
+                    .map(|j| j.job.query.clone())
+                    .chain(self.stopped.iter().map(|s| s.job.query.clone()))
+                    .collect(),
+                watcher: std::mem::take(&mut self.watcher),
+                invalid: std::mem::take(&mut self.invalid_queries),
+            });
             self.metrics.backfill_lag.reset();
             return result;
         }

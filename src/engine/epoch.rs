@@ -47,7 +47,13 @@ impl Epoch {
 /// A dead letter cut to its cxpulse headers: no key, value or original
 /// headers.
 fn metadata_only(mut record: OutRecord) -> OutRecord {
-    let original = crate::sink::record_bytes(&record);
+    // A letter already cut says how large the original record was.
+    let original = record
+        .headers
+        .iter()
+        .find(|(name, _)| name == deadletter_headers::ORIGINAL_BYTES)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<usize>().ok())
+        .unwrap_or_else(|| crate::sink::record_bytes(&record));
     record.key = None;
     record.payload = None;
     record.headers.retain(|(name, _)| {
@@ -293,5 +299,59 @@ impl Engine {
         self.metrics.changelog_records.inc_by(n);
         self.metrics.changelog_bytes.inc_by(bytes as u64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_letter_cut_to_its_metadata_keeps_the_size_of_the_original_record() {
+        let letter = |headers: Vec<(&str, &[u8])>| OutRecord {
+            topic: "cx.deadletter".into(),
+            partition: None,
+            key: Some(b"key".to_vec()),
+            payload: Some(vec![b'x'; 100]),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                .collect(),
+            job: None,
+        };
+        let header = |record: &OutRecord, name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        // Never cut: its size as the sink's limits count it.
+        let whole = metadata_only(letter(vec![("cxpulse.reason", b"large")]));
+        assert_eq!(whole.key, None);
+        assert_eq!(whole.payload, None);
+        assert_eq!(
+            header(&whole, "cxpulse.original.bytes").as_deref(),
+            Some(
+                crate::sink::record_bytes(&letter(vec![("cxpulse.reason", b"large")]))
+                    .to_string()
+                    .as_str()
+            )
+        );
+        // Cut before: the size it gave stays.
+        let cut = metadata_only(letter(vec![
+            ("cxpulse.reason", b"large"),
+            ("trace", b"t"),
+            ("cxpulse.original.bytes", b"2000000"),
+            ("cxpulse.truncated", b"payload"),
+        ]));
+        assert_eq!(
+            cut.headers,
+            [
+                ("cxpulse.reason".to_owned(), b"large".to_vec()),
+                ("cxpulse.original.bytes".to_owned(), b"2000000".to_vec()),
+                ("cxpulse.truncated".to_owned(), b"metadata".to_vec()),
+            ]
+        );
     }
 }

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use super::event_time::EventTime;
 use crate::decode::{RejectKind, Rejection};
 use crate::gauges::JobGauges;
-use crate::job::Job;
 use crate::job::windowed::{Fired, WindowFailure};
+use crate::job::{Job, MAX_FAILED_RUNS};
 use crate::metrics::Metrics;
 use crate::schema::Source;
 use crate::sink::format_timestamp_millis;
@@ -35,6 +35,9 @@ pub struct RunningJob {
     encoder: RowEncoder,
     gauges: JobGauges,
     next_early: Option<Instant>,
+    /// Windows (start, end, group) whose early results failed, reported
+    /// once: each later early run that fails on them is only counted.
+    early_failed: std::collections::BTreeSet<(i64, i64, Option<String>)>,
     /// When this job's backfill caught up (ms since the epoch), kept in the
     /// changelog so that a restart does not backfill it again.
     pub backfilled_at: Option<i64>,
@@ -88,6 +91,7 @@ impl RunningJob {
             },
             gauges,
             next_early: job.emit_every.map(|every| now + every),
+            early_failed: std::collections::BTreeSet::new(),
             backfilled_at: None,
             job,
             path,
@@ -339,22 +343,25 @@ async fn run_stateless(
     for kind in running.job.sources() {
         for batch in events.get(&kind).into_iter().flatten() {
             let mut pending = vec![(0, batch.rows.num_rows())];
+            let mut failed_runs = 0;
             while let Some((offset, len)) = pending.pop() {
                 let input = BTreeMap::from([(kind, vec![batch.rows.slice(offset, len)])]);
                 match running.job.run(&input).await {
                     Ok(rows) => out.publish(running, &rows, metrics),
-                    Err(e) if len == 1 => {
+                    Err(e) if len == 1 || failed_runs >= MAX_FAILED_RUNS => {
                         let rejection =
                             Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
-                        out.dead_letters
-                            .push(batch.raw[offset].clone().into_dead_letter(
+                        for raw in &batch.raw[offset..offset + len] {
+                            out.dead_letters.push(raw.clone().into_dead_letter(
                                 &batch.topic,
                                 batch.partition,
-                                rejection,
+                                rejection.clone(),
                                 Some(name.clone()),
                             ));
+                        }
                     }
                     Err(_) => {
+                        failed_runs += 1;
                         let half = len / 2;
                         pending.push((offset + half, len - half));
                         pending.push((offset, half));
@@ -521,6 +528,7 @@ async fn fire_job(
         early_failures = early.failures;
     }
     let state_bytes = windowed.state_bytes();
+    let closed_through = windowed.closed_through();
     let lag = watermark.zip(windowed.closed_through()).map(|(w, closed)| {
         w.saturating_sub(windowed.lateness)
             .saturating_sub(closed)
@@ -546,22 +554,31 @@ async fn fire_job(
             .with_label_values(&[name.as_str()])
             .inc_by(closed);
     }
+    if let Some(closed) = closed_through {
+        running.early_failed.retain(|(_, end, _)| *end > closed);
+    }
     let failures = fired
         .failures
         .into_iter()
-        .map(|f| (f, "its state is dropped with the window"))
-        .chain(
-            early_failures
-                .into_iter()
-                .map(|f| (f, "early results; the window stays open")),
-        );
-    for (failure, what) in failures {
+        .map(|f| (f, false))
+        .chain(early_failures.into_iter().map(|f| (f, true)));
+    for (failure, early) in failures {
         let WindowFailure {
             start,
             end,
             group,
             error,
         } = failure;
+        if early && !running.early_failed.insert((start, end, group.clone())) {
+            // Reported at an earlier early run: counted, not repeated.
+            metrics.job_errors.with_label_values(&[name.as_str()]).inc();
+            continue;
+        }
+        let what = if early {
+            "early results; the window stays open, and later early runs that fail on it are only counted"
+        } else {
+            "its state is dropped with the window"
+        };
         let window = format!(
             "[{}, {})",
             format_timestamp_millis(start),

@@ -52,9 +52,11 @@ impl Engine {
     /// Measures window state and pauses or resumes consumption.
     pub(super) fn check_memory(&mut self) {
         // A backfill's state counts, but it is not paused: it frees its
-        // state only by reading on, so that its windows close. A stopped
-        // job's state counts too. The tables kept from streams count: they
-        // shrink as windows close. Table sources have a limit of their own.
+        // state only by reading on, so that its windows close. The tables
+        // kept from streams count: they shrink as windows close. Table
+        // sources have a limit of their own. A stopped job's state is
+        // exported but does not count: it cannot shrink until its query is
+        // fixed, and pausing for it would stall every other job.
         let tables = self.lookups.memory();
         for (table, bytes) in &tables {
             self.metrics
@@ -73,21 +75,25 @@ impl Engine {
             })
             .map(|(name, bytes)| (name, bytes as u64))
             .collect();
-        let jobs = self
+        let window_bytes = |j: &crate::job::Job| {
+            j.windowed()
+                .map(|w| (j.name.clone(), w.state_bytes() as u64))
+        };
+        let sizes: Vec<(String, u64)> = self
             .all_jobs()
-            .map(|j| &j.job)
-            .chain(self.stopped.iter().map(|s| &s.job));
-        let sizes: Vec<(String, u64)> = jobs
-            .filter_map(|j| {
-                j.windowed()
-                    .map(|w| (j.name.clone(), w.state_bytes() as u64))
-            })
+            .filter_map(|j| window_bytes(&j.job))
             .chain(kept)
             .collect();
         let total: u64 = sizes.iter().map(|(_, b)| b).sum();
+        let stopped: u64 = self
+            .stopped
+            .iter()
+            .filter_map(|s| window_bytes(&s.job))
+            .map(|(_, b)| b)
+            .sum();
         self.metrics
             .state_memory
-            .set(i64::try_from(total).unwrap_or(i64::MAX));
+            .set(i64::try_from(total + stopped).unwrap_or(i64::MAX));
         let assignment = match self.consumer.assignment() {
             Ok(assignment) => assignment,
             Err(e) => {

@@ -29,7 +29,7 @@ pub enum QueryChange {
 }
 
 /// The query files and contents seen last.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct QueryWatcher {
     dir: PathBuf,
     views_dir: PathBuf,
@@ -247,30 +247,15 @@ impl Engine {
                     tracing::warn!(job = %job.name, error = %e, "cannot describe the output topic; assuming Kafka's default limits")
                 }
             }
+            if self.stopped.iter().any(|s| &s.path == path) {
+                self.replace_stopped(path, job, now).await?;
+                continue;
+            }
             let old = self.take_job(path);
             if let Some(old) = &old {
                 old.forget_metrics(&self.metrics);
                 self.forget_job_state(&old.job.name, &old.job.fingerprint);
             }
-            let mut job = job;
-            let resumed = match self.take_stopped(path) {
-                Some(mut stopped) => {
-                    self.forget_job_state(&stopped.job.name, &stopped.job.fingerprint);
-                    let adopted = match (job.windowed_mut(), stopped.job.windowed_mut()) {
-                        (Some(new), Some(old)) => new.adopt_state(old),
-                        (None, None) => true,
-                        _ => false,
-                    };
-                    if adopted {
-                        tracing::info!(job = %job.name, "query file of a stopped job changed: the job resumes with its state (the same state columns) from where it stopped");
-                        Some(stopped.resume)
-                    } else {
-                        tracing::info!(job = %job.name, "query file of a stopped job changed: its state has other columns, so the job starts anew and its old state is deleted");
-                        None
-                    }
-                }
-                None => None,
-            };
             let limit = gauge_limit(&self.config);
             let from = job.backfill;
             let running = match RunningJob::new(job, path.clone(), &self.metrics, limit, now) {
@@ -293,10 +278,7 @@ impl Engine {
                     tracing::info!(job = %running.job.name, output = %running.job.output_topic, "query file added: job started");
                 }
             }
-            match resumed {
-                Some(state) => self.resume_job(running, state).await?,
-                None => self.add_job(running, from).await?,
-            }
+            self.add_job(running, from).await?;
         }
         self.metrics
             .jobs_loaded

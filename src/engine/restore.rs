@@ -20,7 +20,7 @@ use crate::lookup::Lookups;
 use crate::schema::Source;
 use crate::sink::OutRecord;
 use crate::state::codec;
-use crate::state::key::StateKey;
+use crate::state::key::{StateKey, key_text};
 use crate::state::reader::{Final, ReadError, RestoredValue};
 use crate::state::value;
 use crate::state::writer::ChangelogWriter;
@@ -73,6 +73,8 @@ pub(super) struct Restorer {
     stale: Vec<StateKey>,
     /// Jobs whose query changed, logged once each.
     changed: BTreeSet<(String, String)>,
+    /// Jobs whose saved resume position was dropped, logged once each.
+    resume_dropped: BTreeSet<String>,
 }
 
 impl Restorer {
@@ -93,6 +95,7 @@ impl Restorer {
             outcome: Restore::default(),
             stale: Vec::new(),
             changed: BTreeSet::new(),
+            resume_dropped: BTreeSet::new(),
         }
     }
 
@@ -120,7 +123,30 @@ impl Restorer {
         (self.jobs, self.event_time, self.changelog, self.outcome)
     }
 
-    /// Puts one value back; `false` if nothing restores it.
+    /// Logs once per job that had a saved place to resume from (it was
+    /// stopped after a panic, or backfilling) if its query changed since:
+    /// the new query starts where the group is, and nothing reads the
+    /// records in between for it.
+    fn warn_resume_dropped(&mut self, key: &StateKey) {
+        let Some((name, fingerprint)) = key.job() else {
+            return;
+        };
+        let renamed = self
+            .jobs
+            .iter()
+            .any(|j| j.name == name && j.fingerprint != fingerprint);
+        if renamed && self.resume_dropped.insert(name.to_owned()) {
+            tracing::warn!(
+                job = name,
+                stored = fingerprint,
+                "the job was stopped or backfilling when cxpulse last ran, and its query changed since: the new query starts live, and the records it had not read yet are not read for it (run `cxpulse backfill` to rebuild it)"
+            );
+        }
+    }
+
+    /// Puts one value back; `false` if nothing restores it, or if it is
+    /// restored but kept under another key from now on (the key is then
+    /// deleted).
     fn put(&mut self, key: &StateKey, restored: &RestoredValue) -> Result<bool, ReadError> {
         Ok(match key {
             StateKey::Pane { .. }
@@ -147,7 +173,10 @@ impl Restorer {
                     }
                     true
                 }
-                _ => false,
+                _ => {
+                    self.warn_resume_dropped(key);
+                    false
+                }
             },
             StateKey::BackfillDone { .. } => match current_job(&self.jobs, key) {
                 Some(job) => {
@@ -179,12 +208,19 @@ impl Restorer {
                         let events = frame(restored, 0)?;
                         let long_key = codec::kept_long_key(&restored.value)
                             .map_err(|reason| corrupt(restored, reason))?;
+                        let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+                        let full = long_key.as_deref().unwrap_or(key);
                         table
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .restore(long_key.as_deref().unwrap_or(key), &events)
+                            .restore(full, &events)
                             .map_err(|e| corrupt(restored, e.to_string()))?;
-                        true
+                        // An earlier version wrote a long key whole: the
+                        // key is written again as written now, and this
+                        // record goes.
+                        let current = long_key.is_some() || key_text(key) == *key;
+                        if !current {
+                            table.rewrite(key);
+                        }
+                        current
                     }
                     None => false,
                 }
@@ -275,12 +311,16 @@ fn restore_job_state(
                 .map(|()| true)
                 .map_err(|e| corrupt(restored, e.to_string()))
         }
-        StateKey::Session { .. } => {
+        StateKey::Session { key: stored, .. } => {
             let session = codec::decode_session(&restored.value, &windowed.state_schema())
                 .map_err(|reason| corrupt(restored, reason))?;
+            // An earlier version wrote a long key whole: the session is
+            // written again under its key as written now, and this record
+            // goes.
+            let current = *stored == key_text(&format!("{:?}", session.key));
             windowed
                 .restore_session(session.key, session.start, session.end, session.batches)
-                .map(|()| true)
+                .map(|()| current)
                 .map_err(|e| corrupt(restored, e.to_string()))
         }
         StateKey::SessionPart { seq, .. } => {

@@ -13,7 +13,7 @@ use crate::brokers::BrokerWatch;
 use crate::config::Config;
 use crate::drop_aside::DropAside;
 use crate::http::Health;
-use crate::job;
+use crate::job::{self, Job};
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;
 use crate::schema::Source;
@@ -36,15 +36,39 @@ impl Engine {
         health.set_tables_failing(None);
         let lookups = Lookups::default();
         let views_dir = config.views_dir();
-        let watcher = QueryWatcher::new(&config.engine.queries_dir, &views_dir);
-        let (jobs, mut problems) = job::load_all(
-            &config.engine.queries_dir,
-            &views_dir,
-            &lookups,
-            &config.topics.output_prefix,
-            Some(config.job_memory_limit()),
-        )
-        .await;
+        let (jobs, mut problems, watcher, invalid_queries) = match &lessons.queries {
+            // A recovery start runs what the engine ran; the first look at
+            // the files applies what changed since.
+            Some(run) => {
+                let (mut jobs, mut problems) = (Vec::new(), Vec::new());
+                for query in &run.files {
+                    match Job::plan_bounded(
+                        query.clone(),
+                        &lookups,
+                        &config.topics.output_prefix,
+                        Some(config.job_memory_limit()),
+                    )
+                    .await
+                    {
+                        Ok(job) => jobs.push(job),
+                        Err(e) => problems.push(e),
+                    }
+                }
+                (jobs, problems, run.watcher.clone(), run.invalid.clone())
+            }
+            None => {
+                let watcher = QueryWatcher::new(&config.engine.queries_dir, &views_dir);
+                let (jobs, problems) = job::load_all(
+                    &config.engine.queries_dir,
+                    &views_dir,
+                    &lookups,
+                    &config.topics.output_prefix,
+                    Some(config.job_memory_limit()),
+                )
+                .await;
+                (jobs, problems, watcher, BTreeSet::new())
+            }
+        };
         problems.extend(
             job::output_problems(&jobs, &[], config)
                 .into_iter()
@@ -237,7 +261,9 @@ impl Engine {
             .collect::<Result<_, _>>()?;
         metrics.jobs_loaded.set(jobs.len() as i64);
         let (jobs, backfills) = super::backfills::resume(config, metrics, jobs, backfills).await?;
-        metrics.query_files_invalid.set(0);
+        metrics
+            .query_files_invalid
+            .set(invalid_queries.len() as i64);
         metrics
             .state_memory_limit
             .set(i64::try_from(config.state_memory_limit_bytes()).unwrap_or(i64::MAX));
@@ -254,7 +280,7 @@ impl Engine {
             live_batches_since_backfill: 0,
             live_positions: BTreeMap::new(),
             watcher,
-            invalid_queries: BTreeSet::new(),
+            invalid_queries,
             sink,
             consumer: DropAside::new(consumer),
             watch,

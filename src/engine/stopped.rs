@@ -9,8 +9,9 @@
 //! each of its source partitions, as a backfill position). A later start of
 //! the same job (same query, in a process where it has not panicked: after
 //! an upgrade, say) resumes it from there: it reads what it missed, as a
-//! backfill does, then goes live; nothing is lost. A changed query file
-//! replaces it like any job.
+//! backfill does, then goes live; nothing is lost. A job that reads a kept
+//! table resumes live instead (the table holds today's events, not those
+//! it missed), and says so. A changed query file replaces it like any job.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,6 +50,9 @@ pub(super) async fn stop(
     for job in jobs {
         let resume = match backfills.remove(&job.name) {
             Some(state) if state.running() => state,
+            // Its kept table holds today's events, not those it missed: it
+            // resumes live, as a backfill of it is refused.
+            _ if job.kept_table_read().is_some() => BackfillState::default(),
             _ => {
                 let offsets = committed(config, &job).await?;
                 let times = event_time.partition_times();
@@ -67,7 +71,14 @@ pub(super) async fn stop(
             .jobs_stopped
             .with_label_values(&[job.name.as_str()])
             .set(1);
-        tracing::warn!(job = %job.name, "job stopped after a panic: it does not run in this process; its state is kept");
+        match job.kept_table_read() {
+            Some(kept) => {
+                tracing::warn!(job = %job.name, kept_table = kept, "job stopped after a panic: it does not run in this process; its state is kept. It reads a kept table, so when it resumes it resumes live: the records of the time it is stopped are not read for it")
+            }
+            None => {
+                tracing::warn!(job = %job.name, "job stopped after a panic: it does not run in this process; its state is kept")
+            }
+        }
         let path = config.engine.queries_dir.join(format!("{}.sql", job.name));
         stopped.push(StoppedJob { job, path, resume });
     }

@@ -74,6 +74,8 @@ pub struct Job {
     pub views: Vec<String>,
     /// `@backfill`: where a new or changed job starts reading history.
     pub backfill: Option<crate::query::BackfillFrom>,
+    /// The query file the job was planned from (views expanded).
+    pub query: QueryFile,
     /// Every table the query reads, lookup tables included.
     tables: BTreeSet<String>,
     slots: BTreeMap<Source, Arc<BatchSlot>>,
@@ -267,6 +269,7 @@ impl Job {
             .as_ref()
             .map_or_else(|| first_sql_line(&query.sql), |(_, line)| *line);
         Ok(Job {
+            query: query.clone(),
             key_columns: query.options.key_columns().to_vec(),
             key_without_window: query.options.key_without_window,
             gauges: query.options.gauges.clone(),
@@ -529,6 +532,14 @@ pub fn backfill_refused(kept: &str) -> String {
         "a job reading the kept table `{kept}` cannot be backfilled: the table holds today's events, not those of the history read"
     )
 }
+
+/// Where a job's plan fails on a micro-batch (or a window), the events
+/// (or groups) are run in halves until the failing ones are alone. After
+/// this many failed runs on one micro-batch's partition (or one window),
+/// a piece that fails is not halved again: all of its events (or groups)
+/// fail together, so that input where most events fail costs a bounded
+/// number of runs, not two per event.
+pub const MAX_FAILED_RUNS: usize = 256;
 
 /// Version of the state layout; part of every fingerprint, so a cxpulse
 /// that stores state differently does not restore older records.

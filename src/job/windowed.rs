@@ -16,7 +16,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use super::BatchSlot;
+use super::{BatchSlot, MAX_FAILED_RUNS};
 use crate::schema::Source;
 use crate::window::WindowSpec;
 use crate::window::panes::{PaneChange, PaneKey, PaneStore, StateBatch, WindowContents};
@@ -220,6 +220,7 @@ impl WindowedJob {
         let mut spans = Vec::new();
         let mut failures = Vec::new();
         let mut pending = vec![(0, events.num_rows())];
+        let mut failed_runs = 0;
         while let Some((offset, len)) = pending.pop() {
             slot.set(vec![events.slice(offset, len)]);
             let result = run(&self.split.batch_plan, &self.task_ctx)
@@ -234,7 +235,15 @@ impl WindowedJob {
                     spans.extend(reported);
                 }
                 Err(error) if len == 1 => failures.push(RowFailure { row: offset, error }),
+                Err(error) if failed_runs >= MAX_FAILED_RUNS => {
+                    let text = error.to_string();
+                    failures.extend((offset..offset + len).map(|row| RowFailure {
+                        row,
+                        error: DataFusionError::Execution(text.clone()),
+                    }));
+                }
                 Err(_) => {
+                    failed_runs += 1;
                     let half = len / 2;
                     pending.push((offset + half, len - half));
                     pending.push((offset, half));
@@ -347,9 +356,11 @@ impl WindowedJob {
             WindowState::Sessions(_) if windows.is_empty() => Vec::new(),
             WindowState::Sessions(_) => vec![windows.into_iter().flat_map(|w| w.batches).collect()],
         };
-        let mut pending = units;
+        let mut pending: Vec<(Vec<RecordBatch>, usize)> =
+            units.into_iter().enumerate().map(|(i, u)| (u, i)).collect();
         pending.reverse();
-        while let Some(batches) = pending.pop() {
+        let mut failed_runs = vec![0; pending.len()];
+        while let Some((batches, unit)) = pending.pop() {
             self.split.pane_slot.set(batches.clone());
             let rows = run(&self.split.fire_plan, &self.task_ctx).await;
             self.split.pane_slot.set(Vec::new());
@@ -365,15 +376,14 @@ impl WindowedJob {
                 }
                 Err(error) => error,
             };
-            let halves = self
-                .split
-                .fire_row_wise
+            let halves = (self.split.fire_row_wise && failed_runs[unit] < MAX_FAILED_RUNS)
                 .then(|| split_groups(&batches, self.split.group_columns))
                 .flatten();
             match halves {
                 Some((first, second)) => {
-                    pending.push(second);
-                    pending.push(first);
+                    failed_runs[unit] += 1;
+                    pending.push((second, unit));
+                    pending.push((first, unit));
                 }
                 None => fired.failures.push(self.failure(&batches, error)),
             }
@@ -403,23 +413,24 @@ impl WindowedJob {
         }
     }
 
-    /// Takes over the state of `other` (a stopped job whose query changed)
-    /// when it has the same window and state columns; all of it is then
-    /// written to the changelog again, under this job's fingerprint.
-    /// Returns whether it did.
-    pub fn adopt_state(&mut self, other: &mut WindowedJob) -> bool {
-        let same = self.info.spec == other.info.spec
+    /// Whether this job can take over the state of `other`: the same
+    /// window, lateness and state columns.
+    pub fn can_adopt(&self, other: &WindowedJob) -> bool {
+        self.info.spec == other.info.spec
             && self.split.partial_schema == other.split.partial_schema
-            && self.lateness == other.lateness;
-        if !same {
-            return false;
-        }
+            && self.lateness == other.lateness
+    }
+
+    /// Takes over the state of `other` (a stopped job whose query changed),
+    /// which [`WindowedJob::can_adopt`] allows; all of it is then written to
+    /// the changelog again, under this job's fingerprint.
+    pub fn adopt_state(&mut self, other: &mut WindowedJob) {
+        debug_assert!(self.can_adopt(other));
         std::mem::swap(&mut self.state, &mut other.state);
         match &mut self.state {
             WindowState::Panes(store) => store.journal_everything(),
             WindowState::Sessions(store) => store.journal_everything(),
         }
-        true
     }
 
     /// Windows fired so far are those ending at or before this.

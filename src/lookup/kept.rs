@@ -373,6 +373,12 @@ impl KeptTable {
         }
     }
 
+    /// Marks `key` as changed, so that the changelog records it again (it
+    /// was restored from a record under a key written differently now).
+    pub fn rewrite(&mut self, key: &str) {
+        self.changed.insert(key.to_owned());
+    }
+
     /// The keys added, changed or forgotten since the last call.
     pub fn drain_changes(&mut self) -> BTreeSet<String> {
         std::mem::take(&mut self.changed)

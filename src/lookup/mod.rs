@@ -62,8 +62,8 @@ pub struct KeyedTable {
     snapshot: Option<RecordBatch>,
     /// Memory held by the rows (the snapshot apart).
     row_bytes: usize,
-    /// Most memory rows and snapshot may hold: a row of a new key beyond
-    /// it is refused.
+    /// Most memory the rows may hold: a row of a new key beyond it is
+    /// refused. The snapshot, a copy of the rows in Arrow, comes on top.
     limit: usize,
 }
 

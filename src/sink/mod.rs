@@ -138,7 +138,8 @@ impl Limits {
         let learned = &self.learned;
         for (topic, &bytes) in &learned.too_large {
             let limit = self.topics.entry(topic.clone()).or_default();
-            limit.max_message_bytes = limit.max_message_bytes.min(bytes.saturating_sub(1));
+            let refused_below = bytes.saturating_sub(1).max(LEARNED_FLOOR);
+            limit.max_message_bytes = limit.max_message_bytes.min(refused_below);
         }
         for topic in &learned.needs_key {
             self.topics.entry(topic.clone()).or_default().compacted = true;
@@ -194,6 +195,11 @@ impl Limits {
         )
     }
 }
+
+/// The smallest `max.message.bytes` a refusal can teach. The broker judges
+/// a whole batch, so a small record refused with its batch must not shrink
+/// its topic's limit to its own size, which would refuse every later row.
+const LEARNED_FLOOR: usize = 16 * 1024;
 
 /// Room for one record in a batch of at most `max_message_bytes`: less the
 /// batch's framing and what compression can add to data that does not
@@ -548,4 +554,42 @@ fn brokers_lost() -> KafkaError {
 /// minutes Kafka brokers allow by default (`max.transaction.timeout.ms`).
 fn transaction_timeout_ms(config: &Config) -> i64 {
     (config.engine.commit_interval_ms * 2 + 30_000).clamp(60_000, 900_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(topic: &str, bytes: usize) -> OutRecord {
+        OutRecord {
+            topic: topic.into(),
+            partition: None,
+            key: Some(b"k".to_vec()),
+            payload: Some(vec![b'x'; bytes]),
+            headers: Vec::new(),
+            job: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_record_teaches_its_topic_a_limit_below_its_size() {
+        let mut learned = Learned::default();
+        learned.too_large.insert("out".into(), 500_001);
+        let limits = Limits::new(BTreeMap::new(), &learned);
+        assert_eq!(limits.of("out").max_message_bytes, 500_000);
+        assert_eq!(limits.of("other").max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn a_small_record_refused_with_its_batch_leaves_room_for_rows() {
+        // 300 bytes refused: the topic still takes records of 16 KiB less
+        // the batch's framing (16,384 - 163 - 512 = 15,709 bytes).
+        let mut learned = Learned::default();
+        learned.too_large.insert("out".into(), 300);
+        let limits = Limits::new(BTreeMap::new(), &learned);
+        assert_eq!(limits.of("out").max_message_bytes, 16_384);
+        assert_eq!(limits.record_bytes("out"), 15_709);
+        assert!(limits.refusal(&row("out", 10_000)).is_none());
+        assert!(limits.refusal(&row("out", 16_000)).is_some());
+    }
 }

@@ -100,8 +100,9 @@ pub struct SessionStore {
     next_seq: u64,
     journal: Vec<SessionChange>,
     /// Sessions restored from records that held them whole (written by
-    /// earlier versions), to be written again as headers and parts.
-    legacy: HashSet<SessionId>,
+    /// earlier versions), with their batches: numbered and written again as
+    /// headers and parts once every part is restored.
+    legacy: HashMap<SessionId, Vec<RecordBatch>>,
     /// Memory held by the sessions.
     bytes: usize,
 }
@@ -117,7 +118,7 @@ impl SessionStore {
             closed_through: None,
             next_seq: 0,
             journal: Vec::new(),
-            legacy: HashSet::new(),
+            legacy: HashMap::new(),
             bytes: 0,
         }
     }
@@ -225,6 +226,10 @@ impl SessionStore {
             };
             routes.entry((key, owner)).or_default().push(row as u32);
         }
+        // In the order of each session's first row, so that parts are
+        // numbered the same on every run.
+        let mut routes: Vec<((ScalarValue, i64), Vec<u32>)> = routes.into_iter().collect();
+        routes.sort_unstable_by_key(|(_, rows)| rows[0]);
         for ((key, owner), rows) in routes {
             let part = take_record_batch(batch, &UInt32Array::from(rows))?;
             if self.get(&key, owner).is_none() {
@@ -398,7 +403,6 @@ impl SessionStore {
         let mut added = HashSet::new();
         let mut dropped = HashSet::new();
         let mut last_header: HashMap<SessionId, usize> = HashMap::new();
-        let mut gone: HashSet<SessionId> = HashSet::new();
         for (i, change) in journal.iter().enumerate() {
             match change {
                 SessionChange::Part { batch, .. } => {
@@ -411,11 +415,9 @@ impl SessionStore {
                     key, start, seqs, ..
                 } => {
                     dropped.extend(seqs.iter().copied());
-                    gone.insert((key.clone(), *start));
                     last_header.remove(&(key.clone(), *start));
                 }
                 SessionChange::Header { key, start, .. } => {
-                    gone.remove(&(key.clone(), *start));
                     last_header.insert((key.clone(), *start), i);
                 }
             }
@@ -470,34 +472,33 @@ impl SessionStore {
     /// written whole by an earlier version comes with its `batches`;
     /// [`Self::finish_restore`] writes it again as a header and parts.
     pub fn restore(&mut self, key: ScalarValue, start: i64, end: i64, batches: Vec<RecordBatch>) {
-        let legacy = !batches.is_empty();
-        let mut parts = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            self.bytes += batch_bytes(&batch);
-            parts.push(StateBatch { seq, batch });
-        }
         let sessions = self.sessions.entry(key.clone()).or_default();
         let session = sessions.entry(start).or_insert_with(|| {
             self.bytes += SESSION_OVERHEAD;
             Session::default()
         });
         session.end = end;
-        session.batches.extend(parts);
-        if legacy {
-            self.legacy.insert((key, start));
+        if !batches.is_empty() {
+            self.bytes += batches.iter().map(batch_bytes).sum::<usize>();
+            self.legacy.entry((key, start)).or_default().extend(batches);
         }
     }
 
     /// Journals the sessions earlier versions wrote whole, as a header and
     /// parts, so that the next commit writes them so (and the record that
-    /// held them whole is replaced by the header).
+    /// held them whole is replaced by the header). Their batches are
+    /// numbered after every part restored, so that no two parts share a
+    /// number.
     pub fn finish_restore(&mut self) {
-        for (key, start) in std::mem::take(&mut self.legacy) {
-            let Some(session) = self.get(&key, start) else {
+        for ((key, start), batches) in std::mem::take(&mut self.legacy) {
+            let parts: Vec<StateBatch> = batches
+                .into_iter()
+                .map(|batch| self.state_batch(batch))
+                .collect();
+            let Some(session) = self.sessions.get_mut(&key).and_then(|s| s.get_mut(&start)) else {
                 continue;
             };
+            session.batches.extend(parts);
             let mut changes = vec![SessionChange::Header {
                 key: key.clone(),
                 start,
@@ -864,5 +865,47 @@ mod tests {
         );
         store.close(10, usize::MAX);
         assert_eq!(store.bytes(), 0);
+    }
+
+    #[test]
+    fn a_session_written_whole_by_an_earlier_version_is_numbered_after_the_parts_restored() {
+        let mut store = SessionStore::new((0, 1), 2);
+        let key = |k: &str| ScalarValue::Utf8(Some(k.into()));
+        // Session b, whole (legacy), comes before session a's parts 0 and 4.
+        store.restore(
+            key("b"),
+            5,
+            15,
+            vec![states(&[(5, 15, "b", 2)]), states(&[(5, 15, "b", 3)])],
+        );
+        store.restore_part(
+            key("a"),
+            0,
+            StateBatch {
+                seq: 0,
+                batch: states(&[(0, 10, "a", 1)]),
+            },
+        );
+        store.restore_part(
+            key("a"),
+            0,
+            StateBatch {
+                seq: 4,
+                batch: states(&[(0, 10, "a", 6)]),
+            },
+        );
+        store.restore(key("a"), 0, 10, Vec::new());
+        store.finish_restore();
+        let parts: Vec<(String, u64)> = store
+            .drain_changes()
+            .into_iter()
+            .filter_map(|c| match c {
+                SessionChange::Part { key, batch, .. } => Some((key.to_string(), batch.seq)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(parts, [("b".to_owned(), 5), ("b".to_owned(), 6)]);
+        let closed = store.close(100, 10);
+        assert_eq!(summary(&closed), [(0, 10, 7), (5, 15, 5)]);
     }
 }
