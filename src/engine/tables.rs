@@ -23,44 +23,89 @@ pub(super) struct TableReads {
     reported: bool,
 }
 
+impl TableReads {
+    /// A read without error at `now`; `true` if the failure had been
+    /// reported (the engine is ready again).
+    fn succeeded(&mut self, now: Instant) -> bool {
+        let was_reported = self.reported;
+        *self = TableReads {
+            last_ok: Some(now),
+            ..TableReads::default()
+        };
+        was_reported
+    }
+
+    /// A failed read at `now`: how long reads have failed, once they have
+    /// failed for [`STALE_AFTER`] (once per spell of failures).
+    fn failed(&mut self, now: Instant) -> Option<Duration> {
+        let since = *self.failing_since.get_or_insert(now);
+        let failing = now.duration_since(since);
+        if failing < STALE_AFTER || self.reported {
+            return None;
+        }
+        self.reported = true;
+        Some(failing)
+    }
+
+    /// How long ago the reader last read without error.
+    fn age(&self, now: Instant) -> Option<Duration> {
+        self.last_ok.map(|ok| now.duration_since(ok))
+    }
+}
+
 impl Engine {
     /// Takes what arrived on the table sources' topics and applies it.
     pub(super) async fn follow_tables(&mut self, batcher: &mut Batcher) -> Result<(), EngineError> {
         let now = Instant::now();
         match self.lookup.take(batcher, now) {
             Ok(n) => {
-                if self.table_reads.reported {
+                if self.table_reads.succeeded(now) {
                     tracing::info!("the table sources are read again");
                     self.health.set_tables_failing(None);
                 }
-                self.table_reads = TableReads {
-                    last_ok: Some(now),
-                    ..TableReads::default()
-                };
                 if n > 0 {
                     self.process(batcher.take()?).await?;
                 }
             }
             Err(e) => {
                 self.metrics.table_read_errors.inc();
-                let since = *self.table_reads.failing_since.get_or_insert(now);
                 tracing::warn!(error = %e, "reading the table sources failed");
-                if now.duration_since(since) >= STALE_AFTER && !self.table_reads.reported {
+                if let Some(failing) = self.table_reads.failed(now) {
                     let why = format!(
                         "reading the table sources has failed for {} s ({e}); lookups miss their new rows",
-                        now.duration_since(since).as_secs()
+                        failing.as_secs()
                     );
                     tracing::error!(error = %e, "{why}");
                     self.health.set_tables_failing(Some(why));
-                    self.table_reads.reported = true;
                 }
             }
         }
-        if let Some(ok) = self.table_reads.last_ok {
-            self.metrics
-                .table_read_age
-                .set(now.duration_since(ok).as_secs_f64());
+        if let Some(age) = self.table_reads.age(now) {
+            self.metrics.table_read_age.set(age.as_secs_f64());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_reported_once_after_thirty_seconds_and_cleared_by_a_read() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut reads = TableReads::default();
+        assert!(!reads.succeeded(at(0)));
+        assert_eq!(reads.failed(at(1)), None);
+        assert_eq!(reads.failed(at(30)), None, "29 s of failures");
+        assert_eq!(reads.failed(at(31)), Some(Duration::from_secs(30)));
+        assert_eq!(reads.failed(at(40)), None, "reported once");
+        assert_eq!(reads.age(at(40)), Some(Duration::from_secs(40)));
+        assert!(reads.succeeded(at(41)), "ready again");
+        assert_eq!(reads.age(at(42)), Some(Duration::from_secs(1)));
+        assert_eq!(reads.failed(at(43)), None, "a new spell starts at 43 s");
+        assert_eq!(reads.failed(at(72)), None);
+        assert_eq!(reads.failed(at(73)), Some(Duration::from_secs(30)));
     }
 }
