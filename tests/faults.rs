@@ -566,6 +566,10 @@ async fn a_job_that_panics_is_stopped_the_others_go_on_and_a_fixed_query_resumes
     );
     let log = engine.log_text();
     assert!(log.contains("a job panicked: it is stopped"), "{log}");
+    assert!(
+        log.contains("the job runs the query it ran before the restart"),
+        "{log}"
+    );
 
     let ids = |config: &Config| -> Vec<String> {
         let topic = format!("{}fragile", config.topics.output_prefix);

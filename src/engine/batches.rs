@@ -50,15 +50,12 @@ impl Engine {
             for job in self.all_jobs() {
                 job.forget_metrics(&self.metrics);
             }
-            lessons.queries = Some(super::QueriesRun {
-                files: self
-                    .all_jobs()
+            lessons.queries = Some(
+                self.all_jobs()
                     .map(|j| j.job.query.clone())
                     .chain(self.stopped.iter().map(|s| s.job.query.clone()))
                     .collect(),
-                watcher: std::mem::take(&mut self.watcher),
-                invalid: std::mem::take(&mut self.invalid_queries),
-            });
+            );
             self.metrics.backfill_lag.reset();
             return result;
         }

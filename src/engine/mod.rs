@@ -322,25 +322,12 @@ pub(super) struct Lessons {
     pub stopped: Vec<jobs::JobPanic>,
     /// The panics not yet published as dead letters.
     pub unreported: Vec<jobs::JobPanic>,
-    /// The queries the last engine ran, for a recovery start to run the
-    /// same (`None` before the first engine ran).
-    pub queries: Option<QueriesRun>,
-}
-
-/// The queries an engine ran, and what its watcher had seen of the files:
-/// a recovery start runs these, not the files as they are now, so that a
-/// query file that is invalid or absent for a moment (an edit or a
-/// ConfigMap swap under way when Kafka failed) neither stops the engine nor
-/// deletes a job's state. The first look after the start applies the files'
-/// changes as any reload does.
-#[derive(Debug, Clone)]
-pub(super) struct QueriesRun {
-    /// Query files of the live, backfilling and stopped jobs.
-    pub files: Vec<crate::query::QueryFile>,
-    /// The watcher, as it was.
-    pub watcher: QueryWatcher,
-    /// The query files that did not plan.
-    pub invalid: BTreeSet<PathBuf>,
+    /// The queries the last engine ran (`None` before one ran): a
+    /// recovery start runs them where their files do not plan now, so that
+    /// an invalid or momentarily absent file (an edit or a ConfigMap swap
+    /// under way when Kafka failed) neither stops the engine nor deletes a
+    /// job's state.
+    pub queries: Option<Vec<crate::query::QueryFile>>,
 }
 
 impl Lessons {

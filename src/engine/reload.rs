@@ -29,7 +29,7 @@ pub enum QueryChange {
 }
 
 /// The query files and contents seen last.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct QueryWatcher {
     dir: PathBuf,
     views_dir: PathBuf,
@@ -135,6 +135,13 @@ impl QueryWatcher {
         self.seen = now;
         self.absent = absent;
         changes
+    }
+
+    /// Makes the next look report `path` as changed if it is there (or,
+    /// if it is absent, count that look as its first absence): its job runs
+    /// a query the file may no longer hold.
+    pub fn look_again(&mut self, path: &Path) {
+        self.seen.insert(path.to_path_buf(), String::new());
     }
 
     /// Whether a file was absent on the last look: the next look decides

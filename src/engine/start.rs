@@ -36,39 +36,72 @@ impl Engine {
         health.set_tables_failing(None);
         let lookups = Lookups::default();
         let views_dir = config.views_dir();
-        let (jobs, mut problems, watcher, invalid_queries) = match &lessons.queries {
-            // A recovery start runs what the engine ran; the first look at
-            // the files applies what changed since.
-            Some(run) => {
-                let (mut jobs, mut problems) = (Vec::new(), Vec::new());
-                for query in &run.files {
-                    match Job::plan_bounded(
-                        query.clone(),
-                        &lookups,
-                        &config.topics.output_prefix,
-                        Some(config.job_memory_limit()),
-                    )
-                    .await
-                    {
-                        Ok(job) => jobs.push(job),
-                        Err(e) => problems.push(e),
-                    }
+        let mut watcher = QueryWatcher::new(&config.engine.queries_dir, &views_dir);
+        let (mut jobs, mut problems) = job::load_all(
+            &config.engine.queries_dir,
+            &views_dir,
+            &lookups,
+            &config.topics.output_prefix,
+            Some(config.job_memory_limit()),
+        )
+        .await;
+        let mut invalid_queries = BTreeSet::new();
+        if let Some(ran) = &lessons.queries {
+            // A recovery start: a job the engine ran whose file does not
+            // plan now, or cannot be read, listed or found, runs its last
+            // query; the watcher looks at its file again at once, so that an
+            // edit or a removal applies as it would have without the
+            // restart. Files that do not plan are reported, not fatal.
+            let mut from_before = BTreeSet::new();
+            for query in ran {
+                if jobs.iter().any(|j| j.query.path == query.path) {
+                    continue;
                 }
-                (jobs, problems, run.watcher.clone(), run.invalid.clone())
-            }
-            None => {
-                let watcher = QueryWatcher::new(&config.engine.queries_dir, &views_dir);
-                let (jobs, problems) = job::load_all(
-                    &config.engine.queries_dir,
-                    &views_dir,
+                match Job::plan_bounded(
+                    query.clone(),
                     &lookups,
                     &config.topics.output_prefix,
                     Some(config.job_memory_limit()),
                 )
-                .await;
-                (jobs, problems, watcher, BTreeSet::new())
+                .await
+                {
+                    Ok(job) => {
+                        tracing::warn!(job = %job.name, path = %query.path.display(), "the query file does not plan, or cannot be read, now: the job runs the query it ran before the restart");
+                        watcher.look_again(&query.path);
+                        from_before.insert(query.path.clone());
+                        jobs.push(job);
+                    }
+                    Err(e) => problems.push(e),
+                }
             }
-        };
+            for problem in problems.drain(..) {
+                if !from_before.contains(&problem.file) {
+                    tracing::error!(%problem, "query file not loaded");
+                }
+                invalid_queries.insert(problem.file);
+            }
+            // A file added since must not take a running job's output.
+            let (ran_jobs, new_jobs): (Vec<Job>, Vec<Job>) = jobs
+                .into_iter()
+                .partition(|j| ran.iter().any(|q| q.path == j.query.path));
+            let refused: BTreeSet<usize> =
+                job::output_problems(&new_jobs, &ran_jobs.iter().collect::<Vec<_>>(), config)
+                    .into_iter()
+                    .map(|(i, problem)| {
+                        tracing::error!(%problem, "query file not loaded");
+                        invalid_queries.insert(problem.file);
+                        i
+                    })
+                    .collect();
+            jobs = ran_jobs;
+            jobs.extend(
+                new_jobs
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !refused.contains(i))
+                    .map(|(_, j)| j),
+            );
+        }
         problems.extend(
             job::output_problems(&jobs, &[], config)
                 .into_iter()
