@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Local Kafka-compatible broker (noida-db) for development, tests and the demo.
 #
-#   scripts/broker.sh install          install noida-db 0.2.3 with pip if missing
+#   scripts/broker.sh install          install noida-db 0.2.3 with pip if missing (in
+#                                      .tools/venv where the system Python refuses pip)
+#   scripts/broker.sh binary           print the broker's executable (for NOIDA_DB_BIN)
 #   scripts/broker.sh start [DIR]      start on a free 127.0.0.1 port; state in DIR
 #                                      (default .broker/); prints the bootstrap address
 #   scripts/broker.sh stop [DIR]       stop the broker started with DIR
@@ -10,20 +12,18 @@
 # Example:  export KAFKA_BOOTSTRAP=$(scripts/broker.sh start)
 set -euo pipefail
 
-VERSION=0.2.3
+# shellcheck source=scripts/setup.sh
+source "$(dirname "$0")/setup.sh"
 cmd=${1:-}
 dir=${2:-.broker}
 
-binary() {
-  python3 -c "import os, noida_db; print(os.path.join(os.path.dirname(noida_db.__file__), 'noida-db'))" 2>/dev/null
+install() {
+  need_broker
 }
 
-install() {
-  if [ -n "$(binary)" ] && [ -x "$(binary)" ]; then
-    return 0
-  fi
-  echo "installing noida-db==$VERSION" >&2
-  python3 -m pip install --quiet --disable-pip-version-check "noida-db==$VERSION" >&2
+binary() {
+  need_broker
+  echo "$NOIDA_DB_BIN"
 }
 
 free_port() {
@@ -37,6 +37,9 @@ running() {
 case "$cmd" in
   install)
     install
+    ;;
+  binary)
+    binary
     ;;
   start)
     install
@@ -73,7 +76,7 @@ case "$cmd" in
     if running; then cat "$dir/bootstrap"; else echo "not running" >&2; exit 1; fi
     ;;
   *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
     ;;
 esac

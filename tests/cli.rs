@@ -511,3 +511,72 @@ async fn sigterm_drains_and_a_restart_resumes_from_committed_offsets() {
     let (code, stderr) = second.terminate(DRAIN);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn every_command_that_talks_to_kafka_takes_the_configuration_and_a_flag_not_given_overrides_nothing()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+    // A property librdkafka does not know: a client built with the
+    // configured properties fails at once, naming it.
+    std::fs::write(
+        dir.path().join("cluster.toml"),
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[kafka.properties]\n\"no.such.property\" = \"1\"\n[engine]\nqueries_dir = {:?}\n",
+            queries.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let run = |args: &[&str]| {
+        let out = cxpulse(args, dir.path(), &[]);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for args in [
+        &[
+            "produce",
+            "--topic",
+            "cx.feedback",
+            "--config",
+            "cluster.toml",
+        ][..],
+        &["read", "cx.deadletter", "--config", "cluster.toml"],
+        &[
+            "tail",
+            "need_by_category",
+            "--no-follow",
+            "--config",
+            "cluster.toml",
+        ],
+        &["generate", "--duration", "1s", "--config", "cluster.toml"],
+    ] {
+        let err = run(args);
+        assert!(
+            err.contains("No such configuration property: \"no.such.property\""),
+            "{args:?}: {err}"
+        );
+    }
+    // The brokers of the file, unless --brokers is given.
+    let err = run(&["generate", "--duration", "1s", "--config", "cluster.toml"]);
+    assert!(
+        err.contains("creating the source topics on 127.0.0.1:1:"),
+        "{err}"
+    );
+    let err = run(&[
+        "generate",
+        "--duration",
+        "1s",
+        "--config",
+        "cluster.toml",
+        "--brokers",
+        "127.0.0.1:2",
+    ]);
+    assert!(
+        err.contains("creating the source topics on 127.0.0.1:2:"),
+        "{err}"
+    );
+    // The demo reads the same variable as the other commands.
+    let help = cxpulse(&["demo", "--help"], dir.path(), &[]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("[env: CXPULSE__KAFKA__BROKERS"), "{help}");
+}

@@ -353,7 +353,9 @@ fn a_missing_broker_names_the_command_that_installs_it() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("install it with: pip install noida-db==0.2.3"),
+        stderr.contains(
+            "install it with: scripts/broker.sh install (or pip install noida-db==0.2.3)"
+        ),
         "{stderr}"
     );
 }
