@@ -24,6 +24,7 @@
 //! | observe | [`metrics`], [`gauges`], [`http`], [`logging`] | Prometheus metrics, `@gauge` job results, `/metrics` `/healthz` `/readyz`, tracing |
 //! | simulate | [`generate`] | deterministic, realistic customer events; publishing them in compressed real time (`cxpulse generate`) |
 //! | test offline | [`testcase`] | `cxpulse test`: query test cases from files, run through the engine's own steps with no broker, compared with their expected rows |
+//! | command line | [`cli`] | every command and flag, as clap parses them |
 //! | operate | [`check`], [`admin`], [`topic_io`], [`tail`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; `tail JOB`; the local noida-db broker |
 //! | demo | [`demo`], [`dashboard`], [`bundled`] | `cxpulse demo`: broker, generator and every bundled job; the live view; the queries built into the binary |
 
@@ -31,6 +32,7 @@ pub mod admin;
 pub mod brokers;
 pub mod bundled;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod decode;

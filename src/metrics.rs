@@ -105,6 +105,53 @@ pub const TABLE_READ_ERRORS: &str = "cxpulse_table_read_errors_total";
 /// Seconds since the table sources' topics were last read without error.
 pub const TABLE_READ_AGE: &str = "cxpulse_table_read_age_seconds";
 
+/// Every metric the engine exports, by name (the README's metrics table
+/// lists each; `tests/readme.rs` checks both ways).
+pub const ALL: &[&str] = &[
+    RECORDS_CONSUMED,
+    RECORDS_INVALID,
+    OUTPUT_RECORDS,
+    PRODUCE_ERRORS,
+    JOB_ERRORS,
+    CONSUMER_LAG,
+    BATCH_DURATION,
+    JOBS_LOADED,
+    ASSIGNED_PARTITIONS,
+    BUILD_INFO,
+    WATERMARK,
+    WATERMARK_DELAY,
+    LATE_RECORDS,
+    WINDOWS_FIRED,
+    JOB_DURATION,
+    WINDOW_STATE_BYTES,
+    WINDOW_CLOSE_LAG,
+    GAUGE_SERIES_DROPPED,
+    QUERY_FILES_INVALID,
+    TRANSACTIONS,
+    COMMIT_DURATION,
+    CHANGELOG_RECORDS,
+    CHANGELOG_BYTES,
+    CHECKPOINTS,
+    RESTORES,
+    RESTORE_IN_PROGRESS,
+    RESTORE_RECORDS,
+    RESTORE_BYTES,
+    RESTORE_DURATION,
+    STATE_MEMORY,
+    STATE_MEMORY_LIMIT,
+    CONSUMPTION_PAUSED,
+    BACKFILL_RECORDS,
+    BACKFILL_LAG,
+    BACKFILLS_RUNNING,
+    WINDOW_SLIDE,
+    LAST_OUTPUT,
+    JOBS_STOPPED,
+    TABLE_MEMORY,
+    TABLE_MEMORY_LIMIT,
+    TABLE_READ_ERRORS,
+    TABLE_READ_AGE,
+];
+
 /// The engine's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
@@ -545,5 +592,17 @@ mod tests {
             "cxpulse_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
+    }
+
+    #[test]
+    fn every_metric_registered_is_listed() {
+        let m = Metrics::new().expect("metrics");
+        for family in m.gather() {
+            assert!(
+                ALL.contains(&family.name()),
+                "{} is not in ALL",
+                family.name()
+            );
+        }
     }
 }

@@ -242,6 +242,44 @@ fn every_ci_values_file_renders_manifests_that_kubernetes_accepts() {
     }
 }
 
+/// The README's `helm install` command, as the shell would pass its
+/// arguments: continuation lines joined, comments and single quotes gone.
+fn readme_install_args() -> Vec<String> {
+    let readme = std::fs::read_to_string(repo("README.md")).expect("README.md");
+    let start = readme
+        .find("helm install cxpulse helm/cxpulse")
+        .expect("the install command");
+    let mut command = String::new();
+    for line in readme[start..].lines() {
+        let line = line.split(" # ").next().unwrap_or_default().trim_end();
+        match line.strip_suffix('\\') {
+            Some(more) => command.push_str(more),
+            None => {
+                command.push_str(line);
+                break;
+            }
+        }
+    }
+    command
+        .split_whitespace()
+        .skip(4)
+        .map(|word| word.replace('\'', ""))
+        .collect()
+}
+
+#[test]
+fn the_readme_install_command_renders_both_brokers() {
+    let args = readme_install_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let docs = documents(&template(&args).expect("the README's command renders"));
+    let config = find(&docs, "ConfigMap", "cx-cxpulse-config");
+    let toml = text(&config["data"]["cxpulse.toml"]);
+    assert!(
+        toml.contains("brokers = \"kafka-0.kafka:9092,kafka-1.kafka:9092\""),
+        "{toml}"
+    );
+}
+
 #[test]
 fn the_default_rendering_runs_one_hardened_pod_with_the_bundled_queries() {
     let docs = rendered("default-values.yaml");

@@ -20,7 +20,7 @@ const REMOVED: &[(&str, &str)] = &[
     (
         "engine.delivery",
         "removed: outputs are always committed in Kafka transactions, so read_committed \
-         readers see every final row exactly once (README: Delivery)",
+         readers see every final row exactly once (README: Guarantees)",
     ),
     (
         "engine.state_dir",

@@ -100,7 +100,7 @@ fn removed_keys_and_bad_sizes_say_why() {
         assert_eq!(
             lines,
             vec![
-                "old.toml:5: `engine.delivery`: removed: outputs are always committed in Kafka transactions, so read_committed readers see every final row exactly once (README: Delivery)",
+                "old.toml:5: `engine.delivery`: removed: outputs are always committed in Kafka transactions, so read_committed readers see every final row exactly once (README: Guarantees)",
                 "old.toml:6: `engine.state_dir`: removed: state lives in the Kafka changelog topic (topics.changelog), not on disk",
                 "old.toml:2: `kafka.produce_retries`: removed: a record not delivered within kafka.message_timeout_ms aborts its epoch, which is replayed from the last committed one",
                 "old.toml:3: `kafka.group_id`: \"has space-changelog\" may only contain letters, digits, '.', '_' and '-'",
