@@ -7,7 +7,7 @@ use super::{Engine, EngineError};
 use crate::job::windowed::StateChanges;
 use crate::sink::OutRecord;
 use crate::state::codec;
-use crate::state::key::{StateKey, key_text};
+use crate::state::key::{SESSION_KEY_VERSION, StateKey, key_text, session_key};
 use crate::state::writer::ChangelogWriter;
 use crate::window::panes::PaneChange;
 use crate::window::sessions::SessionChange;
@@ -152,15 +152,17 @@ fn job_records(
         }
         StateChanges::Sessions(changes) => {
             let header = |key: &ScalarValue, start| StateKey::Session {
+                version: SESSION_KEY_VERSION,
                 job: job.to_owned(),
                 fingerprint: fingerprint.to_owned(),
-                key: key_text(&format!("{key:?}")),
+                key: session_key(key),
                 start,
             };
             let part = |key: &ScalarValue, start, seq| StateKey::SessionPart {
+                version: SESSION_KEY_VERSION,
                 job: job.to_owned(),
                 fingerprint: fingerprint.to_owned(),
-                key: key_text(&format!("{key:?}")),
+                key: session_key(key),
                 start,
                 seq,
             };

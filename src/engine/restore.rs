@@ -20,7 +20,7 @@ use crate::lookup::Lookups;
 use crate::schema::Source;
 use crate::sink::OutRecord;
 use crate::state::codec;
-use crate::state::key::{StateKey, key_text};
+use crate::state::key::{SESSION_KEY_VERSION, StateKey, key_text, session_key};
 use crate::state::reader::{Final, ReadError, RestoredValue};
 use crate::state::value;
 use crate::state::writer::ChangelogWriter;
@@ -311,30 +311,53 @@ fn restore_job_state(
                 .map(|()| true)
                 .map_err(|e| corrupt(restored, e.to_string()))
         }
-        StateKey::Session { key: stored, .. } => {
+        StateKey::Session {
+            key: stored,
+            version,
+            ..
+        } => {
             let session = codec::decode_session(&restored.value, &windowed.state_schema())
                 .map_err(|reason| corrupt(restored, reason))?;
-            // An earlier version wrote a long key whole: the session is
-            // written again under its key as written now, and this record
-            // goes.
-            let current = *stored == key_text(&format!("{:?}", session.key));
+            let current = written_now(*version, stored, &session.key);
+            let (key, start) = (session.key.clone(), session.start);
             windowed
                 .restore_session(session.key, session.start, session.end, session.batches)
-                .map(|()| current)
-                .map_err(|e| corrupt(restored, e.to_string()))
+                .map_err(|e| corrupt(restored, e.to_string()))?;
+            if !current {
+                windowed.rewrite_session(key, start);
+            }
+            Ok(current)
         }
-        StateKey::SessionPart { seq, .. } => {
+        StateKey::SessionPart {
+            seq,
+            key: stored,
+            version,
+            ..
+        } => {
             let part = codec::decode_session(&restored.value, &windowed.state_schema())
                 .map_err(|reason| corrupt(restored, reason))?;
             let batch = concat_batches(&windowed.state_schema(), &part.batches)
                 .map_err(|e| corrupt(restored, e.to_string()))?;
+            let current = written_now(*version, stored, &part.key);
+            let (key, start) = (part.key.clone(), part.start);
             windowed
                 .restore_session_part(part.key, part.start, StateBatch { seq: *seq, batch })
-                .map(|()| true)
-                .map_err(|e| corrupt(restored, e.to_string()))
+                .map_err(|e| corrupt(restored, e.to_string()))?;
+            if !current {
+                windowed.rewrite_session(key, start);
+            }
+            Ok(current)
         }
         _ => Ok(false),
     }
+}
+
+/// Whether a session record's key is written as this release writes it.
+/// One written by an earlier release (DataFusion's debug text of the key,
+/// or a long key whole) is restored, deleted, and its session written
+/// again under the current key at the next commit.
+fn written_now(version: u32, stored: &str, key: &datafusion::common::ScalarValue) -> bool {
+    version == SESSION_KEY_VERSION && stored == session_key(key)
 }
 
 /// Frame `index` of a value, as one batch.

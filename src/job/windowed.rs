@@ -483,6 +483,15 @@ impl WindowedJob {
         }
     }
 
+    /// Writes the session (`key`, `start`) whole at the next commit, under
+    /// its key as this release writes it (it was restored from records an
+    /// earlier release keyed differently).
+    pub fn rewrite_session(&mut self, key: ScalarValue, start: i64) {
+        if let WindowState::Sessions(store) = &mut self.state {
+            store.rewrite(key, start);
+        }
+    }
+
     /// Puts back one session read from the changelog.
     pub fn restore_session(
         &mut self,

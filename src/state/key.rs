@@ -2,9 +2,12 @@
 //!
 //! Keys are JSON objects with their fields in a fixed order, so the same
 //! state always has the same key bytes (log compaction keeps the latest
-//! value per key) and `cxpulse read` shows them as they are, e.g.
+//! value per key), and no field is written with a library's debug text (a
+//! session key is written by [`session_key`], whose version the key
+//! carries). `cxpulse read` shows them as they are, e.g.
 //! `{"kind":"pane","job":"need_by_category","fingerprint":"…","source":"transactions","partition":0,"pane_start":1767225600000,"seq":7,"part":0}`.
 
+use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
 /// The state a changelog record holds.
@@ -26,8 +29,14 @@ pub enum StateKey {
         /// The batch's sequence number in the job's pane store.
         seq: u64,
     },
-    /// One open session, whole.
+    /// An open session's header: its key and bounds (whole sessions, with
+    /// their rows, from releases before session parts).
     Session {
+        /// How the session key is written in `key`: absent (1) in records
+        /// of earlier releases, which wrote DataFusion's debug text;
+        /// [`SESSION_KEY_VERSION`] now ([`session_key`]).
+        #[serde(rename = "v", default = "first_version")]
+        version: u32,
         /// Job name.
         job: String,
         /// The job's plan fingerprint.
@@ -41,6 +50,9 @@ pub enum StateKey {
     /// bounds are in its [`StateKey::Session`] record, the typed key in the
     /// value of both).
     SessionPart {
+        /// How the session key is written, as for [`StateKey::Session`].
+        #[serde(rename = "v", default = "first_version")]
+        version: u32,
         /// Job name.
         job: String,
         /// The job's plan fingerprint.
@@ -147,6 +159,41 @@ pub fn key_text(text: &str) -> String {
             twox_hash::XxHash64::oneshot(0, text.as_bytes())
         ),
     }
+}
+
+/// The version of [`session_key`]: written as `"v"` in session keys.
+pub const SESSION_KEY_VERSION: u32 = 2;
+
+/// Session keys without a version were written by earlier releases.
+fn first_version() -> u32 {
+    1
+}
+
+/// A session key as the changelog key holds it (version
+/// [`SESSION_KEY_VERSION`]): a text of the value that does not depend on
+/// how DataFusion prints values for debugging, whole up to
+/// [`KEY_TEXT_CHARS`] characters. Strings are written as they are,
+/// integers and booleans as numbers and `true`/`false`, a null as `null`,
+/// other values as DataFusion displays them; the typed key is in the
+/// record's value.
+pub fn session_key(value: &ScalarValue) -> String {
+    let text = match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        ScalarValue::Int8(Some(n)) => n.to_string(),
+        ScalarValue::Int16(Some(n)) => n.to_string(),
+        ScalarValue::Int32(Some(n)) => n.to_string(),
+        ScalarValue::Int64(Some(n)) => n.to_string(),
+        ScalarValue::UInt8(Some(n)) => n.to_string(),
+        ScalarValue::UInt16(Some(n)) => n.to_string(),
+        ScalarValue::UInt32(Some(n)) => n.to_string(),
+        ScalarValue::UInt64(Some(n)) => n.to_string(),
+        ScalarValue::Boolean(Some(b)) => b.to_string(),
+        v if v.is_null() => "null".to_owned(),
+        other => other.to_string(),
+    };
+    key_text(&text)
 }
 
 /// A record key as stored: the state key and which part of its value
@@ -313,6 +360,53 @@ mod tests {
                 },
                 0
             ))
+        );
+    }
+
+    #[test]
+    fn session_keys_carry_their_version_and_those_of_earlier_releases_still_read() {
+        let key = StateKey::SessionPart {
+            version: SESSION_KEY_VERSION,
+            job: "visits".into(),
+            fingerprint: "00ff".into(),
+            key: session_key(&ScalarValue::Utf8(Some("c1".into()))),
+            start: 600_000,
+            seq: 3,
+        };
+        let bytes = key.encode(0);
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            r#"{"kind":"session_part","v":2,"job":"visits","fingerprint":"00ff","key":"c1","start":600000,"seq":3,"part":0}"#
+        );
+        assert_eq!(StateKey::decode(&bytes), Ok((key, 0)));
+        // As the release of 2026-12-07 wrote it (tests/fixtures/changelog-v1).
+        let old = br#"{"kind":"session","job":"visits","fingerprint":"759c09bb087e2a57","key":"Utf8(\"c1\")","start":1767226200000,"part":0}"#;
+        assert_eq!(
+            StateKey::decode(old),
+            Ok((
+                StateKey::Session {
+                    version: 1,
+                    job: "visits".into(),
+                    fingerprint: "759c09bb087e2a57".into(),
+                    key: r#"Utf8("c1")"#.into(),
+                    start: 1_767_226_200_000,
+                },
+                0
+            ))
+        );
+    }
+
+    #[test]
+    fn session_key_text_does_not_depend_on_debug_output() {
+        assert_eq!(session_key(&ScalarValue::Utf8(Some("c1".into()))), "c1");
+        assert_eq!(session_key(&ScalarValue::Int64(Some(-42))), "-42");
+        assert_eq!(session_key(&ScalarValue::UInt32(Some(7))), "7");
+        assert_eq!(session_key(&ScalarValue::Boolean(Some(true))), "true");
+        assert_eq!(session_key(&ScalarValue::Utf8(None)), "null");
+        let long = "x".repeat(300);
+        assert_eq!(
+            session_key(&ScalarValue::Utf8(Some(long.clone()))),
+            key_text(&long)
         );
     }
 }

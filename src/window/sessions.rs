@@ -99,9 +99,9 @@ pub struct SessionStore {
     closed_through: Option<i64>,
     next_seq: u64,
     journal: Vec<SessionChange>,
-    /// Sessions restored from records that held them whole (written by
-    /// earlier versions), with their batches: numbered and written again as
-    /// headers and parts once every part is restored.
+    /// Sessions to write again as headers and parts once every part is
+    /// restored: those an earlier release wrote whole (with their batches,
+    /// numbered then) or keyed differently.
     legacy: HashMap<SessionId, Vec<RecordBatch>>,
     /// Memory held by the sessions.
     bytes: usize,
@@ -511,6 +511,13 @@ impl SessionStore {
             }));
             self.journal.extend(changes);
         }
+    }
+
+    /// Writes the session (`key`, `start`) whole, as a header and parts,
+    /// at [`Self::finish_restore`]: its records were keyed by an earlier
+    /// release.
+    pub fn rewrite(&mut self, key: ScalarValue, start: i64) {
+        self.legacy.entry((key, start)).or_default();
     }
 
     /// Puts back one part of a session read from the changelog (not
