@@ -17,7 +17,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::http::Health;
+use crate::health::Health;
 
 /// Shared by the clients of one engine start.
 #[derive(Debug, Clone)]

@@ -2,8 +2,7 @@
 //! /jobs/{job}/backfill` (what `cxpulse backfill` calls).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Path;
@@ -15,61 +14,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{BackfillRequest, Refusal};
+use crate::control::{BackfillRequest, Refusal};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::query::BackfillFrom;
-
-/// Readiness conditions, set by the engine as it starts, restores and runs.
-#[derive(Debug)]
-pub struct Health {
-    partitions_assigned: AtomicBool,
-    /// What keeps the engine from running, if anything.
-    blocker: Mutex<Option<String>>,
-    /// Why the table sources cannot be read, while they cannot.
-    tables: Mutex<Option<String>>,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self {
-            partitions_assigned: AtomicBool::new(false),
-            blocker: Mutex::new(Some("starting".to_owned())),
-            tables: Mutex::new(None),
-        }
-    }
-}
-
-impl Health {
-    /// Records whether the consumer currently holds partitions.
-    pub fn set_partitions_assigned(&self, assigned: bool) {
-        self.partitions_assigned.store(assigned, Ordering::Relaxed);
-    }
-
-    /// Records what keeps the engine from running (connecting to Kafka,
-    /// restoring state), or `None` once it runs.
-    pub fn set_blocker(&self, why: Option<String>) {
-        *self.blocker.lock().unwrap_or_else(PoisonError::into_inner) = why;
-    }
-
-    /// Records why the table sources have not been read for a while, or
-    /// `None` once they are read again.
-    pub fn set_tables_failing(&self, why: Option<String>) {
-        *self.tables.lock().unwrap_or_else(PoisonError::into_inner) = why;
-    }
-
-    /// `Ok` when ready, otherwise what is still missing.
-    pub fn readiness(&self) -> Result<(), String> {
-        if let Some(why) = &*self.blocker.lock().unwrap_or_else(PoisonError::into_inner) {
-            Err(why.clone())
-        } else if let Some(why) = &*self.tables.lock().unwrap_or_else(PoisonError::into_inner) {
-            Err(why.clone())
-        } else if !self.partitions_assigned.load(Ordering::Relaxed) {
-            Err("no partitions assigned yet".to_owned())
-        } else {
-            Ok(())
-        }
-    }
-}
 
 #[derive(Clone)]
 struct AppState {

@@ -17,11 +17,11 @@
 //! | queries | [`query`] | `queries/*.sql`: job name, `-- @option` headers |
 //! | event time | [`watermark`] | per-source watermarks over partitions, idle partitions |
 //! | windows | [`window`] | `TUMBLE` / `HOP` / `SESSION`, the plan split, pane and session stores (**where windows close**) |
-//! | jobs | [`job`] | a query planned once, executed on every micro-batch; windowed jobs fire on the watermark |
+//! | jobs | [`job`], [`batch_slot`] | a query planned once, executed on every micro-batch; windowed jobs fire on the watermark |
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
 //! | wiring | [`engine`] | the batch loop, one Kafka transaction per epoch, restore after failures, draining |
 //! | state | [`state`], [`brokers`], [`drop_aside`] | the changelog topic: window state, watermarks and kept tables as Arrow IPC deltas, checkpoints, restore, `cxpulse reset`; noticing a lost cluster or fencing; closing clients without waiting for it |
-//! | observe | [`metrics`], [`gauges`], [`http`], [`logging`] | Prometheus metrics, `@gauge` job results, `/metrics` `/healthz` `/readyz`, tracing |
+//! | observe | [`metrics`], [`gauges`], [`health`], [`http`], [`control`], [`logging`] | Prometheus metrics, `@gauge` job results, readiness, `/metrics` `/healthz` `/readyz`, requests to the running engine (`POST /jobs/{job}/backfill`), tracing |
 //! | simulate | [`generate`] | deterministic, realistic customer events; publishing them in compressed real time (`cxpulse generate`) |
 //! | test offline | [`testcase`] | `cxpulse test`: query test cases from files, run through the engine's own steps with no broker, compared with their expected rows |
 //! | command line | [`cli`] | every command and flag, as clap parses them |
@@ -29,11 +29,13 @@
 //! | demo | [`demo`], [`dashboard`], [`bundled`] | `cxpulse demo`: broker, generator and every bundled job; the live view; the queries built into the binary |
 
 pub mod admin;
+pub mod batch_slot;
 pub mod brokers;
 pub mod bundled;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dashboard;
 pub mod decode;
 pub mod demo;
@@ -41,6 +43,7 @@ pub mod drop_aside;
 pub mod engine;
 pub mod gauges;
 pub mod generate;
+pub mod health;
 pub mod http;
 pub mod job;
 pub mod local_broker;

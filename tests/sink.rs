@@ -13,7 +13,7 @@ use common::{TestBroker, read_topic_with, unique_prefix};
 use cxpulse::admin::{TopicSpec, ensure_topics};
 use cxpulse::brokers::BrokerWatch;
 use cxpulse::config::Config;
-use cxpulse::http::Health;
+use cxpulse::health::Health;
 use cxpulse::local_broker::LocalBroker;
 use cxpulse::metrics::Metrics;
 use cxpulse::sink::transaction::TxnFailure;

@@ -23,6 +23,7 @@ use super::backfill::{self, Backfill};
 use super::restore::BackfillState;
 use super::{Core, Engine, EngineError, RunningJob, gauge_limit};
 use crate::config::Config;
+use crate::control::{BackfillRequest, Refusal};
 use crate::job::{Job, backfill_refused};
 use crate::metrics::Metrics;
 use crate::query::{BackfillFrom, QueryFile};
@@ -39,18 +40,6 @@ pub const BACKFILL_EVERY: u32 = 8;
 /// anything to read.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 
-/// A `cxpulse backfill JOB --from TIME` request, from `POST
-/// /jobs/{job}/backfill`.
-#[derive(Debug)]
-pub struct BackfillRequest {
-    /// The running job to backfill.
-    pub job: String,
-    /// Where its history starts.
-    pub from: BackfillFrom,
-    /// The answer: what started, or why not.
-    pub reply: oneshot::Sender<Result<String, Refusal>>,
-}
-
 /// A backfill request whose job was planned again and whose history's
 /// offsets were found, off the engine loop.
 pub(super) struct PreparedBackfill {
@@ -60,17 +49,6 @@ pub(super) struct PreparedBackfill {
     path: std::path::PathBuf,
     outcome: Result<(Job, backfill::Opened), Refusal>,
     reply: oneshot::Sender<Result<String, Refusal>>,
-}
-
-/// Why a backfill request was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// No running job has that name.
-    #[error("{0}")]
-    UnknownJob(String),
-    /// The job cannot be backfilled now or at all.
-    #[error("{0}")]
-    Conflict(String),
 }
 
 /// Finds where a backfill of a job reading `sources` starts (from `from`,

@@ -43,8 +43,10 @@ use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::control::BackfillRequest;
 use crate::drop_aside::DropAside;
-use crate::http::{Health, HttpServer};
+use crate::health::Health;
+use crate::http::HttpServer;
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;
 use crate::query::QueryError;
@@ -59,7 +61,6 @@ use memory::MemoryGate;
 use reload::QueryWatcher;
 use step::Core;
 
-pub use backfills::{BackfillRequest, Refusal};
 pub use offline::{OfflineOutput, run_offline};
 
 /// How often idle partitions and early results are checked.

@@ -12,7 +12,7 @@ use crate::admin::{ensure_changelog, ensure_topics, partition_counts, sink_topic
 use crate::brokers::BrokerWatch;
 use crate::config::Config;
 use crate::drop_aside::DropAside;
-use crate::http::Health;
+use crate::health::Health;
 use crate::job::{self, Job};
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;

@@ -26,9 +26,10 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SQLOptions;
 
-pub use tables::{BatchSlot, LookupStream};
+pub use tables::LookupStream;
 pub use windowed::{FINAL_COLUMN, WindowedJob};
 
+use crate::batch_slot::BatchSlot;
 use crate::lookup::Lookups;
 use crate::query::{QueryError, QueryFile, first_sql_line, line_from_message};
 use crate::schema::Source;

@@ -16,7 +16,8 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use super::{BatchSlot, MAX_FAILED_RUNS};
+use super::MAX_FAILED_RUNS;
+use crate::batch_slot::BatchSlot;
 use crate::schema::Source;
 use crate::window::WindowSpec;
 use crate::window::panes::{PaneChange, PaneKey, PaneStore, StateBatch, WindowContents};

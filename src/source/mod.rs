@@ -30,7 +30,7 @@ pub use lookup_topic::LookupConsumer;
 
 use crate::brokers::BrokerWatch;
 use crate::config::Config;
-use crate::http::Health;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::schema::Source;
 

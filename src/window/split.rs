@@ -24,7 +24,7 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use super::WindowSpec;
 use super::assign::{SessionSpans, WINDOW_END, WINDOW_START, WindowAssign};
 use super::exec::WindowAssignExec;
-use crate::job::BatchSlot;
+use crate::batch_slot::BatchSlot;
 use crate::schema::Source;
 
 /// What the logical checks found out about a windowed query.
