@@ -101,11 +101,25 @@ fn bench_decode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(EVENTS as u64));
     let tx = transactions();
     group.bench_function("transactions", |b| {
-        b.iter(|| decode_all(Source::named("transactions").expect("declared"), &tx))
+        b.iter(|| {
+            decode_all(
+                cxpulse::config::default_sources()
+                    .named("transactions")
+                    .expect("declared"),
+                &tx,
+            )
+        })
     });
     let fb = feedback();
     group.bench_function("feedback_with_10pct_invalid", |b| {
-        b.iter(|| decode_all(Source::named("feedback").expect("declared"), &fb))
+        b.iter(|| {
+            decode_all(
+                cxpulse::config::default_sources()
+                    .named("feedback")
+                    .expect("declared"),
+                &fb,
+            )
+        })
     });
     group.finish();
 }
@@ -114,7 +128,9 @@ fn bench_decode(c: &mut Criterion) {
 /// Arrow dictionaries (interned): the cost of building each, and of
 /// DataFusion grouping by them, low- and high-cardinality.
 fn bench_string_keys(c: &mut Criterion) {
-    let kind = Source::named("transactions").expect("declared");
+    let kind = cxpulse::config::default_sources()
+        .named("transactions")
+        .expect("declared");
     let payloads: Vec<Vec<u8>> = (0..10).flat_map(|_| transactions()).collect();
     let plain = decode_batch(kind, &payloads);
     let interned = with_dictionaries(&plain, &["category", "channel"]);

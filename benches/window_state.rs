@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use cxpulse::decode::{BatchBuilder, parse_record};
 use cxpulse::job::Job;
 use cxpulse::lookup::Lookups;
-use cxpulse::schema::Source;
 
 /// 2026-01-01T00:00:00Z.
 const START: i64 = 1_767_225_600_000;
@@ -76,7 +75,9 @@ fn buys(c: u64, day: i64, share: u64) -> bool {
 
 /// One day's transactions, decoded as the engine decodes them.
 fn day_batch(o: &Options, day: i64) -> arrow::array::RecordBatch {
-    let source = Source::named("transactions").expect("declared");
+    let source = cxpulse::config::default_sources()
+        .named("transactions")
+        .expect("declared");
     let mut builder = BatchBuilder::new(source);
     for c in (0..o.customers).filter(|c| buys(*c, day, o.share)) {
         let ts = START + day * DAY + (c as i64 % 86_400) * 1_000;
@@ -96,7 +97,13 @@ async fn add_day(job: &mut Job, o: &Options, day: i64) -> Duration {
     let began = Instant::now();
     job.windowed_mut()
         .expect("windowed")
-        .accumulate(Source::named("transactions").expect("declared"), 0, batch)
+        .accumulate(
+            cxpulse::config::default_sources()
+                .named("transactions")
+                .expect("declared"),
+            0,
+            batch,
+        )
         .await
         .expect("accumulate");
     began.elapsed()
@@ -124,7 +131,7 @@ async fn main() {
     let (mut jobs, problems) = cxpulse::job::load_all(
         queries.path(),
         &cxpulse::query::views::views_dir(queries.path()),
-        &Lookups::default(),
+        &Lookups::new(cxpulse::config::default_sources()),
         "bench.",
         None,
     )

@@ -11,7 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
 use crate::job::Job;
-use crate::schema::Source;
+use crate::sink::TopicLimit;
 
 /// A topic to create if missing.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +93,7 @@ pub async fn ensure_changelog(config: &Config) -> Result<i32, KafkaError> {
     {
         return Ok(n);
     }
-    let streams = config.topics.of(Source::streams());
+    let streams = config.topics.of(config.declared.streams());
     let widest = partition_counts(config, &streams)
         .await?
         .into_values()
@@ -110,7 +110,9 @@ pub async fn ensure_changelog(config: &Config) -> Result<i32, KafkaError> {
 /// The topics of the declared sources, `partitions` each; tables'
 /// compacted.
 pub fn source_topics(config: &Config, partitions: i32) -> Vec<TopicSpec> {
-    Source::all()
+    config
+        .declared
+        .all()
         .map(|source| {
             let topic = TopicSpec::new(config.topics.source_topic(source), partitions);
             match source.is_stream() {
@@ -134,25 +136,6 @@ pub async fn create_engine_topics(
     specs.push(changelog_topic(config, partitions));
     ensure_topics(config, &specs).await?;
     Ok(specs.into_iter().map(|s| s.name).collect())
-}
-
-/// What a topic accepts, as its configuration says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TopicLimit {
-    /// `max.message.bytes`: the largest record batch, so the largest record.
-    pub max_message_bytes: usize,
-    /// `cleanup.policy` includes `compact`: a record without a key is refused.
-    pub compacted: bool,
-}
-
-impl Default for TopicLimit {
-    /// Kafka's default topic: 1 MiB plus batch framing, not compacted.
-    fn default() -> Self {
-        Self {
-            max_message_bytes: 1_048_588,
-            compacted: false,
-        }
-    }
 }
 
 /// The limits of each of `topics` that the cluster describes; a topic it

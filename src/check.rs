@@ -52,10 +52,6 @@ pub async fn check(config_file: Option<&Path>) -> CheckReport {
             return report;
         }
     };
-    if let Err(e) = crate::schema::declare(&config.sources) {
-        report.problems = vec![format!("[[sources]]: {e}")];
-        return report;
-    }
     let (views, view_problems) = check_views(&config).await;
     let (jobs, problems) = job::plan_configured(&config).await;
     report.views = views;
@@ -75,6 +71,10 @@ async fn check_views(config: &Config) -> (Vec<String>, Vec<QueryError>) {
     let (all, mut problems) = views::load(&config.views_dir());
     let mut planned = Vec::new();
     for view in &all {
+        if let Some(problem) = view.source_name_problem(config.declared) {
+            problems.push(problem);
+            continue;
+        }
         let checked = async {
             let text = views::as_query_text(view, &all).map_err(|message| QueryError {
                 file: view.path.clone(),
@@ -82,7 +82,12 @@ async fn check_views(config: &Config) -> (Vec<String>, Vec<QueryError>) {
                 message,
             })?;
             let query = QueryFile::parse(&view.path, text)?;
-            Job::plan(query, &Lookups::default(), &config.topics.output_prefix).await
+            Job::plan(
+                query,
+                &Lookups::new(config.declared),
+                &config.topics.output_prefix,
+            )
+            .await
         };
         match checked.await {
             Ok(_) => planned.push(view.name.clone()),

@@ -93,8 +93,7 @@ pub async fn run(options: DemoOptions, interrupt: impl Future<Output = ()>) -> a
     crate::bundled::write_queries(queries.path())?;
 
     let mut config = Config::load(options.config.as_deref())?;
-    crate::schema::declare(&config.sources).map_err(|e| anyhow::anyhow!("[[sources]]: {e}"))?;
-    crate::generate::check_sources().map_err(anyhow::Error::msg)?;
+    crate::generate::check_sources(config.declared).map_err(anyhow::Error::msg)?;
     config.kafka.brokers.clone_from(&bootstrap);
     config.engine.queries_dir = queries.path().to_owned();
     // Simulated time runs `speed` times faster than the clock and soon
@@ -202,7 +201,7 @@ pub async fn run(options: DemoOptions, interrupt: impl Future<Output = ()>) -> a
     let _ = stop_tx.send(true);
     let published = publisher.await.context("the generator task")?;
     let engine_result = engine.await.context("the engine task")?;
-    let last = Snapshot::read(&metrics.gather(), &config.topics);
+    let last = Snapshot::read(&metrics.gather(), &config.topics, config.declared);
     println!("\n{}", plain::summary(&last));
     println!(
         "generated {} events ({} acknowledged, {} failed)",
@@ -257,7 +256,11 @@ struct View<'a> {
 
 impl View<'_> {
     fn snapshot(&self) -> Snapshot {
-        Snapshot::read(&self.metrics.gather(), &self.config.topics)
+        Snapshot::read(
+            &self.metrics.gather(),
+            &self.config.topics,
+            self.config.declared,
+        )
     }
 
     /// Why the demo should end now, if it should (checked every refresh).

@@ -15,9 +15,8 @@ use arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use arrow::util::display::array_value_to_string;
 use prometheus::{GaugeVec, Opts};
 
-use crate::job::FINAL_COLUMN;
 use crate::metrics::Metrics;
-use crate::query::GaugeSpec;
+use crate::query::{FINAL_COLUMN, GaugeSpec};
 
 /// Columns that identify one customer or one event: never a label, since
 /// every value would be a new series.

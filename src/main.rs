@@ -73,7 +73,7 @@ fn main() -> ExitCode {
             update,
             config,
         } => runtime.block_on(async move {
-            let config = load_config(config.as_deref())?;
+            let config = Config::load(config.as_deref())?;
             if cxpulse::testcase::run_all(&config, job.as_deref(), update).await {
                 Ok(())
             } else {
@@ -81,8 +81,8 @@ fn main() -> ExitCode {
             }
         }),
         Command::Explain { job, config } => runtime.block_on(async move {
-            let config = load_config(config.as_deref())?;
-            let lookups = cxpulse::lookup::Lookups::default();
+            let config = Config::load(config.as_deref())?;
+            let lookups = cxpulse::lookup::Lookups::new(config.declared);
             let (job, _) = cxpulse::job::plan_named(&config, &job, &lookups).await?;
             print!("{}", job.explain(&config.topics));
             Ok(())
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
             source,
             config,
         } => runtime.block_on(async move {
-            let config = load_config(config.as_deref())?;
+            let config = Config::load(config.as_deref())?;
             match job {
                 Some(job) if !event_time => {
                     let report = cxpulse::state::reset::reset_job(&config, &job).await?;
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = load_config(config_file.as_deref())?;
+    let config = Config::load(config_file.as_deref())?;
     cxpulse::logging::init(config.log.format);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), brokers = %config.kafka.brokers, "cxpulse starting");
     let metrics = Arc::new(cxpulse::metrics::Metrics::new()?);
@@ -178,7 +178,7 @@ async fn generate(
     use cxpulse::generate::Generator;
     use cxpulse::generate::publish::{Progress, customers_for_rate, publish};
     cxpulse::logging::init(config.log.format);
-    cxpulse::generate::check_sources().map_err(anyhow::Error::msg)?;
+    cxpulse::generate::check_sources(config.declared).map_err(anyhow::Error::msg)?;
     let sources = cxpulse::admin::source_topics(&config, 3);
     cxpulse::admin::ensure_topics(&config, &sources)
         .await
@@ -281,13 +281,11 @@ fn progress_message(progress: &cxpulse::generate::publish::Progress, elapsed: Du
     )
 }
 
-/// Loads the configuration and fixes this process's sources from its
-/// `[[sources]]`.
 /// `cxpulse reset --event-time`: forgets the watermarks of `source` (every
 /// source when `None`) and the closed-through marks of the jobs reading it.
 async fn reset_event_time(config: &Config, source: Option<&str>) -> anyhow::Result<()> {
     if let Some(name) = source
-        && cxpulse::schema::Source::named(name).is_none_or(|s| !s.is_stream())
+        && config.declared.named(name).is_none_or(|s| !s.is_stream())
     {
         anyhow::bail!("--source {name}: not an event source of the configuration");
     }
@@ -328,7 +326,7 @@ fn request_backfill(
     cxpulse::query::BackfillFrom::parse(from)
         .and_then(|f| f.not_after(chrono::Utc::now().timestamp_millis()))
         .map_err(|e| anyhow::anyhow!("--from {e}"))?;
-    let config = load_config(config)?;
+    let config = Config::load(config)?;
     let token = config.http.admin_token.clone();
     if token.is_empty() {
         anyhow::bail!(
@@ -372,14 +370,8 @@ fn engine_url(listen: &str) -> String {
 
 /// The configuration of `file`, with `--brokers` if given.
 fn configured(brokers: Brokers, file: Option<&std::path::Path>) -> anyhow::Result<Config> {
-    let mut config = load_config(file)?;
+    let mut config = Config::load(file)?;
     brokers.apply(&mut config);
-    Ok(config)
-}
-
-fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
-    let config = Config::load(file)?;
-    cxpulse::schema::declare(&config.sources).map_err(|e| anyhow::anyhow!("[[sources]]: {e}"))?;
     Ok(config)
 }
 
@@ -394,7 +386,7 @@ async fn check(config_file: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 async fn create_topics(config_file: Option<PathBuf>, partitions: i32) -> anyhow::Result<()> {
-    let config = load_config(config_file.as_deref())?;
+    let config = Config::load(config_file.as_deref())?;
     let (jobs, _) = cxpulse::job::plan_configured(&config).await;
     let created = cxpulse::admin::create_engine_topics(&config, &jobs, partitions).await?;
     for topic in created {

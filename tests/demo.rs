@@ -318,7 +318,7 @@ fn generate_publishes_what_it_reports_to_any_cluster() {
             .take(sent)
             .collect();
     let mut on_topics = 0;
-    for kind in cxpulse::schema::Source::all() {
+    for kind in cxpulse::config::default_sources().all() {
         let topic = format!("{prefix}{}", kind.name());
         let mut read: Vec<String> =
             read_topic(broker.bootstrap(), &topic, 1, Duration::from_secs(10))

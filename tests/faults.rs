@@ -1165,7 +1165,9 @@ async fn a_mixed_run_with_bad_records_and_two_kills_publishes_the_good_results_e
     // the test computes them from the generated events.
     let mut max_ts = [i64::MIN; 3];
     let mut expected: BTreeMap<(String, String), (i64, f64)> = BTreeMap::new();
-    let transactions_source = cxpulse::schema::Source::named("transactions").expect("declared");
+    let transactions_source = cxpulse::config::default_sources()
+        .named("transactions")
+        .expect("declared");
     let good_tx: Vec<(i32, i64, String, f64)> = generated
         .iter()
         .filter(|r| r.kind == transactions_source)

@@ -15,7 +15,6 @@ use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArr
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use cxpulse::decode::parse_record;
 use cxpulse::lookup::{KeyedTable, RowChange, owned_cells};
-use cxpulse::schema::Source;
 use cxpulse::window::assign::SessionSpan;
 use cxpulse::window::sessions::SessionStore;
 use datafusion::common::ScalarValue;
@@ -95,7 +94,9 @@ fn the_session_store_counts_what_its_sessions_hold() {
 fn a_kept_table_counts_what_its_keys_hold() {
     let _serial = ONE_AT_A_TIME.lock();
     const KEYS: usize = 200_000;
-    let complaints = Source::named("complaints").expect("declared");
+    let complaints = cxpulse::config::default_sources()
+        .named("complaints")
+        .expect("declared");
     let spec = complaints.keep().expect("complaint tables").clone();
     let events: Vec<String> = (0..KEYS)
         .map(|i| {
@@ -125,7 +126,9 @@ fn a_kept_table_counts_what_its_keys_hold() {
 fn a_table_source_counts_what_its_rows_hold() {
     let _serial = ONE_AT_A_TIME.lock();
     const ROWS: usize = 200_000;
-    let customers = Source::named("customers").expect("declared");
+    let customers = cxpulse::config::default_sources()
+        .named("customers")
+        .expect("declared");
     let rows: Vec<String> = (0..ROWS)
         .map(|i| {
             format!(
@@ -172,8 +175,11 @@ fn changelog_records(values: usize) -> Vec<cxpulse::sink::OutRecord> {
     let mut records = Vec::new();
     for round in 1..=2 {
         for i in 0..values {
-            let value = cxpulse::state::codec::pane(&batch(round * i as i64)).expect("encode");
-            records.extend(writer.put(key(i), &value));
+            let record = cxpulse::state::record::StateRecord {
+                key: key(i),
+                value: cxpulse::state::record::StateValue::Rows(batch(round * i as i64)),
+            };
+            records.extend(writer.put(record).expect("encode"));
         }
     }
     for i in (0..values).step_by(4) {

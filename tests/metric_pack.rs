@@ -15,18 +15,29 @@ use serde_json::{Value, json};
 
 /// Plans `queries/<name>.sql` over a customers table holding `profiles`.
 async fn bundled(name: &str, profiles: &[Value]) -> Job {
-    bundled_with(name, profiles, &Lookups::default()).await
+    bundled_with(
+        name,
+        profiles,
+        &Lookups::new(cxpulse::config::default_sources()),
+    )
+    .await
 }
 
 /// As [`bundled`], over the given lookup tables.
 async fn bundled_with(name: &str, profiles: &[Value], lookups: &Lookups) -> Job {
     let customers = lookups
-        .table(Source::named("customers").expect("declared"))
+        .table(
+            cxpulse::config::default_sources()
+                .named("customers")
+                .expect("declared"),
+        )
         .expect("a table");
     for profile in profiles {
         let text = profile.to_string();
         let cells = parse_record(
-            Source::named("customers").expect("declared"),
+            cxpulse::config::default_sources()
+                .named("customers")
+                .expect("declared"),
             text.as_bytes(),
         )
         .expect("profile");
@@ -108,7 +119,9 @@ async fn need_by_category_per_hour_with_shares_early_then_final() {
     let mut job = bundled("need_by_category", &[]).await;
     feed(
         &mut job,
-        Source::named("transactions").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         &[
             tx("a", "2026-01-01T10:05:00Z", 10.0, "books"),
             tx("b", "2026-01-01T10:10:00Z", 30.0, "books"),
@@ -168,7 +181,9 @@ async fn satisfaction_hourly_csat_nps_and_ces() {
     };
     feed(
         &mut job,
-        Source::named("feedback").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("feedback")
+            .expect("declared"),
         &[
             fb(
                 "f1",
@@ -229,7 +244,9 @@ async fn need_by_segment_uses_age_as_of_the_window_end_and_shares_within_the_seg
     let mut job = bundled("need_by_segment", &profiles).await;
     feed(
         &mut job,
-        Source::named("transactions").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         &[
             tx("a", "2026-01-01T09:00:00Z", 10.0, "books"),
             tx("a", "2026-01-01T12:00:00Z", 30.0, "toys"),
@@ -297,7 +314,9 @@ async fn need_trend_slope_of_daily_orders_and_week_over_week_change() {
     }
     feed(
         &mut job,
-        Source::named("transactions").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         &events,
     )
     .await;
@@ -366,7 +385,9 @@ async fn need_correlation_needs_30_pairs() {
     let mut job = bundled("need_correlation", &profiles).await;
     feed(
         &mut job,
-        Source::named("transactions").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         &events,
     )
     .await;
@@ -429,7 +450,9 @@ async fn need_correlation_reads_genders_as_crms_code_them_and_counts_the_rest() 
     let mut job = bundled("need_correlation", &profiles).await;
     feed(
         &mut job,
-        Source::named("transactions").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         &events,
     )
     .await;
@@ -458,7 +481,9 @@ async fn need_by_segment_groups_a_gender_however_it_is_written() {
     let mut job = bundled("need_by_segment", &profiles).await;
     feed(
         &mut job,
-        Source::named("transactions").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         &[
             tx("a", "2026-01-01T09:00:00Z", 10.0, "books"),
             tx("b", "2026-01-01T10:00:00Z", 30.0, "books"),
@@ -538,7 +563,9 @@ async fn satisfaction_trend_slopes_and_week_over_week_change() {
         .collect();
     feed(
         &mut job,
-        Source::named("feedback").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("feedback")
+            .expect("declared"),
         &events,
     )
     .await;
@@ -590,7 +617,9 @@ async fn satisfaction_correlation_of_age_and_gender_with_rating_and_nps() {
     let mut job = bundled("satisfaction_correlation", &profiles).await;
     feed(
         &mut job,
-        Source::named("feedback").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("feedback")
+            .expect("declared"),
         &events,
     )
     .await;
@@ -645,7 +674,9 @@ async fn loyalty_rfm_scores_by_quintile_and_segments_by_the_rule_table() {
     buy("e", "2025-06-01T12:00:00Z", 25.0);
     feed(
         &mut job,
-        Source::named("transactions").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         &events,
     )
     .await;
@@ -717,7 +748,9 @@ async fn loyalty_summary_counts_segments_repeat_rate_and_at_risk_share() {
     }
     feed(
         &mut job,
-        Source::named("transactions").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         &events,
     )
     .await;
@@ -748,7 +781,7 @@ async fn loyalty_summary_counts_segments_repeat_rate_and_at_risk_share() {
 
 #[tokio::test]
 async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
-    let lookups = Lookups::default();
+    let lookups = Lookups::new(cxpulse::config::default_sources());
     let mut job = bundled_with("complaints_hourly", &[], &lookups).await;
     let complaint = |id: &str, status: &str, ts: &str, category: &str, severity: &str| {
         json!({"event_id": format!("{id}-{status}"), "customer_id": "c", "ts": ts,
@@ -756,9 +789,18 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
     };
     // As the engine does: the complaint tables learn a batch before the job sees it.
     let complaints = |job_events: Vec<Value>| {
-        let batch = batch_of(Source::named("complaints").expect("declared"), &job_events);
+        let batch = batch_of(
+            cxpulse::config::default_sources()
+                .named("complaints")
+                .expect("declared"),
+            &job_events,
+        );
         lookups
-            .kept(Source::named("complaints").expect("declared"))
+            .kept(
+                cxpulse::config::default_sources()
+                    .named("complaints")
+                    .expect("declared"),
+            )
             .expect("complaint tables")
             .lock()
             .expect("lock")
@@ -776,7 +818,9 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
     ]);
     feed(
         &mut job,
-        Source::named("complaints").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("complaints")
+            .expect("declared"),
         &earlier,
     )
     .await;
@@ -799,7 +843,9 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
     ]);
     feed(
         &mut job,
-        Source::named("complaints").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("complaints")
+            .expect("declared"),
         &hour,
     )
     .await;
@@ -815,7 +861,9 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
         .collect();
     feed(
         &mut job,
-        Source::named("transactions").expect("declared"),
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         &sales,
     )
     .await;

@@ -23,7 +23,6 @@ use cxpulse::decode::{BatchBuilder, parse_record};
 use cxpulse::job::Job;
 use cxpulse::lookup::Lookups;
 use cxpulse::query::QueryFile;
-use cxpulse::schema::Source;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use rdkafka::producer::FutureRecord;
@@ -95,7 +94,6 @@ async fn nexmark_queries_publish_what_datafusion_computes_in_batch_mode() {
             .declared
             .insert(source.name.clone(), source.topic.clone());
     }
-    cxpulse::schema::declare(&config.sources).expect("the Nexmark sources");
     let mut topics = source_topics(&config, 1);
     topics.push(TopicSpec::new(config.topics.deadletter.as_str(), 1));
     ensure_topics(&config, &topics).await.expect("topics");
@@ -125,7 +123,7 @@ async fn nexmark_queries_publish_what_datafusion_computes_in_batch_mode() {
         .collect();
     futures::future::join_all(acks).await;
 
-    let ctx = batch_context(&records).await;
+    let ctx = batch_context(&records, config.declared).await;
     let engine = RunningEngine::start(config.clone()).await;
     for (query, sql) in BATCH {
         let expected = rows_of(&ctx.sql(sql).await.expect(sql).collect().await.expect(sql));
@@ -170,7 +168,7 @@ async fn nexmark_queries_publish_what_datafusion_computes_in_batch_mode() {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("read");
         let query = QueryFile::parse(&path, text).expect("parses");
-        let refused = Job::plan(query, &Lookups::default(), "")
+        let refused = Job::plan(query, &Lookups::new(config.declared), "")
             .await
             .expect_err("a gap is refused");
         assert!(
@@ -199,10 +197,13 @@ fn bid_at(auction: i64, bidder: i64, date_time: i64) -> events::Record {
 }
 
 /// DataFusion over the generated events, decoded as the engine decodes them.
-async fn batch_context(records: &[events::Record]) -> SessionContext {
+async fn batch_context(
+    records: &[events::Record],
+    sources: cxpulse::schema::Sources,
+) -> SessionContext {
     let ctx = SessionContext::new();
     for name in ["person", "auction", "bid"] {
-        let source = Source::named(name).expect("declared");
+        let source = sources.named(name).expect("declared");
         let mut builder = BatchBuilder::new(source);
         for record in records.iter().filter(|r| r.source == name) {
             builder.append(&parse_record(source, record.payload.as_bytes()).expect("valid"));

@@ -80,7 +80,6 @@ async fn a_new_stream_joins_a_new_table_and_every_declared_source_is_consumed() 
     let file = dir.path().join("mine.toml");
     std::fs::write(&file, sources_file(&prefix)).expect("write config");
     let config = test_config_from(Some(&file), broker.bootstrap(), &prefix, &queries);
-    cxpulse::schema::declare(&config.sources).expect("sources");
     let mut topics = source_topics(&config, 1);
     topics.push(TopicSpec::new(format!("{prefix}legacy"), 1));
     topics.push(TopicSpec::new(config.topics.deadletter.as_str(), 1));

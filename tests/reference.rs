@@ -57,7 +57,12 @@ fn assert_close(what: &str, actual: &Value, expected: Option<f64>) {
 /// need_by_category: per hour and category.
 fn need_by_category(records: &[Generated]) -> BTreeMap<(String, String), [f64; 6]> {
     let mut groups: BTreeMap<(i64, String), (u64, BTreeSet<String>, f64)> = BTreeMap::new();
-    for (ts, tx) in events(records, Source::named("transactions").expect("declared")) {
+    for (ts, tx) in events(
+        records,
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
+    ) {
         let g = groups
             .entry((
                 hour_of(ts),
@@ -98,7 +103,12 @@ fn satisfaction_hourly(
     records: &[Generated],
 ) -> BTreeMap<(String, String, String), [Option<f64>; 5]> {
     let mut groups: BTreeMap<(i64, String, String), Vec<Value>> = BTreeMap::new();
-    for (ts, fb) in events(records, Source::named("feedback").expect("declared")) {
+    for (ts, fb) in events(
+        records,
+        cxpulse::config::default_sources()
+            .named("feedback")
+            .expect("declared"),
+    ) {
         let key = (
             hour_of(ts),
             fb["channel"].as_str().unwrap_or_default().to_owned(),
@@ -139,18 +149,23 @@ const DAY: i64 = 24 * HOUR;
 
 /// Birth year and gender per customer, from the generated profiles.
 fn profiles(records: &[Generated]) -> BTreeMap<String, (i64, String)> {
-    events(records, Source::named("customers").expect("declared"))
-        .into_iter()
-        .map(|(_, p)| {
+    events(
+        records,
+        cxpulse::config::default_sources()
+            .named("customers")
+            .expect("declared"),
+    )
+    .into_iter()
+    .map(|(_, p)| {
+        (
+            p["customer_id"].as_str().unwrap_or_default().to_owned(),
             (
-                p["customer_id"].as_str().unwrap_or_default().to_owned(),
-                (
-                    p["birth_year"].as_i64().unwrap_or_default(),
-                    p["gender"].as_str().unwrap_or_default().to_owned(),
-                ),
-            )
-        })
-        .collect()
+                p["birth_year"].as_i64().unwrap_or_default(),
+                p["gender"].as_str().unwrap_or_default().to_owned(),
+            ),
+        )
+    })
+    .collect()
 }
 
 /// The year of the end of the daily window that holds `ts`.
@@ -175,7 +190,12 @@ fn age_band(age: i64) -> &'static str {
 fn need_by_segment(records: &[Generated]) -> BTreeMap<(String, String, String, String), [f64; 4]> {
     let people = profiles(records);
     let mut groups: BTreeMap<(i64, String, String, String), (f64, f64)> = BTreeMap::new();
-    for (ts, tx) in events(records, Source::named("transactions").expect("declared")) {
+    for (ts, tx) in events(
+        records,
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
+    ) {
         let (birth, gender) = &people[tx["customer_id"].as_str().unwrap_or_default()];
         let key = (
             ts.div_euclid(DAY) * DAY,
@@ -252,7 +272,12 @@ type Observation = (f64, f64, f64, Option<f64>);
 fn need_correlation(records: &[Generated]) -> BTreeMap<(String, String), [Option<f64>; 4]> {
     let people = profiles(records);
     let mut groups: BTreeMap<(i64, String), Vec<Observation>> = BTreeMap::new();
-    for (ts, tx) in events(records, Source::named("transactions").expect("declared")) {
+    for (ts, tx) in events(
+        records,
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
+    ) {
         let (birth, gender) = &people[tx["customer_id"].as_str().unwrap_or_default()];
         let female = female(gender);
         groups
@@ -298,7 +323,12 @@ type Pick = dyn Fn(&Answer) -> Option<f64>;
 fn satisfaction_correlation(records: &[Generated]) -> BTreeMap<(String, String), [Option<f64>; 4]> {
     let people = profiles(records);
     let mut groups: BTreeMap<(i64, String), Vec<Answer>> = BTreeMap::new();
-    for (ts, fb) in events(records, Source::named("feedback").expect("declared")) {
+    for (ts, fb) in events(
+        records,
+        cxpulse::config::default_sources()
+            .named("feedback")
+            .expect("declared"),
+    ) {
         let (birth, gender) = &people[fb["customer_id"].as_str().unwrap_or_default()];
         let female = female(gender);
         groups
@@ -338,7 +368,12 @@ fn satisfaction_correlation(records: &[Generated]) -> BTreeMap<(String, String),
 /// need_trend: 28-day windows every day, per category, over daily orders.
 fn need_trend(records: &[Generated], last: i64) -> BTreeMap<(String, String), [Option<f64>; 5]> {
     let mut daily: BTreeMap<(String, i64), f64> = BTreeMap::new();
-    for (ts, tx) in events(records, Source::named("transactions").expect("declared")) {
+    for (ts, tx) in events(
+        records,
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
+    ) {
         let category = tx["category"].as_str().unwrap_or_default().to_owned();
         *daily
             .entry((category, ts.div_euclid(DAY) * DAY))
@@ -408,7 +443,12 @@ fn satisfaction_trend(
     last: i64,
 ) -> BTreeMap<(String, String), [Option<f64>; 4]> {
     let mut daily: BTreeMap<(String, i64), DaySatisfaction> = BTreeMap::new();
-    for (ts, fb) in events(records, Source::named("feedback").expect("declared")) {
+    for (ts, fb) in events(
+        records,
+        cxpulse::config::default_sources()
+            .named("feedback")
+            .expect("declared"),
+    ) {
         let channel = fb["channel"].as_str().unwrap_or_default().to_owned();
         let d = daily
             .entry((channel, ts.div_euclid(DAY) * DAY))
@@ -494,7 +534,12 @@ type Rfm = (i64, i64, f64, i64, i64, i64, &'static str, bool);
 
 /// loyalty_rfm: 365-day windows every day, per customer.
 fn loyalty_rfm(records: &[Generated], last: i64) -> BTreeMap<(String, String), Rfm> {
-    let purchases = events(records, Source::named("transactions").expect("declared"));
+    let purchases = events(
+        records,
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
+    );
     let mut out = BTreeMap::new();
     for end in daily_window_ends(last) {
         let start = end - 365 * DAY;
@@ -581,9 +626,19 @@ struct HourTally {
 fn complaints_hourly(
     records: &[Generated],
 ) -> BTreeMap<(String, String, String), [Option<f64>; 7]> {
-    let complaints = events(records, Source::named("complaints").expect("declared"));
+    let complaints = events(
+        records,
+        cxpulse::config::default_sources()
+            .named("complaints")
+            .expect("declared"),
+    );
     let mut transactions: BTreeMap<i64, f64> = BTreeMap::new();
-    for (ts, _) in events(records, Source::named("transactions").expect("declared")) {
+    for (ts, _) in events(
+        records,
+        cxpulse::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
+    ) {
         *transactions.entry(hour_of(ts)).or_default() += 1.0;
     }
     // Per complaint: its group and its events in time order.
@@ -802,9 +857,13 @@ async fn every_bundled_job_matches_the_reference() {
     // events: a lookup join sees the profiles as they are when its event is
     // processed, and the reference assumes they are all known.
     let kafka = producer(broker.bootstrap());
-    let (profiles, stream_events): (Vec<&Generated>, Vec<&Generated>) = records
-        .iter()
-        .partition(|r| r.kind == Source::named("customers").expect("declared"));
+    let (profiles, stream_events): (Vec<&Generated>, Vec<&Generated>) =
+        records.iter().partition(|r| {
+            r.kind
+                == cxpulse::config::default_sources()
+                    .named("customers")
+                    .expect("declared")
+        });
     for (part, consumed) in [(profiles, "profiles"), (stream_events, "events")] {
         let mut acks = Vec::with_capacity(part.len());
         for record in &part {
@@ -848,8 +907,16 @@ async fn every_bundled_job_matches_the_reference() {
             .unwrap_or(0)
     };
     let (last_tx, last_fb) = (
-        last_event(Source::named("transactions").expect("declared")),
-        last_event(Source::named("feedback").expect("declared")),
+        last_event(
+            cxpulse::config::default_sources()
+                .named("transactions")
+                .expect("declared"),
+        ),
+        last_event(
+            cxpulse::config::default_sources()
+                .named("feedback")
+                .expect("declared"),
+        ),
     );
     let closed = |start: &str, width: i64, last: i64| {
         cxpulse::decode::parse_rfc3339_millis(start).unwrap_or(i64::MAX) + width <= last
@@ -1059,7 +1126,12 @@ async fn every_bundled_job_matches_the_reference() {
     // at the window end, not the latest one: the month must hold some.
     let mut resolved_at: BTreeMap<String, i64> = BTreeMap::new();
     let mut reopened = 0;
-    for (ts, k) in events(&records, Source::named("complaints").expect("declared")) {
+    for (ts, k) in events(
+        &records,
+        cxpulse::config::default_sources()
+            .named("complaints")
+            .expect("declared"),
+    ) {
         match k["status"].as_str() {
             Some("resolved") => {
                 resolved_at.insert(text(&k, "complaint_id"), ts);
@@ -1082,7 +1154,11 @@ async fn every_bundled_job_matches_the_reference() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(late, 0.0, "late events:\n{exposition}");
-    let last_complaint = last_event(Source::named("complaints").expect("declared"));
+    let last_complaint = last_event(
+        cxpulse::config::default_sources()
+            .named("complaints")
+            .expect("declared"),
+    );
     let mut complaints = complaints_hourly(&records);
     complaints.retain(|(start, ..), _| closed(start, HOUR, last_tx.min(last_complaint)));
     assert!(

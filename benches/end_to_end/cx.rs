@@ -39,7 +39,9 @@ pub async fn preload(config: &Config, customers: usize, events: u64, dir: &Path)
         .set("batch.num.messages", "10000")
         .create()
         .expect("producer");
-    let mut files: BTreeMap<Source, BufWriter<std::fs::File>> = Source::all()
+    let mut files: BTreeMap<Source, BufWriter<std::fs::File>> = config
+        .declared
+        .all()
         .map(|s| {
             let file = std::fs::File::create(dir.join(format!("{}.ndjson", s.name())))
                 .expect("events file");
@@ -82,8 +84,8 @@ pub async fn batch(config: &Config, dir: &Path, queries: &Path, events: u64) -> 
     reset_peak_rss();
     let began = Instant::now();
     let cpu = cpu_seconds("self");
-    let lookups = Lookups::default();
-    for table in Source::tables() {
+    let lookups = Lookups::new(config.declared);
+    for table in config.declared.tables() {
         let changes = read_lines(dir, table, |line| {
             let cells = parse_record(table, line.as_bytes()).expect("a valid row");
             RowChange::Upsert(owned_cells(cells))
@@ -100,7 +102,7 @@ pub async fn batch(config: &Config, dir: &Path, queries: &Path, events: u64) -> 
     assert!(problems.is_empty(), "{problems:?}");
     let mut rows: BTreeMap<String, u64> = jobs.iter().map(|j| (j.name.clone(), 0)).collect();
     let mut latest: BTreeMap<Source, i64> = BTreeMap::new();
-    for source in Source::streams() {
+    for source in config.declared.streams() {
         let path = dir.join(format!("{}.ndjson", source.name()));
         let reader = BufReader::new(std::fs::File::open(&path).expect("events file"));
         let mut builder = BatchBuilder::new(source);

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cxpulse::config::Config;
-use cxpulse::schema::Source;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -44,17 +43,16 @@ const TICK: Duration = Duration::from_millis(10);
 pub async fn run(bootstrap: &str, rate: u64, seconds: u64, history: u64) -> Value {
     let mut config = Config::load(None).expect("the default configuration");
     config.kafka.brokers = bootstrap.to_owned();
-    cxpulse::schema::declare(&config.sources).expect("the default sources");
     cxpulse::admin::ensure_topics(&config, &cxpulse::admin::source_topics(&config, 3))
         .await
         .expect("topics");
     let queries = tempfile::tempdir().expect("tempdir");
     std::fs::write(queries.path().join("latency.sql"), JOB).expect("write the job");
     let output = format!("{}latency", config.topics.output_prefix);
-    let topics = config.topics.of(Source::streams());
+    let topics = config.topics.of(config.declared.streams());
     let topic = config
         .topics
-        .source_topic(Source::named("transactions").expect("declared"));
+        .source_topic(config.declared.named("transactions").expect("declared"));
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "2")
@@ -63,7 +61,7 @@ pub async fn run(bootstrap: &str, rate: u64, seconds: u64, history: u64) -> Valu
         .expect("producer");
     let feedback = config
         .topics
-        .source_topic(Source::named("feedback").expect("declared"));
+        .source_topic(config.declared.named("feedback").expect("declared"));
     if history > 0 {
         preload_history(&producer, feedback, history).await;
     }

@@ -42,7 +42,6 @@ use std::path::{Path, PathBuf};
 
 use cxpulse::config::Config;
 use cxpulse::local_broker::LocalBroker;
-use cxpulse::schema::Source;
 use serde_json::{Value, json};
 
 use measure::{EngineRun, Measured};
@@ -119,11 +118,10 @@ async fn customer_analytics(events: u64, customers: usize, profiles: Option<&Pat
     let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
     let mut config = Config::load(None).expect("the default configuration");
     config.kafka.brokers = broker.bootstrap();
-    cxpulse::schema::declare(&config.sources).expect("the default sources");
     cxpulse::admin::ensure_topics(&config, &cxpulse::admin::source_topics(&config, PARTITIONS))
         .await
         .expect("topics");
-    let topics = config.topics.of(Source::streams());
+    let topics = config.topics.of(config.declared.streams());
     let files = tempfile::tempdir().expect("tempdir");
     let began = std::time::Instant::now();
     let (bytes, days) = cx::preload(&config, customers, events, files.path()).await;

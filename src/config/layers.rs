@@ -7,7 +7,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Source};
 
-use super::{Config, ConfigError, ConfigProblem, DEFAULT_TOML};
+use super::sections::{Config, ConfigError, ConfigProblem, DEFAULT_TOML};
 
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "CXPULSE__";

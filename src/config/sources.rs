@@ -9,7 +9,8 @@
 //! is added, and `enabled = false` turns an entry off. Nobody has to copy the
 //! defaults to add one source.
 //!
-//! The engine reads them through [`crate::schema::declare`].
+//! The engine sees the enabled ones as [`crate::schema::Sources`], built
+//! at load ([`super::Config::declared`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -447,7 +448,7 @@ fn check_problems(column: &ColumnEntry, ty: &ColumnType) -> Vec<(&'static str, S
             )),
             ColumnType::Int => {}
             &ColumnType::Decimal { scale, .. } => {
-                if let Err(e) = crate::decode::decimal_units(value, scale) {
+                if let Err(e) = decimal_units(value, scale) {
                     found.push((key, e));
                 }
             }
@@ -537,6 +538,32 @@ fn identifier_message(name: &str) -> String {
 }
 
 /// A table of strings.
+/// A bound written as a number (`min = 0`, `max = 9.99`), exactly, in units
+/// of `10^-scale` of a decimal column: its shortest decimal form is read,
+/// never its binary float value.
+pub fn decimal_units(bound: f64, scale: i8) -> Result<i128, String> {
+    if !bound.is_finite() {
+        return Err(format!("bound {bound} is not a number"));
+    }
+    let text = bound.to_string();
+    let scale = usize::try_from(scale).unwrap_or(0);
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.as_str()),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > scale {
+        return Err(format!(
+            "bound {text} has more than {scale} digits after the point (the column's scale)"
+        ));
+    }
+    let units = format!("{whole}{fraction:0<scale$}")
+        .parse::<i128>()
+        .map_err(|_| format!("bound {text} is too large for a decimal"))?;
+    Ok(if negative { -units } else { units })
+}
+
 #[cfg(test)]
 fn dict(pairs: &[(&str, &str)]) -> Value {
     let keys: figment::value::Dict = pairs

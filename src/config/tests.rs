@@ -284,9 +284,9 @@ columns = [
             panic!("a decimal");
         };
         // 0.3 as a binary float is 0.299999…: read as written, it is 30 cents.
-        assert_eq!(crate::decode::decimal_units(0.3, scale), Ok(30));
-        assert_eq!(crate::decode::decimal_units(0.0, scale), Ok(0));
-        assert_eq!(crate::decode::decimal_units(-5.0, scale), Ok(-500));
+        assert_eq!(super::sources::decimal_units(0.3, scale), Ok(30));
+        assert_eq!(super::sources::decimal_units(0.0, scale), Ok(0));
+        assert_eq!(super::sources::decimal_units(-5.0, scale), Ok(-500));
         Ok(())
     });
 }
@@ -382,13 +382,18 @@ columns = [{ name = "at", type = "datetime" }]
 #[test]
 fn every_enabled_default_entry_is_a_source_of_the_process() {
     let config = Config::embedded_default();
-    let names: Vec<&str> = crate::schema::Source::all().map(|s| s.name()).collect();
+    let names: Vec<&str> = crate::config::default_sources()
+        .all()
+        .map(|s| s.name())
+        .collect();
     assert_eq!(
         names,
         ["customers", "transactions", "feedback", "complaints"]
     );
     for declared in &config.sources {
-        let source = crate::schema::Source::named(&declared.name).expect("declared");
+        let source = crate::config::default_sources()
+            .named(&declared.name)
+            .expect("declared");
         assert_eq!(config.topics.source_topic(source), declared.topic);
         let columns: Vec<&str> = declared.columns.iter().map(|c| c.name.as_str()).collect();
         let schema = source.schema();

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use super::layers::Layered;
-use super::{Config, ConfigProblem};
+use super::sections::{Config, ConfigProblem};
 
 /// Longest epoch: its transaction must fit in the broker's transaction
 /// timeout (15 minutes by default) with room to spare.

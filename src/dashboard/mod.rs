@@ -15,7 +15,7 @@ use prometheus::proto::{Metric, MetricFamily, MetricType};
 
 use crate::config::TopicsConfig;
 use crate::metrics::{OUTPUT_RECORDS, RECORDS_CONSUMED, RECORDS_INVALID, WATERMARK};
-use crate::schema::Source;
+use crate::schema::{Source, Sources};
 
 /// The gauges the view shows, exported by the bundled jobs.
 const NPS: &str = "cxpulse_satisfaction_hourly_nps";
@@ -52,14 +52,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads `families` (from [`crate::metrics::Metrics::gather`]); source
-    /// topics are named by `topics`.
-    pub fn read(families: &[MetricFamily], topics: &TopicsConfig) -> Self {
+    /// Reads `families` (from [`crate::metrics::Metrics::gather`]); the
+    /// topics of `sources` are named by `topics`.
+    pub fn read(families: &[MetricFamily], topics: &TopicsConfig, sources: Sources) -> Self {
         let mut snapshot = Snapshot::default();
         let source_of = |metric: &Metric| {
             let topic = label(metric, "topic")?;
             topics
-                .source_of(topic)
+                .source_of(sources, topic)
                 .filter(|k| k.is_stream())
                 .map(Source::name)
         };
@@ -83,7 +83,7 @@ impl Snapshot {
                         }
                     }
                     WATERMARK => {
-                        let kind = label(metric, "source").and_then(Source::named);
+                        let kind = label(metric, "source").and_then(|name| sources.named(name));
                         if let Some(kind) = kind.filter(|k| k.is_stream()) {
                             snapshot.sources.entry(kind.name()).or_default().watermark =
                                 Some(value);

@@ -59,7 +59,7 @@ fn registry() -> Registry {
 
 fn snapshot() -> Snapshot {
     let config = Config::load(None).expect("default config");
-    Snapshot::read(&registry().gather(), &config.topics)
+    Snapshot::read(&registry().gather(), &config.topics, config.declared)
 }
 
 #[test]

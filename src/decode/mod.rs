@@ -7,7 +7,6 @@
 
 mod batch;
 mod json_scalar;
-mod layout;
 mod rejection;
 mod timestamp;
 
@@ -18,11 +17,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 
 pub use batch::BatchBuilder;
 pub use json_scalar::JsonScalar;
-pub use layout::{Layout, Slot, path_keys};
 pub use rejection::{RejectKind, Rejection, quote};
 pub use timestamp::{MAX_EPOCH_MILLIS, parse_rfc3339_millis};
 
-use crate::schema::{FieldSpec, FieldType, Source};
+use crate::schema::{FieldSpec, FieldType, Layout, Slot, Source};
 
 /// One validated field value, ready to append to an Arrow column.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,32 +118,6 @@ fn parse_decimal(text: &str, precision: u8, scale: i8) -> Option<i128> {
         .ok()
         .or(Some(0).filter(|_| whole.is_empty() && fraction.is_empty()))?;
     Some(if negative { -units } else { units })
-}
-
-/// A bound written as a number (`min = 0`, `max = 9.99`), exactly, in units
-/// of `10^-scale` of a decimal column: its shortest decimal form is read,
-/// never its binary float value.
-pub fn decimal_units(bound: f64, scale: i8) -> Result<i128, String> {
-    if !bound.is_finite() {
-        return Err(format!("bound {bound} is not a number"));
-    }
-    let text = bound.to_string();
-    let scale = usize::try_from(scale).unwrap_or(0);
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.as_str()),
-    };
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    let fraction = fraction.trim_end_matches('0');
-    if fraction.len() > scale {
-        return Err(format!(
-            "bound {text} has more than {scale} digits after the point (the column's scale)"
-        ));
-    }
-    let units = format!("{whole}{fraction:0<scale$}")
-        .parse::<i128>()
-        .map_err(|_| format!("bound {text} is too large for a decimal"))?;
-    Ok(if negative { -units } else { units })
 }
 
 /// A decimal count of `10^-scale` units as text (`-500`, 2 → `-5.00`).
@@ -531,7 +503,7 @@ mod tests {
     #[test]
     fn valid_transaction_yields_one_cell_per_field() {
         let cells = parse_record(
-            Source::named("transactions").expect("declared"),
+            crate::config::default_sources().named("transactions").expect("declared"),
             br#"{"event_id":"e1","customer_id":42,"ts":"2026-01-02T03:04:05.678Z","amount":12.5,"category":"books","items":2.0,"extra":{"x":[1,2]}}"#,
         )
         .expect("valid");
@@ -554,12 +526,16 @@ mod tests {
     #[test]
     fn epoch_millis_and_offsets_are_accepted() {
         let a = parse_record(
-            Source::named("feedback").expect("declared"),
+            crate::config::default_sources()
+                .named("feedback")
+                .expect("declared"),
             br#"{"event_id":"e","customer_id":"c","ts":1767323045678,"nps":9}"#,
         )
         .expect("valid");
         let b = parse_record(
-            Source::named("feedback").expect("declared"),
+            crate::config::default_sources()
+                .named("feedback")
+                .expect("declared"),
             br#"{"event_id":"e","customer_id":"c","ts":"2026-01-02T05:04:05.678+02:00","nps":9}"#,
         )
         .expect("valid");
@@ -593,6 +569,7 @@ mod tests {
                 required: false,
             },
         ];
+        use crate::schema::path_keys;
         let layout = Layout::new(&[
             path_keys("x", None),
             path_keys("os", Some("$.device.os")),
@@ -697,7 +674,7 @@ mod tests {
     #[test]
     fn a_complaint_status_and_severity_are_read_in_any_case() {
         let cells = parse_record(
-            Source::named("complaints").expect("declared"),
+            crate::config::default_sources().named("complaints").expect("declared"),
             br#"{"event_id":"e","customer_id":"c","ts":1,"complaint_id":"k","status":" Escalated","severity":"HIGH ","category":"Billing"}"#,
         )
         .expect("valid");
@@ -715,9 +692,15 @@ mod tests {
     #[test]
     fn every_bad_input_kind_names_its_field() {
         use RejectKind::*;
-        let t = Source::named("transactions").expect("declared");
-        let f = Source::named("feedback").expect("declared");
-        let c = Source::named("complaints").expect("declared");
+        let t = crate::config::default_sources()
+            .named("transactions")
+            .expect("declared");
+        let f = crate::config::default_sources()
+            .named("feedback")
+            .expect("declared");
+        let c = crate::config::default_sources()
+            .named("complaints")
+            .expect("declared");
         let cases: &[(Source, &str, RejectKind, &str)] = &[
             (t, "not json", InvalidJson, "not valid JSON"),
             (t, r#"{"event_id":"e""#, InvalidJson, "not valid JSON"),

@@ -12,6 +12,7 @@
 //! timer also fires windows when partitions go idle and emits early
 //! results; every `engine.commit_interval_ms` the epoch commits.
 
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use futures::FutureExt;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::{BackfillRequest, Core, Engine, EngineError, TICK, millis};
 use crate::sink::transaction::TxnFailure;
@@ -78,9 +80,15 @@ impl Engine {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let max_bytes = self.config.batch_max_bytes();
         let admission = Admission::new(&self.config);
-        let mut stage = DecodeStage::start(self.config.topics.clone(), admission.clone(), threads)
-            .map_err(|source| EngineError::Thread { source })?;
-        let mut lookup_batcher = Batcher::new(self.config.topics.clone(), admission);
+        let mut stage = DecodeStage::start(
+            self.config.topics.clone(),
+            self.config.declared,
+            admission.clone(),
+            threads,
+        )
+        .map_err(|source| EngineError::Thread { source })?;
+        let mut lookup_batcher =
+            Batcher::new(self.config.topics.clone(), self.config.declared, admission);
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -121,7 +129,7 @@ impl Engine {
                     self.process(batch?).await?;
                     self.live_batches_since_backfill += 1;
                     if !self.backfills.is_empty()
-                        && self.live_batches_since_backfill >= super::backfills::BACKFILL_EVERY
+                        && self.live_batches_since_backfill >= super::backfill::BACKFILL_EVERY
                     {
                         self.backfill_step().await?;
                     }
@@ -359,4 +367,139 @@ fn receive(
         Err(e) => tracing::warn!(error = %e, "consumer error"),
     }
     Ok(())
+}
+
+impl Engine {
+    /// Takes what arrived on the table sources' topics and applies it.
+    pub(super) async fn follow_tables(&mut self, batcher: &mut Batcher) -> Result<(), EngineError> {
+        let now = Instant::now();
+        match self.lookup.take(batcher, now) {
+            Ok(n) => {
+                if self.table_reads.succeeded(now) {
+                    tracing::info!("the table sources are read again");
+                    self.health.set_tables_failing(None);
+                }
+                if n > 0 {
+                    self.process(batcher.take()?).await?;
+                }
+            }
+            Err(e) => {
+                self.metrics.table_read_errors.inc();
+                tracing::warn!(error = %e, "reading the table sources failed");
+                if let Some(failing) = self.table_reads.failed(now) {
+                    let why = format!(
+                        "reading the table sources has failed for {} s ({e}); lookups miss their new rows",
+                        failing.as_secs()
+                    );
+                    tracing::error!(error = %e, "{why}");
+                    self.health.set_tables_failing(Some(why));
+                }
+            }
+        }
+        if let Some(age) = self.table_reads.age(now) {
+            self.metrics.table_read_age.set(age.as_secs_f64());
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Measures window state and pauses or resumes consumption.
+    pub(super) fn check_memory(&mut self) {
+        // A backfill's state counts, but it is not paused: it frees its
+        // state only by reading on, so that its windows close. The tables
+        // kept from streams count: they shrink as windows close. Table
+        // sources have a limit of their own. A stopped job's state is
+        // exported but does not count: it cannot shrink until its query is
+        // fixed, and pausing for it would stall every other job.
+        let tables = self.lookups.memory();
+        for (table, bytes) in &tables {
+            self.metrics
+                .table_memory
+                .with_label_values(&[table.as_str()])
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+        }
+        let kept: Vec<(String, u64)> = tables
+            .into_iter()
+            .filter(|(name, _)| {
+                self.config
+                    .declared
+                    .streams()
+                    .filter_map(crate::schema::Source::keep)
+                    .any(|k| {
+                        k.latest.as_deref() == Some(name) || k.history.as_deref() == Some(name)
+                    })
+            })
+            .map(|(name, bytes)| (name, bytes as u64))
+            .collect();
+        let window_bytes = |j: &crate::job::Job| {
+            j.windowed()
+                .map(|w| (j.name.clone(), w.state_bytes() as u64))
+        };
+        let sizes: Vec<(String, u64)> = self
+            .all_jobs()
+            .filter_map(|j| window_bytes(&j.job))
+            .chain(kept)
+            .collect();
+        let total: u64 = sizes.iter().map(|(_, b)| b).sum();
+        let stopped: u64 = self
+            .stopped
+            .iter()
+            .filter_map(|s| window_bytes(&s.job))
+            .map(|(_, b)| b)
+            .sum();
+        self.metrics
+            .state_memory
+            .set(i64::try_from(total + stopped).unwrap_or(i64::MAX));
+        let assignment = match self.consumer.assignment() {
+            Ok(assignment) => assignment,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment to pause or resume it");
+                return;
+            }
+        };
+        self.memory.update(total, &sizes, &self.metrics);
+        let target: BTreeSet<(String, i32)> = if !self.memory.is_paused() {
+            BTreeSet::new()
+        } else {
+            let ahead: BTreeSet<(String, i32)> = self
+                .event_time
+                .ahead()
+                .into_iter()
+                .map(|(kind, p)| (self.event_time.topic(kind).to_owned(), p))
+                .collect();
+            if ahead.is_empty() {
+                assignment
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect()
+            } else {
+                ahead
+            }
+        };
+        let list = |parts: Vec<&(String, i32)>| {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, p) in parts {
+                let _ = tpl.add_partition_offset(topic, *p, Offset::Invalid);
+            }
+            tpl
+        };
+        let (resume, pause) = self.memory.repause(target);
+        let (resume, pause) = (list(resume.iter().collect()), list(pause.iter().collect()));
+        if resume.count() > 0
+            && let Err(e) = self.consumer.resume(&resume)
+        {
+            tracing::warn!(error = %e, "cannot resume consumption");
+        }
+        if pause.count() > 0 {
+            tracing::debug!(
+                partitions = pause.count(),
+                "pausing partitions ahead of the watermark"
+            );
+            if let Err(e) = self.consumer.pause(&pause) {
+                tracing::warn!(error = %e, "cannot pause consumption");
+            }
+        }
+    }
 }

@@ -4,14 +4,9 @@
 use std::sync::PoisonError;
 
 use super::{Engine, EngineError};
-use crate::job::windowed::StateChanges;
 use crate::sink::OutRecord;
-use crate::state::codec;
-use crate::state::key::{SESSION_KEY_VERSION, StateKey, key_text, session_key};
-use crate::state::writer::ChangelogWriter;
-use crate::window::panes::PaneChange;
-use crate::window::sessions::SessionChange;
-use datafusion::common::ScalarValue;
+use crate::state::key::{StateKey, key_text};
+use crate::state::record::{StateRecord, StateValue, job_changes};
 
 /// Whether to write what changed in the epoch, or everything that lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,19 +40,15 @@ impl Engine {
                 Scope::Everything => windowed.contents(),
             };
             let schema = windowed.state_schema();
-            records.extend(job_records(
-                &mut self.changelog,
-                &name,
-                &fingerprint,
-                &schema,
-                changes,
-            )?);
+            for change in job_changes(&name, &fingerprint, &schema, changes) {
+                records.extend(self.changelog.apply(change)?);
+            }
             if let Some(closed) = windowed.closed_through() {
                 let key = StateKey::Closed {
                     job: name,
                     fingerprint,
                 };
-                records.extend(self.changelog.put_int(key, "closed_through", closed));
+                records.extend(self.changelog.put_int(key, closed));
             }
         }
         records.extend(self.backfill_records());
@@ -67,13 +58,13 @@ impl Engine {
                 source: kind.name().to_owned(),
                 partition,
             };
-            records.extend(self.changelog.put_int(key, "max_event_time", t));
+            records.extend(self.changelog.put_int(key, t));
         }
         for (kind, watermark) in self.event_time.source_watermarks() {
             let key = StateKey::SourceWatermark {
                 source: kind.name().to_owned(),
             };
-            records.extend(self.changelog.put_int(key, "watermark", watermark));
+            records.extend(self.changelog.put_int(key, watermark));
         }
         for (source, table) in self.lookups.all_kept() {
             let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
@@ -91,10 +82,13 @@ impl Engine {
                     key: text.clone(),
                 };
                 match events {
-                    Some(events) => {
-                        let value = codec::kept_events(&events?, long_key)?;
-                        records.extend(self.changelog.put(state, &value));
-                    }
+                    Some(events) => records.extend(self.changelog.put(StateRecord {
+                        key: state,
+                        value: StateValue::Kept {
+                            events: events?,
+                            long_key: long_key.map(str::to_owned),
+                        },
+                    })?),
                     None => records.extend(self.changelog.delete(&state)),
                 }
             }
@@ -104,7 +98,7 @@ impl Engine {
                 topic: topic.clone(),
                 partition: *partition,
             };
-            records.extend(self.changelog.put_int(key, "next_offset", next));
+            records.extend(self.changelog.put_int(key, next));
         }
         Ok(records)
     }
@@ -117,83 +111,4 @@ impl Engine {
             .delete_where(|key| key.job() == Some((name, fingerprint)));
         self.pending_state.extend(records);
     }
-}
-
-/// Records for one job's state changes.
-fn job_records(
-    changelog: &mut ChangelogWriter,
-    job: &str,
-    fingerprint: &str,
-    schema: &arrow::datatypes::SchemaRef,
-    changes: StateChanges,
-) -> Result<Vec<OutRecord>, EngineError> {
-    let mut records = Vec::new();
-    match changes {
-        StateChanges::Panes(changes) => {
-            for change in changes {
-                let (pane, seq, batch) = match change {
-                    PaneChange::Put { pane, batch } => (pane, batch.seq, Some(batch.batch)),
-                    PaneChange::Delete { pane, seq } => (pane, seq, None),
-                };
-                let (pane_start, (kind, partition)) = pane;
-                let key = StateKey::Pane {
-                    job: job.to_owned(),
-                    fingerprint: fingerprint.to_owned(),
-                    source: kind.name().to_owned(),
-                    partition,
-                    pane_start,
-                    seq,
-                };
-                records.extend(match batch {
-                    Some(batch) => changelog.put(key, &codec::pane(&batch)?),
-                    None => changelog.delete(&key),
-                });
-            }
-        }
-        StateChanges::Sessions(changes) => {
-            let header = |key: &ScalarValue, start| StateKey::Session {
-                version: SESSION_KEY_VERSION,
-                job: job.to_owned(),
-                fingerprint: fingerprint.to_owned(),
-                key: session_key(key),
-                start,
-            };
-            let part = |key: &ScalarValue, start, seq| StateKey::SessionPart {
-                version: SESSION_KEY_VERSION,
-                job: job.to_owned(),
-                fingerprint: fingerprint.to_owned(),
-                key: session_key(key),
-                start,
-                seq,
-            };
-            for change in changes {
-                match change {
-                    SessionChange::Header { key, start, end } => {
-                        let value = codec::session(&key, start, end, schema, &[])?;
-                        records.extend(changelog.put(header(&key, start), &value));
-                    }
-                    SessionChange::Part { key, start, batch } => {
-                        let value = codec::session(
-                            &key,
-                            start,
-                            start,
-                            schema,
-                            std::slice::from_ref(&batch.batch),
-                        )?;
-                        records.extend(changelog.put(part(&key, start, batch.seq), &value));
-                    }
-                    SessionChange::DropPart { key, start, seq } => {
-                        records.extend(changelog.delete(&part(&key, start, seq)));
-                    }
-                    SessionChange::Delete { key, start, seqs } => {
-                        records.extend(changelog.delete(&header(&key, start)));
-                        for seq in seqs {
-                            records.extend(changelog.delete(&part(&key, start, seq)));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(records)
 }

@@ -32,7 +32,9 @@ impl EventTime {
     /// Empty watermarks with each stream's out-of-orderness and idle
     /// timeout: its own where declared, else the engine's.
     pub fn new(config: &Config) -> Self {
-        let sources = Source::streams()
+        let sources = config
+            .declared
+            .streams()
             .map(|source| {
                 let (lag, idle) = source.event_time_settings();
                 let idle = idle.unwrap_or(config.engine.idle_timeout_ms);
@@ -223,18 +225,28 @@ mod tests {
         let deliver = |event_time: &mut EventTime, ts: i64, now: Instant| {
             event_time
                 .sources
-                .get_mut(&Source::named("transactions").expect("declared"))
+                .get_mut(
+                    &crate::config::default_sources()
+                        .named("transactions")
+                        .expect("declared"),
+                )
                 .expect("transactions")
                 .observe(0, ts, now);
             event_time.refresh(now, &metrics);
         };
         deliver(&mut event_time, 7_200_000, t0);
         let both = [
-            Source::named("transactions").expect("declared"),
-            Source::named("complaints").expect("declared"),
+            crate::config::default_sources()
+                .named("transactions")
+                .expect("declared"),
+            crate::config::default_sources()
+                .named("complaints")
+                .expect("declared"),
         ];
         assert_eq!(
-            event_time.of_sources(&[Source::named("transactions").expect("declared")]),
+            event_time.of_sources(&[crate::config::default_sources()
+                .named("transactions")
+                .expect("declared")]),
             Some(7_200_000 - lag)
         );
         assert_eq!(
@@ -256,17 +268,34 @@ mod tests {
         let metrics = Metrics::new().expect("metrics");
         let mut event_time = EventTime::new(&config);
         // Complaints had a watermark before the restart, transactions none.
-        event_time.restore_source(Source::named("complaints").expect("declared"), 9_000_000);
-        event_time.restore_partition(Source::named("complaints").expect("declared"), 0, 9_000_000);
+        event_time.restore_source(
+            crate::config::default_sources()
+                .named("complaints")
+                .expect("declared"),
+            9_000_000,
+        );
+        event_time.restore_partition(
+            crate::config::default_sources()
+                .named("complaints")
+                .expect("declared"),
+            0,
+            9_000_000,
+        );
         let both = [
-            Source::named("transactions").expect("declared"),
-            Source::named("complaints").expect("declared"),
+            crate::config::default_sources()
+                .named("transactions")
+                .expect("declared"),
+            crate::config::default_sources()
+                .named("complaints")
+                .expect("declared"),
         ];
         // Before the group assigns partitions, timer ticks refresh with none.
         event_time.assign(&[], Instant::now());
         event_time.refresh(Instant::now(), &metrics);
         assert_eq!(
-            event_time.of_sources(&[Source::named("complaints").expect("declared")]),
+            event_time.of_sources(&[crate::config::default_sources()
+                .named("complaints")
+                .expect("declared")]),
             Some(9_000_000)
         );
         assert_eq!(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::compute::{filter_record_batch, not};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::event_time::EventTime;
 use crate::decode::{RejectKind, Rejection};
@@ -175,7 +176,7 @@ fn job_failed(running: &RunningJob, error: &str, metrics: &Metrics) {
         .job_errors
         .with_label_values(&[running.job.name.as_str()])
         .inc();
-    tracing::error!(job = %running.job.name, %error, "job failed");
+    tracing::error!(%error, "job failed");
 }
 
 impl RunningJob {
@@ -243,7 +244,10 @@ where
     let tasks: Vec<_> = std::mem::take(jobs)
         .into_iter()
         .enumerate()
-        .map(|(index, running)| tokio::spawn(work(index, running)))
+        .map(|(index, running)| {
+            let span = tracing::info_span!("job", job = %running.job.name);
+            tokio::spawn(work(index, running).instrument(span))
+        })
         .collect();
     let mut out = JobOutput::default();
     let mut panicked = None;
@@ -434,7 +438,7 @@ async fn accumulate(
                 Ok((_, failed)) if failed.is_empty() => {}
                 Ok((on_time_rows, failed)) => {
                     metrics.job_errors.with_label_values(&[name.as_str()]).inc();
-                    tracing::error!(job = %name, events = failed.len(), error = %failed[0].error, "events the job's plan failed on go to the dead-letter topic; the others count");
+                    tracing::error!(events = failed.len(), error = %failed[0].error, "events the job's plan failed on go to the dead-letter topic; the others count");
                     for failure in failed {
                         let row = on_time_rows[failure.row];
                         let rejection = Rejection::new(
@@ -452,7 +456,7 @@ async fn accumulate(
                 }
                 Err(e) => {
                     metrics.job_errors.with_label_values(&[name.as_str()]).inc();
-                    tracing::error!(job = %name, error = %e, "windowed job failed on a micro-batch");
+                    tracing::error!(error = %e, "windowed job failed on a micro-batch");
                     let rejection =
                         Rejection::new(RejectKind::JobError, format!("job {name} failed: {e}"));
                     out.dead_letters
@@ -612,9 +616,13 @@ mod tests {
 
     async fn running(name: &str, sql: &str, metrics: &Metrics) -> RunningJob {
         let query = QueryFile::parse(Path::new(name), sql.to_owned()).expect("parses");
-        let job = Job::plan(query, &Lookups::default(), "cx.metrics.")
-            .await
-            .expect("plans");
+        let job = Job::plan(
+            query,
+            &Lookups::new(crate::config::default_sources()),
+            "cx.metrics.",
+        )
+        .await
+        .expect("plans");
         RunningJob::new(job, name.into(), metrics, 10, Instant::now()).expect("registers")
     }
 

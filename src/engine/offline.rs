@@ -78,7 +78,9 @@ pub async fn run_offline(
     // Partitions that will deliver are assigned when the run starts; the
     // other sources' partition 0 has been silent for an idle timeout, so
     // that a source without records holds no job back.
-    let silent: Vec<(String, i32)> = crate::schema::Source::streams()
+    let silent: Vec<(String, i32)> = config
+        .declared
+        .streams()
         .map(|s| (config.topics.source_topic(s).to_owned(), 0))
         .filter(|at| !ahead.contains_key(at))
         .collect();
@@ -96,6 +98,7 @@ pub async fn run_offline(
     let mut out = OfflineOutput::default();
     let mut batcher = Batcher::new(
         config.topics.clone(),
+        config.declared,
         Admission::new(config).without_wall_clock(),
     );
     for record in tables {
@@ -103,8 +106,10 @@ pub async fn run_offline(
     }
     let first = batcher.take()?;
     out.dead_letters.extend(first.dead_letters);
-    out.dead_letters
-        .extend(core.lookups.apply(first.table_changes));
+    out.dead_letters.extend(crate::source::apply_table_changes(
+        core.lookups,
+        first.table_changes,
+    ));
     for record in events {
         if let Some(n) = ahead.get_mut(&partition_of(&record)) {
             *n -= 1;

@@ -10,21 +10,21 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::PoisonError;
 
-use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 
 use super::event_time::EventTime;
 use crate::config::TopicsConfig;
 use crate::job::{Job, WindowedJob};
 use crate::lookup::Lookups;
-use crate::schema::Source;
+use crate::schema::{Source, Sources};
 use crate::sink::OutRecord;
-use crate::state::codec;
+use crate::state::codec::SessionValue;
 use crate::state::key::{SESSION_KEY_VERSION, StateKey, key_text, session_key};
 use crate::state::reader::{Final, ReadError, RestoredValue};
-use crate::state::value;
+use crate::state::record::{StateRecord, StateValue};
 use crate::state::writer::ChangelogWriter;
 use crate::window::panes::StateBatch;
+use crate::window::store::Restored;
 
 /// What a restore leaves for the engine to do.
 #[derive(Debug, Default)]
@@ -153,7 +153,9 @@ impl Restorer {
             | StateKey::Session { .. }
             | StateKey::SessionPart { .. }
             | StateKey::Closed { .. } => match job_of(&mut self.jobs, key, &mut self.changed) {
-                Some(windowed) => restore_job_state(windowed, key, restored)?,
+                Some(windowed) => {
+                    restore_job_state(windowed, key, restored, self.lookups.sources())?
+                }
                 None => false,
             },
             StateKey::BackfillOffset {
@@ -161,14 +163,17 @@ impl Restorer {
             }
             | StateKey::BackfillEventTime {
                 source, partition, ..
-            } => match (Source::named(source), current_job(&self.jobs, key)) {
+            } => match (
+                self.lookups.sources().named(source),
+                current_job(&self.jobs, key),
+            ) {
                 (Some(kind), Some(job)) => {
                     let state = self.outcome.backfills.entry(job).or_default();
                     if matches!(key, StateKey::BackfillOffset { .. }) {
-                        let next = read_int(restored, "next_offset")?;
+                        let next = int(key, restored)?;
                         state.offsets.insert((kind, *partition), next);
                     } else {
-                        let t = read_int(restored, "max_event_time")?;
+                        let t = int(key, restored)?;
                         state.event_times.insert((kind, *partition), t);
                     }
                     true
@@ -180,34 +185,46 @@ impl Restorer {
             },
             StateKey::BackfillDone { .. } => match current_job(&self.jobs, key) {
                 Some(job) => {
-                    let at = read_int(restored, "finished_at")?;
+                    let at = int(key, restored)?;
                     self.outcome.backfills.entry(job).or_default().done = Some(at);
                     true
                 }
                 None => false,
             },
-            StateKey::Watermark { source, partition } => match Source::named(source) {
+            StateKey::Watermark { source, partition } => match self.lookups.sources().named(source)
+            {
                 Some(kind) => {
-                    let t = read_int(restored, "max_event_time")?;
+                    let t = int(key, restored)?;
                     self.event_time.restore_partition(kind, *partition, t);
                     true
                 }
                 None => false,
             },
-            StateKey::SourceWatermark { source } => match Source::named(source) {
+            StateKey::SourceWatermark { source } => match self.lookups.sources().named(source) {
                 Some(kind) => {
-                    self.event_time
-                        .restore_source(kind, read_int(restored, "watermark")?);
+                    self.event_time.restore_source(kind, int(key, restored)?);
                     true
                 }
                 None => false,
             },
             StateKey::Kept { source, key } => {
-                match Source::named(source).and_then(|s| self.lookups.kept(s)) {
+                match self
+                    .lookups
+                    .sources()
+                    .named(source)
+                    .and_then(|s| self.lookups.kept(s))
+                {
                     Some(table) => {
-                        let events = frame(restored, 0)?;
-                        let long_key = codec::kept_long_key(&restored.value)
-                            .map_err(|reason| corrupt(restored, reason))?;
+                        let StateValue::Kept { events, long_key } = decoded(
+                            &StateKey::Kept {
+                                source: source.clone(),
+                                key: key.clone(),
+                            },
+                            restored,
+                        )?
+                        else {
+                            return Err(corrupt(restored, "a kept record without events".into()));
+                        };
                         let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
                         let full = long_key.as_deref().unwrap_or(key);
                         table
@@ -226,9 +243,13 @@ impl Restorer {
                 }
             }
             StateKey::LookupPosition { topic, partition } => {
-                match self.topics.source_of(topic).filter(|s| !s.is_stream()) {
+                match self
+                    .topics
+                    .source_of(self.lookups.sources(), topic)
+                    .filter(|s| !s.is_stream())
+                {
                     Some(_) => {
-                        let next = read_int(restored, "next_offset")?;
+                        let next = int(key, restored)?;
                         self.outcome
                             .lookup_positions
                             .insert((topic.clone(), *partition), next);
@@ -280,10 +301,11 @@ fn restore_job_state(
     windowed: &mut WindowedJob,
     key: &StateKey,
     restored: &RestoredValue,
+    sources: Sources,
 ) -> Result<bool, ReadError> {
     match key {
         StateKey::Closed { .. } => {
-            windowed.restore_closed_through(read_int(restored, "closed_through")?);
+            windowed.restore_closed_through(int(key, restored)?);
             Ok(true)
         }
         StateKey::Pane {
@@ -293,10 +315,12 @@ fn restore_job_state(
             seq,
             ..
         } => {
-            let Some(kind) = Source::named(source) else {
+            let Some(kind) = sources.named(source) else {
                 return Ok(false);
             };
-            let batch = frame(restored, 0)?;
+            let StateValue::Rows(batch) = decoded(key, restored)? else {
+                return Err(corrupt(restored, "a pane record without rows".into()));
+            };
             if batch.schema() != windowed.state_schema() {
                 return Err(corrupt(
                     restored,
@@ -304,10 +328,10 @@ fn restore_job_state(
                 ));
             }
             windowed
-                .restore_pane(
+                .restore(Restored::Pane(
                     (*pane_start, (kind, *partition)),
                     StateBatch { seq: *seq, batch },
-                )
+                ))
                 .map(|()| true)
                 .map_err(|e| corrupt(restored, e.to_string()))
         }
@@ -316,15 +340,21 @@ fn restore_job_state(
             version,
             ..
         } => {
-            let session = codec::decode_session(&restored.value, &windowed.state_schema())
-                .map_err(|reason| corrupt(restored, reason))?;
+            let session = session_of(windowed, key, restored)?;
             let current = written_now(*version, stored, &session.key);
             let (key, start) = (session.key.clone(), session.start);
             windowed
-                .restore_session(session.key, session.start, session.end, session.batches)
+                .restore(Restored::Session {
+                    key: session.key,
+                    start: session.start,
+                    end: session.end,
+                    batches: session.batches,
+                })
                 .map_err(|e| corrupt(restored, e.to_string()))?;
             if !current {
-                windowed.rewrite_session(key, start);
+                windowed
+                    .restore(Restored::Rewrite { key, start })
+                    .map_err(|e| corrupt(restored, e.to_string()))?;
             }
             Ok(current)
         }
@@ -334,17 +364,22 @@ fn restore_job_state(
             version,
             ..
         } => {
-            let part = codec::decode_session(&restored.value, &windowed.state_schema())
-                .map_err(|reason| corrupt(restored, reason))?;
+            let part = session_of(windowed, key, restored)?;
             let batch = concat_batches(&windowed.state_schema(), &part.batches)
                 .map_err(|e| corrupt(restored, e.to_string()))?;
             let current = written_now(*version, stored, &part.key);
             let (key, start) = (part.key.clone(), part.start);
             windowed
-                .restore_session_part(part.key, part.start, StateBatch { seq: *seq, batch })
+                .restore(Restored::SessionPart {
+                    key: part.key,
+                    start: part.start,
+                    part: StateBatch { seq: *seq, batch },
+                })
                 .map_err(|e| corrupt(restored, e.to_string()))?;
             if !current {
-                windowed.rewrite_session(key, start);
+                windowed
+                    .restore(Restored::Rewrite { key, start })
+                    .map_err(|e| corrupt(restored, e.to_string()))?;
             }
             Ok(current)
         }
@@ -360,18 +395,35 @@ fn written_now(version: u32, stored: &str, key: &datafusion::common::ScalarValue
     version == SESSION_KEY_VERSION && stored == session_key(key)
 }
 
-/// Frame `index` of a value, as one batch.
-fn frame(restored: &RestoredValue, index: usize) -> Result<RecordBatch, ReadError> {
-    let frames = value::decode(&restored.value).map_err(|r| corrupt(restored, r))?;
-    let (schema, batches) = frames
-        .into_iter()
-        .nth(index)
-        .ok_or_else(|| corrupt(restored, format!("no frame {index}")))?;
-    concat_batches(&schema, &batches).map_err(|e| corrupt(restored, e.to_string()))
+/// The value of `key`'s record, decoded.
+fn decoded(key: &StateKey, restored: &RestoredValue) -> Result<StateValue, ReadError> {
+    StateRecord::decode(key.clone(), &restored.value)
+        .map(|record| record.value)
+        .map_err(|e| corrupt(restored, e.to_string()))
 }
 
-fn read_int(restored: &RestoredValue, name: &str) -> Result<i64, ReadError> {
-    value::read_int(&restored.value, name).map_err(|r| corrupt(restored, r))
+/// The integer of `key`'s record.
+fn int(key: &StateKey, restored: &RestoredValue) -> Result<i64, ReadError> {
+    match decoded(key, restored)? {
+        StateValue::Int(v) => Ok(v),
+        _ => Err(corrupt(restored, "not an integer value".into())),
+    }
+}
+
+/// The session of `key`'s record, its rows in the job's state schema.
+fn session_of(
+    windowed: &WindowedJob,
+    key: &StateKey,
+    restored: &RestoredValue,
+) -> Result<SessionValue, ReadError> {
+    match decoded(key, restored)? {
+        StateValue::Session { session, schema } if schema == windowed.state_schema() => Ok(session),
+        StateValue::Session { .. } => Err(corrupt(
+            restored,
+            "its rows do not have the job's state schema".into(),
+        )),
+        _ => Err(corrupt(restored, "not a session value".into())),
+    }
 }
 
 fn corrupt(restored: &RestoredValue, reason: String) -> ReadError {

@@ -16,7 +16,6 @@ use crate::health::Health;
 use crate::job::{self, Job};
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;
-use crate::schema::Source;
 use crate::sink::{Limits, Sink};
 use crate::source::{self, Admission, Batcher, LookupConsumer};
 use crate::state::reader;
@@ -34,7 +33,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         health.set_blocker(Some("loading queries".to_owned()));
         health.set_tables_failing(None);
-        let lookups = Lookups::default();
+        let lookups = Lookups::new(config.declared);
         let views_dir = config.views_dir();
         let mut watcher = QueryWatcher::new(&config.engine.queries_dir, &views_dir);
         let (mut jobs, mut problems) = job::load_all(
@@ -171,12 +170,15 @@ impl Engine {
             let client = config.client_config();
             let group = config.kafka.group_id.clone();
             let topic = topic.clone();
+            let span = tracing::info_span!("restore", changelog = %topic, partitions);
             tokio::task::spawn_blocking(move || {
-                let mut restorer = restorer;
-                reader::replay(&client, &group, &topic, partitions, |change| {
-                    restorer.apply(change)
+                span.in_scope(|| {
+                    let mut restorer = restorer;
+                    reader::replay(&client, &group, &topic, partitions, |change| {
+                        restorer.apply(change)
+                    })
+                    .map(|replayed| (restorer, replayed))
                 })
-                .map(|replayed| (restorer, replayed))
             })
             .await
             .map_err(|_| {
@@ -185,8 +187,12 @@ impl Engine {
         };
         let (read_records, read_bytes) = (replayed.records, replayed.bytes);
 
-        let mut batcher = Batcher::new(config.topics.clone(), Admission::new(config));
-        let table_topics = config.topics.of(Source::tables());
+        let mut batcher = Batcher::new(
+            config.topics.clone(),
+            config.declared,
+            Admission::new(config),
+        );
+        let table_topics = config.topics.of(config.declared.tables());
         let lookup = LookupConsumer::read_to_end(config, &table_topics, &mut batcher)
             .await
             .map_err(EngineError::kafka("reading the table sources' topics"))?;
@@ -200,12 +206,12 @@ impl Engine {
         lookups.set_table_limit(
             usize::try_from(config.table_memory_limit_bytes()).unwrap_or(usize::MAX),
         );
-        let refused = lookups.apply(bootstrap.table_changes);
+        let refused = crate::source::apply_table_changes(&lookups, bootstrap.table_changes);
         metrics
             .table_memory_limit
             .set(i64::try_from(config.table_memory_limit_bytes()).unwrap_or(i64::MAX));
 
-        for source in Source::all() {
+        for source in config.declared.all() {
             metrics.init_topic(config.topics.source_topic(source));
         }
         for sink in [config.topics.deadletter.as_str(), topic.as_str()] {
@@ -242,7 +248,9 @@ impl Engine {
         metrics.restore_duration.set(seconds);
         metrics.restores.with_label_values(&[reason]).inc();
         metrics.restore_in_progress.set(0);
-        let table_rows: BTreeMap<&str, usize> = Source::tables()
+        let table_rows: BTreeMap<&str, usize> = config
+            .declared
+            .tables()
             .filter_map(|t| {
                 let rows = lookups
                     .table(t)?
@@ -293,7 +301,7 @@ impl Engine {
             })
             .collect::<Result<_, _>>()?;
         metrics.jobs_loaded.set(jobs.len() as i64);
-        let (jobs, backfills) = super::backfills::resume(config, metrics, jobs, backfills).await?;
+        let (jobs, backfills) = super::backfill::resume(config, metrics, jobs, backfills).await?;
         metrics
             .query_files_invalid
             .set(invalid_queries.len() as i64);

@@ -11,10 +11,11 @@ use tokio::time::Instant;
 use super::EngineError;
 use super::event_time::EventTime;
 use super::jobs::{self, JobOutput, RunningJob};
-use crate::lookup::{Lookups, TableChange};
+use crate::lookup::Lookups;
 use crate::metrics::Metrics;
 use crate::schema::Source;
 use crate::source::SourceBatch;
+use crate::source::{TableChange, apply_table_changes};
 
 /// What a step works on: the jobs, the tables they read, event time.
 pub struct Core<'a> {
@@ -43,7 +44,7 @@ impl Core<'_> {
     ) -> Result<JobOutput, EngineError> {
         let mut refused = Vec::new();
         if !self.history {
-            refused = self.lookups.apply(table_changes);
+            refused = apply_table_changes(self.lookups, table_changes);
             self.update_kept_tables(&events)?;
         }
         let events = Arc::new(events);
@@ -116,7 +117,7 @@ impl Core<'_> {
                 .collect();
             let now = if readers.is_empty() {
                 self.event_time
-                    .of_sources(&Source::streams().collect::<Vec<_>>())
+                    .of_sources(&self.lookups.sources().streams().collect::<Vec<_>>())
             } else {
                 readers.into_iter().min().flatten()
             };

@@ -116,7 +116,7 @@ async fn committed(
         .elements()
         .iter()
         .filter_map(|e| {
-            let source = config.topics.source_of(e.topic())?;
+            let source = config.topics.source_of(config.declared, e.topic())?;
             let next = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => 0,
@@ -167,7 +167,7 @@ impl Engine {
                     source: source.name().to_owned(),
                     partition,
                 };
-                records.extend(self.changelog.put_int(key, "next_offset", next));
+                records.extend(self.changelog.put_int(key, next));
             }
             for (&(source, partition), &t) in &stopped.resume.event_times {
                 let key = StateKey::BackfillEventTime {
@@ -176,7 +176,7 @@ impl Engine {
                     source: source.name().to_owned(),
                     partition,
                 };
-                records.extend(self.changelog.put_int(key, "max_event_time", t));
+                records.extend(self.changelog.put_int(key, t));
             }
         }
         records

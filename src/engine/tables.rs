@@ -7,9 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Engine, EngineError};
-use crate::source::Batcher;
-
 /// How long reads of the table sources may keep failing before the engine
 /// says it is not ready.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
@@ -26,7 +23,7 @@ pub(super) struct TableReads {
 impl TableReads {
     /// A read without error at `now`; `true` if the failure had been
     /// reported (the engine is ready again).
-    fn succeeded(&mut self, now: Instant) -> bool {
+    pub(super) fn succeeded(&mut self, now: Instant) -> bool {
         let was_reported = self.reported;
         *self = TableReads {
             last_ok: Some(now),
@@ -37,7 +34,7 @@ impl TableReads {
 
     /// A failed read at `now`: how long reads have failed, once they have
     /// failed for [`STALE_AFTER`] (once per spell of failures).
-    fn failed(&mut self, now: Instant) -> Option<Duration> {
+    pub(super) fn failed(&mut self, now: Instant) -> Option<Duration> {
         let since = *self.failing_since.get_or_insert(now);
         let failing = now.duration_since(since);
         if failing < STALE_AFTER || self.reported {
@@ -48,42 +45,8 @@ impl TableReads {
     }
 
     /// How long ago the reader last read without error.
-    fn age(&self, now: Instant) -> Option<Duration> {
+    pub(super) fn age(&self, now: Instant) -> Option<Duration> {
         self.last_ok.map(|ok| now.duration_since(ok))
-    }
-}
-
-impl Engine {
-    /// Takes what arrived on the table sources' topics and applies it.
-    pub(super) async fn follow_tables(&mut self, batcher: &mut Batcher) -> Result<(), EngineError> {
-        let now = Instant::now();
-        match self.lookup.take(batcher, now) {
-            Ok(n) => {
-                if self.table_reads.succeeded(now) {
-                    tracing::info!("the table sources are read again");
-                    self.health.set_tables_failing(None);
-                }
-                if n > 0 {
-                    self.process(batcher.take()?).await?;
-                }
-            }
-            Err(e) => {
-                self.metrics.table_read_errors.inc();
-                tracing::warn!(error = %e, "reading the table sources failed");
-                if let Some(failing) = self.table_reads.failed(now) {
-                    let why = format!(
-                        "reading the table sources has failed for {} s ({e}); lookups miss their new rows",
-                        failing.as_secs()
-                    );
-                    tracing::error!(error = %e, "{why}");
-                    self.health.set_tables_failing(Some(why));
-                }
-            }
-        }
-        if let Some(age) = self.table_reads.age(now) {
-            self.metrics.table_read_age.set(age.as_secs_f64());
-        }
-        Ok(())
     }
 }
 

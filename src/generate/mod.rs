@@ -32,7 +32,7 @@ use serde_json::json;
 
 pub use population::{Behaviour, CATEGORIES, Customer, population};
 
-use crate::schema::Source;
+use crate::schema::{Source, Sources};
 use crate::sink::format_timestamp_millis;
 
 const HOUR: i64 = 3_600_000;
@@ -44,8 +44,8 @@ pub const CX_SOURCES: [&str; 4] = ["customers", "transactions", "feedback", "com
 /// Whether the generator applies: the four CX sources are declared (a
 /// configuration may disable or replace them; the generator writes only
 /// their shapes).
-pub fn check_sources() -> Result<(), String> {
-    match CX_SOURCES.iter().find(|name| Source::named(name).is_none()) {
+pub fn check_sources(sources: Sources) -> Result<(), String> {
+    match CX_SOURCES.iter().find(|name| sources.named(name).is_none()) {
         Some(missing) => Err(format!(
             "the event generator writes the CX sources, and source {missing} is not declared \
              (or is disabled): produce your own events with `cxpulse produce`"
@@ -54,9 +54,13 @@ pub fn check_sources() -> Result<(), String> {
     }
 }
 
-/// The declared CX source `name` ([`check_sources`] makes sure it is).
+/// The CX source `name` as the embedded default declares it: the shape
+/// the generator writes ([`check_sources`] makes sure a configuration
+/// declares it too).
 pub(crate) fn cx(name: &str) -> Source {
-    Source::named(name).unwrap_or_else(|| panic!("source {name} is not declared"))
+    crate::config::default_sources()
+        .named(name)
+        .unwrap_or_else(|| panic!("source {name} is not declared"))
 }
 
 /// One record to publish.

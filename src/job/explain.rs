@@ -206,9 +206,13 @@ mod tests {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("queries/{name}.sql"));
         let query = QueryFile::read(&path, &config.views_dir()).expect("query");
-        let job = Job::plan(query, &Lookups::default(), &config.topics.output_prefix)
-            .await
-            .expect("plans");
+        let job = Job::plan(
+            query,
+            &Lookups::new(config.declared),
+            &config.topics.output_prefix,
+        )
+        .await
+        .expect("plans");
         job.explain(&config.topics)
     }
 
@@ -261,7 +265,7 @@ mod tests {
                 .to_owned(),
         )
         .expect("query");
-        let job = Job::plan(query, &Lookups::default(), "cx.metrics.")
+        let job = Job::plan(query, &Lookups::new(config.declared), "cx.metrics.")
             .await
             .expect("plans");
         let big_orders = job.explain(&config.topics);

@@ -27,17 +27,14 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SQLOptions;
 
 pub use tables::LookupStream;
-pub use windowed::{FINAL_COLUMN, WindowedJob};
+pub use windowed::WindowedJob;
 
 use crate::batch_slot::BatchSlot;
 use crate::lookup::Lookups;
-use crate::query::{QueryError, QueryFile, first_sql_line, line_from_message};
-use crate::schema::Source;
+use crate::query::{QueryError, QueryFile, RESERVED_COLUMNS, first_sql_line, line_from_message};
+use crate::schema::{Source, Sources};
 use crate::window::assign::SessionSpans;
 use crate::window::split::{check_windowed, split_physical, streams_in, tables_in};
-
-/// Output columns the engine adds to rows; a query may not produce them.
-pub const RESERVED_COLUMNS: &[&str] = &["job", "emitted_at", FINAL_COLUMN];
 
 /// How a job runs.
 enum Runner {
@@ -79,6 +76,8 @@ pub struct Job {
     pub query: QueryFile,
     /// Every table the query reads, lookup tables included.
     tables: BTreeSet<String>,
+    /// The kept table it reads, if any (such a job cannot be backfilled).
+    kept_read: Option<&'static str>,
     slots: BTreeMap<Source, Arc<BatchSlot>>,
     runner: Runner,
     task_ctx: Arc<TaskContext>,
@@ -121,7 +120,7 @@ impl Job {
         };
         let mut slots = BTreeMap::new();
         let mut tables: Vec<(&str, Arc<dyn TableProvider>)> = Vec::new();
-        for kind in Source::all().filter(|k| k.is_stream()) {
+        for kind in lookups.sources().streams() {
             let slot = BatchSlot::new(kind.schema());
             let table = slot
                 .table()
@@ -138,7 +137,12 @@ impl Job {
                 .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
             tables.push((view.name, Arc::new(table)));
         }
-        let ctx = session::job_context(SessionSpans::default(), sources, memory_limit);
+        let ctx = session::job_context(
+            SessionSpans::default(),
+            sources,
+            lookups.sources(),
+            memory_limit,
+        );
         for (name, table) in tables {
             ctx.register_table(name, table)
                 .map_err(|e| error_at(1, format!("internal error registering tables: {e}")))?;
@@ -153,12 +157,23 @@ impl Job {
             .await
             .map_err(|e| datafusion_error(&query, &e))?;
         let logical = frame.logical_plan().clone();
-        let read = streams_in(&logical);
+        if let Some(view) = query
+            .views
+            .iter()
+            .find(|v| lookups.sources().named(v).is_some())
+        {
+            return Err(error_at(
+                first_sql_line(&query.sql),
+                format!("reads the view {view}, whose name is a source's name; rename the view"),
+            ));
+        }
+        let read = streams_in(&logical, lookups.sources());
         let tables_read = tables_in(&logical);
-        let window =
-            check_windowed(&logical).map_err(|m| error_at(first_sql_line(&query.sql), m))?;
+        let window = check_windowed(&logical, lookups.sources())
+            .map_err(|m| error_at(first_sql_line(&query.sql), m))?;
         if window.is_none() {
-            check_stateless(&logical).map_err(|m| error_at(first_sql_line(&query.sql), m))?;
+            check_stateless(&logical, lookups.sources())
+                .map_err(|m| error_at(first_sql_line(&query.sql), m))?;
         }
         if read.is_empty() {
             return Err(error_at(
@@ -200,7 +215,7 @@ impl Job {
             }
         }
         if let Some((_, line)) = &query.options.backfill
-            && let Some(kept) = kept_table_read(&tables_read)
+            && let Some(kept) = kept_table_read(&tables_read, lookups.sources())
         {
             return Err(error_at(*line, backfill_refused(kept)));
         }
@@ -283,6 +298,7 @@ impl Job {
             fingerprint,
             views: query.views.clone(),
             backfill: query.options.backfill.map(|(from, _)| from),
+            kept_read: kept_table_read(&tables_read, lookups.sources()),
             tables: tables_read,
             slots,
             runner,
@@ -336,7 +352,7 @@ impl Job {
     /// The kept table (e.g. `complaint_history`) this job reads, if any: such
     /// a job cannot be backfilled.
     pub fn kept_table_read(&self) -> Option<&'static str> {
-        kept_table_read(&self.tables)
+        self.kept_read
     }
 
     /// Whether this job reads `kind`.
@@ -427,7 +443,7 @@ pub async fn plan_configured(config: &crate::config::Config) -> (Vec<Job>, Vec<Q
     let (jobs, mut problems) = load_all(
         &config.engine.queries_dir,
         &config.views_dir(),
-        &Lookups::default(),
+        &Lookups::new(config.declared),
         &config.topics.output_prefix,
         None,
     )
@@ -452,7 +468,12 @@ pub fn output_refusal(topic: &str, config: &crate::config::Config) -> Option<Str
         .iter()
         .find(|s| s.topic == topic)
         .map(|s| s.name.clone())
-        .or_else(|| config.topics.source_of(topic).map(|s| s.name().to_owned()));
+        .or_else(|| {
+            config
+                .topics
+                .source_of(config.declared, topic)
+                .map(|s| s.name().to_owned())
+        });
     if let Some(source) = source {
         return Some(format!(
             "the output topic {topic} is the topic of source {source}: the job would read its own rows back (a feedback loop)"
@@ -519,8 +540,9 @@ pub fn output_problems(
 }
 
 /// The first kept table among `tables`.
-fn kept_table_read(tables: &BTreeSet<String>) -> Option<&'static str> {
-    Source::streams()
+fn kept_table_read(tables: &BTreeSet<String>, sources: Sources) -> Option<&'static str> {
+    sources
+        .streams()
         .filter_map(|s| s.keep())
         .flat_map(|spec| spec.latest.iter().chain(&spec.history))
         .find(|name| tables.contains(name.as_str()))
@@ -554,7 +576,7 @@ fn fingerprint(sql: &str, state_schema: &SchemaRef) -> String {
 }
 
 /// Rejects operators whose meaning depends on seeing the whole stream.
-fn check_stateless(plan: &LogicalPlan) -> Result<(), String> {
+fn check_stateless(plan: &LogicalPlan, sources: Sources) -> Result<(), String> {
     let mut problem = None;
     let _ = plan.apply_with_subqueries(|node| {
         let what = match node {
@@ -564,9 +586,9 @@ fn check_stateless(plan: &LogicalPlan) -> Result<(), String> {
             _ => None,
         };
         if let Some(what) = what {
-            let (stream, time) = streams_in(plan)
+            let (stream, time) = streams_in(plan, sources)
                 .into_iter()
-                .chain(Source::streams())
+                .chain(sources.streams())
                 .next()
                 .map_or(("events", "ts"), |s| (s.name(), s.time_or_key()));
             problem = Some(format!(
@@ -576,13 +598,13 @@ fn check_stateless(plan: &LogicalPlan) -> Result<(), String> {
             return Ok(TreeNodeRecursion::Stop);
         }
         if let LogicalPlan::Join(join) = node
-            && !streams_in(&join.left).is_empty()
-            && !streams_in(&join.right).is_empty()
+            && !streams_in(&join.left, sources).is_empty()
+            && !streams_in(&join.right, sources).is_empty()
         {
             problem = Some(format!(
                 "joining two event streams is not supported (each micro-batch would only \
                  match the events it holds); join an event stream with {}",
-                crate::window::split::table_sources()
+                crate::window::split::table_sources(sources)
             ));
             return Ok(TreeNodeRecursion::Stop);
         }

@@ -21,6 +21,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::codings;
+use crate::schema::Sources;
 use crate::window::assign::{SessionSpans, WindowAssign};
 use crate::window::exec::WindowAssignExec;
 use crate::window::sql::WindowRelationPlanner;
@@ -35,12 +36,14 @@ const SKIPPED_RULES: &[&str] = &[
 ];
 
 /// A session for planning one job over `sources` (the event source tables,
-/// which window functions read); SESSION windows report to `spans`. With
+/// which window functions read, of the `declared` sources); SESSION
+/// windows report to `spans`. With
 /// `memory_limit`, the job's plans share a memory pool of that many bytes:
 /// a plan that needs more fails (a job error), never the process.
 pub fn job_context(
     spans: SessionSpans,
     sources: HashMap<String, Arc<dyn TableProvider>>,
+    declared: Sources,
     memory_limit: Option<usize>,
 ) -> SessionContext {
     let optimizer_rules = Optimizer::new()
@@ -58,7 +61,9 @@ pub fn job_context(
         .with_default_features()
         .with_optimizer_rules(optimizer_rules)
         .with_physical_optimizer_rules(physical_rules)
-        .with_relation_planners(vec![Arc::new(WindowRelationPlanner::new(spans, sources))])
+        .with_relation_planners(vec![Arc::new(WindowRelationPlanner::new(
+            spans, sources, declared,
+        ))])
         .with_query_planner(Arc::new(JobQueryPlanner));
     let state = match runtime.build_arc() {
         Ok(runtime) => state.with_runtime_env(runtime),

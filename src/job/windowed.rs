@@ -10,7 +10,6 @@ use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
-use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
@@ -18,48 +17,13 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::MAX_FAILED_RUNS;
 use crate::batch_slot::BatchSlot;
+use crate::query::FINAL_COLUMN;
 use crate::schema::Source;
 use crate::window::WindowSpec;
-use crate::window::panes::{PaneChange, PaneKey, PaneStore, StateBatch, WindowContents};
-use crate::window::sessions::{MAX_SESSION_BATCHES, SessionChange, SessionStore};
+use crate::window::panes::{PaneStore, WindowContents};
+use crate::window::sessions::SessionStore;
 use crate::window::split::{SplitPlan, WindowInfo};
-
-/// Name of the column the engine adds to windowed rows.
-pub const FINAL_COLUMN: &str = "final";
-
-/// A pane holding more batches than this is compacted.
-const MAX_PANE_BATCHES: usize = 16;
-
-/// Windows closed at a time, between two looks at the firing deadline.
-const WINDOWS_PER_STEP: usize = 8;
-
-/// Sessions closed at a time (a firing runs over all of them at once).
-const SESSIONS_PER_STEP: usize = 4_096;
-
-enum WindowState {
-    Panes(PaneStore),
-    Sessions(SessionStore),
-}
-
-/// Changes to a windowed job's state since they were last drained (or its
-/// whole state, for a checkpoint): what the changelog records.
-#[derive(Debug)]
-pub enum StateChanges {
-    /// Pane batches added and removed (TUMBLE, HOP).
-    Panes(Vec<PaneChange>),
-    /// Sessions written whole, or removed (SESSION).
-    Sessions(Vec<SessionChange>),
-}
-
-impl StateChanges {
-    /// Whether there is nothing to record.
-    pub fn is_empty(&self) -> bool {
-        match self {
-            StateChanges::Panes(c) => c.is_empty(),
-            StateChanges::Sessions(c) => c.is_empty(),
-        }
-    }
-}
+use crate::window::store::{Restored, StateChanges, WindowStore};
 
 /// A window whose rows could not be computed (or one group of it, when the
 /// failure could be narrowed down to it).
@@ -117,7 +81,7 @@ pub struct WindowedJob {
     pub lateness: i64,
     source_slots: BTreeMap<Source, Arc<BatchSlot>>,
     pub(super) split: SplitPlan,
-    state: WindowState,
+    state: Box<dyn WindowStore>,
     task_ctx: Arc<TaskContext>,
     windows_closed: u64,
 }
@@ -140,14 +104,14 @@ impl WindowedJob {
         lateness_ms: i64,
         task_ctx: Arc<TaskContext>,
     ) -> Result<Self> {
-        let state = match (info.spec, split.key_column) {
+        let state: Box<dyn WindowStore> = match (info.spec, split.key_column) {
             (WindowSpec::Session { .. }, Some(key)) => {
-                WindowState::Sessions(SessionStore::new(split.window_columns, key))
+                Box::new(SessionStore::new(split.window_columns, key))
             }
             (WindowSpec::Session { .. }, None) => {
                 return Err(DataFusionError::Internal("SESSION without key".into()));
             }
-            (spec, _) => WindowState::Panes(PaneStore::new(spec, split.window_columns)),
+            (spec, _) => Box::new(PaneStore::new(spec, split.window_columns)),
         };
         Ok(Self {
             info,
@@ -164,41 +128,15 @@ impl WindowedJob {
     /// for every window they belong to: those windows have all closed.
     pub fn late_rows(&self, events: &RecordBatch) -> Result<BooleanArray> {
         let times = event_times(events, &self.info.time_col)?;
-        let spec = self.info.spec;
-        let mask = match &self.state {
-            WindowState::Panes(store) => {
-                let Some(closed) = store.closed_through() else {
-                    return Ok(BooleanArray::from(vec![false; events.num_rows()]));
-                };
-                times
-                    .iter()
-                    .map(|t| Some(t.is_some_and(|t| spec.last_window_end(t) <= closed)))
-                    .collect()
-            }
-            WindowState::Sessions(store) => {
-                let Some(closed) = store.closed_through() else {
-                    return Ok(BooleanArray::from(vec![false; events.num_rows()]));
-                };
-                let key_col = self.info.key_col.as_deref().unwrap_or_default();
-                let keys = events
+        let keys = match &self.info.key_col {
+            Some(key_col) => Some(
+                events
                     .column_by_name(key_col)
-                    .ok_or_else(|| DataFusionError::Internal(format!("no column {key_col}")))?;
-                let gap = spec.size();
-                let mut late = Vec::with_capacity(events.num_rows());
-                for (row, t) in times.iter().enumerate() {
-                    let is_late = match t {
-                        Some(t) if t.saturating_add(gap) <= closed => {
-                            let key = ScalarValue::try_from_array(keys, row)?;
-                            !store.joins_open_session(&key, t, gap)
-                        }
-                        _ => false,
-                    };
-                    late.push(Some(is_late));
-                }
-                late.into_iter().collect()
-            }
+                    .ok_or_else(|| DataFusionError::Internal(format!("no column {key_col}")))?,
+            ),
+            None => None,
         };
-        Ok(mask)
+        Ok(self.state.late_rows(&self.info.spec, &times, keys)?)
     }
 
     /// Aggregates the on-time events of one partition of `source` into the
@@ -251,45 +189,19 @@ impl WindowedJob {
                 }
             }
         }
-        match &mut self.state {
-            WindowState::Panes(store) => {
-                for batch in &partial {
-                    store.insert((source, partition), batch)?;
-                }
-                for key in store.fragmented(MAX_PANE_BATCHES) {
-                    let batches = store.take_pane(key);
-                    self.split.reduce_slot.set(batches.clone());
-                    let reduced = run(&self.split.reduce_plan, &self.task_ctx)
-                        .await
-                        .and_then(exact);
-                    self.split.reduce_slot.set(Vec::new());
-                    match reduced {
-                        Ok(reduced) => store.put_pane(key, reduced),
-                        Err(e) => {
-                            // The pane stays as it was: every batch still counts.
-                            tracing::warn!(error = %e, "compacting a pane failed; it is kept uncompacted");
-                            store.put_pane(key, batches);
-                        }
-                    }
-                }
-            }
-            WindowState::Sessions(store) => {
-                store.add_spans(spans);
-                for batch in &partial {
-                    store.insert(batch)?;
-                }
-                for id in store.fragmented(MAX_SESSION_BATCHES) {
-                    self.split.reduce_slot.set(store.batches_of(&id));
-                    let reduced = run(&self.split.reduce_plan, &self.task_ctx)
-                        .await
-                        .and_then(exact);
-                    self.split.reduce_slot.set(Vec::new());
-                    match reduced {
-                        Ok(reduced) => store.replace(&id, reduced),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "compacting a session failed; it is kept uncompacted");
-                        }
-                    }
+        self.state.insert((source, partition), &partial, spans)?;
+        for (piece, batches) in self.state.take_fragmented() {
+            self.split.reduce_slot.set(batches.clone());
+            let reduced = run(&self.split.reduce_plan, &self.task_ctx)
+                .await
+                .and_then(exact);
+            self.split.reduce_slot.set(Vec::new());
+            match reduced {
+                Ok(reduced) => self.state.put_back(piece, reduced, true),
+                Err(e) => {
+                    // The piece stays as it was: every batch still counts.
+                    tracing::warn!(error = %e, "compacting window state failed; it is kept uncompacted");
+                    self.state.put_back(piece, batches, false);
                 }
             }
         }
@@ -303,26 +215,21 @@ impl WindowedJob {
     /// a watermark that jumps a long way does not hold the engine up.
     pub async fn fire(&mut self, watermark: i64, deadline: Instant) -> Fired {
         let through = watermark.saturating_sub(self.lateness);
-        if let WindowState::Panes(store) = &mut self.state {
-            for (block, batches) in store.blocks_due(through) {
-                self.split.reduce_slot.set(batches);
-                let merged = run(&self.split.reduce_plan, &self.task_ctx)
-                    .await
-                    .and_then(exact);
-                self.split.reduce_slot.set(Vec::new());
-                match merged {
-                    Ok(merged) => store.put_block(block, merged),
-                    // Its windows read the block's panes instead.
-                    Err(e) => tracing::warn!(error = %e, "merging a block of panes failed"),
-                }
+        for (piece, batches) in self.state.merges_due(through) {
+            self.split.reduce_slot.set(batches);
+            let merged = run(&self.split.reduce_plan, &self.task_ctx)
+                .await
+                .and_then(exact);
+            self.split.reduce_slot.set(Vec::new());
+            match merged {
+                Ok(merged) => self.state.put_merged(piece, merged),
+                // Its windows read the unmerged rows instead.
+                Err(e) => tracing::warn!(error = %e, "merging window state before firing failed"),
             }
         }
         let mut fired = Fired::default();
         loop {
-            let windows = match &mut self.state {
-                WindowState::Panes(store) => store.close(through, WINDOWS_PER_STEP),
-                WindowState::Sessions(store) => store.close(through, SESSIONS_PER_STEP),
-            };
+            let windows = self.state.close(through);
             if windows.is_empty() {
                 break;
             }
@@ -337,10 +244,7 @@ impl WindowedJob {
 
     /// Results of every open window so far, `final = false`.
     pub async fn early(&mut self) -> Fired {
-        let windows = match &self.state {
-            WindowState::Panes(store) => store.open_windows(),
-            WindowState::Sessions(store) => store.open_windows(),
-        };
+        let windows = self.state.open_windows();
         let mut fired = Fired::default();
         self.finish(windows, false, &mut fired).await;
         fired
@@ -352,11 +256,7 @@ impl WindowedJob {
     /// until the failing ones are alone, so that every other row is
     /// published.
     async fn finish(&self, windows: Vec<WindowContents>, is_final: bool, fired: &mut Fired) {
-        let units: Vec<Vec<RecordBatch>> = match self.state {
-            WindowState::Panes(_) => windows.into_iter().map(|w| w.batches).collect(),
-            WindowState::Sessions(_) if windows.is_empty() => Vec::new(),
-            WindowState::Sessions(_) => vec![windows.into_iter().flat_map(|w| w.batches).collect()],
-        };
+        let units = self.state.fire_units(windows);
         let mut pending: Vec<(Vec<RecordBatch>, usize)> =
             units.into_iter().enumerate().map(|(i, u)| (u, i)).collect();
         pending.reverse();
@@ -428,34 +328,22 @@ impl WindowedJob {
     pub fn adopt_state(&mut self, other: &mut WindowedJob) {
         debug_assert!(self.can_adopt(other));
         std::mem::swap(&mut self.state, &mut other.state);
-        match &mut self.state {
-            WindowState::Panes(store) => store.journal_everything(),
-            WindowState::Sessions(store) => store.journal_everything(),
-        }
+        self.state.journal_everything();
     }
 
     /// Windows fired so far are those ending at or before this.
     pub fn closed_through(&self) -> Option<i64> {
-        match &self.state {
-            WindowState::Panes(store) => store.closed_through(),
-            WindowState::Sessions(store) => store.closed_through(),
-        }
+        self.state.closed_through()
     }
 
     /// The state changes since the last call.
     pub fn drain_changes(&mut self) -> StateChanges {
-        match &mut self.state {
-            WindowState::Panes(store) => StateChanges::Panes(store.drain_changes()),
-            WindowState::Sessions(store) => StateChanges::Sessions(store.drain_changes()),
-        }
+        self.state.drain_changes()
     }
 
     /// The whole state, as changes that rebuild it from empty.
     pub fn contents(&self) -> StateChanges {
-        match &self.state {
-            WindowState::Panes(store) => StateChanges::Panes(store.contents()),
-            WindowState::Sessions(store) => StateChanges::Sessions(store.contents()),
-        }
+        self.state.contents()
     }
 
     /// Schema of the state rows (the `Partial` aggregate's output).
@@ -470,80 +358,23 @@ impl WindowedJob {
             .map(|i| self.split.partial_schema.field(i).data_type().clone())
     }
 
-    /// Puts back one pane batch read from the changelog. Call
+    /// Puts back state read from the changelog. Call
     /// [`Self::restore_closed_through`] first.
-    pub fn restore_pane(&mut self, pane: PaneKey, batch: StateBatch) -> Result<()> {
-        match &mut self.state {
-            WindowState::Panes(store) => {
-                store.restore(pane, batch);
-                Ok(())
-            }
-            WindowState::Sessions(_) => Err(DataFusionError::Internal(
-                "a pane record for a SESSION job".into(),
-            )),
-        }
-    }
-
-    /// Writes the session (`key`, `start`) whole at the next commit, under
-    /// its key as this release writes it (it was restored from records an
-    /// earlier release keyed differently).
-    pub fn rewrite_session(&mut self, key: ScalarValue, start: i64) {
-        if let WindowState::Sessions(store) = &mut self.state {
-            store.rewrite(key, start);
-        }
-    }
-
-    /// Puts back one session read from the changelog.
-    pub fn restore_session(
-        &mut self,
-        key: ScalarValue,
-        start: i64,
-        end: i64,
-        batches: Vec<RecordBatch>,
-    ) -> Result<()> {
-        match &mut self.state {
-            WindowState::Sessions(store) => {
-                store.restore(key, start, end, batches);
-                Ok(())
-            }
-            WindowState::Panes(_) => Err(DataFusionError::Internal(
-                "a session record for a TUMBLE or HOP job".into(),
-            )),
-        }
-    }
-
-    /// Puts back one part of a session read from the changelog.
-    pub fn restore_session_part(
-        &mut self,
-        key: ScalarValue,
-        start: i64,
-        part: StateBatch,
-    ) -> Result<()> {
-        match &mut self.state {
-            WindowState::Sessions(store) => {
-                store.restore_part(key, start, part);
-                Ok(())
-            }
-            WindowState::Panes(_) => Err(DataFusionError::Internal(
-                "a session part for a TUMBLE or HOP job".into(),
-            )),
-        }
+    pub fn restore(&mut self, restored: Restored) -> Result<()> {
+        self.state
+            .restore(restored)
+            .map_err(|e| DataFusionError::Internal(e.to_string()))
     }
 
     /// Restores how far windows have closed.
     pub fn restore_closed_through(&mut self, closed_through: i64) {
-        match &mut self.state {
-            WindowState::Panes(store) => store.restore_closed_through(closed_through),
-            WindowState::Sessions(store) => store.restore_closed_through(closed_through),
-        }
+        self.state.restore_closed_through(closed_through);
     }
 
     /// Ends a restore: sessions read from records of earlier versions are
     /// to be written again in today's form.
     pub fn finish_restore(&mut self) {
-        if let WindowState::Sessions(store) = &mut self.state {
-            store.finish_restore();
-        }
+        self.state.finish_restore();
     }
 
     /// Windows (or sessions) with data closed so far.
@@ -553,18 +384,12 @@ impl WindowedJob {
 
     /// State rows held.
     pub fn state_rows(&self) -> usize {
-        match &self.state {
-            WindowState::Panes(store) => store.rows(),
-            WindowState::Sessions(store) => store.rows(),
-        }
+        self.state.rows()
     }
 
     /// Memory held by state rows, in bytes.
     pub fn state_bytes(&self) -> usize {
-        match &self.state {
-            WindowState::Panes(store) => store.bytes(),
-            WindowState::Sessions(store) => store.bytes(),
-        }
+        self.state.bytes()
     }
 }
 

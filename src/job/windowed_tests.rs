@@ -27,18 +27,24 @@ async fn plan_with(sql: &str, lookups: &Lookups) -> Job {
 }
 
 async fn plan(sql: &str) -> Job {
-    plan_with(sql, &Lookups::default()).await
+    plan_with(sql, &Lookups::new(crate::config::default_sources())).await
 }
 
 fn tx(rows: &[(&str, i64, f64, &str)]) -> RecordBatch {
-    let mut builder = BatchBuilder::new(Source::named("transactions").expect("declared"));
+    let mut builder = BatchBuilder::new(
+        crate::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
+    );
     for (customer, ts, amount, category) in rows {
         let json = format!(
             r#"{{"event_id":"e","customer_id":"{customer}","ts":{ts},"amount":{amount},"category":"{category}"}}"#
         );
         builder.append(
             &parse_record(
-                Source::named("transactions").expect("declared"),
+                crate::config::default_sources()
+                    .named("transactions")
+                    .expect("declared"),
                 json.as_bytes(),
             )
             .expect("valid"),
@@ -61,7 +67,9 @@ async fn accumulate(job: &mut Job, partition: i32, batch: RecordBatch) {
     let late = w.late_rows(&batch).expect("late");
     assert_eq!(late.true_count(), 0, "no late rows expected");
     w.accumulate(
-        Source::named("transactions").expect("declared"),
+        crate::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         partition,
         batch,
     )
@@ -252,14 +260,20 @@ async fn sessions_merge_across_micro_batches_and_partitions() {
 
 #[tokio::test]
 async fn statistics_lookups_and_functions_over_the_window_result() {
-    let lookups = Lookups::default();
+    let lookups = Lookups::new(crate::config::default_sources());
     let customers = lookups
-        .table(Source::named("customers").expect("declared"))
+        .table(
+            crate::config::default_sources()
+                .named("customers")
+                .expect("declared"),
+        )
         .expect("a table");
     for (id, year) in [("a", 1990), ("b", 1980), ("c", 1970)] {
         let json = format!(r#"{{"customer_id":"{id}","birth_year":{year}}}"#);
         let cells = parse_record(
-            Source::named("customers").expect("declared"),
+            crate::config::default_sources()
+                .named("customers")
+                .expect("declared"),
             json.as_bytes(),
         )
         .expect("valid");
@@ -364,7 +378,7 @@ async fn queries_that_cannot_run_continuously_are_explained() {
     for (sql, message) in cases {
         let text = format!("-- header\n{sql}");
         let query = QueryFile::parse(Path::new("q/bad.sql"), text).expect("parses");
-        let err = Job::plan(query, &Lookups::default(), "")
+        let err = Job::plan(query, &Lookups::new(crate::config::default_sources()), "")
             .await
             .expect_err(sql);
         assert!(err.message.contains(message), "{sql}\n→ {err}");
@@ -427,18 +441,28 @@ async fn one_window_over_two_sources() {
     assert_eq!(
         job.windowed().expect("windowed").info.sources,
         vec![
-            Source::named("transactions").expect("declared"),
-            Source::named("complaints").expect("declared")
+            crate::config::default_sources()
+                .named("transactions")
+                .expect("declared"),
+            crate::config::default_sources()
+                .named("complaints")
+                .expect("declared")
         ]
     );
-    let mut complaints = BatchBuilder::new(Source::named("complaints").expect("declared"));
+    let mut complaints = BatchBuilder::new(
+        crate::config::default_sources()
+            .named("complaints")
+            .expect("declared"),
+    );
     for ts in [1, 2] {
         let json = format!(
             r#"{{"event_id":"k","customer_id":"c","ts":{ts},"complaint_id":"k{ts}","status":"opened"}}"#
         );
         complaints.append(
             &parse_record(
-                Source::named("complaints").expect("declared"),
+                crate::config::default_sources()
+                    .named("complaints")
+                    .expect("declared"),
                 json.as_bytes(),
             )
             .expect("valid"),
@@ -447,14 +471,18 @@ async fn one_window_over_two_sources() {
     let w = job.windowed_mut().expect("windowed");
     let sales: Vec<(&str, i64, f64, &str)> = (0..8).map(|i| ("a", 100 + i, 1.0, "x")).collect();
     w.accumulate(
-        Source::named("transactions").expect("declared"),
+        crate::config::default_sources()
+            .named("transactions")
+            .expect("declared"),
         0,
         tx(&sales),
     )
     .await
     .expect("transactions");
     w.accumulate(
-        Source::named("complaints").expect("declared"),
+        crate::config::default_sources()
+            .named("complaints")
+            .expect("declared"),
         0,
         complaints.finish().expect("batch"),
     )
@@ -477,7 +505,7 @@ async fn one_window_over_two_sources() {
         ),
     ] {
         let query = QueryFile::parse(Path::new("q/bad.sql"), sql.to_owned()).expect("parses");
-        let err = Job::plan(query, &Lookups::default(), "")
+        let err = Job::plan(query, &Lookups::new(crate::config::default_sources()), "")
             .await
             .expect_err(sql);
         assert!(err.message.contains(message), "{sql}\n→ {err}");

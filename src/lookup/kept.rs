@@ -27,94 +27,10 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder, TimestampMillisecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 
-use crate::schema::timestamp_type;
+use crate::schema::KeepSpec;
 use crate::window::epoch_millis;
-
-/// What a stream's `keep` declares, as the engine uses it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeepSpec {
-    /// The stream's event-time column.
-    pub time: String,
-    /// The key column.
-    pub key: String,
-    /// The state column.
-    pub state: String,
-    /// Order of states at the same instant; states not listed come after.
-    pub order: Vec<String>,
-    /// Columns holding the first time a state was reached: (column, state).
-    pub since: Vec<(String, String)>,
-    /// Columns whose latest non-null value is kept.
-    pub carry: Vec<String>,
-    /// Name of the latest table, if kept.
-    pub latest: Option<String>,
-    /// Name of the history table, if kept.
-    pub history: Option<String>,
-    /// How long a key is kept after its last event, in milliseconds of
-    /// event time.
-    pub retention_ms: i64,
-}
-
-impl KeepSpec {
-    /// The latest table's schema: key, `since` columns, state,
-    /// `<state>_ts`, `carry` columns.
-    pub fn latest_schema(&self) -> SchemaRef {
-        self.schema(&[
-            Field::new(&self.state, DataType::Utf8, false),
-            Field::new(format!("{}_ts", self.state), timestamp_type(), false),
-        ])
-    }
-
-    /// The history table's schema: key, `since` columns, state,
-    /// `valid_from`, `valid_until` (null for the current state), `carry`
-    /// columns.
-    pub fn history_schema(&self) -> SchemaRef {
-        self.schema(&[
-            Field::new(&self.state, DataType::Utf8, false),
-            Field::new("valid_from", timestamp_type(), false),
-            Field::new("valid_until", timestamp_type(), true),
-        ])
-    }
-
-    fn schema(&self, middle: &[Field]) -> SchemaRef {
-        let mut fields = vec![Field::new(&self.key, DataType::Utf8, false)];
-        fields.extend(
-            self.since
-                .iter()
-                .map(|(name, _)| Field::new(name, timestamp_type(), true)),
-        );
-        fields.extend(middle.iter().cloned());
-        fields.extend(
-            self.carry
-                .iter()
-                .map(|name| Field::new(name, DataType::Utf8, true)),
-        );
-        Arc::new(Schema::new(fields))
-    }
-
-    /// Schema of one key's events in the changelog.
-    pub fn events_schema(&self) -> SchemaRef {
-        let mut fields = vec![
-            Field::new("ts", DataType::Int64, false),
-            Field::new(&self.state, DataType::Utf8, false),
-        ];
-        fields.extend(
-            self.carry
-                .iter()
-                .map(|name| Field::new(name, DataType::Utf8, true)),
-        );
-        Arc::new(Schema::new(fields))
-    }
-
-    fn rank(&self, state: &str) -> usize {
-        self.order
-            .iter()
-            .position(|s| s == state)
-            .unwrap_or(self.order.len())
-    }
-}
 
 /// One event, as kept in a key's history.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -504,7 +420,11 @@ mod tests {
     use crate::schema::Source;
 
     fn events(rows: &[(&str, &str, i64, Option<&str>)]) -> RecordBatch {
-        let mut builder = BatchBuilder::new(Source::named("complaints").expect("declared"));
+        let mut builder = BatchBuilder::new(
+            crate::config::default_sources()
+                .named("complaints")
+                .expect("declared"),
+        );
         for (id, status, ts, category) in rows {
             let mut json = format!(
                 r#"{{"event_id":"e","customer_id":"c","ts":{ts},"complaint_id":"{id}","status":"{status}""#
@@ -515,7 +435,9 @@ mod tests {
             json.push('}');
             builder.append(
                 &parse_record(
-                    Source::named("complaints").expect("declared"),
+                    crate::config::default_sources()
+                        .named("complaints")
+                        .expect("declared"),
                     json.as_bytes(),
                 )
                 .expect("valid"),
@@ -546,7 +468,8 @@ mod tests {
 
     /// The complaints' declaration, as the default configuration makes it.
     fn complaints_spec() -> KeepSpec {
-        Source::named("complaints")
+        crate::config::default_sources()
+            .named("complaints")
             .and_then(Source::keep)
             .expect("complaints keep tables")
             .clone()

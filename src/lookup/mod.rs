@@ -16,10 +16,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use crate::decode::{BatchBuilder, Cell, RejectKind, Rejection};
-use crate::schema::Source;
-use crate::sink::DeadLetter;
-use crate::source::RawRecord;
+use crate::decode::{BatchBuilder, Cell};
+use crate::schema::{Source, Sources};
 
 /// One change to a table source, in topic order.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,20 +26,6 @@ pub enum RowChange {
     Upsert(Vec<Cell<'static>>),
     /// Remove the row with this key.
     Delete(String),
-}
-
-/// A change to a table source with the record it came from (for its dead
-/// letter, should the table refuse it).
-#[derive(Debug, Clone)]
-pub struct TableChange {
-    /// The table source.
-    pub source: Source,
-    /// The change.
-    pub change: RowChange,
-    /// The topic and partition it was read from.
-    pub at: (String, i32),
-    /// The record.
-    pub raw: RawRecord,
 }
 
 /// The text of a key cell, as a tombstone's Kafka key writes it.
@@ -186,19 +170,26 @@ impl KeyedTable {
 /// The lookup tables of one engine, shared with every job.
 #[derive(Debug, Clone)]
 pub struct Lookups {
+    /// The engine's declared sources.
+    sources: Sources,
     /// One table per table source.
     tables: BTreeMap<Source, Arc<Mutex<KeyedTable>>>,
     /// The kept tables of each stream that declares them.
     kept: BTreeMap<Source, Arc<Mutex<kept::KeptTable>>>,
 }
 
-impl Default for Lookups {
-    fn default() -> Self {
+impl Lookups {
+    /// Empty tables for every table source of `sources` and every table a
+    /// stream of `sources` keeps.
+    pub fn new(sources: Sources) -> Self {
         Self {
-            tables: Source::tables()
+            sources,
+            tables: sources
+                .tables()
                 .map(|s| (s, Arc::new(Mutex::new(KeyedTable::new(s)))))
                 .collect(),
-            kept: Source::streams()
+            kept: sources
+                .streams()
                 .filter_map(|s| {
                     let spec = s.keep()?.clone();
                     Some((s, Arc::new(Mutex::new(kept::KeptTable::new(spec)))))
@@ -222,6 +213,11 @@ pub struct LookupView {
 }
 
 impl Lookups {
+    /// The declared sources these tables are of.
+    pub fn sources(&self) -> Sources {
+        self.sources
+    }
+
     /// The table of a table source.
     pub fn table(&self, source: Source) -> Option<&Arc<Mutex<KeyedTable>>> {
         self.tables.get(&source)
@@ -237,43 +233,18 @@ impl Lookups {
         self.kept.iter().map(|(s, t)| (*s, t))
     }
 
-    /// Applies changes to table sources, in order; returns the dead
-    /// letters of those refused (`table_full`: a new key beyond
-    /// `engine.table_memory_limit`).
-    pub fn apply(&self, changes: Vec<TableChange>) -> Vec<DeadLetter> {
-        let mut refused = Vec::new();
-        for TableChange {
-            source,
-            change,
-            at,
-            raw,
-        } in changes
-        {
-            let Some(table) = self.tables.get(&source) else {
-                continue;
-            };
-            let mut table = lock(table);
-            if !table.apply([change]).is_empty() {
-                let reason = format!(
-                    "table {} holds {} bytes, its limit (engine.table_memory_limit); rows of new keys are refused until rows are deleted or the limit is raised",
-                    source.name(),
-                    table.bytes()
-                );
-                refused.push(raw.into_dead_letter(
-                    &at.0,
-                    at.1,
-                    Rejection::new(RejectKind::TableFull, reason),
-                    None,
-                ));
-            }
+    /// Applies one change to its table source; returns why the table
+    /// refused it (a new key beyond `engine.table_memory_limit`), if it did.
+    pub fn apply(&self, source: Source, change: RowChange) -> Option<String> {
+        let mut table = lock(self.tables.get(&source)?);
+        if table.apply([change]).is_empty() {
+            return None;
         }
-        if !refused.is_empty() {
-            tracing::error!(
-                refused = refused.len(),
-                "table source full: rows of new keys go to the dead-letter topic (table_full); raise engine.table_memory_limit"
-            );
-        }
-        refused
+        Some(format!(
+            "table {} holds {} bytes, its limit (engine.table_memory_limit); rows of new keys are refused until rows are deleted or the limit is raised",
+            source.name(),
+            table.bytes()
+        ))
     }
 
     /// Sets the most memory each table source may hold.
@@ -376,7 +347,9 @@ mod tests {
     use crate::decode::parse_record;
 
     fn customers() -> Source {
-        Source::named("customers").expect("declared")
+        crate::config::default_sources()
+            .named("customers")
+            .expect("declared")
     }
 
     fn upsert(json: &str) -> RowChange {

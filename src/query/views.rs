@@ -11,14 +11,16 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
-use super::{QueryError, first_sql_line, line_from_message};
-use crate::schema::Source;
+use super::files::{QueryError, first_sql_line, line_from_message, list_query_files};
+use crate::schema::Sources;
 
 /// One view file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct View {
     /// The view's name (lower case).
     pub name: String,
+    /// The line of the file that names it.
+    pub name_line: usize,
     /// Its file.
     pub path: PathBuf,
     /// The whole file.
@@ -39,7 +41,7 @@ pub fn views_dir(queries_dir: &Path) -> PathBuf {
 /// views that parsed and the problems of the others, each at its file and
 /// line.
 pub fn load(dir: &Path) -> (Vec<View>, Vec<QueryError>) {
-    let Ok(files) = super::list_query_files(dir) else {
+    let Ok(files) = list_query_files(dir) else {
         return (Vec::new(), Vec::new());
     };
     let mut views: Vec<View> = Vec::new();
@@ -56,6 +58,21 @@ pub fn load(dir: &Path) -> (Vec<View>, Vec<QueryError>) {
         }
     }
     (views, problems)
+}
+
+impl View {
+    /// The problem of a view named like one of `sources` (it would hide
+    /// the source from the queries that read it), at the line naming it.
+    pub fn source_name_problem(&self, sources: Sources) -> Option<QueryError> {
+        sources.named(&self.name).map(|_| QueryError {
+            file: self.path.clone(),
+            line: self.name_line,
+            message: format!(
+                "the view name {} is a source's name; choose another",
+                self.name
+            ),
+        })
+    }
 }
 
 /// Parses one view file.
@@ -108,15 +125,10 @@ fn read(path: &Path) -> Result<View, QueryError> {
             ));
         }
     };
-    if Source::named(&name).is_some() {
-        return Err(error(
-            start,
-            format!("the view name {name} is a source's name; choose another"),
-        ));
-    }
     let select = create.query.to_string();
     Ok(View {
         name,
+        name_line: start,
         path: path.to_path_buf(),
         reads: tables_read(&select),
         text,
@@ -307,6 +319,7 @@ mod tests {
     fn view(name: &str, select: &str) -> View {
         View {
             name: name.to_owned(),
+            name_line: 1,
             path: PathBuf::from(format!("queries/views/{name}.sql")),
             text: format!("CREATE VIEW {name} AS {select}"),
             select: select.to_owned(),

@@ -17,6 +17,7 @@
 
 mod deadletter;
 mod encode;
+mod limits;
 pub mod transaction;
 
 use std::collections::BTreeMap;
@@ -30,8 +31,8 @@ use rdkafka::types::RDKafkaErrorCode;
 
 pub use deadletter::{DeadLetter, JobFailure, headers as deadletter_headers, record_bytes};
 pub use encode::{RowEncoder, format_timestamp_millis};
+pub use limits::{Learned, Limits, TopicLimit};
 
-use crate::admin::TopicLimit;
 use crate::brokers::{BrokerWatch, ProducerWatch};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -69,36 +70,6 @@ pub struct SinkError {
     pub learned: Learned,
 }
 
-/// What refusals by the broker taught about topics whose configuration
-/// could not be read: a smaller `max.message.bytes`, or compaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Learned {
-    /// Per topic, the smallest record size the broker refused as too large.
-    pub too_large: BTreeMap<String, usize>,
-    /// Topics that refused a record without a key (compacted).
-    pub needs_key: Vec<String>,
-}
-
-impl Learned {
-    /// Adds what `other` taught.
-    pub fn absorb(&mut self, other: Learned) {
-        for (topic, bytes) in other.too_large {
-            let at = self.too_large.entry(topic).or_insert(bytes);
-            *at = (*at).min(bytes);
-        }
-        for topic in other.needs_key {
-            if !self.needs_key.contains(&topic) {
-                self.needs_key.push(topic);
-            }
-        }
-    }
-
-    /// Whether nothing was learned.
-    pub fn is_empty(&self) -> bool {
-        self.too_large.is_empty() && self.needs_key.is_empty()
-    }
-}
-
 /// A record the sink would not send, and why: its topic cannot take it.
 #[derive(Debug)]
 pub struct Refused {
@@ -106,106 +77,6 @@ pub struct Refused {
     pub record: OutRecord,
     /// Why, for the dead letter.
     pub reason: String,
-}
-
-/// The limits of the topics the sink writes to.
-#[derive(Debug, Clone, Default)]
-pub struct Limits {
-    topics: BTreeMap<String, TopicLimit>,
-    learned: Learned,
-}
-
-impl Limits {
-    /// Limits as described by the cluster ([`crate::admin::topic_limits`]),
-    /// corrected by what refusals taught.
-    pub fn new(topics: BTreeMap<String, TopicLimit>, learned: &Learned) -> Self {
-        let mut limits = Self {
-            topics,
-            learned: learned.clone(),
-        };
-        limits.learn();
-        limits
-    }
-
-    /// Adds the limits of more topics (described again, or outputs of jobs
-    /// added later), still corrected by what refusals taught.
-    pub fn extend(&mut self, topics: BTreeMap<String, TopicLimit>) {
-        self.topics.extend(topics);
-        self.learn();
-    }
-
-    fn learn(&mut self) {
-        let learned = &self.learned;
-        for (topic, &bytes) in &learned.too_large {
-            let limit = self.topics.entry(topic.clone()).or_default();
-            let refused_below = bytes.saturating_sub(1).max(LEARNED_FLOOR);
-            limit.max_message_bytes = limit.max_message_bytes.min(refused_below);
-        }
-        for topic in &learned.needs_key {
-            self.topics.entry(topic.clone()).or_default().compacted = true;
-        }
-    }
-
-    /// What `topic` accepts.
-    pub fn of(&self, topic: &str) -> TopicLimit {
-        self.topics.get(topic).copied().unwrap_or_default()
-    }
-
-    /// The largest record (key, value and headers, as
-    /// [`record_bytes`] counts them) sent to `topic`: its
-    /// `max.message.bytes`, less room for batch framing and compression.
-    pub fn record_bytes(&self, topic: &str) -> usize {
-        record_room(self.of(topic).max_message_bytes)
-    }
-
-    /// Why `record` cannot be sent, if it cannot.
-    fn refusal(&self, record: &OutRecord) -> Option<String> {
-        let limit = self.of(&record.topic);
-        let bytes = record_bytes(record);
-        let room = record_room(limit.max_message_bytes);
-        if bytes > room {
-            return Some(format!(
-                "the record is {bytes} bytes; topic {} takes at most {room} (max.message.bytes {})",
-                record.topic, limit.max_message_bytes
-            ));
-        }
-        if limit.compacted && record.key.is_none() {
-            return Some(format!(
-                "topic {} is compacted and takes only records with a key; give the job a @key",
-                record.topic
-            ));
-        }
-        None
-    }
-
-    /// The producer's `message.max.bytes` (the largest record of any topic
-    /// it writes) and `batch.size` (the smallest topic's limit, so that a
-    /// batch of small records fits every topic), within librdkafka's range.
-    fn producer_sizes(&self) -> (usize, usize) {
-        let sizes = self
-            .topics
-            .values()
-            .map(|l| l.max_message_bytes)
-            .chain([TopicLimit::default().max_message_bytes]);
-        let largest = sizes.clone().max().unwrap_or(1_000_000);
-        let smallest = sizes.min().unwrap_or(1_000_000);
-        (
-            largest.clamp(1_000, 1_000_000_000),
-            record_room(smallest).clamp(1_000, 1_000_000_000),
-        )
-    }
-}
-
-/// The smallest `max.message.bytes` a refusal can teach. The broker judges
-/// a whole batch, so a small record refused with its batch must not shrink
-/// its topic's limit to its own size, which would refuse every later row.
-const LEARNED_FLOOR: usize = 16 * 1024;
-
-/// Room for one record in a batch of at most `max_message_bytes`: less the
-/// batch's framing and what compression can add to data that does not
-/// compress.
-fn record_room(max_message_bytes: usize) -> usize {
-    max_message_bytes.saturating_sub(max_message_bytes / 100 + 512)
 }
 
 /// How long [`Sink::enqueue`] waits before it offers a record again to a
@@ -220,6 +91,8 @@ pub struct InFlight {
     topics: Vec<String>,
     /// Each record's topic (an index into `topics`) and acknowledgement.
     deliveries: Vec<(usize, DeliveryFuture)>,
+    /// Their bytes (key, value and headers).
+    bytes: usize,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -227,12 +100,24 @@ impl std::fmt::Debug for InFlight {
         f.debug_struct("InFlight")
             .field("topics", &self.topics)
             .field("records", &self.deliveries.len())
+            .field("bytes", &self.bytes)
             .finish()
     }
 }
 
 impl InFlight {
-    fn push(&mut self, topic: &str, delivery: DeliveryFuture) {
+    /// Records sent.
+    pub fn records(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    /// Their bytes (key, value and headers).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn push(&mut self, topic: &str, bytes: usize, delivery: DeliveryFuture) {
+        self.bytes += bytes;
         let index = match self.topics.iter().rposition(|t| t == topic) {
             Some(i) => i,
             None => {
@@ -346,7 +231,11 @@ impl Sink {
         }
         let mut refused = Vec::new();
         for record in records {
-            if let Some(reason) = self.limits.refusal(&record) {
+            let bytes = record_bytes(&record);
+            if let Some(reason) = self
+                .limits
+                .refusal(&record.topic, bytes, record.key.is_some())
+            {
                 self.metrics
                     .produce_errors
                     .with_label_values(&[record.topic.as_str()])
@@ -382,7 +271,7 @@ impl Sink {
                 }
             };
             match sent {
-                Ok(delivery) => in_flight.push(&record.topic, delivery),
+                Ok(delivery) => in_flight.push(&record.topic, bytes, delivery),
                 // The producer's own check, before anything is sent: the
                 // transaction goes on without the record.
                 Err(cause) if refused_alone(&cause) => {
@@ -410,7 +299,9 @@ impl Sink {
     /// they were enqueued. Stops waiting as soon as the producer is fenced
     /// or every broker is lost.
     pub async fn delivered(&self, in_flight: InFlight) -> Result<Vec<(i32, i64)>, SinkError> {
-        let InFlight { topics, deliveries } = in_flight;
+        let InFlight {
+            topics, deliveries, ..
+        } = in_flight;
         let count = deliveries.len();
         let first_topic = deliveries
             .first()
@@ -554,42 +445,4 @@ fn brokers_lost() -> KafkaError {
 /// minutes Kafka brokers allow by default (`max.transaction.timeout.ms`).
 fn transaction_timeout_ms(config: &Config) -> i64 {
     (config.engine.commit_interval_ms * 2 + 30_000).clamp(60_000, 900_000)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(topic: &str, bytes: usize) -> OutRecord {
-        OutRecord {
-            topic: topic.into(),
-            partition: None,
-            key: Some(b"k".to_vec()),
-            payload: Some(vec![b'x'; bytes]),
-            headers: Vec::new(),
-            job: None,
-        }
-    }
-
-    #[test]
-    fn a_refused_record_teaches_its_topic_a_limit_below_its_size() {
-        let mut learned = Learned::default();
-        learned.too_large.insert("out".into(), 500_001);
-        let limits = Limits::new(BTreeMap::new(), &learned);
-        assert_eq!(limits.of("out").max_message_bytes, 500_000);
-        assert_eq!(limits.of("other").max_message_bytes, 1_048_588);
-    }
-
-    #[test]
-    fn a_small_record_refused_with_its_batch_leaves_room_for_rows() {
-        // 300 bytes refused: the topic still takes records of 16 KiB less
-        // the batch's framing (16,384 - 163 - 512 = 15,709 bytes).
-        let mut learned = Learned::default();
-        learned.too_large.insert("out".into(), 300);
-        let limits = Limits::new(BTreeMap::new(), &learned);
-        assert_eq!(limits.of("out").max_message_bytes, 16_384);
-        assert_eq!(limits.record_bytes("out"), 15_709);
-        assert!(limits.refusal(&row("out", 10_000)).is_none());
-        assert!(limits.refusal(&row("out", 16_000)).is_some());
-    }
 }

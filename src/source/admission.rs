@@ -25,7 +25,9 @@ impl Admission {
     /// stream's `max_future_ms` (else `engine.max_future_ms`; 0 turns the
     /// check off).
     pub fn new(config: &Config) -> Self {
-        let future = Source::streams()
+        let future = config
+            .declared
+            .streams()
             .filter_map(|source| {
                 let limit = source
                     .max_future_ms()
@@ -107,7 +109,9 @@ mod tests {
     fn an_event_too_far_ahead_of_the_clock_is_refused_and_zero_turns_the_check_off() {
         let mut config = Config::embedded_default();
         let admission = Admission::new(&config);
-        let transactions = Source::named("transactions").expect("declared");
+        let transactions = crate::config::default_sources()
+            .named("transactions")
+            .expect("declared");
         let now = 1_767_225_600_000; // 2026-01-01T00:00:00Z
         let event = |ts: &str| {
             let json = format!(

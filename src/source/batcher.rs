@@ -11,8 +11,8 @@ use rdkafka::message::{Headers, Message};
 use super::Admission;
 use crate::config::TopicsConfig;
 use crate::decode::{BatchBuilder, RejectKind, Rejection, parse_record};
-use crate::lookup::{RowChange, TableChange, owned_cells};
-use crate::schema::Source;
+use crate::lookup::{Lookups, RowChange, owned_cells};
+use crate::schema::{Source, Sources};
 use crate::sink::DeadLetter;
 
 /// A consumed record as it arrived, kept until its micro-batch is done so
@@ -31,6 +31,49 @@ pub struct RawRecord {
     /// `engine.max_record_bytes`: then only a prefix of it was copied, and
     /// it is never decoded.
     pub oversized: Option<usize>,
+}
+
+/// A change to a table source with the record it came from (for its dead
+/// letter, should the table refuse it).
+#[derive(Debug, Clone)]
+pub struct TableChange {
+    /// The table source.
+    pub source: Source,
+    /// The change.
+    pub change: RowChange,
+    /// The topic and partition it was read from.
+    pub at: (String, i32),
+    /// The record.
+    pub raw: RawRecord,
+}
+
+/// Applies `changes` to the table sources of `lookups`, in order; returns
+/// the dead letters of those refused (`table_full`).
+pub fn apply_table_changes(lookups: &Lookups, changes: Vec<TableChange>) -> Vec<DeadLetter> {
+    let mut refused = Vec::new();
+    for TableChange {
+        source,
+        change,
+        at,
+        raw,
+    } in changes
+    {
+        if let Some(reason) = lookups.apply(source, change) {
+            refused.push(raw.into_dead_letter(
+                &at.0,
+                at.1,
+                Rejection::new(RejectKind::TableFull, reason),
+                None,
+            ));
+        }
+    }
+    if !refused.is_empty() {
+        tracing::error!(
+            refused = refused.len(),
+            "table source full: rows of new keys go to the dead-letter topic (table_full); raise engine.table_memory_limit"
+        );
+    }
+    refused
 }
 
 /// The most of an oversized record's key that is copied.
@@ -117,8 +160,13 @@ pub struct Consumed {
 impl Consumed {
     /// Copies `message` (only in part when it is over `max_bytes`); `None`
     /// (with a warning) for a topic that is not a source's.
-    pub fn of<M: Message>(message: &M, topics: &TopicsConfig, max_bytes: usize) -> Option<Self> {
-        let Some(source) = topics.source_of(message.topic()) else {
+    pub fn of<M: Message>(
+        message: &M,
+        topics: &TopicsConfig,
+        sources: Sources,
+        max_bytes: usize,
+    ) -> Option<Self> {
+        let Some(source) = topics.source_of(sources, message.topic()) else {
             tracing::warn!(
                 topic = message.topic(),
                 "message from a topic that is not a source, skipped"
@@ -201,6 +249,7 @@ impl MicroBatch {
 /// Collects messages until the engine closes the micro-batch.
 pub struct Batcher {
     topics: TopicsConfig,
+    sources: Sources,
     admission: Admission,
     builders: BTreeMap<(Source, i32), (BatchBuilder, Vec<RawRecord>)>,
     batch: MicroBatch,
@@ -212,11 +261,12 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// An empty batcher for the configured source topics, making the
+    /// An empty batcher for the configured topics of `sources`, making the
     /// `admission` checks.
-    pub fn new(topics: TopicsConfig, admission: Admission) -> Self {
+    pub fn new(topics: TopicsConfig, sources: Sources, admission: Admission) -> Self {
         Self {
             topics,
+            sources,
             admission,
             builders: BTreeMap::new(),
             batch: MicroBatch::default(),
@@ -238,9 +288,12 @@ impl Batcher {
 
     /// Decodes one message into the current micro-batch.
     pub fn push<M: Message>(&mut self, message: &M) {
-        if let Some(consumed) =
-            Consumed::of(message, &self.topics, self.admission.max_record_bytes())
-        {
+        if let Some(consumed) = Consumed::of(
+            message,
+            &self.topics,
+            self.sources,
+            self.admission.max_record_bytes(),
+        ) {
             self.add(consumed);
         }
     }
@@ -413,7 +466,11 @@ mod tests {
     #[test]
     fn splits_by_source_and_partition_and_tracks_offsets() {
         let config = Config::embedded_default();
-        let mut batcher = Batcher::new(config.topics.clone(), Admission::new(&config));
+        let mut batcher = Batcher::new(
+            config.topics.clone(),
+            config.declared,
+            Admission::new(&config),
+        );
         let good = r#"{"event_id":"e","customer_id":"c","ts":1,"amount":3,"category":"x"}"#;
         batcher.push(&message("cx.transactions", 0, 10, None, Some(good)));
         batcher.push(&message("cx.transactions", 1, 4, None, Some(good)));
@@ -431,8 +488,9 @@ mod tests {
 
         let batch = batcher.take().expect("batch");
         assert!(batcher.is_empty());
-        let rows: Vec<(i32, usize, i64)> = batch.events
-            [&Source::named("transactions").expect("declared")]
+        let rows: Vec<(i32, usize, i64)> = batch.events[&crate::config::default_sources()
+            .named("transactions")
+            .expect("declared")]
             .iter()
             .map(|b| (b.partition, b.rows.num_rows(), b.raw[0].offset))
             .collect();
@@ -456,7 +514,9 @@ mod tests {
                 &batch.table_changes[1].change
             ),
             (
-                &Source::named("customers").expect("declared"),
+                &crate::config::default_sources()
+                    .named("customers")
+                    .expect("declared"),
                 &RowChange::Delete("c9".to_owned())
             )
         );

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::{self, OwnedPermit};
 use super::Admission;
 use super::batcher::{Batcher, Consumed, MicroBatch};
 use crate::config::TopicsConfig;
+use crate::schema::Sources;
 
 /// Records per chunk handed to a thread.
 const CHUNK: usize = 1_000;
@@ -52,6 +53,7 @@ pub type Room = (usize, Option<OwnedPermit<Chunk>>);
 /// The engine's end of the decoding threads.
 pub struct DecodeStage {
     topics: TopicsConfig,
+    sources: Sources,
     max_record_bytes: usize,
     workers: Vec<Worker>,
     /// Records of the open micro-batch (handed over or pending).
@@ -68,6 +70,7 @@ impl DecodeStage {
     /// `admission` checks. They end when the stage is dropped.
     pub fn start(
         topics: TopicsConfig,
+        sources: Sources,
         admission: Admission,
         threads: usize,
     ) -> std::io::Result<Self> {
@@ -76,7 +79,7 @@ impl DecodeStage {
             .map(|index| {
                 let (chunks, mut chunks_in) = mpsc::channel::<Chunk>(CHUNKS_QUEUED);
                 let (batches_out, batches) = mpsc::channel(BATCHES_QUEUED);
-                let mut batcher = Batcher::new(topics.clone(), admission.clone());
+                let mut batcher = Batcher::new(topics.clone(), sources, admission.clone());
                 std::thread::Builder::new()
                     .name(format!("cxpulse-decode-{index}"))
                     .spawn(move || {
@@ -101,6 +104,7 @@ impl DecodeStage {
             .collect::<std::io::Result<_>>()?;
         Ok(Self {
             topics,
+            sources,
             max_record_bytes,
             workers,
             open: 0,
@@ -112,7 +116,9 @@ impl DecodeStage {
     /// Copies one consumed message for decoding, by the thread of its
     /// partition.
     pub fn push<M: Message>(&mut self, message: &M) {
-        if let Some(consumed) = Consumed::of(message, &self.topics, self.max_record_bytes) {
+        if let Some(consumed) =
+            Consumed::of(message, &self.topics, self.sources, self.max_record_bytes)
+        {
             let n = self.workers.len() as i32;
             self.open_bytes += consumed.bytes();
             let worker = &mut self.workers[consumed.partition.rem_euclid(n) as usize];
@@ -236,7 +242,6 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::schema::Source;
 
     fn transaction(partition: i32, offset: i64) -> OwnedMessage {
         let payload = format!(
@@ -257,8 +262,13 @@ mod tests {
     async fn micro_batches_end_where_the_engine_cuts_them_across_chunks() {
         // Two threads: partition 0 decodes on one, partition 1 on the other.
         let config = Config::load(None).expect("config");
-        let mut stage =
-            DecodeStage::start(config.topics.clone(), Admission::new(&config), 2).expect("threads");
+        let mut stage = DecodeStage::start(
+            config.topics.clone(),
+            config.declared,
+            Admission::new(&config),
+            2,
+        )
+        .expect("threads");
         // 2,500 records: three chunks, then a cut; then 2 more and a cut.
         for offset in 0..2_500 {
             stage.push(&transaction(offset as i32 % 2, offset));
@@ -291,7 +301,9 @@ mod tests {
         assert!(stage.busy());
 
         let first = stage.next_batch().await.expect("first batch");
-        let source = Source::named("transactions").expect("declared");
+        let source = crate::config::default_sources()
+            .named("transactions")
+            .expect("declared");
         let rows: usize = first.events[&source]
             .iter()
             .map(|b| b.rows.num_rows())

@@ -24,7 +24,9 @@ use rdkafka::statistics::Statistics;
 
 pub use admission::Admission;
 pub use backlog::Backlog;
-pub use batcher::{Batcher, Consumed, MicroBatch, RawRecord, SourceBatch};
+pub use batcher::{
+    Batcher, Consumed, MicroBatch, RawRecord, SourceBatch, TableChange, apply_table_changes,
+};
 pub use decode_stage::DecodeStage;
 pub use lookup_topic::LookupConsumer;
 
@@ -32,7 +34,6 @@ use crate::brokers::BrokerWatch;
 use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::schema::Source;
 
 /// The engine's consumer.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
@@ -125,7 +126,7 @@ pub fn subscribe(
     metrics: Arc<Metrics>,
     watch: BrokerWatch,
 ) -> Result<SourceConsumer, KafkaError> {
-    let source_topics = config.topics.of(Source::streams());
+    let source_topics = config.topics.of(config.declared.streams());
     // The user's properties first: those exactly-once depends on are the
     // engine's (the configuration refuses them in `kafka.properties`).
     let mut client = config.client_config();

@@ -95,15 +95,21 @@ pub fn session(
 
 /// Reads a session written by [`session`]; its rows must have `state_schema`.
 pub fn decode_session(value: &[u8], state_schema: &SchemaRef) -> Result<SessionValue, String> {
+    let (session, rows_schema) = read_session(value)?;
+    if &rows_schema != state_schema {
+        return Err("its rows do not have the job's state schema".to_owned());
+    }
+    Ok(session)
+}
+
+/// Reads a session written by [`session`], with its rows' schema.
+pub fn read_session(value: &[u8]) -> Result<(SessionValue, SchemaRef), String> {
     let mut frames = value::decode(value)?.into_iter();
     let (Some((_, meta)), Some((rows_schema, batches)), None) =
         (frames.next(), frames.next(), frames.next())
     else {
         return Err("a session value is two frames".to_owned());
     };
-    if &rows_schema != state_schema {
-        return Err("its rows do not have the job's state schema".to_owned());
-    }
     let meta = meta
         .first()
         .filter(|m| m.num_rows() == 1 && m.num_columns() == 3)
@@ -116,12 +122,13 @@ pub fn decode_session(value: &[u8], state_schema: &SchemaRef) -> Result<SessionV
             .ok_or_else(|| "a session bound is not an integer".to_owned())
     };
     let key = ScalarValue::try_from_array(meta.column(0), 0).map_err(|e| e.to_string())?;
-    Ok(SessionValue {
+    let session = SessionValue {
         key,
         start: bound(1)?,
         end: bound(2)?,
         batches,
-    })
+    };
+    Ok((session, rows_schema))
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //! |---|---|
 //! | [`key`] | what a record holds, as a stable JSON key |
 //! | [`value`] | Arrow IPC frames, checksummed, split into parts that fit a Kafka message |
-//! | [`codec`] | typed values: pane batches, sessions, complaint events |
+//! | [`record`] | what a record means: its key and its typed value, encoded and decoded; a job's state changes as records |
+//! | [`codec`] | the bytes of each kind of value: pane batches, sessions, kept events |
 //! | [`writer`] | state changes → records; live keys; when a checkpoint is due |
 //! | [`reader`] | the changelog from the latest checkpoint to its end → the latest value per key |
 //! | [`reset`] | `cxpulse reset JOB`: tombstones for one job's state |
@@ -18,6 +19,7 @@
 pub mod codec;
 pub mod key;
 pub mod reader;
+pub mod record;
 pub mod reset;
 pub mod value;
 pub mod writer;

@@ -439,15 +439,15 @@ mod tests {
         let large_value: Vec<u8> = (0..(3 * crate::state::writer::MAX_RECORD_BYTES / 2))
             .map(|i| (i % 251) as u8)
             .collect();
-        let mut records = writer.put(kept("big"), &large_value);
-        records.extend(writer.put(kept("small"), b"one"));
-        records.extend(writer.put(kept("small"), b"two"));
-        records.extend(writer.put(kept("gone"), b"x"));
+        let mut records = writer.put_bytes(kept("big"), &large_value);
+        records.extend(writer.put_bytes(kept("small"), b"one"));
+        records.extend(writer.put_bytes(kept("small"), b"two"));
+        records.extend(writer.put_bytes(kept("gone"), b"x"));
         records.extend(writer.delete(&kept("gone")));
-        records.extend(writer.put(kept("large"), &large_value));
+        records.extend(writer.put_bytes(kept("large"), &large_value));
         // The big value shrinks to one part: its second part's tombstone
         // changes nothing.
-        records.extend(writer.put(kept("big"), b"small now"));
+        records.extend(writer.put_bytes(kept("big"), b"small now"));
         assert_eq!(
             replayed(&records),
             [
@@ -465,9 +465,9 @@ mod tests {
             source: "complaints".into(),
             key: "k".into(),
         };
-        let mut records = writer.put(key.clone(), b"old");
+        let mut records = writer.put_bytes(key.clone(), b"old");
         records.extend(writer.begin_checkpoint());
-        records.extend(writer.put(key.clone(), b"new"));
+        records.extend(writer.put_bytes(key.clone(), b"new"));
         let finals = replayed(&records);
         assert_eq!(finals.last(), Some(&(key, b"new".to_vec())));
         assert_eq!(

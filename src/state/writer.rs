@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use super::key::StateKey;
+use super::record::{Change, FormatError, StateRecord, StateValue};
 use super::value;
 use crate::sink::OutRecord;
 
@@ -92,8 +93,25 @@ impl ChangelogWriter {
         self.written_since_checkpoint = read_bytes.saturating_sub(self.live_bytes);
     }
 
+    /// Records `record`'s value under its key.
+    pub fn put(&mut self, record: StateRecord) -> Result<Vec<OutRecord>, FormatError> {
+        if let StateValue::Int(v) = record.value {
+            return Ok(self.put_int(record.key, v));
+        }
+        let bytes = record.encode()?;
+        Ok(self.put_bytes(record.key, &bytes))
+    }
+
+    /// Writes one change: a record put, or a key deleted.
+    pub fn apply(&mut self, change: Change) -> Result<Vec<OutRecord>, FormatError> {
+        match change {
+            Change::Put(record) => self.put(record),
+            Change::Delete(key) => Ok(self.delete(&key)),
+        }
+    }
+
     /// Records that `key` now holds `value`.
-    pub fn put(&mut self, key: StateKey, value: &[u8]) -> Vec<OutRecord> {
+    pub(super) fn put_bytes(&mut self, key: StateKey, value: &[u8]) -> Vec<OutRecord> {
         let parts = value::split(value, self.part_bytes);
         let count = parts.len() as u32;
         let old = self.forget(&key);
@@ -130,14 +148,14 @@ impl ChangelogWriter {
 
     /// Records an integer value (a watermark, a position), unless it is the
     /// value last written for `key`.
-    pub fn put_int(&mut self, key: StateKey, name: &str, v: i64) -> Vec<OutRecord> {
+    pub fn put_int(&mut self, key: StateKey, v: i64) -> Vec<OutRecord> {
         if self.ints.get(&key) == Some(&v) {
             return Vec::new();
         }
-        match value::int(name, v) {
+        match StateRecord::int(key.clone(), v).encode() {
             Ok(bytes) => {
                 self.ints.insert(key.clone(), v);
-                self.put(key, &bytes)
+                self.put_bytes(key, &bytes)
             }
             // One Int64 column always encodes; nothing to write otherwise.
             Err(_) => Vec::new(),
@@ -228,12 +246,12 @@ mod tests {
     fn a_shrinking_value_tombstones_its_extra_parts() {
         let mut writer = ChangelogWriter::new("g-changelog", 3);
         let big = vec![7u8; 2 * MAX_RECORD_BYTES];
-        let records = writer.put(complaint("k"), &big);
+        let records = writer.put_bytes(complaint("k"), &big);
         assert_eq!(shape(&records), [(0, false), (1, false), (2, false)]);
         assert!(records.iter().all(|r| r.partition == records[0].partition));
         assert_eq!(writer.live_bytes(), big.len());
         assert_eq!(
-            shape(&writer.put(complaint("k"), b"small")),
+            shape(&writer.put_bytes(complaint("k"), b"small")),
             [(0, false), (1, true), (2, true)]
         );
         assert_eq!(writer.live_bytes(), 5);
@@ -249,9 +267,9 @@ mod tests {
             source: "transactions".into(),
             partition: 0,
         };
-        assert_eq!(writer.put_int(key.clone(), "t", 5).len(), 1);
-        assert!(writer.put_int(key.clone(), "t", 5).is_empty());
-        assert_eq!(writer.put_int(key.clone(), "t", 6).len(), 1);
+        assert_eq!(writer.put_int(key.clone(), 5).len(), 1);
+        assert!(writer.put_int(key.clone(), 5).is_empty());
+        assert_eq!(writer.put_int(key.clone(), 6).len(), 1);
     }
 
     #[test]
@@ -260,10 +278,10 @@ mod tests {
         let value = vec![1u8; 1024 * 1024];
         // The same key rewritten: 1 MiB live, 1 MiB more written each time.
         for _ in 0..6 {
-            writer.put(complaint("k"), &value);
+            writer.put_bytes(complaint("k"), &value);
         }
         assert!(!writer.checkpoint_due(), "6 MiB written, 2 x 1 + 4 allowed");
-        writer.put(complaint("k"), &value);
+        writer.put_bytes(complaint("k"), &value);
         assert!(writer.checkpoint_due());
         let markers = writer.begin_checkpoint();
         assert_eq!(
@@ -285,9 +303,9 @@ mod tests {
             pane_start: 0,
             seq,
         };
-        writer.put(pane("a", 1), b"x");
-        writer.put(pane("a", 2), b"x");
-        writer.put(pane("b", 1), b"x");
+        writer.put_bytes(pane("a", 1), b"x");
+        writer.put_bytes(pane("a", 2), b"x");
+        writer.put_bytes(pane("b", 1), b"x");
         let gone = writer.delete_where(|k| k.job().is_some_and(|(job, _)| job == "a"));
         assert_eq!(gone.len(), 2);
         assert!(gone.iter().all(|r| r.payload.is_none()));

@@ -2,14 +2,39 @@
 //! NDJSON rows.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{CaseError, DEFAULT_TOLERANCE};
 use crate::decode::{Cell, parse_record};
-use crate::schema::Source;
+use crate::schema::{Source, Sources};
 use crate::source::{Consumed, RawRecord};
+
+/// Relative tolerance for floats when a case does not set one.
+pub const DEFAULT_TOLERANCE: f64 = 1e-9;
+
+/// Why a case could not run: a file with its line where one applies.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct CaseError {
+    /// The file at fault.
+    pub file: PathBuf,
+    /// Its line, 1-based.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl CaseError {
+    /// A problem of `file`, at `line` where one applies.
+    pub fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        }
+    }
+}
 
 /// `case.toml`: all optional.
 #[derive(Debug)]
@@ -80,7 +105,7 @@ pub struct CaseInput {
 /// one arrival order: the file whose next record has the earliest event
 /// time goes next (ties in source order), each file keeping its own order;
 /// a record that does not decode goes with the record before it.
-pub fn read(dir: &Path) -> Result<CaseInput, CaseError> {
+pub fn read(dir: &Path, sources: Sources) -> Result<CaseInput, CaseError> {
     let mut tables = Vec::new();
     let mut streams: BTreeMap<Source, VecDeque<(i64, Consumed)>> = BTreeMap::new();
     let entries = std::fs::read_dir(dir)
@@ -98,8 +123,8 @@ pub fn read(dir: &Path) -> Result<CaseInput, CaseError> {
         if stem.starts_with("expected") {
             continue;
         }
-        let source = Source::named(stem).ok_or_else(|| {
-            let declared: Vec<&str> = Source::all().map(Source::name).collect();
+        let source = sources.named(stem).ok_or_else(|| {
+            let declared: Vec<&str> = sources.all().map(Source::name).collect();
             CaseError::new(
                 &path,
                 None,

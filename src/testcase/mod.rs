@@ -20,31 +20,7 @@ use crate::job::plan_named;
 use crate::lookup::Lookups;
 pub use compare::{Diff, compare};
 use input::CaseInput;
-
-/// Relative tolerance for floats when a case does not set one.
-pub const DEFAULT_TOLERANCE: f64 = 1e-9;
-
-/// Why a case could not run: a file with its line where one applies.
-#[derive(Debug, thiserror::Error)]
-#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
-pub struct CaseError {
-    /// The file at fault.
-    pub file: PathBuf,
-    /// Its line, 1-based.
-    pub line: Option<usize>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl CaseError {
-    fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            line,
-            message: message.into(),
-        }
-    }
-}
+pub use input::{CaseError, DEFAULT_TOLERANCE};
 
 /// One case folder: its job and name.
 #[derive(Debug, Clone)]
@@ -135,14 +111,14 @@ impl CaseRun {
 
 /// Runs one case's job (of `config`'s queries directory) on its input.
 pub async fn run_case(config: &Config, case: &CaseDir) -> Result<CaseOutput, CaseError> {
-    let lookups = Lookups::default();
+    let lookups = Lookups::new(config.declared);
     let (job, query_path) = plan_named(config, &case.job, &lookups)
         .await
         .map_err(query_error)?;
     let key_fields: Vec<String> = std::iter::once("job".to_owned())
         .chain(job.record_key_columns())
         .collect();
-    let CaseInput { tables, events } = input::read(&case.dir)?;
+    let CaseInput { tables, events } = input::read(&case.dir, config.declared)?;
     let output = run_offline(config, &lookups, vec![(job, query_path)], tables, events)
         .await
         .map_err(|e| CaseError::new(&case.dir, None, format!("the run failed: {e}")))?;
@@ -162,7 +138,7 @@ pub async fn run_case(config: &Config, case: &CaseDir) -> Result<CaseOutput, Cas
         .iter()
         .map(|d| {
             let mut letter = serde_json::json!({
-                "source": config.topics.source_of(&d.topic).map_or(d.topic.as_str(), |s| s.name()),
+                "source": config.topics.source_of(config.declared, &d.topic).map_or(d.topic.as_str(), |s| s.name()),
                 "line": d.offset,
                 "reason": d.rejection.kind.as_str(),
             });

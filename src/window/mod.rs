@@ -15,6 +15,7 @@ pub mod panes;
 pub mod sessions;
 pub mod split;
 pub mod sql;
+pub mod store;
 
 use std::fmt;
 

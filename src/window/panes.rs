@@ -102,7 +102,9 @@ pub fn block_width(spec: &WindowSpec) -> Option<i64> {
 }
 
 /// The smallest [`StatePartition`], for ranges over pane starts.
-const FIRST_PARTITION: StatePartition = (Source::FIRST, i32::MIN);
+fn first_partition() -> StatePartition {
+    (Source::first(), i32::MIN)
+}
 
 /// Partial aggregates keyed by (pane start, source partition).
 #[derive(Debug)]
@@ -233,7 +235,10 @@ impl PaneStore {
                 }
             }
             // Jump over stretches without panes.
-            let next_pane = self.panes.range((start + slide, FIRST_PARTITION)..).next();
+            let next_pane = self
+                .panes
+                .range((start + slide, first_partition())..)
+                .next();
             end = match next_pane {
                 Some((&(pane_start, _), _)) => {
                     (end + slide).max(self.spec.first_window_end(pane_start))
@@ -295,7 +300,7 @@ impl PaneStore {
         let mut blocks_used = BTreeSet::new();
         for (&(pane_start, partition), pane) in self
             .panes
-            .range((start, FIRST_PARTITION)..(end, FIRST_PARTITION))
+            .range((start, first_partition())..(end, first_partition()))
         {
             let block = self.block_of(pane_start).and_then(|(block_start, width)| {
                 let inside = block_start >= start && block_start + width <= end;
@@ -507,8 +512,19 @@ mod tests {
 
     use super::*;
 
-    const P0: StatePartition = (Source::FIRST, 0);
-    const P1: StatePartition = (Source::FIRST, 1);
+    fn transactions() -> Source {
+        crate::config::default_sources()
+            .named("transactions")
+            .expect("declared")
+    }
+
+    fn p0() -> StatePartition {
+        (transactions(), 0)
+    }
+
+    fn p1() -> StatePartition {
+        (transactions(), 1)
+    }
 
     fn state_schema() -> SchemaRef {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
@@ -554,9 +570,11 @@ mod tests {
     fn tumbling_windows_close_in_order_and_free_their_panes() {
         let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, (0, 1));
         store
-            .insert(P0, &states(&[0, 10, 30], 10, &[1, 2, 3]))
+            .insert(p0(), &states(&[0, 10, 30], 10, &[1, 2, 3]))
             .expect("insert");
-        store.insert(P1, &states(&[10], 10, &[4])).expect("insert");
+        store
+            .insert(p1(), &states(&[10], 10, &[4]))
+            .expect("insert");
         assert_eq!(store.panes(), 4);
         // Watermark at 25: [0,10) and [10,20) close; [20,30) is empty.
         assert_eq!(
@@ -567,7 +585,7 @@ mod tests {
         assert_eq!(store.closed_through(), Some(25));
         // State for a closed window is refused; the open one is kept.
         store
-            .insert(P0, &states(&[10, 20], 10, &[7, 8]))
+            .insert(p0(), &states(&[10, 20], 10, &[7, 8]))
             .expect("insert");
         assert_eq!(
             summary(&store.open_windows()),
@@ -587,7 +605,7 @@ mod tests {
         let mut store = PaneStore::new(spec, (0, 1));
         // Events at panes 12 and 16 (one each).
         store
-            .insert(P0, &states(&[12, 16], 2, &[1, 10]))
+            .insert(p0(), &states(&[12, 16], 2, &[1, 10]))
             .expect("insert");
         assert_eq!(store.panes(), 2);
         // Windows containing 12: [4,14) [8,18) [12,22); containing 16: [8,18) [12,22) [16,26).
@@ -618,14 +636,18 @@ mod tests {
     fn changes_are_journaled_and_cancel_out_within_one_drain() {
         let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, (0, 1));
         store
-            .insert(P0, &states(&[0, 10], 10, &[1, 2]))
+            .insert(p0(), &states(&[0, 10], 10, &[1, 2]))
             .expect("insert");
         assert_eq!(
             journal(&store.drain_changes()),
             [("put", 0, 0), ("put", 10, 1)]
         );
-        store.insert(P0, &states(&[10], 10, &[3])).expect("insert");
-        store.insert(P0, &states(&[20], 10, &[4])).expect("insert");
+        store
+            .insert(p0(), &states(&[10], 10, &[3]))
+            .expect("insert");
+        store
+            .insert(p0(), &states(&[20], 10, &[4]))
+            .expect("insert");
         // [0,10) and [10,20) close; pane 20's batch is added and closed
         // before the drain, so it never reaches the changelog.
         store.close(30, usize::MAX);
@@ -634,9 +656,11 @@ mod tests {
             [("delete", 0, 0), ("delete", 10, 1)],
             "seq 2 (pane 10) and 3 (pane 20) were added and removed in one epoch"
         );
-        store.insert(P1, &states(&[40], 10, &[5])).expect("insert");
-        let taken = store.take_pane((40, P1));
-        store.put_pane((40, P1), taken);
+        store
+            .insert(p1(), &states(&[40], 10, &[5]))
+            .expect("insert");
+        let taken = store.take_pane((40, p1()));
+        store.put_pane((40, p1()), taken);
         assert_eq!(journal(&store.drain_changes()), [("put", 40, 5)]);
         assert_eq!(journal(&store.contents()), [("put", 40, 5)]);
     }
@@ -644,9 +668,9 @@ mod tests {
     #[test]
     fn a_restored_store_closes_the_same_windows() {
         let mut live = PaneStore::new(WindowSpec::Hop { size: 10, slide: 5 }, (0, 1));
-        live.insert(P0, &states(&[0, 5], 5, &[1, 2]))
+        live.insert(p0(), &states(&[0, 5], 5, &[1, 2]))
             .expect("insert");
-        live.insert(P1, &states(&[5, 10], 5, &[3, 4]))
+        live.insert(p1(), &states(&[5, 10], 5, &[3, 4]))
             .expect("insert");
         assert_eq!(
             summary(&live.close(10, usize::MAX)),
@@ -663,7 +687,7 @@ mod tests {
             }
         }
         restored.restore(
-            (0, P0),
+            (0, p0()),
             StateBatch {
                 seq: 0,
                 batch: states(&[0], 5, &[1]),
@@ -676,7 +700,7 @@ mod tests {
         );
         // New batches get sequence numbers after the restored ones.
         restored
-            .insert(P0, &states(&[30], 5, &[9]))
+            .insert(p0(), &states(&[30], 5, &[9]))
             .expect("insert");
         assert_eq!(
             journal(&restored.drain_changes()).last(),
@@ -688,7 +712,7 @@ mod tests {
     fn a_limited_close_leaves_the_later_windows_open() {
         let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, (0, 1));
         store
-            .insert(P0, &states(&[0, 10, 20, 30], 10, &[1, 2, 3, 4]))
+            .insert(p0(), &states(&[0, 10, 20, 30], 10, &[1, 2, 3, 4]))
             .expect("insert");
         assert_eq!(summary(&store.close(35, 2)), vec![(0, 10, 1), (10, 20, 2)]);
         assert_eq!(store.closed_through(), Some(20), "only as far as it closed");
@@ -706,7 +730,12 @@ mod tests {
         let mut store = PaneStore::new(spec, (0, 1));
         store
             .insert(
-                (Source::named("feedback").expect("declared"), 3),
+                (
+                    crate::config::default_sources()
+                        .named("feedback")
+                        .expect("declared"),
+                    3,
+                ),
                 &states(&[5], 5, &[1]),
             )
             .expect("insert");
@@ -761,7 +790,7 @@ mod tests {
             },
             (0, 1),
         );
-        for p in [P0, P1] {
+        for p in [p0(), p1()] {
             let starts: Vec<i64> = (0..140).collect();
             store
                 .insert(p, &states(&starts, 1, &vec![1; 140]))
@@ -787,9 +816,9 @@ mod tests {
         // 3 blocks and 4 panes per partition instead of 100 panes.
         assert_eq!(windows[0].batches.len(), 2 * (3 + 4));
         // A pane that changes drops its block; the next window, [1, 101),
-        // cannot use block [0, 32) and reads block [32, 64) of P0 pane by
+        // cannot use block [0, 32) and reads block [32, 64) of p0() pane by
         // pane until it is merged again.
-        store.insert(P0, &states(&[40], 1, &[5])).expect("insert");
+        store.insert(p0(), &states(&[40], 1, &[5])).expect("insert");
         assert_eq!(store.bytes(), counted_bytes(&store));
         let windows = store.close(101, 1);
         assert_eq!(summary(&windows), [(1, 101, 205)]);
@@ -797,7 +826,7 @@ mod tests {
         // Blocks no later window covers are freed with their panes.
         assert_eq!(store.close(133, usize::MAX).len(), 32);
         let kept: Vec<PaneKey> = store.blocks.keys().copied().collect();
-        assert_eq!(kept, [(64, P0), (64, P1)]);
+        assert_eq!(kept, [(64, p0()), (64, p1())]);
         assert_eq!(store.bytes(), counted_bytes(&store));
     }
 }

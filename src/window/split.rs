@@ -25,7 +25,7 @@ use super::WindowSpec;
 use super::assign::{SessionSpans, WINDOW_END, WINDOW_START, WindowAssign};
 use super::exec::WindowAssignExec;
 use crate::batch_slot::BatchSlot;
-use crate::schema::Source;
+use crate::schema::{Source, Sources};
 
 /// What the logical checks found out about a windowed query.
 #[derive(Debug, Clone)]
@@ -76,7 +76,10 @@ pub struct SplitPlan {
 /// Finds the query's window, if any, and checks that the query can run
 /// continuously: one window, aggregated by `window_start, window_end`, with
 /// only row-by-row operators between the two.
-pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowInfo>, String> {
+pub fn check_windowed(
+    plan: &LogicalPlan,
+    sources: Sources,
+) -> std::result::Result<Option<WindowInfo>, String> {
     let mut windows = Vec::new();
     plan.apply_with_subqueries(|node| {
         if let Some(w) = as_window(node) {
@@ -90,8 +93,8 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
         [one] => one.clone(),
         _ => return Err("a query may use one window (TUMBLE, HOP or SESSION), not several".into()),
     };
-    let sources = streams_in(&window.input);
-    if sources.is_empty() {
+    let streams = streams_in(&window.input, sources);
+    if streams.is_empty() {
         return Err(
             "the window must be over an event source (transactions, feedback or complaints)".into(),
         );
@@ -132,11 +135,11 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
                 } else {
                     &join.left
                 };
-                if !streams_in(other).is_empty() {
+                if !streams_in(other, sources).is_empty() {
                     return Err(format!(
                         "joining two event streams is not supported; a windowed source can be \
                          joined with {}",
-                        table_sources()
+                        table_sources(sources)
                     ));
                 }
             }
@@ -156,12 +159,12 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
             return Err(window_column_misuse(&window.spec));
         }
     }
-    let scans = count_stream_scans(&window.input);
-    if count_stream_scans(plan) != scans || scans != sources.len() {
+    let scans = count_stream_scans(&window.input, sources);
+    if count_stream_scans(plan, sources) != scans || scans != streams.len() {
         return Err(format!(
             "a windowed query reads each event source once, inside its window; \
              join it only with {}",
-            table_sources()
+            table_sources(sources)
         ));
     }
     let groups = &aggregate.group_expr;
@@ -202,7 +205,7 @@ pub fn check_windowed(plan: &LogicalPlan) -> std::result::Result<Option<WindowIn
     }
     Ok(Some(WindowInfo {
         spec: window.spec,
-        sources,
+        sources: streams,
         time_col: window.time_col.clone(),
         key_col: window.key_col.clone(),
         spans: window.spans.clone(),
@@ -279,16 +282,17 @@ fn path_to_window(plan: &LogicalPlan) -> Option<Vec<&LogicalPlan>> {
     })
 }
 
-fn source_of(plan: &LogicalPlan) -> Option<Source> {
+fn source_of(plan: &LogicalPlan, sources: Sources) -> Option<Source> {
     match plan {
-        LogicalPlan::TableScan(scan) => Source::named(scan.table_name.table()),
+        LogicalPlan::TableScan(scan) => sources.named(scan.table_name.table()),
         _ => None,
     }
 }
 
 /// The table sources a stream can be joined with, for messages.
-pub fn table_sources() -> String {
-    let names: Vec<String> = Source::tables()
+pub fn table_sources(sources: Sources) -> String {
+    let names: Vec<String> = sources
+        .tables()
         .map(|t| format!("`{}`", t.name()))
         .collect();
     match names.len() {
@@ -299,10 +303,10 @@ pub fn table_sources() -> String {
 }
 
 /// Event sources scanned anywhere in `plan`, subqueries included.
-pub fn streams_in(plan: &LogicalPlan) -> Vec<Source> {
+pub fn streams_in(plan: &LogicalPlan, sources: Sources) -> Vec<Source> {
     let mut read = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
-        if let Some(kind) = source_of(node).filter(|k| k.is_stream())
+        if let Some(kind) = source_of(node, sources).filter(|k| k.is_stream())
             && !read.contains(&kind)
         {
             read.push(kind);
@@ -325,10 +329,10 @@ pub fn tables_in(plan: &LogicalPlan) -> BTreeSet<String> {
     tables
 }
 
-fn count_stream_scans(plan: &LogicalPlan) -> usize {
+fn count_stream_scans(plan: &LogicalPlan, sources: Sources) -> usize {
     let mut n = 0;
     let _ = plan.apply_with_subqueries(|node| {
-        if source_of(node).is_some_and(|k| k.is_stream()) {
+        if source_of(node, sources).is_some_and(|k| k.is_stream()) {
             n += 1;
         }
         Ok(TreeNodeRecursion::Continue)

@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{self, FunctionArg, FunctionArgExpr, Spanne
 
 use super::WindowSpec;
 use super::assign::{SessionSpans, WindowAssign};
-use crate::schema::Source;
+use crate::schema::{Source, Sources};
 
 /// Plans the relation `name` names where the statement stands (a `WITH`
 /// query, e.g. an expanded shared view), if it names one.
@@ -39,12 +39,23 @@ pub struct WindowRelationPlanner {
     /// names before planning it, and a table named only inside a table
     /// function's arguments is not among them.
     sources: HashMap<String, Arc<dyn TableProvider>>,
+    /// The declared sources, to tell streams from tables by name.
+    declared: Sources,
 }
 
 impl WindowRelationPlanner {
-    /// A planner over `sources` whose SESSION nodes report mini-sessions to `spans`.
-    pub fn new(spans: SessionSpans, sources: HashMap<String, Arc<dyn TableProvider>>) -> Self {
-        Self { spans, sources }
+    /// A planner over the tables of `sources` (of the `declared` sources)
+    /// whose SESSION nodes report mini-sessions to `spans`.
+    pub fn new(
+        spans: SessionSpans,
+        sources: HashMap<String, Arc<dyn TableProvider>>,
+        declared: Sources,
+    ) -> Self {
+        Self {
+            spans,
+            sources,
+            declared,
+        }
     }
 }
 
@@ -134,7 +145,7 @@ impl RelationPlanner for WindowRelationPlanner {
                         "{signature}: the first argument must name a source table or be a (SELECT …)"
                     ))
                 })?;
-                let provider = match Source::named(&source) {
+                let provider = match self.declared.named(&source) {
                     Some(kind) if kind.is_stream() => self.sources.get(&source),
                     _ => None,
                 };
@@ -150,12 +161,16 @@ impl RelationPlanner for WindowRelationPlanner {
                     }
                     // A shared view (a `WITH` query): windowed like a subquery.
                     None => match plan_named(&source, context) {
-                        Some(input) if !crate::window::split::streams_in(&input).is_empty() => {
+                        Some(input)
+                            if !crate::window::split::streams_in(&input, self.declared)
+                                .is_empty() =>
+                        {
                             derived = true;
                             (format!("view `{source}`"), input)
                         }
                         _ => {
-                            let streams: Vec<&str> = Source::streams().map(Source::name).collect();
+                            let streams: Vec<&str> =
+                                self.declared.streams().map(Source::name).collect();
                             return Err(fail(format!(
                                 "{signature}: `{source}` is neither an event source nor a view over one; window one of the streams ({}) or a view of queries/views/",
                                 streams.join(", ")
@@ -184,7 +199,7 @@ impl RelationPlanner for WindowRelationPlanner {
         };
         let time_col = column(1, "time column", context)?;
         if derived {
-            let streams = crate::window::split::streams_in(&input);
+            let streams = crate::window::split::streams_in(&input, self.declared);
             if let Some(other) = streams.iter().find(|s| s.time_or_key() != time_col) {
                 return Err(fail(format!(
                     "{signature}: over a subquery or view, the time column must be the sources' `{}` \

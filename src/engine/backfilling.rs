@@ -1,97 +1,17 @@
-//! The engine's backfills ([`super::backfill`]): started for new or changed
-//! jobs with `@backfill`, resumed after a restart where the changelog says
-//! they stood, requested for a running job by `cxpulse backfill`, stepped
-//! when the engine has nothing live to do, and handed over to the live jobs
-//! once caught up.
-//!
-//! Throttling: the engine loop runs a backfill step when no live record,
-//! commit, timer or signal is waiting (it is the last branch of a biased
-//! select), and after every [`BACKFILL_EVERY`] live micro-batches (so that
-//! a live stream that never lets the loop idle does not starve it); a step
-//! reads at most `engine.backfill_batch_rows` records per backfill: a live
-//! record waits at most one such micro-batch.
-//! A backfill's outputs and state changes join the open epoch, with its
-//! positions, so a crash resumes it where the last commit left it.
+//! The engine's side of its backfills (kept in [`super::backfill`]):
+//! started for new or changed jobs, stepped when the engine has nothing
+//! live to do, asked for by `cxpulse backfill`, handed over to the live
+//! jobs once caught up, and recorded in the changelog.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::backfill::{self, Backfill};
+use super::backfill::{Backfill, IDLE_WAIT, PROGRESS_EVERY, PreparedBackfill, begin, open};
 use super::restore::BackfillState;
 use super::{Core, Engine, EngineError, RunningJob, gauge_limit};
-use crate::config::Config;
 use crate::control::{BackfillRequest, Refusal};
 use crate::job::{Job, backfill_refused};
-use crate::metrics::Metrics;
 use crate::query::{BackfillFrom, QueryFile};
 use crate::state::key::StateKey;
-
-/// How often a running backfill logs its progress.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// Under a live stream that never lets the engine loop idle, the backfills
-/// still take a step after this many live micro-batches.
-pub const BACKFILL_EVERY: u32 = 8;
-
-/// How long the engine waits before reading again when no backfill found
-/// anything to read.
-const IDLE_WAIT: Duration = Duration::from_millis(50);
-
-/// A backfill request whose job was planned again and whose history's
-/// offsets were found, off the engine loop.
-pub(super) struct PreparedBackfill {
-    job: String,
-    fingerprint: String,
-    from: BackfillFrom,
-    path: std::path::PathBuf,
-    outcome: Result<(Job, backfill::Opened), Refusal>,
-    reply: oneshot::Sender<Result<String, Refusal>>,
-}
-
-/// Finds where a backfill of a job reading `sources` starts (from `from`,
-/// or where `resumed` stood) and where the live consumer stands, off the
-/// engine's thread.
-async fn open(
-    config: &Config,
-    sources: Vec<crate::schema::Source>,
-    from: Option<BackfillFrom>,
-    resumed: &BackfillState,
-) -> Result<backfill::Opened, rdkafka::error::KafkaError> {
-    let (config, resumed) = (config.clone(), resumed.clone());
-    tokio::task::spawn_blocking(move || backfill::open(&config, &sources, from, &resumed))
-        .await
-        .map_err(|_| rdkafka::error::KafkaError::Canceled)?
-}
-
-/// A backfill of `running` from `from` over what [`open`] found.
-fn begin(
-    config: &Config,
-    running: RunningJob,
-    (from, opened): (Option<BackfillFrom>, backfill::Opened),
-    resumed: &BackfillState,
-    metrics: &Metrics,
-) -> Backfill {
-    let backfill = Backfill::new(config, running, opened, resumed, Instant::now());
-    let name = backfill.job().job.name.as_str();
-    metrics.backfill_records.with_label_values(&[name]);
-    if resumed.running() {
-        tracing::info!(
-            job = %name,
-            resumed = true,
-            "backfill resumed where the last commit left it"
-        );
-    } else {
-        tracing::info!(
-            job = %name,
-            from = %from.unwrap_or(BackfillFrom::Earliest),
-            "backfill started: the job reads its sources' history, then goes live"
-        );
-    }
-    backfill
-}
 
 impl Engine {
     /// Every job, live or backfilling.
@@ -247,10 +167,11 @@ impl Engine {
             let backfill = &mut self.backfills[i];
             let behind = backfill.behind(&self.live_positions);
             backfill.event_time.keep_active(&behind, now);
-            let batch = backfill
-                .read(&self.live_positions, max_rows)
-                .map_err(EngineError::kafka("reading history for a backfill"))?;
             let name = backfill.job().job.name.clone();
+            let span = tracing::info_span!("job", job = %name, backfill = true);
+            let batch = span
+                .in_scope(|| backfill.read(&self.live_positions, max_rows))
+                .map_err(EngineError::kafka("reading history for a backfill"))?;
             let mut core = Core {
                 jobs: &mut backfill.jobs,
                 lookups: &self.lookups,
@@ -282,8 +203,8 @@ impl Engine {
             if std::time::Instant::now() >= backfill.next_log {
                 backfill.next_log = std::time::Instant::now() + PROGRESS_EVERY;
                 let seconds = backfill.started.elapsed().as_secs_f64();
+                let _in_job = span.enter();
                 tracing::info!(
-                    job = %name,
                     read = backfill.read,
                     left = lag,
                     per_second = (backfill.read as f64 / seconds.max(0.001)) as u64,
@@ -480,7 +401,7 @@ impl Engine {
                     source: source.name().to_owned(),
                     partition,
                 };
-                records.extend(self.changelog.put_int(key, "next_offset", next));
+                records.extend(self.changelog.put_int(key, next));
             }
             for ((source, partition), t) in backfill.event_time.partition_times() {
                 let key = StateKey::BackfillEventTime {
@@ -489,7 +410,7 @@ impl Engine {
                     source: source.name().to_owned(),
                     partition,
                 };
-                records.extend(self.changelog.put_int(key, "max_event_time", t));
+                records.extend(self.changelog.put_int(key, t));
             }
         }
         for running in &self.jobs {
@@ -498,55 +419,9 @@ impl Engine {
                     job: running.job.name.clone(),
                     fingerprint: running.job.fingerprint.clone(),
                 };
-                records.extend(self.changelog.put_int(key, "finished_at", at));
+                records.extend(self.changelog.put_int(key, at));
             }
         }
         records
     }
-}
-
-/// Splits restored jobs into live ones and backfills: a job whose backfill
-/// was running resumes it; a job with `@backfill` that never finished one
-/// starts it; the others run live.
-pub(super) async fn resume(
-    config: &Config,
-    metrics: &Metrics,
-    jobs: Vec<RunningJob>,
-    mut states: BTreeMap<String, BackfillState>,
-) -> Result<(Vec<RunningJob>, Vec<Backfill>), EngineError> {
-    let (mut live, mut to_open) = (Vec::new(), Vec::new());
-    for mut running in jobs {
-        let state = states.remove(&running.job.name).unwrap_or_default();
-        if let Some(at) = state.done {
-            running.backfilled_at = Some(at);
-            live.push(running);
-        } else if state.running() || running.job.backfill.is_some() {
-            to_open.push((running, state));
-        } else {
-            live.push(running);
-        }
-    }
-    let mut opened = Vec::new();
-    for (running, state) in &to_open {
-        match open(config, running.job.sources(), running.job.backfill, state).await {
-            Ok(o) => opened.push(o),
-            Err(e) => {
-                // Nothing stays registered for the next start to collide with.
-                for running in live.iter().chain(to_open.iter().map(|(r, _)| r)) {
-                    running.forget_metrics(metrics);
-                }
-                return Err(EngineError::kafka("starting a backfill")(e));
-            }
-        }
-    }
-    let backfills: Vec<Backfill> = to_open
-        .into_iter()
-        .zip(opened)
-        .map(|((running, state), opened)| {
-            let from = running.job.backfill;
-            begin(config, running, (from, opened), &state, metrics)
-        })
-        .collect();
-    metrics.backfills_running.set(backfills.len() as i64);
-    Ok((live, backfills))
 }

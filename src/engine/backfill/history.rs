@@ -22,13 +22,16 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use super::event_time::EventTime;
-use super::jobs::RunningJob;
-use super::restore::BackfillState;
+use super::super::event_time::EventTime;
+use super::super::jobs::RunningJob;
+use super::super::restore::BackfillState;
 use crate::config::{Config, TopicsConfig};
 use crate::query::BackfillFrom;
 use crate::schema::Source;
 use crate::source::{Admission, Batcher, Consumed, MicroBatch, ReadToEndContext};
+
+/// How often a running backfill logs its progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a metadata, offset or watermark request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,7 +105,7 @@ pub fn open(
     let mut assignment = TopicPartitionList::new();
     for e in all.elements() {
         let (topic, partition) = (e.topic().to_owned(), e.partition());
-        let Some(source) = config.topics.source_of(&topic) else {
+        let Some(source) = config.topics.source_of(config.declared, &topic) else {
             continue;
         };
         let (low, high) = reader.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)?;
@@ -151,6 +154,7 @@ pub struct Backfill {
     reader: BaseConsumer<ReadToEndContext>,
     partitions: BTreeMap<TopicPartition, Reading>,
     topics: TopicsConfig,
+    sources: crate::schema::Sources,
     max_record_bytes: usize,
     /// A micro-batch's cap in bytes (`engine.batch_max_bytes`).
     max_batch_bytes: usize,
@@ -186,12 +190,17 @@ impl Backfill {
             reader: opened.reader,
             partitions: opened.partitions,
             topics: config.topics.clone(),
+            sources: config.declared,
             max_record_bytes: config.max_record_bytes(),
             max_batch_bytes: config.batch_max_bytes(),
-            batcher: Batcher::new(config.topics.clone(), Admission::new(config)),
+            batcher: Batcher::new(
+                config.topics.clone(),
+                config.declared,
+                Admission::new(config),
+            ),
             read: 0,
             started: std::time::Instant::now(),
-            next_log: std::time::Instant::now() + super::backfills::PROGRESS_EVERY,
+            next_log: std::time::Instant::now() + PROGRESS_EVERY,
         }
     }
 
@@ -258,14 +267,14 @@ impl Backfill {
                 None => break,
                 Some(Ok(message)) => message,
                 Some(Err(e)) => {
-                    tracing::warn!(job = %self.job().job.name, error = %e, "backfill reader");
+                    tracing::warn!(error = %e, "backfill reader");
                     break;
                 }
             };
             let at = (message.topic().to_owned(), message.partition());
             let (Some(r), Some(consumed)) = (
                 self.partitions.get_mut(&at),
-                Consumed::of(&message, &self.topics, self.max_record_bytes),
+                Consumed::of(&message, &self.topics, self.sources, self.max_record_bytes),
             ) else {
                 continue;
             };
@@ -297,7 +306,7 @@ impl Backfill {
             return Ok(None);
         }
         Ok(Some(self.batcher.take().map_err(|e| {
-            tracing::error!(job = %self.job().job.name, error = %e, "assembling a backfill micro-batch");
+            tracing::error!(error = %e, "assembling a backfill micro-batch");
             KafkaError::Canceled
         })?))
     }

@@ -15,6 +15,9 @@ pub enum Slot {
 pub struct Layout(Vec<(String, Slot)>);
 
 impl Layout {
+    /// No keys at all.
+    pub const EMPTY: Layout = Layout(Vec::new());
+
     /// The layout of columns found at `paths` (column `i` at `paths[i]`,
     /// each path a list of keys, outermost first). Where two paths
     /// disagree (one column at `a`, another at `a.b`), the first wins.
