@@ -93,7 +93,7 @@ pub async fn run(options: DemoOptions, interrupt: impl Future<Output = ()>) -> a
     crate::bundled::write_queries(queries.path())?;
 
     let mut config = Config::load(options.config.as_deref())?;
-    crate::generate::check_sources(config.declared).map_err(anyhow::Error::msg)?;
+    crate::generate::check_sources(config.declared)?;
     config.kafka.brokers.clone_from(&bootstrap);
     config.engine.queries_dir = queries.path().to_owned();
     // Simulated time runs `speed` times faster than the clock and soon

@@ -178,7 +178,7 @@ async fn generate(
     use cxpulse::generate::Generator;
     use cxpulse::generate::publish::{Progress, customers_for_rate, publish};
     cxpulse::logging::init(config.log.format);
-    cxpulse::generate::check_sources(config.declared).map_err(anyhow::Error::msg)?;
+    cxpulse::generate::check_sources(config.declared)?;
     let sources = cxpulse::admin::source_topics(&config, 3);
     cxpulse::admin::ensure_topics(&config, &sources)
         .await

@@ -3,14 +3,48 @@
 //! their checks and its JSON layout.
 
 use crate::schema::{
-    FieldSpec, FieldType, KeepSpec, Layout, Pattern, Role, SourceSpec, Sources, path_keys,
+    FieldSpec, FieldType, KeepSpec, Layout, Pattern, Role, SourceSpec, Sources, SourcesError,
+    path_keys,
 };
 
 use super::sources::{ColumnEntry, ColumnType, SourceEntry, decimal_units};
 
+/// Why `[[sources]]` entries (already checked by `Config::load`) cannot be
+/// built into the engine's sources.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeclareError {
+    /// A stream without its event-time column, or a table without its key.
+    #[error("source {name}: {what} is not set")]
+    NotSet {
+        /// The source.
+        name: String,
+        /// The missing setting.
+        what: &'static str,
+    },
+    /// A kind other than `stream` or `table`.
+    #[error("source {name}: unknown kind {kind:?}")]
+    UnknownKind {
+        /// The source.
+        name: String,
+        /// Its kind as written.
+        kind: String,
+    },
+    /// A column whose type or checks cannot be used.
+    #[error("column {column}: {problem}")]
+    Column {
+        /// The column.
+        column: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// More sources than a handle can index.
+    #[error(transparent)]
+    Sources(#[from] SourcesError),
+}
+
 /// The sources of `entries` (checked by `Config::load`): the enabled ones,
 /// tables first, then streams, each in declaration order.
-pub fn declare(entries: &[SourceEntry]) -> Result<Sources, String> {
+pub fn declare(entries: &[SourceEntry]) -> Result<Sources, DeclareError> {
     let enabled = entries.iter().filter(|e| e.enabled);
     let (tables, streams): (Vec<&SourceEntry>, Vec<&SourceEntry>) =
         enabled.partition(|e| e.kind == "table");
@@ -19,15 +53,16 @@ pub fn declare(entries: &[SourceEntry]) -> Result<Sources, String> {
         .chain(streams)
         .map(source_spec)
         .collect::<Result<Vec<_>, _>>()?;
-    Sources::new(specs).map_err(|e| e.to_string())
+    Ok(Sources::new(specs)?)
 }
 
 /// One entry as the engine sees it.
-fn source_spec(entry: &SourceEntry) -> Result<SourceSpec, String> {
-    let named = |column: &Option<String>, what: &str| {
-        column
-            .clone()
-            .ok_or_else(|| format!("source {}: {what} is not set", entry.name))
+fn source_spec(entry: &SourceEntry) -> Result<SourceSpec, DeclareError> {
+    let named = |column: &Option<String>, what: &'static str| {
+        column.clone().ok_or_else(|| DeclareError::NotSet {
+            name: entry.name.clone(),
+            what,
+        })
     };
     let role = match entry.kind.as_str() {
         "stream" => Role::Stream {
@@ -39,7 +74,12 @@ fn source_spec(entry: &SourceEntry) -> Result<SourceSpec, String> {
         "table" => Role::Table {
             key: named(&entry.key, "key")?,
         },
-        other => return Err(format!("source {}: unknown kind {other:?}", entry.name)),
+        other => {
+            return Err(DeclareError::UnknownKind {
+                name: entry.name.clone(),
+                kind: other.to_owned(),
+            });
+        }
     };
     let fields: Vec<FieldSpec> = entry
         .columns
@@ -74,24 +114,28 @@ fn source_spec(entry: &SourceEntry) -> Result<SourceSpec, String> {
 /// The decoder's view of a declared column: its type with every check it
 /// declares (a list's checks apply to its items). The checks were
 /// validated with the configuration ([`super::sources::problems`]).
-fn field_spec(column: &ColumnEntry) -> Result<FieldSpec, String> {
+fn field_spec(column: &ColumnEntry) -> Result<FieldSpec, DeclareError> {
     Ok(FieldSpec {
         name: column.name.clone(),
-        ty: checked_type(&ColumnType::parse(&column.ty)?, column)?,
+        ty: ColumnType::parse(&column.ty)
+            .and_then(|ty| checked_type(&ty, column))
+            .map_err(|problem| DeclareError::Column {
+                column: column.name.clone(),
+                problem,
+            })?,
         required: column.required,
     })
 }
 
-/// `ty` with the column's checks.
+/// `ty` with the column's checks; what is wrong with them, if anything.
 fn checked_type(ty: &ColumnType, column: &ColumnEntry) -> Result<FieldType, String> {
-    let at = |e: String| format!("column {}: {e}", column.name);
     Ok(match ty {
         ColumnType::List(item) => FieldType::List(Box::new(checked_type(item, column)?)),
         ColumnType::String => match (&column.values, &column.regex) {
             (Some(values), _) => FieldType::Enum(values.clone()),
             (None, Some(pattern)) => regex::Regex::new(pattern)
                 .map(|re| FieldType::Matching(Pattern(re)))
-                .map_err(|e| at(e.to_string()))?,
+                .map_err(|e| e.to_string())?,
             (None, None) if column.lowercase => FieldType::Coded,
             (None, None) => FieldType::Text,
         },
@@ -99,7 +143,7 @@ fn checked_type(ty: &ColumnType, column: &ColumnEntry) -> Result<FieldType, Stri
         ColumnType::Timestamp => FieldType::Timestamp,
         ColumnType::Bool => FieldType::Bool,
         &ColumnType::Decimal { precision, scale } => {
-            let bound = |b: Option<f64>| b.map(|v| decimal_units(v, scale)).transpose().map_err(at);
+            let bound = |b: Option<f64>| b.map(|v| decimal_units(v, scale)).transpose();
             FieldType::Decimal {
                 precision,
                 scale,

@@ -10,6 +10,7 @@ mod sections;
 pub mod sources;
 mod validate;
 
+pub use declare::DeclareError;
 pub use layers::env_var_name;
 pub use sections::{
     Config, ConfigError, ConfigProblem, DEFAULT_TOML, EngineConfig, HttpConfig, KafkaConfig,
@@ -40,7 +41,7 @@ pub fn default_sources() -> Sources {
 impl Config {
     /// Builds [`Self::declared`] again from the `[[sources]]` entries, after
     /// a program changed them (loading builds it once).
-    pub fn declare_sources(&mut self) -> Result<(), String> {
+    pub fn declare_sources(&mut self) -> Result<(), DeclareError> {
         self.index_source_topics();
         self.declared = declare::declare(&self.sources)?;
         Ok(())
@@ -56,7 +57,7 @@ impl Config {
         if problems.is_empty() {
             match declare::declare(&config.sources) {
                 Ok(declared) => config.declared = declared,
-                Err(e) => problems.push(layered.problem("sources", e)),
+                Err(e) => problems.push(layered.problem("sources", e.to_string())),
             }
         }
         if problems.is_empty() {

@@ -5,7 +5,7 @@
 
 use tokio::time::Instant;
 
-use super::backfill::{Backfill, IDLE_WAIT, PROGRESS_EVERY, PreparedBackfill, begin, open};
+use super::backfill::{Backfill, PROGRESS_EVERY, PreparedBackfill, begin, open};
 use super::restore::BackfillState;
 use super::{Core, Engine, EngineError, RunningJob, gauge_limit};
 use crate::control::{BackfillRequest, Refusal};
@@ -42,10 +42,7 @@ impl Engine {
                     &fresh,
                     &self.metrics,
                 );
-                self.backfills.push(backfill);
-                self.metrics
-                    .backfills_running
-                    .set(self.backfills.len() as i64);
+                self.backfills.add(backfill, &self.metrics);
             }
             None => self.jobs.push(running),
         }
@@ -123,10 +120,7 @@ impl Engine {
                     &stopped.resume,
                     &self.metrics,
                 );
-                self.backfills.push(backfill);
-                self.metrics
-                    .backfills_running
-                    .set(self.backfills.len() as i64);
+                self.backfills.add(backfill, &self.metrics);
                 Ok(())
             }
             None => {
@@ -142,14 +136,11 @@ impl Engine {
             return Some(self.jobs.remove(i));
         }
         let i = self.backfills.iter().position(|b| b.job().path == path)?;
-        let backfill = self.backfills.remove(i);
+        let backfill = self.backfills.take(i, &self.metrics);
         let _ = self
             .metrics
             .backfill_lag
             .remove_label_values(&[backfill.job().job.name.as_str()]);
-        self.metrics
-            .backfills_running
-            .set(self.backfills.len() as i64);
         Some(backfill.into_job())
     }
 
@@ -160,11 +151,10 @@ impl Engine {
     pub(super) async fn backfill_step(&mut self) -> Result<(), EngineError> {
         let max_rows = usize::try_from(self.config.engine.backfill_batch_rows).unwrap_or(1);
         let now = Instant::now();
-        self.live_batches_since_backfill = 0;
         let mut read_any = false;
         let mut caught_up = Vec::new();
         for i in 0..self.backfills.len() {
-            let backfill = &mut self.backfills[i];
+            let backfill = self.backfills.get_mut(i);
             let behind = backfill.behind(&self.live_positions);
             backfill.event_time.keep_active(&behind, now);
             let name = backfill.job().job.name.clone();
@@ -194,7 +184,7 @@ impl Engine {
                 None => core.tick(now).await?,
             };
             self.publish(output).await?;
-            let backfill = &mut self.backfills[i];
+            let backfill = self.backfills.get_mut(i);
             let lag = backfill.lag(&self.live_positions);
             self.metrics
                 .backfill_lag
@@ -218,10 +208,10 @@ impl Engine {
         }
         // From the last, so that the indexes before stay valid.
         for i in caught_up.into_iter().rev() {
-            let backfill = self.backfills.remove(i);
+            let backfill = self.backfills.take(i, &self.metrics);
             self.go_live(backfill, now);
         }
-        self.next_backfill = if read_any { now } else { now + IDLE_WAIT };
+        self.backfills.stepped(read_any, now);
         Ok(())
     }
 
@@ -245,9 +235,6 @@ impl Engine {
             .metrics
             .backfill_lag
             .remove_label_values(&[name.as_str()]);
-        self.metrics
-            .backfills_running
-            .set(self.backfills.len() as i64);
         tracing::info!(job = %name, read, seconds, "backfill caught up: the job runs live");
         self.jobs.push(running);
     }
@@ -378,10 +365,7 @@ impl Engine {
                 &self.metrics,
             );
             let lag = backfill.lag(&self.live_positions);
-            self.backfills.push(backfill);
-            self.metrics
-                .backfills_running
-                .set(self.backfills.len() as i64);
+            self.backfills.add(backfill, &self.metrics);
             Ok(format!(
                 "backfill of {job} started: {lag} records to read; its state is rebuilt, then it goes live (progress: cxpulse_backfill_lag_records{{job=\"{job}\"}})\n"
             ))
@@ -392,7 +376,7 @@ impl Engine {
     /// Changelog records of the running backfills' positions and event times.
     pub(super) fn backfill_records(&mut self) -> Vec<crate::sink::OutRecord> {
         let mut records = Vec::new();
-        for backfill in &self.backfills {
+        for backfill in self.backfills.iter() {
             let (job, fingerprint) = (&backfill.job().job.name, &backfill.job().job.fingerprint);
             for ((source, partition), next) in backfill.positions() {
                 let key = StateKey::BackfillOffset {

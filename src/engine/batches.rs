@@ -127,10 +127,7 @@ impl Engine {
                 room = stage.room(), if stage.has_chunk() => stage.hand_over(room),
                 batch = stage.next_batch() => {
                     self.process(batch?).await?;
-                    self.live_batches_since_backfill += 1;
-                    if !self.backfills.is_empty()
-                        && self.live_batches_since_backfill >= super::backfill::BACKFILL_EVERY
-                    {
+                    if self.backfills.live_batch_ran() {
                         self.backfill_step().await?;
                     }
                 }
@@ -183,7 +180,7 @@ impl Engine {
                     }
                 }
                 // Last: history is read only when nothing live is waiting.
-                () = tokio::time::sleep_until(self.next_backfill),
+                () = tokio::time::sleep_until(self.backfills.next_step()),
                     if !self.backfills.is_empty() =>
                 {
                     self.backfill_step().await?;

@@ -51,7 +51,7 @@ pub enum EngineError {
     Arrow(#[from] arrow::error::ArrowError),
     /// The configuration's `[[sources]]` cannot be used.
     #[error("[[sources]]: {0}")]
-    Sources(String),
+    Sources(#[from] crate::config::DeclareError),
     /// A state value could not be encoded (a bug).
     #[error("encoding state for the changelog: {0}")]
     State(#[from] crate::state::record::FormatError),

@@ -675,4 +675,59 @@ mod tests {
             assert!(!text.contains(gone), "{gone} in {text}");
         }
     }
+
+    /// Collects what a `fmt` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_jobs_work_is_logged_inside_a_job_span_with_its_name() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let metrics = Metrics::new().expect("metrics");
+        let mut jobs = vec![
+            running(
+                "q/big_spend.sql",
+                "SELECT customer_id FROM transactions WHERE amount > 100",
+                &metrics,
+            )
+            .await,
+            running(
+                "q/all_feedback.sql",
+                "SELECT customer_id FROM feedback",
+                &metrics,
+            )
+            .await,
+        ];
+        on_every_job(&mut jobs, |_, running| async move {
+            tracing::info!("working");
+            (running, Ok(JobOutput::default()))
+        })
+        .await
+        .expect("no job panicked");
+        let text = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf-8");
+        let working: Vec<&str> = text.lines().filter(|l| l.ends_with("working")).collect();
+        assert_eq!(working.len(), 2, "{text}");
+        assert!(working[0].contains("job{job=big_spend}:"), "{text}");
+        assert!(working[1].contains("job{job=all_feedback}:"), "{text}");
+    }
 }

@@ -259,11 +259,7 @@ struct Engine {
     /// checkpointed), nothing runs them.
     stopped: Vec<StoppedJob>,
     /// Jobs reading history before they go live.
-    backfills: Vec<backfill::Backfill>,
-    /// When the backfills may take their next step.
-    next_backfill: tokio::time::Instant,
-    /// Live micro-batches since the backfills' last step.
-    live_batches_since_backfill: u32,
+    backfills: backfill::Backfills,
     /// Next offset per event (topic, partition) the live jobs have
     /// processed: where backfills hand over.
     live_positions: BTreeMap<(String, i32), i64>,

@@ -44,15 +44,20 @@ pub const CX_SOURCES: [&str; 4] = ["customers", "transactions", "feedback", "com
 /// Whether the generator applies: the four CX sources are declared (a
 /// configuration may disable or replace them; the generator writes only
 /// their shapes).
-pub fn check_sources(sources: Sources) -> Result<(), String> {
+pub fn check_sources(sources: Sources) -> Result<(), MissingCxSource> {
     match CX_SOURCES.iter().find(|name| sources.named(name).is_none()) {
-        Some(missing) => Err(format!(
-            "the event generator writes the CX sources, and source {missing} is not declared \
-             (or is disabled): produce your own events with `cxpulse produce`"
-        )),
+        Some(missing) => Err(MissingCxSource(missing)),
         None => Ok(()),
     }
 }
+
+/// A CX source the configuration does not declare (or disables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the event generator writes the CX sources, and source {0} is not declared \
+     (or is disabled): produce your own events with `cxpulse produce`"
+)]
+pub struct MissingCxSource(pub &'static str);
 
 /// The CX source `name` as the embedded default declares it: the shape
 /// the generator writes ([`check_sources`] makes sure a configuration

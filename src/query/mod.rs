@@ -11,7 +11,7 @@ pub mod views;
 use std::path::{Path, PathBuf};
 
 pub use files::{QueryError, first_sql_line, line_from_message, list_query_files};
-pub use options::{BackfillFrom, EmitMode, GaugeSpec, JobOptions};
+pub use options::{BackfillFrom, EmitMode, GaugeSpec, JobOptions, OptionError};
 
 /// Name of the column the engine adds to windowed rows: whether the row is
 /// its window's final result.

@@ -25,9 +25,41 @@ pub enum BackfillFrom {
     At(i64),
 }
 
+/// Why an option's value cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    /// A backfill start that does not read.
+    #[error(
+        "{0:?} is not a start; write `earliest`, a duration such as `90d`, or an RFC 3339 time such as `2026-01-01T00:00:00Z`"
+    )]
+    NotAStart(String),
+    /// A backfill start after now.
+    #[error(
+        "{0} is in the future: a backfill from it would read nothing (and delete the job's state)"
+    )]
+    Future(BackfillFrom),
+    /// A duration that does not read.
+    #[error("{value:?} is not a duration ({reason}); write e.g. 30s, 5m, 1h")]
+    NotADuration {
+        /// The value as written.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A duration of zero.
+    #[error("{0:?} must be longer than zero")]
+    Zero(String),
+    /// An emit mode that does not read.
+    #[error("@emit {0:?} is not an emit mode; write `@emit on_close` or `@emit every 30s`")]
+    NotAnEmitMode(String),
+    /// `@emit every` with a bad duration.
+    #[error("@emit every {0}")]
+    EmitEvery(Box<OptionError>),
+}
+
 impl BackfillFrom {
     /// Reads `earliest`, a duration such as `90d`, or an RFC 3339 time.
-    pub fn parse(value: &str) -> Result<BackfillFrom, String> {
+    pub fn parse(value: &str) -> Result<BackfillFrom, OptionError> {
         if value.eq_ignore_ascii_case("earliest") {
             return Ok(BackfillFrom::Earliest);
         }
@@ -36,19 +68,15 @@ impl BackfillFrom {
         }
         match humantime::parse_duration(value) {
             Ok(d) if !d.is_zero() => Ok(BackfillFrom::Ago(d)),
-            _ => Err(format!(
-                "{value:?} is not a start; write `earliest`, a duration such as `90d`, or an RFC 3339 time such as `2026-01-01T00:00:00Z`"
-            )),
+            _ => Err(OptionError::NotAStart(value.to_owned())),
         }
     }
 
     /// `self`, unless it is a time after `now_millis`: a backfill from the
     /// future would read nothing and only delete the job's state.
-    pub fn not_after(self, now_millis: i64) -> Result<BackfillFrom, String> {
+    pub fn not_after(self, now_millis: i64) -> Result<BackfillFrom, OptionError> {
         match self {
-            BackfillFrom::At(at) if at > now_millis => Err(format!(
-                "{self} is in the future: a backfill from it would read nothing (and delete the job's state)"
-            )),
+            BackfillFrom::At(at) if at > now_millis => Err(OptionError::Future(self)),
             other => Ok(other),
         }
     }
@@ -174,7 +202,8 @@ impl JobOptions {
                 }
                 "emit" => {
                     once(options.emit.is_some())?;
-                    options.emit = Some((parse_emit(value).map_err(|m| (line, m))?, line));
+                    options.emit =
+                        Some((parse_emit(value).map_err(|e| (line, e.to_string()))?, line));
                 }
                 "lateness" => {
                     once(options.lateness.is_some())?;
@@ -227,26 +256,27 @@ fn column_list(value: &str, line: usize, what: &str) -> Result<Vec<String>, (usi
     Ok(columns)
 }
 
-fn parse_emit(value: &str) -> Result<EmitMode, String> {
+fn parse_emit(value: &str) -> Result<EmitMode, OptionError> {
     if value == "on_close" {
         return Ok(EmitMode::OnClose);
     }
     match value.strip_prefix("every") {
         Some(interval) if interval.starts_with(char::is_whitespace) => {
-            let d = parse_duration(interval.trim()).map_err(|m| format!("@emit every {m}"))?;
+            let d =
+                parse_duration(interval.trim()).map_err(|e| OptionError::EmitEvery(Box::new(e)))?;
             Ok(EmitMode::Every(d))
         }
-        _ => Err(format!(
-            "@emit {value:?} is not an emit mode; write `@emit on_close` or `@emit every 30s`"
-        )),
+        _ => Err(OptionError::NotAnEmitMode(value.to_owned())),
     }
 }
 
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(value)
-        .map_err(|e| format!("{value:?} is not a duration ({e}); write e.g. 30s, 5m, 1h"))?;
+fn parse_duration(value: &str) -> Result<Duration, OptionError> {
+    let d = humantime::parse_duration(value).map_err(|e| OptionError::NotADuration {
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })?;
     if d.is_zero() {
-        return Err(format!("{value:?} must be longer than zero"));
+        return Err(OptionError::Zero(value.to_owned()));
     }
     Ok(d)
 }

@@ -8,6 +8,7 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
 
+use super::error::FormatError;
 use super::value;
 
 /// A pane's state batch.
@@ -37,7 +38,7 @@ pub fn kept_events(events: &RecordBatch, long_key: Option<&str>) -> Result<Vec<u
 
 /// The whole key a kept table's record holds, if it holds one (see
 /// [`kept_events`]).
-pub fn kept_long_key(value: &[u8]) -> Result<Option<String>, String> {
+pub fn kept_long_key(value: &[u8]) -> Result<Option<String>, FormatError> {
     let frames = value::decode(value)?;
     let Some((_, batches)) = frames.get(1) else {
         return Ok(None);
@@ -47,7 +48,7 @@ pub fn kept_long_key(value: &[u8]) -> Result<Option<String>, String> {
         .and_then(|b| b.column(0).as_string_opt::<i32>())
         .filter(|keys| keys.len() == 1 && keys.is_valid(0))
         .map(|keys| Some(keys.value(0).to_owned()))
-        .ok_or_else(|| "a kept table's long key frame without its key".to_owned())
+        .ok_or(FormatError::KeptKey)
 }
 
 /// A session as read back.
@@ -94,34 +95,35 @@ pub fn session(
 }
 
 /// Reads a session written by [`session`]; its rows must have `state_schema`.
-pub fn decode_session(value: &[u8], state_schema: &SchemaRef) -> Result<SessionValue, String> {
+pub fn decode_session(value: &[u8], state_schema: &SchemaRef) -> Result<SessionValue, FormatError> {
     let (session, rows_schema) = read_session(value)?;
     if &rows_schema != state_schema {
-        return Err("its rows do not have the job's state schema".to_owned());
+        return Err(FormatError::Schema);
     }
     Ok(session)
 }
 
 /// Reads a session written by [`session`], with its rows' schema.
-pub fn read_session(value: &[u8]) -> Result<(SessionValue, SchemaRef), String> {
+pub fn read_session(value: &[u8]) -> Result<(SessionValue, SchemaRef), FormatError> {
     let mut frames = value::decode(value)?.into_iter();
     let (Some((_, meta)), Some((rows_schema, batches)), None) =
         (frames.next(), frames.next(), frames.next())
     else {
-        return Err("a session value is two frames".to_owned());
+        return Err(FormatError::SessionFrames);
     };
     let meta = meta
         .first()
         .filter(|m| m.num_rows() == 1 && m.num_columns() == 3)
-        .ok_or_else(|| "a session without its key and bounds".to_owned())?;
-    let bound = |i: usize| -> Result<i64, String> {
+        .ok_or(FormatError::SessionMeta)?;
+    let bound = |i: usize| -> Result<i64, FormatError> {
         meta.column(i)
             .as_primitive_opt::<Int64Type>()
             .filter(|a| a.is_valid(0))
             .map(|a| a.value(0))
-            .ok_or_else(|| "a session bound is not an integer".to_owned())
+            .ok_or(FormatError::SessionBound)
     };
-    let key = ScalarValue::try_from_array(meta.column(0), 0).map_err(|e| e.to_string())?;
+    let key = ScalarValue::try_from_array(meta.column(0), 0)
+        .map_err(|e| FormatError::SessionKey(e.to_string()))?;
     let session = SessionValue {
         key,
         start: bound(1)?,

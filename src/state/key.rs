@@ -10,6 +10,8 @@
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
+use super::error::FormatError;
+
 /// The state a changelog record holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -223,10 +225,10 @@ impl StateKey {
     }
 
     /// Reads a record key back: the state key and the part.
-    pub fn decode(bytes: &[u8]) -> Result<(StateKey, u32), String> {
+    pub fn decode(bytes: &[u8]) -> Result<(StateKey, u32), FormatError> {
         serde_json::from_slice::<RecordKey>(bytes)
             .map(|r| (r.key, r.part))
-            .map_err(|e| format!("unreadable changelog key: {e}"))
+            .map_err(|e| FormatError::Key(e.to_string()))
     }
 
     /// The changelog partition of this state among `partitions`: its source

@@ -9,6 +9,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`key`] | what a record holds, as a stable JSON key |
+//! | [`error`] | what can be wrong with a record's bytes (one error for the protocol) |
 //! | [`value`] | Arrow IPC frames, checksummed, split into parts that fit a Kafka message |
 //! | [`record`] | what a record means: its key and its typed value, encoded and decoded; a job's state changes as records |
 //! | [`codec`] | the bytes of each kind of value: pane batches, sessions, kept events |
@@ -17,6 +18,7 @@
 //! | [`reset`] | `cxpulse reset JOB`: tombstones for one job's state |
 
 pub mod codec;
+pub mod error;
 pub mod key;
 pub mod reader;
 pub mod record;

@@ -20,6 +20,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use super::error::FormatError;
 use super::key::StateKey;
 use super::value;
 use crate::source::ReadToEndContext;
@@ -270,7 +271,7 @@ fn decode_key(key: Option<&[u8]>, location: &Location) -> Result<(StateKey, u32)
     })?;
     StateKey::decode(key).map_err(|reason| ReadError::Corrupt {
         location: location.clone(),
-        reason,
+        reason: reason.to_string(),
     })
 }
 
@@ -320,9 +321,9 @@ impl Assembly {
             return Ok(None);
         };
         let (state, part) = decode_key(key, &location)?;
-        let corrupt = |reason: String| ReadError::Corrupt {
+        let corrupt = |reason: FormatError| ReadError::Corrupt {
             location: location.clone(),
-            reason,
+            reason: reason.to_string(),
         };
         if part == 0 {
             if self.finals.get(&state) != Some(&(location.partition, location.offset)) {
@@ -355,11 +356,11 @@ impl Assembly {
             return Ok(None);
         };
         if part as usize != partial.parts.len() || part >= partial.count {
-            return Err(corrupt(format!(
-                "part {part} of a value of {} parts, after {} of them",
-                partial.count,
-                partial.parts.len()
-            )));
+            return Err(corrupt(FormatError::PartOutOfOrder {
+                part,
+                count: partial.count,
+                after: partial.parts.len(),
+            }));
         }
         partial.parts.push(payload.to_vec());
         if partial.parts.len() < partial.count as usize {
@@ -371,7 +372,7 @@ impl Assembly {
         let parts: Vec<&[u8]> = whole.parts.iter().map(Vec::as_slice).collect();
         let value = value::join(&parts).map_err(|reason| ReadError::Corrupt {
             location: whole.location.clone(),
-            reason,
+            reason: reason.to_string(),
         })?;
         Ok(Some((
             state,

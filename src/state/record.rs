@@ -6,47 +6,15 @@
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
-use arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
 
 use super::codec::{self, SessionValue};
+pub use super::error::FormatError;
 use super::key::{SESSION_KEY_VERSION, StateKey, session_key};
 use super::value;
 use crate::window::panes::PaneChange;
 use crate::window::sessions::SessionChange;
 use crate::window::store::StateChanges;
-
-/// A value cxpulse cannot have written.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FormatError {
-    /// The bytes are not the frames of a state value.
-    #[error("{0}")]
-    Frames(String),
-    /// A frame the value's kind needs is missing.
-    #[error("no frame {0}")]
-    MissingFrame(usize),
-    /// A session value that does not read as a session.
-    #[error("{0}")]
-    Session(String),
-    /// A kept table's value whose long key does not read.
-    #[error("{0}")]
-    KeptKey(String),
-    /// An integer value that does not read as one.
-    #[error("{0}")]
-    Int(String),
-    /// A key whose records hold no value of their own.
-    #[error("a {0} record holds no state value")]
-    NoValue(&'static str),
-    /// Arrow could not encode or decode the rows.
-    #[error("{0}")]
-    Arrow(String),
-}
-
-impl From<ArrowError> for FormatError {
-    fn from(e: ArrowError) -> Self {
-        FormatError::Arrow(e.to_string())
-    }
-}
 
 /// The value of a state record, by the kind of its key.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,17 +92,15 @@ impl StateRecord {
         let value = match &key {
             StateKey::Pane { .. } => StateValue::Rows(frame(bytes, 0)?),
             StateKey::Session { .. } | StateKey::SessionPart { .. } => {
-                let (session, schema) = codec::read_session(bytes).map_err(FormatError::Session)?;
+                let (session, schema) = codec::read_session(bytes)?;
                 StateValue::Session { session, schema }
             }
             StateKey::Kept { .. } => StateValue::Kept {
                 events: frame(bytes, 0)?,
-                long_key: codec::kept_long_key(bytes).map_err(FormatError::KeptKey)?,
+                long_key: codec::kept_long_key(bytes)?,
             },
             StateKey::Checkpoint { .. } => return Err(FormatError::NoValue("checkpoint")),
-            other => StateValue::Int(
-                value::read_int(bytes, int_column(other)).map_err(FormatError::Int)?,
-            ),
+            other => StateValue::Int(value::read_int(bytes, int_column(other))?),
         };
         Ok(Self { key, value })
     }
@@ -159,7 +125,7 @@ fn int_column(key: &StateKey) -> &'static str {
 
 /// Frame `index` of a value, as one batch.
 fn frame(bytes: &[u8], index: usize) -> Result<RecordBatch, FormatError> {
-    let frames = value::decode(bytes).map_err(FormatError::Frames)?;
+    let frames = value::decode(bytes)?;
     let (schema, batches) = frames
         .into_iter()
         .nth(index)

@@ -18,6 +18,8 @@ use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 
+use super::error::FormatError;
+
 /// Starts every stored part.
 const MAGIC: &[u8; 4] = b"CXS1";
 /// Magic plus the part count.
@@ -49,32 +51,32 @@ pub fn encode(frames: &[(&SchemaRef, &[RecordBatch])]) -> Result<Vec<u8>, ArrowE
 }
 
 /// Decodes a value into its frames.
-pub fn decode(value: &[u8]) -> Result<Vec<Frame>, String> {
+pub fn decode(value: &[u8]) -> Result<Vec<Frame>, FormatError> {
     let (checksum, mut rest) = value
         .split_first_chunk::<8>()
-        .ok_or_else(|| "a value shorter than its checksum".to_owned())?;
+        .ok_or(FormatError::NoChecksum)?;
     if u64::from_le_bytes(*checksum) != twox_hash::XxHash64::oneshot(0, rest) {
-        return Err("the value does not match its checksum (corrupt)".to_owned());
+        return Err(FormatError::Checksum);
     }
     let mut frames = Vec::new();
     while !rest.is_empty() {
         let (len, body) = rest
             .split_first_chunk::<4>()
-            .ok_or_else(|| "a frame length is cut short".to_owned())?;
+            .ok_or(FormatError::FrameLength)?;
         let len = u32::from_le_bytes(*len) as usize;
         if body.len() < len {
-            return Err(format!(
-                "a frame of {len} bytes has only {} bytes left",
-                body.len()
-            ));
+            return Err(FormatError::FrameCut {
+                len,
+                left: body.len(),
+            });
         }
         let (stream, tail) = body.split_at(len);
         let reader = StreamReader::try_new(Cursor::new(stream), None)
-            .map_err(|e| format!("not an Arrow IPC stream: {e}"))?;
+            .map_err(|e| FormatError::NotIpc(e.to_string()))?;
         let schema = reader.schema();
         let batches = reader
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("unreadable Arrow IPC batch: {e}"))?;
+            .map_err(|e| FormatError::Batch(e.to_string()))?;
         frames.push((schema, batches));
         rest = tail;
     }
@@ -103,32 +105,29 @@ pub fn split(value: &[u8], max_part: usize) -> Vec<Vec<u8>> {
 }
 
 /// How many parts the value of a stored part has.
-pub fn part_count(part: &[u8]) -> Result<u32, String> {
-    let (magic, rest) = part
-        .split_first_chunk::<4>()
-        .ok_or_else(|| "a value shorter than its header".to_owned())?;
+pub fn part_count(part: &[u8]) -> Result<u32, FormatError> {
+    let (magic, rest) = part.split_first_chunk::<4>().ok_or(FormatError::NoHeader)?;
     if magic != MAGIC {
-        return Err("not a cxpulse state value (bad magic)".to_owned());
+        return Err(FormatError::BadMagic);
     }
-    let count = rest
-        .first_chunk::<4>()
-        .ok_or_else(|| "a value shorter than its header".to_owned())?;
+    let count = rest.first_chunk::<4>().ok_or(FormatError::NoHeader)?;
     match u32::from_le_bytes(*count) {
-        0 => Err("a value of 0 parts".to_owned()),
+        0 => Err(FormatError::NoParts),
         n => Ok(n),
     }
 }
 
 /// Joins stored parts, in part order, back into the value.
-pub fn join(parts: &[&[u8]]) -> Result<Vec<u8>, String> {
+pub fn join(parts: &[&[u8]]) -> Result<Vec<u8>, FormatError> {
     let mut value = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let count = part_count(part)? as usize;
         if count != parts.len() {
-            return Err(format!(
-                "part {i} belongs to a value of {count} parts, {} found",
-                parts.len()
-            ));
+            return Err(FormatError::PartCount {
+                part: i,
+                count,
+                found: parts.len(),
+            });
         }
         value.extend_from_slice(&part[HEADER..]);
     }
@@ -146,16 +145,16 @@ pub fn int(name: &str, v: i64) -> Result<Vec<u8>, ArrowError> {
 }
 
 /// The integer of a value written by [`int`].
-pub fn read_int(value: &[u8], name: &str) -> Result<i64, String> {
+pub fn read_int(value: &[u8], name: &str) -> Result<i64, FormatError> {
     let frames = decode(value)?;
     let column = frames
         .first()
         .and_then(|(_, batches)| batches.first())
         .and_then(|b| b.column_by_name(name))
-        .ok_or_else(|| format!("no `{name}` in the value"))?;
+        .ok_or_else(|| FormatError::MissingInt(name.to_owned()))?;
     match column.as_primitive_opt::<Int64Type>() {
         Some(ints) if ints.len() == 1 && ints.is_valid(0) => Ok(ints.value(0)),
-        _ => Err(format!("`{name}` is not one 64-bit integer")),
+        _ => Err(FormatError::NotInt(name.to_owned())),
     }
 }
 
@@ -201,7 +200,7 @@ mod tests {
         lying[..8].copy_from_slice(&sum);
         assert_eq!(
             decode(&lying).map(|f| f.len()),
-            Err("a frame of 200 bytes has only 2 bytes left".to_owned())
+            Err(FormatError::FrameCut { len: 200, left: 2 })
         );
         assert!(join(&[b"XXXX\x01\x00\x00\x00"]).is_err());
         assert_eq!(split(&[], 100).len(), 1, "an empty value is one part");

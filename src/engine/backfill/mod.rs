@@ -34,11 +34,89 @@ use crate::query::BackfillFrom;
 
 /// Under a live stream that never lets the engine loop idle, the backfills
 /// still take a step after this many live micro-batches.
-pub const BACKFILL_EVERY: u32 = 8;
+const BACKFILL_EVERY: u32 = 8;
 
 /// How long the engine waits before reading again when no backfill found
 /// anything to read.
-pub(in crate::engine) const IDLE_WAIT: Duration = Duration::from_millis(50);
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// The engine's running backfills, and when they take their next step.
+pub(in crate::engine) struct Backfills {
+    running: Vec<Backfill>,
+    /// When the backfills may take their next step.
+    next_step: Instant,
+    /// Live micro-batches since their last step.
+    live_batches: u32,
+}
+
+impl Backfills {
+    /// `running`, due for a step at once.
+    pub fn new(running: Vec<Backfill>) -> Self {
+        Self {
+            running,
+            next_step: Instant::now(),
+            live_batches: 0,
+        }
+    }
+
+    /// How many are running.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Whether none is running.
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Every running backfill.
+    pub fn iter(&self) -> impl Iterator<Item = &Backfill> {
+        self.running.iter()
+    }
+
+    /// Every running backfill, to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Backfill> {
+        self.running.iter_mut()
+    }
+
+    /// The backfill at `index`.
+    pub fn get_mut(&mut self, index: usize) -> &mut Backfill {
+        &mut self.running[index]
+    }
+
+    /// Starts `backfill`; the gauge of running backfills says so.
+    pub fn add(&mut self, backfill: Backfill, metrics: &Metrics) {
+        self.running.push(backfill);
+        metrics.backfills_running.set(self.running.len() as i64);
+    }
+
+    /// Takes out the backfill at `index` (it caught up, or its job is
+    /// gone); the gauge says so.
+    pub fn take(&mut self, index: usize, metrics: &Metrics) -> Backfill {
+        let backfill = self.running.remove(index);
+        metrics.backfills_running.set(self.running.len() as i64);
+        backfill
+    }
+
+    /// When the next step is due.
+    pub fn next_step(&self) -> Instant {
+        self.next_step
+    }
+
+    /// A live micro-batch ran: whether the backfills are owed a step now (a
+    /// live stream that never lets the loop idle must not starve them).
+    pub fn live_batch_ran(&mut self) -> bool {
+        self.live_batches += 1;
+        !self.running.is_empty() && self.live_batches >= BACKFILL_EVERY
+    }
+
+    /// A step ran at `now`: the next one is due at once if it read
+    /// anything, else after a pause.
+    pub fn stepped(&mut self, read_any: bool, now: Instant) {
+        self.live_batches = 0;
+        self.next_step = if read_any { now } else { now + IDLE_WAIT };
+    }
+}
 
 /// A backfill request whose job was planned again and whose history's
 /// offsets were found, off the engine loop.
