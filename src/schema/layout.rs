@@ -47,6 +47,7 @@ impl Layout {
     }
 
     /// What `key` holds, if anything.
+    #[inline]
     pub fn get(&self, key: &str) -> Option<&Slot> {
         self.find_from(key, 0).map(|(_, slot)| slot)
     }
@@ -55,6 +56,7 @@ impl Layout {
     /// (then from the start): objects of one source mostly list their keys
     /// in the same order, so the key after the last one found is tried
     /// first.
+    #[inline]
     pub fn find_from(&self, key: &str, hint: usize) -> Option<(usize, &Slot)> {
         let start = hint.min(self.0.len());
         (start..self.0.len())

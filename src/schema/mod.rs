@@ -81,16 +81,19 @@ impl Source {
     }
 
     /// The SQL table name under which queries see this source.
+    #[inline]
     pub fn name(self) -> &'static str {
         &self.0.spec.name
     }
 
     /// Whether this source is an event stream (as opposed to a table).
+    #[inline]
     pub fn is_stream(self) -> bool {
         matches!(self.0.spec.role, Role::Stream { .. })
     }
 
     /// A stream's event-time column, or a table's key column: its name.
+    #[inline]
     pub fn time_or_key(self) -> &'static str {
         match &self.0.spec.role {
             Role::Stream { event_time, .. } => event_time,
@@ -131,16 +134,19 @@ impl Source {
     }
 
     /// The field specification of this source.
+    #[inline]
     pub fn fields(self) -> &'static [FieldSpec] {
         &self.0.spec.fields
     }
 
     /// Where this source's fields are in its JSON objects.
+    #[inline]
     pub fn layout(self) -> &'static Layout {
         &self.0.spec.layout
     }
 
     /// Groups of fields of which at least one must be present and non-null.
+    #[inline]
     pub fn one_of(self) -> &'static [Vec<String>] {
         &self.0.spec.one_of
     }
@@ -151,6 +157,7 @@ impl Source {
     }
 
     /// The Arrow schema of this source's table, derived from [`Self::fields`].
+    #[inline]
     pub fn schema(self) -> SchemaRef {
         Arc::clone(self.0.schema.get_or_init(|| self.0.spec.derived_schema()))
     }

@@ -91,6 +91,7 @@ impl Limits {
     }
 
     /// What `topic` accepts.
+    #[inline]
     pub fn of(&self, topic: &str) -> TopicLimit {
         self.topics.get(topic).copied().unwrap_or_default()
     }
@@ -104,6 +105,7 @@ impl Limits {
 
     /// Why a record of `bytes` (with a key or not) cannot be sent to
     /// `topic`, if it cannot.
+    #[inline]
     pub fn refusal(&self, topic: &str, bytes: usize, keyed: bool) -> Option<String> {
         let limit = self.of(topic);
         let room = record_room(limit.max_message_bytes);
@@ -147,6 +149,7 @@ const LEARNED_FLOOR: usize = 16 * 1024;
 /// Room for one record in a batch of at most `max_message_bytes`: less the
 /// batch's framing and what compression can add to data that does not
 /// compress.
+#[inline]
 fn record_room(max_message_bytes: usize) -> usize {
     max_message_bytes.saturating_sub(max_message_bytes / 100 + 512)
 }
