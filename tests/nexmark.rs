@@ -4,8 +4,6 @@
 //! batch mode over the same events, from the standard query text with the
 //! windows worked out by hand; each query of `benches/nexmark/gaps` (they
 //! need stream-stream joins) is refused with a reason.
-//!
-//! One test per binary: a process's sources are fixed once, at start.
 
 mod common;
 #[path = "../benches/nexmark/events.rs"]

@@ -3,8 +3,6 @@
 //! with a `campaigns` table (tombstones delete), dead letters from any
 //! source, per-source metrics, a declared source that no job reads (still
 //! consumed and validated) and a disabled one (not consumed).
-//!
-//! One test per binary: a process's sources are fixed once, at start.
 
 mod common;
 

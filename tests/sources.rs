@@ -1,8 +1,6 @@
 //! Sources declared in config, end to end against a real broker: a column
 //! added to a default source in `[[sources]]` is decoded, checked and
 //! queryable, and a value that fails its check is a dead letter.
-//!
-//! One test per binary: a process's sources are fixed once, at start.
 
 mod common;
 
