@@ -12,6 +12,7 @@ use crate::control::{BackfillRequest, Refusal};
 use crate::job::{Job, backfill_refused};
 use crate::query::{BackfillFrom, QueryFile};
 use crate::state::key::StateKey;
+use crate::state::record::resume_positions;
 
 impl Engine {
     /// Every job, live or backfilling.
@@ -378,23 +379,14 @@ impl Engine {
         let mut records = Vec::new();
         for backfill in self.backfills.iter() {
             let (job, fingerprint) = (&backfill.job().job.name, &backfill.job().job.fingerprint);
-            for ((source, partition), next) in backfill.positions() {
-                let key = StateKey::BackfillOffset {
-                    job: job.clone(),
-                    fingerprint: fingerprint.clone(),
-                    source: source.name().to_owned(),
-                    partition,
-                };
-                records.extend(self.changelog.put_int(key, next));
-            }
-            for ((source, partition), t) in backfill.event_time.partition_times() {
-                let key = StateKey::BackfillEventTime {
-                    job: job.clone(),
-                    fingerprint: fingerprint.clone(),
-                    source: source.name().to_owned(),
-                    partition,
-                };
-                records.extend(self.changelog.put_int(key, t));
+            let positions = resume_positions(
+                job,
+                fingerprint,
+                backfill.positions(),
+                backfill.event_time.partition_times(),
+            );
+            for (key, value) in positions {
+                records.extend(self.changelog.put_int(key, value));
             }
         }
         for running in &self.jobs {

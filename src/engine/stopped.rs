@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::sink::{JobFailure, OutRecord};
 use crate::source::ReadToEndContext;
 use crate::state::key::StateKey;
+use crate::state::record::resume_positions;
 
 /// How long reading the committed offsets may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -160,23 +161,14 @@ impl Engine {
                 job: job.clone(),
                 fingerprint: fingerprint.clone(),
             }));
-            for (&(source, partition), &next) in &stopped.resume.offsets {
-                let key = StateKey::BackfillOffset {
-                    job: job.clone(),
-                    fingerprint: fingerprint.clone(),
-                    source: source.name().to_owned(),
-                    partition,
-                };
-                records.extend(self.changelog.put_int(key, next));
-            }
-            for (&(source, partition), &t) in &stopped.resume.event_times {
-                let key = StateKey::BackfillEventTime {
-                    job: job.clone(),
-                    fingerprint: fingerprint.clone(),
-                    source: source.name().to_owned(),
-                    partition,
-                };
-                records.extend(self.changelog.put_int(key, t));
+            let positions = resume_positions(
+                job,
+                fingerprint,
+                stopped.resume.offsets.iter().map(|(&at, &next)| (at, next)),
+                stopped.resume.event_times.iter().map(|(&at, &t)| (at, t)),
+            );
+            for (key, value) in positions {
+                records.extend(self.changelog.put_int(key, value));
             }
         }
         records

@@ -12,6 +12,7 @@ use super::codec::{self, SessionValue};
 pub use super::error::FormatError;
 use super::key::{SESSION_KEY_VERSION, StateKey, session_key};
 use super::value;
+use crate::schema::Source;
 use crate::window::panes::PaneChange;
 use crate::window::sessions::SessionChange;
 use crate::window::store::StateChanges;
@@ -131,6 +132,37 @@ fn frame(bytes: &[u8], index: usize) -> Result<RecordBatch, FormatError> {
         .nth(index)
         .ok_or(FormatError::MissingFrame(index))?;
     Ok(concat_batches(&schema, &batches)?)
+}
+
+/// Where a job's reader stands (a running backfill, or a job stopped after
+/// a panic), as integer records (key and value): the next offset and the
+/// largest event time of each (source, partition) it reads, under the job
+/// `job` with `fingerprint`.
+pub fn resume_positions(
+    job: &str,
+    fingerprint: &str,
+    offsets: impl IntoIterator<Item = ((Source, i32), i64)>,
+    event_times: impl IntoIterator<Item = ((Source, i32), i64)>,
+) -> Vec<(StateKey, i64)> {
+    let offsets = offsets.into_iter().map(|((source, partition), next)| {
+        let key = StateKey::BackfillOffset {
+            job: job.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            source: source.name().to_owned(),
+            partition,
+        };
+        (key, next)
+    });
+    let times = event_times.into_iter().map(|((source, partition), t)| {
+        let key = StateKey::BackfillEventTime {
+            job: job.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            source: source.name().to_owned(),
+            partition,
+        };
+        (key, t)
+    });
+    offsets.chain(times).collect()
 }
 
 /// The changes to the changelog that a windowed job's state `changes`
