@@ -38,6 +38,14 @@ pub fn default_sources() -> Sources {
     })
 }
 
+/// The embedded default's source `name` (for tests).
+#[cfg(test)]
+pub(crate) fn default_source(name: &str) -> crate::schema::Source {
+    default_sources()
+        .named(name)
+        .unwrap_or_else(|| panic!("source {name} is not declared"))
+}
+
 impl Config {
     /// Builds [`Self::declared`] again from the `[[sources]]` entries, after
     /// a program changed them (loading builds it once).

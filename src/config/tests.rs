@@ -391,9 +391,7 @@ fn every_enabled_default_entry_is_a_source_of_the_process() {
         ["customers", "transactions", "feedback", "complaints"]
     );
     for declared in &config.sources {
-        let source = crate::config::default_sources()
-            .named(&declared.name)
-            .expect("declared");
+        let source = crate::config::default_source(&declared.name);
         assert_eq!(config.topics.source_topic(source), declared.topic);
         let columns: Vec<&str> = declared.columns.iter().map(|c| c.name.as_str()).collect();
         let schema = source.schema();

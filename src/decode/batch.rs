@@ -231,19 +231,13 @@ mod tests {
 
     #[test]
     fn builds_a_batch_with_nulls_for_absent_optionals() {
-        let mut builder = BatchBuilder::new(
-            crate::config::default_sources()
-                .named("transactions")
-                .expect("declared"),
-        );
+        let mut builder = BatchBuilder::new(crate::config::default_source("transactions"));
         for payload in [
             r#"{"event_id":"a","customer_id":"c1","ts":1000,"amount":2.5,"category":"books","channel":"web"}"#,
             r#"{"event_id":"b","customer_id":"c2","ts":3000,"amount":4,"category":"games"}"#,
         ] {
             let cells = parse_record(
-                crate::config::default_sources()
-                    .named("transactions")
-                    .expect("declared"),
+                crate::config::default_source("transactions"),
                 payload.as_bytes(),
             )
             .expect("valid");

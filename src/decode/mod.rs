@@ -503,7 +503,7 @@ mod tests {
     #[test]
     fn valid_transaction_yields_one_cell_per_field() {
         let cells = parse_record(
-            crate::config::default_sources().named("transactions").expect("declared"),
+            crate::config::default_source("transactions"),
             br#"{"event_id":"e1","customer_id":42,"ts":"2026-01-02T03:04:05.678Z","amount":12.5,"category":"books","items":2.0,"extra":{"x":[1,2]}}"#,
         )
         .expect("valid");
@@ -526,16 +526,12 @@ mod tests {
     #[test]
     fn epoch_millis_and_offsets_are_accepted() {
         let a = parse_record(
-            crate::config::default_sources()
-                .named("feedback")
-                .expect("declared"),
+            crate::config::default_source("feedback"),
             br#"{"event_id":"e","customer_id":"c","ts":1767323045678,"nps":9}"#,
         )
         .expect("valid");
         let b = parse_record(
-            crate::config::default_sources()
-                .named("feedback")
-                .expect("declared"),
+            crate::config::default_source("feedback"),
             br#"{"event_id":"e","customer_id":"c","ts":"2026-01-02T05:04:05.678+02:00","nps":9}"#,
         )
         .expect("valid");
@@ -674,7 +670,7 @@ mod tests {
     #[test]
     fn a_complaint_status_and_severity_are_read_in_any_case() {
         let cells = parse_record(
-            crate::config::default_sources().named("complaints").expect("declared"),
+            crate::config::default_source("complaints"),
             br#"{"event_id":"e","customer_id":"c","ts":1,"complaint_id":"k","status":" Escalated","severity":"HIGH ","category":"Billing"}"#,
         )
         .expect("valid");
@@ -692,15 +688,9 @@ mod tests {
     #[test]
     fn every_bad_input_kind_names_its_field() {
         use RejectKind::*;
-        let t = crate::config::default_sources()
-            .named("transactions")
-            .expect("declared");
-        let f = crate::config::default_sources()
-            .named("feedback")
-            .expect("declared");
-        let c = crate::config::default_sources()
-            .named("complaints")
-            .expect("declared");
+        let t = crate::config::default_source("transactions");
+        let f = crate::config::default_source("feedback");
+        let c = crate::config::default_source("complaints");
         let cases: &[(Source, &str, RejectKind, &str)] = &[
             (t, "not json", InvalidJson, "not valid JSON"),
             (t, r#"{"event_id":"e""#, InvalidJson, "not valid JSON"),

@@ -225,28 +225,18 @@ mod tests {
         let deliver = |event_time: &mut EventTime, ts: i64, now: Instant| {
             event_time
                 .sources
-                .get_mut(
-                    &crate::config::default_sources()
-                        .named("transactions")
-                        .expect("declared"),
-                )
+                .get_mut(&crate::config::default_source("transactions"))
                 .expect("transactions")
                 .observe(0, ts, now);
             event_time.refresh(now, &metrics);
         };
         deliver(&mut event_time, 7_200_000, t0);
         let both = [
-            crate::config::default_sources()
-                .named("transactions")
-                .expect("declared"),
-            crate::config::default_sources()
-                .named("complaints")
-                .expect("declared"),
+            crate::config::default_source("transactions"),
+            crate::config::default_source("complaints"),
         ];
         assert_eq!(
-            event_time.of_sources(&[crate::config::default_sources()
-                .named("transactions")
-                .expect("declared")]),
+            event_time.of_sources(&[crate::config::default_source("transactions")]),
             Some(7_200_000 - lag)
         );
         assert_eq!(
@@ -268,34 +258,17 @@ mod tests {
         let metrics = Metrics::new().expect("metrics");
         let mut event_time = EventTime::new(&config);
         // Complaints had a watermark before the restart, transactions none.
-        event_time.restore_source(
-            crate::config::default_sources()
-                .named("complaints")
-                .expect("declared"),
-            9_000_000,
-        );
-        event_time.restore_partition(
-            crate::config::default_sources()
-                .named("complaints")
-                .expect("declared"),
-            0,
-            9_000_000,
-        );
+        event_time.restore_source(crate::config::default_source("complaints"), 9_000_000);
+        event_time.restore_partition(crate::config::default_source("complaints"), 0, 9_000_000);
         let both = [
-            crate::config::default_sources()
-                .named("transactions")
-                .expect("declared"),
-            crate::config::default_sources()
-                .named("complaints")
-                .expect("declared"),
+            crate::config::default_source("transactions"),
+            crate::config::default_source("complaints"),
         ];
         // Before the group assigns partitions, timer ticks refresh with none.
         event_time.assign(&[], Instant::now());
         event_time.refresh(Instant::now(), &metrics);
         assert_eq!(
-            event_time.of_sources(&[crate::config::default_sources()
-                .named("complaints")
-                .expect("declared")]),
+            event_time.of_sources(&[crate::config::default_source("complaints")]),
             Some(9_000_000)
         );
         assert_eq!(

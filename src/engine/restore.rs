@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::PoisonError;
 
 use arrow::compute::concat_batches;
+use datafusion::common::ScalarValue;
 
 use super::event_time::EventTime;
 use crate::config::TopicsConfig;
@@ -207,7 +208,10 @@ impl Restorer {
                 }
                 None => false,
             },
-            StateKey::Kept { source, key } => {
+            StateKey::Kept {
+                source,
+                key: kept_key,
+            } => {
                 match self
                     .lookups
                     .sources()
@@ -215,27 +219,20 @@ impl Restorer {
                     .and_then(|s| self.lookups.kept(s))
                 {
                     Some(table) => {
-                        let StateValue::Kept { events, long_key } = decoded(
-                            &StateKey::Kept {
-                                source: source.clone(),
-                                key: key.clone(),
-                            },
-                            restored,
-                        )?
-                        else {
+                        let StateValue::Kept { events, long_key } = decoded(key, restored)? else {
                             return Err(corrupt(restored, "a kept record without events".into()));
                         };
                         let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
-                        let full = long_key.as_deref().unwrap_or(key);
+                        let full = long_key.as_deref().unwrap_or(kept_key);
                         table
                             .restore(full, &events)
                             .map_err(|e| corrupt(restored, e.to_string()))?;
                         // An earlier version wrote a long key whole: the
                         // key is written again as written now, and this
                         // record goes.
-                        let current = long_key.is_some() || key_text(key) == *key;
+                        let current = long_key.is_some() || key_text(kept_key) == *kept_key;
                         if !current {
-                            table.rewrite(key);
+                            table.rewrite(kept_key);
                         }
                         current
                     }
@@ -341,22 +338,15 @@ fn restore_job_state(
             ..
         } => {
             let session = session_of(windowed, key, restored)?;
-            let current = written_now(*version, stored, &session.key);
-            let (key, start) = (session.key.clone(), session.start);
-            windowed
-                .restore(Restored::Session {
-                    key: session.key,
-                    start: session.start,
-                    end: session.end,
-                    batches: session.batches,
-                })
-                .map_err(|e| corrupt(restored, e.to_string()))?;
-            if !current {
-                windowed
-                    .restore(Restored::Rewrite { key, start })
-                    .map_err(|e| corrupt(restored, e.to_string()))?;
-            }
-            Ok(current)
+            let rewrite = (!written_now(*version, stored, &session.key))
+                .then(|| (session.key.clone(), session.start));
+            let piece = Restored::Session {
+                key: session.key,
+                start: session.start,
+                end: session.end,
+                batches: session.batches,
+            };
+            put_session(windowed, piece, rewrite, restored)
         }
         StateKey::SessionPart {
             seq,
@@ -367,31 +357,43 @@ fn restore_job_state(
             let part = session_of(windowed, key, restored)?;
             let batch = concat_batches(&windowed.state_schema(), &part.batches)
                 .map_err(|e| corrupt(restored, e.to_string()))?;
-            let current = written_now(*version, stored, &part.key);
-            let (key, start) = (part.key.clone(), part.start);
-            windowed
-                .restore(Restored::SessionPart {
-                    key: part.key,
-                    start: part.start,
-                    part: StateBatch { seq: *seq, batch },
-                })
-                .map_err(|e| corrupt(restored, e.to_string()))?;
-            if !current {
-                windowed
-                    .restore(Restored::Rewrite { key, start })
-                    .map_err(|e| corrupt(restored, e.to_string()))?;
-            }
-            Ok(current)
+            let rewrite =
+                (!written_now(*version, stored, &part.key)).then(|| (part.key.clone(), part.start));
+            let piece = Restored::SessionPart {
+                key: part.key,
+                start: part.start,
+                part: StateBatch { seq: *seq, batch },
+            };
+            put_session(windowed, piece, rewrite, restored)
         }
         _ => Ok(false),
     }
+}
+
+/// Puts a session (or a part of one) back. One whose record was keyed as
+/// an earlier release keyed it (`rewrite`: its key and start) is written
+/// again under today's key, and `false` says its record goes.
+fn put_session(
+    windowed: &mut WindowedJob,
+    piece: Restored,
+    rewrite: Option<(ScalarValue, i64)>,
+    restored: &RestoredValue,
+) -> Result<bool, ReadError> {
+    let current = rewrite.is_none();
+    let rewrite = rewrite.map(|(key, start)| Restored::Rewrite { key, start });
+    for piece in std::iter::once(piece).chain(rewrite) {
+        windowed
+            .restore(piece)
+            .map_err(|e| corrupt(restored, e.to_string()))?;
+    }
+    Ok(current)
 }
 
 /// Whether a session record's key is written as this release writes it.
 /// One written by an earlier release (DataFusion's debug text of the key,
 /// or a long key whole) is restored, deleted, and its session written
 /// again under the current key at the next commit.
-fn written_now(version: u32, stored: &str, key: &datafusion::common::ScalarValue) -> bool {
+fn written_now(version: u32, stored: &str, key: &ScalarValue) -> bool {
     version == SESSION_KEY_VERSION && stored == session_key(key)
 }
 

@@ -20,12 +20,7 @@ fn clean_events_are_valid_in_time_order_after_the_profiles() {
     let records = Generator::new(1, 200, START).records(30);
     let profiles = records
         .iter()
-        .take_while(|r| {
-            r.kind
-                == crate::config::default_sources()
-                    .named("customers")
-                    .expect("declared")
-        })
+        .take_while(|r| r.kind == crate::config::default_source("customers"))
         .count();
     assert_eq!(profiles, 200);
     let events = &records[profiles..];
@@ -46,15 +41,9 @@ fn clean_events_are_valid_in_time_order_after_the_profiles() {
     assert_eq!(
         kinds,
         BTreeSet::from([
-            crate::config::default_sources()
-                .named("transactions")
-                .expect("declared"),
-            crate::config::default_sources()
-                .named("feedback")
-                .expect("declared"),
-            crate::config::default_sources()
-                .named("complaints")
-                .expect("declared")
+            crate::config::default_source("transactions"),
+            crate::config::default_source("feedback"),
+            crate::config::default_source("complaints")
         ])
     );
 }
@@ -91,12 +80,7 @@ fn noise_adds_out_of_order_and_malformed_events() {
     let records = Generator::new(1, 300, START).with_noise().records(30);
     let events: Vec<&Generated> = records
         .iter()
-        .filter(|r| {
-            r.kind
-                != crate::config::default_sources()
-                    .named("customers")
-                    .expect("declared")
-        })
+        .filter(|r| r.kind != crate::config::default_source("customers"))
         .collect();
     let backwards = events.windows(2).filter(|w| w[1].ts < w[0].ts).count();
     let invalid = events
@@ -109,12 +93,7 @@ fn noise_adds_out_of_order_and_malformed_events() {
     let dense = Generator::new(1, 5_000, START).with_noise().records(3);
     let jumps: Vec<i64> = dense
         .windows(2)
-        .filter(|w| {
-            w[0].kind
-                != crate::config::default_sources()
-                    .named("customers")
-                    .expect("declared")
-        })
+        .filter(|w| w[0].kind != crate::config::default_source("customers"))
         .map(|w| w[0].ts - w[1].ts)
         .filter(|back| *back > 0)
         .collect();
@@ -145,12 +124,10 @@ fn customers_buy_only_while_active_and_the_simulation_runs_on() {
     // 90 days, far beyond any churn or sign-up date.
     let records = generator.records(90);
     let mut last_purchase = std::collections::HashMap::new();
-    for r in records.iter().filter(|r| {
-        r.kind
-            == crate::config::default_sources()
-                .named("transactions")
-                .expect("declared")
-    }) {
+    for r in records
+        .iter()
+        .filter(|r| r.kind == crate::config::default_source("transactions"))
+    {
         let customer = people
             .iter()
             .find(|c| c.id == r.key)

@@ -35,11 +35,7 @@ async fn a_planned_job_runs_on_every_micro_batch() {
     assert_eq!(job.output_topic, "cx.metrics.high");
     assert_eq!(
         job.sources(),
-        vec![
-            crate::config::default_sources()
-                .named("complaints")
-                .expect("declared")
-        ]
+        vec![crate::config::default_source("complaints")]
     );
     for (ids, expected) in [(["a", "b"], vec!["b"]), (["c", "d"], vec!["d"])] {
         let rows = [
@@ -54,15 +50,8 @@ async fn a_planned_job_runs_on_every_micro_batch() {
         ];
         let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
         let inputs = BTreeMap::from([(
-            crate::config::default_sources()
-                .named("complaints")
-                .expect("declared"),
-            vec![batch(
-                crate::config::default_sources()
-                    .named("complaints")
-                    .expect("declared"),
-                &refs,
-            )],
+            crate::config::default_source("complaints"),
+            vec![batch(crate::config::default_source("complaints"), &refs)],
         )]);
         let out = job.run(&inputs).await.expect("runs");
         let got: Vec<String> = out
@@ -84,11 +73,7 @@ async fn a_planned_job_runs_on_every_micro_batch() {
 async fn the_lookup_join_sees_the_current_customers() {
     let lookups = lookups();
     let table = lookups
-        .table(
-            crate::config::default_sources()
-                .named("customers")
-                .expect("declared"),
-        )
+        .table(crate::config::default_source("customers"))
         .expect("a table");
     let query = QueryFile::parse(
         Path::new("q/enriched.sql"),
@@ -97,24 +82,15 @@ async fn the_lookup_join_sees_the_current_customers() {
     .expect("parses");
     let job = Job::plan(query, &lookups, "").await.expect("plans");
     let tx = batch(
-        crate::config::default_sources()
-            .named("transactions")
-            .expect("declared"),
+        crate::config::default_source("transactions"),
         &[r#"{"event_id":"e1","customer_id":"c1","ts":1,"amount":1,"category":"x"}"#],
     );
-    let inputs = BTreeMap::from([(
-        crate::config::default_sources()
-            .named("transactions")
-            .expect("declared"),
-        vec![tx],
-    )]);
+    let inputs = BTreeMap::from([(crate::config::default_source("transactions"), vec![tx])]);
     let before = job.run(&inputs).await.expect("runs");
     assert!(before[0].column(1).is_null(0), "no profile yet");
 
     let cells = parse_record(
-        crate::config::default_sources()
-            .named("customers")
-            .expect("declared"),
+        crate::config::default_source("customers"),
         br#"{"customer_id":"c1","birth_year":1985}"#,
     )
     .expect("valid");

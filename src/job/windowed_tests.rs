@@ -31,20 +31,14 @@ async fn plan(sql: &str) -> Job {
 }
 
 fn tx(rows: &[(&str, i64, f64, &str)]) -> RecordBatch {
-    let mut builder = BatchBuilder::new(
-        crate::config::default_sources()
-            .named("transactions")
-            .expect("declared"),
-    );
+    let mut builder = BatchBuilder::new(crate::config::default_source("transactions"));
     for (customer, ts, amount, category) in rows {
         let json = format!(
             r#"{{"event_id":"e","customer_id":"{customer}","ts":{ts},"amount":{amount},"category":"{category}"}}"#
         );
         builder.append(
             &parse_record(
-                crate::config::default_sources()
-                    .named("transactions")
-                    .expect("declared"),
+                crate::config::default_source("transactions"),
                 json.as_bytes(),
             )
             .expect("valid"),
@@ -67,9 +61,7 @@ async fn accumulate(job: &mut Job, partition: i32, batch: RecordBatch) {
     let late = w.late_rows(&batch).expect("late");
     assert_eq!(late.true_count(), 0, "no late rows expected");
     w.accumulate(
-        crate::config::default_sources()
-            .named("transactions")
-            .expect("declared"),
+        crate::config::default_source("transactions"),
         partition,
         batch,
     )
@@ -262,21 +254,12 @@ async fn sessions_merge_across_micro_batches_and_partitions() {
 async fn statistics_lookups_and_functions_over_the_window_result() {
     let lookups = Lookups::new(crate::config::default_sources());
     let customers = lookups
-        .table(
-            crate::config::default_sources()
-                .named("customers")
-                .expect("declared"),
-        )
+        .table(crate::config::default_source("customers"))
         .expect("a table");
     for (id, year) in [("a", 1990), ("b", 1980), ("c", 1970)] {
         let json = format!(r#"{{"customer_id":"{id}","birth_year":{year}}}"#);
-        let cells = parse_record(
-            crate::config::default_sources()
-                .named("customers")
-                .expect("declared"),
-            json.as_bytes(),
-        )
-        .expect("valid");
+        let cells = parse_record(crate::config::default_source("customers"), json.as_bytes())
+            .expect("valid");
         customers
             .lock()
             .expect("lock")
@@ -441,48 +424,27 @@ async fn one_window_over_two_sources() {
     assert_eq!(
         job.windowed().expect("windowed").info.sources,
         vec![
-            crate::config::default_sources()
-                .named("transactions")
-                .expect("declared"),
-            crate::config::default_sources()
-                .named("complaints")
-                .expect("declared")
+            crate::config::default_source("transactions"),
+            crate::config::default_source("complaints")
         ]
     );
-    let mut complaints = BatchBuilder::new(
-        crate::config::default_sources()
-            .named("complaints")
-            .expect("declared"),
-    );
+    let mut complaints = BatchBuilder::new(crate::config::default_source("complaints"));
     for ts in [1, 2] {
         let json = format!(
             r#"{{"event_id":"k","customer_id":"c","ts":{ts},"complaint_id":"k{ts}","status":"opened"}}"#
         );
         complaints.append(
-            &parse_record(
-                crate::config::default_sources()
-                    .named("complaints")
-                    .expect("declared"),
-                json.as_bytes(),
-            )
-            .expect("valid"),
+            &parse_record(crate::config::default_source("complaints"), json.as_bytes())
+                .expect("valid"),
         );
     }
     let w = job.windowed_mut().expect("windowed");
     let sales: Vec<(&str, i64, f64, &str)> = (0..8).map(|i| ("a", 100 + i, 1.0, "x")).collect();
+    w.accumulate(crate::config::default_source("transactions"), 0, tx(&sales))
+        .await
+        .expect("transactions");
     w.accumulate(
-        crate::config::default_sources()
-            .named("transactions")
-            .expect("declared"),
-        0,
-        tx(&sales),
-    )
-    .await
-    .expect("transactions");
-    w.accumulate(
-        crate::config::default_sources()
-            .named("complaints")
-            .expect("declared"),
+        crate::config::default_source("complaints"),
         0,
         complaints.finish().expect("batch"),
     )

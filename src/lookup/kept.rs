@@ -420,11 +420,7 @@ mod tests {
     use crate::schema::Source;
 
     fn events(rows: &[(&str, &str, i64, Option<&str>)]) -> RecordBatch {
-        let mut builder = BatchBuilder::new(
-            crate::config::default_sources()
-                .named("complaints")
-                .expect("declared"),
-        );
+        let mut builder = BatchBuilder::new(crate::config::default_source("complaints"));
         for (id, status, ts, category) in rows {
             let mut json = format!(
                 r#"{{"event_id":"e","customer_id":"c","ts":{ts},"complaint_id":"{id}","status":"{status}""#
@@ -434,13 +430,8 @@ mod tests {
             }
             json.push('}');
             builder.append(
-                &parse_record(
-                    crate::config::default_sources()
-                        .named("complaints")
-                        .expect("declared"),
-                    json.as_bytes(),
-                )
-                .expect("valid"),
+                &parse_record(crate::config::default_source("complaints"), json.as_bytes())
+                    .expect("valid"),
             );
         }
         builder.finish().expect("batch")

@@ -347,9 +347,7 @@ mod tests {
     use crate::decode::parse_record;
 
     fn customers() -> Source {
-        crate::config::default_sources()
-            .named("customers")
-            .expect("declared")
+        crate::config::default_source("customers")
     }
 
     fn upsert(json: &str) -> RowChange {

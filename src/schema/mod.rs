@@ -399,10 +399,7 @@ mod tests {
 
     #[test]
     fn schemas_follow_the_field_specs() {
-        let schema = crate::config::default_sources()
-            .named("transactions")
-            .expect("declared")
-            .schema();
+        let schema = crate::config::default_source("transactions").schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(
             names,
@@ -446,9 +443,7 @@ mod tests {
             );
         }
         assert_eq!(crate::config::default_sources().named("orders"), None);
-        let customers = crate::config::default_sources()
-            .named("customers")
-            .expect("declared");
+        let customers = crate::config::default_source("customers");
         assert!(!customers.is_stream());
         assert_eq!(customers.time_or_key(), "customer_id");
         assert_eq!(crate::config::default_sources().streams().count(), 3);

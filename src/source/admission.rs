@@ -109,9 +109,7 @@ mod tests {
     fn an_event_too_far_ahead_of_the_clock_is_refused_and_zero_turns_the_check_off() {
         let mut config = Config::embedded_default();
         let admission = Admission::new(&config);
-        let transactions = crate::config::default_sources()
-            .named("transactions")
-            .expect("declared");
+        let transactions = crate::config::default_source("transactions");
         let now = 1_767_225_600_000; // 2026-01-01T00:00:00Z
         let event = |ts: &str| {
             let json = format!(

@@ -488,9 +488,8 @@ mod tests {
 
         let batch = batcher.take().expect("batch");
         assert!(batcher.is_empty());
-        let rows: Vec<(i32, usize, i64)> = batch.events[&crate::config::default_sources()
-            .named("transactions")
-            .expect("declared")]
+        let rows: Vec<(i32, usize, i64)> = batch.events
+            [&crate::config::default_source("transactions")]
             .iter()
             .map(|b| (b.partition, b.rows.num_rows(), b.raw[0].offset))
             .collect();
@@ -514,9 +513,7 @@ mod tests {
                 &batch.table_changes[1].change
             ),
             (
-                &crate::config::default_sources()
-                    .named("customers")
-                    .expect("declared"),
+                &crate::config::default_source("customers"),
                 &RowChange::Delete("c9".to_owned())
             )
         );

@@ -301,9 +301,7 @@ mod tests {
         assert!(stage.busy());
 
         let first = stage.next_batch().await.expect("first batch");
-        let source = crate::config::default_sources()
-            .named("transactions")
-            .expect("declared");
+        let source = crate::config::default_source("transactions");
         let rows: usize = first.events[&source]
             .iter()
             .map(|b| b.rows.num_rows())

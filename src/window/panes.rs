@@ -513,9 +513,7 @@ mod tests {
     use super::*;
 
     fn transactions() -> Source {
-        crate::config::default_sources()
-            .named("transactions")
-            .expect("declared")
+        crate::config::default_source("transactions")
     }
 
     fn p0() -> StatePartition {
@@ -730,12 +728,7 @@ mod tests {
         let mut store = PaneStore::new(spec, (0, 1));
         store
             .insert(
-                (
-                    crate::config::default_sources()
-                        .named("feedback")
-                        .expect("declared"),
-                    3,
-                ),
+                (crate::config::default_source("feedback"), 3),
                 &states(&[5], 5, &[1]),
             )
             .expect("insert");
