@@ -124,6 +124,9 @@ impl Engine {
                     stage.cut();
                     deadline = None;
                 }
+                // Before the records: a steady stream of micro-batches
+                // must not hold the epoch open past its interval.
+                _ = commit_timer.tick() => self.commit().await?,
                 room = stage.room(), if stage.has_chunk() => stage.hand_over(room),
                 batch = stage.next_batch() => {
                     self.process(batch?).await?;
@@ -131,7 +134,6 @@ impl Engine {
                         self.backfill_step().await?;
                     }
                 }
-                _ = commit_timer.tick() => self.commit().await?,
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading queries");
                     self.reload().await?;
@@ -252,9 +254,30 @@ impl Engine {
         }
     }
 
-    /// Runs one micro-batch: its outputs join the open epoch.
+    /// Runs one micro-batch, less the parts the memory gate holds, and
+    /// then whatever the gate released: the outputs join the open epoch.
     pub(super) async fn process(&mut self, batch: MicroBatch) -> Result<(), EngineError> {
+        self.process_one(batch).await?;
+        self.run_released().await
+    }
+
+    /// Runs the parts the memory gate held and has released, oldest first.
+    async fn run_released(&mut self) -> Result<(), EngineError> {
+        loop {
+            let released = self.memory.take_released();
+            if released.is_empty() {
+                return Ok(());
+            }
+            for batch in released {
+                self.process_one(batch).await?;
+            }
+        }
+    }
+
+    /// Runs one micro-batch, less the parts held for paused partitions.
+    async fn process_one(&mut self, mut batch: MicroBatch) -> Result<(), EngineError> {
         let started = Instant::now();
+        self.memory.hold(&mut batch);
         let MicroBatch {
             events,
             table_changes,
@@ -317,6 +340,7 @@ impl Engine {
         let early = output.early;
         self.publish(output).await?;
         self.check_memory();
+        self.run_released().await?;
         Ok(early)
     }
 
@@ -340,7 +364,8 @@ impl Engine {
                 .collect();
             self.event_time.assign(&assigned, now);
         }
-        let behind = self.consumer.context().backlog.behind();
+        let mut behind = self.consumer.context().backlog.behind();
+        behind.extend(self.memory.held_partitions().cloned());
         self.event_time.keep_active(&behind, now);
     }
 }
@@ -455,6 +480,13 @@ impl Engine {
                 return;
             }
         };
+        self.memory.forget_unassigned(
+            &assignment
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect(),
+        );
         self.memory.update(total, &sizes, &self.metrics);
         let target: BTreeSet<(String, i32)> = if !self.memory.is_paused() {
             BTreeSet::new()

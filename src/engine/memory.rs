@@ -5,11 +5,19 @@
 //! partition behind (one partition, say), it pauses them all. It resumes
 //! them once state is back under 90 % of the limit. Epochs keep committing
 //! meanwhile, and paused partitions go idle after `engine.idle_timeout_ms`
-//! like any silent partition.
+//! like any silent partition (unless records are held for them: see below).
+//!
+//! A pause reaches the consumer at once, but records of a paused partition
+//! may already be on their way (read, decoding, decoded). The gate holds
+//! them back, undecided, until the partition resumes: they then run before
+//! anything read after them. Their offsets are not committed meanwhile, so
+//! a restart reads them again. Without the hold, state went on growing for
+//! several micro-batches after the pause (over twice the limit in tests).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::metrics::Metrics;
+use crate::source::MicroBatch;
 
 /// A topic and partition.
 type TopicPartition = (String, i32);
@@ -24,7 +32,9 @@ pub(super) struct MemoryGate {
     limit: u64,
     paused_by: Option<String>,
     /// Partitions paused now.
-    paused: BTreeSet<(String, i32)>,
+    paused: BTreeSet<TopicPartition>,
+    /// Parts of micro-batches read for paused partitions, oldest first.
+    held: BTreeMap<TopicPartition, Vec<MicroBatch>>,
 }
 
 impl MemoryGate {
@@ -34,6 +44,7 @@ impl MemoryGate {
             limit,
             paused_by: None,
             paused: BTreeSet::new(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -85,6 +96,45 @@ impl MemoryGate {
         (resume, pause)
     }
 
+    /// Takes the parts of `batch` read for paused partitions out of it and
+    /// holds them until their partitions resume.
+    pub(super) fn hold(&mut self, batch: &mut MicroBatch) {
+        if self.paused.is_empty() {
+            return;
+        }
+        for (at, part) in batch.split_off(&self.paused) {
+            self.held.entry(at).or_default().push(part);
+        }
+    }
+
+    /// The held parts of partitions no longer paused, oldest first: they
+    /// run before anything read after them.
+    pub(super) fn take_released(&mut self) -> Vec<MicroBatch> {
+        let released: Vec<TopicPartition> = self
+            .held
+            .keys()
+            .filter(|at| !self.paused.contains(*at))
+            .cloned()
+            .collect();
+        released
+            .iter()
+            .filter_map(|at| self.held.remove(at))
+            .flatten()
+            .collect()
+    }
+
+    /// Partitions with held records: not idle, whatever their backlog.
+    pub(super) fn held_partitions(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.held.keys()
+    }
+
+    /// Drops what is held for partitions no longer `assigned`: their new
+    /// owner reads them from the committed offsets.
+    pub(super) fn forget_unassigned(&mut self, assigned: &BTreeSet<TopicPartition>) {
+        self.held.retain(|at, _| assigned.contains(at));
+        self.paused.retain(|at| assigned.contains(at));
+    }
+
     /// What to do at `total` bytes of state: `Some(true)` pause, `Some(false)`
     /// resume, `None` nothing changes.
     fn decide(&self, total: u64) -> Option<bool> {
@@ -99,6 +149,50 @@ impl MemoryGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A micro-batch carrying only `(topic, partition)`'s next offset.
+    fn offset_only(topic: &str, partition: i32, next: i64) -> MicroBatch {
+        MicroBatch {
+            next_offsets: BTreeMap::from([((topic.to_owned(), partition), next)]),
+            ..MicroBatch::default()
+        }
+    }
+
+    #[test]
+    fn holds_what_paused_partitions_read_and_releases_it_in_order_on_resume() {
+        let mut gate = MemoryGate::new(1_000);
+        let (a, b) = (("t".to_owned(), 0), ("t".to_owned(), 1));
+        gate.repause(BTreeSet::from([a.clone()]));
+        for next in [5, 9] {
+            let mut batch = offset_only("t", 0, next);
+            batch.absorb(offset_only("t", 1, next));
+            gate.hold(&mut batch);
+            assert_eq!(batch.next_offsets, BTreeMap::from([(b.clone(), next)]));
+        }
+        assert!(gate.take_released().is_empty(), "still paused");
+        assert_eq!(gate.held_partitions().collect::<Vec<_>>(), vec![&a]);
+
+        gate.repause(BTreeSet::new());
+        let released: Vec<i64> = gate
+            .take_released()
+            .iter()
+            .map(|m| m.next_offsets[&a])
+            .collect();
+        assert_eq!(released, vec![5, 9], "oldest first");
+        assert!(gate.take_released().is_empty());
+    }
+
+    #[test]
+    fn drops_what_it_holds_for_partitions_no_longer_assigned() {
+        let mut gate = MemoryGate::new(1_000);
+        let a = ("t".to_owned(), 0);
+        gate.repause(BTreeSet::from([a.clone()]));
+        gate.hold(&mut offset_only("t", 0, 5));
+        gate.forget_unassigned(&BTreeSet::from([("t".to_owned(), 1)]));
+        assert_eq!(gate.held_partitions().count(), 0);
+        let (resume, pause) = gate.repause(BTreeSet::new());
+        assert!(resume.is_empty() && pause.is_empty(), "not ours to resume");
+    }
 
     #[test]
     fn pauses_over_the_limit_and_resumes_under_ninety_percent() {

@@ -2,7 +2,7 @@
 //! batches per source and partition, table changes, dead letters
 //! and the offsets to commit once the batch's outputs are delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -244,6 +244,52 @@ impl MicroBatch {
         self.next_offsets.extend(other.next_offsets);
         self.lookup_offsets.extend(other.lookup_offsets);
     }
+
+    /// Takes out the events, dead letters and offsets of `partitions`
+    /// (topic, partition), one micro-batch per partition found; the
+    /// records-read counts stay (they were read).
+    pub fn split_off(
+        &mut self,
+        partitions: &BTreeSet<(String, i32)>,
+    ) -> BTreeMap<(String, i32), MicroBatch> {
+        let mut parts: BTreeMap<(String, i32), MicroBatch> = BTreeMap::new();
+        let held =
+            |topic: &str, partition: i32| partitions.contains(&(topic.to_owned(), partition));
+        for (source, batches) in &mut self.events {
+            let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(batches)
+                .into_iter()
+                .partition(|b| held(&b.topic, b.partition));
+            *batches = keep;
+            for b in out {
+                let at = (b.topic.clone(), b.partition);
+                parts
+                    .entry(at)
+                    .or_default()
+                    .events
+                    .entry(*source)
+                    .or_default()
+                    .push(b);
+            }
+        }
+        self.events.retain(|_, batches| !batches.is_empty());
+        let (out, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.dead_letters)
+            .into_iter()
+            .partition(|d| held(&d.topic, d.partition));
+        self.dead_letters = keep;
+        for d in out {
+            let at = (d.topic.clone(), d.partition);
+            parts.entry(at).or_default().dead_letters.push(d);
+        }
+        self.next_offsets.retain(|at, next| {
+            let out = partitions.contains(at);
+            if out {
+                let part = parts.entry(at.clone()).or_default();
+                part.next_offsets.insert(at.clone(), *next);
+            }
+            !out
+        });
+        parts
+    }
 }
 
 /// Collects messages until the engine closes the micro-batch.
@@ -461,6 +507,54 @@ mod tests {
             offset,
             None,
         )
+    }
+
+    #[test]
+    fn split_off_takes_a_partitions_events_dead_letters_and_offset() {
+        let config = Config::embedded_default();
+        let mut batcher = Batcher::new(
+            config.topics.clone(),
+            config.declared,
+            Admission::new(&config),
+        );
+        let good = r#"{"event_id":"e","customer_id":"c","ts":1,"amount":3,"category":"x"}"#;
+        batcher.push(&message("cx.transactions", 0, 10, None, Some(good)));
+        batcher.push(&message("cx.transactions", 1, 4, None, Some(good)));
+        batcher.push(&message("cx.transactions", 1, 5, None, Some("{oops")));
+        batcher.push(&message("cx.transactions", 1, 6, None, Some(good)));
+        let mut batch = batcher.take().expect("batch");
+        let one = ("cx.transactions".to_owned(), 1);
+        let mut parts = batch.split_off(&BTreeSet::from([one.clone()]));
+
+        let transactions = crate::config::default_source("transactions");
+        let left: Vec<(i32, usize)> = batch.events[&transactions]
+            .iter()
+            .map(|b| (b.partition, b.rows.num_rows()))
+            .collect();
+        assert_eq!(left, vec![(0, 1)]);
+        assert!(batch.dead_letters.is_empty());
+        assert_eq!(
+            batch.next_offsets.keys().collect::<Vec<_>>(),
+            vec![&("cx.transactions".to_owned(), 0)]
+        );
+        assert_eq!(batch.consumed["cx.transactions"], 4, "read counts stay");
+
+        assert_eq!(parts.len(), 1);
+        let held = parts.remove(&one).expect("partition 1");
+        let offsets: Vec<i64> = held.events[&transactions]
+            .iter()
+            .flat_map(|b| b.raw.iter().map(|r| r.offset))
+            .collect();
+        assert_eq!(offsets, vec![4, 6]);
+        assert_eq!(
+            held.dead_letters
+                .iter()
+                .map(|d| d.offset)
+                .collect::<Vec<_>>(),
+            vec![5]
+        );
+        assert_eq!(held.next_offsets, BTreeMap::from([(one, 7)]));
+        assert!(held.consumed.is_empty());
     }
 
     #[test]
