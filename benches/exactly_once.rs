@@ -38,8 +38,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cxpulse::config::Config;
-use cxpulse::local_broker::LocalBroker;
 use cxpulse::metrics::Metrics;
+use cxpulse::tools::local_broker::LocalBroker;
 use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -72,7 +72,7 @@ async fn throughput_and_latency(base: &Config, broker_pid: u32) {
     )
     .await
     .expect("topics");
-    let records = cxpulse::generate::Generator::new(14, 11_500, START).records(61);
+    let records = cxpulse::tools::generate::Generator::new(14, 11_500, START).records(61);
     let events = records.iter().filter(|r| r.kind.is_stream()).count() as u64;
     preload(&throughput_config, &records).await;
     println!("preloaded {events} events ({} records)", records.len());
@@ -161,7 +161,7 @@ async fn main() {
     let (only_restart, only_throughput) = (only("restart"), only("throughput"));
     let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
     let queries = tempfile::tempdir().expect("tempdir");
-    cxpulse::bundled::write_queries(queries.path()).expect("queries");
+    cxpulse::tools::bundled::write_queries(queries.path()).expect("queries");
     std::fs::write(queries.path().join("latency_probe.sql"), PROBE).expect("probe");
     let mut base = Config::load(None).expect("default config");
     base.kafka.brokers = broker.bootstrap();
@@ -302,7 +302,7 @@ fn producer(config: &Config) -> FutureProducer {
         .expect("producer")
 }
 
-async fn preload(config: &Config, records: &[cxpulse::generate::Generated]) {
+async fn preload(config: &Config, records: &[cxpulse::tools::generate::Generated]) {
     let kafka = producer(config);
     for chunk in records.chunks(20_000) {
         support::preload::send_generated(&kafka, &config.topics, chunk).await;

@@ -127,7 +127,7 @@ async fn main() {
     let queries = tempfile::tempdir().expect("tempdir");
     let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("queries/loyalty_rfm.sql");
     std::fs::copy(&bundled, queries.path().join("loyalty_rfm.sql")).expect("copy the query");
-    cxpulse::bundled::write_views(queries.path()).expect("the views it reads");
+    cxpulse::tools::bundled::write_views(queries.path()).expect("the views it reads");
     let (mut jobs, problems) = cxpulse::job::load_all(
         queries.path(),
         &cxpulse::query::views::views_dir(queries.path()),

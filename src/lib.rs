@@ -23,31 +23,44 @@
 //! | wiring | [`engine`] | the batch loop, one Kafka transaction per epoch, restore after failures, draining |
 //! | state | [`state`], [`brokers`], [`drop_aside`] | the changelog topic and its protocol ([`state::record`]: what each record means, encoded and decoded): window state, watermarks and kept tables as Arrow IPC deltas, checkpoints, restore, `cxpulse reset`; noticing a lost cluster or fencing; closing clients without waiting for it |
 //! | observe | [`metrics`], [`gauges`], [`health`], [`http`], [`control`], [`logging`] | Prometheus metrics, `@gauge` job results, readiness, `/metrics` `/healthz` `/readyz`, requests to the running engine (`POST /jobs/{job}/backfill`), tracing |
-//! | simulate | [`generate`] | deterministic, realistic customer events; publishing them in compressed real time (`cxpulse generate`) |
-//! | test offline | [`testcase`] | `cxpulse test`: query test cases from files, run through the engine's own steps with no broker, compared with their expected rows |
-//! | command line | [`cli`] | every command and flag, as clap parses them |
-//! | operate | [`check`], [`admin`], [`topic_io`], [`tail`], [`local_broker`] | `cxpulse check`; topic creation; `produce` / `read`; `tail JOB`; the local noida-db broker |
-//! | demo | [`demo`], [`dashboard`], [`bundled`] | `cxpulse demo`: broker, generator and every bundled job; the live view; the queries built into the binary |
+//! | tooling | [`tools`] | what users run around the engine, which depends on none of it: the command line ([`tools::cli`]), `cxpulse demo` and its live view ([`tools::demo`], [`tools::dashboard`], [`tools::bundled`]), the event generator ([`tools::generate`]), `cxpulse test` ([`tools::testcase`]), `check`, `tail`, `produce` / `read` ([`tools::topic_io`]) and the local noida-db broker ([`tools::local_broker`]) |
+//! | topics | [`admin`] | creating the topics the engine writes to (at start and reload, and `cxpulse create-topics`), partition counts, topic limits |
+//!
+//! # The path of one record
+//!
+//! 1. `consumer.recv()` in the batch loop (`Engine::run_until_stopped`,
+//!    `src/engine/batches.rs`) copies it into the [`source::DecodeStage`],
+//!    which decodes it on a thread of its own ([`source::Batcher`],
+//!    [`decode`]) into a [`source::MicroBatch`].
+//! 2. `Engine::process` (same file) hands the micro-batch (less what the
+//!    memory gate holds, `src/engine/memory.rs`) to
+//!    `Core::micro_batch` (`src/engine/step.rs`): table changes
+//!    and kept tables, then every job on a task of its own
+//!    (`src/engine/jobs.rs`: a stateless plan, or
+//!    [`job::windowed::WindowedJob::accumulate`] into its
+//!    [`window::store::WindowStore`]), then the watermarks
+//!    (`src/engine/event_time.rs`) and the windows they close
+//!    ([`job::windowed::WindowedJob::fire`]).
+//! 3. `Engine::publish` (`src/engine/commit.rs`) sends the rows and dead
+//!    letters in the open transaction ([`sink`]); the epoch
+//!    (`src/engine/epoch.rs`) records the record's next offset.
+//! 4. Every `engine.commit_interval_ms`, `Engine::commit` (same file) writes
+//!    the epoch's state changes ([`state::record`], `src/engine/changelog.rs`),
+//!    awaits the deliveries, and commits the offsets with the outputs in
+//!    one Kafka transaction ([`sink::transaction`]).
 
 pub mod admin;
 pub mod batch_slot;
 pub mod brokers;
-pub mod bundled;
-pub mod check;
-pub mod cli;
 pub mod config;
 pub mod control;
-pub mod dashboard;
 pub mod decode;
-pub mod demo;
 pub mod drop_aside;
 pub mod engine;
 pub mod gauges;
-pub mod generate;
 pub mod health;
 pub mod http;
 pub mod job;
-pub mod local_broker;
 pub mod logging;
 pub mod lookup;
 pub mod metrics;
@@ -56,8 +69,6 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod state;
-pub mod tail;
-pub mod testcase;
-pub mod topic_io;
+pub mod tools;
 pub mod watermark;
 pub mod window;

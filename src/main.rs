@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use cxpulse::cli::{Brokers, Cli, Command, EventOptions};
 use cxpulse::config::Config;
+use cxpulse::tools::cli::{Brokers, Cli, Command, EventOptions};
 
 /// How long after the start a simulation from `start_ms`, at `speed`
 /// simulated seconds per second, passes the wall clock by more than a day
@@ -35,8 +35,8 @@ fn main() -> ExitCode {
             events,
             duration,
             listen,
-        } => runtime.block_on(cxpulse::demo::run(
-            cxpulse::demo::DemoOptions {
+        } => runtime.block_on(cxpulse::tools::demo::run(
+            cxpulse::tools::demo::DemoOptions {
                 brokers,
                 config,
                 rate: events.rate,
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
             no_follow,
         } => runtime.block_on(async move {
             let config = configured(brokers, config.as_deref())?;
-            cxpulse::tail::tail(&config, &job, !no_follow, Duration::from_secs(3)).await
+            cxpulse::tools::tail::tail(&config, &job, !no_follow, Duration::from_secs(3)).await
         }),
         Command::Run { config } => runtime.block_on(run(config)),
         Command::Test {
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             config,
         } => runtime.block_on(async move {
             let config = Config::load(config.as_deref())?;
-            if cxpulse::testcase::run_all(&config, job.as_deref(), update).await {
+            if cxpulse::tools::testcase::run_all(&config, job.as_deref(), update).await {
                 Ok(())
             } else {
                 anyhow::bail!("some test cases failed")
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
             key,
         } => runtime.block_on(async move {
             let config = configured(brokers, config.as_deref())?;
-            let sent = cxpulse::topic_io::produce_lines(
+            let sent = cxpulse::tools::topic_io::produce_lines(
                 config.client_config(),
                 &topic,
                 key.as_deref(),
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
             follow,
         } => runtime.block_on(async move {
             let config = configured(brokers, config.as_deref())?;
-            cxpulse::topic_io::read_topic(
+            cxpulse::tools::topic_io::read_topic(
                 config.client_config(),
                 &topic,
                 follow,
@@ -175,10 +175,10 @@ async fn generate(
     duration: Option<Duration>,
     clean: bool,
 ) -> anyhow::Result<()> {
-    use cxpulse::generate::Generator;
-    use cxpulse::generate::publish::{Progress, customers_for_rate, publish};
+    use cxpulse::tools::generate::Generator;
+    use cxpulse::tools::generate::publish::{Progress, customers_for_rate, publish};
     cxpulse::logging::init(config.log.format);
-    cxpulse::generate::check_sources(config.declared)?;
+    cxpulse::tools::generate::check_sources(config.declared)?;
     let sources = cxpulse::admin::source_topics(&config, 3);
     cxpulse::admin::ensure_topics(&config, &sources)
         .await
@@ -268,7 +268,10 @@ async fn generate(
     Ok(())
 }
 
-fn progress_message(progress: &cxpulse::generate::publish::Progress, elapsed: Duration) -> String {
+fn progress_message(
+    progress: &cxpulse::tools::generate::publish::Progress,
+    elapsed: Duration,
+) -> String {
     let sent = progress.sent_total();
     let simulated = chrono::DateTime::from_timestamp_millis(progress.simulated_ms()).map_or_else(
         || "-".to_owned(),
@@ -376,7 +379,7 @@ fn configured(brokers: Brokers, file: Option<&std::path::Path>) -> anyhow::Resul
 }
 
 async fn check(config_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let report = cxpulse::check::check(config_file.as_deref()).await;
+    let report = cxpulse::tools::check::check(config_file.as_deref()).await;
     print!("{report}");
     if report.is_ok() {
         Ok(())

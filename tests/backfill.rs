@@ -17,7 +17,7 @@ use common::exactly_once::{RowId, assert_same_rows, final_rows, preload, wait_fi
 use common::process::{BIN, EngineProcess, engine_env};
 use common::{TestBroker, create_source_topics, metric, test_config, unique_prefix};
 use cxpulse::config::Config;
-use cxpulse::generate::Generator;
+use cxpulse::tools::generate::Generator;
 use serde_json::Value;
 
 const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -85,7 +85,7 @@ fn wait_metrics(engine: &EngineProcess, what: &str, done: impl Fn(&str) -> bool)
 }
 
 /// Transactions among `records`: what a backfill of [`REVENUE`] reads.
-fn transactions(records: &[cxpulse::generate::Generated]) -> f64 {
+fn transactions(records: &[cxpulse::tools::generate::Generated]) -> f64 {
     records
         .iter()
         .filter(|r| r.kind.name() == "transactions")

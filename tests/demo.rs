@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
-use cxpulse::bundled::QUERIES;
+use cxpulse::tools::bundled::QUERIES;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cxpulse");
 
@@ -312,8 +312,8 @@ fn generate_publishes_what_it_reports_to_any_cluster() {
     // What is on the topics is exactly the start of the same seed's
     // simulation: every profile, then the events in time order.
     let start = 1_767_225_600_000; // the default --start, 2026-01-01T00:00:00Z
-    let expected: Vec<cxpulse::generate::Generated> =
-        cxpulse::generate::Generator::new(1, customers, start)
+    let expected: Vec<cxpulse::tools::generate::Generated> =
+        cxpulse::tools::generate::Generator::new(1, customers, start)
             .simulation()
             .take(sent)
             .collect();

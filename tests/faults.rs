@@ -1066,7 +1066,7 @@ async fn a_mixed_run_with_bad_records_and_two_kills_publishes_the_good_results_e
     create_source_topics(&config, 3).await;
 
     // The good events, each to the partition of its customer, in order.
-    let generated = cxpulse::generate::Generator::new(24, 6_500, T0).records(61);
+    let generated = cxpulse::tools::generate::Generator::new(24, 6_500, T0).records(61);
     let good = generated.iter().filter(|r| r.kind.is_stream()).count();
     assert!(good >= 100_000, "{good} good events");
     let partition_of = |key: &str| (twox_hash::XxHash64::oneshot(7, key.as_bytes()) % 3) as i32;

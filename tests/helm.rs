@@ -15,7 +15,7 @@ use base64::Engine as _;
 use common::exactly_once::preload;
 use common::process::{BIN, EngineProcess, engine_env};
 use common::{TestBroker, create_source_topics, test_config, unique_prefix};
-use cxpulse::generate::Generator;
+use cxpulse::tools::generate::Generator;
 use promql_parser::parser::Expr;
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde::Deserialize;

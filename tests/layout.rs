@@ -26,31 +26,7 @@ struct SourceFile {
 
 #[test]
 fn src_has_no_import_cycles_between_files_or_modules() {
-    let files = read_src(Path::new(env!("CARGO_MANIFEST_DIR")).join("src").as_path());
-    let modules: BTreeSet<ModPath> = files.iter().map(|f| f.module.clone()).collect();
-    let reexports: BTreeMap<ModPath, BTreeMap<String, ModPath>> = files
-        .iter()
-        .map(|f| (f.module.clone(), reexports_of(f, &modules)))
-        .collect();
-    let mut edges: BTreeMap<ModPath, BTreeMap<ModPath, String>> = BTreeMap::new();
-    for file in &files {
-        for path in paths_named(&file.code) {
-            let Some(target) = resolve(&file.module, &path, &modules, &reexports) else {
-                continue;
-            };
-            if target != file.module {
-                edges
-                    .entry(file.module.clone())
-                    .or_default()
-                    .entry(target)
-                    .or_insert_with(|| format!("{}: {}", file.file.display(), path.join("::")));
-            }
-        }
-    }
-    assert!(
-        edges.values().map(BTreeMap::len).sum::<usize>() > 100,
-        "the dependency reader found too few dependencies to be trusted"
-    );
+    let (modules, edges) = dependencies();
     let depth = modules.iter().map(Vec::len).max().unwrap_or(0);
     let mut problems = Vec::new();
     for level in (1..=depth).rev() {
@@ -81,6 +57,61 @@ fn src_has_no_import_cycles_between_files_or_modules() {
         "import cycles in src/:\n{}",
         problems.join("\n")
     );
+}
+
+#[test]
+fn the_engine_depends_on_none_of_the_tooling() {
+    let (_, edges) = dependencies();
+    let tools = |m: &ModPath| m.first().is_some_and(|s| s == "tools");
+    let wrong: Vec<String> = edges
+        .iter()
+        .filter(|(from, _)| !tools(from))
+        .flat_map(|(_, to)| {
+            to.iter()
+                .filter(|(t, _)| tools(t))
+                .map(|(_, at)| at.clone())
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "engine modules naming src/tools/:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The modules of `src/` and the files each depends on, each dependency
+/// with where it is named.
+#[allow(clippy::type_complexity)]
+fn dependencies() -> (
+    BTreeSet<ModPath>,
+    BTreeMap<ModPath, BTreeMap<ModPath, String>>,
+) {
+    let files = read_src(Path::new(env!("CARGO_MANIFEST_DIR")).join("src").as_path());
+    let modules: BTreeSet<ModPath> = files.iter().map(|f| f.module.clone()).collect();
+    let reexports: BTreeMap<ModPath, BTreeMap<String, ModPath>> = files
+        .iter()
+        .map(|f| (f.module.clone(), reexports_of(f, &modules)))
+        .collect();
+    let mut edges: BTreeMap<ModPath, BTreeMap<ModPath, String>> = BTreeMap::new();
+    for file in &files {
+        for path in paths_named(&file.code) {
+            let Some(target) = resolve(&file.module, &path, &modules, &reexports) else {
+                continue;
+            };
+            if target != file.module {
+                edges
+                    .entry(file.module.clone())
+                    .or_default()
+                    .entry(target)
+                    .or_insert_with(|| format!("{}: {}", file.file.display(), path.join("::")));
+            }
+        }
+    }
+    assert!(
+        edges.values().map(BTreeMap::len).sum::<usize>() > 100,
+        "the dependency reader found too few dependencies to be trusted"
+    );
+    (modules, edges)
 }
 
 /// Every `.rs` file below `dir` but `main.rs`, as modules.

@@ -192,7 +192,7 @@ fn changelog_records(values: usize) -> Vec<cxpulse::sink::OutRecord> {
 fn a_restore_holds_the_state_it_restores_and_not_the_changelog_besides() {
     let _serial = ONE_AT_A_TIME.lock();
     use cxpulse::state::reader::replay;
-    let broker = cxpulse::local_broker::LocalBroker::start().expect("broker");
+    let broker = cxpulse::tools::local_broker::LocalBroker::start().expect("broker");
     let topic = "memory-changelog";
     let records = changelog_records(400);
     let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()

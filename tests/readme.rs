@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser};
-use cxpulse::cli::Cli;
+use cxpulse::tools::cli::Cli;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -495,7 +495,7 @@ async fn the_connect_your_own_topics_example_loads_and_its_query_plans() {
     }
     let path = dir.path().join("my.toml");
     std::fs::write(&path, file).expect("write config");
-    let report = cxpulse::check::check(Some(&path)).await;
+    let report = cxpulse::tools::check::check(Some(&path)).await;
     assert!(report.is_ok(), "{report}");
     assert_eq!(
         report.jobs,

@@ -22,7 +22,7 @@ use common::{
     test_config, test_config_for, unique_prefix,
 };
 use cxpulse::config::Config;
-use cxpulse::generate::Generator;
+use cxpulse::tools::generate::Generator;
 use rand::{Rng, SeedableRng};
 
 const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -193,7 +193,7 @@ async fn sigkill_at_three_random_moments_changes_no_final_row() {
 /// Preloaded events and their uninterrupted run, for the tests that
 /// interrupt a second run in other ways.
 struct Baseline {
-    broker: cxpulse::local_broker::LocalBroker,
+    broker: cxpulse::tools::local_broker::LocalBroker,
     base: Config,
     jobs: Vec<String>,
     want: std::collections::BTreeMap<common::exactly_once::RowId, Vec<serde_json::Value>>,
@@ -201,7 +201,7 @@ struct Baseline {
 }
 
 async fn baseline(test: &str) -> Baseline {
-    let broker = cxpulse::local_broker::LocalBroker::start().expect("broker");
+    let broker = cxpulse::tools::local_broker::LocalBroker::start().expect("broker");
     let prefix = unique_prefix(test);
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = queries(dir.path());
@@ -696,7 +696,7 @@ async fn an_unreachable_broker_is_retried_with_backoff_until_it_comes() {
         "{log}"
     );
 
-    let _broker = cxpulse::local_broker::LocalBroker::start_on(port).expect("broker");
+    let _broker = cxpulse::tools::local_broker::LocalBroker::start_on(port).expect("broker");
     create_source_topics(&config, 1).await;
     engine.wait_ready(Duration::from_secs(60));
     let (code, log) = engine.terminate(DRAIN);

@@ -19,8 +19,8 @@ use common::{
     RunningEngine, TestBroker, consumer_from_beginning, create_source_topics, http_get, producer,
     test_config, unique_prefix, wait_for_metric,
 };
-use cxpulse::generate::{Generated, Generator};
 use cxpulse::schema::Source;
+use cxpulse::tools::generate::{Generated, Generator};
 use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 
@@ -834,7 +834,7 @@ async fn every_bundled_job_matches_the_reference() {
         )
         .expect("copy query");
     }
-    cxpulse::bundled::write_views(queries.path()).expect("views");
+    cxpulse::tools::bundled::write_views(queries.path()).expect("views");
     let mut config = test_config(&broker, &prefix, queries.path());
     config.engine.max_out_of_orderness_ms = 0;
     // Long enough that no partition counts as idle while the events are being

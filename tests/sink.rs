@@ -14,10 +14,10 @@ use cxpulse::admin::{TopicSpec, ensure_topics};
 use cxpulse::brokers::BrokerWatch;
 use cxpulse::config::Config;
 use cxpulse::health::Health;
-use cxpulse::local_broker::LocalBroker;
 use cxpulse::metrics::Metrics;
 use cxpulse::sink::transaction::TxnFailure;
 use cxpulse::sink::{OutRecord, Sink};
+use cxpulse::tools::local_broker::LocalBroker;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 

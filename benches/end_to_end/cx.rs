@@ -13,10 +13,10 @@ use arrow::datatypes::TimestampMillisecondType;
 use arrow::record_batch::RecordBatch;
 use cxpulse::config::Config;
 use cxpulse::decode::{BatchBuilder, parse_record};
-use cxpulse::generate::Generator;
 use cxpulse::job::Job;
 use cxpulse::lookup::{Lookups, RowChange, owned_cells};
 use cxpulse::schema::Source;
+use cxpulse::tools::generate::Generator;
 use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
 

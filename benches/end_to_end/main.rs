@@ -41,7 +41,7 @@ mod preload;
 use std::path::{Path, PathBuf};
 
 use cxpulse::config::Config;
-use cxpulse::local_broker::LocalBroker;
+use cxpulse::tools::local_broker::LocalBroker;
 use serde_json::{Value, json};
 
 use measure::{EngineRun, Measured};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use cxpulse::config::TopicsConfig;
-use cxpulse::generate::Generated;
+use cxpulse::tools::generate::Generated;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Sends `records` to their sources' topics, keyed by customer, and waits

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cxpulse::config::Config;
-use cxpulse::generate::Generated;
+use cxpulse::tools::generate::Generated;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, TopicPartitionList};
@@ -271,7 +271,7 @@ pub fn copy_bundled(dir: &Path) -> Vec<String> {
             jobs.push(name.to_owned());
         }
     }
-    cxpulse::bundled::write_views(dir).expect("views");
+    cxpulse::tools::bundled::write_views(dir).expect("views");
     jobs.sort();
     jobs
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cxpulse::admin::{TopicSpec, ensure_topics};
 use cxpulse::config::Config;
-use cxpulse::local_broker::LocalBroker;
+use cxpulse::tools::local_broker::LocalBroker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};

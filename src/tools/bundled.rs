@@ -7,48 +7,48 @@ use std::path::Path;
 pub const QUERIES: [(&str, &str); 11] = [
     (
         "complaint_alerts",
-        include_str!("../queries/complaint_alerts.sql"),
+        include_str!("../../queries/complaint_alerts.sql"),
     ),
     (
         "complaints_hourly",
-        include_str!("../queries/complaints_hourly.sql"),
+        include_str!("../../queries/complaints_hourly.sql"),
     ),
-    ("loyalty_rfm", include_str!("../queries/loyalty_rfm.sql")),
+    ("loyalty_rfm", include_str!("../../queries/loyalty_rfm.sql")),
     (
         "loyalty_summary",
-        include_str!("../queries/loyalty_summary.sql"),
+        include_str!("../../queries/loyalty_summary.sql"),
     ),
     (
         "need_by_category",
-        include_str!("../queries/need_by_category.sql"),
+        include_str!("../../queries/need_by_category.sql"),
     ),
     (
         "need_by_segment",
-        include_str!("../queries/need_by_segment.sql"),
+        include_str!("../../queries/need_by_segment.sql"),
     ),
     (
         "need_correlation",
-        include_str!("../queries/need_correlation.sql"),
+        include_str!("../../queries/need_correlation.sql"),
     ),
-    ("need_trend", include_str!("../queries/need_trend.sql")),
+    ("need_trend", include_str!("../../queries/need_trend.sql")),
     (
         "satisfaction_correlation",
-        include_str!("../queries/satisfaction_correlation.sql"),
+        include_str!("../../queries/satisfaction_correlation.sql"),
     ),
     (
         "satisfaction_hourly",
-        include_str!("../queries/satisfaction_hourly.sql"),
+        include_str!("../../queries/satisfaction_hourly.sql"),
     ),
     (
         "satisfaction_trend",
-        include_str!("../queries/satisfaction_trend.sql"),
+        include_str!("../../queries/satisfaction_trend.sql"),
     ),
 ];
 
 /// Every bundled shared view: `(view name, SQL file text)`.
 pub const VIEWS: [(&str, &str); 1] = [(
     "rfm_segments",
-    include_str!("../queries/views/rfm_segments.sql"),
+    include_str!("../../queries/views/rfm_segments.sql"),
 )];
 
 /// Writes every bundled query into `dir` as `<job>.sql`, and the shared

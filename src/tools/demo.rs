@@ -16,12 +16,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::dashboard::{Snapshot, plain, terminal};
 use crate::engine::EngineError;
-use crate::generate::Generator;
-use crate::generate::publish::{Progress, customers_for_rate, publish};
-use crate::local_broker::LocalBroker;
 use crate::metrics::Metrics;
+use crate::tools::dashboard::{Snapshot, plain, terminal};
+use crate::tools::generate::Generator;
+use crate::tools::generate::publish::{Progress, customers_for_rate, publish};
+use crate::tools::local_broker::LocalBroker;
 
 /// How often the view refreshes.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -90,10 +90,10 @@ pub async fn run(options: DemoOptions, interrupt: impl Future<Output = ()>) -> a
     let queries = tempfile::Builder::new()
         .prefix("cxpulse-demo-queries-")
         .tempdir()?;
-    crate::bundled::write_queries(queries.path())?;
+    crate::tools::bundled::write_queries(queries.path())?;
 
     let mut config = Config::load(options.config.as_deref())?;
-    crate::generate::check_sources(config.declared)?;
+    crate::tools::generate::check_sources(config.declared)?;
     config.kafka.brokers.clone_from(&bootstrap);
     config.engine.queries_dir = queries.path().to_owned();
     // Simulated time runs `speed` times faster than the clock and soon

@@ -93,7 +93,7 @@ pub fn customers_for_rate(seed: u64, start_ms: i64, rate: f64, speed: f64) -> us
     let sample = Generator::new(seed, CALIBRATION_CUSTOMERS, start_ms).records(CALIBRATION_DAYS);
     let events = sample
         .iter()
-        .filter(|r| r.kind != crate::generate::cx("customers"))
+        .filter(|r| r.kind != crate::tools::generate::cx("customers"))
         .count();
     let per_customer_ms =
         events as f64 / (CALIBRATION_CUSTOMERS as f64 * f64::from(CALIBRATION_DAYS) * DAY as f64);
@@ -146,7 +146,7 @@ pub async fn publish(
             }
         }
         progress.sent[kind_index(record.kind)].fetch_add(1, Ordering::Relaxed);
-        if record.kind != crate::generate::cx("customers") {
+        if record.kind != crate::tools::generate::cx("customers") {
             progress
                 .simulated_ms
                 .fetch_max(record.ts, Ordering::Relaxed);
@@ -183,7 +183,7 @@ mod tests {
         let records = Generator::new(1, base, START).records(CALIBRATION_DAYS);
         let events = records
             .iter()
-            .filter(|r| r.kind != crate::generate::cx("customers"))
+            .filter(|r| r.kind != crate::tools::generate::cx("customers"))
             .count() as f64;
         let per_wall_second = events / (f64::from(CALIBRATION_DAYS) * 86_400.0) * 3_600.0;
         assert!(

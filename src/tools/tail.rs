@@ -34,7 +34,7 @@ pub async fn tail(config: &Config, job: &str, follow: bool, idle: Duration) -> a
         );
     };
     let topic = found.output_topic.clone();
-    let consumer = crate::topic_io::reader(config.client_config(), &topic, "tail")?;
+    let consumer = crate::tools::topic_io::reader(config.client_config(), &topic, "tail")?;
     eprintln!(
         "{job}: reading {topic} from the beginning{}",
         if follow {
