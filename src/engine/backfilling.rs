@@ -5,7 +5,7 @@
 
 use tokio::time::Instant;
 
-use super::backfill::{Backfill, PROGRESS_EVERY, PreparedBackfill, begin, open};
+use super::backfill::{Backfill, PreparedBackfill, begin, open};
 use super::restore::BackfillState;
 use super::{Core, Engine, EngineError, RunningJob, gauge_limit};
 use crate::control::{BackfillRequest, Refusal};
@@ -75,7 +75,7 @@ impl Engine {
             match open(&self.config, job.sources(), None, &stopped.resume).await {
                 Ok(opened) => Some(opened),
                 Err(e) => {
-                    self.invalid_queries.insert(path.to_owned());
+                    self.watcher.mark_invalid(path);
                     tracing::error!(job = %job.name, error = %e, "cannot open the reader to resume the stopped job: it stays stopped with its state; save its query file again to retry");
                     return Ok(());
                 }
@@ -88,7 +88,7 @@ impl Engine {
         let mut running = match RunningJob::new(job, path.to_owned(), &self.metrics, limit, now) {
             Ok(running) => running,
             Err(e) => {
-                self.invalid_queries.insert(path.to_owned());
+                self.watcher.mark_invalid(path);
                 tracing::error!(path = %path.display(), error = %e, "cannot register the job's gauges: the stopped job stays stopped with its state");
                 return Ok(());
             }
@@ -104,7 +104,7 @@ impl Engine {
         ) {
             new.adopt_state(old);
         }
-        self.invalid_queries.remove(path);
+        self.watcher.mark_valid(path);
         self.forget_job_state(&stopped_job.name, &stopped_job.fingerprint);
         match opened {
             None if adoptable => {
@@ -156,17 +156,18 @@ impl Engine {
         let mut caught_up = Vec::new();
         for i in 0..self.backfills.len() {
             let backfill = self.backfills.get_mut(i);
-            let behind = backfill.behind(&self.live_positions);
-            backfill.event_time.keep_active(&behind, now);
+            let behind = backfill.behind(self.inputs.live_positions());
+            backfill.keep_active(&behind, now);
             let name = backfill.job().job.name.clone();
             let span = tracing::info_span!("job", job = %name, backfill = true);
             let batch = span
-                .in_scope(|| backfill.read(&self.live_positions, max_rows))
+                .in_scope(|| backfill.read(self.inputs.live_positions(), max_rows))
                 .map_err(EngineError::kafka("reading history for a backfill"))?;
+            let (jobs, event_time) = backfill.step_parts();
             let mut core = Core {
-                jobs: &mut backfill.jobs,
+                jobs,
                 lookups: &self.lookups,
-                event_time: &mut backfill.event_time,
+                event_time,
                 metrics: &self.metrics,
                 history: true,
             };
@@ -186,20 +187,18 @@ impl Engine {
             };
             self.publish(output).await?;
             let backfill = self.backfills.get_mut(i);
-            let lag = backfill.lag(&self.live_positions);
+            let lag = backfill.lag(self.inputs.live_positions());
             self.metrics
                 .backfill_lag
                 .with_label_values(&[name.as_str()])
                 .set(lag);
-            if std::time::Instant::now() >= backfill.next_log {
-                backfill.next_log = std::time::Instant::now() + PROGRESS_EVERY;
-                let seconds = backfill.started.elapsed().as_secs_f64();
+            if let Some(progress) = backfill.progress_due() {
                 let _in_job = span.enter();
                 tracing::info!(
-                    read = backfill.read,
+                    read = progress.read,
                     left = lag,
-                    per_second = (backfill.read as f64 / seconds.max(0.001)) as u64,
-                    watermark = ?backfill.event_time.of_sources(&backfill.job().job.sources()),
+                    per_second = (progress.read as f64 / progress.seconds.max(0.001)) as u64,
+                    watermark = ?backfill.watermark(),
                     "backfilling"
                 );
             }
@@ -220,7 +219,8 @@ impl Engine {
     /// micro-batches: the live consumer has processed exactly the records
     /// the backfill read, and the job gets every record after them.
     fn go_live(&mut self, backfill: Backfill, now: Instant) {
-        let (read, seconds) = (backfill.read, backfill.started.elapsed().as_secs_f64());
+        let progress = backfill.progress();
+        let (read, seconds) = (progress.read, progress.seconds);
         let mut running = backfill.into_job();
         running.restart_early_results(now);
         running.backfilled_at = Some(chrono::Utc::now().timestamp_millis());
@@ -231,7 +231,7 @@ impl Engine {
                 StateKey::BackfillOffset { .. } | StateKey::BackfillEventTime { .. }
             ) && key.job() == Some((name.as_str(), fingerprint.as_str()))
         });
-        self.pending_state.extend(positions);
+        self.epoch.defer_state(positions);
         let _ = self
             .metrics
             .backfill_lag
@@ -365,7 +365,7 @@ impl Engine {
                 &fresh_state,
                 &self.metrics,
             );
-            let lag = backfill.lag(&self.live_positions);
+            let lag = backfill.lag(self.inputs.live_positions());
             self.backfills.add(backfill, &self.metrics);
             Ok(format!(
                 "backfill of {job} started: {lag} records to read; its state is rebuilt, then it goes live (progress: cxpulse_backfill_lag_records{{job=\"{job}\"}})\n"
@@ -383,7 +383,7 @@ impl Engine {
                 job,
                 fingerprint,
                 backfill.positions(),
-                backfill.event_time.partition_times(),
+                backfill.partition_times(),
             );
             for (key, value) in positions {
                 records.extend(self.changelog.put_int(key, value));

@@ -17,10 +17,8 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use futures::FutureExt;
-use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::{BackfillRequest, Core, Engine, EngineError, TICK, millis};
 use crate::sink::transaction::TxnFailure;
@@ -45,7 +43,7 @@ impl Engine {
         // Once fenced, whatever failed first (often records purged by the
         // fenced producer) is that fencing: retrying would fence the
         // instance that took over.
-        if let (Err(_), Some(error)) = (&result, self.watch.fenced()) {
+        if let (Err(_), Some(error)) = (&result, self.inputs.fenced()) {
             result = Err(EngineError::Transaction(TxnFailure::Fenced(error)));
         }
         if result.is_err() {
@@ -62,11 +60,7 @@ impl Engine {
             return result;
         }
         // A clean stop closes its consumers before saying it stopped.
-        let Engine {
-            consumer, lookup, ..
-        } = self;
-        consumer.drop_within(CLOSE_TIMEOUT);
-        lookup.drop_within(CLOSE_TIMEOUT);
+        self.inputs.close_within(CLOSE_TIMEOUT);
         result
     }
 
@@ -102,13 +96,13 @@ impl Engine {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|source| EngineError::Signal { source })?;
         let (prepared_tx, mut prepared_rx) = tokio::sync::mpsc::channel(4);
-        let pending = std::mem::take(&mut self.pending_output);
+        let pending = self.epoch.take_first_output();
         self.publish(pending).await?;
         loop {
-            if let Some(error) = self.watch.fenced() {
+            if let Some(error) = self.inputs.fenced() {
                 return Err(EngineError::Transaction(TxnFailure::Fenced(error)));
             }
-            if self.watch.lost() {
+            if self.inputs.lost() {
                 return Err(EngineError::BrokersLost);
             }
             let linger_elapsed = async {
@@ -160,7 +154,7 @@ impl Engine {
                         next_reload = self.next_reload(reload_every);
                     }
                 }
-                received = self.consumer.recv(), if !stage.has_chunk() => {
+                received = self.inputs.recv(), if !stage.has_chunk() => {
                     // Take what the consumer already holds without going
                     // round the loop for every record.
                     let mut next = Some(received);
@@ -172,7 +166,7 @@ impl Engine {
                         if stage.has_chunk() || full(&stage) {
                             break;
                         }
-                        next = self.consumer.recv().now_or_never();
+                        next = self.inputs.recv().now_or_never();
                     }
                     if full(&stage) {
                         stage.cut();
@@ -230,7 +224,7 @@ impl Engine {
             self.commit().await
         })
         .await;
-        self.consumer.unsubscribe();
+        self.inputs.unsubscribe();
         match finished {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
@@ -305,12 +299,8 @@ impl Engine {
         output.dead_letters.extend(dead_letters);
 
         self.publish(output).await?;
-        for (at, &next) in &next_offsets {
-            let live = self.live_positions.entry(at.clone()).or_insert(next);
-            *live = (*live).max(next);
-        }
+        self.inputs.processed(&next_offsets, lookup_offsets);
         self.epoch.advance(next_offsets);
-        self.lookup_positions.extend(lookup_offsets);
         self.check_memory();
         if early {
             // Early results are for now: commit them now.
@@ -356,15 +346,11 @@ impl Engine {
     }
 
     fn refresh_assignment(&mut self, now: tokio::time::Instant) {
-        if let Ok(assignment) = self.consumer.assignment() {
-            let assigned: Vec<(String, i32)> = assignment
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect();
+        if let Ok(assigned) = self.inputs.assigned() {
+            let assigned: Vec<(String, i32)> = assigned.into_iter().collect();
             self.event_time.assign(&assigned, now);
         }
-        let mut behind = self.consumer.context().backlog.behind();
+        let mut behind = self.inputs.behind();
         behind.extend(self.memory.held_partitions().cloned());
         self.event_time.keep_active(&behind, now);
     }
@@ -394,32 +380,8 @@ fn receive(
 impl Engine {
     /// Takes what arrived on the table sources' topics and applies it.
     pub(super) async fn follow_tables(&mut self, batcher: &mut Batcher) -> Result<(), EngineError> {
-        let now = Instant::now();
-        match self.lookup.take(batcher, now) {
-            Ok(n) => {
-                if self.table_reads.succeeded(now) {
-                    tracing::info!("the table sources are read again");
-                    self.health.set_tables_failing(None);
-                }
-                if n > 0 {
-                    self.process(batcher.take()?).await?;
-                }
-            }
-            Err(e) => {
-                self.metrics.table_read_errors.inc();
-                tracing::warn!(error = %e, "reading the table sources failed");
-                if let Some(failing) = self.table_reads.failed(now) {
-                    let why = format!(
-                        "reading the table sources has failed for {} s ({e}); lookups miss their new rows",
-                        failing.as_secs()
-                    );
-                    tracing::error!(error = %e, "{why}");
-                    self.health.set_tables_failing(Some(why));
-                }
-            }
-        }
-        if let Some(age) = self.table_reads.age(now) {
-            self.metrics.table_read_age.set(age.as_secs_f64());
+        if self.inputs.read_tables(batcher, &self.metrics) > 0 {
+            self.process(batcher.take()?).await?;
         }
         Ok(())
     }
@@ -473,20 +435,14 @@ impl Engine {
         self.metrics
             .state_memory
             .set(i64::try_from(total + stopped).unwrap_or(i64::MAX));
-        let assignment = match self.consumer.assignment() {
-            Ok(assignment) => assignment,
+        let assigned = match self.inputs.assigned() {
+            Ok(assigned) => assigned,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the assignment to pause or resume it");
                 return;
             }
         };
-        self.memory.forget_unassigned(
-            &assignment
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect(),
-        );
+        self.memory.forget_unassigned(&assigned);
         self.memory.update(total, &sizes, &self.metrics);
         let target: BTreeSet<(String, i32)> = if !self.memory.is_paused() {
             BTreeSet::new()
@@ -497,38 +453,9 @@ impl Engine {
                 .into_iter()
                 .map(|(kind, p)| (self.event_time.topic(kind).to_owned(), p))
                 .collect();
-            if ahead.is_empty() {
-                assignment
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect()
-            } else {
-                ahead
-            }
-        };
-        let list = |parts: Vec<&(String, i32)>| {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, p) in parts {
-                let _ = tpl.add_partition_offset(topic, *p, Offset::Invalid);
-            }
-            tpl
+            if ahead.is_empty() { assigned } else { ahead }
         };
         let (resume, pause) = self.memory.repause(target);
-        let (resume, pause) = (list(resume.iter().collect()), list(pause.iter().collect()));
-        if resume.count() > 0
-            && let Err(e) = self.consumer.resume(&resume)
-        {
-            tracing::warn!(error = %e, "cannot resume consumption");
-        }
-        if pause.count() > 0 {
-            tracing::debug!(
-                partitions = pause.count(),
-                "pausing partitions ahead of the watermark"
-            );
-            if let Err(e) = self.consumer.pause(&pause) {
-                tracing::warn!(error = %e, "cannot pause consumption");
-            }
-        }
+        self.inputs.pause_and_resume(&pause, &resume);
     }
 }

@@ -21,13 +21,12 @@ impl Engine {
     /// Changelog records for `scope`, plus those queued since the last
     /// commit (tombstones of removed jobs).
     pub(super) fn state_records(&mut self, scope: Scope) -> Result<Vec<OutRecord>, EngineError> {
-        let mut records = std::mem::take(&mut self.pending_state);
+        let mut records = self.epoch.take_deferred_state();
         let live = self.jobs.iter_mut().map(|r| &mut r.job);
         let backfilling = self
             .backfills
             .iter_mut()
-            .flat_map(|b| b.jobs.iter_mut())
-            .map(|r| &mut r.job);
+            .map(|b| &mut b.job_mut().job);
         let stopped = self.stopped.iter_mut().map(|s| &mut s.job);
         for job in live.chain(backfilling).chain(stopped) {
             let (name, fingerprint) = (job.name.clone(), job.fingerprint.clone());
@@ -93,7 +92,7 @@ impl Engine {
                 }
             }
         }
-        for ((topic, partition), &next) in &self.lookup_positions {
+        for ((topic, partition), &next) in self.inputs.lookup_positions() {
             let key = StateKey::LookupPosition {
                 topic: topic.clone(),
                 partition: *partition,
@@ -109,6 +108,6 @@ impl Engine {
         let records = self
             .changelog
             .delete_where(|key| key.job() == Some((name, fingerprint)));
-        self.pending_state.extend(records);
+        self.epoch.defer_state(records);
     }
 }

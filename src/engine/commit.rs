@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::Instrument;
 
@@ -214,7 +213,7 @@ impl Engine {
         }
         tracing::trace!(offsets = ?self.epoch.offsets(), times = ?self.event_time.partition_times(), "committing");
         let group = self
-            .consumer
+            .inputs
             .group_metadata()
             .ok_or(EngineError::Transaction(TxnFailure::Abortable(
                 rdkafka::error::KafkaError::Canceled,
@@ -224,7 +223,7 @@ impl Engine {
                 .transactions
                 .with_label_values(&["aborted"])
                 .inc();
-            if !failure.is_fatal() && !self.watch.lost() {
+            if !failure.is_fatal() && !self.inputs.lost() {
                 // The next instance's init would abort it too; say so now.
                 let _ = self.sink.abort().await;
             }

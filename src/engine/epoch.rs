@@ -9,8 +9,9 @@
 
 use std::collections::BTreeMap;
 
+use super::jobs::JobOutput;
 use crate::decode::RejectKind;
-use crate::sink::InFlight;
+use crate::sink::{InFlight, OutRecord};
 
 /// What a committed epoch counted.
 #[derive(Debug, Default)]
@@ -36,9 +37,41 @@ pub(super) struct Epoch {
     /// Everything sent in the epoch whose acknowledgement is still to be
     /// awaited (before the commit).
     in_flight: InFlight,
+    /// Changelog records to send with the next commit, made outside the
+    /// jobs (a removed job's tombstones, where a backfill stood).
+    deferred_state: Vec<OutRecord>,
+    /// Outputs for the first epoch, made while the engine started (dead
+    /// letters of the table sources' first read, jobs stopped in this
+    /// process).
+    first_output: JobOutput,
 }
 
 impl Epoch {
+    /// The first epoch: it will send `state` to the changelog and publish
+    /// `output`.
+    pub(super) fn first(state: Vec<OutRecord>, output: JobOutput) -> Self {
+        Self {
+            deferred_state: state,
+            first_output: output,
+            ..Self::default()
+        }
+    }
+
+    /// Outputs made while the engine started, to publish first.
+    pub(super) fn take_first_output(&mut self) -> JobOutput {
+        std::mem::take(&mut self.first_output)
+    }
+
+    /// Changelog records to send with the next commit.
+    pub(super) fn defer_state(&mut self, records: impl IntoIterator<Item = OutRecord>) {
+        self.deferred_state.extend(records);
+    }
+
+    /// Takes the changelog records deferred to this commit.
+    pub(super) fn take_deferred_state(&mut self) -> Vec<OutRecord> {
+        std::mem::take(&mut self.deferred_state)
+    }
+
     /// This epoch's number in the process (the first is 1).
     pub(super) fn number(&self) -> u64 {
         self.number + 1
@@ -96,6 +129,8 @@ impl Epoch {
     pub(super) fn finish(&mut self) -> Counted {
         let next = Epoch {
             number: self.number + 1,
+            deferred_state: std::mem::take(&mut self.deferred_state),
+            first_output: std::mem::take(&mut self.first_output),
             ..Epoch::default()
         };
         let done = std::mem::replace(self, next);

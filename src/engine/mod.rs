@@ -24,6 +24,7 @@ mod commit;
 mod epoch;
 mod error;
 mod event_time;
+mod inputs;
 mod jobs;
 mod memory;
 mod offline;
@@ -35,7 +36,6 @@ mod stopped;
 mod tables;
 mod watcher;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -46,13 +46,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::BackfillRequest;
-use crate::drop_aside::DropAside;
 use crate::health::Health;
 use crate::http::HttpServer;
 use crate::lookup::Lookups;
 use crate::metrics::Metrics;
-use crate::sink::{OutRecord, Sink};
-use crate::source::{LookupConsumer, SourceConsumer};
+use crate::sink::Sink;
 use crate::state::writer::ChangelogWriter;
 use event_time::EventTime;
 use jobs::{JobOutput, RunningJob};
@@ -260,31 +258,13 @@ struct Engine {
     stopped: Vec<StoppedJob>,
     /// Jobs reading history before they go live.
     backfills: backfill::Backfills,
-    /// Next offset per event (topic, partition) the live jobs have
-    /// processed: where backfills hand over.
-    live_positions: BTreeMap<(String, i32), i64>,
     event_time: EventTime,
     watcher: QueryWatcher,
-    invalid_queries: BTreeSet<PathBuf>,
     sink: Sink,
-    consumer: DropAside<SourceConsumer>,
-    /// Says when every broker connection was lost.
-    watch: crate::brokers::BrokerWatch,
-    lookup: DropAside<LookupConsumer>,
-    /// Whether reading the table sources keeps failing.
-    table_reads: tables::TableReads,
-    /// Readiness, for the table sources' reads.
-    health: Arc<Health>,
+    /// The consumers, the broker watch, and the positions processed.
+    inputs: inputs::Inputs,
     changelog: ChangelogWriter,
     epoch: epoch::Epoch,
-    /// Next offset of each customers partition applied so far.
-    lookup_positions: BTreeMap<(String, i32), i64>,
-    /// Changelog records to send with the next commit (removed jobs'
-    /// tombstones).
-    pending_state: Vec<OutRecord>,
-    /// Outputs waiting for the first epoch (dead letters of the lookup
-    /// bootstrap).
-    pending_output: JobOutput,
     memory: MemoryGate,
 }
 

@@ -25,7 +25,7 @@ impl Engine {
         for change in changes {
             let path = match &change {
                 QueryChange::Removed(path) => {
-                    self.invalid_queries.remove(path);
+                    self.watcher.mark_valid(path);
                     if let Some(removed) = self.take_job(path) {
                         removed.forget_metrics(&self.metrics);
                         self.forget_job_state(&removed.job.name, &removed.job.fingerprint);
@@ -72,7 +72,7 @@ impl Engine {
             let job = match planned {
                 Ok(job) => job,
                 Err(problem) => {
-                    self.invalid_queries.insert(path.clone());
+                    self.watcher.mark_invalid(path);
                     tracing::error!(%problem, "query file not loaded; running jobs are unchanged");
                     continue;
                 }
@@ -83,7 +83,7 @@ impl Engine {
                 .all_jobs()
                 .any(|j| &j.path == path && j.job.fingerprint == job.fingerprint);
             if unchanged {
-                self.invalid_queries.remove(path);
+                self.watcher.mark_valid(path);
                 tracing::info!(job = %job.name, "query file changed, its plan did not: job kept with its state");
                 continue;
             }
@@ -101,7 +101,7 @@ impl Engine {
             )
             .await
             {
-                self.invalid_queries.insert(path.clone());
+                self.watcher.mark_invalid(path);
                 tracing::error!(job = %job.name, error = %e, "cannot create the output topic; job not started");
                 continue;
             }
@@ -125,12 +125,12 @@ impl Engine {
             let running = match RunningJob::new(job, path.clone(), &self.metrics, limit, now) {
                 Ok(running) => running,
                 Err(e) => {
-                    self.invalid_queries.insert(path.clone());
+                    self.watcher.mark_invalid(path);
                     tracing::error!(path = %path.display(), error = %e, "cannot register the job's gauges; job not started");
                     continue;
                 }
             };
-            self.invalid_queries.remove(path);
+            self.watcher.mark_valid(path);
             match &old {
                 Some(old) => {
                     tracing::info!(job = %old.job.name, "query file changed: job restarted with empty state, its old state deleted");
@@ -149,7 +149,7 @@ impl Engine {
             .set((self.jobs.len() + self.backfills.len()) as i64);
         self.metrics
             .query_files_invalid
-            .set(self.invalid_queries.len() as i64);
+            .set(self.watcher.invalid_count() as i64);
         Ok(())
     }
 }

@@ -11,7 +11,6 @@ use super::{Engine, EngineError, EventTime, JobOutput, MemoryGate, QueryWatcher,
 use crate::admin::{ensure_changelog, ensure_topics, partition_counts, sink_topics, topic_limits};
 use crate::brokers::BrokerWatch;
 use crate::config::Config;
-use crate::drop_aside::DropAside;
 use crate::health::Health;
 use crate::job::{self, Job};
 use crate::lookup::Lookups;
@@ -44,8 +43,7 @@ impl Engine {
             Some(config.job_memory_limit()),
         )
         .await;
-        let mut invalid_queries = BTreeSet::new();
-        if let Some(ran) = &lessons.queries {
+                if let Some(ran) = &lessons.queries {
             // A recovery start: a job the engine ran whose file does not
             // plan now, or cannot be read, listed or found, runs its last
             // query; the watcher looks at its file again at once, so that an
@@ -77,7 +75,7 @@ impl Engine {
                 if !from_before.contains(&problem.file) {
                     tracing::error!(%problem, "query file not loaded");
                 }
-                invalid_queries.insert(problem.file);
+                watcher.mark_invalid(&problem.file);
             }
             // A file added since must not take a running job's output.
             let (ran_jobs, new_jobs): (Vec<Job>, Vec<Job>) = jobs
@@ -88,7 +86,7 @@ impl Engine {
                     .into_iter()
                     .map(|(i, problem)| {
                         tracing::error!(%problem, "query file not loaded");
-                        invalid_queries.insert(problem.file);
+                        watcher.mark_invalid(&problem.file);
                         i
                     })
                     .collect();
@@ -304,7 +302,7 @@ impl Engine {
         let (jobs, backfills) = super::backfill::resume(config, metrics, jobs, backfills).await?;
         metrics
             .query_files_invalid
-            .set(invalid_queries.len() as i64);
+            .set(watcher.invalid_count() as i64);
         metrics
             .state_memory_limit
             .set(i64::try_from(config.state_memory_limit_bytes()).unwrap_or(i64::MAX));
@@ -317,20 +315,11 @@ impl Engine {
             jobs,
             stopped,
             backfills: super::backfill::Backfills::new(backfills),
-            live_positions: BTreeMap::new(),
             watcher,
-            invalid_queries,
             sink,
-            consumer: DropAside::new(consumer),
-            watch,
-            lookup: DropAside::new(lookup),
-            table_reads: Default::default(),
-            health: Arc::clone(health),
+            inputs: super::inputs::Inputs::new(consumer, lookup, watch, Arc::clone(health), positions),
             changelog,
-            epoch: super::epoch::Epoch::default(),
-            lookup_positions: positions,
-            pending_state: stale,
-            pending_output,
+            epoch: super::epoch::Epoch::first(stale, pending_output),
             memory: MemoryGate::new(config.state_memory_limit_bytes()),
         })
     }

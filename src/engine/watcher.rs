@@ -36,6 +36,9 @@ pub struct QueryWatcher {
     absent: BTreeSet<PathBuf>,
     /// Files seen before that could not be read, already logged.
     unreadable: BTreeSet<PathBuf>,
+    /// Query files that do not plan (or whose job was refused): no job
+    /// runs them until they change.
+    invalid: BTreeSet<PathBuf>,
 }
 
 /// What one look found.
@@ -56,6 +59,7 @@ impl QueryWatcher {
             seen: BTreeMap::new(),
             absent: BTreeSet::new(),
             unreadable: BTreeSet::new(),
+            invalid: BTreeSet::new(),
         };
         if let Some(look) = watcher.look() {
             watcher.seen = look.texts;
@@ -92,6 +96,22 @@ impl QueryWatcher {
             }
         }
         Some(look)
+    }
+
+    /// Marks the query file `path` invalid: it does not plan, or its job
+    /// was refused.
+    pub fn mark_invalid(&mut self, path: &Path) {
+        self.invalid.insert(path.to_path_buf());
+    }
+
+    /// Marks the query file `path` valid again: its job runs.
+    pub fn mark_valid(&mut self, path: &Path) {
+        self.invalid.remove(path);
+    }
+
+    /// How many query files are invalid now.
+    pub fn invalid_count(&self) -> usize {
+        self.invalid.len()
     }
 
     /// The changes since the last call, in file name order.

@@ -31,7 +31,7 @@ use crate::schema::Source;
 use crate::source::{Admission, Batcher, Consumed, MicroBatch, ReadToEndContext};
 
 /// How often a running backfill logs its progress.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a metadata, offset or watermark request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -148,9 +148,9 @@ pub fn open(
 /// A job reading history before it joins the live stream.
 pub struct Backfill {
     /// The job, alone (in a `Vec`, as steps take their jobs).
-    pub jobs: Vec<RunningJob>,
+    jobs: Vec<RunningJob>,
     /// Its own watermarks over the history it reads.
-    pub event_time: EventTime,
+    event_time: EventTime,
     reader: BaseConsumer<ReadToEndContext>,
     partitions: BTreeMap<TopicPartition, Reading>,
     topics: TopicsConfig,
@@ -160,11 +160,20 @@ pub struct Backfill {
     max_batch_bytes: usize,
     batcher: Batcher,
     /// Records fed to the job so far (this run).
-    pub read: u64,
+    read: u64,
     /// When the backfill started (this run).
-    pub started: std::time::Instant,
+    started: std::time::Instant,
     /// When progress is next logged.
-    pub next_log: std::time::Instant,
+    next_log: std::time::Instant,
+}
+
+/// How far a backfill has got, for its progress line.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Records fed to the job (this run).
+    pub read: u64,
+    /// Seconds since it started (this run).
+    pub seconds: f64,
 }
 
 impl Backfill {
@@ -207,6 +216,50 @@ impl Backfill {
     /// The job being backfilled.
     pub fn job(&self) -> &RunningJob {
         &self.jobs[0]
+    }
+
+    /// The job being backfilled, to take its state changes.
+    pub fn job_mut(&mut self) -> &mut RunningJob {
+        &mut self.jobs[0]
+    }
+
+    /// The job (alone) and its watermarks, for one step.
+    pub fn step_parts(&mut self) -> (&mut Vec<RunningJob>, &mut EventTime) {
+        (&mut self.jobs, &mut self.event_time)
+    }
+
+    /// Keeps the partitions with history left to read from going idle.
+    pub fn keep_active(&mut self, behind: &[TopicPartition], now: Instant) {
+        self.event_time.keep_active(behind, now);
+    }
+
+    /// The largest event time read per source partition.
+    pub fn partition_times(&self) -> BTreeMap<(Source, i32), i64> {
+        self.event_time.partition_times()
+    }
+
+    /// The job's watermark, for the progress line.
+    pub fn watermark(&self) -> Option<i64> {
+        self.event_time.of_sources(&self.job().job.sources())
+    }
+
+    /// How far it has got.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            read: self.read,
+            seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// How far it has got, when a progress line is due (every
+    /// [`PROGRESS_EVERY`]).
+    pub fn progress_due(&mut self) -> Option<Progress> {
+        let now = std::time::Instant::now();
+        if now < self.next_log {
+            return None;
+        }
+        self.next_log = now + PROGRESS_EVERY;
+        Some(self.progress())
     }
 
     /// The job, to run live.

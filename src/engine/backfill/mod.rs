@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-pub(in crate::engine) use history::{Backfill, PROGRESS_EVERY};
+pub(in crate::engine) use history::Backfill;
 
 use super::EngineError;
 use super::jobs::RunningJob;
