@@ -18,6 +18,7 @@ impl Engine {
     /// Every job, live or backfilling.
     pub(super) fn all_jobs(&self) -> impl Iterator<Item = &RunningJob> {
         self.jobs
+            .live()
             .iter()
             .chain(self.backfills.iter().map(Backfill::job))
     }
@@ -45,7 +46,7 @@ impl Engine {
                 );
                 self.backfills.add(backfill, &self.metrics);
             }
-            None => self.jobs.push(running),
+            None => self.jobs.add(running),
         }
         Ok(())
     }
@@ -63,7 +64,7 @@ impl Engine {
         job: Job,
         now: Instant,
     ) -> Result<(), EngineError> {
-        let Some(stopped) = self.stopped.iter().find(|s| s.path == path) else {
+        let Some(stopped) = self.jobs.stopped_at(path) else {
             return Ok(());
         };
         let adoptable = match (job.windowed(), stopped.job.windowed()) {
@@ -109,7 +110,7 @@ impl Engine {
         match opened {
             None if adoptable => {
                 tracing::warn!(job = %running.job.name, "query file of a stopped job changed: the job resumes live with its state; it reads a kept table, so the records it missed while stopped are not read again");
-                self.jobs.push(running);
+                self.jobs.add(running);
                 Ok(())
             }
             Some(opened) => {
@@ -133,8 +134,8 @@ impl Engine {
 
     /// Removes the job read from `path`, live or backfilling.
     pub(super) fn take_job(&mut self, path: &std::path::Path) -> Option<RunningJob> {
-        if let Some(i) = self.jobs.iter().position(|j| j.path == path) {
-            return Some(self.jobs.remove(i));
+        if let Some(running) = self.jobs.take_at(path) {
+            return Some(running);
         }
         let i = self.backfills.iter().position(|b| b.job().path == path)?;
         let backfill = self.backfills.take(i, &self.metrics);
@@ -223,7 +224,7 @@ impl Engine {
         let (read, seconds) = (progress.read, progress.seconds);
         let mut running = backfill.into_job();
         running.restart_early_results(now);
-        running.backfilled_at = Some(chrono::Utc::now().timestamp_millis());
+        running.backfilled(chrono::Utc::now().timestamp_millis());
         let (name, fingerprint) = (running.job.name.clone(), running.job.fingerprint.clone());
         let positions = self.changelog.delete_where(|key| {
             matches!(
@@ -237,7 +238,7 @@ impl Engine {
             .backfill_lag
             .remove_label_values(&[name.as_str()]);
         tracing::info!(job = %name, read, seconds, "backfill caught up: the job runs live");
-        self.jobs.push(running);
+        self.jobs.add(running);
     }
 
     /// Takes a backfill request (`cxpulse backfill`) for a running job: what
@@ -309,8 +310,13 @@ impl Engine {
                 "job {job} is already backfilling"
             )));
         }
-        let Some(running) = self.jobs.iter().find(|j| j.job.name == job) else {
-            let names: Vec<&str> = self.jobs.iter().map(|j| j.job.name.as_str()).collect();
+        let Some(running) = self.jobs.named(job) else {
+            let names: Vec<&str> = self
+                .jobs
+                .live()
+                .iter()
+                .map(|j| j.job.name.as_str())
+                .collect();
             return Err(Refusal::UnknownJob(format!(
                 "no running job is named {job}; running: {}",
                 names.join(", ")
@@ -340,17 +346,12 @@ impl Engine {
         }
         let answer = outcome.and_then(|(fresh, opened)| {
             self.backfill_candidate(&job)?;
-            let Some(i) = self
-                .jobs
-                .iter()
-                .position(|j| j.job.name == job && j.job.fingerprint == fingerprint)
-            else {
+            let Some(old) = self.jobs.take_if_unchanged(&job, &fingerprint) else {
                 return Err(Refusal::Conflict(format!(
                     "job {job} changed while its backfill was prepared; ask again"
                 )));
             };
             let now = Instant::now();
-            let old = self.jobs.remove(i);
             old.forget_metrics(&self.metrics);
             self.forget_job_state(&old.job.name, &old.job.fingerprint);
             let running =
@@ -389,8 +390,8 @@ impl Engine {
                 records.extend(self.changelog.put_int(key, value));
             }
         }
-        for running in &self.jobs {
-            if let Some(at) = running.backfilled_at {
+        for running in self.jobs.live() {
+            if let Some(at) = running.backfilled_at() {
                 let key = StateKey::BackfillDone {
                     job: running.job.name.clone(),
                     fingerprint: running.job.fingerprint.clone(),

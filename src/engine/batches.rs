@@ -53,7 +53,7 @@ impl Engine {
             lessons.queries = Some(
                 self.all_jobs()
                     .map(|j| j.job.query.clone())
-                    .chain(self.stopped.iter().map(|s| s.job.query.clone()))
+                    .chain(self.jobs.stopped().iter().map(|s| s.job.query.clone()))
                     .collect(),
             );
             self.metrics.backfill_lag.reset();
@@ -337,7 +337,7 @@ impl Engine {
     /// The jobs, tables and watermarks, for one step.
     fn core(&mut self) -> Core<'_> {
         Core {
-            jobs: &mut self.jobs,
+            jobs: self.jobs.live_for_step(),
             lookups: &self.lookups,
             event_time: &mut self.event_time,
             metrics: &self.metrics,
@@ -427,7 +427,8 @@ impl Engine {
             .collect();
         let total: u64 = sizes.iter().map(|(_, b)| b).sum();
         let stopped: u64 = self
-            .stopped
+            .jobs
+            .stopped()
             .iter()
             .filter_map(|s| window_bytes(&s.job))
             .map(|(_, b)| b)

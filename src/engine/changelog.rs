@@ -22,13 +22,8 @@ impl Engine {
     /// commit (tombstones of removed jobs).
     pub(super) fn state_records(&mut self, scope: Scope) -> Result<Vec<OutRecord>, EngineError> {
         let mut records = self.epoch.take_deferred_state();
-        let live = self.jobs.iter_mut().map(|r| &mut r.job);
-        let backfilling = self
-            .backfills
-            .iter_mut()
-            .map(|b| &mut b.job_mut().job);
-        let stopped = self.stopped.iter_mut().map(|s| &mut s.job);
-        for job in live.chain(backfilling).chain(stopped) {
+        let backfilling = self.backfills.iter_mut().map(|b| &mut b.job_mut().job);
+        for job in self.jobs.jobs_mut().chain(backfilling) {
             let (name, fingerprint) = (job.name.clone(), job.fingerprint.clone());
             let Some(windowed) = job.windowed_mut() else {
                 continue;

@@ -41,7 +41,7 @@ pub struct RunningJob {
     early_failed: std::collections::BTreeSet<(i64, i64, Option<String>)>,
     /// When this job's backfill caught up (ms since the epoch), kept in the
     /// changelog so that a restart does not backfill it again.
-    pub backfilled_at: Option<i64>,
+    backfilled_at: Option<i64>,
 }
 
 impl RunningJob {
@@ -110,6 +110,16 @@ impl RunningJob {
     /// `now`.
     pub fn restart_early_results(&mut self, now: Instant) {
         self.next_early = self.job.emit_every.map(|every| now + every);
+    }
+
+    /// Its backfill caught up at `at` (ms since the epoch).
+    pub fn backfilled(&mut self, at: i64) {
+        self.backfilled_at = Some(at);
+    }
+
+    /// When its backfill caught up (ms since the epoch), if it had one.
+    pub fn backfilled_at(&self) -> Option<i64> {
+        self.backfilled_at
     }
 
     /// Removes this job's per-job metric series and gauges.

@@ -15,6 +15,9 @@
 //!   outputs, dead letters, state changes ([`changelog`]) and consumer
 //!   offsets in one transaction every `engine.commit_interval_ms`.
 //! * [`memory`] pauses consumption while window state is over its limit.
+//! * The parts of a started engine each own their fields: [`inputs`],
+//!   [`epoch`], [`job_set`], [`backfill`], [`watcher`], [`memory`],
+//!   [`event_time`] (see `docs/ARCHITECTURE.md`, "Who owns what").
 
 mod backfill;
 mod backfilling;
@@ -25,6 +28,7 @@ mod epoch;
 mod error;
 mod event_time;
 mod inputs;
+mod job_set;
 mod jobs;
 mod memory;
 mod offline;
@@ -37,7 +41,6 @@ mod tables;
 mod watcher;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,11 +254,8 @@ struct Engine {
     config: Config,
     metrics: Arc<Metrics>,
     lookups: Lookups,
-    /// The live jobs.
-    jobs: Vec<RunningJob>,
-    /// Jobs stopped because they panicked: their state is kept (and
-    /// checkpointed), nothing runs them.
-    stopped: Vec<StoppedJob>,
+    /// The live jobs and those stopped because they panicked.
+    jobs: job_set::JobSet,
     /// Jobs reading history before they go live.
     backfills: backfill::Backfills,
     event_time: EventTime,
@@ -266,17 +266,6 @@ struct Engine {
     changelog: ChangelogWriter,
     epoch: epoch::Epoch,
     memory: MemoryGate,
-}
-
-/// A job stopped because it panicked.
-struct StoppedJob {
-    /// The job, with its restored state.
-    job: crate::job::Job,
-    /// Its query file.
-    path: PathBuf,
-    /// Where it stopped: the next offset per source partition, and the
-    /// largest event time read there (what a backfill resumes from).
-    resume: restore::BackfillState,
 }
 
 /// Most `@gauge` series one job may export.

@@ -55,7 +55,7 @@ impl Engine {
                 let running: Vec<&Job> = self
                     .all_jobs()
                     .map(|j| &j.job)
-                    .chain(self.stopped.iter().map(|s| &s.job))
+                    .chain(self.jobs.stopped().iter().map(|s| &s.job))
                     .collect();
                 match crate::job::output_problems(
                     std::slice::from_ref(&job),
@@ -88,9 +88,9 @@ impl Engine {
                 continue;
             }
             if self
-                .stopped
-                .iter()
-                .any(|s| &s.path == path && s.job.fingerprint == job.fingerprint)
+                .jobs
+                .stopped_at(path)
+                .is_some_and(|s| s.job.fingerprint == job.fingerprint)
             {
                 tracing::info!(job = %job.name, "query file changed, its plan did not: the job stays stopped (it panicked in this process)");
                 continue;
@@ -111,7 +111,7 @@ impl Engine {
                     tracing::warn!(job = %job.name, error = %e, "cannot describe the output topic; assuming Kafka's default limits")
                 }
             }
-            if self.stopped.iter().any(|s| &s.path == path) {
+            if self.jobs.stopped_at(path).is_some() {
                 self.replace_stopped(path, job, now).await?;
                 continue;
             }
@@ -146,7 +146,7 @@ impl Engine {
         }
         self.metrics
             .jobs_loaded
-            .set((self.jobs.len() + self.backfills.len()) as i64);
+            .set((self.jobs.live_count() + self.backfills.len()) as i64);
         self.metrics
             .query_files_invalid
             .set(self.watcher.invalid_count() as i64);

@@ -43,7 +43,7 @@ impl Engine {
             Some(config.job_memory_limit()),
         )
         .await;
-                if let Some(ran) = &lessons.queries {
+        if let Some(ran) = &lessons.queries {
             // A recovery start: a job the engine ran whose file does not
             // plan now, or cannot be read, listed or found, runs its last
             // query; the watcher looks at its file again at once, so that an
@@ -312,12 +312,17 @@ impl Engine {
             config: config.clone(),
             metrics: Arc::clone(metrics),
             lookups,
-            jobs,
-            stopped,
+            jobs: super::job_set::JobSet::new(jobs, stopped),
             backfills: super::backfill::Backfills::new(backfills),
             watcher,
             sink,
-            inputs: super::inputs::Inputs::new(consumer, lookup, watch, Arc::clone(health), positions),
+            inputs: super::inputs::Inputs::new(
+                consumer,
+                lookup,
+                watch,
+                Arc::clone(health),
+                positions,
+            ),
             changelog,
             epoch: super::epoch::Epoch::first(stale, pending_output),
             memory: MemoryGate::new(config.state_memory_limit_bytes()),

@@ -20,10 +20,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::Engine;
 use super::event_time::EventTime;
+use super::job_set::StoppedJob;
 use super::jobs::JobPanic;
 use super::restore::BackfillState;
-use super::{Engine, StoppedJob};
 use crate::admin::partition_counts;
 use crate::config::Config;
 use crate::decode::{RejectKind, Rejection};
@@ -155,7 +156,7 @@ impl Engine {
     /// backfill position), and no "backfill done" marker.
     pub(super) fn stopped_records(&mut self) -> Vec<OutRecord> {
         let mut records = Vec::new();
-        for stopped in &self.stopped {
+        for stopped in self.jobs.stopped() {
             let (job, fingerprint) = (&stopped.job.name, &stopped.job.fingerprint);
             records.extend(self.changelog.delete(&StateKey::BackfillDone {
                 job: job.clone(),
@@ -176,8 +177,7 @@ impl Engine {
 
     /// Takes the stopped job read from `path`, if any.
     pub(super) fn take_stopped(&mut self, path: &std::path::Path) -> Option<StoppedJob> {
-        let i = self.stopped.iter().position(|s| s.path == path)?;
-        let stopped = self.stopped.remove(i);
+        let stopped = self.jobs.take_stopped(path)?;
         let _ = self
             .metrics
             .jobs_stopped

@@ -190,7 +190,7 @@ pub(super) async fn resume(
     for mut running in jobs {
         let state = states.remove(&running.job.name).unwrap_or_default();
         if let Some(at) = state.done {
-            running.backfilled_at = Some(at);
+            running.backfilled(at);
             live.push(running);
         } else if state.running() || running.job.backfill.is_some() {
             to_open.push((running, state));
