@@ -43,15 +43,30 @@ impl Health {
     }
 
     /// `Ok` when ready, otherwise what is still missing.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub fn readiness(&self) -> Result<(), NotReady> {
         if let Some(why) = &*self.blocker.lock().unwrap_or_else(PoisonError::into_inner) {
-            Err(why.clone())
+            Err(NotReady::Blocked(why.clone()))
         } else if let Some(why) = &*self.tables.lock().unwrap_or_else(PoisonError::into_inner) {
-            Err(why.clone())
+            Err(NotReady::TablesFailing(why.clone()))
         } else if !self.partitions_assigned.load(Ordering::Relaxed) {
-            Err("no partitions assigned yet".to_owned())
+            Err(NotReady::NoPartitions)
         } else {
             Ok(())
         }
     }
+}
+
+/// Why the engine is not ready, as `/readyz` says it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// Something keeps it from running: starting, connecting to Kafka,
+    /// restoring state, recovering.
+    #[error("{0}")]
+    Blocked(String),
+    /// The table sources have not been read for a while.
+    #[error("{0}")]
+    TablesFailing(String),
+    /// The consumer group has assigned it no partition yet.
+    #[error("no partitions assigned yet")]
+    NoPartitions,
 }

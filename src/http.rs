@@ -201,6 +201,7 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::NotReady;
 
     fn with_token(token: Option<&str>) -> (AppState, mpsc::Receiver<BackfillRequest>) {
         let (engine, requests) = mpsc::channel(1);
@@ -285,23 +286,28 @@ mod tests {
     #[test]
     fn ready_only_when_running_with_partitions_assigned() {
         let health = Health::default();
-        assert_eq!(health.readiness(), Err("starting".to_owned()));
+        assert_eq!(
+            health.readiness(),
+            Err(NotReady::Blocked("starting".to_owned()))
+        );
         health.set_partitions_assigned(true);
         health.set_blocker(Some("restoring state".to_owned()));
-        assert_eq!(health.readiness(), Err("restoring state".to_owned()));
+        assert_eq!(
+            health.readiness(),
+            Err(NotReady::Blocked("restoring state".to_owned()))
+        );
         health.set_blocker(None);
         assert_eq!(health.readiness(), Ok(()));
         health.set_tables_failing(Some("reading the table sources has failed".to_owned()));
         assert_eq!(
             health.readiness(),
-            Err("reading the table sources has failed".to_owned())
+            Err(NotReady::TablesFailing(
+                "reading the table sources has failed".to_owned()
+            ))
         );
         health.set_tables_failing(None);
         assert_eq!(health.readiness(), Ok(()));
         health.set_partitions_assigned(false);
-        assert_eq!(
-            health.readiness(),
-            Err("no partitions assigned yet".to_owned())
-        );
+        assert_eq!(health.readiness(), Err(NotReady::NoPartitions));
     }
 }

@@ -7,7 +7,7 @@ use crate::schema::{
     path_keys,
 };
 
-use super::sources::{ColumnEntry, ColumnType, SourceEntry, decimal_units};
+use super::sources::{ColumnEntry, ColumnError, ColumnType, SourceEntry, decimal_units};
 
 /// Why `[[sources]]` entries (already checked by `Config::load`) cannot be
 /// built into the engine's sources.
@@ -35,7 +35,7 @@ pub enum DeclareError {
         /// The column.
         column: String,
         /// What is wrong.
-        problem: String,
+        problem: ColumnError,
     },
     /// More sources than a handle can index.
     #[error(transparent)]
@@ -128,14 +128,14 @@ fn field_spec(column: &ColumnEntry) -> Result<FieldSpec, DeclareError> {
 }
 
 /// `ty` with the column's checks; what is wrong with them, if anything.
-fn checked_type(ty: &ColumnType, column: &ColumnEntry) -> Result<FieldType, String> {
+fn checked_type(ty: &ColumnType, column: &ColumnEntry) -> Result<FieldType, ColumnError> {
     Ok(match ty {
         ColumnType::List(item) => FieldType::List(Box::new(checked_type(item, column)?)),
         ColumnType::String => match (&column.values, &column.regex) {
             (Some(values), _) => FieldType::Enum(values.clone()),
             (None, Some(pattern)) => regex::Regex::new(pattern)
                 .map(|re| FieldType::Matching(Pattern(re)))
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| ColumnError::Pattern(e.to_string()))?,
             (None, None) if column.lowercase => FieldType::Coded,
             (None, None) => FieldType::Text,
         },

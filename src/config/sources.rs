@@ -162,9 +162,45 @@ pub enum ColumnType {
     List(Box<ColumnType>),
 }
 
+/// A column's type, bound or pattern that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnError {
+    /// `decimal(…)` without a precision and a scale.
+    #[error("{0:?}: write decimal(PRECISION,SCALE)")]
+    DecimalForm(String),
+    /// A decimal precision outside 1 to 38.
+    #[error("{0:?}: precision must be 1 to 38")]
+    Precision(String),
+    /// A decimal scale outside 0 to the precision.
+    #[error("{0:?}: scale must be 0 to the precision")]
+    Scale(String),
+    /// A type cxpulse does not know.
+    #[error(
+        "unknown type {0:?}; known types: id, string, int, float, bool, timestamp, decimal(P,S), list<T>"
+    )]
+    UnknownType(String),
+    /// A bound that is not a finite number.
+    #[error("bound {0} is not a number")]
+    NotANumber(String),
+    /// A decimal bound with more digits after the point than the scale.
+    #[error("bound {bound} has more than {scale} digits after the point (the column's scale)")]
+    TooPrecise {
+        /// The bound as written.
+        bound: String,
+        /// The column's scale.
+        scale: usize,
+    },
+    /// A decimal bound beyond 128 bits.
+    #[error("bound {0} is too large for a decimal")]
+    TooLarge(String),
+    /// A `regex` that does not compile.
+    #[error("{0}")]
+    Pattern(String),
+}
+
 impl ColumnType {
     /// Reads a type as written in a column's `type`.
-    pub fn parse(written: &str) -> Result<ColumnType, String> {
+    pub fn parse(written: &str) -> Result<ColumnType, ColumnError> {
         let t = written.trim();
         if let Some(inner) = t.strip_prefix("list<").and_then(|r| r.strip_suffix('>')) {
             return Ok(ColumnType::List(Box::new(ColumnType::parse(inner)?)));
@@ -172,19 +208,19 @@ impl ColumnType {
         if let Some(args) = t.strip_prefix("decimal(").and_then(|r| r.strip_suffix(')')) {
             let (p, s) = args
                 .split_once(',')
-                .ok_or_else(|| format!("{written:?}: write decimal(PRECISION,SCALE)"))?;
+                .ok_or_else(|| ColumnError::DecimalForm(written.to_owned()))?;
             let precision: u8 = p
                 .trim()
                 .parse()
                 .ok()
                 .filter(|p| (1..=38).contains(p))
-                .ok_or_else(|| format!("{written:?}: precision must be 1 to 38"))?;
+                .ok_or_else(|| ColumnError::Precision(written.to_owned()))?;
             let scale: i8 = s
                 .trim()
                 .parse()
                 .ok()
                 .filter(|s: &i8| *s >= 0 && s.unsigned_abs() <= precision)
-                .ok_or_else(|| format!("{written:?}: scale must be 0 to the precision"))?;
+                .ok_or_else(|| ColumnError::Scale(written.to_owned()))?;
             return Ok(ColumnType::Decimal { precision, scale });
         }
         match t {
@@ -194,10 +230,7 @@ impl ColumnType {
             "float" => Ok(ColumnType::Float),
             "bool" => Ok(ColumnType::Bool),
             "timestamp" => Ok(ColumnType::Timestamp),
-            _ => Err(format!(
-                "unknown type {written:?}; known types: id, string, int, float, bool, \
-                 timestamp, decimal(P,S), list<T>"
-            )),
+            _ => Err(ColumnError::UnknownType(written.to_owned())),
         }
     }
 }
@@ -271,7 +304,7 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
                 ));
             }
             match ColumnType::parse(&column.ty) {
-                Err(message) => found.push((at_column("type"), message)),
+                Err(e) => found.push((at_column("type"), e.to_string())),
                 Ok(ty) => {
                     for (key, message) in check_problems(column, &ty) {
                         found.push((at_column(key), message));
@@ -449,7 +482,7 @@ fn check_problems(column: &ColumnEntry, ty: &ColumnType) -> Vec<(&'static str, S
             ColumnType::Int => {}
             &ColumnType::Decimal { scale, .. } => {
                 if let Err(e) = decimal_units(value, scale) {
-                    found.push((key, e));
+                    found.push((key, e.to_string()));
                 }
             }
             _ => found.push((key, applies_to(key, "int, float and decimal"))),
@@ -537,13 +570,12 @@ fn identifier_message(name: &str) -> String {
     )
 }
 
-/// A table of strings.
 /// A bound written as a number (`min = 0`, `max = 9.99`), exactly, in units
 /// of `10^-scale` of a decimal column: its shortest decimal form is read,
 /// never its binary float value.
-pub fn decimal_units(bound: f64, scale: i8) -> Result<i128, String> {
+pub fn decimal_units(bound: f64, scale: i8) -> Result<i128, ColumnError> {
     if !bound.is_finite() {
-        return Err(format!("bound {bound} is not a number"));
+        return Err(ColumnError::NotANumber(bound.to_string()));
     }
     let text = bound.to_string();
     let scale = usize::try_from(scale).unwrap_or(0);
@@ -554,13 +586,11 @@ pub fn decimal_units(bound: f64, scale: i8) -> Result<i128, String> {
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
     let fraction = fraction.trim_end_matches('0');
     if fraction.len() > scale {
-        return Err(format!(
-            "bound {text} has more than {scale} digits after the point (the column's scale)"
-        ));
+        return Err(ColumnError::TooPrecise { bound: text, scale });
     }
     let units = format!("{whole}{fraction:0<scale$}")
         .parse::<i128>()
-        .map_err(|_| format!("bound {text} is too large for a decimal"))?;
+        .map_err(|_| ColumnError::TooLarge(text.clone()))?;
     Ok(if negative { -units } else { units })
 }
 

@@ -245,7 +245,7 @@ impl std::fmt::Display for JobPanic {
 async fn on_every_job<F, Fut>(jobs: &mut Vec<RunningJob>, work: F) -> Result<JobOutput, JobPanic>
 where
     F: Fn(usize, RunningJob) -> Fut,
-    Fut: Future<Output = (RunningJob, Result<JobOutput, String>)> + Send + 'static,
+    Fut: Future<Output = (RunningJob, Result<JobOutput, Panicked>)> + Send + 'static,
 {
     let names: Vec<(String, String)> = jobs
         .iter()
@@ -267,11 +267,11 @@ where
                 jobs.push(running);
                 outcome
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(Panicked(e.to_string())),
         };
         match outcome {
             Ok(output) => out.absorb(output),
-            Err(message) => {
+            Err(Panicked(message)) => {
                 panicked.get_or_insert(JobPanic {
                     job,
                     fingerprint,
@@ -286,16 +286,23 @@ where
     }
 }
 
+/// A job's work that panicked, with the panic's message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Panicked(String);
+
 /// Runs `work` on one job, turning a panic into its message.
-async fn contained(work: impl Future<Output = JobOutput>) -> Result<JobOutput, String> {
+async fn contained(work: impl Future<Output = JobOutput>) -> Result<JobOutput, Panicked> {
     futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
         .await
         .map_err(|panic| {
-            panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".to_owned())
+            Panicked(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned()),
+            )
         })
 }
 

@@ -34,7 +34,7 @@ use crate::lookup::Lookups;
 use crate::query::{QueryError, QueryFile, RESERVED_COLUMNS, first_sql_line, line_from_message};
 use crate::schema::{Source, Sources};
 use crate::window::assign::SessionSpans;
-use crate::window::split::{check_windowed, split_physical, streams_in, tables_in};
+use crate::window::split::{Unsupported, check_windowed, split_physical, streams_in, tables_in};
 
 /// How a job runs.
 enum Runner {
@@ -170,10 +170,10 @@ impl Job {
         let read = streams_in(&logical, lookups.sources());
         let tables_read = tables_in(&logical);
         let window = check_windowed(&logical, lookups.sources())
-            .map_err(|m| error_at(first_sql_line(&query.sql), m))?;
+            .map_err(|m| error_at(first_sql_line(&query.sql), m.0))?;
         if window.is_none() {
             check_stateless(&logical, lookups.sources())
-                .map_err(|m| error_at(first_sql_line(&query.sql), m))?;
+                .map_err(|m| error_at(first_sql_line(&query.sql), m.0))?;
         }
         if read.is_empty() {
             return Err(error_at(
@@ -576,7 +576,7 @@ fn fingerprint(sql: &str, state_schema: &SchemaRef) -> String {
 }
 
 /// Rejects operators whose meaning depends on seeing the whole stream.
-fn check_stateless(plan: &LogicalPlan, sources: Sources) -> Result<(), String> {
+fn check_stateless(plan: &LogicalPlan, sources: Sources) -> Result<(), Unsupported> {
     let mut problem = None;
     let _ = plan.apply_with_subqueries(|node| {
         let what = match node {
@@ -610,7 +610,7 @@ fn check_stateless(plan: &LogicalPlan, sources: Sources) -> Result<(), String> {
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    problem.map_or(Ok(()), Err)
+    problem.map_or(Ok(()), |p| Err(Unsupported(p)))
 }
 
 fn unknown_column(option: &str, column: &str, schema: &SchemaRef) -> String {

@@ -52,17 +52,19 @@ pub struct Fired {
 
 impl Fired {
     /// The rows if no window failed, else what failed.
-    pub fn into_result(self) -> std::result::Result<Vec<RecordBatch>, String> {
-        match self.failures.as_slice() {
-            [] => Ok(self.rows),
-            failures => Err(failures
-                .iter()
-                .map(|f| format!("[{}, {}): {}", f.start, f.end, f.error))
-                .collect::<Vec<_>>()
-                .join("; ")),
+    pub fn into_result(self) -> std::result::Result<Vec<RecordBatch>, WindowsFailed> {
+        if self.failures.is_empty() {
+            Ok(self.rows)
+        } else {
+            Err(WindowsFailed(self.failures))
         }
     }
 }
+
+/// Windows whose rows failed, each with its bounds and error.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.0.iter().map(|f| format!("[{}, {}): {}", f.start, f.end, f.error)).collect::<Vec<_>>().join("; "))]
+pub struct WindowsFailed(pub Vec<WindowFailure>);
 
 /// One event of a micro-batch that the job's plan failed on, alone.
 #[derive(Debug)]

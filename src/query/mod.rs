@@ -61,7 +61,7 @@ impl QueryFile {
         }) {
             return Err(error(format!("reads a view that has an error: {problem}")));
         }
-        let (sql, used) = views::expand(&query.sql, &views).map_err(error)?;
+        let (sql, used) = views::expand(&query.sql, &views).map_err(|e| error(e.to_string()))?;
         query.sql = sql;
         query.views = used;
         Ok(query)

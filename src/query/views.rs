@@ -172,25 +172,42 @@ pub fn tables_read(sql: &str) -> BTreeSet<String> {
     read
 }
 
+/// Why views cannot be put into a query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// Views that read each other, in the order found.
+    #[error("views read each other in a cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+    /// A view that reads itself.
+    #[error("view {0} reads itself")]
+    ReadsItself(String),
+    /// `WITH RECURSIVE` in a query that reads views.
+    #[error("a query reading views cannot use WITH RECURSIVE")]
+    Recursive,
+    /// A view file that does not start with `CREATE VIEW`.
+    #[error("a view file starts with CREATE VIEW")]
+    NoCreate,
+    /// `CREATE VIEW` without `AS`.
+    #[error("no AS after CREATE VIEW")]
+    NoAs,
+}
+
 /// The views `sql` reads, directly or through other views, each after the
 /// views it reads. A view that reads itself, through others or not, is an
 /// error naming the cycle.
-pub fn used<'v>(sql: &str, views: &'v [View]) -> Result<Vec<&'v View>, String> {
+pub fn used<'v>(sql: &str, views: &'v [View]) -> Result<Vec<&'v View>, ViewError> {
     fn visit<'v>(
         view: &'v View,
         views: &'v [View],
         path: &mut Vec<String>,
         out: &mut Vec<&'v View>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ViewError> {
         if out.iter().any(|v| v.name == view.name) {
             return Ok(());
         }
         if path.contains(&view.name) {
             path.push(view.name.clone());
-            return Err(format!(
-                "views read each other in a cycle: {}",
-                path.join(" -> ")
-            ));
+            return Err(ViewError::Cycle(path.clone()));
         }
         path.push(view.name.clone());
         for inner in views
@@ -200,7 +217,7 @@ pub fn used<'v>(sql: &str, views: &'v [View]) -> Result<Vec<&'v View>, String> {
             visit(inner, views, path, out)?;
         }
         if view.reads.contains(&view.name) {
-            return Err(format!("view {} reads itself", view.name));
+            return Err(ViewError::ReadsItself(view.name.clone()));
         }
         path.pop();
         out.push(view);
@@ -216,7 +233,7 @@ pub fn used<'v>(sql: &str, views: &'v [View]) -> Result<Vec<&'v View>, String> {
 
 /// `sql` with the views it reads as a `WITH` clause, put on the line of its
 /// first SQL token (so line numbers do not move), and their names.
-pub fn expand(sql: &str, views: &[View]) -> Result<(String, Vec<String>), String> {
+pub fn expand(sql: &str, views: &[View]) -> Result<(String, Vec<String>), ViewError> {
     let used = used(sql, views)?;
     if used.is_empty() {
         return Ok((sql.to_owned(), Vec::new()));
@@ -245,7 +262,7 @@ pub fn expand(sql: &str, views: &[View]) -> Result<(String, Vec<String>), String
                 .get(..9)
                 .is_some_and(|w| w.eq_ignore_ascii_case("RECURSIVE"))
             {
-                return Err("a query reading views cannot use WITH RECURSIVE".to_owned());
+                return Err(ViewError::Recursive);
             }
             format!("{} {ctes},{}", &sql[..after], &sql[after..])
         }
@@ -279,13 +296,13 @@ fn first_token_offset(sql: &str) -> usize {
 /// The view as a query file of its own, for checking: its `SELECT` where
 /// it stands in the file (the `CREATE VIEW … AS` blanked out, so errors
 /// point at the view file's lines), with the views it reads expanded.
-pub fn as_query_text(view: &View, views: &[View]) -> Result<String, String> {
+pub fn as_query_text(view: &View, views: &[View]) -> Result<String, ViewError> {
     let upper = view.text.to_ascii_uppercase();
     let create = first_token_offset(&view.text);
     if !upper[create..].starts_with("CREATE") {
-        return Err("a view file starts with CREATE VIEW".to_owned());
+        return Err(ViewError::NoCreate);
     }
-    let as_at = find_word(&upper[create..], "AS").ok_or("no AS after CREATE VIEW")? + create;
+    let as_at = find_word(&upper[create..], "AS").ok_or(ViewError::NoAs)? + create;
     let mut text = String::with_capacity(view.text.len());
     text.push_str(&view.text[..create]);
     text.extend(
@@ -392,7 +409,10 @@ mod tests {
     fn views_in_a_cycle_are_refused() {
         let views = [view("a", "SELECT * FROM b"), view("b", "SELECT * FROM a")];
         let problem = expand("SELECT * FROM a", &views).expect_err("a cycle");
-        assert_eq!(problem, "views read each other in a cycle: a -> b -> a");
+        assert_eq!(
+            problem.to_string(),
+            "views read each other in a cycle: a -> b -> a"
+        );
     }
 
     #[test]

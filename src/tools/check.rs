@@ -76,10 +76,10 @@ async fn check_views(config: &Config) -> (Vec<String>, Vec<QueryError>) {
             continue;
         }
         let checked = async {
-            let text = views::as_query_text(view, &all).map_err(|message| QueryError {
+            let text = views::as_query_text(view, &all).map_err(|e| QueryError {
                 file: view.path.clone(),
                 line: crate::query::first_sql_line(&view.text),
-                message,
+                message: e.to_string(),
             })?;
             let query = QueryFile::parse(&view.path, text)?;
             Job::plan(

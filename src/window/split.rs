@@ -73,13 +73,31 @@ pub struct SplitPlan {
     pub fire_row_wise: bool,
 }
 
+/// A query that cannot run continuously: what is wrong and what to write
+/// instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
+impl From<&str> for Unsupported {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
+impl From<String> for Unsupported {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// Finds the query's window, if any, and checks that the query can run
 /// continuously: one window, aggregated by `window_start, window_end`, with
 /// only row-by-row operators between the two.
 pub fn check_windowed(
     plan: &LogicalPlan,
     sources: Sources,
-) -> std::result::Result<Option<WindowInfo>, String> {
+) -> std::result::Result<Option<WindowInfo>, Unsupported> {
     let mut windows = Vec::new();
     plan.apply_with_subqueries(|node| {
         if let Some(w) = as_window(node) {
@@ -87,7 +105,7 @@ pub fn check_windowed(
         }
         Ok(TreeNodeRecursion::Continue)
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Unsupported(e.to_string()))?;
     let window = match windows.as_slice() {
         [] => return Ok(None),
         [one] => one.clone(),
@@ -113,7 +131,7 @@ pub fn check_windowed(
         return Err(format!(
             "a windowed query must aggregate per window: add GROUP BY {WINDOW_START}, {WINDOW_END}, … \
              (rows are emitted when a window closes)"
-        ));
+        ).into());
     };
     let LogicalPlan::Aggregate(aggregate) = path[agg_at] else {
         return Err("internal error: aggregate expected".into());
@@ -140,7 +158,8 @@ pub fn check_windowed(
                         "joining two event streams is not supported; a windowed source can be \
                          joined with {}",
                         table_sources(sources)
-                    ));
+                    )
+                    .into());
                 }
             }
             other => {
@@ -148,7 +167,8 @@ pub fn check_windowed(
                     "{} between the window and its GROUP BY cannot run continuously; \
                      aggregate per window first and apply it to the aggregated rows",
                     describe(other)
-                ));
+                )
+                .into());
             }
         }
         if pane_bounds
@@ -156,7 +176,7 @@ pub fn check_windowed(
                 refers_to_window(e) && !is_bare(e, WINDOW_START) && !is_bare(e, WINDOW_END)
             })
         {
-            return Err(window_column_misuse(&window.spec));
+            return Err(window_column_misuse(&window.spec).into());
         }
     }
     let scans = count_stream_scans(&window.input, sources);
@@ -165,7 +185,8 @@ pub fn check_windowed(
             "a windowed query reads each event source once, inside its window; \
              join it only with {}",
             table_sources(sources)
-        ));
+        )
+        .into());
     }
     let groups = &aggregate.group_expr;
     for name in [WINDOW_START, WINDOW_END] {
@@ -177,7 +198,8 @@ pub fn check_windowed(
                     .map(|g| g.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
-            ));
+            )
+            .into());
         }
     }
     if pane_bounds
@@ -186,21 +208,22 @@ pub fn check_windowed(
                 refers_to_window(g) && !is_bare(g, WINDOW_START) && !is_bare(g, WINDOW_END)
             }))
     {
-        return Err(window_column_misuse(&window.spec));
+        return Err(window_column_misuse(&window.spec).into());
     }
     if let Some(key) = &window.key_col
         && !groups.iter().any(|g| is_bare(g, key))
     {
         return Err(format!(
             "a SESSION query must GROUP BY its session key `{key}` (sessions are per key)"
-        ));
+        )
+        .into());
     }
     for name in [WINDOW_START, WINDOW_END] {
         if !plan.schema().has_column_with_unqualified_name(name) {
             return Err(format!(
                 "a windowed query must return `{WINDOW_START}` and `{WINDOW_END}`: they identify the \
                  window in every output row and its Kafka key"
-            ));
+            ).into());
         }
     }
     Ok(Some(WindowInfo {
@@ -214,7 +237,7 @@ pub fn check_windowed(
 
 /// The relation inside a window is read event by event: no aggregates,
 /// sorting or limits there (`UNION` without `ALL` is a `DISTINCT`).
-fn check_row_wise(input: &LogicalPlan) -> std::result::Result<(), String> {
+fn check_row_wise(input: &LogicalPlan) -> std::result::Result<(), Unsupported> {
     let mut problem = None;
     let _ = input.apply_with_subqueries(|node| {
         match node {
@@ -242,7 +265,7 @@ fn check_row_wise(input: &LogicalPlan) -> std::result::Result<(), String> {
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    problem.map_or(Ok(()), Err)
+    problem.map_or(Ok(()), |p| Err(Unsupported(p)))
 }
 
 fn window_column_misuse(spec: &WindowSpec) -> String {

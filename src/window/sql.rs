@@ -259,15 +259,33 @@ fn identifier(expr: &ast::Expr, context: &dyn RelationPlannerContext) -> Option<
     }
 }
 
+/// Why a window's duration cannot be used; said after "the size" (or
+/// "the slide", "the gap").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum IntervalError {
+    /// Months and years have no fixed length.
+    #[error("may not use months or years (their length varies); use days")]
+    Months,
+    /// Finer than a millisecond.
+    #[error("must be a whole number of milliseconds")]
+    Fraction,
+    /// Not an `INTERVAL` literal.
+    #[error("must be an INTERVAL literal such as INTERVAL '1 hour', not `{0}`")]
+    NotLiteral(String),
+    /// Zero or negative.
+    #[error("must be positive")]
+    NotPositive,
+}
+
 /// A positive `INTERVAL` literal without months, in milliseconds.
-fn interval_millis(expr: &Expr) -> std::result::Result<i64, String> {
+fn interval_millis(expr: &Expr) -> std::result::Result<i64, IntervalError> {
     let ms = match expr {
         Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) => {
             if v.months != 0 {
-                return Err("may not use months or years (their length varies); use days".into());
+                return Err(IntervalError::Months);
             }
             if v.nanoseconds % 1_000_000 != 0 {
-                return Err("must be a whole number of milliseconds".into());
+                return Err(IntervalError::Fraction);
             }
             i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000
         }
@@ -275,16 +293,12 @@ fn interval_millis(expr: &Expr) -> std::result::Result<i64, String> {
             i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds)
         }
         Expr::Literal(ScalarValue::IntervalYearMonth(Some(_)), _) => {
-            return Err("may not use months or years (their length varies); use days".into());
+            return Err(IntervalError::Months);
         }
-        other => {
-            return Err(format!(
-                "must be an INTERVAL literal such as INTERVAL '1 hour', not `{other}`"
-            ));
-        }
+        other => return Err(IntervalError::NotLiteral(other.to_string())),
     };
     if ms <= 0 {
-        return Err("must be positive".into());
+        return Err(IntervalError::NotPositive);
     }
     Ok(ms)
 }
