@@ -200,24 +200,40 @@ pub struct EventOptions {
     pub start: i64,
 }
 
-fn parse_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
-        Ok(_) => Err("must be a positive number of events per second".to_owned()),
-        Err(e) => Err(e.to_string()),
+/// A `generate` flag clap could not take.
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    /// `--rate` that is not a positive number.
+    #[error("must be a positive number of events per second")]
+    Rate,
+    /// `--rate` that is not a number.
+    #[error(transparent)]
+    Number(#[from] std::num::ParseFloatError),
+    /// `--speed` under a millisecond of simulated time per second.
+    #[error("must be at least 1ms of simulated time per second")]
+    Speed,
+    /// `--speed` that is not a duration.
+    #[error("{0} (expected e.g. 1h or 30m)")]
+    Duration(#[from] humantime::DurationError),
+    /// `--start` that is not an RFC 3339 time.
+    #[error("{0} (expected e.g. 2026-01-01T00:00:00Z)")]
+    Start(#[from] chrono::ParseError),
+}
+
+fn parse_rate(text: &str) -> Result<f64, FlagError> {
+    match text.parse::<f64>()? {
+        rate if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(FlagError::Rate),
     }
 }
 
-fn parse_speed(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(speed) if speed >= Duration::from_millis(1) => Ok(speed),
-        Ok(_) => Err("must be at least 1ms of simulated time per second".to_owned()),
-        Err(e) => Err(format!("{e} (expected e.g. 1h or 30m)")),
+fn parse_speed(text: &str) -> Result<Duration, FlagError> {
+    match humantime::parse_duration(text)? {
+        speed if speed >= Duration::from_millis(1) => Ok(speed),
+        _ => Err(FlagError::Speed),
     }
 }
 
-fn parse_start(text: &str) -> Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{e} (expected e.g. 2026-01-01T00:00:00Z)"))
+fn parse_start(text: &str) -> Result<i64, FlagError> {
+    Ok(chrono::DateTime::parse_from_rfc3339(text)?.timestamp_millis())
 }
