@@ -509,15 +509,24 @@ mod tests {
         )
     }
 
-    #[test]
-    fn split_off_takes_a_partitions_events_dead_letters_and_offset() {
+    /// A valid transaction of the default sources.
+    const GOOD_TRANSACTION: &str =
+        r#"{"event_id":"e","customer_id":"c","ts":1,"amount":3,"category":"x"}"#;
+
+    /// A batcher for the default configuration's sources.
+    fn default_batcher() -> Batcher {
         let config = Config::embedded_default();
-        let mut batcher = Batcher::new(
+        Batcher::new(
             config.topics.clone(),
             config.declared,
             Admission::new(&config),
-        );
-        let good = r#"{"event_id":"e","customer_id":"c","ts":1,"amount":3,"category":"x"}"#;
+        )
+    }
+
+    #[test]
+    fn split_off_takes_a_partitions_events_dead_letters_and_offset() {
+        let mut batcher = default_batcher();
+        let good = GOOD_TRANSACTION;
         batcher.push(&message("cx.transactions", 0, 10, None, Some(good)));
         batcher.push(&message("cx.transactions", 1, 4, None, Some(good)));
         batcher.push(&message("cx.transactions", 1, 5, None, Some("{oops")));
@@ -559,13 +568,8 @@ mod tests {
 
     #[test]
     fn splits_by_source_and_partition_and_tracks_offsets() {
-        let config = Config::embedded_default();
-        let mut batcher = Batcher::new(
-            config.topics.clone(),
-            config.declared,
-            Admission::new(&config),
-        );
-        let good = r#"{"event_id":"e","customer_id":"c","ts":1,"amount":3,"category":"x"}"#;
+        let mut batcher = default_batcher();
+        let good = GOOD_TRANSACTION;
         batcher.push(&message("cx.transactions", 0, 10, None, Some(good)));
         batcher.push(&message("cx.transactions", 1, 4, None, Some(good)));
         batcher.push(&message("cx.transactions", 0, 11, None, Some("{oops")));
