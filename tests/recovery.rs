@@ -385,7 +385,7 @@ async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result(
     // A micro-batch (1,000 events) may take it over before the pause, and
     // the first micro-batch of each partition not read yet still runs (its
     // source's watermark waits for it); what paused partitions had already
-    // read is held: peaks of 7.1 to 11.1 MB were seen.
+    // read is held: peaks of 7,100 to 11,100 KiB were seen.
     assert!(peak < limit * 2.5, "state peaked at {peak} bytes");
     assert_same_rows("state limited", &b.want, &final_rows(&run, &b.jobs));
 }

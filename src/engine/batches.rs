@@ -203,9 +203,10 @@ impl Engine {
     }
 
     /// Finishes the micro-batches read so far and commits the last epoch,
-    /// within the drain time. A failure here loses nothing (the epoch is
-    /// replayed on restart); the engine stops either way, and says it
-    /// failed (exit code 1).
+    /// within the drain time (what the memory gate holds is left: its
+    /// offsets are not committed, so the next start reads it again). A
+    /// failure here loses nothing (the epoch is replayed on restart); the
+    /// engine stops either way, and says it failed (exit code 1).
     async fn drain(&mut self, mut stage: DecodeStage) -> Result<(), EngineError> {
         let drain = millis(self.config.engine.shutdown_drain_ms);
         tracing::info!(
@@ -390,6 +391,7 @@ impl Engine {
 impl Engine {
     /// Measures window state and pauses or resumes consumption.
     pub(super) fn check_memory(&mut self) {
+        self.memory.forget_held_after(self.inputs.rebalances());
         // A backfill's state counts, but it is not paused: it frees its
         // state only by reading on, so that its windows close. The tables
         // kept from streams count: they shrink as windows close. Table
@@ -443,7 +445,6 @@ impl Engine {
                 return;
             }
         };
-        self.memory.forget_unassigned(&assigned);
         self.memory.update(total, &sizes, &self.metrics);
         let target: BTreeSet<(String, i32)> = if !self.memory.is_paused() {
             BTreeSet::new()
@@ -454,7 +455,20 @@ impl Engine {
                 .into_iter()
                 .map(|(kind, p)| (self.event_time.topic(kind).to_owned(), p))
                 .collect();
-            if ahead.is_empty() { assigned } else { ahead }
+            if ahead.is_empty() {
+                // Every partition that has delivered is at its source's
+                // watermark: they all pause. One that has not delivered yet
+                // never does: its source's watermark waits for it.
+                let delivered: BTreeSet<(String, i32)> = self
+                    .event_time
+                    .partition_times()
+                    .into_keys()
+                    .map(|(kind, p)| (self.event_time.topic(kind).to_owned(), p))
+                    .collect();
+                assigned.intersection(&delivered).cloned().collect()
+            } else {
+                ahead
+            }
         };
         let (resume, pause) = self.memory.repause(target);
         self.inputs.pause_and_resume(&pause, &resume);

@@ -92,6 +92,11 @@ impl Inputs {
             .collect())
     }
 
+    /// How many times the assignment has changed.
+    pub(super) fn rebalances(&self) -> u64 {
+        self.consumer.context().rebalances()
+    }
+
     /// Partitions with records not yet handed to the engine.
     pub(super) fn behind(&self) -> Vec<TopicPartition> {
         self.consumer.context().backlog.behind()

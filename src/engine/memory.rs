@@ -35,6 +35,8 @@ pub(super) struct MemoryGate {
     paused: BTreeSet<TopicPartition>,
     /// Parts of micro-batches read for paused partitions, oldest first.
     held: BTreeMap<TopicPartition, Vec<MicroBatch>>,
+    /// The consumer's assignment changes seen so far.
+    rebalances_seen: u64,
 }
 
 impl MemoryGate {
@@ -45,6 +47,7 @@ impl MemoryGate {
             paused_by: None,
             paused: BTreeSet::new(),
             held: BTreeMap::new(),
+            rebalances_seen: 0,
         }
     }
 
@@ -128,11 +131,16 @@ impl MemoryGate {
         self.held.keys()
     }
 
-    /// Drops what is held for partitions no longer `assigned`: their new
-    /// owner reads them from the committed offsets.
-    pub(super) fn forget_unassigned(&mut self, assigned: &BTreeSet<TopicPartition>) {
-        self.held.retain(|at, _| assigned.contains(at));
-        self.paused.retain(|at| assigned.contains(at));
+    /// Drops everything held once the assignment has changed (`rebalances`
+    /// counts the changes): a partition's owner, this instance too when it
+    /// gets the partition back, reads it again from the committed offset.
+    /// The paused set stays: the consumer keeps a partition's pause across
+    /// assignments, so the gate must still resume it.
+    pub(super) fn forget_held_after(&mut self, rebalances: u64) {
+        if rebalances != self.rebalances_seen {
+            self.held.clear();
+            self.rebalances_seen = rebalances;
+        }
     }
 
     /// What to do at `total` bytes of state: `Some(true)` pause, `Some(false)`
@@ -183,15 +191,18 @@ mod tests {
     }
 
     #[test]
-    fn drops_what_it_holds_for_partitions_no_longer_assigned() {
+    fn drops_what_it_holds_after_a_rebalance_and_still_resumes_what_it_paused() {
         let mut gate = MemoryGate::new(1_000);
         let a = ("t".to_owned(), 0);
         gate.repause(BTreeSet::from([a.clone()]));
         gate.hold(&mut offset_only("t", 0, 5));
-        gate.forget_unassigned(&BTreeSet::from([("t".to_owned(), 1)]));
+        gate.forget_held_after(0);
+        assert_eq!(gate.held_partitions().count(), 1, "no rebalance yet");
+        gate.forget_held_after(1);
         assert_eq!(gate.held_partitions().count(), 0);
+        assert!(gate.take_released().is_empty());
         let (resume, pause) = gate.repause(BTreeSet::new());
-        assert!(resume.is_empty() && pause.is_empty(), "not ours to resume");
+        assert_eq!((resume, pause), (vec![a], vec![]));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod decode_stage;
 pub mod lookup_topic;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -46,6 +47,16 @@ pub struct SourceContext {
     watch: BrokerWatch,
     /// Records left to read per assigned partition.
     pub backlog: Backlog,
+    /// Assignment changes so far.
+    rebalances: AtomicU64,
+}
+
+impl SourceContext {
+    /// How many times the assignment has changed: a partition revoked and
+    /// assigned again is read again from its committed offset.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Relaxed)
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -90,6 +101,7 @@ impl ConsumerContext for SourceContext {
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
         }
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
         self.metrics.consumer_lag.reset();
         self.backlog.clear();
         self.metrics.assigned_partitions.set(assigned as i64);
@@ -149,6 +161,7 @@ pub fn subscribe(
         source_topics: source_topics.clone(),
         watch,
         backlog: Backlog::default(),
+        rebalances: AtomicU64::new(0),
     })?;
     let names: Vec<&str> = source_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
