@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::exactly_once::{
-    assert_same_rows, copy_bundled, final_rows, preload, uncommitted, wait_all_committed,
-    wait_finished,
+    assert_same_rows, copy_bundled, final_rows, preload, run_config, uncommitted,
+    wait_all_committed, wait_finished,
 };
 use common::process::{EngineProcess, engine_env};
 use common::{
@@ -59,16 +59,6 @@ fn queries(dir: &Path) -> Vec<String> {
         jobs.push((*name).to_owned());
     }
     jobs
-}
-
-/// `base` with its own consumer group, instance and output topics.
-fn run_config(base: &Config, run: &str) -> Config {
-    let mut config = base.clone();
-    config.kafka.group_id = format!("{}-{run}", base.kafka.group_id);
-    config.kafka.instance_id = format!("{run}-0");
-    config.topics.output_prefix = format!("{}{run}.", base.topics.output_prefix);
-    config.topics.deadletter = format!("{}.{run}", base.topics.deadletter);
-    config
 }
 
 /// Every dead letter of `config`'s run, as (reason, job, source offset).
@@ -131,7 +121,7 @@ async fn sigkill_at_three_random_moments_changes_no_final_row() {
     preload(&base, &records).await;
 
     let clock = std::time::Instant::now();
-    let uninterrupted = run_config(&base, "whole");
+    let uninterrupted = run_config(&base, "whole", 0);
     run_to_the_end(&uninterrupted);
     println!("uninterrupted run: {:?}", clock.elapsed());
     let want = final_rows(&uninterrupted, &jobs);
@@ -146,7 +136,7 @@ async fn sigkill_at_three_random_moments_changes_no_final_row() {
     let seed: u64 = rand::random();
     println!("kill moments from seed {seed}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let killed = run_config(&base, "killed");
+    let killed = run_config(&base, "killed", 0);
     let env = engine_env(&killed, &[]);
     let mut restored_records = 0.0;
     for kill in 1..=3 {
@@ -210,7 +200,7 @@ async fn baseline(test: &str) -> Baseline {
     base.engine.idle_timeout_ms = 3_600_000;
     create_source_topics(&base, 3).await;
     preload(&base, &Generator::new(21, 2_000, START).records(30)).await;
-    let whole = run_config(&base, "whole");
+    let whole = run_config(&base, "whole", 0);
     run_to_the_end(&whole);
     let want = final_rows(&whole, &jobs);
     assert!(!want.is_empty());
@@ -237,7 +227,7 @@ fn rss(pid: u32) -> u64 {
 async fn a_broker_stopped_and_restarted_mid_run_changes_no_final_row() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut b = baseline("broker-crash").await;
-    let run = run_config(&b.base, "bounced");
+    let run = run_config(&b.base, "bounced", 0);
     let mut engine = EngineProcess::start(&engine_env(&run, &[]));
     engine.wait_ready(READY);
     let total = uncommitted(&run);
@@ -273,7 +263,7 @@ async fn a_broker_stopped_and_restarted_mid_run_changes_no_final_row() {
 async fn memory_stays_bounded_while_outputs_cannot_be_delivered() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let b = baseline("stalled").await;
-    let mut run = run_config(&b.base, "stalled");
+    let mut run = run_config(&b.base, "stalled", 0);
     // A stalled broker fails a send after 3 s.
     run.kafka.message_timeout_ms = 3_000;
     let mut engine = EngineProcess::start(&engine_env(
@@ -335,7 +325,7 @@ async fn memory_stays_bounded_while_outputs_cannot_be_delivered() {
 async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let b = baseline("state-limit").await;
-    let mut run = run_config(&b.base, "limited");
+    let mut run = run_config(&b.base, "limited", 0);
     run.engine.state_memory_limit = STATE_LIMIT.to_owned();
     run.engine.batch_max_rows = 1_000;
     // Short epochs, so that a pause of a few hundred milliseconds sees some.
@@ -394,7 +384,7 @@ async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result(
 async fn a_second_instance_with_the_same_id_fences_the_first() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let b = baseline("fence").await;
-    let run = run_config(&b.base, "twins");
+    let run = run_config(&b.base, "twins", 0);
     let env = engine_env(&run, &[]);
     let mut first = EngineProcess::start(&env);
     first.wait_ready(READY);

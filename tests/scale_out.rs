@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::exactly_once::{assert_same_rows, final_rows, preload, wait_finished};
+use common::exactly_once::{assert_same_rows, final_rows, preload, run_config, wait_finished};
 use common::process::{EngineProcess, engine_env};
 use common::{create_source_topics, test_config_for, unique_prefix};
 use cxpulse::config::Config;
@@ -29,16 +29,6 @@ const BY_CATEGORY: (&str, &str) = (
     "revenue_by_category",
     "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue\nFROM TUMBLE(transactions, ts, INTERVAL '6 hours')\nGROUP BY window_start, window_end, category\n",
 );
-
-/// `base` with a consumer group, instances and output topics of `run`'s own.
-fn run_config(base: &Config, run: &str, index: usize) -> Config {
-    let mut config = base.clone();
-    config.kafka.group_id = format!("{}-{run}", base.kafka.group_id);
-    config.kafka.instance_id = format!("{run}-{index}");
-    config.topics.output_prefix = format!("{}{run}.", base.topics.output_prefix);
-    config.topics.deadletter = format!("{}.{run}", base.topics.deadletter);
-    config
-}
 
 /// Runs `configs` (one process each) until every event is committed and
 /// their windows are closed, then stops them with SIGTERM.

@@ -449,12 +449,9 @@ impl Engine {
         let target: BTreeSet<(String, i32)> = if !self.memory.is_paused() {
             BTreeSet::new()
         } else {
-            let ahead: BTreeSet<(String, i32)> = self
-                .event_time
-                .ahead()
-                .into_iter()
-                .map(|(kind, p)| (self.event_time.topic(kind).to_owned(), p))
-                .collect();
+            let named = |(kind, p)| (self.event_time.topic(kind).to_owned(), p);
+            let ahead: BTreeSet<(String, i32)> =
+                self.event_time.ahead().into_iter().map(named).collect();
             if ahead.is_empty() {
                 // Every partition that has delivered is at its source's
                 // watermark: they all pause. One that has not delivered yet
@@ -463,7 +460,7 @@ impl Engine {
                     .event_time
                     .partition_times()
                     .into_keys()
-                    .map(|(kind, p)| (self.event_time.topic(kind).to_owned(), p))
+                    .map(named)
                     .collect();
                 assigned.intersection(&delivered).cloned().collect()
             } else {

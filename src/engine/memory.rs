@@ -16,11 +16,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::inputs::TopicPartition;
 use crate::metrics::Metrics;
 use crate::source::MicroBatch;
-
-/// A topic and partition.
-type TopicPartition = (String, i32);
 
 /// Resume below this share of the limit, so that the engine does not pause
 /// and resume on every batch.

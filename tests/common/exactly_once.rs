@@ -102,6 +102,17 @@ pub fn wait_all_committed(config: &Config, timeout: Duration, log: impl Fn() -> 
     }
 }
 
+/// `base` with a consumer group, output topics and dead-letter topic of
+/// `run`'s own; the instance is `run-index`.
+pub fn run_config(base: &Config, run: &str, index: usize) -> Config {
+    let mut config = base.clone();
+    config.kafka.group_id = format!("{}-{run}", base.kafka.group_id);
+    config.kafka.instance_id = format!("{run}-{index}");
+    config.topics.output_prefix = format!("{}{run}.", base.topics.output_prefix);
+    config.topics.deadletter = format!("{}.{run}", base.topics.deadletter);
+    config
+}
+
 /// Waits until `engine` has committed every event of `config` and fired
 /// every window they close (windows close a few at a time, so the last
 /// ones may fire after the last commit of offsets); a SIGTERM then commits
