@@ -24,11 +24,9 @@
 //!   `read_uncommitted` reader instead.
 //! * Restart: `cxpulse run` (this build's binary) is killed with SIGKILL
 //!   while idle and started again; the time from the new process's start to
-//!   the committed result of an event produced at that moment. Restarted
-//!   with the same `kafka.instance_id`, it is the same static group member
-//!   and gets its partitions back at once; restarted with another one (what
-//!   a process without static membership is to the group), it waits until
-//!   the dead member's session times out.
+//!   the committed result of an event produced at that moment. It owns its
+//!   partitions statically (`cluster.index`, read with `assign()`), so it
+//!   reads them again at once: no group rebalance, no session timeout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -85,7 +83,6 @@ async fn throughput_and_latency(base: &Config, broker_pid: u32) {
         for (i, (_, interval)) in settings.iter().enumerate() {
             let mut config = throughput_config.clone();
             config.kafka.group_id = format!("tp-{interval}-{round}");
-            config.kafka.instance_id = "bench".to_owned();
             config.topics.output_prefix = format!("tp.out.{interval}.{round}.");
             config.engine.commit_interval_ms = *interval;
             runs[i].push(throughput(config, events, broker_pid).await);
@@ -124,7 +121,6 @@ async fn throughput_and_latency(base: &Config, broker_pid: u32) {
     for (label, interval) in settings {
         let mut config = with_topics(base, &format!("lat{interval}"));
         config.kafka.group_id = format!("lat-{interval}");
-        config.kafka.instance_id = "bench".to_owned();
         config.engine.commit_interval_ms = interval;
         cxpulse::admin::ensure_topics(&config, &cxpulse::admin::source_topics(&config, 3))
             .await
@@ -193,14 +189,13 @@ async fn main() {
     }
 }
 
-/// `cxpulse run` with `config` and `instance` (in environment variables).
-fn spawn_engine(config: &Config, instance: &str) -> std::process::Child {
+/// `cxpulse run` with `config` (in environment variables).
+fn spawn_engine(config: &Config) -> std::process::Child {
     let t = &config.topics;
     std::process::Command::new(env!("CARGO_BIN_EXE_cxpulse"))
         .arg("run")
         .env("CXPULSE__KAFKA__BROKERS", &config.kafka.brokers)
         .env("CXPULSE__KAFKA__GROUP_ID", &config.kafka.group_id)
-        .env("CXPULSE__KAFKA__INSTANCE_ID", instance)
         .env("CXPULSE__TOPICS__TRANSACTIONS", &t.transactions)
         .env("CXPULSE__TOPICS__FEEDBACK", &t.feedback)
         .env("CXPULSE__TOPICS__COMPLAINTS", &t.complaints)
@@ -216,9 +211,8 @@ fn spawn_engine(config: &Config, instance: &str) -> std::process::Child {
         .expect("spawn cxpulse run")
 }
 
-/// Kills an idle engine and starts it again as the same instance, then
-/// kills that one and starts another instance: seconds from each start to
-/// the committed result of an event produced at that moment.
+/// Kills an idle engine and starts it again: seconds from the start to the
+/// committed result of an event produced at that moment.
 async fn restarts(config: &Config) -> Vec<(&'static str, Option<f64>)> {
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.brokers)
@@ -246,7 +240,7 @@ async fn restarts(config: &Config) -> Vec<(&'static str, Option<f64>)> {
         }
     };
     let probe = format!("{}latency_probe", config.topics.output_prefix);
-    let mut engine = spawn_engine(config, "first");
+    let mut engine = spawn_engine(config);
     send("warm".to_owned()).await;
     wait_for_topic(config, &probe).await;
     reader.subscribe(&[&probe]).expect("subscribe");
@@ -262,16 +256,13 @@ async fn restarts(config: &Config) -> Vec<(&'static str, Option<f64>)> {
     };
     until_seen("warm").await;
     let mut results = Vec::new();
-    for (label, instance) in [
-        ("the same instance (static membership)", "first"),
-        ("another instance (as without static membership)", "second"),
-    ] {
+    for (label, instance) in [("restarted under its index (static ownership)", "0")] {
         // Idle: the last epoch has committed.
         tokio::time::sleep(Duration::from_secs(3)).await;
         engine.kill().expect("SIGKILL");
         engine.wait().expect("reaped");
         let restarted = Instant::now();
-        engine = spawn_engine(config, instance);
+        engine = spawn_engine(config);
         let id = format!("after-restart-{instance}");
         send(id.clone()).await;
         let seen = tokio::time::timeout(RESTART_WAIT, until_seen(&id)).await;

@@ -52,6 +52,7 @@
 pub mod admin;
 pub mod batch_slot;
 pub mod brokers;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod decode;

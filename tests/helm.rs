@@ -933,7 +933,6 @@ async fn every_metric_the_dashboards_and_alerts_query_is_one_the_engine_exports(
 
     let mut small = config.clone();
     small.kafka.group_id = format!("{}-small", config.kafka.group_id);
-    small.kafka.instance_id = "small".into();
     let mut engine = EngineProcess::start(&engine_env(
         &small,
         &[("CXPULSE__ENGINE__STATE_MEMORY_LIMIT", "1KiB")],

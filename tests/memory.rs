@@ -240,7 +240,7 @@ fn a_restore_holds_the_state_it_restores_and_not_the_changelog_besides() {
     let mut state: std::collections::HashMap<cxpulse::state::key::StateKey, RecordBatch> =
         std::collections::HashMap::new();
     let began = std::time::Instant::now();
-    let read = replay(&client, "memory-restore", topic, 1, |(key, value)| {
+    let read = replay(&client, "memory-restore", topic, &[0], |(key, value)| {
         let (schema, batches) = cxpulse::state::value::decode(&value.value)
             .expect("decodes")
             .into_iter()

@@ -147,7 +147,8 @@ fn config_text() -> impl Strategy<Value = String> {
     let keys = prop::sample::select(vec![
         "kafka.brokers",
         "kafka.group_id",
-        "kafka.instance_id",
+        "cluster.instances",
+        "cluster.index",
         "kafka.message_timeout_ms",
         "kafka.properties.\"security.protocol\"",
         "topics.transactions",

@@ -121,7 +121,7 @@ async fn sigkill_at_three_random_moments_changes_no_final_row() {
     preload(&base, &records).await;
 
     let clock = std::time::Instant::now();
-    let uninterrupted = run_config(&base, "whole", 0);
+    let uninterrupted = run_config(&base, "whole", 0, 1);
     run_to_the_end(&uninterrupted);
     println!("uninterrupted run: {:?}", clock.elapsed());
     let want = final_rows(&uninterrupted, &jobs);
@@ -136,7 +136,7 @@ async fn sigkill_at_three_random_moments_changes_no_final_row() {
     let seed: u64 = rand::random();
     println!("kill moments from seed {seed}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let killed = run_config(&base, "killed", 0);
+    let killed = run_config(&base, "killed", 0, 1);
     let env = engine_env(&killed, &[]);
     let mut restored_records = 0.0;
     for kill in 1..=3 {
@@ -200,7 +200,7 @@ async fn baseline(test: &str) -> Baseline {
     base.engine.idle_timeout_ms = 3_600_000;
     create_source_topics(&base, 3).await;
     preload(&base, &Generator::new(21, 2_000, START).records(30)).await;
-    let whole = run_config(&base, "whole", 0);
+    let whole = run_config(&base, "whole", 0, 1);
     run_to_the_end(&whole);
     let want = final_rows(&whole, &jobs);
     assert!(!want.is_empty());
@@ -227,7 +227,7 @@ fn rss(pid: u32) -> u64 {
 async fn a_broker_stopped_and_restarted_mid_run_changes_no_final_row() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut b = baseline("broker-crash").await;
-    let run = run_config(&b.base, "bounced", 0);
+    let run = run_config(&b.base, "bounced", 0, 1);
     let mut engine = EngineProcess::start(&engine_env(&run, &[]));
     engine.wait_ready(READY);
     let total = uncommitted(&run);
@@ -263,7 +263,7 @@ async fn a_broker_stopped_and_restarted_mid_run_changes_no_final_row() {
 async fn memory_stays_bounded_while_outputs_cannot_be_delivered() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let b = baseline("stalled").await;
-    let mut run = run_config(&b.base, "stalled", 0);
+    let mut run = run_config(&b.base, "stalled", 0, 1);
     // A stalled broker fails a send after 3 s.
     run.kafka.message_timeout_ms = 3_000;
     let mut engine = EngineProcess::start(&engine_env(
@@ -325,7 +325,7 @@ async fn memory_stays_bounded_while_outputs_cannot_be_delivered() {
 async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let b = baseline("state-limit").await;
-    let mut run = run_config(&b.base, "limited", 0);
+    let mut run = run_config(&b.base, "limited", 0, 1);
     run.engine.state_memory_limit = STATE_LIMIT.to_owned();
     run.engine.batch_max_rows = 1_000;
     // Short epochs, so that a pause of a few hundred milliseconds sees some.
@@ -384,7 +384,7 @@ async fn state_over_its_limit_pauses_the_partitions_ahead_and_changes_no_result(
 async fn a_second_instance_with_the_same_id_fences_the_first() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let b = baseline("fence").await;
-    let run = run_config(&b.base, "twins", 0);
+    let run = run_config(&b.base, "twins", 0, 1);
     let env = engine_env(&run, &[]);
     let mut first = EngineProcess::start(&env);
     first.wait_ready(READY);
@@ -725,7 +725,8 @@ async fn state_of(config: &Config, job: &str) -> Vec<(String, cxpulse::state::ke
     let client = config.client_config();
     let group = config.kafka.group_id.clone();
     tokio::task::spawn_blocking(move || {
-        cxpulse::state::reader::live_keys(&client, &group, &topic, partitions, |key| {
+        let all: Vec<i32> = (0..partitions).collect();
+        cxpulse::state::reader::live_keys(&client, &group, &topic, &all, |key| {
             key.job().is_some_and(|(name, _)| name == job)
         })
         .expect("changelog read")

@@ -179,7 +179,6 @@ impl EngineRun<'_> {
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("CXPULSE__KAFKA__BROKERS", bootstrap)
             .env("CXPULSE__KAFKA__GROUP_ID", &self.group)
-            .env("CXPULSE__KAFKA__INSTANCE_ID", "bench")
             .env(
                 "CXPULSE__KAFKA__PROPERTIES__RECEIVE_MESSAGE_MAX_BYTES",
                 RECEIVE_MAX,

@@ -70,6 +70,7 @@ fn source_spec(entry: &SourceEntry) -> Result<SourceSpec, DeclareError> {
             max_out_of_orderness_ms: entry.max_out_of_orderness_ms,
             idle_timeout_ms: entry.idle_timeout_ms,
             max_future_ms: entry.max_future_ms,
+            partition_key: entry.partition_key.clone(),
         },
         "table" => Role::Table {
             key: named(&entry.key, "key")?,

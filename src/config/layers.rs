@@ -27,6 +27,12 @@ const REMOVED: &[(&str, &str)] = &[
         "removed: state lives in the Kafka changelog topic (topics.changelog), not on disk",
     ),
     (
+        "kafka.instance_id",
+        "removed: instances are told apart by cluster.index (default: the host name's \
+         trailing number); the transactional id is <kafka.group_id>-<cluster.index>, so that an \
+         instance restarted under its index fences its previous self (README: Scaling out)",
+    ),
+    (
         "kafka.produce_retries",
         "removed: a record not delivered within kafka.message_timeout_ms aborts its epoch, \
          which is replayed from the last committed one",

@@ -13,8 +13,8 @@ mod validate;
 pub use declare::DeclareError;
 pub use layers::env_var_name;
 pub use sections::{
-    Config, ConfigError, ConfigProblem, DEFAULT_TOML, EngineConfig, HttpConfig, KafkaConfig,
-    LogConfig, LogFormat, TopicsConfig,
+    ClusterConfig, Config, ConfigError, ConfigProblem, DEFAULT_TOML, EngineConfig, HttpConfig,
+    KafkaConfig, LogConfig, LogFormat, TopicsConfig,
 };
 pub use validate::topic_name_problem;
 
@@ -22,7 +22,17 @@ use std::collections::BTreeMap;
 
 use std::path::{Path, PathBuf};
 
+use crate::cluster::Cluster;
 use crate::schema::Sources;
+
+/// The host name: `$HOSTNAME`, else `/etc/hostname`.
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
 
 /// The sources of the embedded default configuration alone (the four CX
 /// sources), for tools and tests that read no configuration.
@@ -132,23 +142,41 @@ impl Config {
         problems
     }
 
-    /// This process's identity in the consumer group: `kafka.instance_id`,
-    /// else the host name.
-    pub fn instance_id(&self) -> String {
-        if !self.kafka.instance_id.is_empty() {
-            return self.kafka.instance_id.clone();
-        }
-        std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "cxpulse".to_owned())
+    /// The producer's `transactional.id`: `<group>-<index>`, so that an
+    /// instance restarted under its index fences its previous self (and a
+    /// second process started as the same instance fences the first).
+    pub fn transactional_id(&self) -> String {
+        self.transactional_id_of(self.cluster())
     }
 
-    /// The producer's `transactional.id`: group and instance.
-    pub fn transactional_id(&self) -> String {
-        format!("{}-{}", self.kafka.group_id, self.instance_id())
+    /// The `transactional.id` of instance `cluster`.
+    pub fn transactional_id_of(&self, cluster: Cluster) -> String {
+        format!("{}-{}", self.kafka.group_id, cluster.index())
+    }
+
+    /// This instance's place in the cluster: `cluster.instances`, and
+    /// `cluster.index` or the host name's trailing number (validated at
+    /// load).
+    pub fn cluster(&self) -> Cluster {
+        let (instances, index) = self.cluster_numbers();
+        Cluster::new(
+            i32::try_from(instances).unwrap_or(1).max(1),
+            i32::try_from(index).unwrap_or(0),
+        )
+    }
+
+    /// `cluster.instances` and the index as configured or taken from the
+    /// host name (one instance is index 0 whatever its host name), unchecked.
+    pub(super) fn cluster_numbers(&self) -> (i64, i64) {
+        let index = match self.cluster.index {
+            -1 if self.cluster.instances == 1 => 0,
+            -1 => host_name()
+                .as_deref()
+                .and_then(crate::cluster::index_in_host_name)
+                .unwrap_or(0),
+            index => index,
+        };
+        (self.cluster.instances, index)
     }
 
     /// The directory of the shared views: `engine.views_dir`, or `views/`

@@ -26,6 +26,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Scale-out: how many instances share the partitions, and which one
+    /// this is.
+    pub cluster: ClusterConfig,
     /// `[[sources]]`: the declared sources as written (merged by name;
     /// see [`sources`]).
     pub sources: Vec<sources::SourceEntry>,
@@ -43,8 +46,6 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group id.
     pub group_id: String,
-    /// This process's identity in the group (`""`: the host name).
-    pub instance_id: String,
     /// librdkafka `message.timeout.ms` of the producer.
     pub message_timeout_ms: i64,
     /// librdkafka properties passed through as is.
@@ -71,11 +72,22 @@ impl std::fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
-            .field("instance_id", &self.instance_id)
             .field("message_timeout_ms", &self.message_timeout_ms)
             .field("properties", &properties)
             .finish()
     }
+}
+
+/// `[cluster]`: the instances sharing the partitions (see
+/// [`crate::cluster`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How many instances share the partitions (N).
+    pub instances: i64,
+    /// This instance's index in `0..N`; -1: the trailing number of the
+    /// host name, else 0.
+    pub index: i64,
 }
 
 /// `[topics]`: topic names.

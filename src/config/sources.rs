@@ -50,6 +50,11 @@ pub struct SourceEntry {
     /// Tables: the key column.
     #[serde(default)]
     pub key: Option<String>,
+    /// Streams: the column the producers key their records by (so every
+    /// event of one value is in one partition). A job grouped by it runs on
+    /// each instance's own partitions when several instances share them.
+    #[serde(default)]
+    pub partition_key: Option<String>,
     /// Whether the source is consumed at all.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -323,6 +328,17 @@ pub fn problems(entries: &[SourceEntry]) -> Vec<(String, String)> {
             }
         }
         let has = |column: &Option<String>| column.as_deref().is_some_and(|c| columns.contains(c));
+        if source.partition_key.is_some()
+            && (source.kind != "stream" || !has(&source.partition_key))
+        {
+            found.push((
+                at("partition_key"),
+                not_a_column(
+                    "a stream's partition_key names one of its columns (tables have none)",
+                    &source.partition_key,
+                ),
+            ));
+        }
         match source.kind.as_str() {
             "stream" if !has(&source.event_time) => found.push((
                 at("event_time"),
@@ -695,6 +711,7 @@ mod tests {
             idle_timeout_ms: None,
             max_future_ms: None,
             key: Some("id".to_owned()),
+            partition_key: None,
             enabled: true,
             columns,
             one_of: Vec::new(),

@@ -21,11 +21,11 @@ const ENGINE_PROPERTIES: &[(&str, &str)] = &[
     ("group.id", "set kafka.group_id instead"),
     (
         "group.instance.id",
-        "set kafka.instance_id instead: it is also the transactional id that fences an earlier instance",
+        "cxpulse reads the partitions it owns (cluster.index) with assign(), without group membership",
     ),
     (
         "transactional.id",
-        "it is <kafka.group_id>-<kafka.instance_id>, so that a restarted instance fences its previous self",
+        "it is <kafka.group_id>-<cluster.index>, so that an instance restarted under its index fences its previous self",
     ),
     (
         "enable.auto.commit",
@@ -62,6 +62,10 @@ const ENGINE_PROPERTIES: &[(&str, &str)] = &[
         "set kafka.message_timeout_ms instead",
     ),
 ];
+
+/// Most instances `cluster.instances` may name (a partition count is
+/// rarely larger).
+const MAX_INSTANCES: i64 = 1024;
 
 /// Every semantic problem of `config`, each with the origin of its value.
 pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> {
@@ -107,6 +111,34 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
         fail(
             "http.admin_token",
             "must be visible ASCII characters (an HTTP header carries it): no spaces, control or non-ASCII characters".to_owned(),
+        );
+    }
+    let (instances, index) = config.cluster_numbers();
+    if !(1..=MAX_INSTANCES).contains(&instances) {
+        fail(
+            "cluster.instances",
+            format!("is {instances}, it must be 1 to {MAX_INSTANCES}"),
+        );
+    } else if config.cluster.index < -1 {
+        fail(
+            "cluster.index",
+            format!(
+                "is {index}, it must be in 0..{instances} (-1: the host name's trailing number)"
+            ),
+        );
+    } else if index >= instances && config.cluster.index == -1 {
+        fail(
+            "cluster.instances",
+            format!(
+                "is {instances}, but this instance's index, the trailing number of its host name, is {index}: instance i of N owns the partitions p with p mod N = i, so i must be in 0..N (set cluster.index, or run as many instances as the StatefulSet has pods)"
+            ),
+        );
+    } else if index >= instances {
+        fail(
+            "cluster.index",
+            format!(
+                "is {index}, outside 0..{instances} (cluster.instances is {instances}): instance i of N owns the partitions p with p mod N = i"
+            ),
         );
     }
     if config.kafka.group_id.trim().is_empty() {

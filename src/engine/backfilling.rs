@@ -392,11 +392,14 @@ impl Engine {
         }
         for running in self.jobs.live() {
             if let Some(at) = running.backfilled_at() {
-                let key = StateKey::BackfillDone {
-                    job: running.job.name.clone(),
-                    fingerprint: running.job.fingerprint.clone(),
-                };
-                records.extend(self.changelog.put_int(key, at));
+                for partition in self.changelog.owned().to_vec() {
+                    let key = StateKey::BackfillDone {
+                        job: running.job.name.clone(),
+                        fingerprint: running.job.fingerprint.clone(),
+                        partition: Some(partition),
+                    };
+                    records.extend(self.changelog.put_int(key, at));
+                }
             }
         }
         records

@@ -18,9 +18,12 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 
 use super::{BackfillRequest, Core, Engine, EngineError, TICK, millis};
+
+/// How often the event topics' partition counts are looked at, for
+/// partitions this instance owns that it does not read yet.
+const PARTITIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::sink::transaction::TxnFailure;
 use crate::source::{Admission, Batcher, DecodeStage, MicroBatch};
 
@@ -85,6 +88,11 @@ impl Engine {
             Batcher::new(self.config.topics.clone(), self.config.declared, admission);
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(TICK);
+        let mut partitions_timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + PARTITIONS_EVERY,
+            PARTITIONS_EVERY,
+        );
+        partitions_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let commit_every = millis(self.config.engine.commit_interval_ms);
         let mut commit_timer =
@@ -141,6 +149,7 @@ impl Engine {
                     }
                 }
                 Some(prepared) = prepared_rx.recv() => self.finish_backfill_request(prepared),
+                _ = partitions_timer.tick() => self.follow_partitions().await?,
                 _ = ticker.tick() => {
                     self.follow_tables(&mut lookup_batcher).await?;
                     if self.tick().await? {
@@ -225,7 +234,7 @@ impl Engine {
             self.commit().await
         })
         .await;
-        self.inputs.unsubscribe();
+        self.inputs.unassign();
         match finished {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
@@ -358,20 +367,15 @@ impl Engine {
 }
 
 /// Hands a consumed record to the decode stage; a consumer error is
-/// logged, or stops the engine when it is fatal (a fenced instance).
+/// logged, or stops the engine when it is fatal.
 fn receive(
     received: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
     stage: &mut DecodeStage,
 ) -> Result<(), EngineError> {
     match received {
         Ok(message) => stage.push(&message),
-        Err(KafkaError::MessageConsumptionFatal(code)) => {
-            let error = KafkaError::MessageConsumptionFatal(code);
-            return Err(if code == RDKafkaErrorCode::FencedInstanceId {
-                EngineError::Transaction(TxnFailure::Fenced(error))
-            } else {
-                EngineError::kafka("consuming")(error)
-            });
+        Err(error @ KafkaError::MessageConsumptionFatal(_)) => {
+            return Err(EngineError::kafka("consuming")(error));
         }
         Err(e) => tracing::warn!(error = %e, "consumer error"),
     }
@@ -379,10 +383,35 @@ fn receive(
 }
 
 impl Engine {
+    /// Reads the event partitions this instance owns that appeared since
+    /// it last looked (a topic created, or given more partitions). A
+    /// failure to look is logged: the next look tries again.
+    pub(super) async fn follow_partitions(&mut self) -> Result<(), EngineError> {
+        let topics = self.config.topics.of(self.config.declared.streams());
+        match crate::admin::partition_counts(&self.config, &topics).await {
+            Ok(counts) => self
+                .inputs
+                .assign_owned(self.config.cluster(), &counts, &self.metrics)
+                .map_err(EngineError::kafka("assigning the event partitions")),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event topics' partition counts");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Engine {
     /// Takes what arrived on the table sources' topics and applies it.
     pub(super) async fn follow_tables(&mut self, batcher: &mut Batcher) -> Result<(), EngineError> {
         if self.inputs.read_tables(batcher, &self.metrics) > 0 {
-            self.process(batcher.take()?).await?;
+            let mut batch = batcher.take()?;
+            if self.config.cluster().index() != 0 {
+                // Every instance reads the tables whole; instance 0 alone
+                // sends their invalid records to the dead-letter topic.
+                batch.dead_letters.clear();
+            }
+            self.process(batch).await?;
         }
         Ok(())
     }
@@ -391,7 +420,6 @@ impl Engine {
 impl Engine {
     /// Measures window state and pauses or resumes consumption.
     pub(super) fn check_memory(&mut self) {
-        self.memory.forget_held_after(self.inputs.rebalances());
         // A backfill's state counts, but it is not paused: it frees its
         // state only by reading on, so that its windows close. The tables
         // kept from streams count: they shrink as windows close. Table

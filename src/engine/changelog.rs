@@ -38,11 +38,17 @@ impl Engine {
                 records.extend(self.changelog.apply(change)?);
             }
             if let Some(closed) = windowed.closed_through() {
-                let key = StateKey::Closed {
-                    job: name,
-                    fingerprint,
-                };
-                records.extend(self.changelog.put_int(key, closed));
+                // Once per owned partition, so that the owner of each
+                // partition after a rescale knows how far its windows
+                // closed.
+                for partition in self.changelog.owned().to_vec() {
+                    let key = StateKey::Closed {
+                        job: name.clone(),
+                        fingerprint: fingerprint.clone(),
+                        partition: Some(partition),
+                    };
+                    records.extend(self.changelog.put_int(key, closed));
+                }
             }
         }
         records.extend(self.backfill_records());
@@ -55,14 +61,23 @@ impl Engine {
             records.extend(self.changelog.put_int(key, t));
         }
         for (kind, watermark) in self.event_time.source_watermarks() {
-            let key = StateKey::SourceWatermark {
-                source: kind.name().to_owned(),
-            };
-            records.extend(self.changelog.put_int(key, watermark));
+            for partition in self.changelog.owned().to_vec() {
+                let key = StateKey::SourceWatermark {
+                    source: kind.name().to_owned(),
+                    partition: Some(partition),
+                };
+                records.extend(self.changelog.put_int(key, watermark));
+            }
         }
+        // Kept tables are not partitioned: with several instances (where no
+        // job may read them) they are not written.
+        let single = self.config.cluster().is_single();
         for (source, table) in self.lookups.all_kept() {
             let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
             let changed = table.drain_changes();
+            if !single {
+                continue;
+            }
             let keys = match scope {
                 Scope::Changes => changed.into_iter().collect(),
                 Scope::Everything => table.keys(),
@@ -87,10 +102,17 @@ impl Engine {
                 }
             }
         }
+        // The table sources' dead letters are instance 0's to send.
+        let cluster = self.config.cluster();
+        let home = (!cluster.is_single()).then_some(0);
         for ((topic, partition), &next) in self.inputs.lookup_positions() {
+            if cluster.index() != 0 {
+                break;
+            }
             let key = StateKey::LookupPosition {
                 topic: topic.clone(),
                 partition: *partition,
+                home,
             };
             records.extend(self.changelog.put_int(key, next));
         }

@@ -71,6 +71,9 @@ pub enum EngineError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The queries or topics cannot run on several instances.
+    #[error("cluster.instances > 1: {0}")]
+    Cluster(String),
     /// The last epoch did not commit at shutdown (it is replayed at the
     /// next start): the stop was not clean.
     #[error("stopping: {0}")]
@@ -115,6 +118,7 @@ impl EngineError {
             | EngineError::Sources(_)
             | EngineError::Signal { .. }
             | EngineError::Thread { .. }
+            | EngineError::Cluster(_)
             | EngineError::Drain(_) => true,
         }
     }

@@ -1,6 +1,6 @@
-//! The engine's inputs: the group consumer of the event topics, the reader
-//! that follows the table sources, the watch on the broker connections,
-//! and how far each has been processed.
+//! The engine's inputs: the consumer of the event partitions this
+//! instance owns, the reader that follows the table sources, the watch on
+//! the broker connections, and how far each has been processed.
 //!
 //! Following the table sources (by default `cx.customers`) is said, not
 //! hidden, when it keeps failing ([`super::tables::TableReads`]): after
@@ -18,10 +18,11 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::tables::TableReads;
 use crate::brokers::BrokerWatch;
+use crate::cluster::Cluster;
 use crate::drop_aside::DropAside;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::source::{Batcher, LookupConsumer, SourceConsumer};
+use crate::source::{self, Batcher, LookupConsumer, SourceConsumer};
 
 /// A topic and partition.
 pub(super) type TopicPartition = (String, i32);
@@ -92,9 +93,30 @@ impl Inputs {
             .collect())
     }
 
-    /// How many times the assignment has changed.
-    pub(super) fn rebalances(&self) -> u64 {
-        self.consumer.context().rebalances()
+    /// Assigns the partitions of `partitions` (event topics and their
+    /// partition counts) this instance owns and does not read yet: at start,
+    /// and when a topic appears or grows. Readiness waits for the first.
+    pub(super) fn assign_owned(
+        &self,
+        cluster: Cluster,
+        partitions: &BTreeMap<String, i32>,
+        metrics: &Metrics,
+    ) -> Result<(), KafkaError> {
+        let assigned = self.assigned()?;
+        let new = source::assign_owned(&self.consumer, cluster, partitions, &assigned)?;
+        if !new.is_empty() {
+            let total = assigned.len() + new.len();
+            tracing::info!(
+                instance = cluster.index(),
+                of = cluster.instances(),
+                partitions = total,
+                new = ?new,
+                "reading the event partitions this instance owns"
+            );
+            metrics.assigned_partitions.set(total as i64);
+            self.health.set_partitions_assigned(true);
+        }
+        Ok(())
     }
 
     /// Partitions with records not yet handed to the engine.
@@ -190,9 +212,11 @@ impl Inputs {
         read
     }
 
-    /// Leaves the consumer group (at the end of a drain).
-    pub(super) fn unsubscribe(&self) {
-        self.consumer.unsubscribe();
+    /// Stops reading the event partitions (at the end of a drain).
+    pub(super) fn unassign(&self) {
+        if let Err(e) = self.consumer.unassign() {
+            tracing::debug!(error = %e, "cannot unassign the event partitions");
+        }
     }
 
     /// Closes both consumers, waiting at most `timeout` for each.

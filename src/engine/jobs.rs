@@ -411,9 +411,9 @@ async fn accumulate(
     for source in sources {
         for batch in events.get(&source).into_iter().flatten() {
             let result = async {
-                let late = windowed.late_rows(&batch.rows)?;
+                let late = windowed.late_rows(batch.partition, &batch.rows)?;
                 if late.true_count() > 0 {
-                    let closed = windowed.closed_through().unwrap_or_default();
+                    let closed = windowed.closed_for(batch.partition).unwrap_or_default();
                     let reason = format!(
                         "late for every window of job {name}: windows up to {} have closed",
                         format_timestamp_millis(closed)

@@ -31,10 +31,10 @@ pub(super) struct MemoryGate {
     paused_by: Option<String>,
     /// Partitions paused now.
     paused: BTreeSet<TopicPartition>,
-    /// Parts of micro-batches read for paused partitions, oldest first.
+    /// Parts of micro-batches read for paused partitions, oldest first
+    /// (a partition stays assigned while the engine runs: ownership is
+    /// static).
     held: BTreeMap<TopicPartition, Vec<MicroBatch>>,
-    /// The consumer's assignment changes seen so far.
-    rebalances_seen: u64,
 }
 
 impl MemoryGate {
@@ -45,7 +45,6 @@ impl MemoryGate {
             paused_by: None,
             paused: BTreeSet::new(),
             held: BTreeMap::new(),
-            rebalances_seen: 0,
         }
     }
 
@@ -129,18 +128,6 @@ impl MemoryGate {
         self.held.keys()
     }
 
-    /// Drops everything held once the assignment has changed (`rebalances`
-    /// counts the changes): a partition's owner, this instance too when it
-    /// gets the partition back, reads it again from the committed offset.
-    /// The paused set stays: the consumer keeps a partition's pause across
-    /// assignments, so the gate must still resume it.
-    pub(super) fn forget_held_after(&mut self, rebalances: u64) {
-        if rebalances != self.rebalances_seen {
-            self.held.clear();
-            self.rebalances_seen = rebalances;
-        }
-    }
-
     /// What to do at `total` bytes of state: `Some(true)` pause, `Some(false)`
     /// resume, `None` nothing changes.
     fn decide(&self, total: u64) -> Option<bool> {
@@ -186,21 +173,6 @@ mod tests {
             .collect();
         assert_eq!(released, vec![5, 9], "oldest first");
         assert!(gate.take_released().is_empty());
-    }
-
-    #[test]
-    fn drops_what_it_holds_after_a_rebalance_and_still_resumes_what_it_paused() {
-        let mut gate = MemoryGate::new(1_000);
-        let a = ("t".to_owned(), 0);
-        gate.repause(BTreeSet::from([a.clone()]));
-        gate.hold(&mut offset_only("t", 0, 5));
-        gate.forget_held_after(0);
-        assert_eq!(gate.held_partitions().count(), 1, "no rebalance yet");
-        gate.forget_held_after(1);
-        assert_eq!(gate.held_partitions().count(), 0);
-        assert!(gate.take_released().is_empty());
-        let (resume, pause) = gate.repause(BTreeSet::new());
-        assert_eq!((resume, pause), (vec![a], vec![]));
     }
 
     #[test]

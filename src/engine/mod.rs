@@ -30,6 +30,7 @@ mod event_time;
 mod inputs;
 mod job_set;
 mod jobs;
+mod members;
 mod memory;
 mod offline;
 mod reload;

@@ -37,6 +37,37 @@ pub(super) struct Restore {
     pub lookup_positions: BTreeMap<(String, i32), i64>,
     /// Where each job's backfill stood, by job name.
     pub backfills: BTreeMap<String, BackfillState>,
+    /// The transactional ids of the instances last started (read by
+    /// instance 0, which owns the records).
+    pub members: Vec<String>,
+}
+
+/// Integer marks restored per changelog partition, or for every partition
+/// (records of releases before scale-out).
+#[derive(Debug, Default)]
+struct Marks {
+    everywhere: Option<i64>,
+    by_partition: BTreeMap<i32, i64>,
+}
+
+impl Marks {
+    fn add(&mut self, partition: Option<i32>, value: i64) {
+        match partition {
+            Some(p) => {
+                self.by_partition.insert(p, value);
+            }
+            None => self.everywhere = Some(value),
+        }
+    }
+
+    /// The least mark: per-partition marks replace one for every partition.
+    fn least(&self) -> Option<i64> {
+        self.by_partition
+            .values()
+            .min()
+            .copied()
+            .or(self.everywhere)
+    }
 }
 
 /// A job's backfill as the changelog holds it.
@@ -76,6 +107,10 @@ pub(super) struct Restorer {
     changed: BTreeSet<(String, String)>,
     /// Jobs whose saved resume position was dropped, logged once each.
     resume_dropped: BTreeSet<String>,
+    /// How far each job's windows closed, by job name.
+    closed: BTreeMap<String, Marks>,
+    /// Each source's watermark, as the owners of its partitions had it.
+    source_watermarks: BTreeMap<Source, Marks>,
 }
 
 impl Restorer {
@@ -97,6 +132,8 @@ impl Restorer {
             stale: Vec::new(),
             changed: BTreeSet::new(),
             resume_dropped: BTreeSet::new(),
+            closed: BTreeMap::new(),
+            source_watermarks: BTreeMap::new(),
         }
     }
 
@@ -114,8 +151,24 @@ impl Restorer {
     /// tombstoned.
     pub(super) fn finish(mut self) -> (Vec<Job>, EventTime, ChangelogWriter, Restore) {
         for job in &mut self.jobs {
+            let marks = self.closed.remove(&job.name);
             if let Some(windowed) = job.windowed_mut() {
+                match marks {
+                    Some(m) if !m.by_partition.is_empty() => {
+                        windowed.restore_closed_partitions(&m.by_partition);
+                    }
+                    Some(Marks {
+                        everywhere: Some(closed),
+                        ..
+                    }) => windowed.restore_closed_through(closed),
+                    _ => {}
+                }
                 windowed.finish_restore();
+            }
+        }
+        for (source, marks) in std::mem::take(&mut self.source_watermarks) {
+            if let Some(watermark) = marks.least() {
+                self.event_time.restore_source(source, watermark);
             }
         }
         for key in std::mem::take(&mut self.stale) {
@@ -150,15 +203,29 @@ impl Restorer {
     /// deleted).
     fn put(&mut self, key: &StateKey, restored: &RestoredValue) -> Result<bool, ReadError> {
         Ok(match key {
-            StateKey::Pane { .. }
-            | StateKey::Session { .. }
-            | StateKey::SessionPart { .. }
-            | StateKey::Closed { .. } => match job_of(&mut self.jobs, key, &mut self.changed) {
-                Some(windowed) => {
-                    restore_job_state(windowed, key, restored, self.lookups.sources())?
+            // Written again per partition by the first commit when read
+            // in the form of earlier releases (for every partition).
+            StateKey::Closed { job, partition, .. } => {
+                match job_of(&mut self.jobs, key, &mut self.changed) {
+                    Some(_) => {
+                        let closed = int(key, restored)?;
+                        self.closed
+                            .entry(job.clone())
+                            .or_default()
+                            .add(*partition, closed);
+                        partition.is_some()
+                    }
+                    None => false,
                 }
-                None => false,
-            },
+            }
+            StateKey::Pane { .. } | StateKey::Session { .. } | StateKey::SessionPart { .. } => {
+                match job_of(&mut self.jobs, key, &mut self.changed) {
+                    Some(windowed) => {
+                        restore_job_state(windowed, key, restored, self.lookups.sources())?
+                    }
+                    None => false,
+                }
+            }
             StateKey::BackfillOffset {
                 source, partition, ..
             }
@@ -184,11 +251,12 @@ impl Restorer {
                     false
                 }
             },
-            StateKey::BackfillDone { .. } => match current_job(&self.jobs, key) {
+            StateKey::BackfillDone { partition, .. } => match current_job(&self.jobs, key) {
                 Some(job) => {
                     let at = int(key, restored)?;
-                    self.outcome.backfills.entry(job).or_default().done = Some(at);
-                    true
+                    let done = &mut self.outcome.backfills.entry(job).or_default().done;
+                    *done = Some(done.map_or(at, |d| d.max(at)));
+                    partition.is_some()
                 }
                 None => false,
             },
@@ -201,13 +269,19 @@ impl Restorer {
                 }
                 None => false,
             },
-            StateKey::SourceWatermark { source } => match self.lookups.sources().named(source) {
-                Some(kind) => {
-                    self.event_time.restore_source(kind, int(key, restored)?);
-                    true
+            StateKey::SourceWatermark { source, partition } => {
+                match self.lookups.sources().named(source) {
+                    Some(kind) => {
+                        let watermark = int(key, restored)?;
+                        self.source_watermarks
+                            .entry(kind)
+                            .or_default()
+                            .add(*partition, watermark);
+                        partition.is_some()
+                    }
+                    None => false,
                 }
-                None => false,
-            },
+            }
             StateKey::Kept {
                 source,
                 key: kept_key,
@@ -239,21 +313,28 @@ impl Restorer {
                     None => false,
                 }
             }
-            StateKey::LookupPosition { topic, partition } => {
+            StateKey::LookupPosition {
+                topic, partition, ..
+            } => {
                 match self
                     .topics
                     .source_of(self.lookups.sources(), topic)
                     .filter(|s| !s.is_stream())
                 {
                     Some(_) => {
+                        // The furthest, whichever instance wrote it.
                         let next = int(key, restored)?;
-                        self.outcome
-                            .lookup_positions
-                            .insert((topic.clone(), *partition), next);
+                        let at = (topic.clone(), *partition);
+                        let position = self.outcome.lookup_positions.entry(at).or_insert(next);
+                        *position = (*position).max(next);
                         true
                     }
                     None => false,
                 }
+            }
+            StateKey::Member { transactional_id } => {
+                self.outcome.members.push(transactional_id.clone());
+                true
             }
             StateKey::Checkpoint { .. } => true,
         })
@@ -301,10 +382,6 @@ fn restore_job_state(
     sources: Sources,
 ) -> Result<bool, ReadError> {
     match key {
-        StateKey::Closed { .. } => {
-            windowed.restore_closed_through(int(key, restored)?);
-            Ok(true)
-        }
         StateKey::Pane {
             source,
             partition,

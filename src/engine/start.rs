@@ -1,5 +1,5 @@
 //! Starting the engine: plan the jobs, fence the previous instance, restore
-//! state, read the lookup tables to their end, subscribe.
+//! state, read the lookup tables to their end, assign the owned partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError};
@@ -146,6 +146,8 @@ impl Engine {
         let partitions = ensure_changelog(config)
             .await
             .map_err(EngineError::kafka("creating the changelog topic"))?;
+        let cluster = config.cluster();
+        super::members::check_changelog_width(config, partitions).await?;
         sink.learn_limits(
             topic_limits(config, &written)
                 .await
@@ -161,18 +163,20 @@ impl Engine {
             EventTime::new(config),
             lookups.clone(),
             ChangelogWriter::new(&topic, partitions)
-                .with_record_limit(sink.limits().record_bytes(&topic)),
+                .with_record_limit(sink.limits().record_bytes(&topic))
+                .owned_by(cluster),
             config.topics.clone(),
         );
         let (restorer, replayed) = {
             let client = config.client_config();
             let group = config.kafka.group_id.clone();
             let topic = topic.clone();
-            let span = tracing::info_span!("restore", changelog = %topic, partitions);
+            let owned = cluster.owned(partitions);
+            let span = tracing::info_span!("restore", changelog = %topic, partitions = ?owned);
             tokio::task::spawn_blocking(move || {
                 span.in_scope(|| {
                     let mut restorer = restorer;
-                    reader::replay(&client, &group, &topic, partitions, |change| {
+                    reader::replay(&client, &group, &topic, &owned, |change| {
                         restorer.apply(change)
                     })
                     .map(|replayed| (restorer, replayed))
@@ -217,10 +221,14 @@ impl Engine {
         }
         let (jobs, event_time, mut changelog, restored) = restorer.finish();
         let Restore {
-            stale,
+            mut stale,
             lookup_positions,
             mut backfills,
+            members,
         } = restored;
+        if cluster.index() == 0 {
+            stale.extend(super::members::fence_departed(config, &mut changelog, &members).await?);
+        }
         changelog.restore_read(read_bytes as usize);
         // Invalid table records dead-lettered before the restart are not
         // sent again.
@@ -229,6 +237,8 @@ impl Engine {
                 .dead_letters
                 .into_iter()
                 .chain(refused)
+                // Every instance reads the tables; instance 0 dead-letters.
+                .filter(|_| cluster.index() == 0)
                 .filter(|d| {
                     lookup_positions
                         .get(&(d.topic.clone(), d.partition))
@@ -279,13 +289,8 @@ impl Engine {
                 .failures
                 .push(stopped::dead_letter(&panic, &stopped));
         }
-        let consumer = source::subscribe(
-            config,
-            Arc::clone(health),
-            Arc::clone(metrics),
-            watch.clone(),
-        )
-        .map_err(EngineError::kafka("creating the consumer"))?;
+        let consumer = source::consumer(config, Arc::clone(metrics), watch.clone())
+            .map_err(EngineError::kafka("creating the consumer"))?;
         // Gauges are registered last: a start that fails earlier leaves
         // nothing registered for the next attempt to collide with.
         let now = tokio::time::Instant::now();
@@ -307,7 +312,7 @@ impl Engine {
             .state_memory_limit
             .set(i64::try_from(config.state_memory_limit_bytes()).unwrap_or(i64::MAX));
         health.set_blocker(None);
-        Ok(Engine {
+        let mut engine = Engine {
             event_time,
             config: config.clone(),
             metrics: Arc::clone(metrics),
@@ -326,6 +331,8 @@ impl Engine {
             changelog,
             epoch: super::epoch::Epoch::first(stale, pending_output),
             memory: MemoryGate::new(config.state_memory_limit_bytes()),
-        })
+        };
+        engine.follow_partitions().await?;
+        Ok(engine)
     }
 }

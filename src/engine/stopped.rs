@@ -158,9 +158,8 @@ impl Engine {
         let mut records = Vec::new();
         for stopped in self.jobs.stopped() {
             let (job, fingerprint) = (&stopped.job.name, &stopped.job.fingerprint);
-            records.extend(self.changelog.delete(&StateKey::BackfillDone {
-                job: job.clone(),
-                fingerprint: fingerprint.clone(),
+            records.extend(self.changelog.delete_where(|key| {
+                matches!(key, StateKey::BackfillDone { job: j, fingerprint: f, .. } if j == job && f == fingerprint)
             }));
             let positions = resume_positions(
                 job,

@@ -338,6 +338,40 @@ impl Job {
             .collect()
     }
 
+    /// Why this job cannot run on each instance's own partitions alone,
+    /// if it cannot: a window whose groups are not all within one
+    /// partition of each source it reads (grouped by something else than
+    /// the sources' `partition_key`), a SESSION window, or a kept table
+    /// read (kept tables are not partitioned).
+    pub fn needs_shuffle(&self) -> Option<String> {
+        if let Some(kept) = self.kept_read {
+            return Some(format!("it reads the kept table {kept}"));
+        }
+        let Runner::Windowed(windowed) = &self.runner else {
+            return None;
+        };
+        if matches!(
+            windowed.info.spec,
+            crate::window::WindowSpec::Session { .. }
+        ) {
+            return Some("it is a SESSION window".to_owned());
+        }
+        let groups = windowed.group_columns();
+        windowed
+            .info
+            .sources
+            .iter()
+            .find_map(|source| match source.partition_key() {
+                Some(key) if groups.iter().any(|g| g == key) => None,
+                Some(key) => Some(format!(
+                    "it groups by {}, not by {key}, the partition_key of {}",
+                    groups.join(", "),
+                    source.name()
+                )),
+                None => Some(format!("{} declares no partition_key", source.name())),
+            })
+    }
+
     /// The event sources this job reads.
     pub fn sources(&self) -> Vec<Source> {
         self.slots.keys().copied().collect()
@@ -498,8 +532,9 @@ pub fn output_refusal(topic: &str, config: &crate::config::Config) -> Option<Str
 }
 
 /// Jobs among `jobs` (indexes, with the problem) whose output is refused
-/// ([`output_refusal`]), or that share an output topic with another job
-/// of `jobs` or of `running` without both saying `@output … SHARED`.
+/// ([`output_refusal`]), that share an output topic with another job of
+/// `jobs` or of `running` without both saying `@output … SHARED`, or that
+/// cannot run with the configured instances ([`Job::needs_shuffle`]).
 pub fn output_problems(
     jobs: &[Job],
     running: &[&Job],
@@ -515,6 +550,18 @@ pub fn output_problems(
         };
         if let Some(why) = output_refusal(&job.output_topic, config) {
             problems.push((i, at(why)));
+            continue;
+        }
+        if !config.cluster().is_single()
+            && let Some(why) = job.needs_shuffle()
+        {
+            problems.push((
+                i,
+                at(format!(
+                    "cannot run on {} instances yet: {why}; with several instances a job must group by the partition_key of every stream it reads (the shuffle through a repartition topic is not built yet)",
+                    config.cluster().instances()
+                )),
+            ));
             continue;
         }
         let others = jobs

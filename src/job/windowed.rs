@@ -20,6 +20,7 @@ use crate::batch_slot::BatchSlot;
 use crate::query::FINAL_COLUMN;
 use crate::schema::Source;
 use crate::window::WindowSpec;
+use crate::window::assign::{WINDOW_END, WINDOW_START};
 use crate::window::panes::{PaneStore, WindowContents};
 use crate::window::sessions::SessionStore;
 use crate::window::split::{SplitPlan, WindowInfo};
@@ -126,9 +127,10 @@ impl WindowedJob {
         })
     }
 
-    /// Rows of `events` (one partition of the windowed source) that are late
-    /// for every window they belong to: those windows have all closed.
-    pub fn late_rows(&self, events: &RecordBatch) -> Result<BooleanArray> {
+    /// Rows of `events` (source partition `partition` of the windowed
+    /// source) that are late for every window they belong to: those windows
+    /// have all closed.
+    pub fn late_rows(&self, partition: i32, events: &RecordBatch) -> Result<BooleanArray> {
         let times = event_times(events, &self.info.time_col)?;
         let keys = match &self.info.key_col {
             Some(key_col) => Some(
@@ -138,7 +140,9 @@ impl WindowedJob {
             ),
             None => None,
         };
-        Ok(self.state.late_rows(&self.info.spec, &times, keys)?)
+        Ok(self
+            .state
+            .late_rows(&self.info.spec, partition, &times, keys)?)
     }
 
     /// Aggregates the on-time events of one partition of `source` into the
@@ -368,9 +372,29 @@ impl WindowedJob {
             .map_err(|e| DataFusionError::Internal(e.to_string()))
     }
 
-    /// Restores how far windows have closed.
+    /// The columns the window's groups are keyed by, less the window bounds.
+    pub fn group_columns(&self) -> Vec<String> {
+        self.split.partial_schema.fields()[..self.split.group_columns]
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n != WINDOW_START && n != WINDOW_END)
+            .collect()
+    }
+
+    /// How far the windows of source partition `partition` have closed.
+    pub fn closed_for(&self, partition: i32) -> Option<i64> {
+        self.state.closed_for(partition)
+    }
+
+    /// Restores how far windows have closed: for every partition (records
+    /// of releases before scale-out), or per changelog partition.
     pub fn restore_closed_through(&mut self, closed_through: i64) {
         self.state.restore_closed_through(closed_through);
+    }
+
+    /// Restores how far windows had closed for each partition's state.
+    pub fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, i64>) {
+        self.state.restore_closed_partitions(closed);
     }
 
     /// Ends a restore: sessions read from records of earlier versions are

@@ -58,7 +58,7 @@ fn table(batches: &[RecordBatch]) -> Vec<String> {
 
 async fn accumulate(job: &mut Job, partition: i32, batch: RecordBatch) {
     let w = job.windowed_mut().expect("windowed");
-    let late = w.late_rows(&batch).expect("late");
+    let late = w.late_rows(partition, &batch).expect("late");
     assert_eq!(late.true_count(), 0, "no late rows expected");
     w.accumulate(
         crate::config::default_source("transactions"),
@@ -126,10 +126,10 @@ async fn tumble_merges_partitions_and_fires_each_window_once() {
     );
     // A row for the closed window is late; one for [10, 20) is not.
     let late = w
-        .late_rows(&tx(&[
-            ("e", 4 * MIN, 1.0, "books"),
-            ("e", 11 * MIN, 1.0, "books"),
-        ]))
+        .late_rows(
+            0,
+            &tx(&[("e", 4 * MIN, 1.0, "books"), ("e", 11 * MIN, 1.0, "books")]),
+        )
         .expect("late");
     assert_eq!(
         late.iter().collect::<Vec<_>>(),

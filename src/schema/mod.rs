@@ -101,6 +101,14 @@ impl Source {
         }
     }
 
+    /// The column a stream's producers key its records by, if declared.
+    pub fn partition_key(self) -> Option<&'static str> {
+        match &self.0.spec.role {
+            Role::Stream { partition_key, .. } => partition_key.as_deref(),
+            Role::Table { .. } => None,
+        }
+    }
+
     /// How far ahead of the wall clock a stream's event time may be, in
     /// milliseconds, where declared (else the engine's); `None` for tables.
     pub fn max_future_ms(self) -> Option<i64> {
@@ -385,6 +393,8 @@ pub enum Role {
         idle_timeout_ms: Option<i64>,
         /// How far ahead of the clock its event time may be, if declared.
         max_future_ms: Option<i64>,
+        /// The column its records are keyed (partitioned) by, if declared.
+        partition_key: Option<String>,
     },
     /// A table: the latest row per key.
     Table {

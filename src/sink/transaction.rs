@@ -25,7 +25,8 @@ pub enum TxnFailure {
     /// one must stop.
     #[error(
         "fenced: another cxpulse instance with the same transactional.id took over \
-         (same kafka.group_id and kafka.instance_id); this one stops: {0}"
+         (same kafka.group_id and cluster.index); this one \
+         stops: {0}"
     )]
     Fenced(KafkaError),
     /// The broker cannot run transactions, or refuses this client them.
@@ -68,6 +69,22 @@ impl TxnFailure {
     pub fn is_fatal(&self) -> bool {
         !matches!(self, TxnFailure::Abortable(_))
     }
+}
+
+/// Fences `transactional_id`, an id no instance uses any more: its open
+/// transaction, if any, is aborted, so that it holds no topic back, and a
+/// process still using it is refused from now on.
+pub async fn fence(
+    client: &rdkafka::ClientConfig,
+    transactional_id: &str,
+) -> Result<(), KafkaError> {
+    let producer: rdkafka::producer::BaseProducer = client
+        .clone()
+        .set("transactional.id", transactional_id)
+        .create()?;
+    tokio::task::spawn_blocking(move || producer.init_transactions(CALL_TIMEOUT))
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
 }
 
 impl Sink {

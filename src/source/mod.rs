@@ -1,12 +1,14 @@
-//! Kafka input: the consumer group over the event topics, and the lookup
-//! table topic read whole by every instance ([`lookup_topic`]).
+//! Kafka input: the consumer of the event partitions this instance owns,
+//! and the lookup table topic read whole by every instance
+//! ([`lookup_topic`]).
 //!
-//! The group consumer is a static member (`group.instance.id`), so a
-//! restarted engine gets its partitions back at once instead of after the
-//! dead member's session timeout, and reads `read_committed`. Its context
-//! reports partition assignment to readiness, turns librdkafka statistics
-//! into the consumer-lag metric, and reports errors to the
-//! [`BrokerWatch`](crate::brokers::BrokerWatch).
+//! The event consumer is assigned the partitions it owns
+//! ([`crate::cluster`]) with `assign()`: no group rebalance ever moves
+//! them, so a restarted instance reads its partitions again at once, and a
+//! dead one holds nobody else up. It reads `read_committed` from the
+//! offsets committed under `kafka.group_id` (by each epoch's transaction).
+//! Its context turns librdkafka statistics into the consumer-lag metric and
+//! reports errors to the [`BrokerWatch`](crate::brokers::BrokerWatch).
 
 mod admission;
 mod backlog;
@@ -14,14 +16,15 @@ mod batcher;
 mod decode_stage;
 pub mod lookup_topic;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
 
 pub use admission::Admission;
 pub use backlog::Backlog;
@@ -32,31 +35,20 @@ pub use decode_stage::DecodeStage;
 pub use lookup_topic::LookupConsumer;
 
 use crate::brokers::BrokerWatch;
+use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// The engine's consumer.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
 
-/// Callbacks from librdkafka: rebalances, statistics and errors.
+/// Callbacks from librdkafka: statistics and errors.
 pub struct SourceContext {
-    health: Arc<Health>,
     metrics: Arc<Metrics>,
     source_topics: Vec<String>,
     watch: BrokerWatch,
     /// Records left to read per assigned partition.
     pub backlog: Backlog,
-    /// Assignment changes so far.
-    rebalances: AtomicU64,
-}
-
-impl SourceContext {
-    /// How many times the assignment has changed: a partition revoked and
-    /// assigned again is read again from its committed offset.
-    pub fn rebalances(&self) -> u64 {
-        self.rebalances.load(Ordering::Relaxed)
-    }
 }
 
 impl ClientContext for SourceContext {
@@ -92,22 +84,7 @@ impl ClientContext for SourceContext {
     }
 }
 
-impl ConsumerContext for SourceContext {
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let assigned = consumer.assignment().map(|tpl| tpl.count()).unwrap_or(0);
-        match rebalance {
-            Rebalance::Assign(_) | Rebalance::Revoke(_) => {
-                tracing::info!(partitions = assigned, "partition assignment changed");
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
-        }
-        self.rebalances.fetch_add(1, Ordering::Relaxed);
-        self.metrics.consumer_lag.reset();
-        self.backlog.clear();
-        self.metrics.assigned_partitions.set(assigned as i64);
-        self.health.set_partitions_assigned(assigned > 0);
-    }
-}
+impl ConsumerContext for SourceContext {}
 
 /// The context of consumers that read to the end of their partitions (the
 /// changelog restore, the lookup tables): reaching an end is not an error.
@@ -129,12 +106,11 @@ impl ClientContext for ReadToEndContext {
 
 impl ConsumerContext for ReadToEndContext {}
 
-/// Creates the group consumer and subscribes it to every event topic.
-/// Offsets are never committed by the consumer itself: they go into each
-/// epoch's transaction.
-pub fn subscribe(
+/// Creates the consumer of the event topics; [`assign_owned`] gives it
+/// its partitions. Offsets are never committed by the consumer itself:
+/// they go into each epoch's transaction, under `kafka.group_id`.
+pub fn consumer(
     config: &Config,
-    health: Arc<Health>,
     metrics: Arc<Metrics>,
     watch: BrokerWatch,
 ) -> Result<SourceConsumer, KafkaError> {
@@ -144,7 +120,6 @@ pub fn subscribe(
     let mut client = config.client_config();
     client
         .set("group.id", &config.kafka.group_id)
-        .set("group.instance.id", config.instance_id())
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");
     for (key, value) in [
@@ -155,15 +130,35 @@ pub fn subscribe(
             client.set(key, value);
         }
     }
-    let consumer: SourceConsumer = client.create_with_context(SourceContext {
-        health,
+    client.create_with_context(SourceContext {
         metrics,
-        source_topics: source_topics.clone(),
+        source_topics,
         watch,
         backlog: Backlog::default(),
-        rebalances: AtomicU64::new(0),
-    })?;
-    let names: Vec<&str> = source_topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names)?;
-    Ok(consumer)
+    })
+}
+
+/// Adds to `consumer`'s assignment the partitions of `partitions` (topic
+/// and partition count) that `cluster` owns and `assigned` does not hold
+/// yet, each from its committed offset (else the earliest); returns them.
+pub fn assign_owned(
+    consumer: &SourceConsumer,
+    cluster: Cluster,
+    partitions: &BTreeMap<String, i32>,
+    assigned: &BTreeSet<(String, i32)>,
+) -> Result<Vec<(String, i32)>, KafkaError> {
+    let new: Vec<(String, i32)> = partitions
+        .iter()
+        .flat_map(|(topic, &count)| cluster.owned(count).into_iter().map(|p| (topic.clone(), p)))
+        .filter(|tp| !assigned.contains(tp))
+        .collect();
+    if new.is_empty() {
+        return Ok(new);
+    }
+    let mut list = TopicPartitionList::new();
+    for (topic, p) in &new {
+        list.add_partition_offset(topic, *p, Offset::Stored)?;
+    }
+    consumer.incremental_assign(&list)?;
+    Ok(new)
 }

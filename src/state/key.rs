@@ -66,12 +66,18 @@ pub enum StateKey {
         /// The batch's sequence number in the job's session store.
         seq: u64,
     },
-    /// How far a job's windows have closed.
+    /// How far a job's windows have closed, for the state of one
+    /// changelog partition (absent in records of releases before
+    /// scale-out: for all of them).
     Closed {
         /// Job name.
         job: String,
         /// The job's plan fingerprint.
         fingerprint: String,
+        /// The changelog partition (and source partitions of that number)
+        /// it is about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<i32>,
     },
     /// Where a running backfill of a job stands in one source partition:
     /// the next offset to read.
@@ -104,6 +110,10 @@ pub enum StateKey {
         job: String,
         /// The job's plan fingerprint.
         fingerprint: String,
+        /// The changelog partition it was written to, by the instance that
+        /// owns it (absent in records of releases before scale-out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<i32>,
     },
     /// The largest event time a source partition has delivered.
     Watermark {
@@ -112,10 +122,15 @@ pub enum StateKey {
         /// Source partition.
         partition: i32,
     },
-    /// A source's watermark (never moves backwards, also across restarts).
+    /// A source's watermark (never moves backwards, also across restarts),
+    /// as the instance owning one changelog partition had it.
     SourceWatermark {
         /// Source table.
         source: String,
+        /// The changelog partition (absent in records of releases before
+        /// scale-out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<i32>,
     },
     /// One key's events of a stream's kept tables (written as `complaint`
     /// with an `id`, for the complaints, by earlier versions: still read).
@@ -135,6 +150,19 @@ pub enum StateKey {
         topic: String,
         /// Its partition.
         partition: i32,
+        /// The changelog partition it is written to when several instances
+        /// run (instance 0 dead-letters the tables' records and owns
+        /// changelog partition 0); absent: the lookup partition's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        home: Option<i32>,
+    },
+    /// One transactional id of the instances last started
+    /// (`cluster.instances`): a start with another count fences those it
+    /// no longer uses, so that none of their open transactions holds the
+    /// topics back. Written by instance 0, in changelog partition 0.
+    Member {
+        /// The producer's `transactional.id`.
+        transactional_id: String,
     },
     /// Where a checkpoint (a rewrite of all live state) starts in one
     /// changelog partition; restore begins at the latest one.
@@ -232,8 +260,8 @@ impl StateKey {
     }
 
     /// The changelog partition of this state among `partitions`: its source
-    /// partition where it has one (so state follows its partition), else a
-    /// hash of the key.
+    /// (or changelog) partition where it has one, so that state follows its
+    /// partition to the instance that owns it; else a hash of the key.
     pub fn partition(&self, partitions: i32) -> i32 {
         let partitions = partitions.max(1);
         match self {
@@ -241,8 +269,29 @@ impl StateKey {
             | StateKey::BackfillOffset { partition, .. }
             | StateKey::BackfillEventTime { partition, .. }
             | StateKey::Watermark { partition, .. }
-            | StateKey::LookupPosition { partition, .. }
+            | StateKey::LookupPosition {
+                home: None,
+                partition,
+                ..
+            }
+            | StateKey::LookupPosition {
+                home: Some(partition),
+                ..
+            }
+            | StateKey::Closed {
+                partition: Some(partition),
+                ..
+            }
+            | StateKey::BackfillDone {
+                partition: Some(partition),
+                ..
+            }
+            | StateKey::SourceWatermark {
+                partition: Some(partition),
+                ..
+            }
             | StateKey::Checkpoint { partition } => partition.rem_euclid(partitions),
+            StateKey::Member { .. } => 0,
             other => {
                 let hash = twox_hash::XxHash64::oneshot(0, &other.encode(0));
                 (hash % partitions as u64) as i32
@@ -268,8 +317,12 @@ impl StateKey {
             | StateKey::BackfillEventTime {
                 job, fingerprint, ..
             }
-            | StateKey::Closed { job, fingerprint }
-            | StateKey::BackfillDone { job, fingerprint } => Some((job, fingerprint)),
+            | StateKey::Closed {
+                job, fingerprint, ..
+            }
+            | StateKey::BackfillDone {
+                job, fingerprint, ..
+            } => Some((job, fingerprint)),
             _ => None,
         }
     }
@@ -319,12 +372,45 @@ mod tests {
         let done = StateKey::BackfillDone {
             job: "loyalty".into(),
             fingerprint: "00ff".into(),
+            partition: None,
         };
         assert_eq!(
             String::from_utf8_lossy(&done.encode(0)),
-            r#"{"kind":"backfill_done","job":"loyalty","fingerprint":"00ff","part":0}"#
+            r#"{"kind":"backfill_done","job":"loyalty","fingerprint":"00ff","part":0}"#,
+            "as releases before scale-out wrote it"
         );
         assert_eq!(done.job(), Some(("loyalty", "00ff")));
+        let done = StateKey::BackfillDone {
+            job: "loyalty".into(),
+            fingerprint: "00ff".into(),
+            partition: Some(6),
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&done.encode(0)),
+            r#"{"kind":"backfill_done","job":"loyalty","fingerprint":"00ff","partition":6,"part":0}"#
+        );
+        assert_eq!(StateKey::decode(&done.encode(0)), Ok((done.clone(), 0)));
+        assert_eq!(done.partition(4), 2, "the partition it names");
+        let member = StateKey::Member {
+            transactional_id: "cxpulse-2".into(),
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&member.encode(0)),
+            r#"{"kind":"member","transactional_id":"cxpulse-2","part":0}"#
+        );
+        assert_eq!(member.partition(4), 0, "instance 0 owns it");
+        let position = StateKey::LookupPosition {
+            topic: "cx.customers".into(),
+            partition: 3,
+            home: None,
+        };
+        assert_eq!(position.partition(4), 3);
+        let position = StateKey::LookupPosition {
+            topic: "cx.customers".into(),
+            partition: 3,
+            home: Some(0),
+        };
+        assert_eq!(position.partition(4), 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! later records replace or remove (`tests/memory.rs` measures it).
 //! Reading stops once every partition has reached its end.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -102,7 +102,7 @@ pub enum ReadError {
     },
 }
 
-/// Reads `topic` (`partitions` partitions) from the checkpoint offsets
+/// Reads `partitions` of `topic` from the checkpoint offsets
 /// committed by `group` to the end, twice: the keys, then each key's final
 /// value, handed to `apply` as soon as it is whole. Blocking: run it off
 /// the async runtime.
@@ -110,7 +110,7 @@ pub fn replay(
     client: &ClientConfig,
     group: &str,
     topic: &str,
-    partitions: i32,
+    partitions: &[i32],
     mut apply: impl FnMut(Final) -> Result<(), ReadError>,
 ) -> Result<Replayed, ReadError> {
     let mut finals = HashMap::new();
@@ -157,7 +157,7 @@ pub fn live_keys(
     client: &ClientConfig,
     group: &str,
     topic: &str,
-    partitions: i32,
+    partitions: &[i32],
     wanted: impl Fn(&StateKey) -> bool,
 ) -> Result<BTreeSet<(StateKey, u32)>, ReadError> {
     let mut live = BTreeSet::new();
@@ -185,7 +185,7 @@ fn scan(
     client: &ClientConfig,
     group: &str,
     topic: &str,
-    partitions: i32,
+    partitions: &[i32],
     mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>, Location) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
     let kafka = |context| move |source| ReadError::Kafka { context, source };
@@ -199,7 +199,7 @@ fn scan(
         .create_with_context(ReadToEndContext)
         .map_err(kafka("creating the restore consumer"))?;
     let mut wanted = TopicPartitionList::new();
-    for p in 0..partitions {
+    for &p in partitions {
         wanted.add_partition(topic, p);
     }
     let committed = consumer
@@ -220,10 +220,10 @@ fn scan(
         .map_err(kafka("assigning the changelog"))?;
 
     let mut records = 0u64;
-    let mut ended = vec![false; usize::try_from(partitions).unwrap_or(0)];
+    let mut ended: BTreeMap<i32, bool> = partitions.iter().map(|&p| (p, false)).collect();
     let mut last_progress = Instant::now();
     let mut last_log = Instant::now();
-    while ended.iter().any(|e| !e) {
+    while ended.values().any(|e| !e) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 last_progress = Instant::now();
@@ -232,10 +232,7 @@ fn scan(
                     partition: message.partition(),
                     offset: message.offset(),
                 };
-                if let Some(e) = usize::try_from(message.partition())
-                    .ok()
-                    .and_then(|p| ended.get_mut(p))
-                {
+                if let Some(e) = ended.get_mut(&message.partition()) {
                     *e = false;
                 }
                 records += 1;
@@ -243,7 +240,7 @@ fn scan(
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 last_progress = Instant::now();
-                if let Some(e) = usize::try_from(p).ok().and_then(|p| ended.get_mut(p)) {
+                if let Some(e) = ended.get_mut(&p) {
                     *e = true;
                 }
             }

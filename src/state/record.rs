@@ -117,6 +117,7 @@ fn int_column(key: &StateKey) -> &'static str {
         StateKey::BackfillDone { .. } => "finished_at",
         StateKey::SourceWatermark { .. } => "watermark",
         StateKey::Checkpoint { .. } => "written_at",
+        StateKey::Member { .. } => "instances",
         StateKey::Pane { .. }
         | StateKey::Session { .. }
         | StateKey::SessionPart { .. }
@@ -344,6 +345,7 @@ mod tests {
         let closed = StateKey::Closed {
             job: "j".into(),
             fingerprint: "f".into(),
+            partition: Some(1),
         };
         let bytes = value::int("closed_through", 42).expect("int");
         assert_eq!(

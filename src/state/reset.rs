@@ -110,7 +110,7 @@ pub async fn reset_event_time(
         .collect();
     let live = live_keys(config, &topic, partitions, move |key| match key {
         StateKey::Watermark { source, .. }
-        | StateKey::SourceWatermark { source }
+        | StateKey::SourceWatermark { source, .. }
         | StateKey::BackfillEventTime { source, .. } => wanted_source(source),
         StateKey::Closed { job, .. } => affected.contains(job),
         _ => false,
@@ -153,8 +153,8 @@ async fn live_keys(
     let group = config.kafka.group_id.clone();
     let read_topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        reader::live_keys(&client, &group, &read_topic, partitions, wanted)
-            .map_err(ResetError::from)
+        let all: Vec<i32> = (0..partitions).collect();
+        reader::live_keys(&client, &group, &read_topic, &all, wanted).map_err(ResetError::from)
     })
     .await
     .map_err(|_| kafka("reading the changelog")(KafkaError::Canceled))?

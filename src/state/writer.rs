@@ -35,6 +35,8 @@ struct Live {
 pub struct ChangelogWriter {
     topic: String,
     partitions: i32,
+    /// The changelog partitions this instance owns and writes to.
+    owned: Vec<i32>,
     live: HashMap<StateKey, Live>,
     live_bytes: usize,
     written_since_checkpoint: usize,
@@ -53,6 +55,7 @@ impl ChangelogWriter {
         Self {
             topic: topic.into(),
             partitions: partitions.max(1),
+            owned: (0..partitions.max(1)).collect(),
             live: HashMap::new(),
             live_bytes: 0,
             written_since_checkpoint: 0,
@@ -68,6 +71,18 @@ impl ChangelogWriter {
             .min(limit.saturating_sub(KEY_ROOM))
             .max(1_024);
         self
+    }
+
+    /// The same writer for instance `cluster`, which owns (restores and
+    /// checkpoints) only its changelog partitions.
+    pub fn owned_by(mut self, cluster: crate::cluster::Cluster) -> Self {
+        self.owned = cluster.owned(self.partitions);
+        self
+    }
+
+    /// The changelog partitions this instance owns.
+    pub fn owned(&self) -> &[i32] {
+        &self.owned
     }
 
     /// The changelog topic.
@@ -175,8 +190,8 @@ impl ChangelogWriter {
     }
 
     /// Starts a checkpoint: forgets what is live (the checkpoint writes it
-    /// all again) and returns a marker record per partition; their offsets
-    /// are where the next restore starts.
+    /// all again) and returns a marker record per owned partition; their
+    /// offsets are where the next restore starts.
     pub fn begin_checkpoint(&mut self) -> Vec<OutRecord> {
         self.live.clear();
         self.ints.clear();
@@ -184,8 +199,9 @@ impl ChangelogWriter {
         self.written_since_checkpoint = 0;
         let written_at =
             value::int("written_at", chrono::Utc::now().timestamp_millis()).unwrap_or_default();
-        (0..self.partitions)
-            .flat_map(|partition| {
+        self.owned
+            .iter()
+            .flat_map(|&partition| {
                 let key = StateKey::Checkpoint { partition };
                 value::split(&written_at, self.part_bytes)
                     .into_iter()

@@ -114,6 +114,10 @@ pub struct PaneStore {
     panes: BTreeMap<PaneKey, Pane>,
     /// Every window ending at or before this has closed.
     closed_through: Option<i64>,
+    /// Partitions (by number) whose windows had closed further than
+    /// `closed_through` when their state was restored, after a rescale
+    /// gave this store partitions that other instances had closed further.
+    ahead: BTreeMap<i32, i64>,
     next_seq: u64,
     journal: Vec<PaneChange>,
     /// Merged state of whole blocks, by (block start, source partition).
@@ -131,6 +135,7 @@ impl PaneStore {
             window_columns,
             panes: BTreeMap::new(),
             closed_through: None,
+            ahead: BTreeMap::new(),
             next_seq: 0,
             journal: Vec::new(),
             blocks: BTreeMap::new(),
@@ -162,7 +167,7 @@ impl PaneStore {
             }
         }
         for (start, indices) in rows {
-            if self.is_closed(self.spec.last_window_end(start)) {
+            if self.is_closed_for(self.spec.last_window_end(start), partition.1) {
                 continue;
             }
             let part = if indices.len() == batch.num_rows() {
@@ -202,6 +207,20 @@ impl PaneStore {
 
     fn is_closed(&self, window_end: i64) -> bool {
         self.closed_through.is_some_and(|c| window_end <= c)
+    }
+
+    /// How far the windows of partition `partition`'s state have closed.
+    pub fn closed_for(&self, partition: i32) -> Option<i64> {
+        match (self.closed_through, self.ahead.get(&partition)) {
+            (Some(c), Some(&a)) => Some(c.max(a)),
+            (c, a) => c.or(a.copied()),
+        }
+    }
+
+    /// Whether the window ending at `window_end` has closed for the state
+    /// of `partition`.
+    fn is_closed_for(&self, window_end: i64, partition: i32) -> bool {
+        self.closed_for(partition).is_some_and(|c| window_end <= c)
     }
 
     /// Closes the windows that end at or before `through`, in end order,
@@ -247,6 +266,7 @@ impl PaneStore {
             };
         }
         self.closed_through = Some(self.closed_through.map_or(through, |c| c.max(through)));
+        self.ahead.retain(|_, closed| *closed > through);
         let spec = self.spec;
         let journal = &mut self.journal;
         let mut freed = 0;
@@ -302,6 +322,10 @@ impl PaneStore {
             .panes
             .range((start, first_partition())..(end, first_partition()))
         {
+            if self.ahead.get(&partition.1).is_some_and(|&c| end <= c) {
+                // Fired by the instance that owned the partition before.
+                continue;
+            }
             let block = self.block_of(pane_start).and_then(|(block_start, width)| {
                 let inside = block_start >= start && block_start + width <= end;
                 let key = (block_start, partition);
@@ -402,7 +426,7 @@ impl PaneStore {
     /// Puts back a batch read from the changelog (not journaled). Batches of
     /// panes whose windows have all closed are ignored.
     pub fn restore(&mut self, pane: PaneKey, batch: StateBatch) {
-        if self.is_closed(self.spec.last_window_end(pane.0)) {
+        if self.is_closed_for(self.spec.last_window_end(pane.0), pane.1.1) {
             return;
         }
         self.next_seq = self.next_seq.max(batch.seq + 1);
@@ -416,6 +440,21 @@ impl PaneStore {
     /// Restores how far windows have closed (not journaled).
     pub fn restore_closed_through(&mut self, closed_through: i64) {
         self.closed_through = Some(closed_through);
+    }
+
+    /// Restores how far windows had closed per partition (not journaled):
+    /// the store closes on from the least mark, and a partition closed
+    /// further neither fires nor takes rows up to its own mark.
+    pub fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, i64>) {
+        let Some(&least) = closed.values().min() else {
+            return;
+        };
+        self.closed_through = Some(least);
+        self.ahead = closed
+            .iter()
+            .filter(|(_, c)| **c > least)
+            .map(|(p, c)| (*p, *c))
+            .collect();
     }
 
     /// State rows held.
@@ -562,6 +601,55 @@ mod tests {
                 (w.start, w.end, total)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_partition_closed_further_before_a_rescale_neither_fires_again_nor_takes_late_rows() {
+        // HOP 20 every 10: panes of 10. Partition 1's previous owner had
+        // closed through 30, partition 0's through 10.
+        let mut store = PaneStore::new(
+            WindowSpec::Hop {
+                size: 20,
+                slide: 10,
+            },
+            (0, 1),
+        );
+        store.restore_closed_partitions(&BTreeMap::from([(0, 10), (1, 30)]));
+        assert_eq!(
+            (store.closed_for(0), store.closed_for(1)),
+            (Some(10), Some(30))
+        );
+        // Pane [10,20) of partition 1 is not restored: its last window,
+        // [10,30), has closed there. Pane [20,30) of partition 1 is (its
+        // window [20,40) is open), and so are partition 0's panes.
+        for (partition, start, n) in [(p1(), 10, 100), (p1(), 20, 5), (p0(), 10, 1), (p0(), 20, 2)]
+        {
+            store.restore(
+                (start, partition),
+                StateBatch {
+                    seq: start as u64 + partition.1 as u64,
+                    batch: states(&[start], 10, &[n]),
+                },
+            );
+        }
+        // Rows of partition 1 for panes whose windows all closed there are
+        // dropped; partition 0 takes them.
+        store
+            .insert(p1(), &states(&[10], 10, &[1000]))
+            .expect("insert");
+        store
+            .insert(p0(), &states(&[10], 10, &[10]))
+            .expect("insert");
+        // [0,20) and [10,30) close now for partition 0 only: partition 1's
+        // owner published them already. [20,40) has both.
+        assert_eq!(
+            summary(&store.close(40, usize::MAX)),
+            vec![(0, 20, 11), (10, 30, 13), (20, 40, 7)]
+        );
+        assert_eq!(
+            (store.closed_for(0), store.closed_for(1)),
+            (Some(40), Some(40))
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! hands out (state rows to compact, blocks to merge, windows to fire) and
 //! never asks which kind it holds.
 
+use std::collections::BTreeMap;
+
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
@@ -106,11 +108,18 @@ pub trait WindowStore: Send + Sync {
     /// Windows ending at or before this have closed (fired).
     fn closed_through(&self) -> Option<i64>;
 
-    /// Which rows (event `times`, and their session `keys` where the window
-    /// has keys) are late for every window they belong to.
+    /// How far the windows of source partition `partition` have closed.
+    fn closed_for(&self, _partition: i32) -> Option<i64> {
+        self.closed_through()
+    }
+
+    /// Which rows of source partition `partition` (event `times`, and
+    /// their session `keys` where the window has keys) are late for every
+    /// window they belong to.
     fn late_rows(
         &self,
         spec: &WindowSpec,
+        partition: i32,
         times: &TimestampMillisecondArray,
         keys: Option<&ArrayRef>,
     ) -> Result<BooleanArray, ArrowError>;
@@ -167,6 +176,17 @@ pub trait WindowStore: Send + Sync {
     /// Restores how far windows have closed.
     fn restore_closed_through(&mut self, closed_through: i64);
 
+    /// Restores how far windows had closed for the state of each partition
+    /// (by number), as the instances that owned them last wrote it: they
+    /// differ after a rescale. The store goes on from the least of them,
+    /// and (panes) does not fire a partition's windows again, nor take its
+    /// late rows, up to its own mark.
+    fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, i64>) {
+        if let Some(&least) = closed.values().min() {
+            self.restore_closed_through(least);
+        }
+    }
+
     /// Ends a restore.
     fn finish_restore(&mut self);
 
@@ -185,10 +205,11 @@ impl WindowStore for PaneStore {
     fn late_rows(
         &self,
         spec: &WindowSpec,
+        partition: i32,
         times: &TimestampMillisecondArray,
         _keys: Option<&ArrayRef>,
     ) -> Result<BooleanArray, ArrowError> {
-        let closed = PaneStore::closed_through(self);
+        let closed = self.closed_for(partition);
         Ok(times
             .iter()
             .map(|t| {
@@ -277,6 +298,14 @@ impl WindowStore for PaneStore {
         PaneStore::restore_closed_through(self, closed_through);
     }
 
+    fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, i64>) {
+        PaneStore::restore_closed_partitions(self, closed);
+    }
+
+    fn closed_for(&self, partition: i32) -> Option<i64> {
+        PaneStore::closed_for(self, partition)
+    }
+
     fn finish_restore(&mut self) {}
 
     fn rows(&self) -> usize {
@@ -296,6 +325,7 @@ impl WindowStore for SessionStore {
     fn late_rows(
         &self,
         spec: &WindowSpec,
+        _partition: i32,
         times: &TimestampMillisecondArray,
         keys: Option<&ArrayRef>,
     ) -> Result<BooleanArray, ArrowError> {

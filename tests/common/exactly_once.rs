@@ -103,11 +103,12 @@ pub fn wait_all_committed(config: &Config, timeout: Duration, log: impl Fn() -> 
 }
 
 /// `base` with a consumer group, output topics and dead-letter topic of
-/// `run`'s own; the instance is `run-index`.
-pub fn run_config(base: &Config, run: &str, index: usize) -> Config {
+/// `run`'s own; the instance is `index` of `instances`.
+pub fn run_config(base: &Config, run: &str, index: i64, instances: i64) -> Config {
     let mut config = base.clone();
     config.kafka.group_id = format!("{}-{run}", base.kafka.group_id);
-    config.kafka.instance_id = format!("{run}-{index}");
+    config.cluster.index = index;
+    config.cluster.instances = instances;
     config.topics.output_prefix = format!("{}{run}.", base.topics.output_prefix);
     config.topics.deadletter = format!("{}.{run}", base.topics.deadletter);
     config

@@ -210,7 +210,11 @@ pub fn engine_env(config: &Config, extra: &[(&str, &str)]) -> Vec<(String, Strin
     [
         ("CXPULSE__KAFKA__BROKERS", config.kafka.brokers.clone()),
         ("CXPULSE__KAFKA__GROUP_ID", config.kafka.group_id.clone()),
-        ("CXPULSE__KAFKA__INSTANCE_ID", config.instance_id()),
+        (
+            "CXPULSE__CLUSTER__INSTANCES",
+            config.cluster.instances.to_string(),
+        ),
+        ("CXPULSE__CLUSTER__INDEX", config.cluster.index.to_string()),
         ("CXPULSE__TOPICS__TRANSACTIONS", t.transactions.clone()),
         ("CXPULSE__TOPICS__FEEDBACK", t.feedback.clone()),
         ("CXPULSE__TOPICS__COMPLAINTS", t.complaints.clone()),

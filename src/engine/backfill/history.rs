@@ -79,12 +79,15 @@ pub fn open(
         .set("group.id", &config.kafka.group_id)
         .set("enable.auto.commit", "false");
     let reader: BaseConsumer<ReadToEndContext> = client.create_with_context(ReadToEndContext)?;
+    // Only the partitions this instance owns: their owners backfill the
+    // others.
+    let cluster = config.cluster();
     let mut all = TopicPartitionList::new();
     for &source in sources {
         let topic = config.topics.source_topic(source);
         let metadata = reader.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
         for t in metadata.topics() {
-            for p in t.partitions() {
+            for p in t.partitions().iter().filter(|p| cluster.owns(p.id())) {
                 all.add_partition(t.name(), p.id());
             }
         }
