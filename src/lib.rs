@@ -12,7 +12,8 @@
 //! |---|---|---|
 //! | configuration | [`config`] | embedded default → file → `CXPULSE__*` env, all problems at once |
 //! | sources | [`schema`] | the declared sources (`[[sources]]`) as one value per configuration ([`schema::Sources`]): streams and tables, their fields and Arrow schemas |
-//! | consume | [`source`] | the Kafka consumer group, micro-batch assembly, offsets |
+//! | ownership | [`cluster`] | instance `i` of `N` (`cluster.index`, `cluster.instances`): the event and changelog partitions it owns |
+//! | consume | [`source`] | the consumer of the owned event partitions, micro-batch assembly, offsets |
 //! | decode | [`decode`] | JSON payload → validated cells → Arrow batches, rejections |
 //! | lookup | [`lookup`] | lookup tables: every table source (latest row per key, e.g. `customers`) and the tables kept from a stream (e.g. `complaint_status`, `complaint_history`) |
 //! | queries | [`query`] | `queries/*.sql`: job name, `-- @option` headers |

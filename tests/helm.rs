@@ -121,6 +121,11 @@ fn the_chart_lints_and_refuses_mistyped_or_unsafe_values() {
             "Additional property brokr is not allowed",
         ),
         (vec!["--set", "replicaCount=one"], "replicaCount"),
+        (vec!["--set", "replicaCount=2000"], "replicaCount"),
+        (
+            vec!["--set", "config.cluster.instances=3"],
+            "cluster.instances must not be set in config: replicaCount sets it",
+        ),
         (
             vec!["--set", "kafka.properties.sasl\\.password=hunter2"],
             "sasl.password must not be set in values",
@@ -265,6 +270,32 @@ fn readme_install_args() -> Vec<String> {
         .skip(4)
         .map(|word| word.replace('\'', ""))
         .collect()
+}
+
+#[test]
+fn replica_count_is_the_instance_count_each_pod_finds_its_index_in_its_name() {
+    let docs = documents(&template(&["--set", "replicaCount=3"]).expect("renders"));
+    let set = find(&docs, "StatefulSet", "cx-cxpulse");
+    assert_eq!(set["spec"]["replicas"].as_u64(), Some(3));
+    let config = text(&find(&docs, "ConfigMap", "cx-cxpulse-config")["data"]["cxpulse.toml"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cxpulse.toml");
+    std::fs::write(&path, config).expect("write");
+    // As pod cx-cxpulse-2 loads it: instance 2 of 3.
+    let loaded = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("HOSTNAME", "cx-cxpulse-2")
+        .env("CXPULSE__ENGINE__QUERIES_DIR", repo("queries"))
+        .env("CXPULSE__ENGINE__VIEWS_DIR", repo("queries/views"))
+        .output()
+        .expect("cxpulse check");
+    let said = String::from_utf8_lossy(&loaded.stderr).into_owned()
+        + &String::from_utf8_lossy(&loaded.stdout);
+    let config = cxpulse::config::Config::load(Some(&path)).expect("the rendered config loads");
+    assert_eq!(config.cluster.instances, 3, "{said}");
+    let pdb = find(&docs, "PodDisruptionBudget", "cx-cxpulse");
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), Some(1), "one pod down at a time");
 }
 
 #[test]

@@ -29,8 +29,9 @@ const REMOVED: &[(&str, &str)] = &[
     (
         "kafka.instance_id",
         "removed: instances are told apart by cluster.index (default: the host name's \
-         trailing number); the transactional id is <kafka.group_id>-<cluster.index>, so that an \
-         instance restarted under its index fences its previous self (README: Scaling out)",
+         trailing number); the transactional id is <kafka.group_id>-<cluster.index>-of-<cluster.instances>, so \
+         that an instance restarted under its index fences its previous self (README: Scaling \
+         out)",
     ),
     (
         "kafka.produce_retries",

@@ -142,16 +142,19 @@ impl Config {
         problems
     }
 
-    /// The producer's `transactional.id`: `<group>-<index>`, so that an
-    /// instance restarted under its index fences its previous self (and a
-    /// second process started as the same instance fences the first).
+    /// The producer's `transactional.id`: `<group>-<index>-of-<instances>`,
+    /// so that an instance restarted under its index fences its previous
+    /// self (and a second process started as the same instance fences the
+    /// first), while the instances of another count have ids of their own
+    /// (see `engine::members`).
     pub fn transactional_id(&self) -> String {
-        self.transactional_id_of(self.cluster())
-    }
-
-    /// The `transactional.id` of instance `cluster`.
-    pub fn transactional_id_of(&self, cluster: Cluster) -> String {
-        format!("{}-{}", self.kafka.group_id, cluster.index())
+        let cluster = self.cluster();
+        format!(
+            "{}-{}-of-{}",
+            self.kafka.group_id,
+            cluster.index(),
+            cluster.instances()
+        )
     }
 
     /// This instance's place in the cluster: `cluster.instances`, and

@@ -102,7 +102,7 @@ fn removed_keys_and_bad_sizes_say_why() {
             vec![
                 "old.toml:6: `engine.delivery`: removed: outputs are always committed in Kafka transactions, so read_committed readers see every final row exactly once (README: Guarantees)",
                 "old.toml:7: `engine.state_dir`: removed: state lives in the Kafka changelog topic (topics.changelog), not on disk",
-                "old.toml:4: `kafka.instance_id`: removed: instances are told apart by cluster.index (default: the host name's trailing number); the transactional id is <kafka.group_id>-<cluster.index>, so that an instance restarted under its index fences its previous self (README: Scaling out)",
+                "old.toml:4: `kafka.instance_id`: removed: instances are told apart by cluster.index (default: the host name's trailing number); the transactional id is <kafka.group_id>-<cluster.index>-of-<cluster.instances>, so that an instance restarted under its index fences its previous self (README: Scaling out)",
                 "old.toml:2: `kafka.produce_retries`: removed: a record not delivered within kafka.message_timeout_ms aborts its epoch, which is replayed from the last committed one",
                 "old.toml:3: `kafka.group_id`: \"has space-changelog\" may only contain letters, digits, '.', '_' and '-'",
                 "old.toml:8: `engine.state_memory_limit`: \"lots\" is not a size: couldn't parse \"lots\" into a ByteSize, cannot parse float from empty string (write bytes, or e.g. 512MiB, 2GiB)",
@@ -112,7 +112,7 @@ fn removed_keys_and_bad_sizes_say_why() {
         jail.set_env("CXPULSE__CLUSTER__INDEX", "0");
         jail.set_env("CXPULSE__ENGINE__STATE_MEMORY_LIMIT", "512MiB");
         let config = Config::load(None).expect("valid");
-        assert_eq!(config.transactional_id(), "g-0");
+        assert_eq!(config.transactional_id(), "g-0-of-1");
         assert_eq!(config.changelog_topic(), "g-changelog");
         assert_eq!(config.state_memory_limit_bytes(), 512 * 1024 * 1024);
         Ok(())
@@ -310,7 +310,7 @@ fn exactly_once_settings_cannot_be_overridden_and_the_admin_token_is_long() {
             [
                 "eos.toml:2: `kafka.properties.enable.auto.commit`: cannot be set: cxpulse sets enable.auto.commit itself (offsets are committed only inside each epoch's transaction, with its outputs)",
                 "eos.toml:3: `kafka.properties.isolation.level`: cannot be set: cxpulse sets isolation.level itself (the engine reads read_committed, so that aborted epochs and transactions are never read)",
-                "env CXPULSE__KAFKA__PROPERTIES__TRANSACTIONAL_ID: `kafka.properties.transactional.id`: cannot be set: cxpulse sets transactional.id itself (it is <kafka.group_id>-<cluster.index>, so that an instance restarted under its index fences its previous self)",
+                "env CXPULSE__KAFKA__PROPERTIES__TRANSACTIONAL_ID: `kafka.properties.transactional.id`: cannot be set: cxpulse sets transactional.id itself (it is <kafka.group_id>-<cluster.index>-of-<cluster.instances>, so that an instance restarted under its index fences its previous self)",
                 "env CXPULSE__HTTP__ADMIN_TOKEN: `http.admin_token`: is 5 characters long, at least 16 are needed (e.g. `openssl rand -hex 32`)",
             ]
         );
@@ -454,12 +454,12 @@ fn the_cluster_index_defaults_to_the_host_names_number_and_must_be_below_the_cou
         jail.set_env("HOSTNAME", "cxpulse-2");
         let config = Config::load(None).expect("one instance, whatever its host name");
         assert_eq!(config.cluster(), crate::cluster::Cluster::single());
-        assert_eq!(config.transactional_id(), "cxpulse-0");
+        assert_eq!(config.transactional_id(), "cxpulse-0-of-1");
 
         jail.set_env("CXPULSE__CLUSTER__INSTANCES", "3");
         let config = Config::load(None).expect("valid");
         assert_eq!(config.cluster(), crate::cluster::Cluster::new(3, 2));
-        assert_eq!(config.transactional_id(), "cxpulse-2");
+        assert_eq!(config.transactional_id(), "cxpulse-2-of-3");
 
         jail.set_env("CXPULSE__CLUSTER__INSTANCES", "2");
         let err = Config::load(None).expect_err("index 2 of 2");

@@ -25,7 +25,7 @@ const ENGINE_PROPERTIES: &[(&str, &str)] = &[
     ),
     (
         "transactional.id",
-        "it is <kafka.group_id>-<cluster.index>, so that an instance restarted under its index fences its previous self",
+        "it is <kafka.group_id>-<cluster.index>-of-<cluster.instances>, so that an instance restarted under its index fences its previous self",
     ),
     (
         "enable.auto.commit",

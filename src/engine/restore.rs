@@ -37,9 +37,22 @@ pub(super) struct Restore {
     pub lookup_positions: BTreeMap<(String, i32), i64>,
     /// Where each job's backfill stood, by job name.
     pub backfills: BTreeMap<String, BackfillState>,
-    /// The transactional ids of the instances last started (read by
-    /// instance 0, which owns the records).
-    pub members: Vec<String>,
+    /// The instances that owned this instance's changelog partitions, as
+    /// each wrote when it started.
+    pub members: Vec<Member>,
+}
+
+/// An instance that owned a changelog partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Member {
+    /// Its `transactional.id`.
+    pub transactional_id: String,
+    /// How many instances it was one of.
+    pub instances: i32,
+    /// When it started (ms since the epoch).
+    pub started_at: i64,
+    /// Its record's key.
+    pub key: StateKey,
 }
 
 /// Integer marks restored per changelog partition, or for every partition
@@ -332,8 +345,17 @@ impl Restorer {
                     None => false,
                 }
             }
-            StateKey::Member { transactional_id } => {
-                self.outcome.members.push(transactional_id.clone());
+            StateKey::Member {
+                transactional_id,
+                instances,
+                ..
+            } => {
+                self.outcome.members.push(Member {
+                    transactional_id: transactional_id.clone(),
+                    instances: *instances,
+                    started_at: int(key, restored)?,
+                    key: key.clone(),
+                });
                 true
             }
             StateKey::Checkpoint { .. } => true,

@@ -30,6 +30,7 @@ impl Engine {
         reason: &'static str,
         lessons: &mut super::Lessons,
     ) -> Result<Engine, EngineError> {
+        let started_at = chrono::Utc::now().timestamp_millis();
         health.set_blocker(Some("loading queries".to_owned()));
         health.set_tables_failing(None);
         let lookups = Lookups::new(config.declared);
@@ -221,14 +222,12 @@ impl Engine {
         }
         let (jobs, event_time, mut changelog, restored) = restorer.finish();
         let Restore {
-            mut stale,
+            stale,
             lookup_positions,
             mut backfills,
             members,
         } = restored;
-        if cluster.index() == 0 {
-            stale.extend(super::members::fence_departed(config, &mut changelog, &members).await?);
-        }
+        super::members::take_over(config, &sink, &mut changelog, &members, started_at).await?;
         changelog.restore_read(read_bytes as usize);
         // Invalid table records dead-lettered before the restart are not
         // sent again.

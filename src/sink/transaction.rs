@@ -114,6 +114,11 @@ impl Sink {
         .await
     }
 
+    /// Commits the open transaction, which holds records and no offsets.
+    pub async fn commit_records(&self) -> Result<(), TxnFailure> {
+        self.blocking(|p| p.commit_transaction(CALL_TIMEOUT)).await
+    }
+
     /// Aborts the open transaction: nothing sent in it becomes visible to
     /// read_committed readers.
     pub async fn abort(&self) -> Result<(), TxnFailure> {

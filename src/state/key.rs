@@ -156,13 +156,18 @@ pub enum StateKey {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         home: Option<i32>,
     },
-    /// One transactional id of the instances last started
-    /// (`cluster.instances`): a start with another count fences those it
-    /// no longer uses, so that none of their open transactions holds the
-    /// topics back. Written by instance 0, in changelog partition 0.
+    /// The instance that owns one changelog partition (and the event
+    /// partitions of that number), written when it starts; its value is
+    /// when it started (ms). The next owner, after a restart or a rescale,
+    /// fences it, and an instance of an older set of instances that finds
+    /// it stops.
     Member {
-        /// The producer's `transactional.id`.
+        /// The owner's `transactional.id`.
         transactional_id: String,
+        /// How many instances it was one of.
+        instances: i32,
+        /// The changelog partition.
+        partition: i32,
     },
     /// Where a checkpoint (a rewrite of all live state) starts in one
     /// changelog partition; restore begins at the latest one.
@@ -290,8 +295,8 @@ impl StateKey {
                 partition: Some(partition),
                 ..
             }
+            | StateKey::Member { partition, .. }
             | StateKey::Checkpoint { partition } => partition.rem_euclid(partitions),
-            StateKey::Member { .. } => 0,
             other => {
                 let hash = twox_hash::XxHash64::oneshot(0, &other.encode(0));
                 (hash % partitions as u64) as i32
@@ -393,12 +398,14 @@ mod tests {
         assert_eq!(done.partition(4), 2, "the partition it names");
         let member = StateKey::Member {
             transactional_id: "cxpulse-2".into(),
+            instances: 3,
+            partition: 5,
         };
         assert_eq!(
             String::from_utf8_lossy(&member.encode(0)),
-            r#"{"kind":"member","transactional_id":"cxpulse-2","part":0}"#
+            r#"{"kind":"member","transactional_id":"cxpulse-2","instances":3,"partition":5,"part":0}"#
         );
-        assert_eq!(member.partition(4), 0, "instance 0 owns it");
+        assert_eq!(member.partition(6), 5);
         let position = StateKey::LookupPosition {
             topic: "cx.customers".into(),
             partition: 3,

@@ -104,7 +104,11 @@ Secret.
   "kafka" (dict "brokers" .Values.kafka.brokers "group_id" .Values.kafka.groupId "properties" $properties)
   "engine" (dict "queries_dir" "/etc/cxpulse/queries" "views_dir" "/etc/cxpulse/views")
   "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.httpPort)))
-  "log" (dict "format" .Values.logFormat) }}
+  "log" (dict "format" .Values.logFormat)
+  "cluster" (dict "instances" (max 1 (int .Values.replicaCount))) }}
+{{- if hasKey (dig "cluster" dict .Values.config) "instances" }}
+{{- fail "cluster.instances must not be set in config: replicaCount sets it" }}
+{{- end }}
 {{- $config := mergeOverwrite $chart (deepCopy .Values.config) }}
 {{- toToml $config }}
 {{- end }}
