@@ -122,9 +122,10 @@ fn the_chart_lints_and_refuses_mistyped_or_unsafe_values() {
         ),
         (vec!["--set", "replicaCount=one"], "replicaCount"),
         (vec!["--set", "replicaCount=2000"], "replicaCount"),
+        // replicaCount sets cluster.instances; a pod's name, its index.
         (
             vec!["--set", "config.cluster.instances=3"],
-            "cluster.instances must not be set in config: replicaCount sets it",
+            "config: Additional property cluster is not allowed",
         ),
         (
             vec!["--set", "kafka.properties.sasl\\.password=hunter2"],
@@ -281,21 +282,46 @@ fn replica_count_is_the_instance_count_each_pod_finds_its_index_in_its_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cxpulse.toml");
     std::fs::write(&path, config).expect("write");
-    // As pod cx-cxpulse-2 loads it: instance 2 of 3.
-    let loaded = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&path)
-        .env("HOSTNAME", "cx-cxpulse-2")
-        .env("CXPULSE__ENGINE__QUERIES_DIR", repo("queries"))
-        .env("CXPULSE__ENGINE__VIEWS_DIR", repo("queries/views"))
-        .output()
-        .expect("cxpulse check");
-    let said = String::from_utf8_lossy(&loaded.stderr).into_owned()
-        + &String::from_utf8_lossy(&loaded.stdout);
-    let config = cxpulse::config::Config::load(Some(&path)).expect("the rendered config loads");
-    assert_eq!(config.cluster.instances, 3, "{said}");
+    let loaded = cxpulse::config::Config::load(Some(&path)).expect("the rendered config loads");
+    assert_eq!(loaded.cluster.instances, 3);
+    // No StatefulSet to look up (helm template): the generation is the
+    // release revision.
+    assert_eq!(loaded.cluster.generation, 1);
+    assert_eq!(
+        text(&set["metadata"]["annotations"]["cxpulse.io/generation"]),
+        "1"
+    );
+    let check_as = |pod: &str| {
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("HOSTNAME", pod)
+            .env("CXPULSE__ENGINE__QUERIES_DIR", repo("queries"))
+            .env("CXPULSE__ENGINE__VIEWS_DIR", repo("queries/views"))
+            .output()
+            .expect("cxpulse check");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    // Pod 2 is instance 2 of 3: the bundled jobs grouped by the customer
+    // run there; those grouped by something else need the shuffle.
+    let said = check_as("cx-cxpulse-2");
+    assert!(said.contains("ok      loyalty_rfm"), "{said}");
+    assert!(
+        said.contains("need_by_category.sql:6: cannot run on 3 instances yet: it groups by category, not by customer_id, the partition_key of transactions"),
+        "{said}"
+    );
+    // A pod beyond the count is refused.
+    let said = check_as("cx-cxpulse-5");
+    assert!(
+        said.contains("`cluster.instances`: is 3, but this instance's index, the trailing number of its host name, is 5"),
+        "{said}"
+    );
     let pdb = find(&docs, "PodDisruptionBudget", "cx-cxpulse");
-    assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), Some(1), "one pod down at a time");
+    assert_eq!(
+        pdb["spec"]["maxUnavailable"].as_u64(),
+        Some(1),
+        "one pod down at a time"
+    );
 }
 
 #[test]

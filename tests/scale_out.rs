@@ -70,10 +70,18 @@ const BY_CUSTOMER: [(&str, &str); 2] = [
     ),
 ];
 
-/// Starts instances `0..n` of `n` of `run` and waits until each is ready.
-fn start_all(base: &Config, run: &str, n: i64) -> Vec<EngineProcess> {
+/// Instance `index` of `instances` of `run`, of deployment `generation`.
+fn deployed(base: &Config, run: &str, index: i64, instances: i64, generation: i64) -> Config {
+    let mut config = run_config(base, run, index, instances);
+    config.cluster.generation = generation;
+    config
+}
+
+/// Starts instances `0..n` of `n` of `run`, of deployment `generation`,
+/// and waits until each is ready.
+fn start_all(base: &Config, run: &str, n: i64, generation: i64) -> Vec<EngineProcess> {
     let mut engines: Vec<EngineProcess> = (0..n)
-        .map(|i| EngineProcess::start(&engine_env(&run_config(base, run, i, n), &[])))
+        .map(|i| EngineProcess::start(&engine_env(&deployed(base, run, i, n, generation), &[])))
         .collect();
     for engine in &mut engines {
         engine.wait_ready(READY);
@@ -185,7 +193,7 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
     // restarted under its index.
     preload(&base, chunks[0]).await;
     send_invalid(&base, "a").await;
-    let mut engines = start_all(&base, run, 3);
+    let mut engines = start_all(&base, run, 3, 1);
     for engine in &engines {
         assert_eq!(
             assigned(engine),
@@ -202,7 +210,7 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
     }
     engines.remove(1).kill();
     let restarted = std::time::Instant::now();
-    let mut again = EngineProcess::start(&engine_env(&run_config(&base, run, 1, 3), &[]));
+    let mut again = EngineProcess::start(&engine_env(&deployed(&base, run, 1, 3, 1), &[]));
     again.wait_ready(READY);
     let ready_after = restarted.elapsed();
     wait_all_committed(&group, Duration::from_secs(300), || again.log_text());
@@ -217,10 +225,20 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
     send_invalid(&base, "c").await;
     let step = std::time::Instant::now();
     stop_all(engines);
-    let engines = start_all(&base, run, 2);
+    let engines = start_all(&base, run, 2, 2);
     println!(
         "scale 3 → 2: every partition read again after {:?}",
         step.elapsed()
+    );
+    // An instance of the old count started again (as a pod during a
+    // rolling update) finds its partitions owned by the newer deployment.
+    let mut leftover = EngineProcess::start(&engine_env(&deployed(&base, run, 1, 3, 1), &[]));
+    let status = leftover.wait_exit(Duration::from_secs(60));
+    let log = leftover.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(
+        log.contains("a newer deployment runs, so this one stops"),
+        "{log}"
     );
     for engine in &engines {
         assert_eq!(
@@ -237,7 +255,7 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
     send_invalid(&base, "d").await;
     let step = std::time::Instant::now();
     stop_all(engines);
-    let mut engines = start_all(&base, run, 4);
+    let mut engines = start_all(&base, run, 4, 3);
     println!(
         "scale 2 → 4: every partition read again after {:?}",
         step.elapsed()
@@ -245,7 +263,7 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
     let owned: Vec<f64> = engines.iter().map(assigned).collect();
     assert_eq!(owned, vec![6.0, 6.0, 3.0, 3.0], "p mod 4 over 6 partitions");
     let mut zombie = engines.remove(2);
-    let twin = EngineProcess::start(&engine_env(&run_config(&base, run, 2, 4), &[]));
+    let twin = EngineProcess::start(&engine_env(&deployed(&base, run, 2, 4, 3), &[]));
     let status = zombie.wait_exit(Duration::from_secs(60));
     let log = zombie.log_text();
     let status = status.unwrap_or_else(|| panic!("the fenced instance did not stop:\n{log}"));

@@ -88,6 +88,11 @@ pub struct ClusterConfig {
     /// This instance's index in `0..N`; -1: the trailing number of the
     /// host name, else 0.
     pub index: i64,
+    /// Which deployment of the instances this one belongs to (the chart
+    /// sets the Helm release revision): an instance that finds its
+    /// partitions owned by instances of another count and a higher
+    /// generation stops.
+    pub generation: i64,
 }
 
 /// `[topics]`: topic names.

@@ -141,6 +141,12 @@ pub(super) fn validate(config: &Config, layers: &Layered) -> Vec<ConfigProblem> 
             ),
         );
     }
+    if config.cluster.generation < 0 {
+        fail(
+            "cluster.generation",
+            format!("is {}, it must be 0 or more", config.cluster.generation),
+        );
+    }
     if config.kafka.group_id.trim().is_empty() {
         fail("kafka.group_id", "must not be empty".to_owned());
     }

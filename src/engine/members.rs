@@ -1,10 +1,11 @@
 //! Who owned which partition: each instance writes, into every changelog
-//! partition it owns, a record naming itself and how many instances it is
-//! one of. The next owner of a partition (the same instance restarted, or
-//! another after a rescale) fences the previous owners, and an instance of
-//! an older set of instances (still running while a rescale replaces the
-//! pods one by one) that finds a newer set's record stops instead of
-//! processing the same partitions.
+//! partition it owns, a record naming itself, how many instances it is one
+//! of and its `cluster.generation`. The next owner of a partition (the same
+//! instance restarted, or another after a rescale) fences the previous
+//! owners, so that a running instance of the old count stops at its next
+//! commit; one of the old count that starts again while a rolling update
+//! replaces the pods finds the new count's higher generation and stops,
+//! instead of processing the same partitions.
 
 use super::EngineError;
 use super::restore::Member;
@@ -14,27 +15,24 @@ use crate::state::key::StateKey;
 use crate::state::writer::ChangelogWriter;
 
 /// Takes over this instance's changelog partitions from `previous`, their
-/// owners as restored: refuses to run if an instance of another count took
-/// them after this one last did (a newer set of instances runs), records
-/// this instance as their owner in a transaction of its own, then fences
-/// every previous owner but itself, so that none can commit for these
-/// partitions any more. `started_at`: this start (ms).
+/// owners as restored: refuses to run if instances of another count and a
+/// higher generation own them (this one is left over from before a
+/// rescale), records this instance as their owner in a transaction of its
+/// own, then fences every previous owner but itself, so that none can
+/// commit for these partitions any more.
 pub(super) async fn take_over(
     config: &Config,
     sink: &Sink,
     changelog: &mut ChangelogWriter,
     previous: &[Member],
-    started_at: i64,
 ) -> Result<(), EngineError> {
     let me = config.transactional_id();
     let instances = config.cluster().instances();
-    if let Some(newer) = newer_owner(previous, &me, instances) {
+    let generation = config.cluster.generation;
+    if let Some(newer) = newer_owner(previous, instances, generation) {
         return Err(EngineError::Cluster(format!(
-            "{} (one of {} instances) took partitions of this instance at {}, after this one last started: a newer set of instances runs, so this one (configured with cluster.instances = {instances}) stops; set cluster.instances to {} to join it",
-            newer.transactional_id,
-            newer.instances,
-            crate::sink::format_timestamp_millis(newer.started_at),
-            newer.instances
+            "{} (one of {} instances, cluster.generation {}) owns partitions of this instance, which is one of {instances} of generation {generation}: a newer deployment runs, so this one stops",
+            newer.transactional_id, newer.instances, newer.generation
         )));
     }
     let mut records = Vec::new();
@@ -47,7 +45,7 @@ pub(super) async fn take_over(
             instances,
             partition,
         };
-        records.extend(changelog.put_int(key, started_at));
+        records.extend(changelog.put_int(key, generation));
     }
     sink.begin().await?;
     sink.send_all(records).await?;
@@ -59,7 +57,9 @@ pub(super) async fn take_over(
         }
         crate::sink::transaction::fence(&config.client_config(), &member.transactional_id)
             .await
-            .map_err(EngineError::kafka("fencing a previous owner of this instance's partitions"))?;
+            .map_err(EngineError::kafka(
+                "fencing a previous owner of this instance's partitions",
+            ))?;
         tracing::info!(
             transactional_id = %member.transactional_id,
             of = member.instances,
@@ -69,19 +69,12 @@ pub(super) async fn take_over(
     Ok(())
 }
 
-/// The owner among `previous` that makes instance `me` (one of
-/// `instances`) stale: one of another count that took a partition after
-/// `me` last started. An instance that never owned these partitions (or
-/// whose records a newer owner deleted) takes them over.
-fn newer_owner<'a>(previous: &'a [Member], me: &str, instances: i32) -> Option<&'a Member> {
-    let since = previous
-        .iter()
-        .filter(|m| m.transactional_id == me)
-        .map(|m| m.started_at)
-        .max()?;
+/// The owner among `previous` that makes an instance of `instances` and
+/// `generation` a leftover: one of another count and a higher generation.
+fn newer_owner(previous: &[Member], instances: i32, generation: i64) -> Option<&Member> {
     previous
         .iter()
-        .find(|m| m.instances != instances && m.started_at > since)
+        .find(|m| m.instances != instances && m.generation > generation)
 }
 
 /// Refuses to run several instances over a changelog with fewer partitions
@@ -97,7 +90,9 @@ pub(super) async fn check_changelog_width(
     let topics = config.topics.of(config.declared.streams());
     let counts = crate::admin::partition_counts(config, &topics)
         .await
-        .map_err(EngineError::kafka("reading the event topics' partition counts"))?;
+        .map_err(EngineError::kafka(
+            "reading the event topics' partition counts",
+        ))?;
     match counts.iter().find(|(_, n)| **n > changelog_partitions) {
         Some((topic, n)) => Err(EngineError::Cluster(format!(
             "the changelog {} has {changelog_partitions} partitions but {topic} has {n}: with several instances, event partition p keeps its state in changelog partition p; add partitions to the changelog (kafka-topics --alter --partitions {n}) before scaling out",
@@ -111,11 +106,11 @@ pub(super) async fn check_changelog_width(
 mod tests {
     use super::*;
 
-    fn member(id: &str, instances: i32, started_at: i64) -> Member {
+    fn member(id: &str, instances: i32, generation: i64) -> Member {
         Member {
             transactional_id: id.to_owned(),
             instances,
-            started_at,
+            generation,
             key: StateKey::Member {
                 transactional_id: id.to_owned(),
                 instances,
@@ -125,25 +120,20 @@ mod tests {
     }
 
     #[test]
-    fn an_instance_of_the_old_count_stops_once_the_new_count_took_its_partitions() {
-        // 3 → 2: instance 1 of 2 took partition 3 (of instance 0 of 3) at
-        // 20; instance 0 of 3, which started at 10, starts again.
-        let found = [member("g-0-of-3", 3, 10), member("g-1-of-2", 2, 20)];
+    fn an_instance_of_the_old_count_stops_once_a_newer_deployment_owns_its_partitions() {
+        // 3 → 2 by a helm upgrade (revision 4 → 5): instance 0 of 3 starts
+        // again while the rolling update is under way.
+        let found = [member("g-1-of-2", 2, 5)];
         assert_eq!(
-            newer_owner(&found, "g-0-of-3", 3).map(|m| m.transactional_id.as_str()),
+            newer_owner(&found, 3, 4).map(|m| m.transactional_id.as_str()),
             Some("g-1-of-2")
         );
-        // The new instance itself, restarted, is not stale.
-        assert_eq!(newer_owner(&found[1..], "g-1-of-2", 2), None);
-        // A new instance that never owned these partitions takes them over,
-        // whatever their owners' start times.
-        assert_eq!(newer_owner(&[member("g-0-of-2", 2, 50)], "g-0-of-3", 3), None);
-        // Owners of the same count (a zombie's restarts) never stop it.
-        let same = [member("g-0-of-3", 3, 10), member("g-1-of-3", 3, 20)];
-        assert_eq!(newer_owner(&same, "g-0-of-3", 3), None);
-        // Owners of another count that took over before it last started
-        // are older: it takes over from them.
-        let older = [member("g-0-of-2", 2, 5), member("g-0-of-3", 3, 10)];
-        assert_eq!(newer_owner(&older, "g-0-of-3", 3), None);
+        // The new count takes over from the old one, and from itself.
+        assert_eq!(newer_owner(&[member("g-0-of-3", 3, 4)], 2, 5), None);
+        assert_eq!(newer_owner(&found, 2, 5), None);
+        // Of the same count (a config change that kept it), never.
+        assert_eq!(newer_owner(&[member("g-0-of-3", 3, 6)], 3, 5), None);
+        // Without generations (0 everywhere), the starting one takes over.
+        assert_eq!(newer_owner(&[member("g-0-of-2", 2, 0)], 3, 0), None);
     }
 }

@@ -49,8 +49,8 @@ pub(super) struct Member {
     pub transactional_id: String,
     /// How many instances it was one of.
     pub instances: i32,
-    /// When it started (ms since the epoch).
-    pub started_at: i64,
+    /// Its `cluster.generation`.
+    pub generation: i64,
     /// Its record's key.
     pub key: StateKey,
 }
@@ -353,7 +353,7 @@ impl Restorer {
                 self.outcome.members.push(Member {
                     transactional_id: transactional_id.clone(),
                     instances: *instances,
-                    started_at: int(key, restored)?,
+                    generation: int(key, restored)?,
                     key: key.clone(),
                 });
                 true

@@ -30,7 +30,6 @@ impl Engine {
         reason: &'static str,
         lessons: &mut super::Lessons,
     ) -> Result<Engine, EngineError> {
-        let started_at = chrono::Utc::now().timestamp_millis();
         health.set_blocker(Some("loading queries".to_owned()));
         health.set_tables_failing(None);
         let lookups = Lookups::new(config.declared);
@@ -227,7 +226,7 @@ impl Engine {
             mut backfills,
             members,
         } = restored;
-        super::members::take_over(config, &sink, &mut changelog, &members, started_at).await?;
+        super::members::take_over(config, &sink, &mut changelog, &members).await?;
         changelog.restore_read(read_bytes as usize);
         // Invalid table records dead-lettered before the restart are not
         // sent again.

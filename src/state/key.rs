@@ -158,9 +158,9 @@ pub enum StateKey {
     },
     /// The instance that owns one changelog partition (and the event
     /// partitions of that number), written when it starts; its value is
-    /// when it started (ms). The next owner, after a restart or a rescale,
-    /// fences it, and an instance of an older set of instances that finds
-    /// it stops.
+    /// its `cluster.generation`. The next owner, after a restart or a
+    /// rescale, fences it, and an instance of another count and a lower
+    /// generation that finds it stops.
     Member {
         /// The owner's `transactional.id`.
         transactional_id: String,

@@ -117,7 +117,7 @@ fn int_column(key: &StateKey) -> &'static str {
         StateKey::BackfillDone { .. } => "finished_at",
         StateKey::SourceWatermark { .. } => "watermark",
         StateKey::Checkpoint { .. } => "written_at",
-        StateKey::Member { .. } => "started_at",
+        StateKey::Member { .. } => "generation",
         StateKey::Pane { .. }
         | StateKey::Session { .. }
         | StateKey::SessionPart { .. }

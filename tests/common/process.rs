@@ -215,6 +215,10 @@ pub fn engine_env(config: &Config, extra: &[(&str, &str)]) -> Vec<(String, Strin
             config.cluster.instances.to_string(),
         ),
         ("CXPULSE__CLUSTER__INDEX", config.cluster.index.to_string()),
+        (
+            "CXPULSE__CLUSTER__GENERATION",
+            config.cluster.generation.to_string(),
+        ),
         ("CXPULSE__TOPICS__TRANSACTIONS", t.transactions.clone()),
         ("CXPULSE__TOPICS__FEEDBACK", t.feedback.clone()),
         ("CXPULSE__TOPICS__COMPLAINTS", t.complaints.clone()),

@@ -75,6 +75,22 @@ The engine's configuration file: the chart's settings, then
 the admin token come from environment variables, TLS files from a mounted
 Secret.
 */}}
+{{- /*
+The instances' cluster.generation: the release revision that last changed
+replicaCount (read back from the StatefulSet's annotation), so that only a
+rescale starts a new generation, and a pod of the old count that restarts
+during the rolling update stops instead of processing its old partitions.
+*/ -}}
+{{- define "cxpulse.generation" -}}
+{{- $set := lookup "apps/v1" "StatefulSet" .Release.Namespace (include "cxpulse.fullname" .) }}
+{{- $kept := dig "metadata" "annotations" "cxpulse.io/generation" "" $set }}
+{{- if and $kept (eq (int (dig "spec" "replicas" -1 $set)) (int .Values.replicaCount)) }}
+{{- $kept }}
+{{- else }}
+{{- .Release.Revision }}
+{{- end }}
+{{- end }}
+
 {{- define "cxpulse.configToml" -}}
 {{- $properties := deepCopy .Values.kafka.properties }}
 {{- $sasl := .Values.kafka.sasl }}
@@ -105,10 +121,7 @@ Secret.
   "engine" (dict "queries_dir" "/etc/cxpulse/queries" "views_dir" "/etc/cxpulse/views")
   "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.httpPort)))
   "log" (dict "format" .Values.logFormat)
-  "cluster" (dict "instances" (max 1 (int .Values.replicaCount))) }}
-{{- if hasKey (dig "cluster" dict .Values.config) "instances" }}
-{{- fail "cluster.instances must not be set in config: replicaCount sets it" }}
-{{- end }}
+  "cluster" (dict "instances" (max 1 (int .Values.replicaCount)) "generation" (int (include "cxpulse.generation" .))) }}
 {{- $config := mergeOverwrite $chart (deepCopy .Values.config) }}
 {{- toToml $config }}
 {{- end }}
