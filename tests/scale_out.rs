@@ -16,8 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::exactly_once::{
-    assert_same_rows, final_rows, preload, run_config, uncommitted, wait_all_committed,
-    wait_finished,
+    assert_same_rows, event_topics, final_rows, preload, run_config, uncommitted,
+    wait_all_committed, wait_finished,
 };
 use common::process::{EngineProcess, engine_env};
 use common::{
@@ -202,6 +202,43 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
         );
     }
     wait_all_committed(&group, Duration::from_secs(300), || engines[1].log_text());
+    // The work and the state are shared: each instance read at least a
+    // fifth of the events and holds 20–45 % of the partition-key job's
+    // window state, as its own metrics say.
+    let read: Vec<f64> = engines
+        .iter()
+        .map(|e| {
+            let body = e.metrics();
+            event_topics(&base)
+                .iter()
+                .filter_map(|t| {
+                    common::metric(
+                        &body,
+                        &format!("cxpulse_records_consumed_total{{topic=\"{t}\"}}"),
+                    )
+                })
+                .sum()
+        })
+        .collect();
+    let held: Vec<f64> = engines
+        .iter()
+        .map(|e| {
+            common::metric(
+                &e.metrics(),
+                "cxpulse_window_state_bytes{job=\"orders_per_customer_two_days\"}",
+            )
+            .unwrap_or(0.0)
+        })
+        .collect();
+    println!("events read per instance {read:?}, window state bytes {held:?}");
+    let share = |v: &[f64], i: usize| v[i] / v.iter().sum::<f64>();
+    for i in 0..3 {
+        assert!(share(&read, i) >= 0.2, "instance {i} read {read:?}");
+        assert!(
+            (0.2..=0.45).contains(&share(&held, i)),
+            "instance {i} holds {held:?}"
+        );
+    }
     preload(&base, chunks[1]).await;
     send_invalid(&base, "b").await;
     let total = uncommitted(&group);
@@ -262,8 +299,12 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
     );
     let owned: Vec<f64> = engines.iter().map(assigned).collect();
     assert_eq!(owned, vec![6.0, 6.0, 3.0, 3.0], "p mod 4 over 6 partitions");
+    // A second process started as instance 2 fences the first, which stops
+    // at its next commit (the closing orders give it one).
     let mut zombie = engines.remove(2);
-    let twin = EngineProcess::start(&engine_env(&deployed(&base, run, 2, 4, 3), &[]));
+    let mut twin = EngineProcess::start(&engine_env(&deployed(&base, run, 2, 4, 3), &[]));
+    twin.wait_ready(READY);
+    send_closing_orders(&base).await;
     let status = zombie.wait_exit(Duration::from_secs(60));
     let log = zombie.log_text();
     let status = status.unwrap_or_else(|| panic!("the fenced instance did not stop:\n{log}"));
@@ -273,8 +314,6 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
         "the log says why it stopped:\n{log}"
     );
     engines.insert(2, twin);
-    engines[2].wait_ready(READY);
-    send_closing_orders(&base).await;
     for engine in &engines {
         wait_finished(&group, engine, Duration::from_secs(300));
     }
