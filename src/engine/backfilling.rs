@@ -392,14 +392,12 @@ impl Engine {
         }
         for running in self.jobs.live() {
             if let Some(at) = running.backfilled_at() {
-                for partition in self.changelog.owned().to_vec() {
-                    let key = StateKey::BackfillDone {
-                        job: running.job.name.clone(),
-                        fingerprint: running.job.fingerprint.clone(),
-                        partition: Some(partition),
-                    };
-                    records.extend(self.changelog.put_int(key, at));
-                }
+                let key = |partition| StateKey::BackfillDone {
+                    job: running.job.name.clone(),
+                    fingerprint: running.job.fingerprint.clone(),
+                    partition: Some(partition),
+                };
+                records.extend(self.changelog.put_int_in_owned(key, at));
             }
         }
         records

@@ -38,17 +38,12 @@ impl Engine {
                 records.extend(self.changelog.apply(change)?);
             }
             if let Some(closed) = windowed.closed_through() {
-                // Once per owned partition, so that the owner of each
-                // partition after a rescale knows how far its windows
-                // closed.
-                for partition in self.changelog.owned().to_vec() {
-                    let key = StateKey::Closed {
-                        job: name.clone(),
-                        fingerprint: fingerprint.clone(),
-                        partition: Some(partition),
-                    };
-                    records.extend(self.changelog.put_int(key, closed));
-                }
+                let key = |partition| StateKey::Closed {
+                    job: name.clone(),
+                    fingerprint: fingerprint.clone(),
+                    partition: Some(partition),
+                };
+                records.extend(self.changelog.put_int_in_owned(key, closed));
             }
         }
         records.extend(self.backfill_records());
@@ -61,13 +56,11 @@ impl Engine {
             records.extend(self.changelog.put_int(key, t));
         }
         for (kind, watermark) in self.event_time.source_watermarks() {
-            for partition in self.changelog.owned().to_vec() {
-                let key = StateKey::SourceWatermark {
-                    source: kind.name().to_owned(),
-                    partition: Some(partition),
-                };
-                records.extend(self.changelog.put_int(key, watermark));
-            }
+            let key = |partition| StateKey::SourceWatermark {
+                source: kind.name().to_owned(),
+                partition: Some(partition),
+            };
+            records.extend(self.changelog.put_int_in_owned(key, watermark));
         }
         // Kept tables are not partitioned: with several instances (where no
         // job may read them) they are not written.
@@ -105,10 +98,11 @@ impl Engine {
         // The table sources' dead letters are instance 0's to send.
         let cluster = self.config.cluster();
         let home = (!cluster.is_single()).then_some(0);
-        for ((topic, partition), &next) in self.inputs.lookup_positions() {
-            if cluster.index() != 0 {
-                break;
-            }
+        let positions = match cluster.index() {
+            0 => self.inputs.lookup_positions().iter(),
+            _ => Default::default(),
+        };
+        for ((topic, partition), &next) in positions {
             let key = StateKey::LookupPosition {
                 topic: topic.clone(),
                 partition: *partition,

@@ -71,8 +71,9 @@ pub enum EngineError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The queries or topics cannot run on several instances.
-    #[error("cluster.instances > 1: {0}")]
+    /// The queries or topics cannot run on the configured instances, or a
+    /// newer deployment owns this instance's partitions.
+    #[error("cluster: {0}")]
     Cluster(String),
     /// The last epoch did not commit at shutdown (it is replayed at the
     /// next start): the stop was not clean.

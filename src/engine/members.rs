@@ -39,14 +39,12 @@ pub(super) async fn take_over(
     for member in previous {
         records.extend(changelog.delete(&member.key));
     }
-    for partition in changelog.owned().to_vec() {
-        let key = StateKey::Member {
-            transactional_id: me.clone(),
-            instances,
-            partition,
-        };
-        records.extend(changelog.put_int(key, generation));
-    }
+    let key = |partition| StateKey::Member {
+        transactional_id: me.clone(),
+        instances,
+        partition,
+    };
+    records.extend(changelog.put_int_in_owned(key, generation));
     sink.begin().await?;
     sink.send_all(records).await?;
     sink.commit_records().await?;

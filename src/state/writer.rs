@@ -80,11 +80,6 @@ impl ChangelogWriter {
         self
     }
 
-    /// The changelog partitions this instance owns.
-    pub fn owned(&self) -> &[i32] {
-        &self.owned
-    }
-
     /// The changelog topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -177,6 +172,18 @@ impl ChangelogWriter {
         }
     }
 
+    /// Records `v` once in each owned changelog partition, under the key
+    /// `key` gives for it: a value of the instance as a whole (how far a
+    /// job's windows closed, a source's watermark), so that the owner of
+    /// each partition after a rescale finds it there.
+    pub fn put_int_in_owned(&mut self, key: impl Fn(i32) -> StateKey, v: i64) -> Vec<OutRecord> {
+        let owned = self.owned.clone();
+        owned
+            .into_iter()
+            .flat_map(|partition| self.put_int(key(partition), v))
+            .collect()
+    }
+
     /// Deletes every live key that `doomed` selects, e.g. a removed job's.
     pub fn delete_where(&mut self, doomed: impl Fn(&StateKey) -> bool) -> Vec<OutRecord> {
         let keys: Vec<StateKey> = self.live.keys().filter(|k| doomed(k)).cloned().collect();
@@ -244,6 +251,26 @@ mod tests {
             source: "complaints".into(),
             key: id.into(),
         }
+    }
+
+    #[test]
+    fn an_instance_writes_and_checkpoints_only_its_own_partitions() {
+        let mut writer = ChangelogWriter::new("c", 4).owned_by(crate::cluster::Cluster::new(2, 1));
+        let closed = |partition| StateKey::Closed {
+            job: "j".into(),
+            fingerprint: "f".into(),
+            partition: Some(partition),
+        };
+        let partitions = |records: &[OutRecord]| -> Vec<Option<i32>> {
+            records.iter().map(|r| r.partition).collect()
+        };
+        let written = writer.put_int_in_owned(closed, 7);
+        assert_eq!(partitions(&written), vec![Some(1), Some(3)]);
+        assert!(writer.put_int_in_owned(closed, 7).is_empty(), "unchanged");
+        assert_eq!(
+            partitions(&writer.begin_checkpoint()),
+            vec![Some(1), Some(3)]
+        );
     }
 
     /// (part, tombstone?) of each record.
