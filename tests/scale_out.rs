@@ -97,12 +97,9 @@ fn stop_all(engines: Vec<EngineProcess>) {
     }
 }
 
-/// Invalid records for every partition of `transactions`, tagged `tag`:
-/// each must reach the dead-letter topic once.
-async fn send_invalid(base: &Config, tag: &str) {
-    let payloads: Vec<String> = (0..PARTITIONS)
-        .map(|p| format!("{{not json {tag}-{p}"))
-        .collect();
+/// One record per partition of `transactions`, `payload` of its number.
+async fn send_to_each_partition(base: &Config, payload: impl Fn(i32) -> String) {
+    let payloads: Vec<String> = (0..PARTITIONS).map(payload).collect();
     let records: Vec<(i32, Option<&str>, Option<&str>)> = payloads
         .iter()
         .enumerate()
@@ -116,27 +113,21 @@ async fn send_invalid(base: &Config, tag: &str) {
     .await;
 }
 
+/// Invalid records for every partition of `transactions`, tagged `tag`:
+/// each must reach the dead-letter topic once.
+async fn send_invalid(base: &Config, tag: &str) {
+    send_to_each_partition(base, |p| format!("{{not json {tag}-{p}")).await;
+}
+
 /// One order per partition of `transactions` far after the others, so that
 /// every window of the generated events closes on every instance.
 async fn send_closing_orders(base: &Config) {
     let at = "2026-03-01T00:00:00Z";
-    let payloads: Vec<String> = (0..PARTITIONS)
-        .map(|p| {
-            format!(
-                r#"{{"event_id":"closing-{p}","customer_id":"closing-{p}","ts":"{at}","amount":1.0,"category":"books"}}"#
-            )
-        })
-        .collect();
-    let records: Vec<(i32, Option<&str>, Option<&str>)> = payloads
-        .iter()
-        .enumerate()
-        .map(|(p, v)| (p as i32, None, Some(v.as_str())))
-        .collect();
-    produce(
-        &producer(&base.kafka.brokers),
-        &base.topics.transactions,
-        &records,
-    )
+    send_to_each_partition(base, |p| {
+        format!(
+            r#"{{"event_id":"closing-{p}","customer_id":"closing-{p}","ts":"{at}","amount":1.0,"category":"books"}}"#
+        )
+    })
     .await;
 }
 
