@@ -18,6 +18,7 @@
 //! | lookup | [`lookup`] | lookup tables: every table source (latest row per key, e.g. `customers`) and the tables kept from a stream (e.g. `complaint_status`, `complaint_history`) |
 //! | queries | [`query`] | `queries/*.sql`: job name, `-- @option` headers |
 //! | event time | [`watermark`] | per-source watermarks over partitions, idle partitions |
+//! | shuffle | [`shuffle`] | a window grouped across partitions: partial aggregates split by group into a repartition topic (stage 1), read back by the owner of each of its partitions, whose watermark comes from the marks stage 1 writes (stage 2) |
 //! | windows | [`window`] | `TUMBLE` / `HOP` / `SESSION`, the plan split, pane and session stores behind one [`window::store::WindowStore`] (**where windows close**) |
 //! | jobs | [`job`], [`batch_slot`] | a query planned once, executed on every micro-batch; windowed jobs fire on the watermark |
 //! | produce | [`sink`] | JSON rows with deterministic keys, dead letters, the producer |
@@ -68,6 +69,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod query;
 pub mod schema;
+pub mod shuffle;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -146,6 +146,25 @@ impl SourceWatermark {
             .collect()
     }
 
+    /// Each assigned partition's mark at `now`: its largest event time
+    /// minus the allowed out-of-orderness (`None` until it delivers), and
+    /// whether it is idle. What stage 1 of a shuffle tells stage 2.
+    pub fn marks(&self, now: Instant) -> Vec<(i32, Option<i64>, bool)> {
+        self.partitions
+            .iter()
+            .map(|(p, c)| {
+                let mark = c
+                    .max_event_time
+                    .map(|t| t.saturating_sub(self.out_of_orderness));
+                (
+                    *p,
+                    mark,
+                    now.duration_since(c.last_active) >= self.idle_timeout,
+                )
+            })
+            .collect()
+    }
+
     /// The largest event time of every partition that has delivered,
     /// assigned or not.
     pub fn partition_times(&self) -> BTreeMap<i32, i64> {

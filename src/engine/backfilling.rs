@@ -325,6 +325,9 @@ impl Engine {
         if let Some(kept) = running.job.kept_table_read() {
             return Err(Refusal::Conflict(backfill_refused(kept)));
         }
+        if running.shuffle.is_some() && !self.config.cluster().is_single() {
+            return Err(Refusal::Conflict(crate::job::SHUFFLED_BACKFILL.to_owned()));
+        }
         Ok(running)
     }
 

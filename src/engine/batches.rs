@@ -163,6 +163,7 @@ impl Engine {
                         next_reload = self.next_reload(reload_every);
                     }
                 }
+                shuffled = self.inputs.next_shuffled() => self.take_shuffled(shuffled).await?,
                 received = self.inputs.recv(), if !stage.has_chunk() => {
                     // Take what the consumer already holds without going
                     // round the loop for every record.
@@ -384,15 +385,23 @@ fn receive(
 
 impl Engine {
     /// Reads the event partitions this instance owns that appeared since
-    /// it last looked (a topic created, or given more partitions). A
-    /// failure to look is logged: the next look tries again.
+    /// it last looked (a topic created, or given more partitions), and the
+    /// repartition partitions it owns. A failure to look at the event
+    /// topics is logged: the next look tries again.
     pub(super) async fn follow_partitions(&mut self) -> Result<(), EngineError> {
         let topics = self.config.topics.of(self.config.declared.streams());
         match crate::admin::partition_counts(&self.config, &topics).await {
-            Ok(counts) => self
-                .inputs
-                .assign_owned(self.config.cluster(), &counts, &self.metrics)
-                .map_err(EngineError::kafka("assigning the event partitions")),
+            Ok(counts) => {
+                super::shuffling::count_source_partitions(
+                    &self.config,
+                    self.jobs.live_for_step(),
+                    &counts,
+                );
+                self.inputs
+                    .assign_owned(self.config.cluster(), &counts, &self.metrics)
+                    .map_err(EngineError::kafka("assigning the event partitions"))?;
+                self.follow_repartition_topics().await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the event topics' partition counts");
                 Ok(())

@@ -22,6 +22,13 @@ impl Engine {
     /// commit (tombstones of removed jobs).
     pub(super) fn state_records(&mut self, scope: Scope) -> Result<Vec<OutRecord>, EngineError> {
         let mut records = self.epoch.take_deferred_state();
+        // What stage 2 of each shuffled job has read of the marks.
+        let marks: std::collections::BTreeMap<String, _> = self
+            .jobs
+            .live()
+            .iter()
+            .filter_map(|r| Some((r.job.name.clone(), r.shuffle.as_ref()?.marks.all())))
+            .collect();
         let backfilling = self.backfills.iter_mut().map(|b| &mut b.job_mut().job);
         for job in self.jobs.jobs_mut().chain(backfilling) {
             let (name, fingerprint) = (job.name.clone(), job.fingerprint.clone());
@@ -36,6 +43,21 @@ impl Engine {
             let schema = windowed.state_schema();
             for change in job_changes(&name, &fingerprint, &schema, changes) {
                 records.extend(self.changelog.apply(change)?);
+            }
+            if let Some(read) = marks.get(&name) {
+                for (partition, source, source_partition, mark, idle) in read.clone() {
+                    let key = StateKey::ShuffleMark {
+                        job: name.clone(),
+                        fingerprint: fingerprint.clone(),
+                        partition,
+                        source,
+                        source_partition,
+                    };
+                    records.extend(
+                        self.changelog
+                            .put_int(key, crate::shuffle::mark_as_int(mark, idle)),
+                    );
+                }
             }
             if let Some(closed) = windowed.closed_through() {
                 let key = |partition| StateKey::Closed {

@@ -175,6 +175,10 @@ impl Engine {
 
     async fn commit_epoch(&mut self) -> Result<(), EngineError> {
         let started = Instant::now();
+        // After the epoch's partial aggregates, in each repartition
+        // partition: how far this instance's partitions have got.
+        let marks = self.shuffle_marks()?;
+        self.send(marks).await?;
         let mut offsets = TopicPartitionList::new();
         if self.changelog.checkpoint_due() {
             let markers = self.changelog.begin_checkpoint();

@@ -155,6 +155,15 @@ impl EventTime {
             .collect()
     }
 
+    /// The marks of `source`'s assigned partitions at `now` (see
+    /// [`SourceWatermark::marks`]).
+    pub fn marks(&self, source: Source, now: Instant) -> Vec<(i32, Option<i64>, bool)> {
+        self.sources
+            .get(&source)
+            .map(|w| w.marks(now))
+            .unwrap_or_default()
+    }
+
     /// Assigned (source, partition)s ahead of their source's watermark.
     pub fn ahead(&self) -> Vec<(Source, i32)> {
         self.sources

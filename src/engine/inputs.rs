@@ -27,9 +27,26 @@ use crate::source::{self, Batcher, LookupConsumer, SourceConsumer};
 /// A topic and partition.
 pub(super) type TopicPartition = (String, i32);
 
+/// A record read from a repartition topic, copied out of librdkafka.
+#[derive(Debug)]
+pub(super) struct ShuffledMessage {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub payload: Option<Vec<u8>>,
+}
+
 /// The consumers, the broker watch and the positions processed.
 pub(super) struct Inputs {
     consumer: DropAside<SourceConsumer>,
+    /// The consumer of the repartition partitions this instance owns.
+    shuffled: DropAside<SourceConsumer>,
     lookup: DropAside<LookupConsumer>,
     /// Says when every broker connection was lost, or the instance fenced.
     watch: BrokerWatch,
@@ -49,6 +66,7 @@ impl Inputs {
     /// applied up to `lookup_positions`.
     pub(super) fn new(
         consumer: SourceConsumer,
+        shuffled: SourceConsumer,
         lookup: LookupConsumer,
         watch: BrokerWatch,
         health: Arc<Health>,
@@ -56,6 +74,7 @@ impl Inputs {
     ) -> Self {
         Self {
             consumer: DropAside::new(consumer),
+            shuffled: DropAside::new(shuffled),
             lookup: DropAside::new(lookup),
             watch,
             table_reads: TableReads::default(),
@@ -70,6 +89,41 @@ impl Inputs {
         &self,
     ) -> impl Future<Output = Result<BorrowedMessage<'_>, KafkaError>> + '_ {
         self.consumer.recv()
+    }
+
+    /// The next record of the repartition topics (pending while none is
+    /// assigned).
+    pub(super) async fn next_shuffled(&self) -> Result<ShuffledMessage, KafkaError> {
+        use rdkafka::Message;
+        let message = self.shuffled.recv().await?;
+        Ok(ShuffledMessage {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+        })
+    }
+
+    /// Assigns the partitions of `partitions` (repartition topics and their
+    /// partition counts) that this instance owns and does not read yet.
+    pub(super) fn assign_shuffled(
+        &self,
+        cluster: Cluster,
+        partitions: &BTreeMap<String, i32>,
+    ) -> Result<(), KafkaError> {
+        let assigned: BTreeSet<TopicPartition> = self
+            .shuffled
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let new = source::assign_owned(&self.shuffled, cluster, partitions, &assigned)?;
+        if !new.is_empty() {
+            tracing::info!(new = ?new, "reading the repartition partitions this instance owns");
+        }
+        Ok(())
     }
 
     /// The error that fenced this instance, if another one took over.
@@ -212,16 +266,20 @@ impl Inputs {
         read
     }
 
-    /// Stops reading the event partitions (at the end of a drain).
+    /// Stops reading the event and repartition partitions (at the end of
+    /// a drain).
     pub(super) fn unassign(&self) {
-        if let Err(e) = self.consumer.unassign() {
-            tracing::debug!(error = %e, "cannot unassign the event partitions");
+        for consumer in [&self.consumer, &self.shuffled] {
+            if let Err(e) = consumer.unassign() {
+                tracing::debug!(error = %e, "cannot unassign the partitions read");
+            }
         }
     }
 
     /// Closes both consumers, waiting at most `timeout` for each.
     pub(super) fn close_within(self, timeout: Duration) {
         self.consumer.drop_within(timeout);
+        self.shuffled.drop_within(timeout);
         self.lookup.drop_within(timeout);
     }
 }

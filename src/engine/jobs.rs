@@ -42,6 +42,8 @@ pub struct RunningJob {
     /// When this job's backfill caught up (ms since the epoch), kept in the
     /// changelog so that a restart does not backfill it again.
     backfilled_at: Option<i64>,
+    /// Its way through its repartition topic, when it shuffles.
+    pub shuffle: Option<crate::shuffle::Route>,
 }
 
 impl RunningJob {
@@ -94,6 +96,7 @@ impl RunningJob {
             next_early: job.emit_every.map(|every| now + every),
             early_failed: std::collections::BTreeSet::new(),
             backfilled_at: None,
+            shuffle: None,
             job,
             path,
         })
@@ -404,6 +407,8 @@ async fn accumulate(
     out: &mut JobOutput,
 ) {
     let name = running.job.name.clone();
+    // Stage 1 of a shuffle judges lateness by this instance's watermark.
+    let local = running.shuffle.as_ref().map(|route| route.local);
     let Some(windowed) = running.job.windowed_mut() else {
         return;
     };
@@ -411,13 +416,24 @@ async fn accumulate(
     for source in sources {
         for batch in events.get(&source).into_iter().flatten() {
             let result = async {
-                let late = windowed.late_rows(batch.partition, &batch.rows)?;
+                let late = match local {
+                    Some(Some(watermark)) => windowed.late_by(watermark, &batch.rows)?,
+                    Some(None) => arrow::array::BooleanArray::from(vec![false; batch.rows.num_rows()]),
+                    None => windowed.late_rows(batch.partition, &batch.rows)?,
+                };
                 if late.true_count() > 0 {
-                    let closed = windowed.closed_for(batch.partition).unwrap_or_default();
-                    let reason = format!(
-                        "late for every window of job {name}: windows up to {} have closed",
-                        format_timestamp_millis(closed)
-                    );
+                    let reason = match local {
+                        Some(watermark) => format!(
+                            "late for every window of job {name}: the watermark of this instance's partitions is at {}",
+                            format_timestamp_millis(watermark.unwrap_or_default())
+                        ),
+                        None => format!(
+                            "late for every window of job {name}: windows up to {} have closed",
+                            format_timestamp_millis(
+                                windowed.closed_for(batch.partition).unwrap_or_default()
+                            )
+                        ),
+                    };
                     for (row, is_late) in late.iter().enumerate() {
                         if is_late == Some(true) {
                             out.dead_letters
@@ -482,6 +498,19 @@ async fn accumulate(
             }
         }
     }
+    // Stage 1 of a shuffle: the partial aggregates go to the repartition
+    // topic, in the epoch's transaction.
+    if let Some(route) = running.shuffle.as_ref() {
+        for (source, partition, partials) in windowed.take_partials() {
+            match route.partials(source.name(), partition, &partials) {
+                Ok(records) => out.records.extend(records),
+                Err(e) => {
+                    metrics.job_errors.with_label_values(&[name.as_str()]).inc();
+                    tracing::error!(error = %e, "partial aggregates could not be written for the shuffle");
+                }
+            }
+        }
+    }
 }
 
 /// Fires the windows each windowed job's watermark has closed, and the
@@ -495,12 +524,15 @@ pub async fn fire(
     now: Instant,
 ) -> Result<JobOutput, JobPanic> {
     let deadline = std::time::Instant::now() + FIRING_BUDGET;
+    // A shuffled job closes windows on the marks it read back (stage 2).
     let watermarks: Vec<Option<i64>> = jobs
-        .iter()
-        .map(|j| {
-            j.job
+        .iter_mut()
+        .map(|j| match j.shuffle.as_mut() {
+            Some(route) => route.watermark(),
+            None => j
+                .job
                 .windowed()
-                .and_then(|w| event_time.of_sources(&w.info.sources))
+                .and_then(|w| event_time.of_sources(&w.info.sources)),
         })
         .collect();
     on_every_job(jobs, |index, mut running| {

@@ -35,6 +35,7 @@ mod memory;
 mod offline;
 mod reload;
 mod restore;
+mod shuffling;
 mod start;
 mod step;
 mod stopped;

@@ -69,7 +69,7 @@ impl Engine {
                     None => Ok(job),
                 }
             });
-            let job = match planned {
+            let mut job = match planned {
                 Ok(job) => job,
                 Err(problem) => {
                     self.watcher.mark_invalid(path);
@@ -77,6 +77,7 @@ impl Engine {
                     continue;
                 }
             };
+            job.place(self.config.cluster());
             // The same plan as the running job's (a view edited and put
             // back, a comment changed in a view): the job keeps its state.
             let unchanged = self
@@ -122,7 +123,7 @@ impl Engine {
             }
             let limit = gauge_limit(&self.config);
             let from = job.backfill;
-            let running = match RunningJob::new(job, path.clone(), &self.metrics, limit, now) {
+            let mut running = match RunningJob::new(job, path.clone(), &self.metrics, limit, now) {
                 Ok(running) => running,
                 Err(e) => {
                     self.watcher.mark_invalid(path);
@@ -130,6 +131,18 @@ impl Engine {
                     continue;
                 }
             };
+            if let Err(e) = super::shuffling::route(
+                &self.config,
+                std::slice::from_mut(&mut running),
+                self.changelog.partitions(),
+                &mut std::collections::BTreeMap::new(),
+            )
+            .await
+            {
+                self.watcher.mark_invalid(path);
+                tracing::error!(job = %running.job.name, error = %e, "cannot create the repartition topic; job not started");
+                continue;
+            }
             self.watcher.mark_valid(path);
             match &old {
                 Some(old) => {
@@ -142,7 +155,11 @@ impl Engine {
                     tracing::info!(job = %running.job.name, output = %running.job.output_topic, "query file added: job started");
                 }
             }
+            let shuffles = running.shuffle.is_some();
             self.add_job(running, from).await?;
+            if shuffles {
+                self.follow_partitions().await?;
+            }
         }
         self.metrics
             .jobs_loaded

@@ -40,6 +40,9 @@ pub(super) struct Restore {
     /// The instances that owned this instance's changelog partitions, as
     /// each wrote when it started.
     pub members: Vec<Member>,
+    /// The marks stage 2 of each shuffled job had read, by job name:
+    /// (source, partition, mark, idle).
+    pub shuffle_marks: BTreeMap<String, Vec<crate::shuffle::ReadMark>>,
 }
 
 /// An instance that owned a changelog partition.
@@ -345,6 +348,25 @@ impl Restorer {
                     None => false,
                 }
             }
+            StateKey::ShuffleMark {
+                partition,
+                source,
+                source_partition,
+                ..
+            } => match current_job(&self.jobs, key) {
+                Some(job) => {
+                    let (mark, idle) = crate::shuffle::mark_from_int(int(key, restored)?);
+                    self.outcome.shuffle_marks.entry(job).or_default().push((
+                        *partition,
+                        source.clone(),
+                        *source_partition,
+                        mark,
+                        idle,
+                    ));
+                    true
+                }
+                None => false,
+            },
             StateKey::Member {
                 transactional_id,
                 instances,

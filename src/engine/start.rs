@@ -107,7 +107,8 @@ impl Engine {
         if !problems.is_empty() {
             return Err(EngineError::Queries(problems));
         }
-        for job in &jobs {
+        for job in &mut jobs {
+            job.place(config.cluster());
             tracing::info!(job = %job.name, output = %job.output_topic, sources = ?job.sources(), "job loaded");
         }
 
@@ -225,6 +226,7 @@ impl Engine {
             lookup_positions,
             mut backfills,
             members,
+            mut shuffle_marks,
         } = restored;
         super::members::take_over(config, &sink, &mut changelog, &members).await?;
         changelog.restore_read(read_bytes as usize);
@@ -287,20 +289,27 @@ impl Engine {
                 .failures
                 .push(stopped::dead_letter(&panic, &stopped));
         }
-        let consumer = source::consumer(config, Arc::clone(metrics), watch.clone())
+        let streams = source::Reported::Topics(config.topics.of(config.declared.streams()));
+        let consumer = source::consumer(config, streams, Arc::clone(metrics), watch.clone())
             .map_err(EngineError::kafka("creating the consumer"))?;
+        let repartition = source::Reported::Repartition;
+        let shuffled = source::consumer(config, repartition, Arc::clone(metrics), watch.clone())
+            .map_err(EngineError::kafka(
+                "creating the repartition topics' consumer",
+            ))?;
         // Gauges are registered last: a start that fails earlier leaves
         // nothing registered for the next attempt to collide with.
         let now = tokio::time::Instant::now();
         let dir = config.engine.queries_dir.clone();
         let gauge_limit = super::gauge_limit(config);
-        let jobs: Vec<RunningJob> = jobs
+        let mut jobs: Vec<RunningJob> = jobs
             .into_iter()
             .map(|job| {
                 let path = dir.join(format!("{}.sql", job.name));
                 RunningJob::new(job, path, metrics, gauge_limit, now)
             })
             .collect::<Result<_, _>>()?;
+        super::shuffling::route(config, &mut jobs, partitions, &mut shuffle_marks).await?;
         metrics.jobs_loaded.set(jobs.len() as i64);
         let (jobs, backfills) = super::backfill::resume(config, metrics, jobs, backfills).await?;
         metrics
@@ -321,6 +330,7 @@ impl Engine {
             sink,
             inputs: super::inputs::Inputs::new(
                 consumer,
+                shuffled,
                 lookup,
                 watch,
                 Arc::clone(health),

@@ -47,6 +47,13 @@ impl Core<'_> {
             refused = apply_table_changes(self.lookups, table_changes);
             self.update_kept_tables(&events)?;
         }
+        for running in self.jobs.iter_mut() {
+            if let (Some(route), Some(windowed)) =
+                (running.shuffle.as_mut(), running.job.windowed())
+            {
+                route.local = self.event_time.of_sources(&windowed.info.sources);
+            }
+        }
         let events = Arc::new(events);
         let mut output = jobs::process(self.jobs, &events, self.metrics)
             .await

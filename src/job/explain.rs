@@ -120,6 +120,13 @@ impl Job {
             "\noutput: topic {}, one JSON record per row, {key}",
             self.output_topic
         );
+        if self.placement() == super::Placement::Shuffled {
+            let _ = writeln!(
+                out,
+                "shuffle: with several instances (cluster.instances), its groups span their partitions (grouped by something else than its sources' partition_key): each micro-batch's partial aggregates are split by group into the repartition topic `<group_id>-{}-repartition`, whose partitions' owners merge them and close the windows on the watermark of every source partition; one instance needs no shuffle",
+                self.name
+            );
+        }
         let _ = match (self.backfill, self.kept_table_read()) {
             (Some(from), _) => writeln!(
                 out,

@@ -44,6 +44,19 @@ enum Runner {
     Windowed(Box<WindowedJob>),
 }
 
+/// Where a job's work runs when several instances share the partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// On each instance, over its own partitions: a job without a window,
+    /// or a window grouped by the `partition_key` of every stream it reads.
+    Local,
+    /// In two stages joined by a repartition topic ([`crate::shuffle`]): a
+    /// TUMBLE or HOP window grouped by something else.
+    Shuffled,
+    /// On one instance only, for now (why): it runs there as it is.
+    SingleOnly(String),
+}
+
 /// A planned job, ready to run on micro-batches.
 pub struct Job {
     /// Job name (the query file name).
@@ -338,38 +351,48 @@ impl Job {
             .collect()
     }
 
-    /// Why this job cannot run on each instance's own partitions alone,
-    /// if it cannot: a window whose groups are not all within one
-    /// partition of each source it reads (grouped by something else than
-    /// the sources' `partition_key`), a SESSION window, or a kept table
-    /// read (kept tables are not partitioned).
-    pub fn needs_shuffle(&self) -> Option<String> {
+    /// Sets this job up for `cluster`: a job whose groups span partitions,
+    /// on several instances, shuffles, and its state has another shape (it
+    /// is kept per repartition partition), hence another fingerprint.
+    pub fn place(&mut self, cluster: crate::cluster::Cluster) {
+        if !cluster.is_single() && self.placement() == Placement::Shuffled {
+            self.fingerprint.push_str("-shuffled");
+        }
+    }
+
+    /// Whether this job shuffles on the instances it was placed for.
+    pub fn shuffles(&self) -> bool {
+        self.fingerprint.ends_with("-shuffled")
+    }
+
+    /// Where this job's work runs when instances share the partitions.
+    pub fn placement(&self) -> Placement {
         if let Some(kept) = self.kept_read {
-            return Some(format!("it reads the kept table {kept}"));
+            return Placement::SingleOnly(format!(
+                "it reads the kept table {kept}, which is not kept per partition yet"
+            ));
         }
         let Runner::Windowed(windowed) = &self.runner else {
-            return None;
+            return Placement::Local;
         };
         if matches!(
             windowed.info.spec,
             crate::window::WindowSpec::Session { .. }
         ) {
-            return Some("it is a SESSION window".to_owned());
+            return Placement::SingleOnly(
+                "it is a SESSION window, whose state is not kept per partition yet".to_owned(),
+            );
         }
         let groups = windowed.group_columns();
-        windowed
-            .info
-            .sources
-            .iter()
-            .find_map(|source| match source.partition_key() {
-                Some(key) if groups.iter().any(|g| g == key) => None,
-                Some(key) => Some(format!(
-                    "it groups by {}, not by {key}, the partition_key of {}",
-                    groups.join(", "),
-                    source.name()
-                )),
-                None => Some(format!("{} declares no partition_key", source.name())),
-            })
+        let by_key = windowed.info.sources.iter().all(|source| {
+            source
+                .partition_key()
+                .is_some_and(|key| groups.iter().any(|g| g == key))
+        });
+        match by_key {
+            true => Placement::Local,
+            false => Placement::Shuffled,
+        }
     }
 
     /// The event sources this job reads.
@@ -534,7 +557,7 @@ pub fn output_refusal(topic: &str, config: &crate::config::Config) -> Option<Str
 /// Jobs among `jobs` (indexes, with the problem) whose output is refused
 /// ([`output_refusal`]), that share an output topic with another job of
 /// `jobs` or of `running` without both saying `@output … SHARED`, or that
-/// cannot run with the configured instances ([`Job::needs_shuffle`]).
+/// cannot run with the configured instances ([`Job::placement`]).
 pub fn output_problems(
     jobs: &[Job],
     running: &[&Job],
@@ -552,13 +575,28 @@ pub fn output_problems(
             problems.push((i, at(why)));
             continue;
         }
+        if let (false, Placement::Shuffled, Some((_, line))) = (
+            config.cluster().is_single(),
+            job.placement(),
+            job.query.options.backfill.as_ref(),
+        ) {
+            problems.push((
+                i,
+                QueryError {
+                    file: file.clone(),
+                    line: *line,
+                    message: SHUFFLED_BACKFILL.to_owned(),
+                },
+            ));
+            continue;
+        }
         if !config.cluster().is_single()
-            && let Some(why) = job.needs_shuffle()
+            && let Placement::SingleOnly(why) = job.placement()
         {
             problems.push((
                 i,
                 at(format!(
-                    "cannot run on {} instances yet: {why}; with several instances a job must group by the partition_key of every stream it reads (the shuffle through a repartition topic is not built yet)",
+                    "cannot run on {} instances yet: {why}",
                     config.cluster().instances()
                 )),
             ));
@@ -595,6 +633,9 @@ fn kept_table_read(tables: &BTreeSet<String>, sources: Sources) -> Option<&'stat
         .find(|name| tables.contains(name.as_str()))
         .map(String::as_str)
 }
+
+/// Why a job that shuffles cannot be backfilled on several instances.
+pub const SHUFFLED_BACKFILL: &str = "a job whose groups span partitions (grouped by something else than its sources' partition_key) cannot be backfilled on several instances yet (one instance can)";
 
 /// Why a job reading kept table `kept` cannot be backfilled.
 pub fn backfill_refused(kept: &str) -> String {

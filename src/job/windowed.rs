@@ -87,6 +87,12 @@ pub struct WindowedJob {
     state: Box<dyn WindowStore>,
     task_ctx: Arc<TaskContext>,
     windows_closed: u64,
+    /// Stage 1 of a shuffle ([`crate::shuffle`]): each run's partial
+    /// aggregates wait in [`Self::take_partials`]'s outbox instead of going
+    /// into the state, which takes the partials stage 2 reads back.
+    shuffled: bool,
+    /// Partial aggregates per source partition, waiting to be shuffled.
+    outbox: Vec<(Source, i32, Vec<RecordBatch>)>,
 }
 
 impl std::fmt::Debug for WindowedJob {
@@ -124,7 +130,63 @@ impl WindowedJob {
             state,
             task_ctx,
             windows_closed: 0,
+            shuffled: false,
+            outbox: Vec::new(),
         })
+    }
+
+    /// Makes this job shuffle (`on`): its runs' partial aggregates go to
+    /// [`Self::take_partials`], and its state takes only those read back
+    /// ([`Self::insert_partials`]); or not (a backfill of one instance,
+    /// whose history goes straight into the state).
+    pub fn set_shuffled(&mut self, on: bool) {
+        self.shuffled = on;
+    }
+
+    /// Whether this job shuffles.
+    pub fn is_shuffled(&self) -> bool {
+        self.shuffled
+    }
+
+    /// The partial aggregates of the runs since the last call, by source
+    /// partition (a shuffled job).
+    pub fn take_partials(&mut self) -> Vec<(Source, i32, Vec<RecordBatch>)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// The columns of the state rows that key a group, less the window
+    /// bounds: what the shuffle splits by.
+    pub fn group_key_columns(&self) -> Vec<usize> {
+        let (start, end) = self.split.window_columns;
+        (0..self.split.group_columns)
+            .filter(|c| *c != start && *c != end)
+            .collect()
+    }
+
+    /// Adds partial aggregates read back from the repartition topic, as
+    /// the state of its partition `partition` (stage 2 of a shuffle).
+    pub async fn insert_partials(
+        &mut self,
+        source: Source,
+        partition: i32,
+        rows: RecordBatch,
+    ) -> Result<()> {
+        self.state
+            .insert((source, partition), std::slice::from_ref(&rows), Vec::new())?;
+        self.compact().await;
+        Ok(())
+    }
+
+    /// Rows of `events` late for every window they belong to by
+    /// `watermark` (minus the lateness): how stage 1 of a shuffle judges
+    /// them, with the watermark of the partitions this instance reads.
+    pub fn late_by(&self, watermark: i64, events: &RecordBatch) -> Result<BooleanArray> {
+        let times = event_times(events, &self.info.time_col)?;
+        let through = watermark.saturating_sub(self.lateness);
+        Ok(times
+            .iter()
+            .map(|t| Some(t.is_some_and(|t| self.info.spec.last_window_end(t) <= through)))
+            .collect())
     }
 
     /// Rows of `events` (source partition `partition` of the windowed
@@ -195,7 +257,17 @@ impl WindowedJob {
                 }
             }
         }
+        if self.shuffled {
+            self.outbox.push((source, partition, partial));
+            return Ok(failures);
+        }
         self.state.insert((source, partition), &partial, spans)?;
+        self.compact().await;
+        Ok(failures)
+    }
+
+    /// Compacts the pieces of state held in too many batches.
+    async fn compact(&mut self) {
         for (piece, batches) in self.state.take_fragmented() {
             self.split.reduce_slot.set(batches.clone());
             let reduced = run(&self.split.reduce_plan, &self.task_ctx)
@@ -211,7 +283,6 @@ impl WindowedJob {
                 }
             }
         }
-        Ok(failures)
     }
 
     /// Closes the windows the watermark has passed (plus lateness), in

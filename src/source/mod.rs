@@ -42,10 +42,28 @@ use crate::metrics::Metrics;
 /// The engine's consumer.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
 
+/// The topics whose backlog a consumer reports as `cxpulse_consumer_lag`.
+#[derive(Debug, Clone)]
+pub enum Reported {
+    /// The event topics.
+    Topics(Vec<String>),
+    /// The repartition topics (stage 2 of a shuffle).
+    Repartition,
+}
+
+impl Reported {
+    fn reports(&self, topic: &str) -> bool {
+        match self {
+            Reported::Topics(topics) => topics.iter().any(|t| t == topic),
+            Reported::Repartition => topic.ends_with(crate::shuffle::TOPIC_SUFFIX),
+        }
+    }
+}
+
 /// Callbacks from librdkafka: statistics and errors.
 pub struct SourceContext {
     metrics: Arc<Metrics>,
-    source_topics: Vec<String>,
+    reported: Reported,
     watch: BrokerWatch,
     /// Records left to read per assigned partition.
     pub backlog: Backlog,
@@ -61,10 +79,10 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        for topic in &self.source_topics {
-            let Some(stats) = statistics.topics.get(topic) else {
+        for (topic, stats) in &statistics.topics {
+            if !self.reported.reports(topic) {
                 continue;
-            };
+            }
             for (partition, p) in &stats.partitions {
                 // librdkafka's own consumer_lag counts from the consumer's
                 // commits, and offsets are committed by the producer's
@@ -106,15 +124,16 @@ impl ClientContext for ReadToEndContext {
 
 impl ConsumerContext for ReadToEndContext {}
 
-/// Creates the consumer of the event topics; [`assign_owned`] gives it
-/// its partitions. Offsets are never committed by the consumer itself:
-/// they go into each epoch's transaction, under `kafka.group_id`.
+/// Creates a consumer of the event topics or of the repartition topics
+/// (`reported`); [`assign_owned`] gives it its partitions. Offsets are
+/// never committed by the consumer itself: they go into each epoch's
+/// transaction, under `kafka.group_id`.
 pub fn consumer(
     config: &Config,
+    reported: Reported,
     metrics: Arc<Metrics>,
     watch: BrokerWatch,
 ) -> Result<SourceConsumer, KafkaError> {
-    let source_topics = config.topics.of(config.declared.streams());
     // The user's properties first: those exactly-once depends on are the
     // engine's (the configuration refuses them in `kafka.properties`).
     let mut client = config.client_config();
@@ -132,7 +151,7 @@ pub fn consumer(
     }
     client.create_with_context(SourceContext {
         metrics,
-        source_topics,
+        reported,
         watch,
         backlog: Backlog::default(),
     })

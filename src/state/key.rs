@@ -169,6 +169,24 @@ pub enum StateKey {
         /// The changelog partition.
         partition: i32,
     },
+    /// A mark stage 2 of a shuffled job has read from one repartition
+    /// partition ([`crate::shuffle`]): how far one source partition's
+    /// partials in it go. Kept in the changelog partition of the same
+    /// number, so that its owner after a restart or a rescale knows it
+    /// before the next mark comes; the value is
+    /// [`crate::shuffle::mark_as_int`].
+    ShuffleMark {
+        /// Job name.
+        job: String,
+        /// The job's plan fingerprint.
+        fingerprint: String,
+        /// The changelog (and repartition) partition.
+        partition: i32,
+        /// Source table.
+        source: String,
+        /// The source partition the mark is about.
+        source_partition: i32,
+    },
     /// Where a checkpoint (a rewrite of all live state) starts in one
     /// changelog partition; restore begins at the latest one.
     Checkpoint {
@@ -296,6 +314,7 @@ impl StateKey {
                 ..
             }
             | StateKey::Member { partition, .. }
+            | StateKey::ShuffleMark { partition, .. }
             | StateKey::Checkpoint { partition } => partition.rem_euclid(partitions),
             other => {
                 let hash = twox_hash::XxHash64::oneshot(0, &other.encode(0));
@@ -326,6 +345,9 @@ impl StateKey {
                 job, fingerprint, ..
             }
             | StateKey::BackfillDone {
+                job, fingerprint, ..
+            }
+            | StateKey::ShuffleMark {
                 job, fingerprint, ..
             } => Some((job, fingerprint)),
             _ => None,

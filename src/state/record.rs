@@ -118,6 +118,7 @@ fn int_column(key: &StateKey) -> &'static str {
         StateKey::SourceWatermark { .. } => "watermark",
         StateKey::Checkpoint { .. } => "written_at",
         StateKey::Member { .. } => "generation",
+        StateKey::ShuffleMark { .. } => "mark",
         StateKey::Pane { .. }
         | StateKey::Session { .. }
         | StateKey::SessionPart { .. }

@@ -114,43 +114,72 @@ pub fn run_config(base: &Config, run: &str, index: i64, instances: i64) -> Confi
     config
 }
 
-/// Waits until `engine` has committed every event of `config` and fired
-/// every window they close (windows close a few at a time, so the last
-/// ones may fire after the last commit of offsets); a SIGTERM then commits
-/// the last of them.
+/// Waits until `engine` has committed every event of `config`, read what
+/// its repartition partitions hold (jobs that shuffle), and fired every
+/// window they close (windows close a few at a time, so the last ones may
+/// fire after the last commit of offsets); a SIGTERM then commits the last
+/// of them. Statistics come once a second, so it holds twice, 1.5 s apart.
 pub fn wait_finished(config: &Config, engine: &EngineProcess, timeout: Duration) {
     let started = Instant::now();
     wait_all_committed(config, timeout, || engine.log_text());
     println!("every event committed after {:?}", started.elapsed());
+    let mut seen_done = false;
     loop {
-        let body = engine.metrics();
-        let series = |name: &str| -> BTreeMap<String, f64> {
-            body.lines()
-                .filter_map(|l| l.strip_prefix(name)?.strip_prefix("{job=\""))
-                .filter_map(|l| {
-                    let (job, value) = l.split_once("\"} ")?;
-                    Some((job.to_owned(), value.parse().ok()?))
-                })
-                .collect()
-        };
-        // Each windowed job has a `windows_fired` series from its start; its
-        // lag appears once it has fired, job by job within a firing round.
-        let windowed: Vec<String> = series("cxpulse_windows_fired_total").into_keys().collect();
-        let lags = series("cxpulse_window_close_lag_seconds");
-        if !windowed.is_empty()
-            && windowed
-                .iter()
-                .all(|job| lags.get(job).is_some_and(|lag| *lag == 0.0))
-        {
-            return;
+        if windows_closed(engine) {
+            if seen_done {
+                return;
+            }
+            seen_done = true;
+            std::thread::sleep(Duration::from_millis(1500));
+            continue;
         }
+        seen_done = false;
         assert!(
             started.elapsed() < timeout,
-            "windows still closing after {timeout:?}: lags {lags:?}; engine log:\n{}",
+            "windows still closing after {timeout:?}; lags:\n{}\nengine log:\n{}",
+            engine
+                .metrics()
+                .lines()
+                .filter(|l| l.starts_with("cxpulse_window_close_lag_seconds")
+                    || l.starts_with("cxpulse_windows_fired_total")
+                    || (l.starts_with("cxpulse_consumer_lag_records{")
+                        && l.contains("-repartition")))
+                .collect::<Vec<_>>()
+                .join("\n"),
             engine.log_text()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Whether `engine` has nothing left to read in its repartition partitions
+/// and every windowed job has closed the windows its watermark passed.
+fn windows_closed(engine: &EngineProcess) -> bool {
+    let body = engine.metrics();
+    let shuffled_left = body
+        .lines()
+        .filter(|l| l.starts_with("cxpulse_consumer_lag_records{") && l.contains("-repartition\""))
+        .any(|l| !l.ends_with(" 0"));
+    if shuffled_left {
+        return false;
+    }
+    let series = |name: &str| -> BTreeMap<String, f64> {
+        body.lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix("{job=\""))
+            .filter_map(|l| {
+                let (job, value) = l.split_once("\"} ")?;
+                Some((job.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    };
+    // Each windowed job has a `windows_fired` series from its start; its
+    // lag appears once it has fired, job by job within a firing round.
+    let windowed: Vec<String> = series("cxpulse_windows_fired_total").into_keys().collect();
+    let lags = series("cxpulse_window_close_lag_seconds");
+    !windowed.is_empty()
+        && windowed
+            .iter()
+            .all(|job| lags.get(job).is_some_and(|lag| *lag == 0.0))
 }
 
 /// One final row: output topic, Kafka key, window; the value is compared.

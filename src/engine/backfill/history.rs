@@ -152,6 +152,10 @@ pub fn open(
 pub struct Backfill {
     /// The job, alone (in a `Vec`, as steps take their jobs).
     jobs: Vec<RunningJob>,
+    /// The job's route through its repartition topic, set aside while it
+    /// reads history (one instance: the history goes straight into its
+    /// state, which holds every group).
+    route: Option<crate::shuffle::Route>,
     /// Its own watermarks over the history it reads.
     event_time: EventTime,
     reader: BaseConsumer<ReadToEndContext>,
@@ -190,6 +194,10 @@ impl Backfill {
         now: Instant,
     ) -> Self {
         running.stop_early_results();
+        let route = running.shuffle.take();
+        if let Some(windowed) = running.job.windowed_mut() {
+            windowed.set_shuffled(false);
+        }
         let mut event_time = EventTime::unexported(config);
         for (&(source, partition), &t) in &resumed.event_times {
             event_time.restore_partition(source, partition, t);
@@ -198,6 +206,7 @@ impl Backfill {
         event_time.assign(&assigned, now);
         Self {
             jobs: vec![running],
+            route,
             event_time,
             reader: opened.reader,
             partitions: opened.partitions,
@@ -267,8 +276,15 @@ impl Backfill {
 
     /// The job, to run live.
     pub fn into_job(self) -> RunningJob {
-        let Self { mut jobs, .. } = self;
-        jobs.remove(0)
+        let Self {
+            mut jobs, route, ..
+        } = self;
+        let mut running = jobs.remove(0);
+        if let (Some(route), Some(windowed)) = (route, running.job.windowed_mut()) {
+            windowed.set_shuffled(true);
+            running.shuffle = Some(route);
+        }
+        running
     }
 
     /// Where the live jobs stand in a partition: `live`'s processed
