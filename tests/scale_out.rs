@@ -398,7 +398,12 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
         let rc = common::read_topic_with(&killed.kafka.brokers, &topic, "read_committed", Duration::from_secs(20));
         let ru = common::read_topic_with(&killed.kafka.brokers, &topic, "read_uncommitted", Duration::from_secs(20));
         eprintln!("DEBUG4 read_committed {} read_uncommitted {}", rc.len(), ru.len());
-        for start in [44_i64, 45, 49, 50] {
+        let uncommitted_offsets: Vec<i64> = ru.iter().filter(|r| r.partition == 0).map(|r| r.offset).collect();
+        let committed_offsets: Vec<i64> = rc.iter().filter(|r| r.partition == 0).map(|r| r.offset).collect();
+        eprintln!("DEBUG7 r=0 data offsets uncommitted-read {uncommitted_offsets:?}");
+        eprintln!("DEBUG7 r=0 data offsets committed-read {committed_offsets:?}");
+        let (_, hi) = reader.fetch_watermarks(&topic, 0, Duration::from_secs(10)).expect("wm");
+        for start in 0..hi {
             let probe: BaseConsumer = rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", &killed.kafka.brokers)
                 .set("group.id", "probe")
