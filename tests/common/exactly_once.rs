@@ -130,7 +130,7 @@ pub fn wait_finished(config: &Config, engine: &EngineProcess, timeout: Duration)
                 return;
             }
             seen_done = true;
-            std::thread::sleep(Duration::from_millis(1500));
+            std::thread::sleep(Duration::from_millis(3500));
             continue;
         }
         seen_done = false;
