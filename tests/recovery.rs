@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::exactly_once::{
-    assert_same_rows, copy_bundled, final_rows, preload, run_config, uncommitted,
-    wait_all_committed, wait_finished,
+    Tail, assert_same_rows, copy_bundled, final_rows, final_rows_of, preload, run_config,
+    uncommitted, wait_all_committed, wait_finished,
 };
 use common::process::{EngineProcess, engine_env};
 use common::{
@@ -139,9 +139,12 @@ async fn sigkill_at_three_random_moments_changes_no_final_row() {
     let killed = run_config(&base, "killed", 0, 1);
     let env = engine_env(&killed, &[]);
     let mut restored_records = 0.0;
+    let mut tail = None;
     for kill in 1..=3 {
         let mut engine = EngineProcess::start(&env);
         engine.wait_ready(READY);
+        // A dashboard follows the outputs live across the kills.
+        tail.get_or_insert_with(|| Tail::follow(&killed, &jobs));
         restored_records += metric(&engine.metrics(), "cxpulse_restore_records").unwrap_or(0.0);
         let left = uncommitted(&killed);
         // Somewhere in the remaining work: after 10 % to 60 % of it.
@@ -172,6 +175,8 @@ async fn sigkill_at_three_random_moments_changes_no_final_row() {
     );
     let got = final_rows(&killed, &jobs);
     assert_same_rows("killed 3 times", &want, &got);
+    let followed = final_rows_of(tail.expect("followed").stop());
+    assert_same_rows("followed live while killed 3 times", &want, &followed);
     for job in &jobs {
         assert!(
             want.keys().any(|(j, ..)| j == job),

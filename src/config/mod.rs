@@ -142,12 +142,11 @@ impl Config {
         problems
     }
 
-    /// The producer's `transactional.id`: `<group>-<index>-of-<instances>`,
-    /// so that an instance restarted under its index fences its previous
-    /// self (and a second process started as the same instance fences the
-    /// first), while the instances of another count have ids of their own
-    /// (see `engine::members`).
-    pub fn transactional_id(&self) -> String {
+    /// What this instance's `transactional.id`s start with:
+    /// `<group>-<index>-of-<instances>`. Each start of the instance adds
+    /// its incarnation, a number one higher than the last one recorded in
+    /// the changelog, and fences the earlier ones (see `engine::members`).
+    pub fn transactional_id_prefix(&self) -> String {
         let cluster = self.cluster();
         format!(
             "{}-{}-of-{}",

@@ -112,7 +112,7 @@ fn removed_keys_and_bad_sizes_say_why() {
         jail.set_env("CXPULSE__CLUSTER__INDEX", "0");
         jail.set_env("CXPULSE__ENGINE__STATE_MEMORY_LIMIT", "512MiB");
         let config = Config::load(None).expect("valid");
-        assert_eq!(config.transactional_id(), "g-0-of-1");
+        assert_eq!(config.transactional_id_prefix(), "g-0-of-1");
         assert_eq!(config.changelog_topic(), "g-changelog");
         assert_eq!(config.state_memory_limit_bytes(), 512 * 1024 * 1024);
         Ok(())
@@ -454,12 +454,12 @@ fn the_cluster_index_defaults_to_the_host_names_number_and_must_be_below_the_cou
         jail.set_env("HOSTNAME", "cxpulse-2");
         let config = Config::load(None).expect("one instance, whatever its host name");
         assert_eq!(config.cluster(), crate::cluster::Cluster::single());
-        assert_eq!(config.transactional_id(), "cxpulse-0-of-1");
+        assert_eq!(config.transactional_id_prefix(), "cxpulse-0-of-1");
 
         jail.set_env("CXPULSE__CLUSTER__INSTANCES", "3");
         let config = Config::load(None).expect("valid");
         assert_eq!(config.cluster(), crate::cluster::Cluster::new(3, 2));
-        assert_eq!(config.transactional_id(), "cxpulse-2-of-3");
+        assert_eq!(config.transactional_id_prefix(), "cxpulse-2-of-3");
 
         jail.set_env("CXPULSE__CLUSTER__INSTANCES", "2");
         let err = Config::load(None).expect_err("index 2 of 2");

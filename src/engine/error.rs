@@ -75,6 +75,16 @@ pub enum EngineError {
     /// newer deployment owns this instance's partitions.
     #[error("cluster: {0}")]
     Cluster(String),
+    /// A previous owner of this instance's partitions committed to the
+    /// changelog after the restore had read it; it is fenced now, and the
+    /// restore starts again.
+    #[error(
+        "a previous owner of this instance's partitions committed {records} changelog records while they were restored; it is fenced now, so the restore starts again"
+    )]
+    Overtaken {
+        /// Changelog records it committed after the restore.
+        records: u64,
+    },
     /// The last epoch did not commit at shutdown (it is replayed at the
     /// next start): the stop was not clean.
     #[error("stopping: {0}")]
@@ -110,7 +120,10 @@ impl EngineError {
             EngineError::Kafka { source, .. } => matches!(source, KafkaError::ClientCreation(_)),
             EngineError::Transaction(failure) => failure.is_fatal(),
             EngineError::Restore(e) => matches!(e, ReadError::Corrupt { .. }),
-            EngineError::Sink(_) | EngineError::BrokersLost | EngineError::JobPanicked(_) => false,
+            EngineError::Sink(_)
+            | EngineError::BrokersLost
+            | EngineError::JobPanicked(_)
+            | EngineError::Overtaken { .. } => false,
             EngineError::Queries(_)
             | EngineError::Http { .. }
             | EngineError::Metrics(_)

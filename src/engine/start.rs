@@ -130,17 +130,7 @@ impl Engine {
         let described = topic_limits(config, &written)
             .await
             .map_err(EngineError::kafka("describing the output topics"))?;
-        let transactional_id = config.transactional_id();
-        let mut sink = Sink::new(
-            config,
-            &transactional_id,
-            Limits::new(described, &lessons.learned),
-            Arc::clone(metrics),
-            watch.clone(),
-        )
-        .map_err(EngineError::kafka("creating the producer"))?;
-        sink.init().await?;
-        tracing::info!(%transactional_id, "transactions initialised (an earlier instance with this id, if any, is now fenced and its open transaction aborted)");
+        let mut limits = Limits::new(described, &lessons.learned);
         ensure_topics(config, &sink_topics(config, &jobs))
             .await
             .map_err(EngineError::kafka("creating output topics"))?;
@@ -149,7 +139,7 @@ impl Engine {
             .map_err(EngineError::kafka("creating the changelog topic"))?;
         let cluster = config.cluster();
         super::members::check_changelog_width(config, partitions).await?;
-        sink.learn_limits(
+        limits.extend(
             topic_limits(config, &written)
                 .await
                 .map_err(EngineError::kafka("describing the output topics"))?,
@@ -164,7 +154,7 @@ impl Engine {
             EventTime::new(config),
             lookups.clone(),
             ChangelogWriter::new(&topic, partitions)
-                .with_record_limit(sink.limits().record_bytes(&topic))
+                .with_record_limit(limits.record_bytes(&topic))
                 .owned_by(cluster),
             config.topics.clone(),
         );
@@ -189,6 +179,7 @@ impl Engine {
             })??
         };
         let (read_records, read_bytes) = (replayed.records, replayed.bytes);
+        let restored_to = replayed.ends;
 
         let mut batcher = Batcher::new(
             config.topics.clone(),
@@ -228,7 +219,28 @@ impl Engine {
             members,
             mut shuffle_marks,
         } = restored;
-        super::members::take_over(config, &sink, &mut changelog, &members).await?;
+        super::members::check_not_superseded(config, &members)?;
+        let transactional_id =
+            super::members::next_transactional_id(&config.transactional_id_prefix(), &members);
+        let sink = Sink::new(
+            config,
+            &transactional_id,
+            limits,
+            Arc::clone(metrics),
+            watch.clone(),
+        )
+        .map_err(EngineError::kafka("creating the producer"))?;
+        sink.init().await?;
+        tracing::info!(%transactional_id, "transactions initialised");
+        super::members::take_over(
+            config,
+            &sink,
+            &mut changelog,
+            &members,
+            &transactional_id,
+            &restored_to,
+        )
+        .await?;
         changelog.restore_read(read_bytes as usize);
         // Invalid table records dead-lettered before the restart are not
         // sent again.

@@ -63,13 +63,15 @@ pub struct RestoredValue {
 /// A key's final value, read back.
 pub type Final = (StateKey, RestoredValue);
 
-/// How much a replay read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How much a replay read, and where it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replayed {
     /// Records read.
     pub records: u64,
     /// Bytes read (keys and values).
     pub bytes: u64,
+    /// The offset each partition was read to (its last stable offset then).
+    pub ends: BTreeMap<i32, i64>,
 }
 
 /// Why the changelog could not be read back.
@@ -118,7 +120,7 @@ pub fn replay(
         client,
         group,
         topic,
-        partitions,
+        Start::Checkpoint(partitions),
         |key, payload, location| {
             let (state, part) = decode_key(key, &location)?;
             if part == 0 {
@@ -131,16 +133,17 @@ pub fn replay(
         },
     )?;
     let mut assembly = Assembly::new(finals);
-    scan(
+    let ends = scan(
         client,
         group,
         topic,
-        partitions,
+        Start::Checkpoint(partitions),
         |key, payload, location| match assembly.add(key, payload, location)? {
             Some(value) => apply(value),
             None => Ok(()),
         },
     )?;
+    assembly.read.ends = ends;
     if let Some(location) = assembly.unfinished() {
         return Err(ReadError::Corrupt {
             location: location.clone(),
@@ -165,7 +168,7 @@ pub fn live_keys(
         client,
         group,
         topic,
-        partitions,
+        Start::Checkpoint(partitions),
         |key, payload, location| {
             let (state, part) = decode_key(key, &location)?;
             if wanted(&state) {
@@ -180,14 +183,40 @@ pub fn live_keys(
     Ok(live)
 }
 
-/// Hands every record from the checkpoint offsets to the end to `each`.
+/// How many committed records were written to `topic` since `ends`, the
+/// offsets a [`replay`] read each partition to. Blocking.
+pub fn committed_since(
+    client: &ClientConfig,
+    group: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+) -> Result<u64, ReadError> {
+    let mut records = 0;
+    scan(client, group, topic, Start::At(ends), |_, _, _| {
+        records += 1;
+        Ok(())
+    })?;
+    Ok(records)
+}
+
+/// Where a scan starts reading.
+enum Start<'a> {
+    /// At the checkpoint offsets committed by the group, in these
+    /// partitions (at the beginning where there is none).
+    Checkpoint(&'a [i32]),
+    /// At these offsets, by partition.
+    At(&'a BTreeMap<i32, i64>),
+}
+
+/// Hands every record from `start` to the end to `each`; returns the
+/// offset each partition was read to.
 fn scan(
     client: &ClientConfig,
     group: &str,
     topic: &str,
-    partitions: &[i32],
+    start: Start<'_>,
     mut each: impl FnMut(Option<&[u8]>, Option<&[u8]>, Location) -> Result<(), ReadError>,
-) -> Result<(), ReadError> {
+) -> Result<BTreeMap<i32, i64>, ReadError> {
     let kafka = |context| move |source| ReadError::Kafka { context, source };
     let consumer: BaseConsumer<ReadToEndContext> = client
         .clone()
@@ -198,29 +227,38 @@ fn scan(
         .set("auto.offset.reset", "earliest")
         .create_with_context(ReadToEndContext)
         .map_err(kafka("creating the restore consumer"))?;
-    let mut wanted = TopicPartitionList::new();
-    for &p in partitions {
-        wanted.add_partition(topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(wanted, Duration::from_secs(30))
-        .map_err(kafka("fetching the checkpoint offsets"))?;
-    let mut start = TopicPartitionList::new();
-    for element in committed.elements() {
-        let offset = match element.offset() {
-            Offset::Offset(o) => Offset::Offset(o),
-            _ => Offset::Beginning,
-        };
-        start
-            .add_partition_offset(topic, element.partition(), offset)
+    let offsets: Vec<(i32, Offset)> = match start {
+        Start::Checkpoint(partitions) => {
+            let mut wanted = TopicPartitionList::new();
+            for &p in partitions {
+                wanted.add_partition(topic, p);
+            }
+            let committed = consumer
+                .committed_offsets(wanted, Duration::from_secs(30))
+                .map_err(kafka("fetching the checkpoint offsets"))?;
+            committed
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => (e.partition(), Offset::Offset(o)),
+                    _ => (e.partition(), Offset::Beginning),
+                })
+                .collect()
+        }
+        Start::At(ends) => ends.iter().map(|(&p, &o)| (p, Offset::Offset(o))).collect(),
+    };
+    let mut assigned = TopicPartitionList::new();
+    for &(partition, offset) in &offsets {
+        assigned
+            .add_partition_offset(topic, partition, offset)
             .map_err(kafka("setting start offsets"))?;
     }
     consumer
-        .assign(&start)
+        .assign(&assigned)
         .map_err(kafka("assigning the changelog"))?;
 
     let mut records = 0u64;
-    let mut ended: BTreeMap<i32, bool> = partitions.iter().map(|&p| (p, false)).collect();
+    let mut ended: BTreeMap<i32, bool> = offsets.iter().map(|&(p, _)| (p, false)).collect();
     let mut last_progress = Instant::now();
     let mut last_log = Instant::now();
     while ended.values().any(|e| !e) {
@@ -257,7 +295,22 @@ fn scan(
             last_log = Instant::now();
         }
     }
-    Ok(())
+    let position = consumer
+        .position()
+        .map_err(kafka("reading where the changelog ended"))?;
+    // A partition nothing was read from ended where it started.
+    let started = |partition| match offsets.iter().find(|(p, _)| *p == partition) {
+        Some((_, Offset::Offset(o))) => *o,
+        _ => 0,
+    };
+    Ok(position
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition(), o),
+            _ => (e.partition(), started(e.partition())),
+        })
+        .collect())
 }
 
 /// The state key and part of a record key.

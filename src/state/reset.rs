@@ -12,10 +12,10 @@
 //!   the next start computes the watermarks again from the events it reads,
 //!   and the jobs accept events for windows that had closed too early.
 //!
-//! Tombstones are written in one transaction under the engine's own
-//! `transactional.id` (group and instance): starting it fences an engine of
-//! that instance that still runs, which stops instead of writing the state
-//! back.
+//! Tombstones are written in one transaction under a `transactional.id`
+//! of the reset's own (`<group>-reset-<unix ms>`), after fencing every
+//! owner recorded in the changelog: an engine that still runs stops
+//! instead of writing the state back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -142,8 +142,42 @@ fn kafka(context: &'static str) -> impl FnOnce(KafkaError) -> ResetError {
     move |source| ResetError::Kafka { context, source }
 }
 
-/// The live record keys `wanted` picks.
+/// The live record keys `wanted` picks, once every owner recorded in the
+/// changelog is fenced.
 async fn live_keys(
+    config: &Config,
+    topic: &str,
+    partitions: i32,
+    wanted: impl Fn(&StateKey) -> bool + Send + 'static,
+) -> Result<BTreeSet<(StateKey, u32)>, ResetError> {
+    let is_owner = |key: &StateKey| matches!(key, StateKey::Member { .. });
+    let (owners, live): (BTreeSet<_>, BTreeSet<_>) =
+        read_live_keys(config, topic, partitions, move |key| {
+            is_owner(key) || wanted(key)
+        })
+        .await?
+        .into_iter()
+        .partition(|(key, _)| is_owner(key));
+    let ids: BTreeSet<String> = owners
+        .into_iter()
+        .filter_map(|(owner, _)| match owner {
+            StateKey::Member {
+                transactional_id, ..
+            } => Some(transactional_id),
+            _ => None,
+        })
+        .collect();
+    let client = config.client_config();
+    for id in ids {
+        crate::sink::transaction::fence(&client, &id)
+            .await
+            .map_err(kafka("fencing the engine"))?;
+    }
+    Ok(live)
+}
+
+/// The live record keys `wanted` picks.
+async fn read_live_keys(
     config: &Config,
     topic: &str,
     partitions: i32,
@@ -160,6 +194,15 @@ async fn live_keys(
     .map_err(|_| kafka("reading the changelog")(KafkaError::Canceled))?
 }
 
+/// A `transactional.id` no other reset or engine uses: one whose
+/// transaction was aborted never writes again (see `engine::members`).
+fn reset_transactional_id(config: &Config) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-reset-{}", config.kafka.group_id, now.as_millis())
+}
+
 /// Writes a tombstone for each of `doomed`, in one transaction.
 async fn tombstone(
     config: &Config,
@@ -174,7 +217,7 @@ async fn tombstone(
         .len();
     let producer: FutureProducer = config
         .client_config()
-        .set("transactional.id", config.transactional_id())
+        .set("transactional.id", reset_transactional_id(config))
         .create()
         .map_err(kafka("creating the producer"))?;
     let tombstones: Vec<(Vec<u8>, i32)> = doomed

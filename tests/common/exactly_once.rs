@@ -4,17 +4,20 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cxpulse::config::Config;
 use cxpulse::tools::generate::Generated;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, TopicPartitionList};
 use serde_json::Value;
 
 use super::process::EngineProcess;
-use super::{producer, read_topic_with};
+use super::{ReadRecord, producer, read_topic_with};
 
 /// Produces every record to its source topic, keyed by customer (so the
 /// events of one customer stay in order on one partition), and waits for
@@ -188,45 +191,118 @@ pub type RowId = (String, String, String, String);
 /// The final rows of `jobs`' output topics as a read_committed reader sees
 /// them, each with how often it was seen; values without `emitted_at`.
 pub fn final_rows(config: &Config, jobs: &[String]) -> BTreeMap<RowId, Vec<Value>> {
-    let mut rows: BTreeMap<RowId, Vec<Value>> = BTreeMap::new();
-    for job in jobs {
+    let read = jobs.iter().flat_map(|job| {
         let topic = format!("{}{job}", config.topics.output_prefix);
-        for record in read_topic_with(
+        read_topic_with(
             &config.kafka.brokers,
             &topic,
             "read_committed",
             Duration::from_secs(120),
-        ) {
-            let mut value: Value =
-                serde_json::from_str(record.value.as_deref().unwrap_or("null")).expect("json row");
-            if value["final"] == Value::Bool(false) {
-                continue;
-            }
-            if let Some(row) = value.as_object_mut() {
-                row.remove("emitted_at");
-            }
-            let text = |field: &str| value[field].as_str().unwrap_or_default().to_owned();
-            // Rows of a stateless job have no window: the row itself tells
-            // them apart (several events of one complaint share a key).
-            let id = if value.get("final").is_some() {
-                (
-                    job.clone(),
-                    record.key.unwrap_or_default(),
-                    text("window_start"),
-                    text("window_end"),
-                )
-            } else {
-                (
-                    job.clone(),
-                    record.key.unwrap_or_default(),
-                    value.to_string(),
-                    String::new(),
-                )
-            };
-            rows.entry(id).or_default().push(value);
+        )
+        .into_iter()
+        .map(move |record| (job.clone(), record))
+    });
+    final_rows_of(read)
+}
+
+/// The final rows among records read from jobs' output topics, each with
+/// how often it was seen; values without `emitted_at`.
+pub fn final_rows_of(
+    read: impl IntoIterator<Item = (String, ReadRecord)>,
+) -> BTreeMap<RowId, Vec<Value>> {
+    let mut rows: BTreeMap<RowId, Vec<Value>> = BTreeMap::new();
+    for (job, record) in read {
+        let mut value: Value =
+            serde_json::from_str(record.value.as_deref().unwrap_or("null")).expect("json row");
+        if value["final"] == Value::Bool(false) {
+            continue;
         }
+        if let Some(row) = value.as_object_mut() {
+            row.remove("emitted_at");
+        }
+        let text = |field: &str| value[field].as_str().unwrap_or_default().to_owned();
+        // Rows of a stateless job have no window: the row itself tells
+        // them apart (several events of one complaint share a key).
+        let id = if value.get("final").is_some() {
+            (
+                job.clone(),
+                record.key.unwrap_or_default(),
+                text("window_start"),
+                text("window_end"),
+            )
+        } else {
+            (
+                job.clone(),
+                record.key.unwrap_or_default(),
+                value.to_string(),
+                String::new(),
+            )
+        };
+        rows.entry(id).or_default().push(value);
     }
     rows
+}
+
+/// A read_committed reader that follows jobs' output topics while they are
+/// written, fetch by fetch, as a dashboard does (a reader started after the
+/// run reads it in a few large fetches instead).
+pub struct Tail {
+    stop: Arc<AtomicBool>,
+    reader: std::thread::JoinHandle<Vec<(String, ReadRecord)>>,
+}
+
+impl Tail {
+    /// Follows the output topics of `jobs`, which must exist, from their
+    /// beginning.
+    pub fn follow(config: &Config, jobs: &[String]) -> Tail {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka.brokers)
+            .set("group.id", "tail")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("tail reader");
+        let mut assigned = TopicPartitionList::new();
+        let mut job_of = BTreeMap::new();
+        for job in jobs {
+            let topic = format!("{}{job}", config.topics.output_prefix);
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .expect("metadata");
+            for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                assigned
+                    .add_partition_offset(&topic, p.id(), rdkafka::Offset::Beginning)
+                    .expect("partition");
+            }
+            job_of.insert(topic, job.clone());
+        }
+        consumer.assign(&assigned).expect("assign");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let reader = std::thread::spawn(move || {
+            let mut read = Vec::new();
+            let mut last = Instant::now();
+            // Once stopped, reads on until nothing came for 3 s.
+            while !(stopped.load(Ordering::Relaxed) && last.elapsed() > Duration::from_secs(3)) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        last = Instant::now();
+                        read.push((job_of[m.topic()].clone(), super::read_record(&m)));
+                    }
+                    Some(Err(e)) => panic!("tail: {e}"),
+                    None => {}
+                }
+            }
+            read
+        });
+        Tail { stop, reader }
+    }
+
+    /// What it read, once nothing more came for 3 s.
+    pub fn stop(self) -> Vec<(String, ReadRecord)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.reader.join().expect("tail reader")
+    }
 }
 
 /// Asserts that `got` has exactly the rows of `want`, each once, with equal

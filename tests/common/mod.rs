@@ -263,7 +263,8 @@ pub fn read_topic_with(
     out
 }
 
-fn read_record<M: Message>(m: &M) -> ReadRecord {
+/// A record as read, its key, value and headers as text.
+pub fn read_record<M: Message>(m: &M) -> ReadRecord {
     let headers = m
         .headers()
         .map(|h| {
