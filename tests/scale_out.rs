@@ -375,27 +375,8 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
     }
     std::thread::sleep(Duration::from_secs(3));
     for e in [&steady, &engine] {
-        let log = e.log_text();
-        eprintln!(
-            "DEBUG8 unstick {} {:?}",
-            log.lines()
-                .filter(|l| l.contains("its consumer was made anew"))
-                .count(),
-            log.lines()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                .take(3)
-                .collect::<Vec<_>>()
-        );
         let m = e.metrics();
-        eprintln!(
-            "DEBUG2 {}",
-            m.lines()
-                .filter(|l| l.contains("revenue_by_category")
-                    && (l.starts_with("cxpulse_consumer_lag_records")
-                        || l.starts_with("cxpulse_window_close_lag")))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        eprintln!("DEBUG2 {}", m.lines().filter(|l| l.contains("revenue_by_category") && (l.starts_with("cxpulse_consumer_lag_records") || l.starts_with("cxpulse_window_close_lag"))).collect::<Vec<_>>().join("\n"));
     }
     {
         use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -409,51 +390,19 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
         for p in 0..PARTITIONS {
             tpl.add_partition(&topic, p);
         }
-        let committed = reader
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed");
+        let committed = reader.committed_offsets(tpl, Duration::from_secs(10)).expect("committed");
         for e in committed.elements() {
-            let (lo, hi) = reader
-                .fetch_watermarks(&topic, e.partition(), Duration::from_secs(10))
-                .expect("wm");
-            eprintln!(
-                "DEBUG3 r={} committed={:?} low={lo} high={hi}",
-                e.partition(),
-                e.offset()
-            );
+            let (lo, hi) = reader.fetch_watermarks(&topic, e.partition(), Duration::from_secs(10)).expect("wm");
+            eprintln!("DEBUG3 r={} committed={:?} low={lo} high={hi}", e.partition(), e.offset());
         }
-        let rc = common::read_topic_with(
-            &killed.kafka.brokers,
-            &topic,
-            "read_committed",
-            Duration::from_secs(20),
-        );
-        let ru = common::read_topic_with(
-            &killed.kafka.brokers,
-            &topic,
-            "read_uncommitted",
-            Duration::from_secs(20),
-        );
-        eprintln!(
-            "DEBUG4 read_committed {} read_uncommitted {}",
-            rc.len(),
-            ru.len()
-        );
-        let uncommitted_offsets: Vec<i64> = ru
-            .iter()
-            .filter(|r| r.partition == 0)
-            .map(|r| r.offset)
-            .collect();
-        let committed_offsets: Vec<i64> = rc
-            .iter()
-            .filter(|r| r.partition == 0)
-            .map(|r| r.offset)
-            .collect();
+        let rc = common::read_topic_with(&killed.kafka.brokers, &topic, "read_committed", Duration::from_secs(20));
+        let ru = common::read_topic_with(&killed.kafka.brokers, &topic, "read_uncommitted", Duration::from_secs(20));
+        eprintln!("DEBUG4 read_committed {} read_uncommitted {}", rc.len(), ru.len());
+        let uncommitted_offsets: Vec<i64> = ru.iter().filter(|r| r.partition == 0).map(|r| r.offset).collect();
+        let committed_offsets: Vec<i64> = rc.iter().filter(|r| r.partition == 0).map(|r| r.offset).collect();
         eprintln!("DEBUG7 r=0 data offsets uncommitted-read {uncommitted_offsets:?}");
         eprintln!("DEBUG7 r=0 data offsets committed-read {committed_offsets:?}");
-        let (_, hi) = reader
-            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
-            .expect("wm");
+        let (_, hi) = reader.fetch_watermarks(&topic, 0, Duration::from_secs(10)).expect("wm");
         for start in 0..hi {
             let probe: BaseConsumer = rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", &killed.kafka.brokers)
@@ -463,20 +412,14 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
                 .create()
                 .expect("probe");
             let mut tpl = rdkafka::TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(start))
-                .expect("tpl");
+            tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(start)).expect("tpl");
             probe.assign(&tpl).expect("assign");
             let mut got = Vec::new();
             let until = std::time::Instant::now() + Duration::from_secs(5);
             while std::time::Instant::now() < until {
                 match probe.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => got.push(rdkafka::Message::offset(&m)),
-                    Some(Err(e)) => {
-                        got.push(-1);
-                        if e.to_string().contains("EOF") {
-                            break;
-                        }
-                    }
+                    Some(Err(e)) => { got.push(-1); if e.to_string().contains("EOF") { break } }
                     None => {}
                 }
             }
@@ -484,10 +427,7 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
         }
         for r in ru.iter().filter(|r| r.partition == 0 && r.offset >= 44) {
             let committed = rc.iter().any(|c| c.partition == 0 && c.offset == r.offset);
-            eprintln!(
-                "DEBUG5 r=0 @{} committed={committed} key={:?}",
-                r.offset, r.key
-            );
+            eprintln!("DEBUG5 r=0 @{} committed={committed} key={:?}", r.offset, r.key);
         }
     }
     stop_all(vec![steady, engine]);

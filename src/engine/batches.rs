@@ -335,20 +335,6 @@ impl Engine {
     /// Returns whether early results were published: the caller commits
     /// them at once rather than at the next commit interval.
     async fn tick(&mut self) -> Result<bool, EngineError> {
-        if self.inputs.shuffled_stalled() {
-            let fresh = crate::source::consumer(
-                &self.config,
-                crate::source::Reported::Repartition,
-                std::sync::Arc::clone(&self.metrics),
-                self.inputs.watch(),
-            )
-            .map_err(EngineError::kafka(
-                "creating the repartition topics' consumer",
-            ))?;
-            self.inputs
-                .renew_shuffled(fresh)
-                .map_err(EngineError::kafka("assigning the repartition partitions"))?;
-        }
         let now = tokio::time::Instant::now();
         self.refresh_assignment(now);
         let output = self.core().tick(now).await?;

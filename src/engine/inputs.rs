@@ -27,10 +27,6 @@ use crate::source::{self, Batcher, LookupConsumer, SourceConsumer};
 /// A topic and partition.
 pub(super) type TopicPartition = (String, i32);
 
-/// How long a repartition partition may take nothing while the broker holds
-/// more before its consumer is made anew ([`Inputs::renew_shuffled`]).
-const STALL_AFTER: Duration = Duration::from_secs(2);
-
 /// A record read from a repartition topic, copied out of librdkafka.
 #[derive(Debug)]
 pub(super) struct ShuffledMessage {
@@ -51,8 +47,6 @@ pub(super) struct Inputs {
     consumer: DropAside<SourceConsumer>,
     /// The consumer of the repartition partitions this instance owns.
     shuffled: DropAside<SourceConsumer>,
-    /// The last repartition record taken per partition, and when.
-    shuffled_taken: BTreeMap<TopicPartition, (i64, Instant)>,
     lookup: DropAside<LookupConsumer>,
     /// Says when every broker connection was lost, or the instance fenced.
     watch: BrokerWatch,
@@ -81,7 +75,6 @@ impl Inputs {
         Self {
             consumer: DropAside::new(consumer),
             shuffled: DropAside::new(shuffled),
-            shuffled_taken: BTreeMap::new(),
             lookup: DropAside::new(lookup),
             watch,
             table_reads: TableReads::default(),
@@ -112,66 +105,6 @@ impl Inputs {
         })
     }
 
-    /// Whether the repartition record at `offset` of `topic`/`partition`
-    /// is new (a consumer made anew by [`Self::renew_shuffled`] may deliver
-    /// records already taken).
-    pub(super) fn first_time(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
-        let at = (topic.to_owned(), partition);
-        match self.shuffled_taken.get(&at) {
-            Some(&(taken, _)) if offset <= taken => false,
-            _ => {
-                self.shuffled_taken.insert(at, (offset, Instant::now()));
-                true
-            }
-        }
-    }
-
-    /// Whether a repartition partition has taken nothing for a while
-    /// although the broker holds more than a marker beyond it: a
-    /// `read_committed` consumer can stop for good at a transaction's marker
-    /// on some brokers (noida-db), where a new consumer reads on.
-    pub(super) fn shuffled_stalled(&self) -> bool {
-        let now = Instant::now();
-        self.shuffled
-            .context()
-            .backlog
-            .held_back()
-            .iter()
-            .any(|at| {
-                self.shuffled_taken
-                    .get(at)
-                    .is_none_or(|&(_, when)| now.duration_since(when) >= STALL_AFTER)
-            })
-    }
-
-    /// Replaces the repartition topics' consumer by `fresh`, assigned the
-    /// same partitions from after the last record taken of each (else from
-    /// the committed offset). What is read twice is passed over
-    /// ([`Self::first_time`]).
-    pub(super) fn renew_shuffled(&mut self, fresh: SourceConsumer) -> Result<(), KafkaError> {
-        let mut list = TopicPartitionList::new();
-        for element in self.shuffled.assignment()?.elements() {
-            let at = (element.topic().to_owned(), element.partition());
-            let offset = match self.shuffled_taken.get(&at) {
-                Some(&(taken, _)) => Offset::Offset(taken + 1),
-                None => Offset::Stored,
-            };
-            list.add_partition_offset(&at.0, at.1, offset)?;
-        }
-        fresh.assign(&list)?;
-        let now = Instant::now();
-        for (_, when) in self.shuffled_taken.values_mut() {
-            *when = now;
-        }
-        let old = std::mem::replace(&mut self.shuffled, DropAside::new(fresh));
-        old.drop_within(Duration::ZERO);
-        tracing::info!(
-            partitions = list.count(),
-            "a repartition partition read nothing although more was there: its consumer was made anew"
-        );
-        Ok(())
-    }
-
     /// Assigns the partitions of `partitions` (repartition topics and their
     /// partition counts) that this instance owns and does not read yet.
     pub(super) fn assign_shuffled(
@@ -191,11 +124,6 @@ impl Inputs {
             tracing::info!(new = ?new, "reading the repartition partitions this instance owns");
         }
         Ok(())
-    }
-
-    /// The watch on the broker connections, for a new consumer.
-    pub(super) fn watch(&self) -> BrokerWatch {
-        self.watch.clone()
     }
 
     /// The error that fenced this instance, if another one took over.

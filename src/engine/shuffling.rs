@@ -167,12 +167,6 @@ impl Engine {
     }
 
     async fn apply_shuffled(&mut self, message: ShuffledMessage) -> Result<(), EngineError> {
-        if !self
-            .inputs
-            .first_time(&message.topic, message.partition, message.offset)
-        {
-            return Ok(());
-        }
         let at = (message.topic.clone(), message.partition);
         self.epoch
             .advance(BTreeMap::from([(at, message.offset + 1)]));

@@ -14,9 +14,6 @@ use rdkafka::statistics::Partition;
 #[derive(Debug, Default)]
 pub struct Backlog {
     pending: Mutex<BTreeMap<(String, i32), i64>>,
-    /// Offsets from the position to the high watermark (records, markers
-    /// and records of open transactions), per partition.
-    beyond: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 impl Backlog {
@@ -24,16 +21,6 @@ impl Backlog {
     /// read, if known.
     pub fn update(&self, topic: &str, partition: i32, stats: &Partition) -> Option<i64> {
         let left = pending(stats)?;
-        if let Some(position) = [stats.app_offset, stats.committed_offset]
-            .into_iter()
-            .find(|o| *o >= 0)
-            && stats.hi_offset >= 0
-        {
-            self.beyond
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert((topic.to_owned(), partition), stats.hi_offset - position);
-        }
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -47,20 +34,6 @@ impl Backlog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-    }
-
-    /// The partitions that, by the broker's last stable offset, have
-    /// nothing left to read, but more than a closing marker before their
-    /// high watermark: held back by an open transaction, or stalled.
-    pub fn held_back(&self) -> Vec<(String, i32)> {
-        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        self.beyond
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|(tp, beyond)| **beyond > 1 && pending.get(*tp) == Some(&0))
-            .map(|(tp, _)| tp.clone())
-            .collect()
     }
 
     /// The partitions with records left to read.

@@ -133,7 +133,7 @@ pub fn wait_finished(config: &Config, engine: &EngineProcess, timeout: Duration)
                 return;
             }
             seen_done = true;
-            std::thread::sleep(Duration::from_millis(3500));
+            std::thread::sleep(Duration::from_millis(1500));
             continue;
         }
         seen_done = false;
