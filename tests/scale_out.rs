@@ -15,8 +15,8 @@ mod common;
 use std::time::Duration;
 
 use common::exactly_once::{
-    assert_same_rows, event_topics, final_rows, preload, run_config, uncommitted,
-    wait_all_committed, wait_finished,
+    Tail, assert_same_rows, event_topics, final_rows, final_rows_of, preload, run_config,
+    uncommitted, wait_all_committed, wait_finished,
 };
 use common::process::{EngineProcess, engine_env};
 use common::{
@@ -354,6 +354,8 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
     let second_instance = run_config(&base, "killed", 1, 2);
     let mut steady = EngineProcess::start(&engine_env(&killed, &[]));
     steady.wait_ready(READY);
+    // A dashboard follows the outputs live across the kills.
+    let tail = Tail::follow(&killed, &jobs);
     let parts: Vec<&[cxpulse::tools::generate::Generated]> =
         second.chunks(second.len().div_ceil(3)).collect();
     for part in parts {
@@ -364,7 +366,6 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
         while uncommitted(&killed) > total / 2 {
             std::thread::sleep(Duration::from_millis(10));
         }
-        eprintln!("DEBUG kill at {:?}", std::time::SystemTime::now());
         engine.kill();
     }
     let mut engine = EngineProcess::start(&engine_env(&second_instance, &[]));
@@ -372,63 +373,6 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
     send_closing_orders(&base).await;
     for e in [&steady, &engine] {
         wait_finished(&killed, e, Duration::from_secs(120));
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    for e in [&steady, &engine] {
-        let m = e.metrics();
-        eprintln!("DEBUG2 {}", m.lines().filter(|l| l.contains("revenue_by_category") && (l.starts_with("cxpulse_consumer_lag_records") || l.starts_with("cxpulse_window_close_lag"))).collect::<Vec<_>>().join("\n"));
-    }
-    {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let topic = format!("{}-revenue_by_category-repartition", killed.kafka.group_id);
-        let reader: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &killed.kafka.brokers)
-            .set("group.id", &killed.kafka.group_id)
-            .create()
-            .expect("reader");
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition(&topic, p);
-        }
-        let committed = reader.committed_offsets(tpl, Duration::from_secs(10)).expect("committed");
-        for e in committed.elements() {
-            let (lo, hi) = reader.fetch_watermarks(&topic, e.partition(), Duration::from_secs(10)).expect("wm");
-            eprintln!("DEBUG3 r={} committed={:?} low={lo} high={hi}", e.partition(), e.offset());
-        }
-        let rc = common::read_topic_with(&killed.kafka.brokers, &topic, "read_committed", Duration::from_secs(20));
-        let ru = common::read_topic_with(&killed.kafka.brokers, &topic, "read_uncommitted", Duration::from_secs(20));
-        eprintln!("DEBUG4 read_committed {} read_uncommitted {}", rc.len(), ru.len());
-        let uncommitted_offsets: Vec<i64> = ru.iter().filter(|r| r.partition == 0).map(|r| r.offset).collect();
-        let committed_offsets: Vec<i64> = rc.iter().filter(|r| r.partition == 0).map(|r| r.offset).collect();
-        eprintln!("DEBUG7 r=0 data offsets uncommitted-read {uncommitted_offsets:?}");
-        eprintln!("DEBUG7 r=0 data offsets committed-read {committed_offsets:?}");
-        let (_, hi) = reader.fetch_watermarks(&topic, 0, Duration::from_secs(10)).expect("wm");
-        for start in 0..hi {
-            let probe: BaseConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &killed.kafka.brokers)
-                .set("group.id", "probe")
-                .set("isolation.level", "read_committed")
-                .set("enable.partition.eof", "true")
-                .create()
-                .expect("probe");
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(start)).expect("tpl");
-            probe.assign(&tpl).expect("assign");
-            let mut got = Vec::new();
-            let until = std::time::Instant::now() + Duration::from_secs(5);
-            while std::time::Instant::now() < until {
-                match probe.poll(Duration::from_millis(200)) {
-                    Some(Ok(m)) => got.push(rdkafka::Message::offset(&m)),
-                    Some(Err(e)) => { got.push(-1); if e.to_string().contains("EOF") { break } }
-                    None => {}
-                }
-            }
-            eprintln!("DEBUG6 from {start}: {got:?}");
-        }
-        for r in ru.iter().filter(|r| r.partition == 0 && r.offset >= 44) {
-            let committed = rc.iter().any(|c| c.partition == 0 && c.offset == r.offset);
-            eprintln!("DEBUG5 r=0 @{} committed={committed} key={:?}", r.offset, r.key);
-        }
     }
     stop_all(vec![steady, engine]);
 
@@ -440,12 +384,7 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
         "no event judged late"
     );
     let (want, got) = (final_rows(&whole, &jobs), final_rows(&killed, &jobs));
-    let mut missing: Vec<String> = want
-        .keys()
-        .filter(|k| !got.contains_key(*k) && k.0 == "revenue_by_category")
-        .map(|k| format!("{} {}", k.2, k.1.split("category").last().unwrap_or("")))
-        .collect();
-    missing.sort();
-    eprintln!("DEBUG missing {}: {:?}", missing.len(), missing);
     assert_same_rows("killed", &want, &got);
+    let followed = final_rows_of(tail.stop());
+    assert_same_rows("followed live while killed", &want, &followed);
 }
