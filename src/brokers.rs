@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -125,3 +126,23 @@ impl ClientContext for ProducerWatch {
         log(level, facility, message);
     }
 }
+
+/// The context of consumers that read to the end of their partitions (the
+/// changelog restore, the lookup tables): reaching an end is not an error.
+pub struct ReadToEndContext;
+
+impl ClientContext for ReadToEndContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !end {
+            tracing::warn!(error = %error, reason, "Kafka client error");
+        }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log(level, facility, message);
+    }
+}
+
+impl ConsumerContext for ReadToEndContext {}

@@ -229,6 +229,10 @@ pub struct Route {
     pub partitions: i32,
     /// The state columns that key a group.
     keys: Vec<usize>,
+    /// The one repartition partition every group goes to, when no columns
+    /// key them (result rows that depend on other groups): one picked by
+    /// the topic's name, so that such jobs spread over the instances.
+    whole: Option<i32>,
     /// The watermark of the job's sources over the partitions this
     /// instance reads, before the micro-batch: stage 1 judges lateness by
     /// it.
@@ -246,13 +250,18 @@ pub struct Route {
 impl Route {
     /// The route through `topic` (`partitions` partitions, of which this
     /// instance owns `owned`) of a job whose groups are keyed by the state
-    /// columns `keys`.
+    /// columns `keys` (none: every group goes to one partition).
     pub fn new(topic: String, partitions: i32, owned: Vec<i32>, keys: Vec<usize>) -> Self {
+        let whole = keys.is_empty().then(|| {
+            let hash = twox_hash::XxHash64::oneshot(0, topic.as_bytes());
+            (hash % partitions.max(1) as u64) as i32
+        });
         Self {
             topic,
             partitions,
             owned,
             keys,
+            whole,
             local: None,
             marks: Marks::default(),
             sources: Vec::new(),
@@ -271,7 +280,11 @@ impl Route {
     ) -> Result<Vec<OutRecord>, ArrowError> {
         let mut records = Vec::new();
         for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-            for (to, rows) in split(batch, &self.keys, self.partitions)? {
+            let parts = match self.whole {
+                Some(to) => vec![(to, batch.clone())],
+                None => split(batch, &self.keys, self.partitions)?,
+            };
+            for (to, rows) in parts {
                 let mut pending = vec![rows];
                 while let Some(rows) = pending.pop() {
                     if rows.get_array_memory_size() > MAX_RECORD_BYTES && rows.num_rows() > 1 {
@@ -495,6 +508,35 @@ mod tests {
         std::hash::Hasher::write(&mut hasher, b"books\x1f");
         let expected = (std::hash::Hasher::finish(&hasher) % 4) as i32;
         assert_eq!(seen["books"][0], expected);
+    }
+
+    #[test]
+    fn groups_whose_rows_depend_on_each_other_all_go_to_the_partition_the_topic_picks() {
+        let batch = rows(&["books", "toys", "food"], &[1, 2, 3]);
+        let route = Route::new("g-share-repartition".to_owned(), 4, vec![0], Vec::new());
+        let records = route
+            .partials("transactions", 1, &[batch])
+            .expect("partials");
+        let hash = twox_hash::XxHash64::oneshot(0, b"g-share-repartition");
+        let expected = (hash % 4) as i32;
+        assert_eq!(records.len(), 1, "one record, every group");
+        assert_eq!(records[0].partition, Some(expected));
+        // Keyed by category, the same rows spread as `split` puts them.
+        let keyed = Route::new("g-share-repartition".to_owned(), 4, vec![0], vec![0]);
+        let spread = keyed
+            .partials(
+                "transactions",
+                1,
+                &[rows(&["books", "toys", "food"], &[1, 2, 3])],
+            )
+            .expect("partials");
+        let split_to: Vec<i32> = split(&rows(&["books", "toys", "food"], &[1, 2, 3]), &[0], 4)
+            .expect("split")
+            .into_iter()
+            .map(|(to, _)| to)
+            .collect();
+        let keyed_to: Vec<Option<i32>> = spread.iter().map(|r| r.partition).collect();
+        assert_eq!(keyed_to, split_to.into_iter().map(Some).collect::<Vec<_>>());
     }
 
     #[test]

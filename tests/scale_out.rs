@@ -4,7 +4,8 @@
 //!
 //! Instance i of N owns the partitions p with p mod N = i (static
 //! ownership, `cluster.instances` and `cluster.index`). Jobs grouped by the
-//! sources' partition key run on each instance's own partitions; jobs
+//! sources' partition key (TUMBLE, HOP and SESSION) run on each instance's
+//! own partitions; jobs
 //! grouped by another column (the failure issue 27 opens with: each
 //! instance published its own partial counts) shuffle their partial
 //! aggregates through a repartition topic. Both run through a kill, two
@@ -63,8 +64,9 @@ fn run_to_the_end(configs: &[Config]) {
 }
 
 /// Jobs grouped by the partition key of `transactions` (`customer_id`):
-/// each instance computes its own partitions' windows completely.
-const BY_CUSTOMER: [(&str, &str); 2] = [
+/// each instance computes its own partitions' windows completely, sessions
+/// too (their state follows the partitions they came from).
+const BY_CUSTOMER: [(&str, &str); 3] = [
     (
         "orders_per_customer_day",
         "-- @key customer_id\nSELECT window_start, window_end, customer_id, count(*) AS orders, sum(amount) AS spent\nFROM TUMBLE(transactions, ts, INTERVAL '1 day')\nGROUP BY window_start, window_end, customer_id\n",
@@ -72,6 +74,10 @@ const BY_CUSTOMER: [(&str, &str); 2] = [
     (
         "orders_per_customer_two_days",
         "-- @key customer_id\nSELECT window_start, window_end, customer_id, count(*) AS orders, max(amount) AS largest\nFROM HOP(transactions, ts, INTERVAL '1 day', INTERVAL '2 days')\nGROUP BY window_start, window_end, customer_id\n",
+    ),
+    (
+        "customer_sessions",
+        "-- @key customer_id\nSELECT window_start, window_end, customer_id, count(*) AS orders, sum(amount) AS spent\nFROM SESSION(transactions, ts, INTERVAL '1 day', customer_id)\nGROUP BY window_start, window_end, customer_id\n",
     ),
 ];
 
@@ -387,4 +393,67 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
     assert_same_rows("killed", &want, &got);
     let followed = final_rows_of(tail.stop());
     assert_same_rows("followed live while killed", &want, &followed);
+}
+
+/// The bundled jobs on 3 instances, one of them killed midway and
+/// restarted under its index, publish the rows of one uninterrupted
+/// instance: those grouped by the customer run where the events are read,
+/// the others (nested aggregates, windows over several sources, a view)
+/// shuffle. `complaints_hourly` reads a kept table and runs on one instance
+/// only (refused on several at its line, `tests/helm.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundled_jobs_on_three_instances_with_a_kill_publish_the_rows_of_one_instance() {
+    let broker = cxpulse::tools::local_broker::LocalBroker::start().expect("broker");
+    let prefix = unique_prefix("scale-pack");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut jobs = common::exactly_once::copy_bundled(dir.path());
+    jobs.retain(|j| j != "complaints_hourly");
+    std::fs::remove_file(dir.path().join("complaints_hourly.sql")).expect("one job less");
+    let mut base = test_config_for(&broker.bootstrap(), &prefix, dir.path());
+    base.engine.max_out_of_orderness_ms = 0;
+    base.engine.idle_timeout_ms = 3_600_000;
+    create_source_topics(&base, PARTITIONS).await;
+    let events = Generator::new(35, 4_000, START).records(30);
+    preload(&base, &events).await;
+
+    let whole = run_config(&base, "whole", 0, 1);
+    run_to_the_end(std::slice::from_ref(&whole));
+    let want = final_rows(&whole, &jobs);
+    for job in &jobs {
+        assert!(
+            want.keys().any(|(j, ..)| j == job),
+            "{job} published final rows"
+        );
+    }
+
+    let three: Vec<Config> = (0..3).map(|i| run_config(&base, "three", i, 3)).collect();
+    let mut engines: Vec<EngineProcess> = three
+        .iter()
+        .map(|c| EngineProcess::start(&engine_env(c, &[])))
+        .collect();
+    for engine in &mut engines {
+        engine.wait_ready(READY);
+    }
+    let tail = Tail::follow(&three[0], &jobs);
+    let total = uncommitted(&three[0]);
+    while uncommitted(&three[0]) > total / 2 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    engines.remove(1).kill();
+    let mut restarted = EngineProcess::start(&engine_env(&three[1], &[]));
+    restarted.wait_ready(READY);
+    engines.insert(1, restarted);
+    for engine in &engines {
+        wait_finished(&three[0], engine, Duration::from_secs(600));
+    }
+    stop_all(engines);
+
+    assert_eq!(dead_letters(&three[0]), dead_letters(&whole));
+    assert_same_rows(
+        "3 instances, one killed",
+        &want,
+        &final_rows(&three[0], &jobs),
+    );
+    let followed = final_rows_of(tail.stop());
+    assert_same_rows("followed live", &want, &followed);
 }

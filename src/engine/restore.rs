@@ -456,6 +456,7 @@ fn restore_job_state(
         StateKey::Session {
             key: stored,
             version,
+            partition: home,
             ..
         } => {
             let session = session_of(windowed, key, restored)?;
@@ -466,6 +467,7 @@ fn restore_job_state(
                 start: session.start,
                 end: session.end,
                 batches: session.batches,
+                home: *home,
             };
             put_session(windowed, piece, rewrite, restored)
         }
@@ -473,6 +475,7 @@ fn restore_job_state(
             seq,
             key: stored,
             version,
+            partition: home,
             ..
         } => {
             let part = session_of(windowed, key, restored)?;
@@ -484,6 +487,7 @@ fn restore_job_state(
                 key: part.key,
                 start: part.start,
                 part: StateBatch { seq: *seq, batch },
+                home: *home,
             };
             put_session(windowed, piece, rewrite, restored)
         }

@@ -130,6 +130,13 @@ impl Engine {
         let described = topic_limits(config, &written)
             .await
             .map_err(EngineError::kafka("describing the output topics"))?;
+        // The producer comes after the restore (its id depends on the
+        // previous one); a cluster without transactions is refused now.
+        crate::sink::transaction::check_supported(
+            &config.client_config(),
+            &format!("{}-0", config.transactional_id_prefix()),
+        )
+        .await?;
         let mut limits = Limits::new(described, &lessons.learned);
         ensure_topics(config, &sink_topics(config, &jobs))
             .await

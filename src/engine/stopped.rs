@@ -26,12 +26,12 @@ use super::job_set::StoppedJob;
 use super::jobs::JobPanic;
 use super::restore::BackfillState;
 use crate::admin::partition_counts;
+use crate::brokers::ReadToEndContext;
 use crate::config::Config;
 use crate::decode::{RejectKind, Rejection};
 use crate::job::Job;
 use crate::metrics::Metrics;
 use crate::sink::{JobFailure, OutRecord};
-use crate::source::ReadToEndContext;
 use crate::state::key::StateKey;
 use crate::state::record::resume_positions;
 

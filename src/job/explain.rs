@@ -121,9 +121,20 @@ impl Job {
             self.output_topic
         );
         if self.placement() == super::Placement::Shuffled {
+            let whole = self.windowed().is_some_and(|w| !w.fires_row_wise());
+            let (why, split) = match whole {
+                true => (
+                    "its result rows depend on other groups (OVER, LIMIT or an aggregate across groups)",
+                    "all go to one partition",
+                ),
+                false => (
+                    "its groups span their partitions (grouped by something else than its sources' partition_key)",
+                    "are split by group",
+                ),
+            };
             let _ = writeln!(
                 out,
-                "shuffle: with several instances (cluster.instances), its groups span their partitions (grouped by something else than its sources' partition_key): each micro-batch's partial aggregates are split by group into the repartition topic `<group_id>-{}-repartition`, whose partitions' owners merge them and close the windows on the watermark of every source partition; one instance needs no shuffle",
+                "shuffle: with several instances (cluster.instances), {why}: each micro-batch's partial aggregates {split} in the repartition topic `<group_id>-{}-repartition`, whose partitions' owners merge them and close the windows on the watermark of every source partition; one instance needs no shuffle",
                 self.name
             );
         }

@@ -375,23 +375,29 @@ impl Job {
         let Runner::Windowed(windowed) = &self.runner else {
             return Placement::Local;
         };
-        if matches!(
-            windowed.info.spec,
-            crate::window::WindowSpec::Session { .. }
-        ) {
-            return Placement::SingleOnly(
-                "it is a SESSION window, whose state is not kept per partition yet".to_owned(),
-            );
-        }
         let groups = windowed.group_columns();
         let by_key = windowed.info.sources.iter().all(|source| {
             source
                 .partition_key()
                 .is_some_and(|key| groups.iter().any(|g| g == key))
         });
-        match by_key {
-            true => Placement::Local,
-            false => Placement::Shuffled,
+        let session = matches!(
+            windowed.info.spec,
+            crate::window::WindowSpec::Session { .. }
+        );
+        // A result row that depends on other groups (OVER, LIMIT, an
+        // aggregate across groups) needs every group of the window in one
+        // place, even when the groups follow the partitions.
+        let row_wise = windowed.fires_row_wise();
+        match (by_key && row_wise, session) {
+            (true, _) => Placement::Local,
+            (false, false) => Placement::Shuffled,
+            (false, true) if by_key => Placement::SingleOnly(
+                "it is a SESSION window whose rows depend on other sessions (OVER, LIMIT or an aggregate across them), and sessions do not shuffle yet".to_owned(),
+            ),
+            (false, true) => Placement::SingleOnly(
+                "it is a SESSION window keyed by something else than its sources' partition_key, and sessions do not shuffle yet".to_owned(),
+            ),
         }
     }
 

@@ -183,3 +183,32 @@ async fn planning_errors_point_at_file_and_line() {
         assert!(err.message.contains(message), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_window_runs_where_its_events_are_read_when_grouped_by_the_partition_key() {
+    let placed =
+        |sql: &'static str| async move { plan("q/p.sql", sql).await.expect("plans").placement() };
+    assert_eq!(
+        placed("SELECT window_start, window_end, customer_id, count(*) AS n FROM TUMBLE(transactions, ts, INTERVAL '1 hour') GROUP BY window_start, window_end, customer_id").await,
+        Placement::Local
+    );
+    assert_eq!(
+        placed("SELECT window_start, window_end, category, count(*) AS n FROM TUMBLE(transactions, ts, INTERVAL '1 hour') GROUP BY window_start, window_end, category").await,
+        Placement::Shuffled
+    );
+    // Ranked across customers: every group of a window in one place.
+    assert_eq!(
+        placed("SELECT window_start, window_end, customer_id, count(*) AS n, rank() OVER (PARTITION BY window_start ORDER BY count(*) DESC) AS r FROM TUMBLE(transactions, ts, INTERVAL '1 hour') GROUP BY window_start, window_end, customer_id").await,
+        Placement::Shuffled
+    );
+    // Sessions keyed by the partition key stay where they are read; others
+    // would need a shuffle of rows.
+    assert_eq!(
+        placed("SELECT window_start, window_end, customer_id, count(*) AS n FROM SESSION(transactions, ts, INTERVAL '30 minutes', customer_id) GROUP BY window_start, window_end, customer_id").await,
+        Placement::Local
+    );
+    assert!(matches!(
+        placed("SELECT window_start, window_end, category, count(*) AS n FROM SESSION(transactions, ts, INTERVAL '30 minutes', category) GROUP BY window_start, window_end, category").await,
+        Placement::SingleOnly(why) if why.contains("SESSION window keyed by something else")
+    ));
+}

@@ -155,8 +155,13 @@ impl WindowedJob {
     }
 
     /// The columns of the state rows that key a group, less the window
-    /// bounds: what the shuffle splits by.
+    /// bounds: what the shuffle splits by. None when a result row depends
+    /// on other groups (OVER, LIMIT, an aggregate across groups): every
+    /// group then goes to one repartition partition.
     pub fn group_key_columns(&self) -> Vec<usize> {
+        if !self.split.fire_row_wise {
+            return Vec::new();
+        }
         let (start, end) = self.split.window_columns;
         (0..self.split.group_columns)
             .filter(|c| *c != start && *c != end)
@@ -441,6 +446,13 @@ impl WindowedJob {
         self.state
             .restore(restored)
             .map_err(|e| DataFusionError::Internal(e.to_string()))
+    }
+
+    /// Whether a window's result row for a group depends on that group's
+    /// state alone (no OVER, LIMIT or aggregate across groups above the
+    /// windowed aggregate).
+    pub fn fires_row_wise(&self) -> bool {
+        self.split.fire_row_wise
     }
 
     /// The columns the window's groups are keyed by, less the window bounds.

@@ -24,8 +24,8 @@ pub enum TxnFailure {
     /// A newer instance with the same `transactional.id` took over: this
     /// one must stop.
     #[error(
-        "fenced: another cxpulse instance with the same transactional.id took over \
-         (same kafka.group_id and cluster.index); this one \
+        "fenced: a newer cxpulse instance took over this one's partitions (a restart of the \
+         same kafka.group_id and cluster.index, a rescale, or a reset); this one \
          stops: {0}"
     )]
     Fenced(KafkaError),
@@ -68,6 +68,19 @@ impl TxnFailure {
     /// Whether the engine must stop rather than restore and go on.
     pub fn is_fatal(&self) -> bool {
         !matches!(self, TxnFailure::Abortable(_))
+    }
+}
+
+/// Fails with [`TxnFailure::Unsupported`] if the cluster refuses this
+/// client transactions: it registers `probe`, a transactional id that
+/// never writes.
+pub async fn check_supported(
+    client: &rdkafka::ClientConfig,
+    probe: &str,
+) -> Result<(), TxnFailure> {
+    match fence(client, probe).await.map_err(TxnFailure::of) {
+        Err(unsupported @ TxnFailure::Unsupported(_)) => Err(unsupported),
+        _ => Ok(()),
     }
 }
 

@@ -21,8 +21,9 @@ use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Batcher, ReadToEndContext};
+use super::Batcher;
 use crate::admin::partition_counts;
+use crate::brokers::ReadToEndContext;
 use crate::config::Config;
 
 /// How long reading to the end may go without a record.

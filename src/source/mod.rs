@@ -104,26 +104,6 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {}
 
-/// The context of consumers that read to the end of their partitions (the
-/// changelog restore, the lookup tables): reaching an end is not an error.
-pub struct ReadToEndContext;
-
-impl ClientContext for ReadToEndContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let end = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
-        if !end {
-            tracing::warn!(error = %error, reason, "Kafka client error");
-        }
-    }
-
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        crate::brokers::log(level, facility, message);
-    }
-}
-
-impl ConsumerContext for ReadToEndContext {}
-
 /// Creates a consumer of the event topics or of the repartition topics
 /// (`reported`); [`assign_owned`] gives it its partitions. Offsets are
 /// never committed by the consumer itself: they go into each epoch's

@@ -47,6 +47,11 @@ pub enum StateKey {
         key: String,
         /// Session start (ms).
         start: i64,
+        /// The changelog partition: the key's home, the source partition of
+        /// its events (absent in records of releases before scale-out, and
+        /// of sessions restored from them: placed by a hash then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<i32>,
     },
     /// One batch of state rows of an open session (the session's key and
     /// bounds are in its [`StateKey::Session`] record, the typed key in the
@@ -65,6 +70,9 @@ pub enum StateKey {
         start: i64,
         /// The batch's sequence number in the job's session store.
         seq: u64,
+        /// The changelog partition, as for [`StateKey::Session`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<i32>,
     },
     /// How far a job's windows have closed, for the state of one
     /// changelog partition (absent in records of releases before
@@ -313,6 +321,14 @@ impl StateKey {
                 partition: Some(partition),
                 ..
             }
+            | StateKey::Session {
+                partition: Some(partition),
+                ..
+            }
+            | StateKey::SessionPart {
+                partition: Some(partition),
+                ..
+            }
             | StateKey::Member { partition, .. }
             | StateKey::ShuffleMark { partition, .. }
             | StateKey::Checkpoint { partition } => partition.rem_euclid(partitions),
@@ -489,12 +505,14 @@ mod tests {
             key: session_key(&ScalarValue::Utf8(Some("c1".into()))),
             start: 600_000,
             seq: 3,
+            partition: Some(4),
         };
         let bytes = key.encode(0);
         assert_eq!(
             String::from_utf8_lossy(&bytes),
-            r#"{"kind":"session_part","v":2,"job":"visits","fingerprint":"00ff","key":"c1","start":600000,"seq":3,"part":0}"#
+            r#"{"kind":"session_part","v":2,"job":"visits","fingerprint":"00ff","key":"c1","start":600000,"seq":3,"partition":4,"part":0}"#
         );
+        assert_eq!(key.partition(6), 4, "its key's home partition");
         assert_eq!(StateKey::decode(&bytes), Ok((key, 0)));
         // As the release of 2026-12-07 wrote it (tests/fixtures/changelog-v1).
         let old = br#"{"kind":"session","job":"visits","fingerprint":"759c09bb087e2a57","key":"Utf8(\"c1\")","start":1767226200000,"part":0}"#;
@@ -507,6 +525,7 @@ mod tests {
                     fingerprint: "759c09bb087e2a57".into(),
                     key: r#"Utf8("c1")"#.into(),
                     start: 1_767_226_200_000,
+                    partition: None,
                 },
                 0
             ))

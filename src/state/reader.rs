@@ -23,7 +23,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use super::error::FormatError;
 use super::key::StateKey;
 use super::value;
-use crate::source::ReadToEndContext;
+use crate::brokers::ReadToEndContext;
 
 /// How long a read may go without a record or an end of partition.
 const STALL: Duration = Duration::from_secs(30);
@@ -70,7 +70,8 @@ pub struct Replayed {
     pub records: u64,
     /// Bytes read (keys and values).
     pub bytes: u64,
-    /// The offset each partition was read to (its last stable offset then).
+    /// The offset each partition was read to by the pass that found the
+    /// final values (the last stable offset then).
     pub ends: BTreeMap<i32, i64>,
 }
 
@@ -116,7 +117,9 @@ pub fn replay(
     mut apply: impl FnMut(Final) -> Result<(), ReadError>,
 ) -> Result<Replayed, ReadError> {
     let mut finals = HashMap::new();
-    scan(
+    // Where the keys were read to: what the replay stands for (the values
+    // pass reads no further than what the keys pass found final).
+    let ends = scan(
         client,
         group,
         topic,
@@ -133,7 +136,7 @@ pub fn replay(
         },
     )?;
     let mut assembly = Assembly::new(finals);
-    let ends = scan(
+    scan(
         client,
         group,
         topic,

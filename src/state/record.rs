@@ -202,20 +202,22 @@ pub fn job_changes(
             })
             .collect(),
         StateChanges::Sessions(changes) => {
-            let header = |key: &ScalarValue, start| StateKey::Session {
+            let header = |key: &ScalarValue, start, partition| StateKey::Session {
                 version: SESSION_KEY_VERSION,
                 job: job.to_owned(),
                 fingerprint: fingerprint.to_owned(),
                 key: session_key(key),
                 start,
+                partition,
             };
-            let part = |key: &ScalarValue, start, seq| StateKey::SessionPart {
+            let part = |key: &ScalarValue, start, seq, partition| StateKey::SessionPart {
                 version: SESSION_KEY_VERSION,
                 job: job.to_owned(),
                 fingerprint: fingerprint.to_owned(),
                 key: session_key(key),
                 start,
                 seq,
+                partition,
             };
             let session = |key: ScalarValue, start, end, batches| StateValue::Session {
                 session: SessionValue {
@@ -227,28 +229,28 @@ pub fn job_changes(
                 schema: schema.clone(),
             };
             let mut out = Vec::new();
-            for change in changes {
+            for (home, change) in changes {
                 match change {
                     SessionChange::Header { key, start, end } => {
                         out.push(Change::Put(StateRecord {
-                            key: header(&key, start),
+                            key: header(&key, start, home),
                             value: session(key, start, end, Vec::new()),
                         }))
                     }
                     SessionChange::Part { key, start, batch } => {
                         out.push(Change::Put(StateRecord {
-                            key: part(&key, start, batch.seq),
+                            key: part(&key, start, batch.seq, home),
                             value: session(key, start, start, vec![batch.batch]),
                         }))
                     }
                     SessionChange::DropPart { key, start, seq } => {
-                        out.push(Change::Delete(part(&key, start, seq)));
+                        out.push(Change::Delete(part(&key, start, seq, home)));
                     }
                     SessionChange::Delete { key, start, seqs } => {
-                        out.push(Change::Delete(header(&key, start)));
+                        out.push(Change::Delete(header(&key, start, home)));
                         out.extend(
                             seqs.into_iter()
-                                .map(|seq| Change::Delete(part(&key, start, seq))),
+                                .map(|seq| Change::Delete(part(&key, start, seq, home))),
                         );
                     }
                 }
@@ -305,6 +307,7 @@ mod tests {
                     key: "c1".into(),
                     start: 5,
                     seq: 1,
+                    partition: None,
                 },
                 value: StateValue::Session {
                     session: SessionValue {

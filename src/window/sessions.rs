@@ -3,7 +3,11 @@
 //! once the watermark passes their end.
 //!
 //! Sessions are kept per key across all partitions, so a key whose events
-//! arrive on several partitions still forms one session.
+//! arrive on several partitions still forms one session. Each key has a
+//! home: the source partition of its first session's events, kept while it
+//! has sessions. Its records go to that changelog partition, so that the
+//! instance owning the partition restores them (with several instances a
+//! SESSION job is keyed by the partition key, so a key has one partition).
 //!
 //! The store journals its changes for the changelog
 //! ([`SessionStore::drain_changes`]) as deltas: a session's key and bounds
@@ -90,6 +94,18 @@ pub enum SessionChange {
     },
 }
 
+impl SessionChange {
+    /// The session key it changes.
+    pub fn key(&self) -> &ScalarValue {
+        match self {
+            SessionChange::Header { key, .. }
+            | SessionChange::Part { key, .. }
+            | SessionChange::DropPart { key, .. }
+            | SessionChange::Delete { key, .. } => key,
+        }
+    }
+}
+
 /// Open sessions by key, then by start.
 #[derive(Debug)]
 pub struct SessionStore {
@@ -105,6 +121,9 @@ pub struct SessionStore {
     legacy: HashMap<SessionId, Vec<RecordBatch>>,
     /// Memory held by the sessions.
     bytes: usize,
+    /// Each key's home partition, while it has sessions or changes to
+    /// journal (absent for keys restored from records without one).
+    home: HashMap<ScalarValue, i32>,
 }
 
 impl SessionStore {
@@ -120,7 +139,58 @@ impl SessionStore {
             journal: Vec::new(),
             legacy: HashMap::new(),
             bytes: 0,
+            home: HashMap::new(),
         }
+    }
+
+    /// Makes `partition` the home of those of `keys` that have no sessions
+    /// (nor a home) yet.
+    pub fn settle(&mut self, partition: i32, keys: impl IntoIterator<Item = ScalarValue>) {
+        for key in keys {
+            let has_sessions = self.sessions.get(&key).is_some_and(|s| !s.is_empty());
+            if !has_sessions && !self.home.contains_key(&key) {
+                self.home.insert(key, partition);
+            }
+        }
+    }
+
+    /// The keys of the rows of `batch`.
+    pub fn keys_of(&self, batch: &RecordBatch) -> Result<Vec<ScalarValue>, ArrowError> {
+        let keys = batch.column(self.key_column);
+        (0..batch.num_rows())
+            .map(|row| {
+                ScalarValue::try_from_array(keys, row)
+                    .map_err(|e| ArrowError::ComputeError(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// The changes since the last call ([`Self::drain_changes`]), each with
+    /// its key's home partition; keys left without sessions lose theirs.
+    pub fn drain_homed_changes(&mut self) -> Vec<(Option<i32>, SessionChange)> {
+        let changes = self.drain_changes();
+        let homed = changes
+            .into_iter()
+            .map(|c| (self.home.get(c.key()).copied(), c))
+            .collect();
+        let sessions = &self.sessions;
+        self.home
+            .retain(|key, _| sessions.get(key).is_some_and(|s| !s.is_empty()));
+        homed
+    }
+
+    /// Every open session as changes ([`Self::contents`]), each with its
+    /// key's home partition.
+    pub fn homed_contents(&self) -> Vec<(Option<i32>, SessionChange)> {
+        self.contents()
+            .into_iter()
+            .map(|c| (self.home.get(c.key()).copied(), c))
+            .collect()
+    }
+
+    /// Restores the home of `key`, from a record that names one.
+    pub fn restore_home(&mut self, key: ScalarValue, partition: i32) {
+        self.home.insert(key, partition);
     }
 
     fn state_batch(&mut self, batch: RecordBatch) -> StateBatch {

@@ -30,8 +30,9 @@ const MAX_PANE_BATCHES: usize = 16;
 pub enum StateChanges {
     /// Pane batches added and removed (TUMBLE, HOP).
     Panes(Vec<PaneChange>),
-    /// Sessions written whole, or removed (SESSION).
-    Sessions(Vec<SessionChange>),
+    /// Session headers and parts written or removed (SESSION), each with
+    /// its key's home partition when it has one.
+    Sessions(Vec<(Option<i32>, SessionChange)>),
 }
 
 impl StateChanges {
@@ -70,6 +71,8 @@ pub enum Restored {
         end: i64,
         /// Its state rows, when written whole.
         batches: Vec<RecordBatch>,
+        /// Its key's home partition, if the record names one.
+        home: Option<i32>,
     },
     /// One part of a session.
     SessionPart {
@@ -79,6 +82,8 @@ pub enum Restored {
         start: i64,
         /// The part.
         part: StateBatch,
+        /// Its key's home partition, if the record names one.
+        home: Option<i32>,
     },
     /// A session restored from records keyed as an earlier release keyed
     /// them: written again, under today's key, at the next commit.
@@ -353,10 +358,15 @@ impl WindowStore for SessionStore {
 
     fn insert(
         &mut self,
-        _partition: StatePartition,
+        partition: StatePartition,
         rows: &[RecordBatch],
         spans: Vec<SessionSpan>,
     ) -> Result<(), ArrowError> {
+        let mut keys: Vec<ScalarValue> = spans.iter().map(|s| s.key.clone()).collect();
+        for batch in rows {
+            keys.extend(self.keys_of(batch)?);
+        }
+        self.settle(partition.1, keys);
         self.add_spans(spans);
         for batch in rows {
             SessionStore::insert(self, batch)?;
@@ -408,11 +418,11 @@ impl WindowStore for SessionStore {
     }
 
     fn drain_changes(&mut self) -> StateChanges {
-        StateChanges::Sessions(SessionStore::drain_changes(self))
+        StateChanges::Sessions(self.drain_homed_changes())
     }
 
     fn contents(&self) -> StateChanges {
-        StateChanges::Sessions(SessionStore::contents(self))
+        StateChanges::Sessions(self.homed_contents())
     }
 
     fn restore(&mut self, restored: Restored) -> Result<(), WrongKind> {
@@ -422,8 +432,24 @@ impl WindowStore for SessionStore {
                 start,
                 end,
                 batches,
-            } => SessionStore::restore(self, key, start, end, batches),
-            Restored::SessionPart { key, start, part } => self.restore_part(key, start, part),
+                home,
+            } => {
+                if let Some(partition) = home {
+                    self.restore_home(key.clone(), partition);
+                }
+                SessionStore::restore(self, key, start, end, batches);
+            }
+            Restored::SessionPart {
+                key,
+                start,
+                part,
+                home,
+            } => {
+                if let Some(partition) = home {
+                    self.restore_home(key.clone(), partition);
+                }
+                self.restore_part(key, start, part);
+            }
             Restored::Rewrite { key, start } => self.rewrite(key, start),
             Restored::Pane(..) => return Err(WrongKind::PaneForSessions),
         }

@@ -289,7 +289,9 @@ impl Tail {
                         last = Instant::now();
                         read.push((job_of[m.topic()].clone(), super::read_record(&m)));
                     }
-                    Some(Err(e)) => panic!("tail: {e}"),
+                    // A broker gone for a moment (or at the end of a failed
+                    // test); what was missed shows in the comparison.
+                    Some(Err(e)) => eprintln!("tail: {e}"),
                     None => {}
                 }
             }

@@ -25,10 +25,11 @@ use tokio::time::Instant;
 use super::super::event_time::EventTime;
 use super::super::jobs::RunningJob;
 use super::super::restore::BackfillState;
+use crate::brokers::ReadToEndContext;
 use crate::config::{Config, TopicsConfig};
 use crate::query::BackfillFrom;
 use crate::schema::Source;
-use crate::source::{Admission, Batcher, Consumed, MicroBatch, ReadToEndContext};
+use crate::source::{Admission, Batcher, Consumed, MicroBatch};
 
 /// How often a running backfill logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
