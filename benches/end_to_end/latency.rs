@@ -37,10 +37,15 @@ const CHANNELS: [&str; 4] = ["web", "app", "email", "store"];
 /// Events are sent in bursts this often.
 const TICK: Duration = Duration::from_millis(10);
 
-/// Produces `rate` events/s for `seconds` into a running engine and
-/// reports the latency percentiles; with `history` > 0, while a job added
-/// with `@backfill earliest` reads that many past transactions.
-pub async fn run(bootstrap: &str, rate: u64, seconds: u64, history: u64) -> Value {
+/// Produces `rate` events/s for `seconds` into a running engine of
+/// `instances` instances (the job shuffles on several) and reports the
+/// latency percentiles; with `history` > 0 (one instance), while a job
+/// added with `@backfill earliest` reads that many past transactions.
+pub async fn run(bootstrap: &str, rate: u64, seconds: u64, history: u64, instances: i32) -> Value {
+    assert!(
+        history == 0 || instances == 1,
+        "--backfill runs on one instance: a job that shuffles cannot be backfilled on several yet"
+    );
     let mut config = Config::load(None).expect("the default configuration");
     config.kafka.brokers = bootstrap.to_owned();
     cxpulse::admin::ensure_topics(&config, &cxpulse::admin::source_topics(&config, 3))
@@ -65,7 +70,7 @@ pub async fn run(bootstrap: &str, rate: u64, seconds: u64, history: u64) -> Valu
     if history > 0 {
         preload_history(&producer, feedback, history).await;
     }
-    let mut engine = EngineRun {
+    let mut engines = EngineRun {
         config: None,
         env: vec![
             (
@@ -86,9 +91,13 @@ pub async fn run(bootstrap: &str, rate: u64, seconds: u64, history: u64) -> Valu
         partitions: 3,
         events: 0,
         profile: None,
+        instances,
     }
-    .spawn(bootstrap);
-    engine.wait_ready();
+    .spawn_all(bootstrap);
+    for engine in &mut engines {
+        engine.wait_ready();
+    }
+    let engine = &engines[0];
     let backfill = (history > 0).then(|| {
         // The live job reads the history first; then the backfilled job
         // is added (SIGHUP reloads the queries).
@@ -177,7 +186,9 @@ pub async fn run(bootstrap: &str, rate: u64, seconds: u64, history: u64) -> Valu
     reading.store(false, std::sync::atomic::Ordering::Relaxed);
     reader.join().expect("reader");
     let backfill = backfill.map(|watch| watch.join().expect("backfill watch"));
-    engine.stop();
+    for engine in engines {
+        engine.stop();
+    }
 
     let seen = std::mem::take(&mut *seen.lock().expect("seen"));
     let (latencies, missed) = latencies(&produced, seen);

@@ -6,13 +6,15 @@
 //!
 //! `cargo bench --bench end_to_end [-- --events N] [--customers C]
 //! [--workloads cx,nexmark,latency] [--nexmark-events M] [--queries q5,q11]
-//! [--rate R] [--seconds S] [--backfill N] [--json PATH] [--perf DIR]` (defaults: 5,000,000
+//! [--rate R] [--seconds S] [--backfill N] [--instances N] [--json PATH] [--perf DIR]` (defaults: 5,000,000
 //! events of 100,000 generated customers, then 5,000,000 Nexmark events,
 //! every query; the latency workload, only when named, produces 100,000
 //! events/s for 60 s, with `--backfill N` while a job added with
 //! `@backfill earliest` reads N past transactions; figures written
 //! to `target/end_to_end.json`; `--perf` records each engine run with
-//! `perf record -g` into DIR/<group>.perf.data).
+//! `perf record -g` into DIR/<group>.perf.data). With `--instances N`
+//! above 1, the customer-analytics jobs and each Nexmark query run again
+//! on N instances (`scale.rs`), and the latency job runs on N instances.
 //!
 //! Each workload starts a noida-db broker of its own on 127.0.0.1
 //! (installed by `scripts/broker.sh install`) and preloads its events into
@@ -37,6 +39,7 @@ mod measure;
 mod nexmark;
 #[path = "../support/preload.rs"]
 mod preload;
+mod scale;
 
 use std::path::{Path, PathBuf};
 
@@ -69,6 +72,7 @@ async fn main() {
     let events = number("--events", 5_000_000);
     let customers = number("--customers", 100_000) as usize;
     let nexmark_events = number("--nexmark-events", events);
+    let instances = number("--instances", 1) as i32;
     let workloads = value("--workloads").unwrap_or_else(|| "cx,nexmark".to_owned());
     let queries: Option<Vec<String>> =
         value("--queries").map(|q| q.split(',').map(str::to_owned).collect());
@@ -83,7 +87,7 @@ async fn main() {
         "cpus": std::thread::available_parallelism().map_or(0, usize::from),
     });
     if workloads.split(',').any(|w| w == "cx") {
-        report["cx"] = customer_analytics(events, customers, profiles.as_deref()).await;
+        report["cx"] = customer_analytics(events, customers, profiles.as_deref(), instances).await;
     }
     if workloads.split(',').any(|w| w == "latency") {
         let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
@@ -92,6 +96,7 @@ async fn main() {
             number("--rate", 100_000),
             number("--seconds", 60),
             number("--backfill", 0),
+            instances,
         )
         .await;
     }
@@ -102,6 +107,7 @@ async fn main() {
             nexmark_events,
             queries.as_deref(),
             profiles.as_deref(),
+            instances,
         )
         .await;
     }
@@ -114,7 +120,12 @@ async fn main() {
 }
 
 /// Runs (a) to (d) on the customer-analytics workload.
-async fn customer_analytics(events: u64, customers: usize, profiles: Option<&Path>) -> Value {
+async fn customer_analytics(
+    events: u64,
+    customers: usize,
+    profiles: Option<&Path>,
+    instances: i32,
+) -> Value {
     let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
     let mut config = Config::load(None).expect("the default configuration");
     config.kafka.brokers = broker.bootstrap();
@@ -152,6 +163,7 @@ async fn customer_analytics(events: u64, customers: usize, profiles: Option<&Pat
             partitions: PARTITIONS,
             events,
             profile: profiles.map(|dir| dir.join(format!("{group}.perf.data"))),
+            instances: 1,
         }
         .measure(&broker.bootstrap())
     };
@@ -186,7 +198,7 @@ async fn customer_analytics(events: u64, customers: usize, profiles: Option<&Pat
             all.rows.get(job).copied().unwrap_or(0)
         );
     }
-    json!({
+    let mut figures = json!({
         "events": events,
         "customers": customers,
         "simulated_days": days,
@@ -195,5 +207,10 @@ async fn customer_analytics(events: u64, customers: usize, profiles: Option<&Pat
         "all_jobs": all.json(Some(&ceiling)),
         "trivial_job": trivial.json(Some(&ceiling)),
         "batch": batch.json(Some(&ceiling)),
-    })
+    });
+    if instances > 1 {
+        figures["instances"] =
+            scale::customer_analytics(&broker.bootstrap(), &topics, PARTITIONS, events, instances);
+    }
+    figures
 }

@@ -161,13 +161,23 @@ pub struct EngineRun<'a> {
     pub partitions: i32,
     /// Events preloaded in `topics`.
     pub events: u64,
-    /// Where to write a `perf record` profile of the run, if anywhere.
+    /// Where to write a `perf record` profile of the run, if anywhere
+    /// (one instance only).
     pub profile: Option<PathBuf>,
+    /// How many instances share the partitions (`cluster.instances`).
+    pub instances: i32,
 }
 
 impl EngineRun<'_> {
-    /// Starts `cxpulse run` on this run's settings.
-    pub fn spawn(&self, bootstrap: &str) -> Spawned {
+    /// Starts `cxpulse run` on this run's settings, once per instance.
+    pub fn spawn_all(&self, bootstrap: &str) -> Vec<Spawned> {
+        (0..self.instances)
+            .map(|index| self.spawn_instance(bootstrap, index))
+            .collect()
+    }
+
+    /// Starts `cxpulse run` on this run's settings as instance `index`.
+    fn spawn_instance(&self, bootstrap: &str, index: i32) -> Spawned {
         let port = free_port();
         let logs = tempfile::NamedTempFile::new().expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_cxpulse"));
@@ -185,6 +195,8 @@ impl EngineRun<'_> {
             )
             .env("CXPULSE__HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("CXPULSE__ENGINE__RELOAD_INTERVAL_MS", "0")
+            .env("CXPULSE__CLUSTER__INSTANCES", self.instances.to_string())
+            .env("CXPULSE__CLUSTER__INDEX", index.to_string())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(logs.reopen().expect("log file"));
@@ -192,17 +204,16 @@ impl EngineRun<'_> {
         Spawned { child, port, logs }
     }
 
-    /// Starts `cxpulse run` and measures it from its first consumed event
-    /// until its group has committed the end of every partition of
-    /// `topics` and its windows have stopped closing; then stops it with
-    /// SIGTERM.
+    /// Starts `cxpulse run` (every instance) and measures it from the first
+    /// consumed event until its group has committed the end of every
+    /// partition of `topics` and its windows have stopped closing; then
+    /// stops it with SIGTERM. CPU seconds, peak RSS and rows are summed
+    /// over the instances.
     pub fn measure(&self, bootstrap: &str) -> Measured {
-        let Spawned {
-            mut child,
-            port,
-            logs,
-        } = self.spawn(bootstrap);
-        let pid = child.id().to_string();
+        let mut engines = self.spawn_all(bootstrap);
+        let pids: Vec<String> = engines.iter().map(|e| e.child.id().to_string()).collect();
+        let ports: Vec<u16> = engines.iter().map(|e| e.port).collect();
+        let cpu = || pids.iter().map(|pid| cpu_seconds(pid)).sum::<f64>();
         let mut perf = self.profile.as_ref().map(|out| {
             Command::new("perf")
                 .args([
@@ -212,7 +223,7 @@ impl EngineRun<'_> {
                     "--call-graph",
                     "dwarf,8192",
                     "-p",
-                    &pid,
+                    &pids[0],
                     "-o",
                 ])
                 .arg(out)
@@ -231,19 +242,22 @@ impl EngineRun<'_> {
         let mut first = None;
         loop {
             std::thread::sleep(Duration::from_millis(100));
-            if let Ok(Some(status)) = child.try_wait() {
-                let logs = std::fs::read_to_string(logs.path()).unwrap_or_default();
-                panic!("cxpulse run stopped ({status}):\n{logs}");
+            for engine in &mut engines {
+                if let Ok(Some(status)) = engine.child.try_wait() {
+                    let logs = std::fs::read_to_string(engine.logs.path()).unwrap_or_default();
+                    panic!("cxpulse run stopped ({status}):\n{logs}");
+                }
             }
             assert!(started.elapsed() < RUN_LIMIT, "the run did not finish");
             if first.is_none() {
-                let consumed: f64 = metric(port, "cxpulse_records_consumed_total")
+                let consumed: f64 = ports
                     .iter()
+                    .flat_map(|&port| metric(port, "cxpulse_records_consumed_total"))
                     .filter(|(labels, _)| self.topics.iter().any(|t| labels.contains(t.as_str())))
                     .map(|(_, v)| v)
                     .sum();
                 if consumed > 0.0 {
-                    first = Some((Instant::now(), cpu_seconds(&pid)));
+                    first = Some((Instant::now(), cpu()));
                 }
                 continue;
             }
@@ -252,27 +266,33 @@ impl EngineRun<'_> {
             }
         }
         // The last offsets are committed before the windows the final
-        // watermark closes have all fired (firing is budgeted per round):
-        // the run ends when windows stop closing.
-        let (ended, cpu_at_end) = windows_settled(port, &pid);
-        let (began, cpu) = first.expect("started");
+        // watermark closes have all fired (firing is budgeted per round),
+        // and, on several instances, before the second stage of a shuffle
+        // has read the last partials: the run ends when windows stop
+        // closing.
+        let (ended, cpu_at_end) = windows_settled(&ports, cpu);
+        let (began, cpu_at_start) = first.expect("started");
         let seconds = ended.duration_since(began).as_secs_f64();
-        let cpu_seconds = cpu_at_end - cpu;
-        let peak_rss = peak_rss(&pid);
-        let rows = per_job(port, "cxpulse_output_records_total");
-        let errors: u64 = per_job(port, "cxpulse_job_errors_total").values().sum();
-        let restarts: f64 = metric(port, "cxpulse_restores_total")
+        let peak_rss = pids.iter().map(|pid| peak_rss(pid)).sum();
+        let rows = summed_per_job(&ports, "cxpulse_output_records_total");
+        let errors: u64 = summed_per_job(&ports, "cxpulse_job_errors_total")
+            .values()
+            .sum();
+        let restarts: f64 = ports
             .iter()
+            .flat_map(|&port| metric(port, "cxpulse_restores_total"))
             .map(|(_, v)| v)
             .sum();
-        if errors > 0 || restarts > 1.0 {
-            let kept = std::env::temp_dir().join(format!("{}.log", self.group));
-            let _ = std::fs::copy(logs.path(), &kept);
-            eprintln!(
-                "warning: {} had {errors} job error(s) and {restarts} restore(s); its log is in {}",
-                self.group,
-                kept.display()
-            );
+        if errors > 0 || restarts > f64::from(self.instances) {
+            for (i, engine) in engines.iter().enumerate() {
+                let kept = std::env::temp_dir().join(format!("{}-{i}.log", self.group));
+                let _ = std::fs::copy(engine.logs.path(), &kept);
+                eprintln!(
+                    "warning: {} had {errors} job error(s) and {restarts} restore(s); the log of instance {i} is in {}",
+                    self.group,
+                    kept.display()
+                );
+            }
         }
         if let Some(perf) = &mut perf {
             let _ = Command::new("kill")
@@ -280,11 +300,13 @@ impl EngineRun<'_> {
                 .status();
             let _ = perf.wait();
         }
-        stop(&mut child);
+        for engine in engines {
+            engine.stop();
+        }
         Measured {
             events: self.events,
             seconds,
-            cpu_seconds,
+            cpu_seconds: cpu_at_end - cpu_at_start,
             peak_rss,
             rows,
         }
@@ -336,19 +358,32 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 /// When windows stopped closing (no job's `cxpulse_windows_fired_total`
-/// changed for five seconds), and this process's CPU seconds then.
-fn windows_settled(port: u16, pid: &str) -> (Instant, f64) {
-    let mut fired = per_job(port, "cxpulse_windows_fired_total");
-    let mut last_change = (Instant::now(), cpu_seconds(pid));
+/// on any of `ports` changed for five seconds), and the CPU seconds `cpu`
+/// counted then.
+fn windows_settled(ports: &[u16], cpu: impl Fn() -> f64) -> (Instant, f64) {
+    let mut fired = summed_per_job(ports, "cxpulse_windows_fired_total");
+    let mut last_change = (Instant::now(), cpu());
     while last_change.0.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(200));
-        let now = per_job(port, "cxpulse_windows_fired_total");
+        let now = summed_per_job(ports, "cxpulse_windows_fired_total");
         if now != fired {
             fired = now;
-            last_change = (Instant::now(), cpu_seconds(pid));
+            last_change = (Instant::now(), cpu());
         }
     }
     last_change
+}
+
+/// Metric `name`'s value per `job` label, summed over the engines on
+/// `ports`.
+fn summed_per_job(ports: &[u16], name: &str) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for &port in ports {
+        for (job, v) in per_job(port, name) {
+            *sums.entry(job).or_default() += v;
+        }
+    }
+    sums
 }
 
 /// Metric `name`'s value per `job` label.

@@ -36,12 +36,14 @@ fn folder() -> PathBuf {
 }
 
 /// Preloads `events` events, measures the ceiling, then runs each query
-/// (all, or those named in `only`); prints a table and returns the figures.
+/// (all, or those named in `only`), on one instance and, with `instances`
+/// above 1, again on that many; prints a table and returns the figures.
 pub async fn run(
     bootstrap: &str,
     events: u64,
     only: Option<&[String]>,
     profiles: Option<&Path>,
+    instances: i32,
 ) -> Value {
     let config_file = folder().join("config.toml");
     let config = Config::load(Some(&config_file)).expect("the Nexmark configuration");
@@ -94,38 +96,48 @@ pub async fn run(
         let name = stem(&query);
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::copy(&query, dir.path().join(format!("{name}.sql"))).expect("copy");
-        let group = format!("nexmark-{name}");
-        let measured = EngineRun {
-            config: Some(&config_file),
-            env: vec![
-                (
-                    "CXPULSE__ENGINE__QUERIES_DIR".to_owned(),
-                    dir.path().display().to_string(),
-                ),
-                (
-                    "CXPULSE__TOPICS__OUTPUT_PREFIX".to_owned(),
-                    format!("nexmark.{name}."),
-                ),
-            ],
-            group: group.clone(),
-            topics: &topics,
-            partitions: PARTITIONS,
-            events,
-            profile: profiles.map(|dir| dir.join(format!("{group}.perf.data"))),
+        let counts = if instances > 1 {
+            vec![1, instances]
+        } else {
+            vec![1]
+        };
+        for n in counts {
+            let (run, group) = match n {
+                1 => (name.clone(), format!("nexmark-{name}")),
+                n => (format!("{name} ×{n}"), format!("nexmark-{name}-x{n}")),
+            };
+            let prefix = format!("{group}.");
+            let measured = EngineRun {
+                config: Some(&config_file),
+                env: vec![
+                    (
+                        "CXPULSE__ENGINE__QUERIES_DIR".to_owned(),
+                        dir.path().display().to_string(),
+                    ),
+                    ("CXPULSE__TOPICS__OUTPUT_PREFIX".to_owned(), prefix.clone()),
+                ],
+                group: group.clone(),
+                topics: &topics,
+                partitions: PARTITIONS,
+                events,
+                profile: profiles.map(|dir| dir.join(format!("{group}.perf.data"))),
+                instances: n,
+            }
+            .measure(bootstrap);
+            let (shuffled, _) = crate::scale::repartition_bytes(bootstrap, &group);
+            // noida-db keeps every topic in memory: the run's output,
+            // changelog and repartition topic go before the next run.
+            let mut written = vec![format!("{prefix}{name}"), format!("{group}-changelog")];
+            if shuffled > 0 {
+                written.push(format!("{group}-{name}-repartition"));
+            }
+            drop_topics(bootstrap, &written).await;
+            println!("{}", measured.row(&run, Some(&ceiling)));
+            let mut figures = measured.json(Some(&ceiling));
+            figures["instances"] = json!(n);
+            figures["repartition_bytes_per_event"] = json!(shuffled as f64 / events as f64);
+            results.insert(run, figures);
         }
-        .measure(bootstrap);
-        // noida-db keeps every topic in memory: the run's output and
-        // changelog go before the next run.
-        drop_topics(
-            bootstrap,
-            &[
-                format!("nexmark.{name}.{name}"),
-                format!("{group}-changelog"),
-            ],
-        )
-        .await;
-        println!("{}", measured.row(&name, Some(&ceiling)));
-        results.insert(name, measured.json(Some(&ceiling)));
     }
     json!({
         "events": events,

@@ -1,0 +1,169 @@
+//! What several instances cost: CPU per event of the same jobs on one
+//! instance and on several, and the bytes a run wrote to its jobs'
+//! repartition topics (`<group>-<job>-repartition`), which carry the
+//! partial aggregates and watermark marks of the jobs that shuffle.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use serde_json::{Value, json};
+
+use crate::measure::{EngineRun, Measured, RECEIVE_MAX};
+
+/// Bytes (keys, values and headers) and records committed to the
+/// repartition topics of consumer group `group`'s jobs.
+pub fn repartition_bytes(bootstrap: &str, group: &str) -> (u64, u64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-repartition")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("receive.message.max.bytes", RECEIVE_MAX)
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let mut all = TopicPartitionList::new();
+    for topic in metadata.topics() {
+        let name = topic.name();
+        if name.starts_with(&format!("{group}-")) && name.ends_with("-repartition") {
+            for p in topic.partitions() {
+                all.add_partition_offset(name, p.id(), Offset::Beginning)
+                    .expect("partition");
+            }
+        }
+    }
+    let partitions = all.count();
+    if partitions == 0 {
+        return (0, 0);
+    }
+    consumer.assign(&all).expect("assign");
+    let (mut bytes, mut records, mut ended) = (0u64, 0u64, 0usize);
+    while ended < partitions {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                records += 1;
+                let headers = m.headers().map_or(0, |h| {
+                    h.iter()
+                        .map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len))
+                        .sum::<usize>()
+                });
+                bytes += (m.key().map_or(0, <[u8]>::len)
+                    + m.payload().map_or(0, <[u8]>::len)
+                    + headers) as u64;
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => ended += 1,
+            Some(Err(e)) => panic!("reading the repartition topics: {e}"),
+            None => {}
+        }
+    }
+    (bytes, records)
+}
+
+/// The customer-analytics jobs on one instance and on `instances`, over
+/// the same preloaded events: the bundled pack (less `complaints_hourly`,
+/// which reads a kept table and runs on one instance only), a job that
+/// shuffles on several instances (`need_by_category`) and one grouped by
+/// the partition key (`loyalty_rfm`), each alone. Prints a table and
+/// returns the figures.
+pub fn customer_analytics(
+    bootstrap: &str,
+    topics: &[String],
+    partitions: i32,
+    events: u64,
+    instances: i32,
+) -> Value {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+    let every: Vec<String> = std::fs::read_dir(&bundled)
+        .expect("bundled queries")
+        .filter_map(|e| {
+            let path = e.expect("entry").path();
+            let stem = path.file_stem()?.to_str()?.to_owned();
+            (path.extension()? == "sql" && stem != "complaints_hourly").then_some(stem)
+        })
+        .collect();
+    let cases: [(&str, Vec<String>); 3] = [
+        ("bundled pack less complaints_hourly", every),
+        (
+            "need_by_category (shuffles)",
+            vec!["need_by_category".to_owned()],
+        ),
+        (
+            "loyalty_rfm (partition key)",
+            vec!["loyalty_rfm".to_owned()],
+        ),
+    ];
+    println!(
+        "\n{instances} instances\n\n| run | instances | CPU s per M events | events per CPU s | CPU vs 1 instance | peak RSS MiB (sum) | repartition bytes per event |\n|---|---|---|---|---|---|---|"
+    );
+    let mut figures = serde_json::Map::new();
+    for (case, (name, jobs)) in cases.iter().enumerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for job in jobs {
+            std::fs::copy(
+                bundled.join(format!("{job}.sql")),
+                dir.path().join(format!("{job}.sql")),
+            )
+            .expect("copy a query");
+        }
+        copy_views(&bundled.join("views"), &dir.path().join("views"));
+        let mut one = None;
+        for n in [1, instances] {
+            let group = format!("bench-scale-{case}-x{n}");
+            let measured = EngineRun {
+                config: None,
+                env: vec![
+                    (
+                        "CXPULSE__ENGINE__QUERIES_DIR".to_owned(),
+                        dir.path().display().to_string(),
+                    ),
+                    (
+                        "CXPULSE__TOPICS__OUTPUT_PREFIX".to_owned(),
+                        format!("{group}."),
+                    ),
+                ],
+                group: group.clone(),
+                topics,
+                partitions,
+                events,
+                profile: None,
+                instances: n,
+            }
+            .measure(bootstrap);
+            let (bytes, _) = repartition_bytes(bootstrap, &group);
+            let per_event = bytes as f64 / events as f64;
+            let versus = one
+                .as_ref()
+                .map_or(1.0, |o: &Measured| measured.cpu_seconds / o.cpu_seconds);
+            println!(
+                "| {name} | {n} | {:.2} | {:.0} | {versus:.2} | {} | {per_event:.1} |",
+                measured.cpu_per_million(),
+                measured.events as f64 / measured.cpu_seconds,
+                measured.peak_rss / 1_048_576,
+            );
+            let mut run = measured.json(None);
+            run["repartition_bytes_per_event"] = json!(per_event);
+            run["cpu_versus_one_instance"] = json!(versus);
+            figures.insert(format!("{name} ×{n}"), run);
+            one.get_or_insert(measured);
+        }
+    }
+    Value::Object(figures)
+}
+
+/// Copies the shared views.
+fn copy_views(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("views dir");
+    for entry in std::fs::read_dir(from).expect("bundled views") {
+        let path = entry.expect("entry").path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, to.join(name)).expect("copy a view");
+        }
+    }
+}
