@@ -150,6 +150,7 @@ pub async fn batch(config: &Config, dir: &Path, queries: &Path, events: u64) -> 
         events,
         seconds: began.elapsed().as_secs_f64(),
         cpu_seconds: cpu_seconds("self") - cpu,
+        broker_thread_seconds: 0.0,
         peak_rss: peak_rss("self"),
         rows,
     }

@@ -209,8 +209,14 @@ async fn customer_analytics(
         "batch": batch.json(Some(&ceiling)),
     });
     if instances > 1 {
-        figures["instances"] =
-            scale::customer_analytics(&broker.bootstrap(), &topics, PARTITIONS, events, instances);
+        figures["instances"] = scale::customer_analytics(
+            &broker.bootstrap(),
+            &topics,
+            PARTITIONS,
+            events,
+            instances,
+            profiles,
+        );
     }
     figures
 }

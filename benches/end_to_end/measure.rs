@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
-use crate::cpu::cpu_seconds;
+use crate::cpu::{broker_thread_seconds, cpu_seconds};
 
 /// noida-db ignores `fetch.max.bytes` and answers a fetch with a
 /// partition's whole backlog: every client here accepts answers this big.
@@ -33,6 +33,9 @@ pub struct Measured {
     pub seconds: f64,
     /// CPU seconds (user + system) of the measured process in that span.
     pub cpu_seconds: f64,
+    /// Of those, the seconds of librdkafka's broker threads (engine runs):
+    /// on noida-db mostly idle consumers polling (`cpu::broker_thread_seconds`).
+    pub broker_thread_seconds: f64,
     /// Peak resident set of the measured process, bytes.
     pub peak_rss: u64,
     /// Rows published per job (engine runs) or computed (batch runs).
@@ -50,6 +53,11 @@ impl Measured {
         self.cpu_seconds / (self.events as f64 / 1e6)
     }
 
+    /// CPU seconds per million events, less librdkafka's broker threads.
+    pub fn engine_cpu_per_million(&self) -> f64 {
+        (self.cpu_seconds - self.broker_thread_seconds) / (self.events as f64 / 1e6)
+    }
+
     /// The figures as JSON; `ceiling` adds the ratio to it.
     pub fn json(&self, ceiling: Option<&Measured>) -> Value {
         json!({
@@ -58,6 +66,7 @@ impl Measured {
             "events_per_second": self.rate(),
             "cpu_seconds": self.cpu_seconds,
             "cpu_seconds_per_million_events": self.cpu_per_million(),
+            "broker_thread_cpu_seconds": self.broker_thread_seconds,
             "events_per_cpu_second": self.events as f64 / self.cpu_seconds,
             "peak_rss_bytes": self.peak_rss,
             "ratio_to_ceiling": ceiling.map(|c| self.rate() / c.rate()),
@@ -141,6 +150,7 @@ pub fn ceiling(
         events: count,
         seconds: began.elapsed().as_secs_f64(),
         cpu_seconds: cpu_seconds("self") - cpu,
+        broker_thread_seconds: 0.0,
         peak_rss: peak_rss("self"),
         rows: BTreeMap::new(),
     };
@@ -161,8 +171,8 @@ pub struct EngineRun<'a> {
     pub partitions: i32,
     /// Events preloaded in `topics`.
     pub events: u64,
-    /// Where to write a `perf record` profile of the run, if anywhere
-    /// (one instance only).
+    /// Where to write a `perf record` profile of the run (every
+    /// instance), if anywhere.
     pub profile: Option<PathBuf>,
     /// How many instances share the partitions (`cluster.instances`).
     pub instances: i32,
@@ -213,7 +223,11 @@ impl EngineRun<'_> {
         let mut engines = self.spawn_all(bootstrap);
         let pids: Vec<String> = engines.iter().map(|e| e.child.id().to_string()).collect();
         let ports: Vec<u16> = engines.iter().map(|e| e.port).collect();
-        let cpu = || pids.iter().map(|pid| cpu_seconds(pid)).sum::<f64>();
+        let cpu = || {
+            pids.iter()
+                .map(|pid| (cpu_seconds(pid), broker_thread_seconds(pid)))
+                .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
+        };
         let mut perf = self.profile.as_ref().map(|out| {
             Command::new("perf")
                 .args([
@@ -223,7 +237,7 @@ impl EngineRun<'_> {
                     "--call-graph",
                     "dwarf,8192",
                     "-p",
-                    &pids[0],
+                    &pids.join(","),
                     "-o",
                 ])
                 .arg(out)
@@ -270,8 +284,8 @@ impl EngineRun<'_> {
         // and, on several instances, before the second stage of a shuffle
         // has read the last partials: the run ends when windows stop
         // closing.
-        let (ended, cpu_at_end) = windows_settled(&ports, cpu);
-        let (began, cpu_at_start) = first.expect("started");
+        let (ended, (cpu_at_end, io_at_end)) = windows_settled(&ports, cpu);
+        let (began, (cpu_at_start, io_at_start)) = first.expect("started");
         let seconds = ended.duration_since(began).as_secs_f64();
         let peak_rss = pids.iter().map(|pid| peak_rss(pid)).sum();
         let rows = summed_per_job(&ports, "cxpulse_output_records_total");
@@ -307,6 +321,7 @@ impl EngineRun<'_> {
             events: self.events,
             seconds,
             cpu_seconds: cpu_at_end - cpu_at_start,
+            broker_thread_seconds: io_at_end - io_at_start,
             peak_rss,
             rows,
         }
@@ -358,9 +373,9 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 }
 
 /// When windows stopped closing (no job's `cxpulse_windows_fired_total`
-/// on any of `ports` changed for five seconds), and the CPU seconds `cpu`
-/// counted then.
-fn windows_settled(ports: &[u16], cpu: impl Fn() -> f64) -> (Instant, f64) {
+/// on any of `ports` changed for five seconds), and what `cpu` counted
+/// then.
+fn windows_settled<T>(ports: &[u16], cpu: impl Fn() -> T) -> (Instant, T) {
     let mut fired = summed_per_job(ports, "cxpulse_windows_fired_total");
     let mut last_change = (Instant::now(), cpu());
     while last_change.0.elapsed() < Duration::from_secs(5) {

@@ -136,6 +136,13 @@ pub async fn run(
             let mut figures = measured.json(Some(&ceiling));
             figures["instances"] = json!(n);
             figures["repartition_bytes_per_event"] = json!(shuffled as f64 / events as f64);
+            figures["cpu_seconds_per_million_events_less_broker_threads"] =
+                json!(measured.engine_cpu_per_million());
+            println!(
+                "  ({run}: {:.2} CPU s per M events less librdkafka's broker threads; {:.1} repartition bytes per event)",
+                measured.engine_cpu_per_million(),
+                shuffled as f64 / events as f64
+            );
             results.insert(run, figures);
         }
     }
