@@ -66,12 +66,17 @@ pub fn repartition_bytes(bootstrap: &str, group: &str) -> (u64, u64) {
     (bytes, records)
 }
 
+/// A job grouped by the partition key whose rows depend on their own group
+/// alone: it never shuffles.
+const PER_CUSTOMER: &str = "-- @key customer_id\nSELECT window_start, window_end, customer_id, count(*) AS orders, sum(amount) AS spent\nFROM TUMBLE(transactions, ts, INTERVAL '1 day')\nGROUP BY window_start, window_end, customer_id\n";
+
 /// The customer-analytics jobs on one instance and on `instances`, over
 /// the same preloaded events: the bundled pack (less `complaints_hourly`,
-/// which reads a kept table and runs on one instance only), a job that
-/// shuffles on several instances (`need_by_category`) and one grouped by
-/// the partition key (`loyalty_rfm`), each alone. Prints a table and
-/// returns the figures.
+/// which reads a kept table and runs on one instance only); alone, a
+/// bundled job that shuffles by group (`need_correlation`), two whose rows
+/// depend on other groups and so finish in one place (`need_by_category`,
+/// `loyalty_rfm`), and a job grouped by the partition key that does not
+/// shuffle. Prints a table and returns the figures.
 pub fn customer_analytics(
     bootstrap: &str,
     topics: &[String],
@@ -81,23 +86,41 @@ pub fn customer_analytics(
     profiles: Option<&Path>,
 ) -> Value {
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
-    let every: Vec<String> = std::fs::read_dir(&bundled)
+    let read = |job: &str| {
+        let sql =
+            std::fs::read_to_string(bundled.join(format!("{job}.sql"))).expect("a bundled query");
+        (job.to_owned(), sql)
+    };
+    let mut every: Vec<(String, String)> = std::fs::read_dir(&bundled)
         .expect("bundled queries")
         .filter_map(|e| {
             let path = e.expect("entry").path();
             let stem = path.file_stem()?.to_str()?.to_owned();
             (path.extension()? == "sql" && stem != "complaints_hourly").then_some(stem)
         })
+        .map(|job| read(&job))
         .collect();
-    let cases: [(&str, Vec<String>); 3] = [
+    every.sort();
+    let cases: [(&str, Vec<(String, String)>); 5] = [
         ("bundled pack less complaints_hourly", every),
         (
-            "need_by_category (shuffles)",
-            vec!["need_by_category".to_owned()],
+            "need_correlation (shuffles by group)",
+            vec![read("need_correlation")],
         ),
         (
-            "loyalty_rfm (partition key)",
-            vec!["loyalty_rfm".to_owned()],
+            "need_by_category (shuffles to one place)",
+            vec![read("need_by_category")],
+        ),
+        (
+            "loyalty_rfm (shuffles to one place)",
+            vec![read("loyalty_rfm")],
+        ),
+        (
+            "orders per customer and day (partition key, no shuffle)",
+            vec![(
+                "orders_per_customer_day".to_owned(),
+                PER_CUSTOMER.to_owned(),
+            )],
         ),
     ];
     println!(
@@ -106,12 +129,8 @@ pub fn customer_analytics(
     let mut figures = serde_json::Map::new();
     for (case, (name, jobs)) in cases.iter().enumerate() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for job in jobs {
-            std::fs::copy(
-                bundled.join(format!("{job}.sql")),
-                dir.path().join(format!("{job}.sql")),
-            )
-            .expect("copy a query");
+        for (job, sql) in jobs {
+            std::fs::write(dir.path().join(format!("{job}.sql")), sql).expect("write a query");
         }
         copy_views(&bundled.join("views"), &dir.path().join("views"));
         let mut one = None;
