@@ -275,7 +275,9 @@ impl EngineRun<'_> {
                 }
                 continue;
             }
-            if committed_through(&offsets, &ends) {
+            // Every source offset committed, and every partial aggregate of
+            // a shuffle read by its stage 2.
+            if committed_through(&offsets, &ends) && repartition_lag(&ports) == 0.0 {
                 break;
             }
         }
@@ -410,6 +412,17 @@ fn per_job(port: u16, name: &str) -> BTreeMap<String, u64> {
             Some((job, v as u64))
         })
         .collect()
+}
+
+/// Records of the repartition topics that the engines on `ports` have
+/// not read yet (`cxpulse_consumer_lag_records`, once a second).
+fn repartition_lag(ports: &[u16]) -> f64 {
+    ports
+        .iter()
+        .flat_map(|&port| metric(port, "cxpulse_consumer_lag_records"))
+        .filter(|(labels, _)| labels.contains("-repartition\""))
+        .map(|(_, lag)| lag)
+        .sum()
 }
 
 /// A port free on 127.0.0.1 a moment ago.
