@@ -374,21 +374,42 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     text.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// When windows stopped closing (no job's `cxpulse_windows_fired_total`
-/// on any of `ports` changed for five seconds), and what `cpu` counted
-/// then.
-fn windows_settled<T>(ports: &[u16], cpu: impl Fn() -> T) -> (Instant, T) {
+/// When windows stopped closing: no job's `cxpulse_windows_fired_total`
+/// on any of `ports` changed for five seconds, while the engines' own
+/// threads (`cpu`: total and librdkafka broker-thread seconds) used under
+/// a quarter of a CPU second each (a stage 2 firing a long window has not
+/// fired yet, but works), or for a minute; and what `cpu` counted at the
+/// last change.
+fn windows_settled(ports: &[u16], cpu: impl Fn() -> (f64, f64)) -> (Instant, (f64, f64)) {
     let mut fired = summed_per_job(ports, "cxpulse_windows_fired_total");
     let mut last_change = (Instant::now(), cpu());
-    while last_change.0.elapsed() < Duration::from_secs(5) {
+    let mut samples = std::collections::VecDeque::from([last_change]);
+    loop {
         std::thread::sleep(Duration::from_millis(200));
-        let now = summed_per_job(ports, "cxpulse_windows_fired_total");
-        if now != fired {
-            fired = now;
-            last_change = (Instant::now(), cpu());
+        let now = (Instant::now(), cpu());
+        samples.push_back(now);
+        while samples
+            .front()
+            .is_some_and(|(at, _)| now.0.duration_since(*at) > Duration::from_secs(5))
+        {
+            samples.pop_front();
+        }
+        let fired_now = summed_per_job(ports, "cxpulse_windows_fired_total");
+        if fired_now != fired {
+            fired = fired_now;
+            last_change = now;
+            continue;
+        }
+        let engine = |(total, io): (f64, f64)| total - io;
+        let busy = samples
+            .front()
+            .map_or(0.0, |(_, first)| engine(now.1) - engine(*first));
+        let quiet = last_change.0.elapsed();
+        let idle = busy < 0.25 * ports.len() as f64;
+        if (quiet >= Duration::from_secs(5) && idle) || quiet >= Duration::from_secs(60) {
+            return last_change;
         }
     }
-    last_change
 }
 
 /// Metric `name`'s value per `job` label, summed over the engines on
