@@ -38,6 +38,7 @@ pub(super) async fn route(
             continue;
         };
         windowed.set_shuffled(true);
+        let whole = windowed.group_key_columns().is_empty();
         let owned = config.cluster().owned(partitions);
         let mut route = Route::new(
             topic.clone(),
@@ -50,7 +51,7 @@ pub(super) async fn route(
         {
             route.marks.set(at, &source, partition, mark, idle);
         }
-        tracing::info!(job = %running.job.name, %topic, "the job's groups span partitions: it shuffles its partial aggregates through this topic");
+        tracing::info!(job = %running.job.name, %topic, whole, "the job shuffles its partial aggregates through this topic (whole: every group to one partition, as its rows depend on other groups)");
         running.shuffle = Some(route);
         topics.push(topic);
     }
