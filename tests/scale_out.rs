@@ -25,6 +25,7 @@ use common::{
 };
 use cxpulse::config::Config;
 use cxpulse::tools::generate::Generator;
+use cxpulse::tools::local_broker::LocalBroker;
 
 const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const READY: Duration = Duration::from_secs(60);
@@ -61,6 +62,30 @@ fn run_to_the_end(configs: &[Config]) {
         let (code, log) = engine.terminate(DRAIN);
         assert_eq!(code, Some(0), "{log}");
     }
+}
+
+/// The base configuration of a test on `broker` reading the query files in
+/// `dir` (events in order per partition, no idle partitions), with its
+/// source topics created, `PARTITIONS` each.
+async fn base_config(broker: &LocalBroker, test: &str, dir: &std::path::Path) -> Config {
+    let mut base = test_config_for(&broker.bootstrap(), &unique_prefix(test), dir);
+    base.engine.max_out_of_orderness_ms = 0;
+    base.engine.idle_timeout_ms = 3_600_000;
+    create_source_topics(&base, PARTITIONS).await;
+    base
+}
+
+/// Writes `jobs` (name, SQL) as query files in `dir`; returns their names.
+fn write_jobs<'a>(
+    dir: &std::path::Path,
+    jobs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<String> {
+    jobs.into_iter()
+        .map(|(name, sql)| {
+            std::fs::write(dir.join(format!("{name}.sql")), sql).expect("write query");
+            name.to_owned()
+        })
+        .collect()
 }
 
 /// Jobs grouped by the partition key of `transactions` (`customer_id`):
@@ -172,18 +197,10 @@ fn assigned(engine: &EngineProcess) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance() {
-    let broker = cxpulse::tools::local_broker::LocalBroker::start().expect("broker");
-    let prefix = unique_prefix("scale-keyed");
+    let broker = LocalBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut jobs = Vec::new();
-    for (name, sql) in BY_CUSTOMER.into_iter().chain(BY_CATEGORY) {
-        std::fs::write(dir.path().join(format!("{name}.sql")), sql).expect("write query");
-        jobs.push(name.to_owned());
-    }
-    let mut base = test_config_for(&broker.bootstrap(), &prefix, dir.path());
-    base.engine.max_out_of_orderness_ms = 0;
-    base.engine.idle_timeout_ms = 3_600_000;
-    create_source_topics(&base, PARTITIONS).await;
+    let jobs = write_jobs(dir.path(), BY_CUSTOMER.into_iter().chain(BY_CATEGORY));
+    let base = base_config(&broker, "scale-keyed", dir.path()).await;
     let events = Generator::new(27, 20_000, START).records(30);
     assert!(events.len() >= 200_000, "{} events", events.len());
     let chunks: Vec<&[cxpulse::tools::generate::Generated]> =
@@ -340,18 +357,10 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninterrupted_run() {
-    let broker = cxpulse::tools::local_broker::LocalBroker::start().expect("broker");
-    let prefix = unique_prefix("scale-restart");
+    let broker = LocalBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut jobs = Vec::new();
-    for (name, sql) in BY_CATEGORY {
-        std::fs::write(dir.path().join(format!("{name}.sql")), sql).expect("write query");
-        jobs.push(name.to_owned());
-    }
-    let mut base = test_config_for(&broker.bootstrap(), &prefix, dir.path());
-    base.engine.max_out_of_orderness_ms = 0;
-    base.engine.idle_timeout_ms = 3_600_000;
-    create_source_topics(&base, PARTITIONS).await;
+    let jobs = write_jobs(dir.path(), BY_CATEGORY);
+    let base = base_config(&broker, "scale-restart", dir.path()).await;
     let events = Generator::new(28, 3_000, START).records(20);
     let (first, second) = events.split_at(events.len() / 2);
     preload(&base, first).await;
@@ -403,16 +412,12 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
 /// only (refused on several at its line, `tests/helm.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundled_jobs_on_three_instances_with_a_kill_publish_the_rows_of_one_instance() {
-    let broker = cxpulse::tools::local_broker::LocalBroker::start().expect("broker");
-    let prefix = unique_prefix("scale-pack");
+    let broker = LocalBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut jobs = common::exactly_once::copy_bundled(dir.path());
     jobs.retain(|j| j != "complaints_hourly");
     std::fs::remove_file(dir.path().join("complaints_hourly.sql")).expect("one job less");
-    let mut base = test_config_for(&broker.bootstrap(), &prefix, dir.path());
-    base.engine.max_out_of_orderness_ms = 0;
-    base.engine.idle_timeout_ms = 3_600_000;
-    create_source_topics(&base, PARTITIONS).await;
+    let base = base_config(&broker, "scale-pack", dir.path()).await;
     let events = Generator::new(35, 4_000, START).records(30);
     preload(&base, &events).await;
 

@@ -46,7 +46,12 @@ impl Engine {
         // Once fenced, whatever failed first (often records purged by the
         // fenced producer) is that fencing: retrying would fence the
         // instance that took over.
-        if let (Err(_), Some(error)) = (&result, self.inputs.fenced()) {
+        let fenced = || {
+            self.inputs
+                .fenced()
+                .or_else(|| self.sink.fenced_by_fatal_error())
+        };
+        if let (Err(_), Some(error)) = (&result, fenced()) {
             result = Err(EngineError::Transaction(TxnFailure::Fenced(error)));
         }
         if result.is_err() {

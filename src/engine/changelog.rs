@@ -22,6 +22,20 @@ impl Engine {
     /// commit (tombstones of removed jobs).
     pub(super) fn state_records(&mut self, scope: Scope) -> Result<Vec<OutRecord>, EngineError> {
         let mut records = self.epoch.take_deferred_state();
+        if scope == Scope::Everything {
+            // A restore reads from the last checkpoint: it must name the
+            // owner, or the next start would not know whom to fence.
+            let (id, instances) = (&self.transactional_id, self.config.cluster().instances());
+            let key = |partition| StateKey::Member {
+                transactional_id: id.clone(),
+                instances,
+                partition,
+            };
+            records.extend(
+                self.changelog
+                    .put_int_in_owned(key, self.config.cluster.generation),
+            );
+        }
         // What stage 2 of each shuffled job has read of the marks.
         let marks: std::collections::BTreeMap<String, _> = self
             .jobs

@@ -263,6 +263,10 @@ struct Engine {
     event_time: EventTime,
     watcher: QueryWatcher,
     sink: Sink,
+    /// This start's `transactional.id`, recorded again as the owner of its
+    /// changelog partitions in every checkpoint (a restore reads from the
+    /// last one).
+    transactional_id: String,
     /// The consumers, the broker watch, and the positions processed.
     inputs: inputs::Inputs,
     changelog: ChangelogWriter,

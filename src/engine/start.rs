@@ -347,6 +347,7 @@ impl Engine {
             backfills: super::backfill::Backfills::new(backfills),
             watcher,
             sink,
+            transactional_id,
             inputs: super::inputs::Inputs::new(
                 consumer,
                 shuffled,
