@@ -176,20 +176,6 @@ impl Sink {
         })
     }
 
-    /// The fencing that made the producer fail for good, if that is what
-    /// happened: its delivery reports then only say "fatal", and may come
-    /// before the error callback that marks the instance fenced.
-    pub fn fenced_by_fatal_error(&self) -> Option<KafkaError> {
-        use rdkafka::producer::Producer;
-        let (code, _) = self.producer.client().fatal_error()?;
-        let error = KafkaError::MessageProduction(code);
-        matches!(
-            transaction::TxnFailure::of(error.clone()),
-            transaction::TxnFailure::Fenced(_)
-        )
-        .then_some(error)
-    }
-
     /// The limits of the topics written.
     pub fn limits(&self) -> &Limits {
         &self.limits

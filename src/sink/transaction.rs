@@ -101,6 +101,16 @@ pub async fn fence(
 }
 
 impl Sink {
+    /// The fencing that made the producer fail for good, if that is what
+    /// happened: its delivery reports then only say "fatal", and may come
+    /// before the error callback that marks the instance fenced.
+    pub fn fenced_by_fatal_error(&self) -> Option<KafkaError> {
+        use rdkafka::producer::Producer;
+        let (code, _) = self.producer.client().fatal_error()?;
+        let error = KafkaError::MessageProduction(code);
+        matches!(TxnFailure::of(error.clone()), TxnFailure::Fenced(_)).then_some(error)
+    }
+
     /// Registers the transactional id with the broker: fences any earlier
     /// instance with the same id and aborts its open transaction.
     pub async fn init(&self) -> Result<(), TxnFailure> {
