@@ -24,6 +24,7 @@ use arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 
+use crate::schema::KeepSpec;
 use crate::sink::OutRecord;
 use crate::state::error::FormatError;
 use crate::state::key::session_key;
@@ -56,6 +57,17 @@ pub enum Shuffled {
         partition: i32,
         /// State rows, in the job's state schema.
         rows: RecordBatch,
+    },
+    /// Events of one source partition that its stream's kept tables took
+    /// in: stage 2 of a job reading those tables keeps a copy of them, with
+    /// every partition's keys, for its windows to fire with.
+    Kept {
+        /// The stream (SQL table) name.
+        source: String,
+        /// The source partition the events came from.
+        partition: i32,
+        /// The events, in the columns the tables are kept from.
+        events: RecordBatch,
     },
     /// How far one source partition's event time had got at the end of an
     /// epoch of its owner.
@@ -120,6 +132,18 @@ impl Shuffled {
                 },
                 value::encode(&[(&rows.schema(), std::slice::from_ref(&rows))])?,
             ),
+            Shuffled::Kept {
+                source,
+                partition,
+                events,
+            } => (
+                Key {
+                    kind: "kept".to_owned(),
+                    source,
+                    partition,
+                },
+                value::encode(&[(&events.schema(), std::slice::from_ref(&events))])?,
+            ),
             Shuffled::Mark {
                 source,
                 partition,
@@ -149,21 +173,26 @@ impl Shuffled {
         let key: Key = serde_json::from_slice(key.unwrap_or_default())
             .map_err(|e| ShuffleError::Key(e.to_string()))?;
         let payload = payload.unwrap_or_default();
+        let batch = || -> Result<RecordBatch, ShuffleError> {
+            let frames = value::decode(payload)?;
+            let (schema, batches) = frames
+                .into_iter()
+                .next()
+                .ok_or(ShuffleError::Value(FormatError::FrameLength))?;
+            arrow::compute::concat_batches(&schema, &batches)
+                .map_err(|e| ShuffleError::Value(FormatError::Batch(e.to_string())))
+        };
         match key.kind.as_str() {
-            "partials" => {
-                let frames = value::decode(payload)?;
-                let (schema, batches) = frames
-                    .into_iter()
-                    .next()
-                    .ok_or(ShuffleError::Value(FormatError::FrameLength))?;
-                let rows = arrow::compute::concat_batches(&schema, &batches)
-                    .map_err(|e| ShuffleError::Value(FormatError::Batch(e.to_string())))?;
-                Ok(Shuffled::Partials {
-                    source: key.source,
-                    partition: key.partition,
-                    rows,
-                })
-            }
+            "partials" => Ok(Shuffled::Partials {
+                source: key.source,
+                partition: key.partition,
+                rows: batch()?,
+            }),
+            "kept" => Ok(Shuffled::Kept {
+                source: key.source,
+                partition: key.partition,
+                events: batch()?,
+            }),
             "mark" => {
                 let value: MarkValue = serde_json::from_slice(payload)
                     .map_err(|e| ShuffleError::Mark(e.to_string()))?;
@@ -219,6 +248,22 @@ pub fn split(
 /// part is split in halves (a topic's `max.message.bytes` is 1 MiB by
 /// default).
 const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// `rows` in pieces of at most about [`MAX_RECORD_BYTES`] each, of equal
+/// row counts (a slice reports its whole buffers' size, so the pieces are
+/// sized from the whole batch's).
+fn pieces(rows: RecordBatch) -> Vec<RecordBatch> {
+    let (bytes, count) = (rows.get_array_memory_size(), rows.num_rows());
+    let pieces = bytes.div_ceil(MAX_RECORD_BYTES).clamp(1, count.max(1));
+    if pieces == 1 {
+        return vec![rows];
+    }
+    let per_piece = count.div_ceil(pieces);
+    (0..count)
+        .step_by(per_piece)
+        .map(|start| rows.slice(start, per_piece.min(count - start)))
+        .collect()
+}
 
 /// A shuffled job's way through its repartition topic.
 #[derive(Debug, Clone)]
@@ -285,14 +330,7 @@ impl Route {
                 None => split(batch, &self.keys, self.partitions)?,
             };
             for (to, rows) in parts {
-                let mut pending = vec![rows];
-                while let Some(rows) = pending.pop() {
-                    if rows.get_array_memory_size() > MAX_RECORD_BYTES && rows.num_rows() > 1 {
-                        let half = rows.num_rows() / 2;
-                        pending.push(rows.slice(half, rows.num_rows() - half));
-                        pending.push(rows.slice(0, half));
-                        continue;
-                    }
+                for rows in pieces(rows) {
                     let shuffled = Shuffled::Partials {
                         source: source.to_owned(),
                         partition,
@@ -300,6 +338,43 @@ impl Route {
                     };
                     records.push(shuffled.into_record(&self.topic, to)?);
                 }
+            }
+        }
+        Ok(records)
+    }
+
+    /// The records of one source partition's events that its stream's
+    /// kept tables (`spec`) took in, for the copies stage 2 keeps: to the
+    /// one partition every group goes to, or to all.
+    pub fn kept_events(
+        &self,
+        source: &str,
+        partition: i32,
+        events: &RecordBatch,
+        spec: &KeepSpec,
+    ) -> Result<Vec<OutRecord>, ArrowError> {
+        if events.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let schema = events.schema();
+        let columns: Vec<usize> = spec
+            .columns()
+            .filter_map(|name| schema.index_of(name).ok())
+            .collect();
+        let events = events.project(&columns)?;
+        let targets: Vec<i32> = match self.whole {
+            Some(to) => vec![to],
+            None => (0..self.partitions).collect(),
+        };
+        let mut records = Vec::new();
+        for events in pieces(events) {
+            for &to in &targets {
+                let shuffled = Shuffled::Kept {
+                    source: source.to_owned(),
+                    partition,
+                    events: events.clone(),
+                };
+                records.push(shuffled.into_record(&self.topic, to)?);
             }
         }
         Ok(records)
@@ -576,6 +651,83 @@ mod tests {
             Shuffled::decode(record.key.as_deref(), record.payload.as_deref()).expect("decode");
         assert_eq!(back, mark);
         assert!(Shuffled::decode(Some(b"{}"), None).is_err());
+    }
+
+    #[test]
+    fn kept_events_go_in_the_kept_columns_where_the_groups_go() {
+        let complaints = crate::config::default_source("complaints");
+        let spec = complaints.keep().expect("kept tables");
+        let mut builder = crate::decode::BatchBuilder::new(complaints);
+        for json in [
+            r#"{"event_id":"e1","customer_id":"c1","ts":1000,"complaint_id":"k1","status":"opened","category":"billing","channel":"app"}"#,
+            r#"{"event_id":"e2","customer_id":"c1","ts":2000,"complaint_id":"k1","status":"resolved"}"#,
+        ] {
+            builder
+                .append(&crate::decode::parse_record(complaints, json.as_bytes()).expect("valid"));
+        }
+        let events = builder.finish().expect("batch");
+        let whole = Route::new("g-j-repartition".into(), 4, vec![0], Vec::new());
+        let records = whole
+            .kept_events("complaints", 5, &events, spec)
+            .expect("records");
+        let to = whole.whole;
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].partition, to);
+        let Shuffled::Kept {
+            source,
+            partition,
+            events: back,
+        } = Shuffled::decode(records[0].key.as_deref(), records[0].payload.as_deref())
+            .expect("decode")
+        else {
+            panic!("not kept events");
+        };
+        assert_eq!((source.as_str(), partition), ("complaints", 5));
+        let names: Vec<String> = back
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["complaint_id", "ts", "status", "category", "severity"],
+            "the columns the tables are kept from, not the whole event"
+        );
+        assert_eq!(back.num_rows(), 2);
+        let mut table = crate::lookup::kept::KeptTable::new(spec.clone());
+        table.apply(&back, Some(2)).expect("applies");
+        let latest = table.latest_snapshot().expect("snapshot");
+        assert_eq!(latest.num_rows(), 1, "k1");
+        // Split by group: every repartition partition needs the tables.
+        let split = Route::new("g-j-repartition".into(), 4, vec![0], vec![0]);
+        let records = split
+            .kept_events("complaints", 5, &events, spec)
+            .expect("records");
+        let targets: Vec<Option<i32>> = records.iter().map(|r| r.partition).collect();
+        assert_eq!(targets, [Some(0), Some(1), Some(2), Some(3)]);
+    }
+
+    #[test]
+    fn a_large_batch_goes_in_pieces_of_equal_rows_and_none_is_lost() {
+        let n = 100_000;
+        let big = rows(
+            &vec!["category-with-a-long-name"; n],
+            &(0..n as i64).collect::<Vec<_>>(),
+        );
+        let bytes = big.get_array_memory_size();
+        let parts = pieces(big);
+        assert_eq!(
+            parts.len(),
+            bytes.div_ceil(MAX_RECORD_BYTES),
+            "{bytes} bytes"
+        );
+        assert!(parts.len() > 1);
+        let counts: Vec<i64> = parts
+            .iter()
+            .flat_map(|p| p.column(1).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(counts, (0..n as i64).collect::<Vec<_>>());
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn a_kept_table_counts_what_its_keys_hold() {
             builder.append(&parse_record(complaints, json.as_bytes()).expect("valid"));
         }
         table
-            .apply(&builder.finish().expect("batch"))
+            .apply(&builder.finish().expect("batch"), Some(0))
             .expect("apply");
         drop(table.drain_changes());
     }

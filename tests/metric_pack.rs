@@ -804,7 +804,7 @@ async fn complaints_hourly_counts_rates_resolution_times_and_open_complaints() {
             .expect("complaint tables")
             .lock()
             .expect("lock")
-            .apply(&batch)
+            .apply(&batch, Some(0))
             .expect("apply");
         job_events
     };

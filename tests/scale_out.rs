@@ -8,8 +8,9 @@
 //! own partitions; jobs
 //! grouped by another column (the failure issue 27 opens with: each
 //! instance published its own partial counts) shuffle their partial
-//! aggregates through a repartition topic. Both run through a kill, two
-//! rescales and a zombie.
+//! aggregates through a repartition topic, and the job reading the
+//! complaints' kept tables fires with a copy of them that came through its
+//! shuffle. All run through a kill, two rescales and a zombie.
 
 mod common;
 
@@ -106,6 +107,14 @@ const BY_CUSTOMER: [(&str, &str); 3] = [
     ),
 ];
 
+/// The bundled job reading the complaints' kept tables: it fires with a
+/// copy of them that comes through its shuffle, which moves with its
+/// repartition partition's changelog when instances are rescaled.
+const KEPT_TABLE_READER: (&str, &str) = (
+    "complaints_hourly",
+    include_str!("../queries/complaints_hourly.sql"),
+);
+
 /// Instance `index` of `instances` of `run`, of deployment `generation`.
 fn deployed(base: &Config, run: &str, index: i64, instances: i64, generation: i64) -> Config {
     let mut config = run_config(base, run, index, instances);
@@ -199,7 +208,13 @@ fn assigned(engine: &EngineProcess) -> f64 {
 async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance() {
     let broker = LocalBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
-    let jobs = write_jobs(dir.path(), BY_CUSTOMER.into_iter().chain(BY_CATEGORY));
+    let jobs = write_jobs(
+        dir.path(),
+        BY_CUSTOMER
+            .into_iter()
+            .chain(BY_CATEGORY)
+            .chain([KEPT_TABLE_READER]),
+    );
     let base = base_config(&broker, "scale-keyed", dir.path()).await;
     let events = Generator::new(27, 20_000, START).records(30);
     assert!(events.len() >= 200_000, "{} events", events.len());
@@ -342,6 +357,20 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
     run_to_the_end(std::slice::from_ref(&single));
     let want = final_rows(&single, &jobs);
     assert!(want.len() > 10_000, "{} reference rows", want.len());
+    for job in &jobs {
+        assert!(
+            want.keys().any(|(j, ..)| j == job),
+            "{job} published final rows"
+        );
+    }
+    let still_open =
+        |((job, ..), values): (&common::exactly_once::RowId, &Vec<serde_json::Value>)| {
+            job == KEPT_TABLE_READER.0 && values[0]["still_open"].as_i64() > Some(0)
+        };
+    assert!(
+        want.iter().any(still_open),
+        "complaints open at some window end: the whole history table counts"
+    );
     let (want_dead, got_dead) = (dead_letters(&single), dead_letters(&group));
     assert_eq!(want_dead.len(), 4 * PARTITIONS as usize, "{want_dead:?}");
     assert_eq!(
@@ -408,15 +437,13 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
 /// restarted under its index, publish the rows of one uninterrupted
 /// instance: those grouped by the customer run where the events are read,
 /// the others (nested aggregates, windows over several sources, a view)
-/// shuffle. `complaints_hourly` reads a kept table and runs on one instance
-/// only (refused on several at its line, `tests/helm.rs`).
+/// shuffle; `complaints_hourly`, which reads the kept tables, fires with a
+/// copy of them that came through its shuffle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundled_jobs_on_three_instances_with_a_kill_publish_the_rows_of_one_instance() {
     let broker = LocalBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut jobs = common::exactly_once::copy_bundled(dir.path());
-    jobs.retain(|j| j != "complaints_hourly");
-    std::fs::remove_file(dir.path().join("complaints_hourly.sql")).expect("one job less");
+    let jobs = common::exactly_once::copy_bundled(dir.path());
     let base = base_config(&broker, "scale-pack", dir.path()).await;
     let events = Generator::new(35, 4_000, START).records(30);
     preload(&base, &events).await;

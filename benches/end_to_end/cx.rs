@@ -168,7 +168,7 @@ async fn feed(
     if let Some(kept) = lookups.kept(source) {
         kept.lock()
             .expect("kept table")
-            .apply(&batch)
+            .apply(&batch, Some(0))
             .expect("kept");
     }
     for job in jobs.iter_mut().filter(|j| j.reads(source)) {

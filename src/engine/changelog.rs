@@ -4,9 +4,11 @@
 use std::sync::PoisonError;
 
 use super::{Engine, EngineError};
+use crate::lookup::kept::KeptTable;
 use crate::sink::OutRecord;
 use crate::state::key::{StateKey, key_text};
 use crate::state::record::{StateRecord, StateValue, job_changes};
+use crate::state::writer::ChangelogWriter;
 
 /// Whether to write what changed in the epoch, or everything that lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,17 @@ impl Engine {
                     );
                 }
             }
+            for (source, copy) in windowed.kept_copies().clone() {
+                let kept = |key: String, home: Option<i32>| StateKey::KeptCopy {
+                    job: name.clone(),
+                    fingerprint: fingerprint.clone(),
+                    partition: home.unwrap_or_default(),
+                    source: source.name().to_owned(),
+                    key,
+                };
+                let mut copy = copy.lock().unwrap_or_else(PoisonError::into_inner);
+                records.extend(kept_records(&mut self.changelog, &mut copy, scope, kept)?);
+            }
             if let Some(closed) = windowed.closed_through() {
                 let key = |partition| StateKey::Closed {
                     job: name.clone(),
@@ -98,38 +111,16 @@ impl Engine {
             };
             records.extend(self.changelog.put_int_in_owned(key, watermark));
         }
-        // Kept tables are not partitioned: with several instances (where no
-        // job may read them) they are not written.
-        let single = self.config.cluster().is_single();
+        // Each key of a kept table is kept in the changelog partition of
+        // its events' source partition.
         for (source, table) in self.lookups.all_kept() {
-            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
-            let changed = table.drain_changes();
-            if !single {
-                continue;
-            }
-            let keys = match scope {
-                Scope::Changes => changed.into_iter().collect(),
-                Scope::Everything => table.keys(),
+            let kept = |key: String, home: Option<i32>| StateKey::Kept {
+                source: source.name().to_owned(),
+                key,
+                partition: home,
             };
-            for key in keys {
-                let events = table.events_of(&key);
-                let text = key_text(&key);
-                let long_key = (text != key).then_some(key.as_str());
-                let state = StateKey::Kept {
-                    source: source.name().to_owned(),
-                    key: text.clone(),
-                };
-                match events {
-                    Some(events) => records.extend(self.changelog.put(StateRecord {
-                        key: state,
-                        value: StateValue::Kept {
-                            events: events?,
-                            long_key: long_key.map(str::to_owned),
-                        },
-                    })?),
-                    None => records.extend(self.changelog.delete(&state)),
-                }
-            }
+            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+            records.extend(kept_records(&mut self.changelog, &mut table, scope, kept)?);
         }
         // The table sources' dead letters are instance 0's to send.
         let cluster = self.config.cluster();
@@ -157,4 +148,37 @@ impl Engine {
             .delete_where(|key| key.job() == Some((name, fingerprint)));
         self.epoch.defer_state(records);
     }
+}
+
+/// The records of a kept table's keys (`key` makes a key's state key
+/// from its text and home): those changed, or all for a checkpoint; a
+/// forgotten key's is a tombstone.
+fn kept_records(
+    changelog: &mut ChangelogWriter,
+    table: &mut KeptTable,
+    scope: Scope,
+    key: impl Fn(String, Option<i32>) -> StateKey,
+) -> Result<Vec<OutRecord>, EngineError> {
+    let changed = table.drain_changes();
+    let keys = match scope {
+        Scope::Changes => changed,
+        Scope::Everything => table.keys(),
+    };
+    let mut records = Vec::new();
+    for (full, home) in keys {
+        let text = key_text(&full);
+        let long_key = (text != full).then(|| full.clone());
+        let state = key(text, home);
+        match table.events_of(&full) {
+            Some(events) => records.extend(changelog.put(StateRecord {
+                key: state,
+                value: StateValue::Kept {
+                    events: events?,
+                    long_key,
+                },
+            })?),
+            None => records.extend(changelog.delete(&state)),
+        }
+    }
+    Ok(records)
 }

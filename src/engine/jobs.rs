@@ -323,6 +323,7 @@ pub async fn process(
         async move {
             let outcome = contained(async {
                 let mut out = JobOutput::default();
+                ship_kept_events(&running, &events, &metrics, &mut out);
                 if running.job.sources().iter().any(|k| events.contains_key(k)) {
                     let started = std::time::Instant::now();
                     if running.job.windowed().is_some() {
@@ -342,6 +343,32 @@ pub async fn process(
         }
     })
     .await
+}
+
+/// Stage 1 of a shuffled job reading kept tables: the micro-batch's events
+/// of the streams keeping them go to the repartition topic, for the copy of
+/// the tables stage 2 fires with.
+fn ship_kept_events(
+    running: &RunningJob,
+    events: &BTreeMap<Source, Vec<SourceBatch>>,
+    metrics: &Metrics,
+    out: &mut JobOutput,
+) {
+    let (Some(route), Some(windowed)) = (running.shuffle.as_ref(), running.job.windowed()) else {
+        return;
+    };
+    for source in windowed.kept_copies().keys() {
+        let Some(spec) = source.keep() else { continue };
+        for batch in events.get(source).into_iter().flatten() {
+            match route.kept_events(source.name(), batch.partition, &batch.rows, spec) {
+                Ok(records) => out.records.extend(records),
+                Err(e) => {
+                    job_failed(running, &e.to_string(), metrics);
+                    tracing::error!(error = %e, job = %running.job.name, "kept-table events could not be written for the shuffle");
+                }
+            }
+        }
+    }
 }
 
 /// A stateless job on one micro-batch: its rows. Where the plan fails,

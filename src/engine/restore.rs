@@ -298,9 +298,35 @@ impl Restorer {
                     None => false,
                 }
             }
+            StateKey::KeptCopy {
+                partition,
+                source,
+                key: kept_key,
+                ..
+            } => {
+                let source = self.lookups.sources().named(source);
+                let copy = job_of(&mut self.jobs, key, &mut self.changed)
+                    .zip(source)
+                    .and_then(|(windowed, source)| windowed.kept_copies().get(&source).cloned());
+                match copy {
+                    Some(copy) => {
+                        let StateValue::Kept { events, long_key } = decoded(key, restored)? else {
+                            return Err(corrupt(restored, "a kept record without events".into()));
+                        };
+                        let full = long_key.as_deref().unwrap_or(kept_key);
+                        copy.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .restore(full, &events, Some(*partition))
+                            .map_err(|e| corrupt(restored, e.to_string()))?;
+                        true
+                    }
+                    None => false,
+                }
+            }
             StateKey::Kept {
                 source,
                 key: kept_key,
+                partition,
             } => {
                 match self
                     .lookups
@@ -315,7 +341,7 @@ impl Restorer {
                         let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
                         let full = long_key.as_deref().unwrap_or(kept_key);
                         table
-                            .restore(full, &events)
+                            .restore(full, &events, *partition)
                             .map_err(|e| corrupt(restored, e.to_string()))?;
                         // An earlier version wrote a long key whole: the
                         // key is written again as written now, and this

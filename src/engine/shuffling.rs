@@ -1,7 +1,8 @@
 //! The engine's side of the shuffle ([`crate::shuffle`]): a route for each
 //! job that shuffles, its repartition topic, the marks written at each
 //! commit (stage 1), and the records read back from the repartition
-//! partitions this instance owns (stage 2).
+//! partitions this instance owns (stage 2): partial aggregates, marks, and
+//! the events of kept tables for the copies of jobs that read them.
 
 use std::collections::BTreeMap;
 
@@ -208,6 +209,26 @@ impl Engine {
                     route
                         .marks
                         .set(message.partition, &source, partition, mark, idle);
+                }
+            }
+            Shuffled::Kept { source, events, .. } => {
+                let copy = self
+                    .config
+                    .declared
+                    .named(&source)
+                    .zip(running.job.windowed())
+                    .and_then(|(source, windowed)| windowed.kept_copies().get(&source).cloned());
+                let applied = copy.map(|copy| {
+                    copy.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .apply(&events, Some(message.partition))
+                });
+                if let Some(Err(e)) = applied {
+                    self.metrics
+                        .job_errors
+                        .with_label_values(&[running.job.name.as_str()])
+                        .inc();
+                    tracing::error!(error = %e, job = %running.job.name, "kept-table events read back could not be added to the job's copy of the tables");
                 }
             }
             Shuffled::Partials { source, rows, .. } => {

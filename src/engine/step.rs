@@ -92,7 +92,7 @@ impl Core<'_> {
             };
             let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
             for batch in batches {
-                table.apply(&batch.rows)?;
+                table.apply(&batch.rows, Some(batch.partition))?;
             }
         }
         Ok(())

@@ -122,12 +122,16 @@ impl Job {
         );
         if self.placement() == super::Placement::Shuffled {
             let whole = self.windowed().is_some_and(|w| !w.fires_row_wise());
-            let (why, split) = match whole {
-                true => (
+            let (why, split) = match (self.kept_table_read(), whole) {
+                (Some(_), _) => (
+                    "it reads a kept table, of which each instance holds only its partitions' keys",
+                    "all go to one partition, with the events the kept tables took in, so that its owner keeps a copy of the whole tables for the windows to fire with",
+                ),
+                (None, true) => (
                     "its result rows depend on other groups (OVER, LIMIT or an aggregate across groups)",
                     "all go to one partition",
                 ),
-                false => (
+                (None, false) => (
                     "its groups span their partitions (grouped by something else than its sources' partition_key)",
                     "are split by group",
                 ),

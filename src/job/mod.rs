@@ -91,6 +91,8 @@ pub struct Job {
     tables: BTreeSet<String>,
     /// The kept table it reads, if any (such a job cannot be backfilled).
     kept_read: Option<&'static str>,
+    /// The streams whose kept tables it reads.
+    kept_sources: Vec<Source>,
     slots: BTreeMap<Source, Arc<BatchSlot>>,
     runner: Runner,
     task_ctx: Arc<TaskContext>,
@@ -146,7 +148,7 @@ impl Job {
             .map(|(name, t)| ((*name).to_owned(), Arc::clone(t)))
             .collect();
         for view in lookups.views() {
-            let table = LookupStream::table(view.schema, view.snapshot)
+            let table = LookupStream::table(view.name, view.schema, view.snapshot)
                 .map_err(|e| error_at(1, format!("internal error creating tables: {e}")))?;
             tables.push((view.name, Arc::new(table)));
         }
@@ -312,6 +314,7 @@ impl Job {
             views: query.views.clone(),
             backfill: query.options.backfill.map(|(from, _)| from),
             kept_read: kept_table_read(&tables_read, lookups.sources()),
+            kept_sources: kept_sources_read(&tables_read, lookups.sources()),
             tables: tables_read,
             slots,
             runner,
@@ -354,9 +357,16 @@ impl Job {
     /// Sets this job up for `cluster`: a job whose groups span partitions,
     /// on several instances, shuffles, and its state has another shape (it
     /// is kept per repartition partition), hence another fingerprint.
+    /// A job reading kept tables gets a copy of them for its windows to
+    /// fire with (stage 2 sees every partition's keys, stage 1 only its
+    /// own).
     pub fn place(&mut self, cluster: crate::cluster::Cluster) {
         if !cluster.is_single() && self.placement() == Placement::Shuffled {
             self.fingerprint.push_str("-shuffled");
+            let kept = self.kept_sources.clone();
+            if let Some(windowed) = self.windowed_mut() {
+                windowed.copy_kept_tables(&kept);
+            }
         }
     }
 
@@ -367,14 +377,35 @@ impl Job {
 
     /// Where this job's work runs when instances share the partitions.
     pub fn placement(&self) -> Placement {
-        if let Some(kept) = self.kept_read {
+        if let Some(unkeyed) = self
+            .kept_sources
+            .iter()
+            .find(|s| s.partition_key().is_none())
+        {
             return Placement::SingleOnly(format!(
-                "it reads the kept table {kept}, which is not kept per partition yet"
+                "it reads a table kept from {}, which declares no partition_key: each instance keeps the keys of its partitions, so the events of one key must share a partition",
+                unkeyed.name()
             ));
         }
         let Runner::Windowed(windowed) = &self.runner else {
-            return Placement::Local;
+            return match self.kept_read {
+                Some(kept) => Placement::SingleOnly(format!(
+                    "it reads the kept table {kept} without a window: each instance keeps only the keys of its partitions, and only windows get a copy of the whole table"
+                )),
+                None => Placement::Local,
+            };
         };
+        // A window reading a kept table fires with a copy of the whole
+        // table, which comes through the shuffle.
+        if !self.kept_sources.is_empty() {
+            return match windowed.info.spec {
+                crate::window::WindowSpec::Session { .. } => Placement::SingleOnly(format!(
+                    "it is a SESSION window reading the kept table {}, and sessions do not shuffle yet",
+                    self.kept_read.unwrap_or_default()
+                )),
+                _ => Placement::Shuffled,
+            };
+        }
         let groups = windowed.group_columns();
         let by_key = windowed.info.sources.iter().all(|source| {
             source
@@ -628,6 +659,21 @@ pub fn output_problems(
         }
     }
     problems
+}
+
+/// The streams that keep a table among `tables`.
+fn kept_sources_read(tables: &BTreeSet<String>, sources: Sources) -> Vec<Source> {
+    sources
+        .streams()
+        .filter(|s| {
+            s.keep().is_some_and(|spec| {
+                spec.latest
+                    .iter()
+                    .chain(&spec.history)
+                    .any(|name| tables.contains(name.as_str()))
+            })
+        })
+        .collect()
 }
 
 /// The first kept table among `tables`.

@@ -212,3 +212,42 @@ async fn a_window_runs_where_its_events_are_read_when_grouped_by_the_partition_k
         Placement::SingleOnly(why) if why.contains("SESSION window keyed by something else")
     ));
 }
+
+#[tokio::test]
+async fn a_reader_of_kept_tables_shuffles_whole_with_a_copy_of_them_on_several_instances() {
+    // Grouped by the partition key, but a window's rows join the whole
+    // history table, of which each instance holds its partitions' keys.
+    let sql = "SELECT e.window_start, e.window_end, e.customer_id, count(*) AS n, count(h.complaint_id) AS open FROM TUMBLE(complaints, ts, INTERVAL '1 hour') e LEFT JOIN complaint_history h ON h.complaint_id = e.complaint_id AND h.valid_from < e.window_end GROUP BY e.window_start, e.window_end, e.customer_id";
+    let mut job = plan("q/k.sql", sql).await.expect("plans");
+    assert_eq!(job.placement(), Placement::Shuffled);
+    job.place(crate::cluster::Cluster::new(1, 0));
+    assert!(!job.shuffles(), "one instance: as before");
+    let windowed = job.windowed().expect("windowed");
+    assert!(windowed.kept_copies().is_empty());
+    assert!(!windowed.group_key_columns().is_empty());
+
+    let mut job = plan("q/k.sql", sql).await.expect("plans");
+    job.place(crate::cluster::Cluster::new(3, 1));
+    assert!(job.shuffles());
+    let windowed = job.windowed().expect("windowed");
+    let complaints = crate::config::default_source("complaints");
+    assert_eq!(
+        windowed.kept_copies().keys().copied().collect::<Vec<_>>(),
+        [complaints]
+    );
+    assert!(
+        windowed.group_key_columns().is_empty(),
+        "one copy: every group to one partition"
+    );
+    // Without a window, nothing gets a copy.
+    let lookup = plan(
+        "q/l.sql",
+        "SELECT c.complaint_id, s.opened_ts FROM complaints c JOIN complaint_status s ON c.complaint_id = s.complaint_id",
+    )
+    .await
+    .expect("plans");
+    assert!(matches!(
+        lookup.placement(),
+        Placement::SingleOnly(why) if why.contains("without a window")
+    ));
+}

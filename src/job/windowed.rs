@@ -3,7 +3,7 @@
 //! (or early, on the `@emit every` timer).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
@@ -17,6 +17,8 @@ use datafusion::physical_plan::{ExecutionPlan, collect};
 
 use super::MAX_FAILED_RUNS;
 use crate::batch_slot::BatchSlot;
+use crate::lookup::kept::KeptTable;
+use crate::lookup::{TableOverrides, kept_snapshots};
 use crate::query::FINAL_COLUMN;
 use crate::schema::Source;
 use crate::window::WindowSpec;
@@ -93,6 +95,13 @@ pub struct WindowedJob {
     shuffled: bool,
     /// Partial aggregates per source partition, waiting to be shuffled.
     outbox: Vec<(Source, i32, Vec<RecordBatch>)>,
+    /// A shuffled job reading kept tables: its copy of them, per stream,
+    /// fed by stage 1 through the shuffle with every partition's events
+    /// (an instance's own tables only hold its partitions' keys).
+    kept_copies: BTreeMap<Source, Arc<Mutex<KeptTable>>>,
+    /// The task context the fire plan runs with: it reads the kept
+    /// tables' copies (`None`: the job's own context).
+    fire_ctx: Option<Arc<TaskContext>>,
 }
 
 impl std::fmt::Debug for WindowedJob {
@@ -132,7 +141,47 @@ impl WindowedJob {
             windows_closed: 0,
             shuffled: false,
             outbox: Vec::new(),
+            kept_copies: BTreeMap::new(),
+            fire_ctx: None,
         })
+    }
+
+    /// Gives the job an empty copy of the tables each of `sources` keeps,
+    /// which its fire plan reads instead of the instance's own (stage 2 of
+    /// a shuffle); the batch plan still reads the instance's, which hold
+    /// the keys of the events it runs on.
+    pub fn copy_kept_tables(&mut self, sources: &[Source]) {
+        let mut overrides = TableOverrides::default();
+        for &source in sources {
+            let Some(spec) = source.keep() else { continue };
+            let copy = Arc::new(Mutex::new(KeptTable::new(spec.clone())));
+            overrides.0.extend(kept_snapshots(&copy));
+            self.kept_copies.insert(source, copy);
+        }
+        if overrides.0.is_empty() {
+            return;
+        }
+        let ctx = &self.task_ctx;
+        let config = ctx
+            .session_config()
+            .clone()
+            .with_extension(Arc::new(overrides));
+        self.fire_ctx = Some(Arc::new(TaskContext::new(
+            ctx.task_id(),
+            ctx.session_id(),
+            config,
+            ctx.scalar_functions().clone(),
+            ctx.higher_order_functions().clone(),
+            ctx.aggregate_functions().clone(),
+            ctx.window_functions().clone(),
+            ctx.runtime_env(),
+        )));
+    }
+
+    /// The copies of kept tables the fire plan reads, by stream (a
+    /// shuffled job reading kept tables).
+    pub fn kept_copies(&self) -> &BTreeMap<Source, Arc<Mutex<KeptTable>>> {
+        &self.kept_copies
     }
 
     /// Makes this job shuffle (`on`): its runs' partial aggregates go to
@@ -158,8 +207,10 @@ impl WindowedJob {
     /// bounds: what the shuffle splits by. None when a result row depends
     /// on other groups (OVER, LIMIT, an aggregate across groups): every
     /// group then goes to one repartition partition.
+    /// A job reading copies of kept tables also sends every group to one
+    /// partition: one copy of the tables does.
     pub fn group_key_columns(&self) -> Vec<usize> {
-        if !self.split.fire_row_wise {
+        if !self.split.fire_row_wise || !self.kept_copies.is_empty() {
             return Vec::new();
         }
         let (start, end) = self.split.window_columns;
@@ -321,6 +372,14 @@ impl WindowedJob {
                 break;
             }
         }
+        // Its copies of kept tables serve only its own windows.
+        if let Some(closed) = self.closed_through() {
+            for copy in self.kept_copies.values() {
+                copy.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .expire(closed);
+            }
+        }
         fired
     }
 
@@ -345,7 +404,8 @@ impl WindowedJob {
         let mut failed_runs = vec![0; pending.len()];
         while let Some((batches, unit)) = pending.pop() {
             self.split.pane_slot.set(batches.clone());
-            let rows = run(&self.split.fire_plan, &self.task_ctx).await;
+            let ctx = self.fire_ctx.as_ref().unwrap_or(&self.task_ctx);
+            let rows = run(&self.split.fire_plan, ctx).await;
             self.split.pane_slot.set(Vec::new());
             let error = match rows.and_then(|rows| {
                 rows.iter()
@@ -496,9 +556,14 @@ impl WindowedJob {
         self.state.rows()
     }
 
-    /// Memory held by state rows, in bytes.
+    /// Memory held by state rows and copies of kept tables, in bytes.
     pub fn state_bytes(&self) -> usize {
-        self.state.bytes()
+        let copies: usize = self
+            .kept_copies
+            .values()
+            .map(|c| c.lock().unwrap_or_else(PoisonError::into_inner).bytes())
+            .sum();
+        self.state.bytes() + copies
     }
 }
 

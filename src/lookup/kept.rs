@@ -21,7 +21,7 @@
 //! them ([`KeptTable::drain_changes`]); each is recorded as the batch of
 //! its events ([`KeptTable::events_of`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -82,14 +82,26 @@ impl StateEvent {
     }
 }
 
+/// One key's events, and the source partition they come from.
+#[derive(Debug, Default)]
+struct Keyed {
+    /// The source partition of the key's first event: where its state is
+    /// kept (the changelog partition of that number), so that it moves
+    /// with the partition when instances are rescaled. `None` for a key
+    /// restored from a record of a release before scale-out.
+    home: Option<i32>,
+    history: Vec<StateEvent>,
+}
+
 /// Memory a key's entry holds: the key, its share of the map's nodes, and
 /// its events' list and strings (measured: `tests/memory.rs`).
-fn entry_bytes(key: &str, history: &Vec<StateEvent>) -> usize {
+fn entry_bytes(key: &str, keyed: &Keyed) -> usize {
     const MAP_ENTRY: usize = 64;
+    let history = &keyed.history;
     MAP_ENTRY
         + std::mem::size_of::<String>()
         + key.len()
-        + std::mem::size_of::<Vec<StateEvent>>()
+        + std::mem::size_of::<Keyed>()
         + history.capacity() * std::mem::size_of::<StateEvent>()
         + history.iter().map(StateEvent::heap_bytes).sum::<usize>()
 }
@@ -99,11 +111,12 @@ fn entry_bytes(key: &str, history: &Vec<StateEvent>) -> usize {
 #[derive(Debug)]
 pub struct KeptTable {
     spec: KeepSpec,
-    events: BTreeMap<String, Vec<StateEvent>>,
+    events: BTreeMap<String, Keyed>,
     latest_snapshot: Option<RecordBatch>,
     history_snapshot: Option<RecordBatch>,
-    /// Keys added, changed or forgotten since the last drain.
-    changed: BTreeSet<String>,
+    /// Keys added, changed or forgotten since the last drain, with their
+    /// homes.
+    changed: BTreeMap<String, Option<i32>>,
     /// Memory held by the keys and their events.
     event_bytes: usize,
 }
@@ -180,7 +193,7 @@ impl KeptTable {
             events: BTreeMap::new(),
             latest_snapshot: None,
             history_snapshot: None,
-            changed: BTreeSet::new(),
+            changed: BTreeMap::new(),
             event_bytes: 0,
         }
     }
@@ -235,8 +248,9 @@ impl KeptTable {
     }
 
     /// Applies a batch of the stream's events, in any order; an event
-    /// already known (same time and state) is ignored.
-    pub fn apply(&mut self, events: &RecordBatch) -> Result<(), ArrowError> {
+    /// already known (same time and state) is ignored. `home` is the source
+    /// partition they come from (a new key's home).
+    pub fn apply(&mut self, events: &RecordBatch, home: Option<i32>) -> Result<(), ArrowError> {
         let keys = text(events, &self.spec.key)?;
         let (states, carried) = self.state_columns(events)?;
         let times = epoch_millis(events.column_by_name(&self.spec.time).ok_or_else(|| {
@@ -250,18 +264,19 @@ impl KeptTable {
             let key = keys.value(row);
             let before = self.events.get(key).map_or(0, |h| entry_bytes(key, h));
             // Most keys have one or two events: no room for four.
-            let history = self
-                .events
-                .entry(key.to_owned())
-                .or_insert_with(|| Vec::with_capacity(1));
+            let keyed = self.events.entry(key.to_owned()).or_insert_with(|| Keyed {
+                home,
+                history: Vec::with_capacity(1),
+            });
+            let history = &mut keyed.history;
             let at = history.partition_point(|e| (e.ts, e.rank) < (event.ts, event.rank));
             if history
                 .get(at)
                 .is_none_or(|e| (e.ts, e.rank) != (event.ts, event.rank))
             {
                 history.insert(at, event);
-                self.event_bytes = self.event_bytes + entry_bytes(key, history) - before;
-                self.changed.insert(key.to_owned());
+                self.event_bytes = self.event_bytes + entry_bytes(key, keyed) - before;
+                self.changed.insert(key.to_owned(), keyed.home);
                 self.forget_snapshots();
             }
         }
@@ -275,11 +290,11 @@ impl KeptTable {
         let horizon = now.saturating_sub(self.spec.retention_ms);
         let changed = &mut self.changed;
         let mut freed = 0;
-        self.events.retain(|key, history| {
-            let keep = history.last().is_some_and(|e| e.ts > horizon);
+        self.events.retain(|key, keyed| {
+            let keep = keyed.history.last().is_some_and(|e| e.ts > horizon);
             if !keep {
-                changed.insert(key.clone());
-                freed += entry_bytes(key, history);
+                changed.insert(key.clone(), keyed.home);
+                freed += entry_bytes(key, keyed);
             }
             keep
         });
@@ -292,23 +307,27 @@ impl KeptTable {
     /// Marks `key` as changed, so that the changelog records it again (it
     /// was restored from a record under a key written differently now).
     pub fn rewrite(&mut self, key: &str) {
-        self.changed.insert(key.to_owned());
+        self.changed.insert(key.to_owned(), self.home_of(key));
     }
 
-    /// The keys added, changed or forgotten since the last call.
-    pub fn drain_changes(&mut self) -> BTreeSet<String> {
+    /// The keys added, changed or forgotten since the last call, with their
+    /// homes.
+    pub fn drain_changes(&mut self) -> BTreeMap<String, Option<i32>> {
         std::mem::take(&mut self.changed)
     }
 
-    /// Every key known.
-    pub fn keys(&self) -> Vec<String> {
-        self.events.keys().cloned().collect()
+    /// Every key known, with its home.
+    pub fn keys(&self) -> BTreeMap<String, Option<i32>> {
+        self.events
+            .iter()
+            .map(|(key, keyed)| (key.clone(), keyed.home))
+            .collect()
     }
 
     /// One key's events in event-time order, or `None` if it is not (or no
     /// longer) known.
     pub fn events_of(&self, key: &str) -> Option<Result<RecordBatch, ArrowError>> {
-        let history = self.events.get(key)?;
+        let history = &self.events.get(key)?.history;
         let mut ts = arrow::array::Int64Builder::with_capacity(history.len());
         let mut state = StringBuilder::new();
         let mut carried: Vec<StringBuilder> = self
@@ -329,8 +348,20 @@ impl KeptTable {
         Some(RecordBatch::try_new(self.spec.events_schema(), columns))
     }
 
-    /// Puts back one key's events read from the changelog.
-    pub fn restore(&mut self, key: &str, events: &RecordBatch) -> Result<(), ArrowError> {
+    /// The source partition a known key's events come from, if known.
+    pub fn home_of(&self, key: &str) -> Option<i32> {
+        self.events.get(key)?.home
+    }
+
+    /// Puts back one key's events read from the changelog, with the
+    /// partition they were kept in (`None`: a record of a release before
+    /// scale-out).
+    pub fn restore(
+        &mut self,
+        key: &str,
+        events: &RecordBatch,
+        home: Option<i32>,
+    ) -> Result<(), ArrowError> {
         let ts = events
             .column_by_name("ts")
             .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
@@ -342,8 +373,9 @@ impl KeptTable {
             .collect();
         history.sort();
         history.shrink_to_fit();
-        let added = entry_bytes(key, &history);
-        if let Some(old) = self.events.insert(key.to_owned(), history) {
+        let keyed = Keyed { home, history };
+        let added = entry_bytes(key, &keyed);
+        if let Some(old) = self.events.insert(key.to_owned(), keyed) {
             self.event_bytes = self.event_bytes.saturating_sub(entry_bytes(key, &old));
         }
         self.event_bytes += added;
@@ -369,7 +401,7 @@ impl KeptTable {
         let n = self.events.len();
         let mut common = CommonColumns::new(&self.spec, n);
         let mut state_ts = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-        for (key, history) in &self.events {
+        for (key, Keyed { history, .. }) in &self.events {
             let Some(last) = history.last() else { continue };
             let mut standing = Standing::new(&self.spec);
             history.iter().for_each(|e| standing.after(&self.spec, e));
@@ -389,11 +421,11 @@ impl KeptTable {
         if let Some(batch) = &self.history_snapshot {
             return Ok(batch.clone());
         }
-        let n = self.events.values().map(Vec::len).sum();
+        let n = self.events.values().map(|k| k.history.len()).sum();
         let mut common = CommonColumns::new(&self.spec, n);
         let mut from = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
         let mut until = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-        for (key, history) in &self.events {
+        for (key, Keyed { history, .. }) in &self.events {
             let mut standing = Standing::new(&self.spec);
             for (i, event) in history.iter().enumerate() {
                 standing.after(&self.spec, event);
@@ -471,18 +503,24 @@ mod tests {
     fn table() -> KeptTable {
         let mut table = KeptTable::new(complaints_spec());
         table
-            .apply(&events(&[
-                ("k1", "resolved", 500, None),
-                ("k2", "opened", 100, Some("billing")),
-                ("k2", "escalated", 300, None),
-            ]))
+            .apply(
+                &events(&[
+                    ("k1", "resolved", 500, None),
+                    ("k2", "opened", 100, Some("billing")),
+                    ("k2", "escalated", 300, None),
+                ]),
+                Some(3),
+            )
             .expect("apply");
         table
-            .apply(&events(&[
-                ("k1", "opened", 200, Some("delivery")),
-                ("k2", "resolved", 250, None),
-                ("k2", "resolved", 250, None),
-            ]))
+            .apply(
+                &events(&[
+                    ("k1", "opened", 200, Some("delivery")),
+                    ("k2", "resolved", 250, None),
+                    ("k2", "resolved", 250, None),
+                ]),
+                Some(4),
+            )
             .expect("apply");
         table
     }
@@ -526,13 +564,20 @@ mod tests {
     fn changes_are_tracked_and_a_restored_table_is_the_same() {
         let mut live = table();
         assert_eq!(
-            live.drain_changes().into_iter().collect::<Vec<_>>(),
+            live.drain_changes().into_keys().collect::<Vec<_>>(),
             ["k1", "k2"]
         );
         let mut restored = KeptTable::new(complaints_spec());
-        for id in live.keys() {
+        for id in live.keys().into_keys() {
             let events = live.events_of(&id).expect("known").expect("batch");
-            restored.restore(&id, &events).expect("restore");
+            restored
+                .restore(&id, &events, live.home_of(&id))
+                .expect("restore");
+            assert_eq!(
+                restored.home_of(&id),
+                Some(3),
+                "the first batch's partition"
+            );
         }
         assert_eq!(
             restored.history_snapshot().expect("snapshot"),
@@ -543,7 +588,11 @@ mod tests {
             live.latest_snapshot().expect("snapshot")
         );
         live.expire(300 + THIRTY_DAYS);
-        assert_eq!(live.drain_changes().into_iter().collect::<Vec<_>>(), ["k2"]);
+        assert_eq!(
+            live.drain_changes().into_iter().collect::<Vec<_>>(),
+            [("k2".to_owned(), Some(3))],
+            "forgotten, with the home its tombstone goes to"
+        );
         assert!(live.events_of("k2").is_none(), "forgotten: a tombstone");
     }
 
@@ -551,7 +600,10 @@ mod tests {
     fn the_memory_held_follows_the_keys_kept() {
         let mut table = table();
         let two_keys = table.bytes();
-        assert!(two_keys > 2 * entry_bytes("k1", &Vec::new()), "{two_keys}");
+        assert!(
+            two_keys > 2 * entry_bytes("k1", &Keyed::default()),
+            "{two_keys}"
+        );
         let with_snapshot = {
             table.history_snapshot().expect("snapshot");
             table.bytes()

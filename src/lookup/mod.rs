@@ -202,6 +202,34 @@ impl Lookups {
 /// Reads a lookup table's current contents as one Arrow batch.
 pub type Snapshot = Arc<dyn Fn() -> Result<RecordBatch, ArrowError> + Send + Sync>;
 
+/// Snapshots that stand in for lookup tables, by table name, in the plans
+/// run with a task context carrying them (a session config extension):
+/// the copies of the kept tables that stage 2 of a shuffled job fires
+/// with ([`crate::shuffle`]).
+#[derive(Default)]
+pub struct TableOverrides(pub BTreeMap<String, Snapshot>);
+
+impl std::fmt::Debug for TableOverrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// The snapshots of `table`'s latest and history tables, by name.
+pub fn kept_snapshots(table: &Arc<Mutex<kept::KeptTable>>) -> BTreeMap<String, Snapshot> {
+    let spec = lock(table).spec().clone();
+    let mut snapshots: BTreeMap<String, Snapshot> = BTreeMap::new();
+    if let Some(name) = spec.latest {
+        let table = Arc::clone(table);
+        snapshots.insert(name, Arc::new(move || lock(&table).latest_snapshot()));
+    }
+    if let Some(name) = spec.history {
+        let table = Arc::clone(table);
+        snapshots.insert(name, Arc::new(move || lock(&table).history_snapshot()));
+    }
+    snapshots
+}
+
 /// A lookup table as jobs see it.
 pub struct LookupView {
     /// Name in queries.
@@ -293,21 +321,19 @@ impl Lookups {
             .collect();
         for (source, table) in &self.kept {
             let Some(spec) = source.keep() else { continue };
-            if let Some(name) = &spec.latest {
-                let table = Arc::clone(table);
-                views.push(LookupView {
-                    name,
-                    schema: spec.latest_schema(),
-                    snapshot: Arc::new(move || lock(&table).latest_snapshot()),
-                });
-            }
-            if let Some(name) = &spec.history {
-                let table = Arc::clone(table);
-                views.push(LookupView {
-                    name,
-                    schema: spec.history_schema(),
-                    snapshot: Arc::new(move || lock(&table).history_snapshot()),
-                });
+            let mut snapshots = kept_snapshots(table);
+            for (name, schema) in [
+                (&spec.latest, spec.latest_schema()),
+                (&spec.history, spec.history_schema()),
+            ] {
+                let Some(name) = name else { continue };
+                if let Some(snapshot) = snapshots.remove(name) {
+                    views.push(LookupView {
+                        name,
+                        schema,
+                        snapshot,
+                    });
+                }
             }
         }
         views

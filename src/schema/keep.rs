@@ -32,6 +32,15 @@ pub struct KeepSpec {
 }
 
 impl KeepSpec {
+    /// The stream's columns the tables are kept from: key, time, state and
+    /// the carried columns.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        [&self.key, &self.time, &self.state]
+            .into_iter()
+            .chain(&self.carry)
+            .map(String::as_str)
+    }
+
     /// The latest table's schema: key, `since` columns, state,
     /// `<state>_ts`, `carry` columns.
     pub fn latest_schema(&self) -> SchemaRef {

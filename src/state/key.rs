@@ -150,6 +150,25 @@ pub enum StateKey {
         /// The key (e.g. a `complaint_id`).
         #[serde(alias = "id")]
         key: String,
+        /// The changelog partition: the key's home, the source partition of
+        /// its events (absent in records of releases before scale-out, and
+        /// of keys restored from them: placed by a hash then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<i32>,
+    },
+    /// One key's events in the copy of a stream's kept tables that stage 2
+    /// of a shuffled job reads when its windows fire ([`crate::shuffle`]).
+    KeptCopy {
+        /// Job name.
+        job: String,
+        /// The job's plan fingerprint.
+        fingerprint: String,
+        /// The changelog (and repartition) partition.
+        partition: i32,
+        /// The stream.
+        source: String,
+        /// The key (e.g. a `complaint_id`).
+        key: String,
     },
     /// How far a lookup table's topic has been read, so that its invalid
     /// records are not sent to the dead-letter topic again after a restart.
@@ -329,6 +348,11 @@ impl StateKey {
                 partition: Some(partition),
                 ..
             }
+            | StateKey::Kept {
+                partition: Some(partition),
+                ..
+            }
+            | StateKey::KeptCopy { partition, .. }
             | StateKey::Member { partition, .. }
             | StateKey::ShuffleMark { partition, .. }
             | StateKey::Checkpoint { partition } => partition.rem_euclid(partitions),
@@ -364,6 +388,9 @@ impl StateKey {
                 job, fingerprint, ..
             }
             | StateKey::ShuffleMark {
+                job, fingerprint, ..
+            }
+            | StateKey::KeptCopy {
                 job, fingerprint, ..
             } => Some((job, fingerprint)),
             _ => None,
@@ -476,6 +503,7 @@ mod tests {
         let key = StateKey::Kept {
             source: "complaints".into(),
             key: "k1".into(),
+            partition: None,
         };
         let p = key.partition(4);
         assert!((0..4).contains(&p));
@@ -489,7 +517,8 @@ mod tests {
             Ok((
                 StateKey::Kept {
                     source: "complaints".into(),
-                    key: "k".into()
+                    key: "k".into(),
+                    partition: None
                 },
                 0
             ))

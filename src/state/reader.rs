@@ -489,6 +489,7 @@ mod tests {
         let kept = |key: &str| StateKey::Kept {
             source: "complaints".into(),
             key: key.into(),
+            partition: None,
         };
         let large_value: Vec<u8> = (0..(3 * crate::state::writer::MAX_RECORD_BYTES / 2))
             .map(|i| (i % 251) as u8)
@@ -518,6 +519,7 @@ mod tests {
         let key = StateKey::Kept {
             source: "complaints".into(),
             key: "k".into(),
+            partition: None,
         };
         let mut records = writer.put_bytes(key.clone(), b"old");
         records.extend(writer.begin_checkpoint());
@@ -540,12 +542,14 @@ mod tests {
             StateKey::Kept {
                 source: "complaints".into(),
                 key: "k".into(),
+                partition: None,
             }
             .encode(part)
         };
         let state = StateKey::Kept {
             source: "complaints".into(),
             key: "k".into(),
+            partition: None,
         };
         let mut assembly = Assembly::new(HashMap::from([(state, (0, 42))]));
         let err = assembly

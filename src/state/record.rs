@@ -96,7 +96,7 @@ impl StateRecord {
                 let (session, schema) = codec::read_session(bytes)?;
                 StateValue::Session { session, schema }
             }
-            StateKey::Kept { .. } => StateValue::Kept {
+            StateKey::Kept { .. } | StateKey::KeptCopy { .. } => StateValue::Kept {
                 events: frame(bytes, 0)?,
                 long_key: codec::kept_long_key(bytes)?,
             },
@@ -122,7 +122,8 @@ fn int_column(key: &StateKey) -> &'static str {
         StateKey::Pane { .. }
         | StateKey::Session { .. }
         | StateKey::SessionPart { .. }
-        | StateKey::Kept { .. } => "value",
+        | StateKey::Kept { .. }
+        | StateKey::KeptCopy { .. } => "value",
     }
 }
 
@@ -330,6 +331,7 @@ mod tests {
                 key: StateKey::Kept {
                     source: "complaints".into(),
                     key: "c9".into(),
+                    partition: None,
                 },
                 value: StateValue::Kept {
                     events: rows(),

@@ -250,6 +250,7 @@ mod tests {
         StateKey::Kept {
             source: "complaints".into(),
             key: id.into(),
+            partition: None,
         }
     }
 
