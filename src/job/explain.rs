@@ -125,7 +125,7 @@ impl Job {
             let (why, split) = match (self.kept_table_read(), whole) {
                 (Some(_), _) => (
                     "it reads a kept table, of which each instance holds only its partitions' keys",
-                    "all go to one partition, with the events the kept tables took in, so that its owner keeps a copy of the whole tables for the windows to fire with",
+                    "all go to one partition",
                 ),
                 (None, true) => (
                     "its result rows depend on other groups (OVER, LIMIT or an aggregate across groups)",
@@ -141,6 +141,12 @@ impl Job {
                 "shuffle: with several instances (cluster.instances), {why}: each micro-batch's partial aggregates {split} in the repartition topic `<group_id>-{}-repartition`, whose partitions' owners merge them and close the windows on the watermark of every source partition; one instance needs no shuffle",
                 self.name
             );
+            if self.kept_table_read().is_some() {
+                let _ = writeln!(
+                    out,
+                    "        stage 1 also writes there the events the kept tables took in, and the owner keeps from them a copy of the whole tables, which the windows fire with"
+                );
+            }
         }
         let _ = match (self.backfill, self.kept_table_read()) {
             (Some(from), _) => writeln!(
