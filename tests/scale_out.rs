@@ -433,20 +433,56 @@ async fn a_killed_instance_of_jobs_that_shuffle_publishes_the_rows_of_an_uninter
     assert_same_rows("followed live while killed", &want, &followed);
 }
 
-/// The bundled jobs on 3 instances, one of them killed midway and
-/// restarted under its index, publish the rows of one uninterrupted
-/// instance: those grouped by the customer run where the events are read,
-/// the others (nested aggregates, windows over several sources, a view)
-/// shuffle; `complaints_hourly`, which reads the kept tables, fires with a
-/// copy of them that came through its shuffle.
+/// The whole bundled pack through the faults of the first test (a kill, 3
+/// → 2, 2 → 4, a zombie) publishes the rows of one uninterrupted instance,
+/// as read after the run and as followed live: the jobs grouped by the
+/// customer run where the events are read, the others (nested aggregates,
+/// windows over several sources, a view) shuffle, and `complaints_hourly`
+/// fires with a copy of the kept tables that came through its shuffle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bundled_jobs_on_three_instances_with_a_kill_publish_the_rows_of_one_instance() {
+async fn the_bundled_jobs_killed_rescaled_and_fenced_publish_the_rows_of_one_instance() {
     let broker = LocalBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
     let jobs = common::exactly_once::copy_bundled(dir.path());
     let base = base_config(&broker, "scale-pack", dir.path()).await;
     let events = Generator::new(35, 4_000, START).records(30);
     preload(&base, &events).await;
+    let run = "pack";
+    let group = run_config(&base, run, 0, 1);
+    let total = uncommitted(&group);
+    let consumed_to = |share: i64| {
+        while uncommitted(&group) > total * share / 4 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+
+    let mut engines = start_all(&base, run, 3, 1);
+    let tail = Tail::follow(&group, &jobs);
+    consumed_to(3);
+    engines.remove(1).kill();
+    let mut again = EngineProcess::start(&engine_env(&deployed(&base, run, 1, 3, 1), &[]));
+    again.wait_ready(READY);
+    engines.insert(1, again);
+    consumed_to(2);
+    stop_all(engines);
+    let engines = start_all(&base, run, 2, 2);
+    consumed_to(1);
+    stop_all(engines);
+    let mut engines = start_all(&base, run, 4, 3);
+    let mut zombie = engines.remove(2);
+    let mut twin = EngineProcess::start(&engine_env(&deployed(&base, run, 2, 4, 3), &[]));
+    twin.wait_ready(READY);
+    send_closing_orders(&base).await;
+    let status = zombie.wait_exit(Duration::from_secs(60));
+    let log = zombie.log_text();
+    let status = status.unwrap_or_else(|| panic!("the fenced instance did not stop:\n{log}"));
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("fenced"), "{log}");
+    engines.insert(2, twin);
+    for engine in &engines {
+        wait_finished(&group, engine, Duration::from_secs(600));
+    }
+    stop_all(engines);
 
     let whole = run_config(&base, "whole", 0, 1);
     run_to_the_end(std::slice::from_ref(&whole));
@@ -457,34 +493,11 @@ async fn the_bundled_jobs_on_three_instances_with_a_kill_publish_the_rows_of_one
             "{job} published final rows"
         );
     }
-
-    let three: Vec<Config> = (0..3).map(|i| run_config(&base, "three", i, 3)).collect();
-    let mut engines: Vec<EngineProcess> = three
-        .iter()
-        .map(|c| EngineProcess::start(&engine_env(c, &[])))
-        .collect();
-    for engine in &mut engines {
-        engine.wait_ready(READY);
-    }
-    let tail = Tail::follow(&three[0], &jobs);
-    let total = uncommitted(&three[0]);
-    while uncommitted(&three[0]) > total / 2 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    engines.remove(1).kill();
-    let mut restarted = EngineProcess::start(&engine_env(&three[1], &[]));
-    restarted.wait_ready(READY);
-    engines.insert(1, restarted);
-    for engine in &engines {
-        wait_finished(&three[0], engine, Duration::from_secs(600));
-    }
-    stop_all(engines);
-
-    assert_eq!(dead_letters(&three[0]), dead_letters(&whole));
+    assert_eq!(dead_letters(&group), dead_letters(&whole));
     assert_same_rows(
-        "3 instances, one killed",
+        "3 instances, one killed, then 2, then 4 and a zombie",
         &want,
-        &final_rows(&three[0], &jobs),
+        &final_rows(&group, &jobs),
     );
     let followed = final_rows_of(tail.stop());
     assert_same_rows("followed live", &want, &followed);

@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench end_to_end [-- --events N] [--customers C]
 //! [--workloads cx,nexmark,latency] [--nexmark-events M] [--queries q5,q11]
-//! [--rate R] [--seconds S] [--backfill N] [--instances N] [--json PATH] [--perf DIR]` (defaults: 5,000,000
+//! [--rate R] [--seconds S] [--backfill N] [--instances N] [--cases pack,rfm]
+//! [--json PATH] [--perf DIR]` (defaults: 5,000,000
 //! events of 100,000 generated customers, then 5,000,000 Nexmark events,
 //! every query; the latency workload, only when named, produces 100,000
 //! events/s for 60 s, with `--backfill N` while a job added with
@@ -14,7 +15,9 @@
 //! to `target/end_to_end.json`; `--perf` records each engine run with
 //! `perf record -g` into DIR/<group>.perf.data). With `--instances N`
 //! above 1, the customer-analytics jobs and each Nexmark query run again
-//! on N instances (`scale.rs`), and the latency job runs on N instances.
+//! on N instances (`scale.rs`; `--cases` keeps the customer-analytics cases
+//! whose names contain one of its words), and the latency job runs on N
+//! instances.
 //!
 //! Each workload starts a noida-db broker of its own on 127.0.0.1
 //! (installed by `scripts/broker.sh install`) and preloads its events into
@@ -76,6 +79,9 @@ async fn main() {
     let workloads = value("--workloads").unwrap_or_else(|| "cx,nexmark".to_owned());
     let queries: Option<Vec<String>> =
         value("--queries").map(|q| q.split(',').map(str::to_owned).collect());
+    let cases: Vec<String> = value("--cases")
+        .map(|c| c.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let profiles = value("--perf").map(PathBuf::from);
     let json_path = value("--json").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/end_to_end.json"),
@@ -87,7 +93,8 @@ async fn main() {
         "cpus": std::thread::available_parallelism().map_or(0, usize::from),
     });
     if workloads.split(',').any(|w| w == "cx") {
-        report["cx"] = customer_analytics(events, customers, profiles.as_deref(), instances).await;
+        let scale = (instances, cases.as_slice());
+        report["cx"] = customer_analytics(events, customers, profiles.as_deref(), scale).await;
     }
     if workloads.split(',').any(|w| w == "latency") {
         let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
@@ -124,7 +131,7 @@ async fn customer_analytics(
     events: u64,
     customers: usize,
     profiles: Option<&Path>,
-    instances: i32,
+    (instances, cases): (i32, &[String]),
 ) -> Value {
     let broker = LocalBroker::start().expect("noida-db (scripts/broker.sh install)");
     let mut config = Config::load(None).expect("the default configuration");
@@ -214,7 +221,7 @@ async fn customer_analytics(
             &topics,
             PARTITIONS,
             events,
-            instances,
+            (instances, cases),
             profiles,
         );
     }

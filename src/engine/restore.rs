@@ -171,7 +171,16 @@ impl Restorer {
             if let Some(windowed) = job.windowed_mut() {
                 match marks {
                     Some(m) if !m.by_partition.is_empty() => {
-                        windowed.restore_closed_partitions(&m.by_partition);
+                        // An owned partition without a record: its owner
+                        // never closed a window (it had no watermark yet),
+                        // so its state's windows are all still to fire.
+                        let closed = self
+                            .changelog
+                            .owned()
+                            .iter()
+                            .map(|p| (*p, m.by_partition.get(p).copied()))
+                            .collect();
+                        windowed.restore_closed_partitions(&closed);
                     }
                     Some(Marks {
                         everywhere: Some(closed),

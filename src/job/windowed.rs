@@ -535,8 +535,9 @@ impl WindowedJob {
         self.state.restore_closed_through(closed_through);
     }
 
-    /// Restores how far windows had closed for each partition's state.
-    pub fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, i64>) {
+    /// Restores how far windows had closed for each partition's state
+    /// (`None`: nothing closed there).
+    pub fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, Option<i64>>) {
         self.state.restore_closed_partitions(closed);
     }
 

@@ -73,6 +73,11 @@ impl ChangelogWriter {
         self
     }
 
+    /// The changelog partitions this instance owns.
+    pub fn owned(&self) -> &[i32] {
+        &self.owned
+    }
+
     /// The same writer for instance `cluster`, which owns (restores and
     /// checkpoints) only its changelog partitions.
     pub fn owned_by(mut self, cluster: crate::cluster::Cluster) -> Self {

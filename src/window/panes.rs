@@ -442,18 +442,20 @@ impl PaneStore {
         self.closed_through = Some(closed_through);
     }
 
-    /// Restores how far windows had closed per partition (not journaled):
-    /// the store closes on from the least mark, and a partition closed
-    /// further neither fires nor takes rows up to its own mark.
-    pub fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, i64>) {
-        let Some(&least) = closed.values().min() else {
+    /// Restores how far windows had closed per partition (not journaled;
+    /// `None`: nothing closed there): the store closes on from the least
+    /// mark, and a partition closed further neither fires nor takes rows up
+    /// to its own mark.
+    pub fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, Option<i64>>) {
+        if closed.is_empty() {
             return;
-        };
-        self.closed_through = Some(least);
+        }
+        let least = closed.values().copied().min().flatten();
+        self.closed_through = least;
         self.ahead = closed
             .iter()
-            .filter(|(_, c)| **c > least)
-            .map(|(p, c)| (*p, *c))
+            .filter_map(|(p, c)| Some((*p, (*c)?)))
+            .filter(|(_, c)| least.is_none_or(|least| *c > least))
             .collect();
     }
 
@@ -614,7 +616,7 @@ mod tests {
             },
             (0, 1),
         );
-        store.restore_closed_partitions(&BTreeMap::from([(0, 10), (1, 30)]));
+        store.restore_closed_partitions(&BTreeMap::from([(0, Some(10)), (1, Some(30))]));
         assert_eq!(
             (store.closed_for(0), store.closed_for(1)),
             (Some(10), Some(30))
@@ -649,6 +651,29 @@ mod tests {
         assert_eq!(
             (store.closed_for(0), store.closed_for(1)),
             (Some(40), Some(40))
+        );
+    }
+
+    #[test]
+    fn a_partition_whose_owner_closed_nothing_holds_the_others_back() {
+        // Partition 0's previous owner never closed a window (it had no
+        // watermark yet); partition 1's closed through 20.
+        let mut store = PaneStore::new(WindowSpec::Tumble { size: 10 }, (0, 1));
+        store.restore_closed_partitions(&BTreeMap::from([(0, None), (1, Some(20))]));
+        assert_eq!((store.closed_for(0), store.closed_for(1)), (None, Some(20)));
+        for (partition, start, n) in [(p0(), 0, 1), (p0(), 10, 2), (p1(), 20, 4)] {
+            store.restore(
+                (start, partition),
+                StateBatch {
+                    seq: start as u64 + partition.1 as u64,
+                    batch: states(&[start], 10, &[n]),
+                },
+            );
+        }
+        // Partition 0's windows up to 20 fire now, not skipped as closed.
+        assert_eq!(
+            summary(&store.close(30, usize::MAX)),
+            vec![(0, 10, 1), (10, 20, 2), (20, 30, 4)]
         );
     }
 

@@ -182,12 +182,12 @@ pub trait WindowStore: Send + Sync {
     fn restore_closed_through(&mut self, closed_through: i64);
 
     /// Restores how far windows had closed for the state of each partition
-    /// (by number), as the instances that owned them last wrote it: they
-    /// differ after a rescale. The store goes on from the least of them,
+    /// (by number; `None`: its owner closed nothing), as the instances that
+    /// owned them last wrote it: they differ after a rescale. The store goes on from the least of them,
     /// and (panes) does not fire a partition's windows again, nor take its
     /// late rows, up to its own mark.
-    fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, i64>) {
-        if let Some(&least) = closed.values().min() {
+    fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, Option<i64>>) {
+        if let Some(least) = closed.values().copied().min().flatten() {
             self.restore_closed_through(least);
         }
     }
@@ -303,7 +303,7 @@ impl WindowStore for PaneStore {
         PaneStore::restore_closed_through(self, closed_through);
     }
 
-    fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, i64>) {
+    fn restore_closed_partitions(&mut self, closed: &BTreeMap<i32, Option<i64>>) {
         PaneStore::restore_closed_partitions(self, closed);
     }
 
