@@ -75,19 +75,19 @@ pub(super) async fn take_over(
     me: &str,
     restored_to: &BTreeMap<i32, i64>,
 ) -> Result<(), EngineError> {
-    let mut fenced = std::collections::BTreeSet::new();
-    for member in previous.iter().filter(|m| m.transactional_id != me) {
-        if !fenced.insert(member.transactional_id.as_str()) {
-            continue;
-        }
-        crate::sink::transaction::fence(&config.client_config(), &member.transactional_id)
-            .await
-            .map_err(EngineError::kafka(
-                "fencing a previous owner of this instance's partitions",
-            ))?;
+    let others = previous
+        .iter()
+        .filter(|m| m.transactional_id != me)
+        .map(|m| m.transactional_id.clone())
+        .collect();
+    let fenced = crate::sink::transaction::fence_all(&config.client_config(), others)
+        .await
+        .map_err(EngineError::kafka(
+            "fencing a previous owner of this instance's partitions",
+        ))?;
+    for transactional_id in fenced {
         tracing::info!(
-            transactional_id = %member.transactional_id,
-            of = member.instances,
+            %transactional_id,
             "fenced a previous owner of this instance's partitions"
         );
     }

@@ -120,16 +120,6 @@ impl Engine {
             .await
             .map_err(EngineError::kafka("connecting"))?;
         let watch = BrokerWatch::new(Arc::clone(health));
-        // What the topics written take (those that exist already; a topic
-        // created below has the broker's defaults).
-        let mut written: Vec<String> = sink_topics(config, &jobs)
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
-        written.push(config.changelog_topic());
-        let described = topic_limits(config, &written)
-            .await
-            .map_err(EngineError::kafka("describing the output topics"))?;
         // The producer comes after the restore (its id depends on the
         // previous one); a cluster without transactions is refused now.
         crate::sink::transaction::check_supported(
@@ -137,7 +127,6 @@ impl Engine {
             &format!("{}-0", config.transactional_id_prefix()),
         )
         .await?;
-        let mut limits = Limits::new(described, &lessons.learned);
         ensure_topics(config, &sink_topics(config, &jobs))
             .await
             .map_err(EngineError::kafka("creating output topics"))?;
@@ -146,11 +135,16 @@ impl Engine {
             .map_err(EngineError::kafka("creating the changelog topic"))?;
         let cluster = config.cluster();
         super::members::check_changelog_width(config, partitions).await?;
-        limits.extend(
-            topic_limits(config, &written)
-                .await
-                .map_err(EngineError::kafka("describing the output topics"))?,
-        );
+        // What the topics written take, once they all exist.
+        let mut written: Vec<String> = sink_topics(config, &jobs)
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        written.push(config.changelog_topic());
+        let described = topic_limits(config, &written)
+            .await
+            .map_err(EngineError::kafka("describing the output topics"))?;
+        let limits = Limits::new(described, &lessons.learned);
 
         health.set_blocker(Some("restoring state from the changelog".to_owned()));
         metrics.restore_in_progress.set(1);

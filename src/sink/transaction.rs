@@ -100,6 +100,22 @@ pub async fn fence(
         .unwrap_or(Err(KafkaError::Canceled))
 }
 
+/// Fences each of `transactional_ids` once ([`fence`]), in order; returns
+/// those fenced.
+pub async fn fence_all(
+    client: &rdkafka::ClientConfig,
+    transactional_ids: Vec<String>,
+) -> Result<Vec<String>, KafkaError> {
+    let mut fenced: Vec<String> = Vec::new();
+    for id in transactional_ids {
+        if !fenced.contains(&id) {
+            fence(client, &id).await?;
+            fenced.push(id);
+        }
+    }
+    Ok(fenced)
+}
+
 impl Sink {
     /// The fencing that made the producer fail for good, if that is what
     /// happened: its delivery reports then only say "fatal", and may come

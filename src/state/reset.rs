@@ -167,12 +167,9 @@ async fn live_keys(
             _ => None,
         })
         .collect();
-    let client = config.client_config();
-    for id in ids {
-        crate::sink::transaction::fence(&client, &id)
-            .await
-            .map_err(kafka("fencing the engine"))?;
-    }
+    crate::sink::transaction::fence_all(&config.client_config(), ids.into_iter().collect())
+        .await
+        .map_err(kafka("fencing the engine"))?;
     Ok(live)
 }
 
