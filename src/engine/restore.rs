@@ -8,7 +8,7 @@
 //! changelog in the first epoch, and a log line says so.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::PoisonError;
+use std::sync::{Mutex, PoisonError};
 
 use arrow::compute::concat_batches;
 use datafusion::common::ScalarValue;
@@ -17,6 +17,7 @@ use super::event_time::EventTime;
 use crate::config::TopicsConfig;
 use crate::job::{Job, WindowedJob};
 use crate::lookup::Lookups;
+use crate::lookup::kept::KeptTable;
 use crate::schema::{Source, Sources};
 use crate::sink::OutRecord;
 use crate::state::codec::SessionValue;
@@ -318,17 +319,7 @@ impl Restorer {
                     .zip(source)
                     .and_then(|(windowed, source)| windowed.kept_copies().get(&source).cloned());
                 match copy {
-                    Some(copy) => {
-                        let StateValue::Kept { events, long_key } = decoded(key, restored)? else {
-                            return Err(corrupt(restored, "a kept record without events".into()));
-                        };
-                        let full = long_key.as_deref().unwrap_or(kept_key);
-                        copy.lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .restore(full, &events, Some(*partition))
-                            .map_err(|e| corrupt(restored, e.to_string()))?;
-                        true
-                    }
+                    Some(copy) => restore_kept(&copy, key, kept_key, Some(*partition), restored)?,
                     None => false,
                 }
             }
@@ -343,24 +334,7 @@ impl Restorer {
                     .named(source)
                     .and_then(|s| self.lookups.kept(s))
                 {
-                    Some(table) => {
-                        let StateValue::Kept { events, long_key } = decoded(key, restored)? else {
-                            return Err(corrupt(restored, "a kept record without events".into()));
-                        };
-                        let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
-                        let full = long_key.as_deref().unwrap_or(kept_key);
-                        table
-                            .restore(full, &events, *partition)
-                            .map_err(|e| corrupt(restored, e.to_string()))?;
-                        // An earlier version wrote a long key whole: the
-                        // key is written again as written now, and this
-                        // record goes.
-                        let current = long_key.is_some() || key_text(kept_key) == *kept_key;
-                        if !current {
-                            table.rewrite(kept_key);
-                        }
-                        current
-                    }
+                    Some(table) => restore_kept(table, key, kept_key, *partition, restored)?,
                     None => false,
                 }
             }
@@ -558,6 +532,32 @@ fn written_now(version: u32, stored: &str, key: &ScalarValue) -> bool {
 }
 
 /// The value of `key`'s record, decoded.
+/// Puts one key's events read back into a kept table (or a job's copy of
+/// one), kept in changelog partition `home`; `false` if an earlier version
+/// wrote a long key whole: the key is written again as written now, and
+/// this record goes.
+fn restore_kept(
+    table: &Mutex<KeptTable>,
+    key: &StateKey,
+    kept_key: &str,
+    home: Option<i32>,
+    restored: &RestoredValue,
+) -> Result<bool, ReadError> {
+    let StateValue::Kept { events, long_key } = decoded(key, restored)? else {
+        return Err(corrupt(restored, "a kept record without events".into()));
+    };
+    let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+    let full = long_key.as_deref().unwrap_or(kept_key);
+    table
+        .restore(full, &events, home)
+        .map_err(|e| corrupt(restored, e.to_string()))?;
+    let current = long_key.is_some() || key_text(kept_key) == kept_key;
+    if !current {
+        table.rewrite(kept_key);
+    }
+    Ok(current)
+}
+
 fn decoded(key: &StateKey, restored: &RestoredValue) -> Result<StateValue, ReadError> {
     StateRecord::decode(key.clone(), &restored.value)
         .map(|record| record.value)

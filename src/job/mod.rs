@@ -89,8 +89,6 @@ pub struct Job {
     pub query: QueryFile,
     /// Every table the query reads, lookup tables included.
     tables: BTreeSet<String>,
-    /// The kept table it reads, if any (such a job cannot be backfilled).
-    kept_read: Option<&'static str>,
     /// The streams whose kept tables it reads.
     kept_sources: Vec<Source>,
     slots: BTreeMap<Source, Arc<BatchSlot>>,
@@ -229,8 +227,9 @@ impl Job {
                 return Err(error_at(gauge.line, problem));
             }
         }
+        let kept_sources = kept_sources_read(&tables_read, lookups.sources());
         if let Some((_, line)) = &query.options.backfill
-            && let Some(kept) = kept_table_read(&tables_read, lookups.sources())
+            && let Some(kept) = first_kept_table(&kept_sources, &tables_read)
         {
             return Err(error_at(*line, backfill_refused(kept)));
         }
@@ -313,8 +312,7 @@ impl Job {
             fingerprint,
             views: query.views.clone(),
             backfill: query.options.backfill.map(|(from, _)| from),
-            kept_read: kept_table_read(&tables_read, lookups.sources()),
-            kept_sources: kept_sources_read(&tables_read, lookups.sources()),
+            kept_sources,
             tables: tables_read,
             slots,
             runner,
@@ -388,7 +386,7 @@ impl Job {
             ));
         }
         let Runner::Windowed(windowed) = &self.runner else {
-            return match self.kept_read {
+            return match self.kept_table_read() {
                 Some(kept) => Placement::SingleOnly(format!(
                     "it reads the kept table {kept} without a window: each instance keeps only the keys of its partitions, and only windows get a copy of the whole table"
                 )),
@@ -401,7 +399,7 @@ impl Job {
             return match windowed.info.spec {
                 crate::window::WindowSpec::Session { .. } => Placement::SingleOnly(format!(
                     "it is a SESSION window reading the kept table {}, and sessions do not shuffle yet",
-                    self.kept_read.unwrap_or_default()
+                    self.kept_table_read().unwrap_or_default()
                 )),
                 _ => Placement::Shuffled,
             };
@@ -446,7 +444,7 @@ impl Job {
     /// The kept table (e.g. `complaint_history`) this job reads, if any: such
     /// a job cannot be backfilled.
     pub fn kept_table_read(&self) -> Option<&'static str> {
-        self.kept_read
+        first_kept_table(&self.kept_sources, &self.tables)
     }
 
     /// Whether this job reads `kind`.
@@ -676,10 +674,9 @@ fn kept_sources_read(tables: &BTreeSet<String>, sources: Sources) -> Vec<Source>
         .collect()
 }
 
-/// The first kept table among `tables`.
-fn kept_table_read(tables: &BTreeSet<String>, sources: Sources) -> Option<&'static str> {
-    sources
-        .streams()
+/// The first table among `tables` that one of `kept` (streams) keeps.
+fn first_kept_table(kept: &[Source], tables: &BTreeSet<String>) -> Option<&'static str> {
+    kept.iter()
         .filter_map(|s| s.keep())
         .flat_map(|spec| spec.latest.iter().chain(&spec.history))
         .find(|name| tables.contains(name.as_str()))
