@@ -176,6 +176,39 @@ async fn send_closing_orders(base: &Config) {
     .await;
 }
 
+/// With `engines` instances 0..4 of deployment 3 of `run`: a second process
+/// started as instance 2 fences the first, which stops at its next commit
+/// (the closing orders give it one) with exit code 1 and a log that says
+/// so; the second takes its place.
+async fn fence_instance_2_of_4(base: &Config, run: &str, engines: &mut Vec<EngineProcess>) {
+    let mut zombie = engines.remove(2);
+    let mut twin = EngineProcess::start(&engine_env(&deployed(base, run, 2, 4, 3), &[]));
+    twin.wait_ready(READY);
+    send_closing_orders(base).await;
+    let status = zombie.wait_exit(Duration::from_secs(60));
+    let log = zombie.log_text();
+    let status = status.unwrap_or_else(|| panic!("the fenced instance did not stop:\n{log}"));
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("fenced"),
+        "the log says why it stopped:\n{log}"
+    );
+    engines.insert(2, twin);
+}
+
+/// Every job in `jobs` has final rows in `want`.
+fn assert_every_job_published(
+    want: &std::collections::BTreeMap<common::exactly_once::RowId, Vec<serde_json::Value>>,
+    jobs: &[String],
+) {
+    for job in jobs {
+        assert!(
+            want.keys().any(|(j, ..)| j == job),
+            "{job} published final rows"
+        );
+    }
+}
+
 /// The dead letters of `config`'s run, by source position, with how often
 /// each was sent.
 fn dead_letters(config: &Config) -> std::collections::BTreeMap<String, usize> {
@@ -333,21 +366,7 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
     );
     let owned: Vec<f64> = engines.iter().map(assigned).collect();
     assert_eq!(owned, vec![6.0, 6.0, 3.0, 3.0], "p mod 4 over 6 partitions");
-    // A second process started as instance 2 fences the first, which stops
-    // at its next commit (the closing orders give it one).
-    let mut zombie = engines.remove(2);
-    let mut twin = EngineProcess::start(&engine_env(&deployed(&base, run, 2, 4, 3), &[]));
-    twin.wait_ready(READY);
-    send_closing_orders(&base).await;
-    let status = zombie.wait_exit(Duration::from_secs(60));
-    let log = zombie.log_text();
-    let status = status.unwrap_or_else(|| panic!("the fenced instance did not stop:\n{log}"));
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(
-        log.contains("fenced"),
-        "the log says why it stopped:\n{log}"
-    );
-    engines.insert(2, twin);
+    fence_instance_2_of_4(&base, run, &mut engines).await;
     for engine in &engines {
         wait_finished(&group, engine, Duration::from_secs(300));
     }
@@ -357,12 +376,7 @@ async fn instances_killed_rescaled_and_fenced_publish_the_rows_of_one_instance()
     run_to_the_end(std::slice::from_ref(&single));
     let want = final_rows(&single, &jobs);
     assert!(want.len() > 10_000, "{} reference rows", want.len());
-    for job in &jobs {
-        assert!(
-            want.keys().any(|(j, ..)| j == job),
-            "{job} published final rows"
-        );
-    }
+    assert_every_job_published(&want, &jobs);
     let still_open =
         |((job, ..), values): (&common::exactly_once::RowId, &Vec<serde_json::Value>)| {
             job == KEPT_TABLE_READER.0 && values[0]["still_open"].as_i64() > Some(0)
@@ -469,16 +483,7 @@ async fn the_bundled_jobs_killed_rescaled_and_fenced_publish_the_rows_of_one_ins
     consumed_to(1);
     stop_all(engines);
     let mut engines = start_all(&base, run, 4, 3);
-    let mut zombie = engines.remove(2);
-    let mut twin = EngineProcess::start(&engine_env(&deployed(&base, run, 2, 4, 3), &[]));
-    twin.wait_ready(READY);
-    send_closing_orders(&base).await;
-    let status = zombie.wait_exit(Duration::from_secs(60));
-    let log = zombie.log_text();
-    let status = status.unwrap_or_else(|| panic!("the fenced instance did not stop:\n{log}"));
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("fenced"), "{log}");
-    engines.insert(2, twin);
+    fence_instance_2_of_4(&base, run, &mut engines).await;
     for engine in &engines {
         wait_finished(&group, engine, Duration::from_secs(600));
     }
@@ -487,12 +492,7 @@ async fn the_bundled_jobs_killed_rescaled_and_fenced_publish_the_rows_of_one_ins
     let whole = run_config(&base, "whole", 0, 1);
     run_to_the_end(std::slice::from_ref(&whole));
     let want = final_rows(&whole, &jobs);
-    for job in &jobs {
-        assert!(
-            want.keys().any(|(j, ..)| j == job),
-            "{job} published final rows"
-        );
-    }
+    assert_every_job_published(&want, &jobs);
     assert_eq!(dead_letters(&group), dead_letters(&whole));
     assert_same_rows(
         "3 instances, one killed, then 2, then 4 and a zombie",
