@@ -77,13 +77,20 @@ impl Marks {
         }
     }
 
-    /// The least mark: per-partition marks replace one for every partition.
-    fn least(&self) -> Option<i64> {
-        self.by_partition
-            .values()
+    /// The least mark over the `owned` changelog partitions: per-partition
+    /// marks replace one for every partition. `None` when an owned
+    /// partition has no mark while others do: its owner had none (it had
+    /// not seen every partition it read deliver yet), so the marks of the
+    /// others say nothing of its partitions.
+    fn least_in(&self, owned: &[i32]) -> Option<i64> {
+        if self.by_partition.is_empty() {
+            return self.everywhere;
+        }
+        owned
+            .iter()
+            .map(|p| self.by_partition.get(p).copied())
             .min()
-            .copied()
-            .or(self.everywhere)
+            .flatten()
     }
 }
 
@@ -193,7 +200,7 @@ impl Restorer {
             }
         }
         for (source, marks) in std::mem::take(&mut self.source_watermarks) {
-            if let Some(watermark) = marks.least() {
+            if let Some(watermark) = marks.least_in(self.changelog.owned()) {
                 self.event_time.restore_source(source, watermark);
             }
         }
@@ -592,5 +599,42 @@ fn corrupt(restored: &RestoredValue, reason: String) -> ReadError {
     ReadError::Corrupt {
         location: restored.location.clone(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marks(by_partition: &[(i32, i64)]) -> Marks {
+        let mut marks = Marks::default();
+        for &(p, v) in by_partition {
+            marks.add(Some(p), v);
+        }
+        marks
+    }
+
+    #[test]
+    fn the_least_mark_is_over_the_owned_partitions_only() {
+        let marks = marks(&[(0, 5_000), (2, 7_000), (4, 3_000)]);
+        assert_eq!(marks.least_in(&[0, 2]), Some(5_000));
+        assert_eq!(marks.least_in(&[2, 4]), Some(3_000));
+    }
+
+    #[test]
+    fn an_owned_partition_without_a_mark_leaves_none_restored() {
+        // Partition 4's owner had no watermark yet: 5 000 from partition 0
+        // would judge its older events late.
+        let marks = marks(&[(0, 5_000), (2, 7_000)]);
+        assert_eq!(marks.least_in(&[0, 2, 4]), None);
+    }
+
+    #[test]
+    fn a_mark_for_every_partition_serves_every_owner() {
+        let mut marks = Marks::default();
+        marks.add(None, 9_000);
+        assert_eq!(marks.least_in(&[1, 3]), Some(9_000));
+        marks.add(Some(1), 4_000);
+        assert_eq!(marks.least_in(&[1]), Some(4_000));
     }
 }
