@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::exactly_once::{RowId, assert_same_rows, final_rows, preload, wait_finished};
+use common::exactly_once::{RowId, assert_same_rows, final_rows, preload, renamed, wait_finished};
 use common::process::{BIN, EngineProcess, engine_env};
 use common::{TestBroker, create_source_topics, metric, test_config, unique_prefix};
 use cxpulse::config::Config;
@@ -32,34 +32,13 @@ const REVENUE: &str = "-- @key category\nSELECT window_start, window_end, catego
 /// and the machine has two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// `job`'s rows as `live`'s would be: the job name in the row id and the
-/// `job` field replaced.
-fn as_job(rows: BTreeMap<RowId, Vec<Value>>, from: &str, to: &str) -> BTreeMap<RowId, Vec<Value>> {
-    rows.into_iter()
-        .map(|((job, key, start, end), values)| {
-            assert_eq!(job, from);
-            let values = values
-                .into_iter()
-                .map(|mut v| {
-                    v["job"] = Value::String(to.to_owned());
-                    v
-                })
-                .collect();
-            (
-                (to.to_owned(), key.replacen(from, to, 1), start, end),
-                values,
-            )
-        })
-        .collect()
-}
-
 /// The final rows of the job run from the start, and those of the
 /// backfilled job renamed as the first's.
 fn live_and_backfilled(
     config: &Config,
 ) -> (BTreeMap<RowId, Vec<Value>>, BTreeMap<RowId, Vec<Value>>) {
     let live = final_rows(config, &["revenue".to_owned()]);
-    let backfilled = as_job(
+    let backfilled = renamed(
         final_rows(config, &["revenue_history".to_owned()]),
         "revenue_history",
         "revenue",

@@ -17,12 +17,13 @@ mod common;
 use std::time::Duration;
 
 use common::exactly_once::{
-    Tail, assert_same_rows, event_topics, final_rows, final_rows_of, preload, run_config,
+    Tail, assert_same_rows, event_topics, final_rows, final_rows_of, preload, renamed, run_config,
     uncommitted, wait_all_committed, wait_finished,
 };
 use common::process::{EngineProcess, engine_env};
 use common::{
-    create_source_topics, produce, producer, read_topic_with, test_config_for, unique_prefix,
+    create_source_topics, metric, produce, producer, read_topic_with, test_config_for,
+    unique_prefix,
 };
 use cxpulse::config::Config;
 use cxpulse::tools::generate::Generator;
@@ -501,4 +502,101 @@ async fn the_bundled_jobs_killed_rescaled_and_fenced_publish_the_rows_of_one_ins
     );
     let followed = final_rows_of(tail.stop());
     assert_same_rows("followed live", &want, &followed);
+}
+
+/// Polls `engine`'s metrics until `done` holds for them.
+fn wait_metrics(engine: &EngineProcess, what: &str, done: impl Fn(&str) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let body = engine.metrics();
+        if done(&body) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{what} never happened:\n{body}\nlog:\n{}",
+            engine.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A backfill that one instance had finished and the other had not when
+/// the deployment was scaled from 2 instances to 1 goes on on the new
+/// owner: the finished partitions from where the live stream stood, the
+/// others from where their backfill stood. The backfilled job then
+/// publishes the rows of the same job run from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_finished_on_one_instance_only_goes_on_after_a_rescale() {
+    let broker = LocalBroker::start().expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (live, sql) = BY_CUSTOMER[0];
+    write_jobs(dir.path(), [(live, sql)]);
+    let base = base_config(&broker, "scale-backfill", dir.path()).await;
+    preload(&base, &Generator::new(41, 3_000, START).records(20)).await;
+    let run = "backfill";
+    // Instance 1 backfills a few records per step, so that instance 0
+    // catches up long before it.
+    let slow = [
+        ("CXPULSE__ENGINE__BACKFILL_BATCH_ROWS", "5"),
+        ("CXPULSE__ENGINE__COMMIT_INTERVAL_MS", "100"),
+    ];
+    let mut engines: Vec<EngineProcess> = (0..2)
+        .map(|i| {
+            let extra: &[(&str, &str)] = if i == 1 { &slow } else { &[] };
+            EngineProcess::start(&engine_env(&deployed(&base, run, i, 2, 1), extra))
+        })
+        .collect();
+    for engine in &mut engines {
+        engine.wait_ready(READY);
+    }
+    let group = run_config(&base, run, 0, 1);
+    for engine in &engines {
+        wait_finished(&group, engine, Duration::from_secs(600));
+    }
+
+    let history = "orders_history";
+    let history_sql = format!("-- @backfill earliest\n{sql}");
+    std::fs::write(dir.path().join(format!("{history}.sql")), history_sql).expect("write query");
+    let read = format!("cxpulse_backfill_records_total{{job=\"{history}\"}}");
+    let lag = format!("cxpulse_backfill_lag_records{{job=\"{history}\"}}");
+    wait_metrics(&engines[0], "instance 0's hand-over", |m| {
+        metric(m, &read).is_some() && metric(m, "cxpulse_backfills_running") == Some(0.0)
+    });
+    wait_metrics(&engines[1], "instance 1's backfill", |m| {
+        metric(m, &read).unwrap_or(0.0) > 0.0
+    });
+    // An epoch commits instance 1's position at least once more.
+    std::thread::sleep(Duration::from_millis(300));
+    let left = metric(&engines[1].metrics(), &lag).unwrap_or(0.0);
+    assert!(left > 0.0, "instance 1 caught up before the rescale");
+    stop_all(engines);
+    println!("rescaled to 1 instance with {left} records left to backfill on instance 1");
+
+    let mut engine = EngineProcess::start(&engine_env(&deployed(&base, run, 0, 1, 2), &[]));
+    engine.wait_ready(READY);
+    wait_metrics(&engine, "the hand-over after the rescale", |m| {
+        metric(m, "cxpulse_backfills_running") == Some(0.0)
+    });
+    let resumed = metric(&engine.metrics(), &read).unwrap_or(0.0);
+    // A day of events later on every partition closes the windows the
+    // hand-overs fell in.
+    preload(
+        &base,
+        &Generator::new(42, 3_000, START + 21 * 86_400_000).records(1),
+    )
+    .await;
+    wait_finished(&group, &engine, Duration::from_secs(600));
+    let (code, log) = engine.terminate(DRAIN);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("resumed=true"), "{log}");
+    assert!(
+        resumed <= left,
+        "the new owner read {resumed} history records; {left} were left: it went on, it did not start again"
+    );
+
+    let want = final_rows(&group, &[live.to_owned()]);
+    let got = renamed(final_rows(&group, &[history.to_owned()]), history, live);
+    assert!(want.len() > 1_000, "{} rows", want.len());
+    assert_same_rows("backfilled across a rescale", &want, &got);
 }

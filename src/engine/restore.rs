@@ -103,12 +103,18 @@ pub(super) struct BackfillState {
     pub event_times: BTreeMap<(Source, i32), i64>,
     /// When it caught up (ms since the epoch): the job runs live.
     pub done: Option<i64>,
+    /// The changelog partitions whose owner had caught up and handed the
+    /// job over to the live stream. With several instances, changelog
+    /// partition p holds event partition p's state.
+    pub done_in: BTreeSet<i32>,
 }
 
 impl BackfillState {
-    /// Whether a backfill was running when the state was saved.
+    /// Whether a backfill was running when the state was saved, on one
+    /// instance at least: after a rescale, the owners of some partitions
+    /// may have caught up and others not.
     pub fn running(&self) -> bool {
-        self.done.is_none() && !self.offsets.is_empty()
+        !self.offsets.is_empty()
     }
 }
 
@@ -287,8 +293,9 @@ impl Restorer {
             StateKey::BackfillDone { partition, .. } => match current_job(&self.jobs, key) {
                 Some(job) => {
                     let at = int(key, restored)?;
-                    let done = &mut self.outcome.backfills.entry(job).or_default().done;
-                    *done = Some(done.map_or(at, |d| d.max(at)));
+                    let state = self.outcome.backfills.entry(job).or_default();
+                    state.done = Some(state.done.map_or(at, |d| d.max(at)));
+                    state.done_in.extend(*partition);
                     partition.is_some()
                 }
                 None => false,

@@ -324,7 +324,9 @@ impl Engine {
             .collect::<Result<_, _>>()?;
         super::shuffling::route(config, &mut jobs, partitions, &mut shuffle_marks).await?;
         metrics.jobs_loaded.set(jobs.len() as i64);
-        let (jobs, backfills) = super::backfill::resume(config, metrics, jobs, backfills).await?;
+        let live_times = event_time.partition_times();
+        let (jobs, backfills) =
+            super::backfill::resume(config, metrics, jobs, backfills, &live_times).await?;
         metrics
             .query_files_invalid
             .set(watcher.invalid_count() as i64);

@@ -66,6 +66,7 @@ pub(super) async fn stop(
                     offsets,
                     event_times,
                     done: None,
+                    done_in: Default::default(),
                 }
             }
         };

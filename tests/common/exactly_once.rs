@@ -188,6 +188,31 @@ fn windows_closed(engine: &EngineProcess) -> bool {
 /// One final row: output topic, Kafka key, window; the value is compared.
 pub type RowId = (String, String, String, String);
 
+/// The rows of job `from` as job `to`'s would be: the job name in the row
+/// id and the `job` field replaced.
+pub fn renamed(
+    rows: BTreeMap<RowId, Vec<Value>>,
+    from: &str,
+    to: &str,
+) -> BTreeMap<RowId, Vec<Value>> {
+    rows.into_iter()
+        .map(|((job, key, start, end), values)| {
+            assert_eq!(job, from);
+            let values = values
+                .into_iter()
+                .map(|mut v| {
+                    v["job"] = Value::String(to.to_owned());
+                    v
+                })
+                .collect();
+            (
+                (to.to_owned(), key.replacen(from, to, 1), start, end),
+                values,
+            )
+        })
+        .collect()
+}
+
 /// The final rows of `jobs`' output topics as a read_committed reader sees
 /// them, each with how often it was seen; values without `emitted_at`.
 pub fn final_rows(config: &Config, jobs: &[String]) -> BTreeMap<RowId, Vec<Value>> {

@@ -122,6 +122,10 @@ pub fn open(
         };
         let next = match resumed.offsets.get(&(source, partition)) {
             Some(&n) => n,
+            // Its owner had caught up, and the live stream fed the job
+            // from there (a rescale gave this instance partitions of
+            // both kinds).
+            None if resumed.done_in.contains(&partition) => floor,
             None => match by_time
                 .as_ref()
                 .and_then(|t| t.find_partition(&topic, partition))

@@ -178,21 +178,33 @@ pub(in crate::engine) fn begin(
 }
 
 /// Splits restored jobs into live ones and backfills: a job whose backfill
-/// was running resumes it; a job with `@backfill` that never finished one
-/// starts it; the others run live.
+/// was running (on one instance at least) resumes it; a job with
+/// `@backfill` that never finished one starts it; the others run live.
+/// `live_times` are the live stream's largest event times per source
+/// partition: a resumed backfill's watermark starts from them in the
+/// partitions whose owner had caught up.
 pub(super) async fn resume(
     config: &Config,
     metrics: &Metrics,
     jobs: Vec<RunningJob>,
     mut states: BTreeMap<String, BackfillState>,
+    live_times: &BTreeMap<(crate::schema::Source, i32), i64>,
 ) -> Result<(Vec<RunningJob>, Vec<Backfill>), EngineError> {
     let (mut live, mut to_open) = (Vec::new(), Vec::new());
     for mut running in jobs {
-        let state = states.remove(&running.job.name).unwrap_or_default();
-        if let Some(at) = state.done {
+        let mut state = states.remove(&running.job.name).unwrap_or_default();
+        if state.running() {
+            let sources = running.job.sources();
+            for (&(source, partition), &t) in live_times {
+                if sources.contains(&source) && state.done_in.contains(&partition) {
+                    state.event_times.entry((source, partition)).or_insert(t);
+                }
+            }
+            to_open.push((running, state));
+        } else if let Some(at) = state.done {
             running.backfilled(at);
             live.push(running);
-        } else if state.running() || running.job.backfill.is_some() {
+        } else if running.job.backfill.is_some() {
             to_open.push((running, state));
         } else {
             live.push(running);
