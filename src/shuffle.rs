@@ -5,7 +5,7 @@
 //! Stage 1 runs where the events are read: each micro-batch's partial
 //! aggregates (the state rows a pane would hold) are split by group key
 //! ([`split`]) and written to the job's repartition topic
-//! (`<group>-<job>-repartition`), partition `r` getting the groups that hash
+//! (`<group>-<job>-<version>-repartition`), partition `r` getting the groups that hash
 //! to `r`, inside the epoch's transaction. After each epoch's data, stage 1
 //! writes a [`Shuffled::Mark`] per source partition it owns into every
 //! repartition partition: how far that partition's event time has got.
@@ -33,9 +33,14 @@ use crate::state::value;
 /// How every repartition topic's name ends.
 pub const TOPIC_SUFFIX: &str = "-repartition";
 
-/// The repartition topic of job `job` of consumer group `group`.
-pub fn topic(group: &str, job: &str) -> String {
-    format!("{group}-{job}{TOPIC_SUFFIX}")
+/// The repartition topic of job `job` of consumer group `group`, in the
+/// version of its query file whose fingerprint is `fingerprint`: a changed
+/// query file writes to a topic of its own, so that an instance still
+/// running the earlier version (instances reload files each at their own
+/// moment) never reads the new one's partials, nor the new one the old's.
+pub fn topic(group: &str, job: &str, fingerprint: &str) -> String {
+    let version = fingerprint.get(..8).unwrap_or(fingerprint);
+    format!("{group}-{job}-{version}{TOPIC_SUFFIX}")
 }
 
 /// One source partition's mark: (source, partition, mark, idle).

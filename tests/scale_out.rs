@@ -521,64 +521,86 @@ fn wait_metrics(engine: &EngineProcess, what: &str, done: impl Fn(&str) -> bool)
     }
 }
 
-/// A backfill that one instance had finished and the other had not when
-/// the deployment was scaled from 2 instances to 1 goes on on the new
-/// owner: the finished partitions from where the live stream stood, the
-/// others from where their backfill stood. The backfilled job then
-/// publishes the rows of the same job run from the start.
+/// Backfills that two instances had finished and the third had not when
+/// the deployment was scaled from 3 instances to 2 go on on the new
+/// owners: the finished partitions from where the live stream stood, the
+/// others from where their backfill stood. One job is grouped by the
+/// partition key, the other shuffles (its history's partials and marks go
+/// through its repartition topic, and stage 2 waits for the slowest
+/// partition's history). Each backfilled job then publishes the rows of
+/// the same query run live from the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backfill_finished_on_one_instance_only_goes_on_after_a_rescale() {
+async fn backfills_finished_on_some_instances_only_go_on_after_a_rescale() {
     let broker = LocalBroker::start().expect("broker");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (live, sql) = BY_CUSTOMER[0];
-    write_jobs(dir.path(), [(live, sql)]);
+    let live = [BY_CUSTOMER[0], BY_CATEGORY[0]];
+    write_jobs(dir.path(), live);
     let base = base_config(&broker, "scale-backfill", dir.path()).await;
     preload(&base, &Generator::new(41, 3_000, START).records(20)).await;
     let run = "backfill";
-    // Instance 1 backfills a few records per step, so that instance 0
-    // catches up long before it.
+    let group = run_config(&base, run, 0, 1);
+    // Instance 2 backfills a few records per step, so that the others
+    // catch up long before it.
     let slow = [
         ("CXPULSE__ENGINE__BACKFILL_BATCH_ROWS", "5"),
         ("CXPULSE__ENGINE__COMMIT_INTERVAL_MS", "100"),
     ];
-    let mut engines: Vec<EngineProcess> = (0..2)
+    let mut engines: Vec<EngineProcess> = (0..3)
         .map(|i| {
-            let extra: &[(&str, &str)] = if i == 1 { &slow } else { &[] };
-            EngineProcess::start(&engine_env(&deployed(&base, run, i, 2, 1), extra))
+            let extra: &[(&str, &str)] = if i == 2 { &slow } else { &[] };
+            EngineProcess::start(&engine_env(&deployed(&base, run, i, 3, 1), extra))
         })
         .collect();
     for engine in &mut engines {
         engine.wait_ready(READY);
     }
-    let group = run_config(&base, run, 0, 1);
     for engine in &engines {
         wait_finished(&group, engine, Duration::from_secs(600));
     }
 
-    let history = "orders_history";
-    let history_sql = format!("-- @backfill earliest\n{sql}");
-    std::fs::write(dir.path().join(format!("{history}.sql")), history_sql).expect("write query");
-    let read = format!("cxpulse_backfill_records_total{{job=\"{history}\"}}");
-    let lag = format!("cxpulse_backfill_lag_records{{job=\"{history}\"}}");
-    wait_metrics(&engines[0], "instance 0's hand-over", |m| {
-        metric(m, &read).is_some() && metric(m, "cxpulse_backfills_running") == Some(0.0)
-    });
-    wait_metrics(&engines[1], "instance 1's backfill", |m| {
-        metric(m, &read).unwrap_or(0.0) > 0.0
-    });
-    // An epoch commits instance 1's position at least once more.
+    let history = |job: &str| format!("{job}_history");
+    for (job, sql) in live {
+        let path = dir.path().join(format!("{}.sql", history(job)));
+        std::fs::write(path, format!("-- @backfill earliest\n{sql}")).expect("write query");
+    }
+    let series = |name: &str, job: &str| format!("{name}{{job=\"{}\"}}", history(job));
+    let read = |m: &str, job: &str| metric(m, &series("cxpulse_backfill_records_total", job));
+    for engine in &engines[..2] {
+        wait_metrics(engine, "the hand-overs of instances 0 and 1", |m| {
+            live.iter().all(|(job, _)| read(m, job).is_some())
+                && metric(m, "cxpulse_backfills_running") == Some(0.0)
+        });
+    }
+    // An epoch commits instance 2's positions at least once more.
     std::thread::sleep(Duration::from_millis(300));
-    let left = metric(&engines[1].metrics(), &lag).unwrap_or(0.0);
-    assert!(left > 0.0, "instance 1 caught up before the rescale");
+    let body = engines[2].metrics();
+    let left: Vec<f64> = live
+        .iter()
+        .map(|(job, _)| metric(&body, &series("cxpulse_backfill_lag_records", job)).unwrap_or(0.0))
+        .collect();
+    assert!(
+        left.iter().all(|l| *l > 0.0),
+        "instance 2 caught up before the rescale: {left:?} left"
+    );
     stop_all(engines);
-    println!("rescaled to 1 instance with {left} records left to backfill on instance 1");
+    println!("rescaled to 2 instances with {left:?} records left to backfill on instance 2");
 
-    let mut engine = EngineProcess::start(&engine_env(&deployed(&base, run, 0, 1, 2), &[]));
-    engine.wait_ready(READY);
-    wait_metrics(&engine, "the hand-over after the rescale", |m| {
-        metric(m, "cxpulse_backfills_running") == Some(0.0)
-    });
-    let resumed = metric(&engine.metrics(), &read).unwrap_or(0.0);
+    let engines = start_all(&base, run, 2, 2);
+    for engine in &engines {
+        wait_metrics(engine, "the hand-overs after the rescale", |m| {
+            metric(m, "cxpulse_backfills_running") == Some(0.0)
+        });
+    }
+    for ((job, _), left) in live.iter().zip(&left) {
+        let resumed: f64 = engines
+            .iter()
+            .map(|e| read(&e.metrics(), job).unwrap_or(0.0))
+            .sum();
+        assert!(
+            resumed <= *left,
+            "{job}: the new owners read {resumed} history records; {left} were left: they went on, they did not start again"
+        );
+    }
     // A day of events later on every partition closes the windows the
     // hand-overs fell in.
     preload(
@@ -586,17 +608,109 @@ async fn a_backfill_finished_on_one_instance_only_goes_on_after_a_rescale() {
         &Generator::new(42, 3_000, START + 21 * 86_400_000).records(1),
     )
     .await;
-    wait_finished(&group, &engine, Duration::from_secs(600));
-    let (code, log) = engine.terminate(DRAIN);
-    assert_eq!(code, Some(0), "{log}");
-    assert!(log.contains("resumed=true"), "{log}");
-    assert!(
-        resumed <= left,
-        "the new owner read {resumed} history records; {left} were left: it went on, it did not start again"
-    );
+    for engine in &engines {
+        wait_finished(&group, engine, Duration::from_secs(600));
+    }
+    for engine in engines {
+        let (code, log) = engine.terminate(DRAIN);
+        assert_eq!(code, Some(0), "{log}");
+        assert!(log.contains("resumed=true"), "{log}");
+    }
 
-    let want = final_rows(&group, &[live.to_owned()]);
-    let got = renamed(final_rows(&group, &[history.to_owned()]), history, live);
-    assert!(want.len() > 1_000, "{} rows", want.len());
-    assert_same_rows("backfilled across a rescale", &want, &got);
+    for (job, _) in live {
+        let want = final_rows(&group, &[job.to_owned()]);
+        let got = renamed(final_rows(&group, &[history(job)]), &history(job), job);
+        assert!(want.len() > 20, "{job}: {} rows", want.len());
+        assert_same_rows(&format!("{job} backfilled across a rescale"), &want, &got);
+    }
+}
+
+/// A job that shuffles, changed while instances run (each reloads its
+/// query file at its own moment; here instance 0 long before instance 1),
+/// is rebuilt from history (`@backfill`) with the rows of the same query
+/// run from the start: the new version writes to a repartition topic of
+/// its own, so instance 1's earlier version does not take in (and pass
+/// over) instance 0's new partials before its own reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_shuffles_changed_on_one_instance_then_the_other_is_rebuilt_exactly() {
+    let broker = LocalBroker::start().expect("broker");
+    let (reference, sql) = BY_CATEGORY[0];
+    let changed = "changed";
+    let dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    for dir in &dirs {
+        write_jobs(dir.path(), [(reference, sql), (changed, sql)]);
+    }
+    let base = base_config(&broker, "scale-changed", dirs[0].path()).await;
+    preload(&base, &Generator::new(43, 3_000, START).records(20)).await;
+    let run = "changed";
+    let group = run_config(&base, run, 0, 1);
+    let instance = |i: usize| {
+        let mut config = deployed(&base, run, i as i64, 2, 1);
+        config.engine.queries_dir = dirs[i].path().to_owned();
+        config
+    };
+    let mut engines: Vec<EngineProcess> = (0..2)
+        .map(|i| EngineProcess::start(&engine_env(&instance(i), &[])))
+        .collect();
+    for engine in &mut engines {
+        engine.wait_ready(READY);
+    }
+    for engine in &engines {
+        wait_finished(&group, engine, Duration::from_secs(600));
+    }
+
+    let rebuilt = format!("-- @backfill earliest\n{sql}");
+    let backfilled = |m: &str| {
+        metric(m, "cxpulse_backfill_records_total{job=\"changed\"}").is_some()
+            && metric(m, "cxpulse_backfills_running") == Some(0.0)
+    };
+    // Each instance reads what the repartition topics hold: with one topic
+    // for both versions, instance 1's earlier version would take in
+    // instance 0's new partials (committed within a commit interval of the
+    // hand-over, seen in the lag within a statistics interval) and its new
+    // version would never see them.
+    let all_read = |m: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("cxpulse_consumer_lag_records{") && l.contains("-repartition\"")
+            })
+            .all(|l| l.ends_with(" 0"))
+    };
+    for (dir, engine) in dirs.iter().zip(&engines) {
+        std::fs::write(dir.path().join("changed.sql"), &rebuilt).expect("write query");
+        wait_metrics(engine, "the rebuild's hand-over", backfilled);
+        std::thread::sleep(Duration::from_millis(2_500));
+        for engine in &engines {
+            wait_metrics(engine, "the repartition records read", all_read);
+        }
+    }
+    // A day of events later on every partition closes the last windows.
+    preload(
+        &base,
+        &Generator::new(44, 3_000, START + 21 * 86_400_000).records(1),
+    )
+    .await;
+    for engine in &engines {
+        wait_finished(&group, engine, Duration::from_secs(600));
+    }
+    stop_all(engines);
+
+    // The earlier version published the windows closed before the change,
+    // the rebuilt one every window: its values are the last.
+    let want = final_rows(&group, &[reference.to_owned()]);
+    let got = renamed(
+        final_rows(&group, &[changed.to_owned()]),
+        changed,
+        reference,
+    )
+    .into_iter()
+    .map(|(id, mut values)| {
+        assert!(values.len() <= 2, "{id:?} published {} times", values.len());
+        (id, values.split_off(values.len() - 1))
+    })
+    .collect();
+    assert!(want.len() > 20, "{} rows", want.len());
+    assert_same_rows("rebuilt after a change", &want, &got);
 }

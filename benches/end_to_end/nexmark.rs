@@ -124,13 +124,11 @@ pub async fn run(
                 instances: n,
             }
             .measure(bootstrap);
-            let (shuffled, _) = crate::scale::repartition_bytes(bootstrap, &group);
+            let (shuffled, _, repartition) = crate::scale::repartition_bytes(bootstrap, &group);
             // noida-db keeps every topic in memory: the run's output,
             // changelog and repartition topic go before the next run.
             let mut written = vec![format!("{prefix}{name}"), format!("{group}-changelog")];
-            if shuffled > 0 {
-                written.push(format!("{group}-{name}-repartition"));
-            }
+            written.extend(repartition);
             drop_topics(bootstrap, &written).await;
             println!("{}", measured.row(&run, Some(&ceiling)));
             let mut figures = measured.json(Some(&ceiling));

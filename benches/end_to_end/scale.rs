@@ -1,6 +1,6 @@
 //! What several instances cost: CPU per event of the same jobs on one
 //! instance and on several, and the bytes a run wrote to its jobs'
-//! repartition topics (`<group>-<job>-repartition`), which carry the
+//! repartition topics (`<group>-<job>-<version>-repartition`), which carry the
 //! partial aggregates and watermark marks of the jobs that shuffle.
 
 use std::path::Path;
@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use crate::measure::{EngineRun, Measured, RECEIVE_MAX};
 
 /// Bytes (keys, values and headers) and records committed to the
-/// repartition topics of consumer group `group`'s jobs.
-pub fn repartition_bytes(bootstrap: &str, group: &str) -> (u64, u64) {
+/// repartition topics of consumer group `group`'s jobs, and those topics.
+pub fn repartition_bytes(bootstrap: &str, group: &str) -> (u64, u64, Vec<String>) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-repartition")
@@ -30,9 +30,11 @@ pub fn repartition_bytes(bootstrap: &str, group: &str) -> (u64, u64) {
         .fetch_metadata(None, Duration::from_secs(10))
         .expect("metadata");
     let mut all = TopicPartitionList::new();
+    let mut topics = Vec::new();
     for topic in metadata.topics() {
         let name = topic.name();
         if name.starts_with(&format!("{group}-")) && name.ends_with("-repartition") {
+            topics.push(name.to_owned());
             for p in topic.partitions() {
                 all.add_partition_offset(name, p.id(), Offset::Beginning)
                     .expect("partition");
@@ -41,7 +43,7 @@ pub fn repartition_bytes(bootstrap: &str, group: &str) -> (u64, u64) {
     }
     let partitions = all.count();
     if partitions == 0 {
-        return (0, 0);
+        return (0, 0, topics);
     }
     consumer.assign(&all).expect("assign");
     let (mut bytes, mut records, mut ended) = (0u64, 0u64, 0usize);
@@ -63,7 +65,7 @@ pub fn repartition_bytes(bootstrap: &str, group: &str) -> (u64, u64) {
             None => {}
         }
     }
-    (bytes, records)
+    (bytes, records, topics)
 }
 
 /// A job grouped by the partition key whose rows depend on their own group
@@ -165,7 +167,7 @@ pub fn customer_analytics(
                 instances: n,
             }
             .measure(bootstrap);
-            let (bytes, _) = repartition_bytes(bootstrap, &group);
+            let (bytes, _, _) = repartition_bytes(bootstrap, &group);
             let per_event = bytes as f64 / events as f64;
             let (versus, engine_versus) = one.as_ref().map_or((1.0, 1.0), |o: &Measured| {
                 (

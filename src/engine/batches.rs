@@ -402,6 +402,13 @@ impl Engine {
                     self.jobs.live_for_step(),
                     &counts,
                 );
+                for backfill in self.backfills.iter_mut() {
+                    super::shuffling::count_source_partitions(
+                        &self.config,
+                        std::slice::from_mut(backfill.job_mut()),
+                        &counts,
+                    );
+                }
                 self.inputs
                     .assign_owned(self.config.cluster(), &counts, &self.metrics)
                     .map_err(EngineError::kafka("assigning the event partitions"))?;

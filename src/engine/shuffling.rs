@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use super::backfill::Backfill;
+use super::event_time::EventTime;
 use super::inputs::ShuffledMessage;
 use super::jobs::RunningJob;
 use super::{Engine, EngineError};
@@ -34,11 +36,15 @@ pub(super) async fn route(
         if running.shuffle.is_some() || !running.job.shuffles() {
             continue;
         }
-        let topic = crate::shuffle::topic(&config.kafka.group_id, &running.job.name);
+        let topic = crate::shuffle::topic(
+            &config.kafka.group_id,
+            &running.job.name,
+            &running.job.fingerprint,
+        );
         let Some(windowed) = running.job.windowed_mut() else {
             continue;
         };
-        windowed.set_shuffled(true);
+        windowed.set_shuffled();
         let whole = windowed.group_key_columns().is_empty();
         let owned = config.cluster().owned(partitions);
         let mut route = Route::new(
@@ -92,12 +98,35 @@ pub(super) fn count_source_partitions(
     }
 }
 
+/// `running`'s stage 1 marks that changed since they were last written,
+/// from `event_time` (the live one, or its backfill's), if it shuffles.
+fn changed_marks(
+    running: &mut RunningJob,
+    event_time: &EventTime,
+    now: tokio::time::Instant,
+) -> Result<Vec<OutRecord>, EngineError> {
+    let (Some(route), Some(windowed)) = (running.shuffle.as_mut(), running.job.windowed()) else {
+        return Ok(Vec::new());
+    };
+    let marks = windowed
+        .info
+        .sources
+        .iter()
+        .flat_map(|&source| {
+            event_time
+                .marks(source, now)
+                .into_iter()
+                .map(move |(p, mark, idle)| (source.name().to_owned(), p, mark, idle))
+        })
+        .collect();
+    Ok(route.changed_marks(marks)?)
+}
+
 impl Engine {
-    /// The repartition topics of the live jobs that shuffle.
+    /// The repartition topics of the jobs that shuffle, live or
+    /// backfilling.
     pub(super) fn repartition_topics(&self) -> Vec<String> {
-        self.jobs
-            .live()
-            .iter()
+        self.all_jobs()
             .filter_map(|r| Some(r.shuffle.as_ref()?.topic.clone()))
             .collect()
     }
@@ -119,27 +148,19 @@ impl Engine {
 
     /// Stage 1's marks that changed since they were last written: how far
     /// each partition this instance reads has got, for every job that
-    /// shuffles; written after the epoch's partial aggregates.
+    /// shuffles (a backfilling job: how far its history has got); written
+    /// after the epoch's partial aggregates.
     pub(super) fn shuffle_marks(&mut self) -> Result<Vec<OutRecord>, EngineError> {
         let now = tokio::time::Instant::now();
         let mut records = Vec::new();
         for running in self.jobs.live_for_step().iter_mut() {
-            let (Some(route), Some(windowed)) = (running.shuffle.as_mut(), running.job.windowed())
-            else {
-                continue;
-            };
-            let marks = windowed
-                .info
-                .sources
-                .iter()
-                .flat_map(|&source| {
-                    self.event_time
-                        .marks(source, now)
-                        .into_iter()
-                        .map(move |(p, mark, idle)| (source.name().to_owned(), p, mark, idle))
-                })
-                .collect();
-            records.extend(route.changed_marks(marks)?);
+            records.extend(changed_marks(running, &self.event_time, now)?);
+        }
+        for backfill in self.backfills.iter_mut() {
+            let (jobs, event_time) = backfill.step_parts();
+            for running in jobs.iter_mut() {
+                records.extend(changed_marks(running, event_time, now)?);
+            }
         }
         Ok(records)
     }
@@ -176,6 +197,7 @@ impl Engine {
             .jobs
             .live_for_step()
             .iter_mut()
+            .chain(self.backfills.iter_mut().map(Backfill::job_mut))
             .find(|r| r.shuffle.as_ref().is_some_and(|s| s.topic == message.topic))
         else {
             // A job removed since: its records are passed over.

@@ -610,21 +610,6 @@ pub fn output_problems(
             problems.push((i, at(why)));
             continue;
         }
-        if let (false, Placement::Shuffled, Some((_, line))) = (
-            config.cluster().is_single(),
-            job.placement(),
-            job.query.options.backfill.as_ref(),
-        ) {
-            problems.push((
-                i,
-                QueryError {
-                    file: file.clone(),
-                    line: *line,
-                    message: SHUFFLED_BACKFILL.to_owned(),
-                },
-            ));
-            continue;
-        }
         if !config.cluster().is_single()
             && let Placement::SingleOnly(why) = job.placement()
         {
@@ -683,8 +668,9 @@ fn first_kept_table(kept: &[Source], tables: &BTreeSet<String>) -> Option<&'stat
         .map(String::as_str)
 }
 
-/// Why a job that shuffles cannot be backfilled on several instances.
-pub const SHUFFLED_BACKFILL: &str = "a job whose groups span partitions (grouped by something else than its sources' partition_key) cannot be backfilled on several instances yet (one instance can)";
+/// Why `cxpulse backfill` does not rebuild a job that shuffles on several
+/// instances.
+pub const SHUFFLED_BACKFILL: &str = "on several instances, a job that shuffles is rebuilt by every instance at once, and `cxpulse backfill` reaches one: add `-- @backfill <from>` to its query file instead (every instance reloads it, and the job starts again from history under a repartition topic of its own)";
 
 /// Why a job reading kept table `kept` cannot be backfilled.
 pub fn backfill_refused(kept: &str) -> String {

@@ -184,12 +184,11 @@ impl WindowedJob {
         &self.kept_copies
     }
 
-    /// Makes this job shuffle (`on`): its runs' partial aggregates go to
+    /// Makes this job shuffle: its runs' partial aggregates go to
     /// [`Self::take_partials`], and its state takes only those read back
-    /// ([`Self::insert_partials`]); or not (a backfill of one instance,
-    /// whose history goes straight into the state).
-    pub fn set_shuffled(&mut self, on: bool) {
-        self.shuffled = on;
+    /// ([`Self::insert_partials`]).
+    pub fn set_shuffled(&mut self) {
+        self.shuffled = true;
     }
 
     /// Whether this job shuffles.

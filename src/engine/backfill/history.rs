@@ -155,12 +155,10 @@ pub fn open(
 
 /// A job reading history before it joins the live stream.
 pub struct Backfill {
-    /// The job, alone (in a `Vec`, as steps take their jobs).
+    /// The job, alone (in a `Vec`, as steps take their jobs). A job that
+    /// shuffles keeps its route: its history's partials and marks go
+    /// through its repartition topic, as its live events' will.
     jobs: Vec<RunningJob>,
-    /// The job's route through its repartition topic, set aside while it
-    /// reads history (one instance: the history goes straight into its
-    /// state, which holds every group).
-    route: Option<crate::shuffle::Route>,
     /// Its own watermarks over the history it reads.
     event_time: EventTime,
     reader: BaseConsumer<ReadToEndContext>,
@@ -199,10 +197,6 @@ impl Backfill {
         now: Instant,
     ) -> Self {
         running.stop_early_results();
-        let route = running.shuffle.take();
-        if let Some(windowed) = running.job.windowed_mut() {
-            windowed.set_shuffled(false);
-        }
         let mut event_time = EventTime::unexported(config);
         for (&(source, partition), &t) in &resumed.event_times {
             event_time.restore_partition(source, partition, t);
@@ -211,7 +205,6 @@ impl Backfill {
         event_time.assign(&assigned, now);
         Self {
             jobs: vec![running],
-            route,
             event_time,
             reader: opened.reader,
             partitions: opened.partitions,
@@ -280,16 +273,8 @@ impl Backfill {
     }
 
     /// The job, to run live.
-    pub fn into_job(self) -> RunningJob {
-        let Self {
-            mut jobs, route, ..
-        } = self;
-        let mut running = jobs.remove(0);
-        if let (Some(route), Some(windowed)) = (route, running.job.windowed_mut()) {
-            windowed.set_shuffled(true);
-            running.shuffle = Some(route);
-        }
-        running
+    pub fn into_job(mut self) -> RunningJob {
+        self.jobs.remove(0)
     }
 
     /// Where the live jobs stand in a partition: `live`'s processed
