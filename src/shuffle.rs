@@ -34,12 +34,11 @@ use crate::state::value;
 pub const TOPIC_SUFFIX: &str = "-repartition";
 
 /// The repartition topic of job `job` of consumer group `group`, in the
-/// version of its query file whose fingerprint is `fingerprint`: a changed
+/// `version` of its query file ([`crate::job::Job::version`]): a changed
 /// query file writes to a topic of its own, so that an instance still
 /// running the earlier version (instances reload files each at their own
 /// moment) never reads the new one's partials, nor the new one the old's.
-pub fn topic(group: &str, job: &str, fingerprint: &str) -> String {
-    let version = fingerprint.get(..8).unwrap_or(fingerprint);
+pub fn topic(group: &str, job: &str, version: &str) -> String {
     format!("{group}-{job}-{version}{TOPIC_SUFFIX}")
 }
 

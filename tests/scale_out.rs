@@ -714,3 +714,89 @@ async fn a_job_that_shuffles_changed_on_one_instance_then_the_other_is_rebuilt_e
     assert!(want.len() > 20, "{} rows", want.len());
     assert_same_rows("rebuilt after a change", &want, &got);
 }
+
+/// A job that shuffles and panics on one instance is stopped there only
+/// (the other goes on running it); its query file fixed (with `@backfill`),
+/// it starts again on both as a changed job does, through its new
+/// repartition topic, and publishes the rows of the same query run from the
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_shuffles_stopped_by_a_panic_on_one_instance_is_rebuilt_shuffled_when_fixed() {
+    let broker = LocalBroker::start().expect("broker");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (reference, sql) = BY_CATEGORY[0];
+    let fragile = sql
+        .replace(
+            "SELECT window_start, window_end, category,",
+            "SELECT window_start, window_end, cxpulse_test_panic(category) AS category,",
+        )
+        .replace(
+            "GROUP BY window_start, window_end, category",
+            "GROUP BY window_start, window_end, cxpulse_test_panic(category)",
+        );
+    assert_ne!(fragile, sql);
+    write_jobs(
+        dir.path(),
+        [(reference, sql), ("fragile", fragile.as_str())],
+    );
+    let base = base_config(&broker, "scale-panic", dir.path()).await;
+    preload(&base, &Generator::new(45, 2_000, START).records(10)).await;
+    let run = "panic";
+    let group = run_config(&base, run, 0, 1);
+    let test_functions = [("CXPULSE_TEST_FUNCTIONS", "1")];
+    let mut engines: Vec<EngineProcess> = (0..2)
+        .map(|i| EngineProcess::start(&engine_env(&deployed(&base, run, i, 2, 1), &test_functions)))
+        .collect();
+    for engine in &mut engines {
+        engine.wait_ready(READY);
+    }
+    for engine in &engines {
+        wait_finished(&group, engine, Duration::from_secs(600));
+    }
+
+    // An order of category `panic` in partition 0, which instance 0 reads.
+    let boom = r#"{"event_id":"boom","customer_id":"boom","ts":"2026-01-12T00:00:00Z","amount":1.0,"category":"panic"}"#;
+    produce(
+        &producer(&base.kafka.brokers),
+        &base.topics.transactions,
+        &[(0, None, Some(boom))],
+    )
+    .await;
+    let stopped = "cxpulse_job_stopped{job=\"fragile\"}";
+    wait_metrics(&engines[0], "the job stopped on instance 0", |m| {
+        metric(m, stopped) == Some(1.0)
+    });
+    assert_eq!(metric(&engines[1].metrics(), stopped), None);
+
+    std::fs::write(
+        dir.path().join("fragile.sql"),
+        format!("-- @backfill earliest\n{sql}"),
+    )
+    .expect("fix the query");
+    for engine in &engines {
+        wait_metrics(engine, "the rebuild's hand-over", |m| {
+            metric(m, "cxpulse_backfill_records_total{job=\"fragile\"}").is_some()
+                && metric(m, "cxpulse_backfills_running") == Some(0.0)
+                && metric(m, stopped).is_none()
+        });
+    }
+    send_closing_orders(&base).await;
+    for engine in &engines {
+        wait_finished(&group, engine, Duration::from_secs(600));
+    }
+    stop_all(engines);
+
+    // Before the fix, the job published the windows that closed; the
+    // rebuilt one publishes every window: its values are the last.
+    let want = final_rows(&group, &[reference.to_owned()]);
+    let got = renamed(
+        final_rows(&group, &["fragile".to_owned()]),
+        "fragile",
+        reference,
+    )
+    .into_iter()
+    .map(|(id, mut values)| (id, values.split_off(values.len() - 1)))
+    .collect();
+    assert!(want.len() > 20, "{} rows", want.len());
+    assert_same_rows("rebuilt after a panic", &want, &got);
+}

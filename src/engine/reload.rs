@@ -112,9 +112,16 @@ impl Engine {
                     tracing::warn!(job = %job.name, error = %e, "cannot describe the output topic; assuming Kafka's default limits")
                 }
             }
-            if self.jobs.stopped_at(path).is_some() {
+            if self.jobs.stopped_at(path).is_some() && !job.shuffles() {
                 self.replace_stopped(path, job, now).await?;
                 continue;
+            }
+            // A job that shuffles, stopped here after a panic, starts again
+            // as a changed job does, as the instances that did not stop it
+            // restart it (its state is spread over all of them).
+            if let Some(stopped) = self.take_stopped(path) {
+                self.forget_job_state(&stopped.job.name, &stopped.job.fingerprint);
+                tracing::info!(job = %stopped.job.name, "query file of a stopped job changed: the job shuffles, so it starts anew, its old state deleted, as on the instances that did not stop it");
             }
             let old = self.take_job(path);
             if let Some(old) = &old {

@@ -39,7 +39,7 @@ pub(super) async fn route(
         let topic = crate::shuffle::topic(
             &config.kafka.group_id,
             &running.job.name,
-            &running.job.fingerprint,
+            running.job.version(),
         );
         let Some(windowed) = running.job.windowed_mut() else {
             continue;

@@ -138,8 +138,9 @@ impl Job {
             };
             let _ = writeln!(
                 out,
-                "shuffle: with several instances (cluster.instances), {why}: each micro-batch's partial aggregates {split} in the repartition topic `{}` (its name changes with the query file), whose partitions' owners merge them and close the windows on the watermark of every source partition; one instance needs no shuffle",
-                crate::shuffle::topic("<group_id>", &self.name, &self.fingerprint)
+                "shuffle: with several instances (cluster.instances), {why}: each micro-batch's partial aggregates {split} in the repartition topic `<group_id>-{}-{}-repartition` (its name changes with the query file), whose partitions' owners merge them and close the windows on the watermark of every source partition; one instance needs no shuffle",
+                self.name,
+                self.version()
             );
             if self.kept_table_read().is_some() {
                 let _ = writeln!(

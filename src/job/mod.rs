@@ -368,6 +368,12 @@ impl Job {
         }
     }
 
+    /// The version of its query file: the start of its fingerprint, in the
+    /// name of its repartition topic.
+    pub fn version(&self) -> &str {
+        self.fingerprint.get(..8).unwrap_or(&self.fingerprint)
+    }
+
     /// Whether this job shuffles on the instances it was placed for.
     pub fn shuffles(&self) -> bool {
         self.fingerprint.ends_with("-shuffled")
