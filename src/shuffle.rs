@@ -348,8 +348,9 @@ impl Route {
     }
 
     /// The records of one source partition's events that its stream's
-    /// kept tables (`spec`) took in, for the copies stage 2 keeps: to the
-    /// one partition every group goes to, or to all.
+    /// kept tables (`spec`) took in, for the copy stage 2 keeps: to the one
+    /// partition every group goes to (a job reading kept tables shuffles
+    /// whole); an error for a route split by group.
     pub fn kept_events(
         &self,
         source: &str,
@@ -365,23 +366,24 @@ impl Route {
             .columns()
             .filter_map(|name| schema.index_of(name).ok())
             .collect();
-        let events = events.project(&columns)?;
-        let targets: Vec<i32> = match self.whole {
-            Some(to) => vec![to],
-            None => (0..self.partitions).collect(),
+        let Some(to) = self.whole else {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "kept-table events for {}, whose groups are split: only a job shuffling whole keeps a copy",
+                self.topic
+            )));
         };
-        let mut records = Vec::new();
-        for events in pieces(events) {
-            for &to in &targets {
+        let events = events.project(&columns)?;
+        pieces(events)
+            .into_iter()
+            .map(|events| {
                 let shuffled = Shuffled::Kept {
                     source: source.to_owned(),
                     partition,
-                    events: events.clone(),
+                    events,
                 };
-                records.push(shuffled.into_record(&self.topic, to)?);
-            }
-        }
-        Ok(records)
+                shuffled.into_record(&self.topic, to)
+            })
+            .collect()
     }
 
     /// The marks among `now` (source, partition, mark, idle: the partitions
@@ -703,13 +705,9 @@ mod tests {
         table.apply(&back, Some(2)).expect("applies");
         let latest = table.latest_snapshot().expect("snapshot");
         assert_eq!(latest.num_rows(), 1, "k1");
-        // Split by group: every repartition partition needs the tables.
+        // Split by group: no copy is kept there.
         let split = Route::new("g-j-repartition".into(), 4, vec![0], vec![0]);
-        let records = split
-            .kept_events("complaints", 5, &events, spec)
-            .expect("records");
-        let targets: Vec<Option<i32>> = records.iter().map(|r| r.partition).collect();
-        assert_eq!(targets, [Some(0), Some(1), Some(2), Some(3)]);
+        assert!(split.kept_events("complaints", 5, &events, spec).is_err());
     }
 
     #[test]
