@@ -24,6 +24,8 @@ const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const DAY: i64 = 86_400_000;
 const READY: Duration = Duration::from_secs(60);
 const DRAIN: Duration = Duration::from_secs(30);
+/// How long a state seen in the metrics may take to come.
+const WAIT: Duration = Duration::from_secs(600);
 
 /// Revenue per category and 6 hours, the job that runs from the start.
 const REVENUE: &str = "-- @key category\nSELECT window_start, window_end, category, count(*) AS orders, sum(amount) AS revenue, count(DISTINCT customer_id) AS buyers\nFROM TUMBLE(transactions, ts, INTERVAL '6 hours')\nGROUP BY window_start, window_end, category\n";
@@ -44,23 +46,6 @@ fn live_and_backfilled(
         "revenue",
     );
     (live, backfilled)
-}
-
-/// Polls `engine`'s metrics until `done` holds for them.
-fn wait_metrics(engine: &EngineProcess, what: &str, done: impl Fn(&str) -> bool) {
-    let started = Instant::now();
-    loop {
-        let body = engine.metrics();
-        if done(&body) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "{what} never happened:\n{body}\nlog:\n{}",
-            engine.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Transactions among `records`: what a backfill of [`REVENUE`] reads.
@@ -104,12 +89,12 @@ async fn a_job_added_with_backfill_earliest_publishes_the_rows_of_a_job_run_from
     // Added after 100,000 events; more arrive while it reads history, so
     // it has to catch up with a moving live position.
     add_backfilled_job(dir.path());
-    wait_metrics(&engine, "the backfill's start", |m| {
+    engine.wait_metrics("the backfill's start", WAIT, |m| {
         metric(m, "cxpulse_backfill_records_total{job=\"revenue_history\"}").is_some()
     });
     let later = Generator::new(6, 500, START + 61 * DAY).records(3);
     preload(&config, &later).await;
-    wait_metrics(&engine, "the hand-over", |m| {
+    engine.wait_metrics("the hand-over", WAIT, |m| {
         metric(m, "cxpulse_backfills_running") == Some(0.0)
     });
     // Events after the hand-over, a day later on every partition, close
@@ -170,7 +155,7 @@ async fn a_backfill_killed_midway_resumes_where_it_stood() {
     add_backfilled_job(dir.path());
     let series = "cxpulse_backfill_records_total{job=\"revenue_history\"}";
     let clock = Instant::now();
-    wait_metrics(&engine, "20,000 history records read", |m| {
+    engine.wait_metrics("20,000 history records read", WAIT, |m| {
         metric(m, series).unwrap_or(0.0) >= 20_000.0
     });
     println!("20,000 read after {:?}", clock.elapsed());
@@ -190,7 +175,7 @@ async fn a_backfill_killed_midway_resumes_where_it_stood() {
 
     let mut engine = EngineProcess::start(&env);
     engine.wait_ready(READY);
-    wait_metrics(&engine, "the hand-over", |m| {
+    engine.wait_metrics("the hand-over", WAIT, |m| {
         metric(m, "cxpulse_backfills_running") == Some(0.0)
     });
     wait_finished(&config, &engine, Duration::from_secs(600));
@@ -281,7 +266,7 @@ async fn cxpulse_backfill_rebuilds_a_running_job_from_history() {
     let (code, out) = backfill_command(&["revenue", "--from", "earliest", "--url", &url], TOKEN);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("backfill of revenue started"), "{out}");
-    wait_metrics(&engine, "the hand-over", |m| {
+    engine.wait_metrics("the hand-over", WAIT, |m| {
         metric(m, "cxpulse_backfills_running") == Some(0.0)
             && metric(m, "cxpulse_backfill_records_total{job=\"revenue\"}").unwrap_or(0.0) > 0.0
     });

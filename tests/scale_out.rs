@@ -17,8 +17,8 @@ mod common;
 use std::time::Duration;
 
 use common::exactly_once::{
-    Tail, assert_same_rows, event_topics, final_rows, final_rows_of, preload, renamed, run_config,
-    uncommitted, wait_all_committed, wait_finished,
+    Tail, assert_same_rows, event_topics, final_rows, final_rows_of, preload, renamed,
+    repartition_read, run_config, uncommitted, wait_all_committed, wait_finished,
 };
 use common::process::{EngineProcess, engine_env};
 use common::{
@@ -32,6 +32,8 @@ use cxpulse::tools::local_broker::LocalBroker;
 const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const READY: Duration = Duration::from_secs(60);
 const DRAIN: Duration = Duration::from_secs(30);
+/// How long a state seen in the metrics may take to come.
+const WAIT: Duration = Duration::from_secs(600);
 /// Partitions of every source topic: two per instance.
 const PARTITIONS: i32 = 6;
 
@@ -504,23 +506,6 @@ async fn the_bundled_jobs_killed_rescaled_and_fenced_publish_the_rows_of_one_ins
     assert_same_rows("followed live", &want, &followed);
 }
 
-/// Polls `engine`'s metrics until `done` holds for them.
-fn wait_metrics(engine: &EngineProcess, what: &str, done: impl Fn(&str) -> bool) {
-    let started = std::time::Instant::now();
-    loop {
-        let body = engine.metrics();
-        if done(&body) {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "{what} never happened:\n{body}\nlog:\n{}",
-            engine.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Backfills that two instances had finished and the third had not when
 /// the deployment was scaled from 3 instances to 2 go on on the new
 /// owners: the finished partitions from where the live stream stood, the
@@ -566,7 +551,7 @@ async fn backfills_finished_on_some_instances_only_go_on_after_a_rescale() {
     let series = |name: &str, job: &str| format!("{name}{{job=\"{}\"}}", history(job));
     let read = |m: &str, job: &str| metric(m, &series("cxpulse_backfill_records_total", job));
     for engine in &engines[..2] {
-        wait_metrics(engine, "the hand-overs of instances 0 and 1", |m| {
+        engine.wait_metrics("the hand-overs of instances 0 and 1", WAIT, |m| {
             live.iter().all(|(job, _)| read(m, job).is_some())
                 && metric(m, "cxpulse_backfills_running") == Some(0.0)
         });
@@ -587,7 +572,7 @@ async fn backfills_finished_on_some_instances_only_go_on_after_a_rescale() {
 
     let engines = start_all(&base, run, 2, 2);
     for engine in &engines {
-        wait_metrics(engine, "the hand-overs after the rescale", |m| {
+        engine.wait_metrics("the hand-overs after the rescale", WAIT, |m| {
             metric(m, "cxpulse_backfills_running") == Some(0.0)
         });
     }
@@ -671,19 +656,12 @@ async fn a_job_that_shuffles_changed_on_one_instance_then_the_other_is_rebuilt_e
     // instance 0's new partials (committed within a commit interval of the
     // hand-over, seen in the lag within a statistics interval) and its new
     // version would never see them.
-    let all_read = |m: &str| {
-        m.lines()
-            .filter(|l| {
-                l.starts_with("cxpulse_consumer_lag_records{") && l.contains("-repartition\"")
-            })
-            .all(|l| l.ends_with(" 0"))
-    };
     for (dir, engine) in dirs.iter().zip(&engines) {
         std::fs::write(dir.path().join("changed.sql"), &rebuilt).expect("write query");
-        wait_metrics(engine, "the rebuild's hand-over", backfilled);
+        engine.wait_metrics("the rebuild's hand-over", WAIT, backfilled);
         std::thread::sleep(Duration::from_millis(2_500));
         for engine in &engines {
-            wait_metrics(engine, "the repartition records read", all_read);
+            engine.wait_metrics("the repartition records read", WAIT, repartition_read);
         }
     }
     // A day of events later on every partition closes the last windows.
@@ -763,7 +741,7 @@ async fn a_job_that_shuffles_stopped_by_a_panic_on_one_instance_is_rebuilt_shuff
     )
     .await;
     let stopped = "cxpulse_job_stopped{job=\"fragile\"}";
-    wait_metrics(&engines[0], "the job stopped on instance 0", |m| {
+    engines[0].wait_metrics("the job stopped on instance 0", WAIT, |m| {
         metric(m, stopped) == Some(1.0)
     });
     assert_eq!(metric(&engines[1].metrics(), stopped), None);
@@ -774,7 +752,7 @@ async fn a_job_that_shuffles_stopped_by_a_panic_on_one_instance_is_rebuilt_shuff
     )
     .expect("fix the query");
     for engine in &engines {
-        wait_metrics(engine, "the rebuild's hand-over", |m| {
+        engine.wait_metrics("the rebuild's hand-over", WAIT, |m| {
             metric(m, "cxpulse_backfill_records_total{job=\"fragile\"}").is_some()
                 && metric(m, "cxpulse_backfills_running") == Some(0.0)
                 && metric(m, stopped).is_none()

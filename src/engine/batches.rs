@@ -19,6 +19,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use rdkafka::error::KafkaError;
 
+use super::backfill::Backfill;
 use super::{BackfillRequest, Core, Engine, EngineError, TICK, millis};
 
 /// How often the event topics' partition counts are looked at, for
@@ -397,18 +398,12 @@ impl Engine {
         let topics = self.config.topics.of(self.config.declared.streams());
         match crate::admin::partition_counts(&self.config, &topics).await {
             Ok(counts) => {
+                let backfilling = self.backfills.iter_mut().map(Backfill::job_mut);
                 super::shuffling::count_source_partitions(
                     &self.config,
-                    self.jobs.live_for_step(),
+                    self.jobs.live_for_step().iter_mut().chain(backfilling),
                     &counts,
                 );
-                for backfill in self.backfills.iter_mut() {
-                    super::shuffling::count_source_partitions(
-                        &self.config,
-                        std::slice::from_mut(backfill.job_mut()),
-                        &counts,
-                    );
-                }
                 self.inputs
                     .assign_owned(self.config.cluster(), &counts, &self.metrics)
                     .map_err(EngineError::kafka("assigning the event partitions"))?;

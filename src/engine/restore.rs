@@ -545,7 +545,6 @@ fn written_now(version: u32, stored: &str, key: &ScalarValue) -> bool {
     version == SESSION_KEY_VERSION && stored == session_key(key)
 }
 
-/// The value of `key`'s record, decoded.
 /// Puts one key's events read back into a kept table (or a job's copy of
 /// one), kept in changelog partition `home`; `false` if an earlier version
 /// wrote a long key whole: the key is written again as written now, and
@@ -572,6 +571,7 @@ fn restore_kept(
     Ok(current)
 }
 
+/// The value of `key`'s record, decoded.
 fn decoded(key: &StateKey, restored: &RestoredValue) -> Result<StateValue, ReadError> {
     StateRecord::decode(key.clone(), &restored.value)
         .map(|record| record.value)

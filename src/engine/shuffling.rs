@@ -76,12 +76,12 @@ pub(super) async fn route(
 
 /// Tells every route how many partitions its job's sources have (`counts`,
 /// by topic), for the watermark stage 2 computes over all of them.
-pub(super) fn count_source_partitions(
+pub(super) fn count_source_partitions<'a>(
     config: &Config,
-    jobs: &mut [RunningJob],
+    jobs: impl Iterator<Item = &'a mut RunningJob>,
     counts: &BTreeMap<String, i32>,
 ) {
-    for running in jobs.iter_mut() {
+    for running in jobs {
         let (Some(route), Some(windowed)) = (running.shuffle.as_mut(), running.job.windowed())
         else {
             continue;

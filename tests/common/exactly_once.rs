@@ -159,11 +159,7 @@ pub fn wait_finished(config: &Config, engine: &EngineProcess, timeout: Duration)
 /// and every windowed job has closed the windows its watermark passed.
 fn windows_closed(engine: &EngineProcess) -> bool {
     let body = engine.metrics();
-    let shuffled_left = body
-        .lines()
-        .filter(|l| l.starts_with("cxpulse_consumer_lag_records{") && l.contains("-repartition\""))
-        .any(|l| !l.ends_with(" 0"));
-    if shuffled_left {
+    if !repartition_read(&body) {
         return false;
     }
     let series = |name: &str| -> BTreeMap<String, f64> {
@@ -183,6 +179,14 @@ fn windows_closed(engine: &EngineProcess) -> bool {
         && windowed
             .iter()
             .all(|job| lags.get(job).is_some_and(|lag| *lag == 0.0))
+}
+
+/// Whether the metrics `body` show nothing left to read in the engine's
+/// repartition partitions.
+pub fn repartition_read(body: &str) -> bool {
+    body.lines()
+        .filter(|l| l.starts_with("cxpulse_consumer_lag_records{") && l.contains("-repartition\""))
+        .all(|l| l.ends_with(" 0"))
 }
 
 /// One final row: output topic, Kafka key, window; the value is compared.

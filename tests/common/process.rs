@@ -131,18 +131,25 @@ impl EngineProcess {
 
     /// Polls `/metrics` until every `(series, value)` holds.
     pub fn wait_for_metrics(&self, wanted: &[(&str, f64)], timeout: Duration) {
+        self.wait_metrics(&format!("{wanted:?}"), timeout, |body| {
+            wanted
+                .iter()
+                .all(|(series, value)| metric(body, series) == Some(*value))
+        });
+    }
+
+    /// Polls `/metrics` until `done` holds for them; panics, saying `what`
+    /// never happened (with the metrics and the log), after `timeout`.
+    pub fn wait_metrics(&self, what: &str, timeout: Duration, done: impl Fn(&str) -> bool) {
         let started = Instant::now();
         loop {
             let body = self.metrics();
-            if wanted
-                .iter()
-                .all(|(series, value)| metric(&body, series) == Some(*value))
-            {
+            if done(&body) {
                 return;
             }
             assert!(
                 started.elapsed() < timeout,
-                "never reached {wanted:?}:\n{body}\nlog:\n{}",
+                "{what} never happened:\n{body}\nlog:\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(100));
